@@ -1,0 +1,297 @@
+//! Rules -> trials. One trial per (rule, check), run against one [`Target`].
+//!
+//! [`cases`] builds plain closures; [`trials`] wraps them for libtest-mimic (so `gcmspec run`
+//! and `cargo test` take the usual test flags), and [`selftest`] runs them directly.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use libtest_mimic::{Failed, Trial};
+use serde_json::Value;
+
+pub mod property;
+pub mod scenario;
+pub mod snapshot;
+
+use crate::reference::{self, Fault, Faults, Reference};
+use crate::spec::{Catalog, CheckKind, Level, Rule, template};
+use crate::target::{Capabilities, Control, InProcess, Target};
+
+/// How to run the suite.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub profile: String,
+    /// Seeds property generation.
+    pub seed: u64,
+    /// Overrides every property's `cases`.
+    pub cases: Option<u32>,
+    /// Compare normalized transcripts with the snapshots in this directory.
+    pub snapshots: Option<PathBuf>,
+    /// Distinguishes this run's names on a shared server.
+    pub run_id: String,
+}
+
+impl Options {
+    pub fn new(profile: &str) -> Options {
+        Options { profile: profile.to_string(), seed: 0, cases: None, snapshots: None, run_id: "run".into() }
+    }
+}
+
+pub type CaseFn = Arc<dyn Fn() -> Result<(), String> + Send + Sync>;
+
+/// One runnable check.
+#[derive(Clone)]
+pub struct Case {
+    /// `rule-id::check-name`
+    pub name: String,
+    pub rule_id: String,
+    pub level: Level,
+    pub run: Result<CaseFn, String>,
+}
+
+/// The checks of every rule that applies to `options.profile`, bound to `target`.
+pub fn cases(
+    catalog: &Arc<Catalog>,
+    target: Arc<dyn Target>,
+    caps: Arc<Capabilities>,
+    options: &Arc<Options>,
+) -> Vec<Case> {
+    let mut out = Vec::new();
+    for (rule_index, rule) in catalog.rules.iter().enumerate() {
+        if !rule.profiles.contains(&options.profile) {
+            continue;
+        }
+        for (check_index, check) in rule.checks.iter().enumerate() {
+            let mut needs = rule.needs.clone();
+            if let CheckKind::Property { property, .. } = &check.kind {
+                needs.extend(
+                    property::find(property)
+                        .map(|p| p.needs.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+                        .unwrap_or_default(),
+                );
+            }
+            let run = match scenario::missing(&caps, &needs) {
+                Some(why) => Err(why),
+                None => {
+                    let (catalog, target, caps, options) =
+                        (catalog.clone(), target.clone(), caps.clone(), options.clone());
+                    let f: CaseFn = Arc::new(move || {
+                        let rule = &catalog.rules[rule_index];
+                        run_check(&catalog, rule, check_index, target.as_ref(), &caps, &options)
+                    });
+                    Ok(f)
+                }
+            };
+            out.push(Case {
+                name: format!("{}::{}", rule.id, check.name),
+                rule_id: rule.id.clone(),
+                level: rule.level,
+                run,
+            });
+        }
+    }
+    out
+}
+
+fn run_check(
+    catalog: &Catalog,
+    rule: &Rule,
+    check_index: usize,
+    target: &dyn Target,
+    caps: &Capabilities,
+    options: &Options,
+) -> Result<(), String> {
+    let check = &rule.checks[check_index];
+    let mut vars = catalog.parameters(rule, &options.profile);
+    match &check.kind {
+        CheckKind::Scenario(steps) => {
+            let control = Control { target, caps };
+            let sender = control.new_sender().map_err(|e| format!("setting up a sender: {e}"))?;
+            let mut redactor = snapshot::Redactor::default();
+            let name = format!("appUser-Chris-{}-{}", options.run_id, unique());
+            for (k, v) in [
+                ("sender", sender.to_json()),
+                ("name", Value::String(name)),
+                ("run", Value::String(options.run_id.clone())),
+            ] {
+                redactor.learn(k, &v);
+                vars.insert(k.to_string(), v);
+            }
+            let transcript = scenario::run(&control, steps, vars, &mut redactor)?;
+            if let Some(dir) = &options.snapshots {
+                let name = format!("{}__{}", rule.id, check.name);
+                let description = format!("{} {} ({}): {}", rule.level, rule.id, check.name, rule.title);
+                snapshot::compare(dir, &name, &description, &transcript.text)?;
+            }
+            Ok(())
+        }
+        CheckKind::Property { property, params } => {
+            let def = property::find(property).ok_or_else(|| format!("unknown property `{property}`"))?;
+            let mut all = vars.clone();
+            for (k, v) in params {
+                all.insert(k.clone(), template::render(v, &vars).map_err(|e| format!("parameter `{k}`: {e}"))?);
+            }
+            let cx = property::PropertyCx {
+                target,
+                caps,
+                params: all,
+                seed: options.seed,
+                cases: options.cases,
+                run_id: format!("{}-{}", options.run_id, unique()),
+            };
+            (def.run)(&cx)
+        }
+    }
+}
+
+/// A process-wide counter: names stay unique across trials sharing a sender.
+fn unique() -> usize {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
+/// The cases as libtest-mimic trials, names prefixed with `prefix` (a target label) if any.
+pub fn trials(cases: Vec<Case>, prefix: &str) -> Vec<Trial> {
+    cases
+        .into_iter()
+        .map(|case| {
+            let name = if prefix.is_empty() { case.name } else { format!("{prefix}::{}", case.name) };
+            let kind = match case.level {
+                Level::Must => "must",
+                Level::Should => "should",
+                Level::May => "may",
+            };
+            match case.run {
+                Ok(f) => Trial::test(name, move || f().map_err(Failed::from)).with_kind(kind),
+                Err(why) => Trial::test(name, move || Err(Failed::from(format!("unsupported: {why}"))))
+                    .with_kind("unsupported")
+                    .with_ignored_flag(true),
+            }
+        })
+        .collect()
+}
+
+/// Runs cases on `threads` threads and returns (name, result) in input order.
+pub fn run_cases(cases: &[Case], threads: usize) -> Vec<(String, Result<(), String>)> {
+    let next = AtomicUsize::new(0);
+    let results: Vec<std::sync::Mutex<Option<Result<(), String>>>> =
+        cases.iter().map(|_| std::sync::Mutex::new(None)).collect();
+    std::thread::scope(|s| {
+        for _ in 0..threads.max(1) {
+            s.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(case) = cases.get(i) else { break };
+                    let r = match &case.run {
+                        Ok(f) => std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f()))
+                            .unwrap_or_else(|_| Err("the check panicked".into())),
+                        Err(why) => Err(format!("unsupported: {why}")),
+                    };
+                    *results[i].lock().unwrap_or_else(|e| e.into_inner()) = Some(r);
+                }
+            });
+        }
+    });
+    cases
+        .iter()
+        .zip(results)
+        .map(|(c, r)| (c.name.clone(), r.into_inner().unwrap_or_else(|e| e.into_inner()).unwrap_or(Ok(()))))
+        .collect()
+}
+
+/// What `gcmspec selftest` found.
+#[derive(Debug, Default)]
+pub struct SelftestReport {
+    /// Checks that failed against the clean reference (there should be none).
+    pub clean_failures: Vec<(String, String)>,
+    /// For each rule: whether its fault was caught (`None`: the reference has no fault for it).
+    pub rules: Vec<(String, Option<bool>)>,
+}
+
+impl SelftestReport {
+    pub fn caught(&self) -> usize {
+        self.rules.iter().filter(|(_, c)| *c == Some(true)).count()
+    }
+    pub fn passed(&self) -> bool {
+        self.clean_failures.is_empty() && self.caught() == self.rules.len()
+    }
+}
+
+/// Runs the suite against the clean reference, then each rule's checks against the
+/// reference with that rule's fault. Snapshots are off: a fault must be caught by a check.
+pub fn selftest(
+    catalog: &Arc<Catalog>,
+    config: &reference::Config,
+    options: &Options,
+    threads: usize,
+    mut progress: impl FnMut(&str),
+) -> SelftestReport {
+    let mut options = options.clone();
+    options.snapshots = None;
+    let options = Arc::new(options);
+    let bind = |faults: Faults| -> Vec<Case> {
+        let mut config = config.clone();
+        config.faults = faults;
+        let target: Arc<dyn Target> = Arc::new(InProcess(Reference::new(config)));
+        let caps = Arc::new(Capabilities::probe(target.as_ref()).unwrap_or_default());
+        cases(catalog, target, caps, &options)
+    };
+    let mut report = SelftestReport::default();
+    for (name, r) in run_cases(&bind(Faults::default()), threads) {
+        if let Err(e) = r {
+            progress(&format!("clean reference FAILED {name}: {e}"));
+            report.clean_failures.push((name, e));
+        }
+    }
+    for rule in catalog.rules.iter().filter(|r| r.profiles.contains(&options.profile)) {
+        let fault = rule.id.parse::<Fault>().ok();
+        let caught = fault.map(|f| {
+            let cases: Vec<Case> = bind(Faults::new([f])).into_iter().filter(|c| c.rule_id == rule.id).collect();
+            let results = run_cases(&cases, threads);
+            let failed: Vec<&String> = results.iter().filter(|(_, r)| r.is_err()).map(|(n, _)| n).collect();
+            let verdict = if failed.is_empty() {
+                "NOT CAUGHT".to_string()
+            } else {
+                format!("caught by {}", failed.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", "))
+            };
+            progress(&format!("fault {:<32} ({}): {verdict}", rule.id, f.description()));
+            !failed.is_empty()
+        });
+        if fault.is_none() {
+            progress(&format!("fault {:<32} NONE: the reference has no fault for this rule", rule.id));
+        }
+        report.rules.push((rule.id.clone(), caught));
+    }
+    report
+}
+
+/// Checks what the pure loader cannot: that named properties exist and get their parameters.
+pub fn lint(catalog: &Catalog) -> Vec<String> {
+    let mut problems = Vec::new();
+    for rule in &catalog.rules {
+        for check in &rule.checks {
+            let CheckKind::Property { property, params } = &check.kind else { continue };
+            let Some(def) = property::find(property) else {
+                let known: Vec<&str> = property::PROPERTIES.iter().map(|p| p.name).collect();
+                problems.push(format!(
+                    "{}: rule[{}].check[{}].property: unknown property `{property}` (known: {})",
+                    check.location,
+                    rule.id,
+                    check.name,
+                    known.join(", ")
+                ));
+                continue;
+            };
+            for profile in &rule.profiles {
+                let vars = catalog.parameters(rule, profile);
+                for p in def.params {
+                    if !params.contains_key(*p) && !vars.contains_key(*p) {
+                        problems.push(format!("{}: rule[{}].check[{}].params: property `{property}` needs parameter `{p}` (profile {profile})", check.location, rule.id, check.name));
+                    }
+                }
+            }
+        }
+    }
+    problems
+}

@@ -1,0 +1,270 @@
+//! Runs one declarative scenario against a target.
+
+use serde_json::Value;
+
+use super::snapshot::Redactor;
+use crate::spec::template::{self, Vars, text_of};
+use crate::spec::{Action, Auth, Body, BodyShape, Expect, FieldOp, Request, Step};
+use crate::target::{Capabilities, Control};
+use crate::wire::{HttpRequest, HttpResponse};
+
+/// What a scenario did, normalized, for its snapshot.
+#[derive(Debug, Default)]
+pub struct Transcript {
+    pub text: String,
+}
+
+/// Runs `steps` with `vars` (parameters and builtins already set). On failure the error
+/// says which step, what was expected and what came back.
+pub fn run(
+    control: &Control<'_>,
+    steps: &[Step],
+    mut vars: Vars,
+    redactor: &mut Redactor,
+) -> Result<Transcript, String> {
+    let mut transcript = Transcript::default();
+    for (i, step) in steps.iter().enumerate() {
+        let n = i + 1;
+        let at = |e: String| format!("step {n} (line {}): {e}", step.line);
+        let exchange = match &step.action {
+            Action::NewSender { name } => {
+                let s = control.new_sender().map_err(|e| at(e.to_string()))?;
+                define(&mut vars, redactor, name, s.to_json());
+                None
+            }
+            Action::Register { name, count, senders, account, platform, package } => {
+                let count = render(count, &vars).map_err(at)?;
+                let count = count
+                    .as_u64()
+                    .ok_or_else(|| at(format!("`count` must be a non-negative integer, found {count}")))?;
+                let sender_ids = senders
+                    .iter()
+                    .map(|s| {
+                        vars.get(s)
+                            .and_then(|v| v["id"].as_str())
+                            .map(str::to_string)
+                            .ok_or_else(|| at(format!("`{s}` is not a sender")))
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                let render_opt = |v: &Option<Value>| v.as_ref().map(|v| render(v, &vars)).transpose();
+                let (account, platform, package) = (
+                    render_opt(account).map_err(at)?,
+                    render_opt(platform).map_err(at)?,
+                    render_opt(package).map_err(at)?,
+                );
+                let ids = (0..count)
+                    .map(|_| {
+                        control
+                            .register(&sender_ids, account.as_ref(), platform.as_ref(), package.as_ref())
+                            .map(Value::String)
+                    })
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|e| at(e.to_string()))?;
+                define(&mut vars, redactor, name, Value::Array(ids));
+                None
+            }
+            Action::Unregister(which) => {
+                let which = render(which, &vars).map_err(at)?;
+                let ids: Vec<Value> = match which {
+                    Value::Array(a) => a,
+                    v => vec![v],
+                };
+                for id in ids {
+                    control.unregister(&text_of(&id)).map_err(|e| at(e.to_string()))?;
+                }
+                None
+            }
+            Action::IdToken { name, account, sender } => {
+                let account = text_of(&render(account, &vars).map_err(at)?);
+                let sender_id = vars
+                    .get(sender)
+                    .and_then(|v| v["id"].as_str())
+                    .map(str::to_string)
+                    .ok_or_else(|| at(format!("`{sender}` is not a sender")))?;
+                let token = control.id_token(&sender_id, &account).map_err(|e| at(e.to_string()))?;
+                define(&mut vars, redactor, name, Value::String(token));
+                None
+            }
+            Action::Inbox(which) => {
+                let id = text_of(&render(which, &vars).map_err(at)?);
+                Some(control.inbox(&id).map_err(|e| at(e.to_string()))?)
+            }
+            Action::Request(r) => {
+                let req = build_request(r, &vars).map_err(at)?;
+                let resp = control.target.exchange(&req).map_err(|e| at(e.to_string()))?;
+                Some((req, resp))
+            }
+        };
+        let Some((req, resp)) = exchange else { continue };
+        if let Some(expect) = &step.expect {
+            check(expect, &resp, &vars)
+                .map_err(|e| at(format!("{} {}: {e}\n{}", req.method, req.path, describe(&req, &resp))))?;
+        }
+        for (var, pointer) in &step.save {
+            let value = resp.body_json().and_then(|b| b.pointer(pointer).cloned()).ok_or_else(|| {
+                at(format!("cannot save `{var}`: the response has nothing at `{pointer}`\n{}", describe(&req, &resp)))
+            })?;
+            define(&mut vars, redactor, var, value);
+        }
+        // After saving, so that a saved value reads as its variable (`<key>`) here too.
+        transcript.text.push_str(&redactor.exchange(&format!("step {n}"), &req, &resp));
+        transcript.text.push('\n');
+    }
+    Ok(transcript)
+}
+
+fn define(vars: &mut Vars, redactor: &mut Redactor, name: &str, value: Value) {
+    redactor.learn(name, &value);
+    vars.insert(name.to_string(), value);
+}
+
+fn render(v: &Value, vars: &Vars) -> Result<Value, String> {
+    template::render(v, vars).map_err(|e| e.to_string())
+}
+
+fn build_request(r: &Request, vars: &Vars) -> Result<HttpRequest, String> {
+    let path = text_of(&render(&Value::String(r.path.clone()), vars)?);
+    let mut req = HttpRequest::new(&r.method, &path);
+    let sender = vars.get(&r.sender).ok_or_else(|| format!("`{}` is not defined", r.sender))?;
+    let (id, key) = (text_of(&sender["id"]), text_of(&sender["key"]));
+    if matches!(r.auth, Auth::Server | Auth::Key) {
+        req = req.with_header("authorization", &format!("key={key}"));
+    }
+    if matches!(r.auth, Auth::Server | Auth::Project) {
+        req = req.with_header("project_id", &id);
+    }
+    match &r.body {
+        Body::None => {}
+        Body::Json(b) => req = req.with_json(&render(b, vars)?),
+        Body::Raw(s) => {
+            req.body = s.clone().into_bytes();
+            req = req.with_header("content-type", "application/json");
+        }
+    }
+    for (k, v) in &r.headers {
+        let k = k.to_ascii_lowercase();
+        req.headers.retain(|(h, _)| *h != k);
+        req.headers.push((k, text_of(&render(v, vars)?)));
+    }
+    req.headers.retain(|(h, _)| !r.omit_headers.contains(h));
+    for (k, v) in &r.query {
+        req.query.push((k.clone(), text_of(&render(v, vars)?)));
+    }
+    Ok(req)
+}
+
+/// The exchange, shortened, for failure messages.
+pub fn describe(req: &HttpRequest, resp: &HttpResponse) -> String {
+    let cut = |b: &[u8]| {
+        let s = String::from_utf8_lossy(b);
+        if s.chars().count() > 1500 {
+            format!("{}… ({} bytes)", s.chars().take(1500).collect::<String>(), b.len())
+        } else {
+            s.into_owned()
+        }
+    };
+    format!(
+        "  request:  {} {} {}\n  response: {} {}",
+        req.method,
+        req.path_and_query(),
+        cut(&req.body),
+        resp.status,
+        cut(&resp.body)
+    )
+}
+
+pub fn check(expect: &Expect, resp: &HttpResponse, vars: &Vars) -> Result<(), String> {
+    if !expect.status.is_empty() && !expect.status.contains(&resp.status) {
+        let want: Vec<String> = expect.status.iter().map(u16::to_string).collect();
+        return Err(format!("expected status {}, got {}", want.join(" or "), resp.status));
+    }
+    let json = resp.body_json();
+    let blank = resp.body.iter().all(u8::is_ascii_whitespace);
+    match expect.body {
+        BodyShape::Any => {}
+        BodyShape::Json if json.is_none() => return Err("expected a JSON body".into()),
+        BodyShape::Empty if !blank => return Err(format!("expected no body, got {} bytes", resp.body.len())),
+        BodyShape::NotJson if json.is_some() && !blank => return Err("expected no JSON body, got JSON".into()),
+        _ => {}
+    }
+    let body = json.unwrap_or(Value::Null);
+    for f in &expect.fields {
+        let actual = body.pointer(&f.at);
+        let show = |v: Option<&Value>| v.map_or_else(|| "nothing".to_string(), Value::to_string);
+        let fail = |what: String| Err(format!("at `{}`: {what}, found {}", f.at, show(actual)));
+        match &f.op {
+            FieldOp::Absent => {
+                if actual.is_some() {
+                    return fail("expected nothing".into());
+                }
+            }
+            FieldOp::Type(t) => {
+                if !actual.is_some_and(|a| t.matches(a)) {
+                    return fail(format!("expected a {t:?}").to_lowercase());
+                }
+            }
+            FieldOp::Eq(v) => {
+                let want = render(v, vars)?;
+                if actual != Some(&want) {
+                    return fail(format!("expected {want}"));
+                }
+            }
+            FieldOp::Ne(v) => {
+                let want = render(v, vars)?;
+                if actual == Some(&want) {
+                    return fail(format!("expected anything but {want}"));
+                }
+            }
+            FieldOp::Len(v) => {
+                let want = render(v, vars)?;
+                let len = actual.and_then(|a| match a {
+                    Value::Array(x) => Some(x.len()),
+                    Value::Object(x) => Some(x.len()),
+                    Value::String(s) => Some(s.chars().count()),
+                    _ => None,
+                });
+                if len.map(|l| l as u64) != want.as_u64() {
+                    return fail(format!("expected length {want}"));
+                }
+            }
+            FieldOp::MinChars(v) => {
+                let want = render(v, vars)?.as_u64().unwrap_or(u64::MAX);
+                if actual.and_then(Value::as_str).is_none_or(|s| (s.chars().count() as u64) < want) {
+                    return fail(format!("expected a string of at least {want} characters"));
+                }
+            }
+            FieldOp::Set(v) => {
+                let want = render(v, vars)?;
+                let sorted = |v: &Value| {
+                    v.as_array().map(|a| {
+                        let mut s: Vec<String> = a.iter().map(Value::to_string).collect();
+                        s.sort();
+                        s
+                    })
+                };
+                if actual.and_then(sorted).is_none() || actual.and_then(sorted) != sorted(&want) {
+                    return fail(format!("expected the set {want} (in any order)"));
+                }
+            }
+            FieldOp::Contains(v) => {
+                let want = render(v, vars)?;
+                let ok = match (actual, &want) {
+                    (Some(Value::Array(a)), Value::Array(w)) => w.iter().all(|x| a.contains(x)),
+                    (Some(Value::Array(a)), w) => a.contains(w),
+                    (Some(Value::String(a)), Value::String(w)) => a.contains(w.as_str()),
+                    _ => false,
+                };
+                if !ok {
+                    return fail(format!("expected it to contain {want}"));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The capabilities a check lacks on this target, if any.
+pub fn missing(caps: &Capabilities, needs: &[String]) -> Option<String> {
+    let m = caps.missing(needs);
+    (!m.is_empty()).then(|| format!("the target does not offer: {}", m.join(", ")))
+}

@@ -1,0 +1,163 @@
+//! Normalized transcripts and their insta snapshots.
+//!
+//! Keys, ids and tokens differ on every run and every server, so a transcript names them by
+//! where they came from (`<phones[2]>`, `<sender.key>`, `<notification_key#1>`) before it is
+//! compared. What is left is the response shape, which a reviewer can read.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde_json::Value;
+
+use crate::wire::{HttpRequest, HttpResponse};
+
+/// Response fields whose values are opaque and change from run to run.
+const OPAQUE_FIELDS: &[&str] = &[
+    "notification_key",
+    "registration_id",
+    "registration_ids",
+    "failed_registration_ids",
+    "message_id",
+    "multicast_id",
+    "id_token",
+    "sender_id",
+    "server_key",
+];
+
+/// Replaces run-specific values with stable labels.
+#[derive(Debug, Default, Clone)]
+pub struct Redactor {
+    /// Known value -> label, from scenario variables.
+    known: BTreeMap<String, String>,
+    /// Labels handed out to opaque values first seen in responses.
+    seen: BTreeMap<String, String>,
+    counters: BTreeMap<String, usize>,
+}
+
+impl Redactor {
+    /// Remembers every string in a variable's value under a label derived from its name.
+    pub fn learn(&mut self, label: &str, value: &Value) {
+        match value {
+            Value::String(s) if !s.is_empty() => {
+                self.known.entry(s.clone()).or_insert_with(|| label.to_string());
+            }
+            Value::Array(items) => items.iter().enumerate().for_each(|(i, v)| self.learn(&format!("{label}[{i}]"), v)),
+            Value::Object(o) => o.iter().for_each(|(k, v)| self.learn(&format!("{label}.{k}"), v)),
+            _ => {}
+        }
+    }
+
+    fn label_opaque(&mut self, field: &str, raw: &str) -> String {
+        if let Some(l) = self.known.get(raw).or_else(|| self.seen.get(raw)) {
+            return format!("<{l}>");
+        }
+        let n = self.counters.entry(field.to_string()).or_default();
+        *n += 1;
+        let label = format!("{field}#{n}");
+        self.seen.insert(raw.to_string(), label.clone());
+        format!("<{label}>")
+    }
+
+    /// Redacts known values anywhere in a text (error messages quote ids).
+    pub fn text(&self, s: &str) -> String {
+        let mut known: Vec<_> = self.known.iter().chain(self.seen.iter()).collect();
+        known.sort_by_key(|(v, _)| std::cmp::Reverse(v.len()));
+        let mut out = s.to_string();
+        for (v, label) in known {
+            if v.len() >= 4 {
+                out = out.replace(v.as_str(), &format!("<{label}>"));
+            }
+        }
+        out
+    }
+
+    pub fn value(&mut self, v: &Value, field: Option<&str>) -> Value {
+        let opaque = field.filter(|f| OPAQUE_FIELDS.contains(f));
+        match v {
+            Value::String(s) => match opaque {
+                Some(f) => Value::String(self.label_opaque(f, s)),
+                None => Value::String(self.text(s)),
+            },
+            Value::Number(n) => match opaque {
+                Some(f) => Value::String(self.label_opaque(f, &n.to_string())),
+                None => v.clone(),
+            },
+            Value::Array(items) => Value::Array(items.iter().map(|x| self.value(x, field)).collect()),
+            Value::Object(o) => Value::Object(o.iter().map(|(k, x)| (k.clone(), self.value(x, Some(k)))).collect()),
+            other => other.clone(),
+        }
+    }
+
+    fn body(&mut self, body: &[u8]) -> String {
+        if body.is_empty() {
+            return "(no body)".into();
+        }
+        match serde_json::from_slice::<Value>(body) {
+            Ok(v) => serde_json::to_string_pretty(&self.value(&v, None)).unwrap_or_default(),
+            Err(_) => format!("(not JSON) {}", self.text(&String::from_utf8_lossy(body))),
+        }
+    }
+
+    /// One exchange as snapshot text.
+    pub fn exchange(&mut self, title: &str, req: &HttpRequest, resp: &HttpResponse) -> String {
+        let mut out = format!("## {title}\n{} {}\n", req.method, self.text(&req.path_and_query()));
+        let mut headers = req.headers.clone();
+        headers.sort();
+        for (k, v) in headers {
+            out.push_str(&format!("{k}: {}\n", self.text(&v)));
+        }
+        if !req.body.is_empty() {
+            out.push('\n');
+            out.push_str(&self.body(&req.body));
+            out.push('\n');
+        }
+        let content_type = resp.header("content-type").unwrap_or("-");
+        out.push_str(&format!("\n-> {} {content_type}\n{}\n", resp.status, self.body(&resp.body)));
+        out
+    }
+}
+
+/// Compares `text` with the committed snapshot `name` in `dir`, through insta, so the usual
+/// `cargo insta review` workflow applies. Returns the mismatch as an error message.
+pub fn compare(dir: &Path, name: &str, description: &str, text: &str) -> Result<(), String> {
+    let mut settings = insta::Settings::new();
+    settings.set_snapshot_path(dir);
+    settings.set_prepend_module_to_snapshot(false);
+    settings.set_omit_expression(true);
+    settings.set_description(description);
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        settings.bind(|| insta::assert_snapshot!(name, text));
+    }));
+    result.map_err(|_| {
+        format!("the normalized responses differ from snapshot {}/{name}.snap (diff above; review with `cargo insta review`)", dir.display())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn values_are_named_by_origin() {
+        let mut r = Redactor::default();
+        r.learn("phones", &json!(["reg-aaaa", "reg-bbbb"]));
+        r.learn("sender", &json!({"id": "123456", "key": "AIzaKEY"}));
+        let body = json!({
+            "notification_key": "APA91bXYZ",
+            "failed_registration_ids": ["reg-bbbb"],
+            "error": "unknown sender id \"123456\"",
+            "multicast_id": 42,
+        });
+        let out = r.value(&body, None);
+        assert_eq!(out["notification_key"], "<notification_key#1>");
+        assert_eq!(out["failed_registration_ids"], json!(["<phones[1]>"]));
+        assert_eq!(out["error"], "unknown sender id \"<sender.id>\"");
+        assert_eq!(out["multicast_id"], "<multicast_id#1>");
+        // The same opaque value keeps its label.
+        assert_eq!(
+            r.value(&json!({"notification_key": "APA91bXYZ"}), None)["notification_key"],
+            "<notification_key#1>"
+        );
+    }
+}

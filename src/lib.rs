@@ -1,0 +1,30 @@
+//! gcmspec: a conformance harness and reference server for the legacy GCM/FCM protocol,
+//! centred on device groups.
+//!
+//! # Layout
+//!
+//! - [`spec`]: the rules in `specs/*.toml`, loaded purely (text in, [`spec::Catalog`] or
+//!   every error out). [`bundled`] supplies the files compiled into the binary, or reads a
+//!   directory.
+//! - [`reference`]: the reference server. [`reference::model`] is a synchronous state
+//!   machine over an injected clock and seeded randomness; [`reference::http`] is the thin
+//!   HTTP adapter; [`reference::control`] the control API a harness drives it with;
+//!   [`reference::faults`] one deliberate bug per rule. [`reference::serve`] takes a
+//!   listener and a shutdown signal; [`reference::Reference::start`] runs it on an
+//!   ephemeral port inside a test.
+//! - [`wire`]: an HTTP exchange as plain data, shared by the adapter and the targets.
+//! - [`target`]: the one interface the harness reaches servers through, in-process or over
+//!   HTTP, and the typed control-API client on top of it.
+//! - [`harness`]: rules -> libtest-mimic trials: scenarios, proptest properties, insta
+//!   snapshots of normalized responses, and the self-test that proves each rule bites.
+//!
+//! The `gcmspec` binary (`src/main.rs`) is a thin CLI over these.
+
+pub mod bundled;
+pub mod harness;
+pub mod reference;
+pub mod spec;
+pub mod target;
+pub mod wire;
+
+pub use reference::{Reference, RunningReference};

@@ -1,0 +1,295 @@
+//! The `gcmspec` command line: a thin layer over the library. Port choice, signals and
+//! exit codes live here.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::{Args, Parser, Subcommand};
+
+use gcmspec::harness::{self, Options};
+use gcmspec::reference::{self, Fault, Faults, Reference};
+use gcmspec::spec::Catalog;
+use gcmspec::target::{Capabilities, HttpTarget, InProcess, Sender, Target};
+
+#[derive(Parser)]
+#[command(
+    name = "gcmspec",
+    version,
+    about = "Conformance suite and reference server for the legacy GCM/FCM device-group protocol"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the conformance suite (default target: the in-process reference).
+    Run(RunArgs),
+    /// Serve the reference over HTTP until interrupted.
+    Serve(ServeArgs),
+    /// Run the suite against the clean reference and against each rule's fault.
+    Selftest(SelftestArgs),
+    /// Check the spec files and report every problem.
+    Lint(SpecArgs),
+    /// List every rule with its level, source and checks.
+    Rules(RulesArgs),
+}
+
+#[derive(Args)]
+struct SpecArgs {
+    /// Read spec files from this directory instead of the bundled ones.
+    #[arg(long, value_name = "DIR")]
+    specs: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct RunArgs {
+    #[command(flatten)]
+    spec: SpecArgs,
+    /// The server to test, e.g. http://127.0.0.1:4000 (default: the in-process reference).
+    #[arg(long, value_name = "URL")]
+    target: Option<String>,
+    /// Server key to use when the target has no control API.
+    #[arg(long, requires = "sender_id")]
+    api_key: Option<String>,
+    /// Sender id (project number) that goes with --api-key.
+    #[arg(long, requires = "api_key")]
+    sender_id: Option<String>,
+    /// Profile to test (default: what the target reports, else fcm).
+    #[arg(long)]
+    profile: Option<String>,
+    /// Seed for property-based checks.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Cases per property (overrides the specs).
+    #[arg(long)]
+    cases: Option<u32>,
+    /// Break this rule in the in-process reference (repeatable).
+    #[arg(long = "fault", value_name = "RULE_ID", conflicts_with = "target")]
+    faults: Vec<String>,
+    /// Compare normalized responses with the snapshots in DIR (default for the in-process reference: ./snapshots).
+    #[arg(long, value_name = "DIR")]
+    snapshots: Option<PathBuf>,
+    /// Do not compare snapshots.
+    #[arg(long, conflicts_with = "snapshots")]
+    no_snapshots: bool,
+    /// Per-request timeout in seconds, for --target.
+    #[arg(long, default_value_t = 10)]
+    timeout: u64,
+    #[command(flatten)]
+    test: libtest_mimic::Arguments,
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    #[command(flatten)]
+    spec: SpecArgs,
+    /// Address for HTTP.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:4000")]
+    http: String,
+    #[arg(long)]
+    profile: Option<String>,
+    /// Seed for keys and tokens (default: random, so keys cannot be guessed).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Break this rule (repeatable), to see a client or the suite catch it.
+    #[arg(long = "fault", value_name = "RULE_ID")]
+    faults: Vec<String>,
+}
+
+#[derive(Args)]
+struct SelftestArgs {
+    #[command(flatten)]
+    spec: SpecArgs,
+    #[arg(long)]
+    profile: Option<String>,
+    /// Threads to run checks on (default: available cores).
+    #[arg(long)]
+    threads: Option<usize>,
+}
+
+#[derive(Args)]
+struct RulesArgs {
+    #[command(flatten)]
+    spec: SpecArgs,
+    /// Print the catalogue as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+fn main() -> ExitCode {
+    match real_main() {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn real_main() -> anyhow::Result<ExitCode> {
+    match Cli::parse().command {
+        Command::Run(args) => run(args),
+        Command::Serve(args) => serve(args),
+        Command::Selftest(args) => selftest(args),
+        Command::Lint(args) => lint(args),
+        Command::Rules(args) => rules(args),
+    }
+}
+
+fn load(args: &SpecArgs) -> anyhow::Result<Catalog> {
+    let catalog = match &args.specs {
+        Some(dir) => gcmspec::bundled::catalog_from_dir(dir)?,
+        None => gcmspec::bundled::catalog()?,
+    };
+    let problems = harness::lint(&catalog);
+    if !problems.is_empty() {
+        bail!("{}\n{} error(s) in the spec files", problems.join("\n"), problems.len());
+    }
+    Ok(catalog)
+}
+
+fn reference_config(catalog: &Catalog, profile: &str, faults: &[String]) -> anyhow::Result<reference::Config> {
+    let p = catalog.profiles.get(profile).with_context(|| {
+        format!(
+            "unknown profile `{profile}` (known: {})",
+            catalog.profiles.keys().cloned().collect::<Vec<_>>().join(", ")
+        )
+    })?;
+    let mut config = reference::Config::from_profile(p)?;
+    config.faults = Faults::new(faults.iter().map(|f| f.parse::<Fault>()).collect::<Result<Vec<_>, _>>()?);
+    Ok(config)
+}
+
+fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
+    let catalog = Arc::new(load(&args.spec)?);
+    let (target, mut caps, default_snapshots): (Arc<dyn Target>, Capabilities, Option<PathBuf>) = match &args.target {
+        None => {
+            let profile = args.profile.clone().unwrap_or_else(|| gcmspec::bundled::DEFAULT_PROFILE.into());
+            let target = InProcess(Reference::new(reference_config(&catalog, &profile, &args.faults)?));
+            let caps = Capabilities::probe(&target)?;
+            let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("snapshots");
+            (Arc::new(target), caps, dir.is_dir().then_some(dir))
+        }
+        Some(url) => {
+            let target = HttpTarget::new(url, Duration::from_secs(args.timeout))?;
+            let caps = Capabilities::probe(&target).with_context(|| format!("probing {url}"))?;
+            (Arc::new(target), caps, None)
+        }
+    };
+    if let (Some(key), Some(id)) = (&args.api_key, &args.sender_id) {
+        caps.static_sender = Some(Sender { id: id.clone(), key: key.clone() });
+    }
+    let profile = args
+        .profile
+        .clone()
+        .or_else(|| caps.profile.clone())
+        .unwrap_or_else(|| gcmspec::bundled::DEFAULT_PROFILE.into());
+    if !catalog.profiles.contains_key(&profile) {
+        bail!("unknown profile `{profile}`");
+    }
+    let snapshots = if args.no_snapshots { None } else { args.snapshots.clone().or(default_snapshots) };
+    let options = Arc::new(Options {
+        profile,
+        seed: args.seed,
+        cases: args.cases,
+        snapshots,
+        run_id: format!(
+            "{:x}",
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0)
+        ),
+    });
+    if !args.test.list {
+        eprintln!("gcmspec: {} rules, profile {}, target {}", catalog.rules.len(), options.profile, target.describe());
+    }
+    let cases = harness::cases(&catalog, target, Arc::new(caps), &options);
+    let conclusion = libtest_mimic::run(&args.test, harness::trials(cases, ""));
+    Ok(if conclusion.has_failed() {
+        ExitCode::from(1)
+    } else if conclusion.num_passed == 0 && !args.test.list {
+        eprintln!("gcmspec: no trial ran");
+        ExitCode::from(2)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    let catalog = load(&args.spec)?;
+    let profile = args.profile.clone().unwrap_or_else(|| gcmspec::bundled::DEFAULT_PROFILE.into());
+    let mut config = reference_config(&catalog, &profile, &args.faults)?;
+    config.seed = args.seed.unwrap_or_else(random_seed);
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(async {
+        let listener =
+            tokio::net::TcpListener::bind(&args.http).await.with_context(|| format!("binding {}", args.http))?;
+        let addr = listener.local_addr()?;
+        let faults: Vec<String> = config.faults.iter().map(|f| f.to_string()).collect();
+        println!(
+            "gcmspec reference ({profile}) listening on http://{addr}{}",
+            if faults.is_empty() { String::new() } else { format!(" with faults: {}", faults.join(", ")) }
+        );
+        let shutdown = async {
+            let _ = tokio::signal::ctrl_c().await;
+        };
+        reference::serve(listener, Reference::new(config), shutdown).await?;
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+/// Unpredictable without a dependency: std's hasher keys come from the OS.
+fn random_seed() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0));
+    h.finish()
+}
+
+fn selftest(args: SelftestArgs) -> anyhow::Result<ExitCode> {
+    let catalog = Arc::new(load(&args.spec)?);
+    let profile = args.profile.clone().unwrap_or_else(|| gcmspec::bundled::DEFAULT_PROFILE.into());
+    let config = reference_config(&catalog, &profile, &[])?;
+    let threads = args.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
+    let report = harness::selftest(&catalog, &config, &Options::new(&profile), threads, |line| println!("{line}"));
+    println!("clean reference: {} check(s) failed", report.clean_failures.len());
+    println!("faults caught: {}/{}", report.caught(), report.rules.len());
+    Ok(if report.passed() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+fn lint(args: SpecArgs) -> anyhow::Result<ExitCode> {
+    let catalog = load(&args)?;
+    let checks: usize = catalog.rules.iter().map(|r| r.checks.len()).sum();
+    println!(
+        "ok: {} rules, {checks} checks, {} profiles, {} documents",
+        catalog.rules.len(),
+        catalog.profiles.len(),
+        catalog.documents.len()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn rules(args: RulesArgs) -> anyhow::Result<ExitCode> {
+    let catalog = load(&args.spec)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&catalog.rules)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    for r in &catalog.rules {
+        println!("{} [{}] {}", r.id, r.level, r.title);
+        for s in &r.sources {
+            println!("    {} / {}: \"{}\"", s.document, s.section, s.quote);
+        }
+        let checks: Vec<&str> = r.checks.iter().map(|c| c.name.as_str()).collect();
+        println!(
+            "    profiles: {}; needs: {}; checks: {}",
+            r.profiles.join(", "),
+            if r.needs.is_empty() { "-".into() } else { r.needs.join(", ") },
+            checks.join(", ")
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}

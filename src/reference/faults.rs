@@ -1,0 +1,96 @@
+//! Deliberate bugs, one per rule, so that the suite can be shown to catch each of them.
+//!
+//! A fault is named by the id of the rule it breaks. `gcmspec selftest` runs every rule's
+//! checks against the reference with that rule's fault switched on and expects them to fail.
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::str::FromStr;
+
+macro_rules! faults {
+    ($($variant:ident => $id:literal: $what:literal,)*) => {
+        /// A rule the reference can be told to break.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+        pub enum Fault { $($variant,)* }
+
+        impl Fault {
+            pub const ALL: &'static [Fault] = &[$(Fault::$variant,)*];
+
+            /// The id of the rule this fault breaks.
+            pub fn rule_id(self) -> &'static str {
+                match self { $(Fault::$variant => $id,)* }
+            }
+
+            /// What the broken reference does instead.
+            pub fn description(self) -> &'static str {
+                match self { $(Fault::$variant => $what,)* }
+            }
+        }
+    };
+}
+
+faults! {
+    CreateReturnsKey => "group.create.returns-key": "answers a create with an empty JSON object",
+    ServerKeyAuth => "group.auth.server-key": "accepts group operations without a valid server key",
+    ProjectIdHeader => "group.auth.project-id": "ignores the project_id header",
+    NameUnique => "group.name.unique": "a second create with a used name replaces the group",
+    NamePerSender => "group.name.per-sender": "names are global: another sender cannot reuse one",
+    KeyUnguessable => "group.key.unguessable": "mints notification keys from a counter",
+    MemberCap => "group.member-cap": "allows one member more than the cap",
+    AddMembers => "group.add.members": "answers add without adding",
+    RemoveMembers => "group.remove.members": "answers remove without removing",
+    NameOptional => "group.name.optional": "refuses add and remove without notification_key_name",
+    NameMatchesKey => "group.name.matches-key": "ignores a notification_key_name that names another group",
+    KeyNotFound => "group.key.not-found": "answers add to an unknown key with 200",
+    Lookup => "group.lookup": "answers every lookup with \"notification_key not found\"",
+    InvalidIdsDropped => "group.create.invalid-ids": "keeps unknown registration ids as members",
+    RemoveLastDeletes => "group.remove.last-deletes": "keeps a group after its last member is removed",
+    MalformedGroupRequest => "group.request.malformed": "treats an unknown operation as create",
+    ClientAddCreates => "client.add.creates-group": "client add to a new name answers \"notification_key not found\"",
+    ClientNoCreate => "client.create.refused": "accepts create on the client endpoint",
+    ClientSingleId => "client.add.single-id": "accepts several registration ids in a client request",
+    ClientIdToken => "client.auth.id-token": "does not verify the id_token",
+    ClientAccountScope => "client.auth.account-scope": "lets any account change any group",
+    ClientRemove => "client.remove.members": "answers client remove without removing",
+    SendSuccess => "send.group.success": "omits `failure` when every member succeeded",
+    SendFanOut => "send.group.fan-out": "delivers a group message to the first member only",
+    SendPartial => "send.group.partial": "omits failed_registration_ids on partial failure",
+    SendAllFailed => "send.group.all-failed": "answers 200 with counts when every member failed",
+    SendAuth => "send.auth.server-key": "accepts sends without a valid server key",
+    SendMalformed => "send.request.malformed": "answers malformed JSON with 200 and no results",
+}
+
+impl fmt::Display for Fault {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.rule_id())
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("no fault breaks rule `{0}` (see `gcmspec rules` for rule ids)")]
+pub struct UnknownFault(pub String);
+
+impl FromStr for Fault {
+    type Err = UnknownFault;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Fault::ALL.iter().copied().find(|f| f.rule_id() == s).ok_or_else(|| UnknownFault(s.to_string()))
+    }
+}
+
+/// The faults switched on in one reference instance.
+#[derive(Debug, Clone, Default)]
+pub struct Faults(BTreeSet<Fault>);
+
+impl Faults {
+    pub fn new(faults: impl IntoIterator<Item = Fault>) -> Self {
+        Faults(faults.into_iter().collect())
+    }
+
+    pub fn has(&self, f: Fault) -> bool {
+        self.0.contains(&f)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = Fault> + '_ {
+        self.0.iter().copied()
+    }
+}

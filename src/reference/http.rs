@@ -1,0 +1,270 @@
+//! The HTTP adapter: requests in, model calls, responses out. Thin on purpose.
+//!
+//! [`handle`] is synchronous and socket-free, so the harness's in-process target and the
+//! real server (see [`super::serve`]) run exactly the same code.
+
+use serde_json::{Map, Value, json};
+
+use super::control;
+use super::faults::Fault;
+use super::model::{ClientOp, GroupError, GroupOp, Message, Model, Target, send_outcome_json};
+use crate::wire::{HttpRequest, HttpResponse};
+
+/// Paths of the public protocol.
+pub const GROUP_PATHS: &[&str] = &["/gcm/notification", "/fcm/notification"];
+pub const CLIENT_GROUP_PATH: &str = "/gcm/googlenotification";
+pub const SEND_PATHS: &[&str] = &["/gcm/send", "/fcm/send"];
+
+pub fn handle(model: &mut Model, profile: &str, req: &HttpRequest) -> HttpResponse {
+    let path = req.path.as_str();
+    let method = req.method.as_str();
+    if path.starts_with(control::PREFIX) {
+        return control::handle(model, profile, req);
+    }
+    match (method, path) {
+        ("POST", p) if GROUP_PATHS.contains(&p) => group_operation(model, req),
+        ("GET", p) if GROUP_PATHS.contains(&p) => group_lookup(model, req),
+        ("POST", CLIENT_GROUP_PATH) => client_group_operation(model, req),
+        ("POST", p) if SEND_PATHS.contains(&p) => send(model, req),
+        (_, p) if GROUP_PATHS.contains(&p) || SEND_PATHS.contains(&p) || p == CLIENT_GROUP_PATH => {
+            HttpResponse::error(405, format!("{method} is not allowed on {p}"))
+        }
+        _ => HttpResponse::error(404, format!("no endpoint at {path}")),
+    }
+}
+
+/// The server key of `Authorization: key=...`, if the header has that form.
+fn server_key(req: &HttpRequest) -> Option<&str> {
+    let v = req.header("authorization")?.trim();
+    let (scheme, key) = v.split_at_checked(4)?;
+    scheme.eq_ignore_ascii_case("key=").then(|| key.trim()).filter(|k| !k.is_empty())
+}
+
+fn unauthorized(req: &HttpRequest) -> HttpResponse {
+    match req.header("authorization") {
+        None => HttpResponse::error(401, "missing Authorization header: expected `Authorization: key=<server key>`"),
+        Some(_) => HttpResponse::error(401, "the server key in the Authorization header is not valid"),
+    }
+}
+
+fn json_object(req: &HttpRequest) -> Result<Map<String, Value>, HttpResponse> {
+    match serde_json::from_slice::<Value>(&req.body) {
+        Ok(Value::Object(o)) => Ok(o),
+        Ok(other) => Err(HttpResponse::error(400, format!("the body must be a JSON object, found {}", kind(&other)))),
+        Err(e) => Err(HttpResponse::error(400, format!("the body is not valid JSON: {e}"))),
+    }
+}
+
+fn kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+fn string_field(body: &Map<String, Value>, field: &str, required: bool) -> Result<Option<String>, HttpResponse> {
+    match body.get(field) {
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        None | Some(Value::Null) if !required => Ok(None),
+        None | Some(Value::Null) => Err(HttpResponse::error(400, format!("missing field `{field}`"))),
+        Some(other) => Err(HttpResponse::error(400, format!("`{field}` must be a string, found {}", kind(other)))),
+    }
+}
+
+fn registration_ids(body: &Map<String, Value>) -> Result<Vec<String>, HttpResponse> {
+    let bad = |why: &str| HttpResponse::error(400, format!("`registration_ids` {why}"));
+    match body.get("registration_ids") {
+        None => Err(bad("is missing")),
+        Some(Value::Array(items)) => {
+            items.iter().map(|v| v.as_str().map(str::to_string).ok_or_else(|| bad("must hold only strings"))).collect()
+        }
+        Some(other) => Err(bad(&format!("must be an array of strings, found {}", kind(other)))),
+    }
+}
+
+fn group_error(e: GroupError) -> HttpResponse {
+    let status = match e {
+        GroupError::BadIdToken => 401,
+        GroupError::NotOwner => 403,
+        _ => 400,
+    };
+    HttpResponse::error(status, e)
+}
+
+fn key_response(result: Result<String, GroupError>) -> HttpResponse {
+    match result {
+        Ok(key) => HttpResponse::json(200, &json!({ "notification_key": key })),
+        Err(e) => group_error(e),
+    }
+}
+
+/// Authenticates a server-side group request and returns its sender.
+fn group_sender(model: &Model, req: &HttpRequest) -> Result<String, HttpResponse> {
+    let project_id = req.header("project_id").map(str::trim);
+    let sender = model.sender_for_group_request(server_key(req), project_id).ok_or_else(|| unauthorized(req))?;
+    if model.ignores_project_id() {
+        return Ok(sender);
+    }
+    match project_id {
+        None => Err(HttpResponse::error(400, "missing project_id header: expected the sender id")),
+        Some(p) if p != sender => {
+            Err(HttpResponse::error(401, "project_id does not match the sender of the server key"))
+        }
+        Some(_) => Ok(sender),
+    }
+}
+
+fn group_operation(model: &mut Model, req: &HttpRequest) -> HttpResponse {
+    let parsed = (|| {
+        let sender = group_sender(model, req)?;
+        let body = json_object(req)?;
+        let operation = string_field(&body, "operation", true)?.unwrap_or_default();
+        let name = string_field(&body, "notification_key_name", false)?;
+        let ids = registration_ids(&body)?;
+        let op = match operation.as_str() {
+            "add" | "remove" => {
+                let key = string_field(&body, "notification_key", true)?.unwrap_or_default();
+                if operation == "add" { GroupOp::Add { key, name, ids } } else { GroupOp::Remove { key, name, ids } }
+            }
+            other if other == "create" || model.faults().has(Fault::MalformedGroupRequest) => {
+                let name = name.ok_or_else(|| HttpResponse::error(400, "missing field `notification_key_name`"))?;
+                GroupOp::Create { name, ids }
+            }
+            other => {
+                return Err(HttpResponse::error(
+                    400,
+                    format!("unknown operation {other:?}: expected \"create\", \"add\" or \"remove\""),
+                ));
+            }
+        };
+        Ok((sender, op))
+    })();
+    match parsed {
+        Ok((sender, op)) => {
+            let create = matches!(op, GroupOp::Create { .. });
+            match model.manage_group(&sender, op) {
+                Ok(_) if create && model.faults().has(Fault::CreateReturnsKey) => HttpResponse::json(200, &json!({})),
+                result => key_response(result),
+            }
+        }
+        Err(resp) => resp,
+    }
+}
+
+fn group_lookup(model: &mut Model, req: &HttpRequest) -> HttpResponse {
+    let sender = match group_sender(model, req) {
+        Ok(s) => s,
+        Err(resp) => return resp,
+    };
+    match req.query_param("notification_key_name") {
+        None => HttpResponse::error(400, "missing query parameter `notification_key_name`"),
+        Some(name) => key_response(model.lookup(&sender, name)),
+    }
+}
+
+fn client_group_operation(model: &mut Model, req: &HttpRequest) -> HttpResponse {
+    let parsed = (|| {
+        let project_id = req
+            .header("project_id")
+            .map(|p| p.trim().to_string())
+            .ok_or_else(|| HttpResponse::error(400, "missing project_id header: expected the sender id"))?;
+        let body = json_object(req)?;
+        let operation = string_field(&body, "operation", true)?.unwrap_or_default();
+        let op = match operation.as_str() {
+            "add" => ClientOp::Add,
+            "remove" => ClientOp::Remove,
+            "create" if model.faults().has(Fault::ClientNoCreate) => ClientOp::Add,
+            "create" => {
+                return Err(HttpResponse::error(
+                    400,
+                    "the client-side endpoint supports only \"add\" and \"remove\": add creates the group",
+                ));
+            }
+            other => {
+                return Err(HttpResponse::error(
+                    400,
+                    format!("unknown operation {other:?}: expected \"add\" or \"remove\""),
+                ));
+            }
+        };
+        let name = string_field(&body, "notification_key_name", true)?.unwrap_or_default();
+        let id_token = string_field(&body, "id_token", false)?;
+        let ids = registration_ids(&body)?;
+        let several_allowed = model.faults().has(Fault::ClientSingleId) && !ids.is_empty();
+        if ids.len() != 1 && !several_allowed {
+            return Err(HttpResponse::error(
+                400,
+                format!("a client request takes exactly one registration id, found {}", ids.len()),
+            ));
+        }
+        Ok((project_id, op, name, id_token, ids))
+    })();
+    let (project_id, op, name, id_token, ids) = match parsed {
+        Ok(p) => p,
+        Err(resp) => return resp,
+    };
+    let mut result = Err(GroupError::NoValidRegistrationIds);
+    for id in ids {
+        result = model.manage_group_as_client(&project_id, id_token.as_deref(), op, name.clone(), id);
+        if result.is_err() {
+            break;
+        }
+    }
+    key_response(result)
+}
+
+fn send(model: &mut Model, req: &HttpRequest) -> HttpResponse {
+    // Authentication comes before validation: a stranger learns nothing about the body.
+    let authenticated = server_key(req).and_then(|k| model.sender_for_key(k)).is_some();
+    if !authenticated && !model.faults().has(Fault::SendAuth) {
+        return unauthorized(req);
+    }
+    let body = match json_object(req) {
+        Ok(b) => b,
+        Err(_) if model.faults().has(Fault::SendMalformed) => return HttpResponse::json(200, &json!({})),
+        Err(resp) => return resp,
+    };
+    let parsed = (|| {
+        let target = match (body.get("to"), body.get("registration_ids")) {
+            (Some(_), Some(_)) => {
+                return Err(HttpResponse::error(400, "`to` and `registration_ids` exclude each other"));
+            }
+            (Some(_), None) => Target::To(string_field(&body, "to", true)?.unwrap_or_default()),
+            (None, Some(_)) => {
+                let ids = registration_ids(&body)?;
+                if ids.is_empty() {
+                    return Err(HttpResponse::error(400, "`registration_ids` must not be empty"));
+                }
+                Target::RegistrationIds(ids)
+            }
+            (None, None) => return Err(HttpResponse::error(400, "missing target: give `to` or `registration_ids`")),
+        };
+        let object = |field: &str| match body.get(field) {
+            None | Some(Value::Null) => Ok(None),
+            Some(v @ Value::Object(_)) => Ok(Some(v.clone())),
+            Some(other) => {
+                Err(HttpResponse::error(400, format!("`{field}` must be a JSON object, found {}", kind(other))))
+            }
+        };
+        let message = Message {
+            collapse_key: string_field(&body, "collapse_key", false)?,
+            data: object("data")?,
+            notification: object("notification")?,
+        };
+        Ok((target, message))
+    })();
+    let (target, message) = match parsed {
+        Ok(p) => p,
+        Err(resp) => return resp,
+    };
+    let Some(sender) = model.sender_for_send(server_key(req), &target) else { return unauthorized(req) };
+    let outcome = model.send(&sender, target, message);
+    match send_outcome_json(&outcome, model.faults()) {
+        (status, Some(body)) => HttpResponse::json(status, &body),
+        (status, None) => HttpResponse::empty(status),
+    }
+}

@@ -1,0 +1,201 @@
+//! The reference server: a deterministic model of the protocol, and its HTTP adapter.
+//!
+//! Use it in-process ([`Reference::handle`]), as a fake server inside any async Rust test
+//! ([`Reference::start`], which binds `127.0.0.1:0` the way wiremock does), or standalone
+//! through `gcmspec serve`, which calls [`serve`] with a listener and a shutdown signal.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::{Arc, Mutex};
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::response::Response;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+
+pub mod clock;
+pub mod control;
+pub mod faults;
+pub mod http;
+pub mod model;
+
+use crate::spec::Profile;
+use crate::wire::{HttpRequest, HttpResponse, parse_query};
+use clock::VirtualClock;
+pub use faults::{Fault, Faults};
+use model::{Limits, LimitsError, Model};
+
+/// How to build a reference server.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub profile: String,
+    pub limits: Limits,
+    /// Seeds every random value: keys, tokens, ids.
+    pub seed: u64,
+    pub faults: Faults,
+    /// Larger request bodies get 413. Not a documented number: a guard for the fake.
+    pub max_body_bytes: usize,
+}
+
+impl Config {
+    pub const DEFAULT_MAX_BODY_BYTES: usize = 1 << 20;
+
+    pub fn from_profile(profile: &Profile) -> Result<Config, LimitsError> {
+        Ok(Config {
+            profile: profile.name.clone(),
+            limits: Limits::from_profile(profile)?,
+            seed: 0,
+            faults: Faults::default(),
+            max_body_bytes: Self::DEFAULT_MAX_BODY_BYTES,
+        })
+    }
+
+    /// The bundled specs' default profile (`fcm`).
+    pub fn bundled() -> Config {
+        let catalog = crate::bundled::catalog().expect("the bundled specs are checked by the test suite");
+        let profile = &catalog.profiles[crate::bundled::DEFAULT_PROFILE];
+        Config::from_profile(profile).expect("the bundled profiles are checked by the test suite")
+    }
+}
+
+struct Shared {
+    model: Mutex<Model>,
+    clock: VirtualClock,
+    profile: String,
+    max_body_bytes: usize,
+}
+
+/// A reference server's state, shared by every transport that serves it. Cheap to clone.
+#[derive(Clone)]
+pub struct Reference {
+    shared: Arc<Shared>,
+}
+
+impl Reference {
+    pub fn new(config: Config) -> Reference {
+        let clock = VirtualClock::new();
+        let model = Model::new(config.limits, Box::new(clock.clone()), config.seed, config.faults);
+        Reference {
+            shared: Arc::new(Shared {
+                model: Mutex::new(model),
+                clock,
+                profile: config.profile,
+                max_body_bytes: config.max_body_bytes,
+            }),
+        }
+    }
+
+    /// Answers one HTTP request. Never panics: a bug in the model becomes a 500.
+    pub fn handle(&self, req: &HttpRequest) -> HttpResponse {
+        if req.body.len() > self.shared.max_body_bytes {
+            return too_large(self.shared.max_body_bytes);
+        }
+        let result = catch_unwind(AssertUnwindSafe(|| self.with_model(|m| http::handle(m, &self.shared.profile, req))));
+        result.unwrap_or_else(|_| HttpResponse::error(500, "internal error in the reference server"))
+    }
+
+    /// Direct access to the model, for tests that set up state without HTTP.
+    pub fn with_model<R>(&self, f: impl FnOnce(&mut Model) -> R) -> R {
+        // A panic inside the lock was already turned into a 500; the state is still usable.
+        let mut guard = self.shared.model.lock().unwrap_or_else(|e| e.into_inner());
+        f(&mut guard)
+    }
+
+    pub fn clock(&self) -> &VirtualClock {
+        &self.shared.clock
+    }
+
+    /// Starts the bundled reference on an ephemeral loopback port.
+    pub async fn start() -> RunningReference {
+        Self::start_with(Config::bundled()).await.expect("binding 127.0.0.1:0")
+    }
+
+    pub async fn start_with(config: Config) -> std::io::Result<RunningReference> {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let reference = Reference::new(config);
+        let (tx, rx) = oneshot::channel::<()>();
+        tokio::spawn(serve(listener, reference.clone(), async {
+            let _ = rx.await;
+        }));
+        Ok(RunningReference { reference, addr, shutdown: Some(tx) })
+    }
+}
+
+fn too_large(max: usize) -> HttpResponse {
+    HttpResponse::error(413, format!("the request body is larger than {max} bytes"))
+}
+
+/// A reference serving HTTP in the background until dropped.
+pub struct RunningReference {
+    reference: Reference,
+    addr: SocketAddr,
+    shutdown: Option<oneshot::Sender<()>>,
+}
+
+impl RunningReference {
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn address(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn reference(&self) -> &Reference {
+        &self.reference
+    }
+}
+
+impl Drop for RunningReference {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// Serves HTTP on `listener` until `shutdown` completes. Port and signal policy belong to
+/// the caller (the binary, or a test).
+pub async fn serve(
+    listener: TcpListener,
+    reference: Reference,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let app = Router::new().fallback(adapter).with_state(reference);
+    axum::serve(listener, app).with_graceful_shutdown(shutdown).await
+}
+
+async fn adapter(State(reference): State<Reference>, request: Request) -> Response {
+    let (parts, body) = request.into_parts();
+    let max = reference.shared.max_body_bytes;
+    let response = match axum::body::to_bytes(body, max).await {
+        Err(_) => too_large(max),
+        Ok(bytes) => {
+            let req = HttpRequest {
+                method: parts.method.as_str().to_string(),
+                path: parts.uri.path().to_string(),
+                query: parts.uri.query().map(parse_query).unwrap_or_default(),
+                headers: parts
+                    .headers
+                    .iter()
+                    .map(|(k, v)| (k.as_str().to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+                    .collect(),
+                body: bytes.to_vec(),
+            };
+            reference.handle(&req)
+        }
+    };
+    let mut builder = Response::builder().status(response.status);
+    for (k, v) in &response.headers {
+        builder = builder.header(k, v);
+    }
+    builder.body(Body::from(response.body)).unwrap_or_else(|_| {
+        let mut r = Response::new(Body::from("internal error: unrepresentable response"));
+        *r.status_mut() = axum::http::StatusCode::INTERNAL_SERVER_ERROR;
+        r
+    })
+}

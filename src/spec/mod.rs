@@ -1,0 +1,287 @@
+//! The rules, as written in `specs/*.toml`.
+//!
+//! Loading is pure: [`load`] takes file names and texts (and the source documents the quotes
+//! come from) and returns a [`Catalog`] or every problem at once. It knows nothing of
+//! transports, servers or the harness.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::Serialize;
+use serde_json::Value;
+
+mod load;
+pub mod template;
+pub mod tree;
+
+pub use load::{SpecError, SpecErrors, load};
+
+/// Everything the spec files say: documents, profiles and rules.
+#[derive(Debug, Clone, Serialize)]
+pub struct Catalog {
+    pub documents: BTreeMap<String, Document>,
+    pub profiles: BTreeMap<String, Profile>,
+    pub rules: Vec<Rule>,
+}
+
+impl Catalog {
+    pub fn rule(&self, id: &str) -> Option<&Rule> {
+        self.rules.iter().find(|r| r.id == id)
+    }
+
+    /// The variables a scenario of `rule` sees before its first step under `profile`:
+    /// the profile's parameters, then the rule's own.
+    pub fn parameters(&self, rule: &Rule, profile: &str) -> BTreeMap<String, Value> {
+        let mut vars: BTreeMap<String, Value> = self
+            .profiles
+            .get(profile)
+            .map(|p| p.params.iter().map(|(k, v)| (k.clone(), v.value.clone())).collect())
+            .unwrap_or_default();
+        vars.extend(rule.params.clone());
+        vars
+    }
+}
+
+/// A source document that quotes are taken from.
+#[derive(Debug, Clone, Serialize)]
+pub struct Document {
+    pub id: String,
+    pub title: String,
+    /// The file under `specs/sources/` that holds its text.
+    pub file: String,
+    /// Lines start with a line number (an excerpt from a source browser); quotes skip them.
+    pub line_numbers: bool,
+}
+
+/// What differs between revisions of the documents.
+#[derive(Debug, Clone, Serialize)]
+pub struct Profile {
+    pub name: String,
+    pub title: String,
+    pub documents: Vec<String>,
+    pub params: BTreeMap<String, Param>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Param {
+    pub value: Value,
+    pub source: SourceRef,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SourceRef {
+    pub document: String,
+    pub section: String,
+    pub quote: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Level {
+    Must,
+    Should,
+    May,
+}
+
+impl fmt::Display for Level {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Level::Must => "MUST",
+            Level::Should => "SHOULD",
+            Level::May => "MAY",
+        })
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Location {
+    pub file: String,
+    pub line: usize,
+}
+
+impl fmt::Display for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.file, self.line)
+    }
+}
+
+/// One documented rule, with the checks that test it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Rule {
+    pub id: String,
+    pub title: String,
+    pub level: Level,
+    pub sources: Vec<SourceRef>,
+    /// How the rule reads where the documents are vague, and so what the checks accept.
+    pub interpretation: Option<String>,
+    pub profiles: Vec<String>,
+    /// Server capabilities the checks need: those the steps imply plus any the file names.
+    pub needs: Vec<String>,
+    pub params: BTreeMap<String, Value>,
+    pub checks: Vec<Check>,
+    pub location: Location,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Check {
+    pub name: String,
+    pub kind: CheckKind,
+    pub location: Location,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CheckKind {
+    Scenario(Vec<Step>),
+    /// A named property from the harness's registry, run with proptest.
+    Property {
+        property: String,
+        params: BTreeMap<String, Value>,
+    },
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Step {
+    pub line: usize,
+    pub action: Action,
+    pub expect: Option<Expect>,
+    /// Variable name -> JSON pointer into the response body.
+    pub save: Vec<(String, String)>,
+}
+
+/// What a step does. Values are JSON templates (see [`template`]).
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    /// A fresh sender (project), through the control API.
+    NewSender {
+        name: String,
+    },
+    /// `count` app instances registered for the given senders.
+    Register {
+        name: String,
+        count: Value,
+        senders: Vec<String>,
+        account: Option<Value>,
+        platform: Option<Value>,
+        package: Option<Value>,
+    },
+    /// Invalidate these registration ids (one or an array).
+    Unregister(Value),
+    /// An id_token for an account, minted for a sender's project.
+    IdToken {
+        name: String,
+        account: Value,
+        sender: String,
+    },
+    /// What the device with this registration id has received.
+    Inbox(Value),
+    Request(Request),
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Request {
+    pub method: String,
+    pub path: String,
+    /// The sender variable whose credentials the request carries.
+    pub sender: String,
+    pub auth: Auth,
+    pub headers: Vec<(String, Value)>,
+    pub omit_headers: Vec<String>,
+    pub query: Vec<(String, Value)>,
+    pub body: Body,
+}
+
+/// Which credentials a request carries by default.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Auth {
+    /// `Authorization: key=...` and `project_id`: server-side group management.
+    Server,
+    /// `Authorization: key=...` only: downstream sends.
+    Key,
+    /// `project_id` only: client-side group management, whose credential is in the body.
+    Project,
+    None,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Body {
+    None,
+    Json(Value),
+    Raw(String),
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Expect {
+    /// Any of these statuses passes.
+    pub status: Vec<u16>,
+    pub body: BodyShape,
+    pub fields: Vec<FieldCheck>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BodyShape {
+    Any,
+    Json,
+    /// No body at all.
+    Empty,
+    /// Anything but JSON: nothing, or text (the 503 of a group send that failed everywhere).
+    NotJson,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct FieldCheck {
+    /// A JSON pointer into the response body ("" is the whole body).
+    pub at: String,
+    pub op: FieldOp,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FieldOp {
+    Eq(Value),
+    Ne(Value),
+    Type(JsonType),
+    Absent,
+    Len(Value),
+    /// Array equal to this one as a set (order is not promised).
+    Set(Value),
+    Contains(Value),
+    /// String at least this many characters long.
+    MinChars(Value),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JsonType {
+    String,
+    Number,
+    Integer,
+    Bool,
+    Array,
+    Object,
+    Null,
+}
+
+impl JsonType {
+    pub fn matches(self, v: &Value) -> bool {
+        match self {
+            JsonType::String => v.is_string(),
+            JsonType::Number => v.is_number(),
+            JsonType::Integer => v.is_i64() || v.is_u64(),
+            JsonType::Bool => v.is_boolean(),
+            JsonType::Array => v.is_array(),
+            JsonType::Object => v.is_object(),
+            JsonType::Null => v.is_null(),
+        }
+    }
+}
+
+/// Capabilities a server may offer beyond the public protocol (see docs/control-api.md).
+pub const CAPABILITIES: &[&str] = &["senders", "instances", "unregister", "inbox", "id_tokens"];
+
+/// Variables every scenario has before its first step.
+pub const BUILTIN_VARS: &[&str] = &["sender", "name", "run"];

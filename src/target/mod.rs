@@ -1,0 +1,248 @@
+//! The one interface through which the harness reaches any server.
+//!
+//! A [`Target`] carries HTTP exchanges. [`InProcess`] hands them to a [`Reference`] in this
+//! process; [`HttpTarget`] sends them over a socket to any server. Everything above this
+//! (scenarios, properties, control-API calls) is written once against the trait.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::reference::Reference;
+use crate::reference::control;
+use crate::wire::{HttpRequest, HttpResponse};
+
+#[derive(Debug, thiserror::Error)]
+pub enum TargetError {
+    #[error("cannot reach {url}: {why}")]
+    Connection { url: String, why: String },
+    #[error("bad target URL {0:?}: expected http://HOST:PORT")]
+    BadUrl(String),
+}
+
+pub trait Target: Send + Sync {
+    /// A short name for reports: `in-process reference`, `http://127.0.0.1:4000`.
+    fn describe(&self) -> String;
+    fn exchange(&self, req: &HttpRequest) -> Result<HttpResponse, TargetError>;
+}
+
+/// The bundled reference, called directly: no sockets, same adapter code.
+pub struct InProcess(pub Reference);
+
+impl Target for InProcess {
+    fn describe(&self) -> String {
+        "in-process reference".into()
+    }
+    fn exchange(&self, req: &HttpRequest) -> Result<HttpResponse, TargetError> {
+        Ok(self.0.handle(req))
+    }
+}
+
+/// Any server over HTTP. Exchanges block the calling thread (trials run on their own
+/// threads) and end within `timeout`.
+pub struct HttpTarget {
+    base: String,
+    client: reqwest::Client,
+    runtime: tokio::runtime::Runtime,
+}
+
+impl HttpTarget {
+    pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+
+    pub fn new(url: &str, timeout: Duration) -> Result<HttpTarget, TargetError> {
+        let base = url.trim_end_matches('/').to_string();
+        if !base.starts_with("http://") || reqwest::Url::parse(&base).is_err() {
+            return Err(TargetError::BadUrl(url.to_string()));
+        }
+        let client = reqwest::Client::builder()
+            .timeout(timeout)
+            .build()
+            .map_err(|e| TargetError::Connection { url: base.clone(), why: e.to_string() })?;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .map_err(|e| TargetError::Connection { url: base.clone(), why: e.to_string() })?;
+        Ok(HttpTarget { base, client, runtime })
+    }
+}
+
+impl Target for HttpTarget {
+    fn describe(&self) -> String {
+        self.base.clone()
+    }
+
+    fn exchange(&self, req: &HttpRequest) -> Result<HttpResponse, TargetError> {
+        let url = format!("{}{}", self.base, req.path_and_query());
+        let conn = |e: reqwest::Error| TargetError::Connection { url: url.clone(), why: error_chain(&e) };
+        let method = reqwest::Method::from_bytes(req.method.as_bytes())
+            .map_err(|e| TargetError::Connection { url: url.clone(), why: e.to_string() })?;
+        let mut builder = self.client.request(method, &url).body(req.body.clone());
+        for (k, v) in &req.headers {
+            builder = builder.header(k, v);
+        }
+        self.runtime.block_on(async {
+            let resp = builder.send().await.map_err(conn)?;
+            let status = resp.status().as_u16();
+            let headers = resp
+                .headers()
+                .iter()
+                .map(|(k, v)| (k.as_str().to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+                .collect();
+            let body = resp.bytes().await.map_err(conn)?.to_vec();
+            Ok(HttpResponse { status, headers, body })
+        })
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(inner) = src {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        src = inner.source();
+    }
+    s
+}
+
+/// Sender credentials: `{"id": ..., "key": ...}` as scenarios see them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sender {
+    pub id: String,
+    pub key: String,
+}
+
+impl Sender {
+    pub fn to_json(&self) -> Value {
+        json!({ "id": self.id, "key": self.key })
+    }
+}
+
+/// What a target offers beyond the public protocol.
+#[derive(Debug, Clone, Default)]
+pub struct Capabilities {
+    /// Control-API capabilities (see [`crate::spec::CAPABILITIES`]).
+    pub control: Vec<String>,
+    /// The profile the server says it implements.
+    pub profile: Option<String>,
+    /// Credentials given on the command line, for servers without the control API.
+    pub static_sender: Option<Sender>,
+}
+
+impl Capabilities {
+    /// Asks the target's control API; a server without one offers nothing.
+    pub fn probe(target: &dyn Target) -> Result<Capabilities, TargetError> {
+        let resp = target.exchange(&HttpRequest::new("GET", &format!("{}capabilities", control::PREFIX)))?;
+        let body = resp.body_json().filter(|_| resp.status == 200);
+        let Some(body) = body.filter(|b| b["protocol"] == control::PROTOCOL) else {
+            return Ok(Capabilities::default());
+        };
+        let control = body["capabilities"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect())
+            .unwrap_or_default();
+        Ok(Capabilities { control, profile: body["profile"].as_str().map(str::to_string), static_sender: None })
+    }
+
+    pub fn has(&self, capability: &str) -> bool {
+        self.control.iter().any(|c| c == capability)
+    }
+
+    /// What is missing for `needs`; every trial also needs some sender.
+    pub fn missing(&self, needs: &[String]) -> Vec<String> {
+        let mut missing: Vec<String> = needs.iter().filter(|n| !self.has(n)).cloned().collect();
+        if !self.has("senders") && self.static_sender.is_none() {
+            missing.push("senders (or --api-key with --sender-id)".into());
+        }
+        missing.dedup();
+        missing
+    }
+}
+
+/// Typed calls to the control API of a target.
+pub struct Control<'a> {
+    pub target: &'a dyn Target,
+    pub caps: &'a Capabilities,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    #[error(transparent)]
+    Target(#[from] TargetError),
+    #[error("control API {what}: answered {status}: {body}")]
+    Refused { what: String, status: u16, body: String },
+}
+
+impl Control<'_> {
+    fn call(&self, method: &str, path: &str, body: Option<Value>) -> Result<HttpResponse, ControlError> {
+        let mut req = HttpRequest::new(method, &format!("{}{path}", control::PREFIX));
+        if let Some(b) = body {
+            req = req.with_json(&b);
+        }
+        let resp = self.target.exchange(&req)?;
+        if !(200..300).contains(&resp.status) {
+            return Err(ControlError::Refused {
+                what: format!("{method} {path}"),
+                status: resp.status,
+                body: String::from_utf8_lossy(&resp.body).into_owned(),
+            });
+        }
+        Ok(resp)
+    }
+
+    fn field(resp: &HttpResponse, field: &str, what: &str) -> Result<String, ControlError> {
+        resp.body_json().and_then(|b| b[field].as_str().map(str::to_string)).ok_or_else(|| ControlError::Refused {
+            what: what.into(),
+            status: resp.status,
+            body: format!("no string `{field}` in {}", String::from_utf8_lossy(&resp.body)),
+        })
+    }
+
+    /// A fresh sender, or the one given on the command line.
+    pub fn new_sender(&self) -> Result<Sender, ControlError> {
+        if !self.caps.has("senders")
+            && let Some(s) = &self.caps.static_sender
+        {
+            return Ok(s.clone());
+        }
+        let resp = self.call("POST", "senders", Some(json!({})))?;
+        Ok(Sender {
+            id: Self::field(&resp, "sender_id", "senders")?,
+            key: Self::field(&resp, "server_key", "senders")?,
+        })
+    }
+
+    pub fn register(
+        &self,
+        sender_ids: &[String],
+        account: Option<&Value>,
+        platform: Option<&Value>,
+        package: Option<&Value>,
+    ) -> Result<String, ControlError> {
+        let mut body = json!({ "sender_ids": sender_ids });
+        for (k, v) in [("account", account), ("platform", platform), ("package", package)] {
+            if let Some(v) = v {
+                body[k] = v.clone();
+            }
+        }
+        let resp = self.call("POST", "instances", Some(body))?;
+        Self::field(&resp, "registration_id", "instances")
+    }
+
+    pub fn unregister(&self, registration_id: &str) -> Result<(), ControlError> {
+        self.call("POST", &format!("instances/{registration_id}/unregister"), None).map(|_| ())
+    }
+
+    pub fn id_token(&self, sender_id: &str, account: &str) -> Result<String, ControlError> {
+        let resp = self.call("POST", "id_tokens", Some(json!({ "sender_id": sender_id, "account": account })))?;
+        Self::field(&resp, "id_token", "id_tokens")
+    }
+
+    /// The raw inbox exchange, so that scenarios can check and snapshot it.
+    pub fn inbox(&self, registration_id: &str) -> Result<(HttpRequest, HttpResponse), ControlError> {
+        let req = HttpRequest::new("GET", &format!("{}instances/{registration_id}/messages", control::PREFIX));
+        let resp = self.target.exchange(&req)?;
+        Ok((req, resp))
+    }
+}
