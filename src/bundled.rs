@@ -14,13 +14,14 @@ macro_rules! files {
     ($($path:literal),* $(,)?) => { &[$(($path, include_str!(concat!("../", $path))),)*] };
 }
 
-/// The spec files, as `specs/` held them when this binary was built.
+/// The spec files, as `specs/` held them when this binary was built, in the order
+/// [`catalog_from_dir`] reads them (by name), so both give the same rule order.
 pub const SPEC_FILES: &[(&str, &str)] = files![
     "specs/documents.toml",
-    "specs/profiles.toml",
-    "specs/groups-server.toml",
     "specs/groups-client.toml",
     "specs/groups-send.toml",
+    "specs/groups-server.toml",
+    "specs/profiles.toml",
 ];
 
 /// The source documents the quotes are checked against.

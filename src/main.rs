@@ -99,6 +99,9 @@ struct ServeArgs {
     /// Break this rule (repeatable), to see a client or the suite catch it.
     #[arg(long = "fault", value_name = "RULE_ID")]
     faults: Vec<String>,
+    /// Offer only the public protocol, as a third-party server would.
+    #[arg(long)]
+    without_control_api: bool,
 }
 
 #[derive(Args)]
@@ -223,20 +226,29 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let profile = args.profile.clone().unwrap_or_else(|| gcmspec::bundled::DEFAULT_PROFILE.into());
     let mut config = reference_config(&catalog, &profile, &args.faults)?;
     config.seed = args.seed.unwrap_or_else(random_seed);
+    config.control_api = !args.without_control_api;
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async {
         let listener =
             tokio::net::TcpListener::bind(&args.http).await.with_context(|| format!("binding {}", args.http))?;
         let addr = listener.local_addr()?;
         let faults: Vec<String> = config.faults.iter().map(|f| f.to_string()).collect();
-        println!(
-            "gcmspec reference ({profile}) listening on http://{addr}{}",
-            if faults.is_empty() { String::new() } else { format!(" with faults: {}", faults.join(", ")) }
-        );
+        let mut notes = String::new();
+        if !config.control_api {
+            notes.push_str(" without the control API");
+        }
+        if !faults.is_empty() {
+            notes.push_str(&format!(" with faults: {}", faults.join(", ")));
+        }
+        let reference = Reference::new(config);
+        // A sender ready to use, for clients that cannot call the control API.
+        let sender = reference.with_model(|m| m.create_sender());
+        println!("gcmspec reference ({profile}) listening on http://{addr}{notes}");
+        println!("sender id {}, server key {}", sender.sender_id, sender.server_key);
         let shutdown = async {
             let _ = tokio::signal::ctrl_c().await;
         };
-        reference::serve(listener, Reference::new(config), shutdown).await?;
+        reference::serve(listener, reference, shutdown).await?;
         Ok(ExitCode::SUCCESS)
     })
 }

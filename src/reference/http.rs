@@ -15,11 +15,18 @@ pub const GROUP_PATHS: &[&str] = &["/gcm/notification", "/fcm/notification"];
 pub const CLIENT_GROUP_PATH: &str = "/gcm/googlenotification";
 pub const SEND_PATHS: &[&str] = &["/gcm/send", "/fcm/send"];
 
-pub fn handle(model: &mut Model, profile: &str, req: &HttpRequest) -> HttpResponse {
+/// What a server instance shows beyond the model.
+#[derive(Debug, Clone)]
+pub struct Site {
+    pub profile: String,
+    pub control_api: bool,
+}
+
+pub fn handle(model: &mut Model, site: &Site, req: &HttpRequest) -> HttpResponse {
     let path = req.path.as_str();
     let method = req.method.as_str();
-    if path.starts_with(control::PREFIX) {
-        return control::handle(model, profile, req);
+    if path.starts_with(control::PREFIX) && site.control_api {
+        return control::handle(model, &site.profile, req);
     }
     match (method, path) {
         ("POST", p) if GROUP_PATHS.contains(&p) => group_operation(model, req),

@@ -38,6 +38,9 @@ pub struct Config {
     pub faults: Faults,
     /// Larger request bodies get 413. Not a documented number: a guard for the fake.
     pub max_body_bytes: usize,
+    /// Serve the control API (docs/control-api.md). Off, the server offers only the public
+    /// protocol, like a third-party server would.
+    pub control_api: bool,
 }
 
 impl Config {
@@ -50,6 +53,7 @@ impl Config {
             seed: 0,
             faults: Faults::default(),
             max_body_bytes: Self::DEFAULT_MAX_BODY_BYTES,
+            control_api: true,
         })
     }
 
@@ -64,7 +68,7 @@ impl Config {
 struct Shared {
     model: Mutex<Model>,
     clock: VirtualClock,
-    profile: String,
+    site: http::Site,
     max_body_bytes: usize,
 }
 
@@ -82,7 +86,7 @@ impl Reference {
             shared: Arc::new(Shared {
                 model: Mutex::new(model),
                 clock,
-                profile: config.profile,
+                site: http::Site { profile: config.profile, control_api: config.control_api },
                 max_body_bytes: config.max_body_bytes,
             }),
         }
@@ -93,7 +97,7 @@ impl Reference {
         if req.body.len() > self.shared.max_body_bytes {
             return too_large(self.shared.max_body_bytes);
         }
-        let result = catch_unwind(AssertUnwindSafe(|| self.with_model(|m| http::handle(m, &self.shared.profile, req))));
+        let result = catch_unwind(AssertUnwindSafe(|| self.with_model(|m| http::handle(m, &self.shared.site, req))));
         result.unwrap_or_else(|_| HttpResponse::error(500, "internal error in the reference server"))
     }
 

@@ -1,0 +1,113 @@
+//! The `gcmspec` binary, run as a user would.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+
+use libtest_mimic::Trial;
+
+use crate::trial;
+
+fn gcmspec(args: &[&str]) -> Result<(i32, String), String> {
+    let out =
+        Command::new(env!("CARGO_BIN_EXE_gcmspec")).args(args).env("CI", "true").output().map_err(|e| e.to_string())?;
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    Ok((out.status.code().unwrap_or(-1), text))
+}
+
+fn expect(args: &[&str], code: i32, needles: &[&str]) -> Result<(), String> {
+    let (got, text) = gcmspec(args)?;
+    if got != code {
+        return Err(format!("gcmspec {} exited {got}, expected {code}:\n{text}", args.join(" ")));
+    }
+    match needles.iter().find(|n| !text.contains(**n)) {
+        Some(n) => Err(format!("gcmspec {}: no {n:?} in:\n{text}", args.join(" "))),
+        None => Ok(()),
+    }
+}
+
+/// `gcmspec serve` on an ephemeral port; killed on drop.
+struct Served {
+    child: Child,
+    url: String,
+    sender_id: String,
+    server_key: String,
+}
+
+impl Served {
+    fn start(extra: &[&str]) -> Result<Served, String> {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_gcmspec"))
+            .args(["serve", "--http", "127.0.0.1:0"])
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .map_err(|e| e.to_string())?;
+        // Read the banner on a thread so that a server that never prints cannot hang the test.
+        let stdout = child.stdout.take().ok_or("no stdout")?;
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().take(2) {
+                let _ = tx.send(line.unwrap_or_default());
+            }
+        });
+        let next = || rx.recv_timeout(std::time::Duration::from_secs(20)).unwrap_or_default();
+        let (first, second) = (next(), next());
+        let url = first.split_whitespace().find(|w| w.starts_with("http://")).unwrap_or_default().to_string();
+        let field = |name: &str| {
+            second
+                .split_whitespace()
+                .skip_while(|w| *w != name)
+                .nth(1)
+                .unwrap_or_default()
+                .trim_end_matches(',')
+                .to_string()
+        };
+        let served = Served { sender_id: field("id"), server_key: field("key"), url, child };
+        if served.url.is_empty() || served.server_key.is_empty() {
+            return Err(format!("unexpected serve banner: {first:?} / {second:?}"));
+        }
+        Ok(served)
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn trials() -> Vec<Trial> {
+    vec![
+        trial("cli::run-in-process-passes", || expect(&["run"], 0, &["test result: ok"])),
+        trial("cli::run-with-a-fault-fails-its-rule", || {
+            expect(
+                &["run", "--fault", "group.member-cap", "--no-snapshots"],
+                1,
+                &["group.member-cap::create-over-cap", "FAILED"],
+            )
+        }),
+        trial("cli::run-with-no-trial-exits-2", || expect(&["run", "no-rule-is-called-this"], 2, &["no trial ran"])),
+        trial("cli::lint-passes", || expect(&["lint"], 0, &["ok: "])),
+        trial("cli::usage-error-exits-2", || {
+            expect(&["run", "--fault", "no.such-rule"], 2, &["no fault breaks rule `no.such-rule`"])
+        }),
+        trial("cli::run-target-against-serve", || {
+            let served = Served::start(&[])?;
+            expect(&["run", "--target", &served.url], 0, &["test result: ok", &served.url])
+        }),
+        trial("cli::run-target-against-faulty-serve", || {
+            let served = Served::start(&["--fault", "send.group.partial"])?;
+            expect(&["run", "--target", &served.url], 1, &["send.group.partial::two-of-three-fail", "FAILED"])
+        }),
+        trial("cli::no-control-api-marks-rules-unsupported", || {
+            let served = Served::start(&["--without-control-api"])?;
+            let args =
+                ["run", "--target", &served.url, "--api-key", &served.server_key, "--sender-id", &served.sender_id];
+            expect(&args, 0, &["[unsupported]", "group.request.malformed::not-json", "test result: ok"])
+        }),
+        trial("cli::unreachable-target-exits-2", || {
+            expect(&["run", "--target", "http://127.0.0.1:9"], 2, &["cannot reach"])
+        }),
+    ]
+}

@@ -1,0 +1,42 @@
+//! The whole test suite, one binary (`cargo test` runs it; it takes the usual libtest flags).
+//!
+//! Modules, each a group of trials:
+//! - `conformance`: every rule's checks against the in-process reference and against the
+//!   reference over loopback HTTP, both compared with the committed snapshots; and the
+//!   `gcm-2013` profile in-process.
+//! - `selftest`: the reference with each rule's fault switched on fails that rule.
+//! - `interop`: a real client from crates.io (`fcm-device-group`) drives the reference.
+//! - `cli`: the `gcmspec` binary as a user runs it: exit codes, `serve` + `run --target`.
+//! - `robustness`: nothing a client sends makes the server answer 5xx or hang.
+//! - `specs`: spec-file errors name file, line and field; the bundled files are all of specs/.
+
+use libtest_mimic::{Arguments, Failed, Trial};
+
+mod cli;
+mod conformance;
+mod interop;
+mod robustness;
+mod selftest;
+mod specs;
+
+/// A trial from a closure that returns a description of what went wrong.
+pub fn trial(name: &str, f: impl FnOnce() -> Result<(), String> + Send + 'static) -> Trial {
+    Trial::test(name, move || f().map_err(Failed::from))
+}
+
+fn main() {
+    let args = Arguments::from_args();
+    let runtime =
+        tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("a tokio runtime");
+    let mut trials = Vec::new();
+    trials.extend(conformance::trials(&runtime));
+    trials.extend(selftest::trials());
+    trials.extend(interop::trials());
+    trials.extend(cli::trials());
+    trials.extend(robustness::trials());
+    trials.extend(specs::trials());
+    let conclusion = libtest_mimic::run(&args, trials);
+    // Servers started for the HTTP trials stop with the runtime.
+    drop(runtime);
+    conclusion.exit();
+}

@@ -1,0 +1,156 @@
+//! Nothing a client sends can make the reference answer 5xx, panic, or stop serving.
+
+use std::io::{Read, Write};
+
+use gcmspec::Reference;
+use gcmspec::reference::Config;
+use gcmspec::wire::HttpRequest;
+use libtest_mimic::Trial;
+use proptest::prelude::*;
+use proptest::test_runner::{Config as ProptestConfig, RngAlgorithm, TestRng, TestRunner};
+use serde_json::{Value, json};
+
+use crate::trial;
+
+const PATHS: &[&str] = &[
+    "/gcm/notification",
+    "/fcm/notification",
+    "/gcm/googlenotification",
+    "/gcm/send",
+    "/fcm/send",
+    "/_gcmspec/v1/instances",
+    "/_gcmspec/v1/id_tokens",
+    "/_gcmspec/v1/instances/x/messages",
+];
+const FIELDS: &[&str] = &[
+    "operation",
+    "notification_key_name",
+    "notification_key",
+    "registration_ids",
+    "id_token",
+    "to",
+    "data",
+    "notification",
+    "collapse_key",
+    "sender_ids",
+    "account",
+];
+
+fn json_value() -> impl Strategy<Value = Value> {
+    let leaf = prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::Bool),
+        any::<i64>().prop_map(|n| json!(n)),
+        prop_oneof![
+            Just("create".to_string()),
+            Just("add".to_string()),
+            Just("remove".to_string()),
+            "[a-z%:]{0,12}".prop_map(String::from)
+        ]
+        .prop_map(Value::String),
+    ];
+    leaf.prop_recursive(3, 24, 4, |inner| {
+        prop_oneof![
+            proptest::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+            proptest::collection::btree_map(proptest::sample::select(FIELDS).prop_map(String::from), inner, 0..5)
+                .prop_map(|m| Value::Object(m.into_iter().collect())),
+        ]
+    })
+}
+
+fn fuzz_in_process() -> Result<(), String> {
+    let reference = Reference::new(Config::bundled());
+    let sender = reference.with_model(|m| m.create_sender());
+    let request = (
+        proptest::sample::select(PATHS),
+        prop_oneof![Just("POST"), Just("GET"), Just("PUT")],
+        any::<bool>(),
+        prop_oneof![
+            json_value().prop_map(|v| v.to_string().into_bytes()),
+            proptest::collection::vec(any::<u8>(), 0..64)
+        ],
+    );
+    let mut runner = TestRunner::new_with_rng(
+        ProptestConfig { cases: 2000, failure_persistence: None, ..ProptestConfig::default() },
+        TestRng::from_seed(RngAlgorithm::ChaCha, &[7; 32]),
+    );
+    runner
+        .run(&request, |(path, method, authed, body)| {
+            let mut req = HttpRequest::new(method, path).with_header("project_id", &sender.sender_id);
+            if authed {
+                req = req.with_header("authorization", &format!("key={}", sender.server_key));
+            }
+            req.body = body;
+            let resp = reference.handle(&req);
+            prop_assert!(
+                resp.status != 500,
+                "500 for {} {} {:?}: {}",
+                method,
+                path,
+                String::from_utf8_lossy(&req.body),
+                String::from_utf8_lossy(&resp.body)
+            );
+            if resp.status >= 400 && resp.status != 503 {
+                prop_assert!(
+                    resp.body_json().is_some_and(|b| b["error"].is_string()),
+                    "error without an explanation: {} {:?}",
+                    resp.status,
+                    String::from_utf8_lossy(&resp.body)
+                );
+            }
+            Ok(())
+        })
+        .map_err(|e| e.to_string())
+}
+
+async fn socket_abuse() -> Result<(), String> {
+    let server = Reference::start().await;
+    let addr = server.address();
+    tokio::task::spawn_blocking(move || {
+        // Not HTTP at all.
+        let mut s = std::net::TcpStream::connect(addr).map_err(|e| e.to_string())?;
+        s.write_all(b"\x16\x03\x01garbage that is not HTTP\r\n\r\n").map_err(|e| e.to_string())?;
+        let _ = s.read(&mut [0u8; 256]);
+        // A body over the limit.
+        let big = vec![b'x'; Config::DEFAULT_MAX_BODY_BYTES + 1];
+        let mut s = std::net::TcpStream::connect(addr).map_err(|e| e.to_string())?;
+        let head =
+            format!("POST /fcm/send HTTP/1.1\r\nhost: x\r\ncontent-length: {}\r\nconnection: close\r\n\r\n", big.len());
+        s.write_all(head.as_bytes()).map_err(|e| e.to_string())?;
+        let _ = s.write_all(&big);
+        let mut answer = String::new();
+        let _ = s.read_to_string(&mut answer);
+        if !answer.starts_with("HTTP/1.1 413") {
+            return Err(format!("expected 413 for an oversized body, got {:?}", answer.lines().next()));
+        }
+        // Still serving.
+        let mut s = std::net::TcpStream::connect(addr).map_err(|e| e.to_string())?;
+        s.write_all(b"GET /nowhere HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").map_err(|e| e.to_string())?;
+        let mut answer = String::new();
+        s.read_to_string(&mut answer).map_err(|e| e.to_string())?;
+        if !answer.starts_with("HTTP/1.1 404") || !answer.contains("no endpoint at /nowhere") {
+            return Err(format!("expected a 404 that names the path, got {answer:?}"));
+        }
+        Ok(())
+    })
+    .await
+    .map_err(|e| e.to_string())?
+}
+
+pub fn trials() -> Vec<Trial> {
+    vec![
+        trial("robustness::random-requests-never-500", fuzz_in_process),
+        trial("robustness::socket-abuse", || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build()
+                .map_err(|e| e.to_string())?;
+            rt.block_on(socket_abuse())
+        }),
+        trial("robustness::wrong-method-is-405", || {
+            let resp = Reference::new(Config::bundled()).handle(&HttpRequest::new("DELETE", "/fcm/send"));
+            if resp.status == 405 { Ok(()) } else { Err(format!("got {}", resp.status)) }
+        }),
+    ]
+}

@@ -1,0 +1,41 @@
+//! Every rule bites: the reference with that rule's fault fails it.
+
+use std::sync::Arc;
+
+use gcmspec::harness::{self, Options};
+use gcmspec::reference::Config;
+use libtest_mimic::Trial;
+
+use crate::trial;
+
+fn selftest(profile: &'static str) -> Result<(), String> {
+    let catalog = Arc::new(gcmspec::bundled::catalog().map_err(|e| e.to_string())?);
+    let config = Config::from_profile(&catalog.profiles[profile]).map_err(|e| e.to_string())?;
+    let report = harness::selftest(&catalog, &config, &Options::new(profile), 2, |_| {});
+    if report.passed() {
+        return Ok(());
+    }
+    let missed: Vec<&str> = report.rules.iter().filter(|(_, c)| *c != Some(true)).map(|(r, _)| r.as_str()).collect();
+    Err(format!(
+        "clean reference failures: {:?}\nfaults not caught: {missed:?}\nfaults caught: {}/{}",
+        report.clean_failures,
+        report.caught(),
+        report.rules.len()
+    ))
+}
+
+pub fn trials() -> Vec<Trial> {
+    vec![
+        trial("selftest::fcm::every-fault-is-caught", || selftest("fcm")),
+        trial("selftest::gcm-2013::every-fault-is-caught", || selftest("gcm-2013")),
+        trial("selftest::every-fault-names-a-rule", || {
+            let catalog = gcmspec::bundled::catalog().map_err(|e| e.to_string())?;
+            let orphans: Vec<&str> = gcmspec::reference::Fault::ALL
+                .iter()
+                .map(|f| f.rule_id())
+                .filter(|id| catalog.rule(id).is_none())
+                .collect();
+            if orphans.is_empty() { Ok(()) } else { Err(format!("faults for rules that do not exist: {orphans:?}")) }
+        }),
+    ]
+}
