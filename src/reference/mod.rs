@@ -112,7 +112,47 @@ impl Reference {
         &self.shared.clock
     }
 
-    /// Starts the bundled reference on an ephemeral loopback port.
+    /// Starts the bundled reference on an ephemeral loopback port, as a fake server for a
+    /// test. It stops when the returned handle is dropped.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let server = gcmspec::Reference::start().await;
+    /// // Set up what phones would have done, straight on the model.
+    /// let (sender, phones) = server.reference().with_model(|m| {
+    ///     let sender = m.create_sender();
+    ///     let phones: Vec<String> = (0..2).map(|_| m.register_instance(vec![sender.sender_id.clone()], None)).collect();
+    ///     (sender, phones)
+    /// });
+    /// // The code under test talks to server.url() like it would to Google.
+    /// let http = reqwest::Client::new();
+    /// let create = serde_json::json!({"operation": "create", "notification_key_name": "appUser-Chris", "registration_ids": phones});
+    /// let resp = http
+    ///     .post(format!("{}/gcm/notification", server.url()))
+    ///     .header("authorization", format!("key={}", sender.server_key))
+    ///     .header("project_id", &sender.sender_id)
+    ///     .header("content-type", "application/json")
+    ///     .body(create.to_string())
+    ///     .send()
+    ///     .await
+    ///     .unwrap();
+    /// assert_eq!(resp.status(), 200);
+    /// let key: serde_json::Value = serde_json::from_slice(&resp.bytes().await.unwrap()).unwrap();
+    /// let send = serde_json::json!({"to": key["notification_key"], "data": {"hello": "world"}});
+    /// let resp = http
+    ///     .post(format!("{}/fcm/send", server.url()))
+    ///     .header("authorization", format!("key={}", sender.server_key))
+    ///     .body(send.to_string())
+    ///     .send()
+    ///     .await
+    ///     .unwrap();
+    /// assert_eq!(resp.text().await.unwrap(), r#"{"failure":0,"success":2}"#);
+    /// // Then check what each phone received.
+    /// let received = server.reference().with_model(|m| m.inbox(&phones[1]).map(<[_]>::to_vec)).unwrap();
+    /// assert_eq!(received[0].data, Some(serde_json::json!({"hello": "world"})));
+    /// # }
+    /// ```
     pub async fn start() -> RunningReference {
         Self::start_with(Config::bundled()).await.expect("binding 127.0.0.1:0")
     }
