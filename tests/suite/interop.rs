@@ -64,12 +64,5 @@ async fn fcm_device_group_client() -> Result<(), String> {
 }
 
 pub fn trials() -> Vec<Trial> {
-    vec![trial("interop::fcm-device-group::create-add-remove-lookup", || {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .map_err(|e| e.to_string())?;
-        rt.block_on(fcm_device_group_client())
-    })]
+    vec![trial("interop::fcm-device-group::create-add-remove-lookup", || crate::block_on(fcm_device_group_client()))]
 }

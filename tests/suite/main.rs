@@ -24,6 +24,16 @@ pub fn trial(name: &str, f: impl FnOnce() -> Result<(), String> + Send + 'static
     Trial::test(name, move || f().map_err(Failed::from))
 }
 
+/// Runs an async trial body on a runtime of its own.
+pub fn block_on(f: impl std::future::Future<Output = Result<(), String>>) -> Result<(), String> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    rt.block_on(f)
+}
+
 fn main() {
     let args = Arguments::from_args();
     let runtime =

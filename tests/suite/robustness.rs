@@ -140,14 +140,7 @@ async fn socket_abuse() -> Result<(), String> {
 pub fn trials() -> Vec<Trial> {
     vec![
         trial("robustness::random-requests-never-500", fuzz_in_process),
-        trial("robustness::socket-abuse", || {
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(1)
-                .enable_all()
-                .build()
-                .map_err(|e| e.to_string())?;
-            rt.block_on(socket_abuse())
-        }),
+        trial("robustness::socket-abuse", || crate::block_on(socket_abuse())),
         trial("robustness::wrong-method-is-405", || {
             let resp = Reference::new(Config::bundled()).handle(&HttpRequest::new("DELETE", "/fcm/send"));
             if resp.status == 405 { Ok(()) } else { Err(format!("got {}", resp.status)) }
