@@ -21,7 +21,10 @@ pub const SPEC_FILES: &[(&str, &str)] = files![
     "specs/groups-client.toml",
     "specs/groups-send.toml",
     "specs/groups-server.toml",
+    "specs/groups-upstream.toml",
+    "specs/lifetime.toml",
     "specs/profiles.toml",
+    "specs/send-protocol.toml",
 ];
 
 /// The source documents the quotes are checked against.

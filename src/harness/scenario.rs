@@ -4,7 +4,7 @@ use serde_json::Value;
 
 use super::snapshot::Redactor;
 use crate::spec::template::{self, Vars, text_of};
-use crate::spec::{Action, Auth, Body, BodyShape, Expect, FieldOp, Request, Step};
+use crate::spec::{Action, Auth, Body, BodyShape, Expect, FieldOp, REPEAT_VAR, Request, Step};
 use crate::target::{Capabilities, Control};
 use crate::wire::{HttpRequest, HttpResponse};
 
@@ -27,9 +27,18 @@ pub fn run(
         let n = i + 1;
         let at = |e: String| format!("step {n} (line {}): {e}", step.line);
         let exchange = match &step.action {
-            Action::NewSender { name } => {
-                let s = control.new_sender().map_err(|e| at(e.to_string()))?;
-                define(&mut vars, redactor, name, s.to_json());
+            Action::NewSender { name, count } => {
+                let value = match count {
+                    None => control.new_sender().map_err(|e| at(e.to_string()))?.to_json(),
+                    Some(c) => {
+                        let n = render(c, &vars).map_err(at)?;
+                        let n = n.as_u64().ok_or_else(|| at(format!("`count` must be a whole number, found {n}")))?;
+                        let senders =
+                            (0..n).map(|_| control.new_sender().map(|s| s.to_json())).collect::<Result<Vec<_>, _>>();
+                        Value::Array(senders.map_err(|e| at(e.to_string()))?)
+                    }
+                };
+                define(&mut vars, redactor, name, value);
                 None
             }
             Action::Register { name, count, senders, account, platform, package } => {
@@ -37,15 +46,15 @@ pub fn run(
                 let count = count
                     .as_u64()
                     .ok_or_else(|| at(format!("`count` must be a non-negative integer, found {count}")))?;
-                let sender_ids = senders
-                    .iter()
-                    .map(|s| {
-                        vars.get(s)
-                            .and_then(|v| v["id"].as_str())
-                            .map(str::to_string)
-                            .ok_or_else(|| at(format!("`{s}` is not a sender")))
-                    })
-                    .collect::<Result<Vec<_>, _>>()?;
+                let mut sender_ids = Vec::new();
+                for s in senders {
+                    match sender_value(s, &vars).map_err(at)? {
+                        Value::Array(many) => {
+                            sender_ids.extend(many.iter().filter_map(|v| v["id"].as_str().map(str::to_string)))
+                        }
+                        one => sender_ids.push(text_of(&one["id"])),
+                    }
+                }
                 let render_opt = |v: &Option<Value>| v.as_ref().map(|v| render(v, &vars)).transpose();
                 let (account, platform, package) = (
                     render_opt(account).map_err(at)?,
@@ -76,39 +85,102 @@ pub fn run(
             }
             Action::IdToken { name, account, sender } => {
                 let account = text_of(&render(account, &vars).map_err(at)?);
-                let sender_id = vars
-                    .get(sender)
-                    .and_then(|v| v["id"].as_str())
-                    .map(str::to_string)
-                    .ok_or_else(|| at(format!("`{sender}` is not a sender")))?;
+                let sender_id = text_of(&sender_value(sender, &vars).map_err(at)?["id"]);
                 let token = control.id_token(&sender_id, &account).map_err(|e| at(e.to_string()))?;
                 define(&mut vars, redactor, name, Value::String(token));
                 None
             }
+            Action::Connectivity { of, state } => {
+                let id = text_of(&render(of, &vars).map_err(at)?);
+                control.set_connectivity(&id, state).map_err(|e| at(e.to_string()))?;
+                None
+            }
+            Action::Uninstall(which) => {
+                let id = text_of(&render(which, &vars).map_err(at)?);
+                control.uninstall(&id).map_err(|e| at(e.to_string()))?;
+                None
+            }
+            Action::Reregister { of, name } => {
+                let id = text_of(&render(of, &vars).map_err(at)?);
+                let new = control.reregister(&id).map_err(|e| at(e.to_string()))?;
+                define(&mut vars, redactor, name, Value::String(new));
+                None
+            }
+            Action::Upstream { from, to, data } => {
+                let from = text_of(&render(from, &vars).map_err(at)?);
+                let to = text_of(&render(to, &vars).map_err(at)?);
+                let data = data.as_ref().map(|d| render(d, &vars)).transpose().map_err(at)?;
+                control.upstream(&from, &to, data.as_ref()).map_err(|e| at(e.to_string()))?;
+                None
+            }
+            Action::Handled { by, message_id } => {
+                let by = text_of(&render(by, &vars).map_err(at)?);
+                let message_id = text_of(&render(message_id, &vars).map_err(at)?);
+                control.handled(&by, &message_id).map_err(|e| at(e.to_string()))?;
+                None
+            }
+            Action::AdvanceClock { seconds, sender } => {
+                let seconds = render(seconds, &vars).map_err(at)?;
+                let seconds =
+                    seconds.as_u64().ok_or_else(|| at(format!("`seconds` must be a whole number, found {seconds}")))?;
+                let sender_id = text_of(&sender_value(sender, &vars).map_err(at)?["id"]);
+                control.advance_clock(&sender_id, seconds).map_err(|e| at(e.to_string()))?;
+                None
+            }
             Action::Inbox(which) => {
                 let id = text_of(&render(which, &vars).map_err(at)?);
-                Some(control.inbox(&id).map_err(|e| at(e.to_string()))?)
+                let (req, resp) = control.inbox(&id).map_err(|e| at(e.to_string()))?;
+                Some(vec![(format!("step {n}"), req, resp)])
             }
             Action::Request(r) => {
-                let req = build_request(r, &vars).map_err(at)?;
-                let resp = control.target.exchange(&req).map_err(|e| at(e.to_string()))?;
-                Some((req, resp))
+                let times = match &step.repeat {
+                    None => 1,
+                    Some(v) => {
+                        let n = render(v, &vars).map_err(at)?;
+                        n.as_u64().ok_or_else(|| at(format!("`repeat` must be a whole number, found {n}")))?
+                    }
+                };
+                let mut exchanges = Vec::new();
+                for i in 0..times {
+                    if step.repeat.is_some() {
+                        vars.insert(REPEAT_VAR.to_string(), Value::from(i));
+                    }
+                    let req = build_request(r, &vars).map_err(at)?;
+                    let resp = control.target.exchange(&req).map_err(|e| at(e.to_string()))?;
+                    expect_any(&step.expect, &resp, &vars).map_err(|e| {
+                        let which = if times > 1 { format!(" (repeat {} of {times})", i + 1) } else { String::new() };
+                        at(format!("{} {}{which}: {e}\n{}", req.method, req.path, describe(&req, &resp)))
+                    })?;
+                    // A long repeat is shown by its first and last exchange.
+                    if i == 0 || i + 1 == times {
+                        let label =
+                            if times > 1 { format!("step {n} ({} of {times})", i + 1) } else { format!("step {n}") };
+                        exchanges.push((label, req, resp));
+                    }
+                }
+                vars.remove(REPEAT_VAR);
+                Some(exchanges)
             }
         };
-        let Some((req, resp)) = exchange else { continue };
-        if let Some(expect) = &step.expect {
-            check(expect, &resp, &vars)
-                .map_err(|e| at(format!("{} {}: {e}\n{}", req.method, req.path, describe(&req, &resp))))?;
+        let Some(exchanges) = exchange else { continue };
+        for (_, req, resp) in &exchanges {
+            if matches!(step.action, Action::Inbox(_)) {
+                expect_any(&step.expect, resp, &vars)
+                    .map_err(|e| at(format!("{} {}: {e}\n{}", req.method, req.path, describe(req, resp))))?;
+            }
         }
+        let Some((_, req, resp)) = exchanges.last() else { continue };
         for (var, pointer) in &step.save {
             let value = resp.body_json().and_then(|b| b.pointer(pointer).cloned()).ok_or_else(|| {
-                at(format!("cannot save `{var}`: the response has nothing at `{pointer}`\n{}", describe(&req, &resp)))
+                at(format!("cannot save `{var}`: the response has nothing at `{pointer}`\n{}", describe(req, resp)))
             })?;
             define(&mut vars, redactor, var, value);
         }
         // After saving, so that a saved value reads as its variable (`<key>`) here too.
-        transcript.text.push_str(&redactor.exchange(&format!("step {n}"), &req, &resp));
-        transcript.text.push('\n');
+        for (label, req, resp) in &exchanges {
+            transcript.text.push_str(&redactor.exchange(label, req, resp));
+            transcript.text.push('\n');
+        }
     }
     Ok(transcript)
 }
@@ -118,6 +190,17 @@ fn define(vars: &mut Vars, redactor: &mut Redactor, name: &str, value: Value) {
     vars.insert(name.to_string(), value);
 }
 
+/// A sender reference (`other`, `partners[3]`): an object with `id` and `key`, or an array.
+fn sender_value(expr: &str, vars: &Vars) -> Result<Value, String> {
+    let v = template::Expr::parse(expr).and_then(|e| e.eval(vars)).map_err(|e| e.to_string())?;
+    let ok = |v: &Value| v["id"].is_string() && v["key"].is_string();
+    match &v {
+        Value::Array(items) if items.iter().all(ok) => Ok(v),
+        v if ok(v) => Ok(v.clone()),
+        _ => Err(format!("`{expr}` is not a sender")),
+    }
+}
+
 fn render(v: &Value, vars: &Vars) -> Result<Value, String> {
     template::render(v, vars).map_err(|e| e.to_string())
 }
@@ -125,7 +208,7 @@ fn render(v: &Value, vars: &Vars) -> Result<Value, String> {
 fn build_request(r: &Request, vars: &Vars) -> Result<HttpRequest, String> {
     let path = text_of(&render(&Value::String(r.path.clone()), vars)?);
     let mut req = HttpRequest::new(&r.method, &path);
-    let sender = vars.get(&r.sender).ok_or_else(|| format!("`{}` is not defined", r.sender))?;
+    let sender = &sender_value(&r.sender, vars)?;
     let (id, key) = (text_of(&sender["id"]), text_of(&sender["key"]));
     if matches!(r.auth, Auth::Server | Auth::Key) {
         req = req.with_header("authorization", &format!("key={key}"));
@@ -171,6 +254,23 @@ pub fn describe(req: &HttpRequest, resp: &HttpResponse) -> String {
         resp.status,
         cut(&resp.body)
     )
+}
+
+/// Passes if the response matches any of the outcomes (or there are none to match).
+pub fn expect_any(outcomes: &[Expect], resp: &HttpResponse, vars: &Vars) -> Result<(), String> {
+    let mut why = Vec::new();
+    for (k, e) in outcomes.iter().enumerate() {
+        match check(e, resp, vars) {
+            Ok(()) => return Ok(()),
+            Err(w) if outcomes.len() == 1 => return Err(w),
+            Err(w) => why.push(format!("outcome {} ({}): {w}", k + 1, e.name.as_deref().unwrap_or("unnamed"))),
+        }
+    }
+    if why.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("matches none of the accepted outcomes:\n    {}", why.join("\n    ")))
+    }
 }
 
 pub fn check(expect: &Expect, resp: &HttpResponse, vars: &Vars) -> Result<(), String> {
@@ -246,6 +346,16 @@ pub fn check(expect: &Expect, resp: &HttpResponse, vars: &Vars) -> Result<(), St
                     return fail(format!("expected the set {want} (in any order)"));
                 }
             }
+            FieldOp::Some(v) | FieldOp::None(v) => {
+                let want = render(v, vars)?;
+                let Some(Value::Array(items)) = actual else { return fail("expected an array".into()) };
+                let found = items.iter().any(|item| partial_match(&want, item));
+                match (&f.op, found) {
+                    (FieldOp::Some(_), false) => return fail(format!("expected an element matching {want}")),
+                    (FieldOp::None(_), true) => return fail(format!("expected no element matching {want}")),
+                    _ => {}
+                }
+            }
             FieldOp::Contains(v) => {
                 let want = render(v, vars)?;
                 let ok = match (actual, &want) {
@@ -261,6 +371,15 @@ pub fn check(expect: &Expect, resp: &HttpResponse, vars: &Vars) -> Result<(), St
         }
     }
     Ok(())
+}
+
+/// `want` matches `actual` if every field it names matches (recursively); other values must
+/// be equal.
+fn partial_match(want: &Value, actual: &Value) -> bool {
+    match (want, actual) {
+        (Value::Object(w), Value::Object(a)) => w.iter().all(|(k, v)| a.get(k).is_some_and(|x| partial_match(v, x))),
+        _ => want == actual,
+    }
 }
 
 /// The capabilities a check lacks on this target, if any.

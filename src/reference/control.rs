@@ -5,7 +5,7 @@
 
 use serde_json::{Value, json};
 
-use super::model::Model;
+use super::model::{Connectivity, Model, NewInstance, Platform};
 use crate::wire::{HttpRequest, HttpResponse};
 
 pub const PREFIX: &str = "/_gcmspec/v1/";
@@ -28,6 +28,21 @@ pub fn handle(model: &mut Model, profile: &str, req: &HttpRequest) -> HttpRespon
         ("POST", ["senders"]) => HttpResponse::json(201, &json!(model.create_sender())),
         ("POST", ["instances"]) => register(model, req),
         ("POST", ["id_tokens"]) => id_token(model, req),
+        ("POST", ["instances", id, "connectivity"]) => connectivity(model, id, req),
+        ("POST", ["instances", id, "uninstall"]) => {
+            if model.uninstall(id) {
+                HttpResponse::empty(204)
+            } else {
+                unknown_instance(id)
+            }
+        }
+        ("POST", ["instances", id, "reregister"]) => match model.reregister(id) {
+            Some(new) => HttpResponse::json(201, &json!({ "registration_id": new })),
+            None => unknown_instance(id),
+        },
+        ("POST", ["instances", id, "upstream"]) => upstream(model, id, req),
+        ("POST", ["instances", id, "handled"]) => handled(model, id, req),
+        ("POST", ["senders", id, "clock"]) => clock(model, id, req),
         ("POST", ["instances", id, "unregister"]) => {
             if model.unregister(id) {
                 HttpResponse::empty(204)
@@ -40,6 +55,72 @@ pub fn handle(model: &mut Model, profile: &str, req: &HttpRequest) -> HttpRespon
             None => HttpResponse::error(404, format!("no app instance with registration id {id:?}")),
         },
         _ => HttpResponse::error(404, format!("no control endpoint {} {}", req.method, req.path)),
+    }
+}
+
+fn unknown_instance(id: &str) -> HttpResponse {
+    HttpResponse::error(404, format!("no app instance with registration id {id:?}"))
+}
+
+fn connectivity(model: &mut Model, id: &str, req: &HttpRequest) -> HttpResponse {
+    let b = match body(req) {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let state = match b.get("state").cloned().map(serde_json::from_value::<Connectivity>) {
+        Some(Ok(state)) => state,
+        _ => return HttpResponse::error(400, "expected {\"state\": \"awake\" | \"idle\" | \"offline\"}"),
+    };
+    if model.set_connectivity(id, state) { HttpResponse::empty(204) } else { unknown_instance(id) }
+}
+
+fn upstream(model: &mut Model, id: &str, req: &HttpRequest) -> HttpResponse {
+    let b = match body(req) {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let Some(to) = b.get("to").and_then(Value::as_str) else {
+        return HttpResponse::error(400, "expected {\"to\": <notification key>, \"data\": {...}}");
+    };
+    let data = match b.get("data") {
+        None | Some(Value::Null) => None,
+        Some(v @ Value::Object(_)) => Some(v.clone()),
+        Some(_) => return HttpResponse::error(400, "`data` must be a JSON object"),
+    };
+    if model.inbox(id).is_none() {
+        return unknown_instance(id);
+    }
+    match model.upstream_to_group(id, to, data) {
+        Ok(_) => HttpResponse::empty(204),
+        Err(e) => HttpResponse::error(400, e),
+    }
+}
+
+fn handled(model: &mut Model, id: &str, req: &HttpRequest) -> HttpResponse {
+    let b = match body(req) {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let Some(message_id) = b.get("message_id").and_then(Value::as_str) else {
+        return HttpResponse::error(400, "expected {\"message_id\": <the id in the device's messages>}");
+    };
+    match model.handled(id, message_id) {
+        Ok(()) => HttpResponse::empty(204),
+        Err(e) => HttpResponse::error(404, e),
+    }
+}
+
+fn clock(model: &mut Model, sender: &str, req: &HttpRequest) -> HttpResponse {
+    let b = match body(req) {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let Some(seconds) = b.get("advance_seconds").and_then(Value::as_u64) else {
+        return HttpResponse::error(400, "expected {\"advance_seconds\": <whole seconds>}");
+    };
+    match model.advance_clock(sender, seconds) {
+        Some(now_ms) => HttpResponse::json(200, &json!({ "now_ms": now_ms })),
+        None => HttpResponse::error(404, format!("unknown sender id {sender:?}")),
     }
 }
 
@@ -65,21 +146,24 @@ fn register(model: &mut Model, req: &HttpRequest) -> HttpResponse {
     let Some(senders) = senders.filter(|s| !s.is_empty()) else {
         return HttpResponse::error(400, "`sender_ids` must be a non-empty array of sender ids");
     };
-    if let Some(unknown) = senders.iter().find(|s| !model.has_sender(s)) {
-        return HttpResponse::error(400, format!("unknown sender id {unknown:?}"));
-    }
-    let account = match b.get("account") {
-        None | Some(Value::Null) => None,
-        Some(Value::String(a)) => Some(a.clone()),
-        Some(_) => return HttpResponse::error(400, "`account` must be a string"),
+    let text = |field: &str| match b.get(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(a)) => Ok(Some(a.clone())),
+        Some(_) => Err(HttpResponse::error(400, format!("`{field}` must be a string"))),
     };
-    for field in ["package", "platform"] {
-        if b.get(field).is_some_and(|v| !v.is_string()) {
-            return HttpResponse::error(400, format!("`{field}` must be a string"));
-        }
+    let (account, package) = match (text("account"), text("package")) {
+        (Ok(a), Ok(p)) => (a, p),
+        (Err(r), _) | (_, Err(r)) => return r,
+    };
+    let platform = match b.get("platform").cloned().map(serde_json::from_value::<Platform>) {
+        None => Platform::default(),
+        Some(Ok(p)) => p,
+        Some(Err(_)) => return HttpResponse::error(400, "`platform` must be \"android\" or \"ios\""),
+    };
+    match model.register(NewInstance { senders, account, package, platform }) {
+        Ok(id) => HttpResponse::json(201, &json!({ "registration_id": id })),
+        Err(e) => HttpResponse::error(400, e),
     }
-    let id = model.register_instance(senders, account);
-    HttpResponse::json(201, &json!({ "registration_id": id }))
 }
 
 fn id_token(model: &mut Model, req: &HttpRequest) -> HttpResponse {

@@ -236,19 +236,32 @@ fn send(model: &mut Model, req: &HttpRequest) -> HttpResponse {
         Err(resp) => return resp,
     };
     let parsed = (|| {
+        let exclusive = !model.faults().has(Fault::TargetExclusive);
         let target = match (body.get("to"), body.get("registration_ids")) {
-            (Some(_), Some(_)) => {
+            (Some(_), Some(_)) if exclusive => {
                 return Err(HttpResponse::error(400, "`to` and `registration_ids` exclude each other"));
             }
-            (Some(_), None) => Target::To(string_field(&body, "to", true)?.unwrap_or_default()),
+            (Some(_), _) => Target::To(string_field(&body, "to", true)?.unwrap_or_default()),
             (None, Some(_)) => {
                 let ids = registration_ids(&body)?;
+                let max = model.limits().max_registration_ids;
                 if ids.is_empty() {
-                    return Err(HttpResponse::error(400, "`registration_ids` must not be empty"));
+                    return Err(HttpResponse::error(400, "`registration_ids` must not be empty (MissingRegistration)"));
+                }
+                if ids.len() > max && !model.faults().has(Fault::RegistrationIdsLimit) {
+                    return Err(HttpResponse::error(
+                        400,
+                        format!("`registration_ids` holds {} ids: at most {max} per request", ids.len()),
+                    ));
                 }
                 Target::RegistrationIds(ids)
             }
-            (None, None) => return Err(HttpResponse::error(400, "missing target: give `to` or `registration_ids`")),
+            (None, None) => {
+                return Err(HttpResponse::error(
+                    400,
+                    "missing target: give `to` or `registration_ids` (MissingRegistration)",
+                ));
+            }
         };
         let object = |field: &str| match body.get(field) {
             None | Some(Value::Null) => Ok(None),
@@ -257,10 +270,26 @@ fn send(model: &mut Model, req: &HttpRequest) -> HttpResponse {
                 Err(HttpResponse::error(400, format!("`{field}` must be a JSON object, found {}", kind(other))))
             }
         };
+        let flag = |field: &str| match body.get(field) {
+            None | Some(Value::Null) => Ok(false),
+            Some(Value::Bool(b)) => Ok(*b),
+            Some(other) => {
+                Err(HttpResponse::error(400, format!("`{field}` must be true or false, found {}", kind(other))))
+            }
+        };
+        // A time_to_live that is not a whole number is out of range: InvalidTtl, like -1.
+        let time_to_live = match body.get("time_to_live") {
+            None | Some(Value::Null) => None,
+            Some(v) => Some(v.as_i64().unwrap_or(-1)),
+        };
         let message = Message {
             collapse_key: string_field(&body, "collapse_key", false)?,
             data: object("data")?,
             notification: object("notification")?,
+            time_to_live,
+            delay_while_idle: flag("delay_while_idle")?,
+            dry_run: flag("dry_run")?,
+            restricted_package_name: string_field(&body, "restricted_package_name", false)?,
         };
         Ok((target, message))
     })();

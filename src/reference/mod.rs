@@ -20,6 +20,7 @@ pub mod clock;
 pub mod control;
 pub mod faults;
 pub mod http;
+pub mod lifetime;
 pub mod model;
 
 use crate::spec::Profile;

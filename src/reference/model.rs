@@ -13,12 +13,32 @@ use serde_json::{Map, Value, json};
 
 use super::clock::Clock;
 use super::faults::{Fault, Faults};
+pub use super::lifetime::{Connectivity, Delivered, Platform};
+use super::lifetime::{Instance, Queued};
 use crate::spec::Profile;
 
 /// The documented numbers the model enforces, taken from a spec profile.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Limits {
     pub max_members: usize,
+    pub max_stored_messages: usize,
+    pub max_collapse_keys: usize,
+    pub max_ttl_seconds: u64,
+    pub default_ttl_seconds: u64,
+    pub max_payload_bytes: usize,
+    /// The smaller limit for iOS devices, where the profile has one.
+    pub max_payload_bytes_ios: Option<usize>,
+    pub max_senders: usize,
+    pub max_registration_ids: usize,
+    pub throttle: Throttle,
+}
+
+/// A token bucket per application and collapse key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Throttle {
+    pub initial_tokens: u64,
+    pub grant_tokens: u64,
+    pub grant_interval_seconds: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -31,25 +51,41 @@ pub struct LimitsError {
 
 impl Limits {
     pub fn from_profile(profile: &Profile) -> Result<Limits, LimitsError> {
-        let count = |param: &str| -> Result<usize, LimitsError> {
-            let err = |why: &str| LimitsError { profile: profile.name.clone(), param: param.into(), why: why.into() };
-            let v = profile.params.get(param).ok_or_else(|| err("missing"))?;
-            v.value
-                .as_u64()
-                .and_then(|n| usize::try_from(n).ok())
-                .filter(|n| *n > 0)
-                .ok_or_else(|| err("expected a positive integer"))
+        let get = |param: &str| -> Result<Option<u64>, LimitsError> {
+            match profile.params.get(param) {
+                None => Ok(None),
+                Some(v) => v.value.as_u64().filter(|n| *n > 0).map(Some).ok_or_else(|| LimitsError {
+                    profile: profile.name.clone(),
+                    param: param.into(),
+                    why: "expected a positive integer".into(),
+                }),
+            }
         };
-        Ok(Limits { max_members: count("max_members")? })
+        let need = |param: &str| -> Result<u64, LimitsError> {
+            get(param)?.ok_or_else(|| LimitsError {
+                profile: profile.name.clone(),
+                param: param.into(),
+                why: "missing".into(),
+            })
+        };
+        let size = |n: u64| usize::try_from(n).unwrap_or(usize::MAX);
+        Ok(Limits {
+            max_members: size(need("max_members")?),
+            max_stored_messages: size(need("max_stored_messages")?),
+            max_collapse_keys: size(need("max_collapse_keys")?),
+            max_ttl_seconds: need("max_ttl_seconds")?,
+            default_ttl_seconds: need("default_ttl_seconds")?,
+            max_payload_bytes: size(need("max_payload_bytes")?),
+            max_payload_bytes_ios: get("max_payload_bytes_ios")?.map(size),
+            max_senders: size(need("max_senders")?),
+            max_registration_ids: size(need("max_registration_ids")?),
+            throttle: Throttle {
+                initial_tokens: need("throttle_initial_tokens")?,
+                grant_tokens: need("throttle_grant_tokens")?,
+                grant_interval_seconds: need("throttle_grant_interval_seconds")?,
+            },
+        })
     }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum Platform {
-    #[default]
-    Android,
-    Ios,
 }
 
 /// Server credentials of one sender (a project).
@@ -57,26 +93,6 @@ pub enum Platform {
 pub struct SenderCredentials {
     pub sender_id: String,
     pub server_key: String,
-}
-
-/// A message as the device received it.
-#[derive(Debug, Clone, Serialize)]
-pub struct Delivered {
-    pub from: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub collapse_key: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub data: Option<Value>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub notification: Option<Value>,
-}
-
-#[derive(Debug)]
-struct Instance {
-    senders: Vec<String>,
-    account: Option<String>,
-    registered: bool,
-    inbox: Vec<Delivered>,
 }
 
 #[derive(Debug)]
@@ -130,12 +146,17 @@ pub enum ClientOp {
     Remove,
 }
 
-/// A downstream message, validated by the transport.
+/// A downstream message, its fields parsed by the transport and checked here.
 #[derive(Debug, Clone, Default)]
 pub struct Message {
     pub collapse_key: Option<String>,
     pub data: Option<Value>,
     pub notification: Option<Value>,
+    /// As sent; `None` means the default. Range-checked by the model (`InvalidTtl`).
+    pub time_to_live: Option<i64>,
+    pub delay_while_idle: bool,
+    pub dry_run: bool,
+    pub restricted_package_name: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -153,23 +174,42 @@ pub enum SendOutcome {
     GroupFailed,
     /// Per-registration results, in request order.
     Multicast { multicast_id: u64, results: Vec<SendResult> },
+    /// The message itself is invalid (`InvalidTtl`, `InvalidDataKey`, `MessageTooBig`).
+    Invalid { error: &'static str, group: bool, targets: usize },
 }
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum SendResult {
-    Sent { message_id: String },
+    /// Accepted; `canonical` is the registration id to use from now on, if it changed.
+    Sent {
+        message_id: String,
+        canonical: Option<String>,
+    },
     Error(&'static str),
+}
+
+/// What an app instance is registered with (the control API's `POST instances`).
+#[derive(Debug, Clone, Default)]
+pub struct NewInstance {
+    pub senders: Vec<String>,
+    pub account: Option<String>,
+    pub package: Option<String>,
+    pub platform: Platform,
 }
 
 /// The whole state of a reference server.
 pub struct Model {
     limits: Limits,
     clock: Box<dyn Clock>,
+    /// Per-sender clock offsets: a trial moves its own sender's time, no one else's.
+    offsets: HashMap<String, u64>,
     rng: StdRng,
     faults: Faults,
     senders: HashMap<String, String>,
     senders_by_key: HashMap<String, String>,
     instances: HashMap<String, Instance>,
+    /// Old registration id -> the one that replaced it (canonical ids).
+    aliases: HashMap<String, String>,
     groups: HashMap<String, Group>,
     group_names: HashMap<(String, String), String>,
     id_tokens: HashMap<String, IdToken>,
@@ -181,11 +221,13 @@ impl Model {
         Model {
             limits,
             clock,
+            offsets: HashMap::new(),
             rng: StdRng::seed_from_u64(seed),
             faults,
             senders: HashMap::new(),
             senders_by_key: HashMap::new(),
             instances: HashMap::new(),
+            aliases: HashMap::new(),
             groups: HashMap::new(),
             group_names: HashMap::new(),
             id_tokens: HashMap::new(),
@@ -211,6 +253,47 @@ impl Model {
         base64url(&buf)
     }
 
+    /// A sender's clock, in milliseconds.
+    pub fn now_ms(&self, sender: &str) -> u64 {
+        self.clock.now_ms() + self.offsets.get(sender).copied().unwrap_or(0)
+    }
+
+    /// The registration id a (possibly old) id stands for now.
+    fn resolve<'a>(&'a self, registration_id: &'a str) -> &'a str {
+        let mut id = registration_id;
+        while let Some(next) = self.aliases.get(id) {
+            id = next;
+        }
+        id
+    }
+
+    fn instance_mut(&mut self, registration_id: &str) -> Option<&mut Instance> {
+        let id = self.resolve(registration_id).to_string();
+        self.instances.get_mut(&id)
+    }
+
+    /// Lets every device take what it can now (after a change of time or connectivity).
+    fn pump_all(&mut self) {
+        let base = self.clock.now_ms();
+        let offsets = &self.offsets;
+        let now_of = |s: &str| base + offsets.get(s).copied().unwrap_or(0);
+        for inst in
+            self.instances.values_mut().filter(|i| !i.pending.is_empty() || i.connectivity != Connectivity::Offline)
+        {
+            inst.pump(&now_of, &self.limits, &self.faults);
+        }
+    }
+
+    fn pump(&mut self, registration_id: &str) {
+        let base = self.clock.now_ms();
+        let id = self.resolve(registration_id).to_string();
+        let offsets = &self.offsets;
+        let now_of = |s: &str| base + offsets.get(s).copied().unwrap_or(0);
+        if let Some(inst) = self.instances.get_mut(&id) {
+            inst.pump(&now_of, &self.limits, &self.faults);
+        }
+    }
+
     // ---- control: what the harness sets up -------------------------------------------
 
     pub fn create_sender(&mut self) -> SenderCredentials {
@@ -230,24 +313,81 @@ impl Model {
         self.senders.contains_key(sender_id)
     }
 
-    /// Registers an app instance for these senders and returns its registration id.
+    /// Registers an Android app instance for these senders (a shorthand for tests).
     pub fn register_instance(&mut self, senders: Vec<String>, account: Option<String>) -> String {
-        let id = format!("{}:APA91b{}", self.random_text(8), self.random_text(48));
-        self.instances.insert(id.clone(), Instance { senders, account, registered: true, inbox: Vec::new() });
-        id
+        self.register(NewInstance { senders, account, ..NewInstance::default() })
+            .expect("known senders, within the limit")
+    }
+
+    /// Registers an app instance and returns its registration id.
+    pub fn register(&mut self, new: NewInstance) -> Result<String, String> {
+        if new.senders.is_empty() {
+            return Err("an app instance needs at least one sender id".into());
+        }
+        if new.senders.len() > self.limits.max_senders {
+            return Err(format!(
+                "at most {} sender ids per registration, got {}",
+                self.limits.max_senders,
+                new.senders.len()
+            ));
+        }
+        if let Some(unknown) = new.senders.iter().find(|s| !self.senders.contains_key(*s)) {
+            return Err(format!("unknown sender id {unknown:?}"));
+        }
+        let id = self.new_registration_id();
+        self.instances.insert(id.clone(), Instance::new(new.senders, new.account, new.package, new.platform));
+        Ok(id)
+    }
+
+    fn new_registration_id(&mut self) -> String {
+        format!("{}:APA91b{}", self.random_text(8), self.random_text(48))
     }
 
     /// Invalidates a registration: later deliveries to it fail with `NotRegistered`.
     pub fn unregister(&mut self, registration_id: &str) -> bool {
-        self.instances.get_mut(registration_id).map(|i| i.registered = false).is_some()
+        self.instance_mut(registration_id).map(|i| i.registered = false).is_some()
+    }
+
+    /// The app is uninstalled; the server finds out on its next delivery attempt.
+    pub fn uninstall(&mut self, registration_id: &str) -> bool {
+        self.instance_mut(registration_id).map(|i| i.installed = false).is_some()
+    }
+
+    /// The app registers again on the same device: a new registration id replaces the old,
+    /// which keeps working but answers with the new one as its canonical id.
+    pub fn reregister(&mut self, registration_id: &str) -> Option<String> {
+        let current = self.resolve(registration_id).to_string();
+        let instance = self.instances.remove(&current)?;
+        let new = self.new_registration_id();
+        self.instances.insert(new.clone(), instance);
+        self.aliases.insert(current, new.clone());
+        Some(new)
+    }
+
+    pub fn set_connectivity(&mut self, registration_id: &str, state: Connectivity) -> bool {
+        let faults = self.faults.clone();
+        let Some(inst) = self.instance_mut(registration_id) else { return false };
+        inst.set_connectivity(state, &faults);
+        self.pump(registration_id);
+        true
+    }
+
+    /// Moves one sender's clock forward; expiries and throttle grants follow.
+    pub fn advance_clock(&mut self, sender: &str, seconds: u64) -> Option<u64> {
+        if !self.senders.contains_key(sender) {
+            return None;
+        }
+        *self.offsets.entry(sender.to_string()).or_default() += seconds.saturating_mul(1000);
+        self.pump_all();
+        Some(self.now_ms(sender))
     }
 
     pub fn inbox(&self, registration_id: &str) -> Option<&[Delivered]> {
-        self.instances.get(registration_id).map(|i| i.inbox.as_slice())
+        self.instances.get(self.resolve(registration_id)).map(|i| i.inbox.as_slice())
     }
 
     pub fn account_of(&self, registration_id: &str) -> Option<&str> {
-        self.instances.get(registration_id)?.account.as_deref()
+        self.instances.get(self.resolve(registration_id))?.account.as_deref()
     }
 
     pub fn mint_id_token(&mut self, sender_id: &str, account: &str) -> Option<String> {
@@ -296,7 +436,7 @@ impl Model {
         self.groups
             .get(first)
             .map(|g| g.sender.clone())
-            .or_else(|| self.instances.get(first).and_then(|i| i.senders.first().cloned()))
+            .or_else(|| self.instances.get(self.resolve(first)).and_then(|i| i.senders.first().cloned()))
     }
 
     // ---- device groups ---------------------------------------------------------------
@@ -321,7 +461,10 @@ impl Model {
         let mut out: Vec<String> = Vec::new();
         for id in ids {
             let ok = self.fault(Fault::InvalidIdsDropped)
-                || self.instances.get(id).is_some_and(|i| i.registered && i.senders.iter().any(|s| s == sender));
+                || self
+                    .instances
+                    .get(self.resolve(id))
+                    .is_some_and(|i| i.registered && i.senders.iter().any(|s| s == sender));
             if ok && !out.contains(id) {
                 out.push(id.clone());
             }
@@ -470,40 +613,126 @@ impl Model {
 
     // ---- sending ---------------------------------------------------------------------
 
-    fn message_id(&mut self) -> String {
-        format!("0:{}%{:016x}", self.clock.now_ms(), self.rng.random::<u64>())
+    fn message_id(&mut self, sender: &str) -> String {
+        format!("0:{}%{:016x}", self.now_ms(sender), self.rng.random::<u64>())
     }
 
-    /// Delivers to one registration, or says why it cannot.
-    fn deliver(&mut self, sender: &str, registration_id: &str, message: &Message) -> Result<(), &'static str> {
-        let Some(instance) = self.instances.get_mut(registration_id) else { return Err("InvalidRegistration") };
-        if !instance.senders.iter().any(|s| s == sender) {
+    /// Checks the message itself and returns its time to live in seconds.
+    fn check_message(&self, message: &Message) -> Result<u64, &'static str> {
+        let ttl = match message.time_to_live {
+            None if self.fault(Fault::TtlDefault) => 86_400,
+            None => self.limits.default_ttl_seconds,
+            Some(t) if self.fault(Fault::TtlRange) => t.clamp(0, i64::MAX) as u64,
+            Some(t) => u64::try_from(t).ok().filter(|t| *t <= self.limits.max_ttl_seconds).ok_or("InvalidTtl")?,
+        };
+        if let Some(Value::Object(data)) = &message.data
+            && !self.fault(Fault::ReservedDataKeys)
+            && data.keys().any(|k| is_reserved_data_key(k))
+        {
+            return Err("InvalidDataKey");
+        }
+        if payload_bytes(message) > self.limits.max_payload_bytes && !self.fault(Fault::PayloadLimit) {
+            return Err("MessageTooBig");
+        }
+        Ok(ttl)
+    }
+
+    /// Accepts a message for one registration (or says why not), and lets the device take it
+    /// if it can. Returns the canonical registration id when the given one is old.
+    fn deliver(
+        &mut self,
+        sender: &str,
+        registration_id: &str,
+        message: &Message,
+        queued: Delivered,
+        ttl: u64,
+    ) -> Result<Option<String>, &'static str> {
+        let current = self.resolve(registration_id).to_string();
+        let canonical = (current != registration_id && !self.fault(Fault::CanonicalId)).then(|| current.clone());
+        let ios_limit = self.limits.max_payload_bytes_ios;
+        let faults = self.faults.clone();
+        let Some(instance) = self.instances.get(&current) else { return Err("InvalidRegistration") };
+        let senders = if faults.has(Fault::MultipleSenders) { &instance.senders[..1] } else { &instance.senders[..] };
+        if !senders.iter().any(|s| s == sender) {
             return Err("MismatchSenderId");
         }
         if !instance.registered {
-            return Err("NotRegistered");
+            return Err(if faults.has(Fault::RegistrationErrors) { "InvalidRegistration" } else { "NotRegistered" });
         }
-        instance.inbox.push(Delivered {
+        if let Some(package) = &message.restricted_package_name
+            && instance.package.as_ref() != Some(package)
+            && !faults.has(Fault::RestrictedPackage)
+        {
+            return Err("InvalidPackageName");
+        }
+        if instance.platform == Platform::Ios
+            && let Some(limit) = ios_limit
+            && payload_bytes(message) > limit
+            && !faults.has(Fault::PayloadLimitIos)
+        {
+            return Err("MessageTooBig");
+        }
+        if instance.connectivity == Connectivity::Offline && faults.has(Fault::Accepted) {
+            return Err("Unavailable");
+        }
+        if message.dry_run && !faults.has(Fault::DryRun) {
+            return Ok(canonical);
+        }
+        let now = self.now_ms(sender);
+        let q = Queued {
+            message: queued,
+            sender: sender.to_string(),
+            delay_while_idle: message.delay_while_idle,
+            ttl_seconds: ttl,
+            sent_at_ms: now,
+            released: false,
+        };
+        let limits = self.limits.clone();
+        let instance = self.instances.get_mut(&current).expect("looked up above");
+        instance.offer(q, now, &limits, &faults);
+        if !faults.has(Fault::ConnectedNow) {
+            self.pump(&current);
+        }
+        Ok(canonical)
+    }
+
+    fn queued(&self, sender: &str, message_id: &str, message: &Message, notification_key: Option<&str>) -> Delivered {
+        Delivered {
+            message_id: message_id.to_string(),
             from: sender.to_string(),
+            message_type: None,
             collapse_key: message.collapse_key.clone(),
             data: message.data.clone(),
             notification: message.notification.clone(),
-        });
-        Ok(())
+            notification_key: notification_key.map(str::to_string),
+        }
     }
 
     pub fn send(&mut self, sender: &str, target: Target, message: Message) -> SendOutcome {
-        if let Target::To(to) = &target
-            && let Some(group) = self.groups.get(to).filter(|g| g.sender == sender)
-        {
-            let members = group.members.clone();
+        let group = match &target {
+            Target::To(to) => self.groups.get(to).filter(|g| g.sender == sender).map(|g| g.members.clone()),
+            Target::RegistrationIds(_) => None,
+        };
+        let ttl = match self.check_message(&message) {
+            Ok(ttl) => ttl,
+            Err(error) => {
+                let targets = match &target {
+                    Target::To(_) => 1,
+                    Target::RegistrationIds(ids) => ids.len(),
+                };
+                return SendOutcome::Invalid { error, group: group.is_some(), targets };
+            }
+        };
+        if let (Some(members), Target::To(key)) = (group, &target) {
+            let message_id = self.message_id(sender);
             let mut success = 0;
             let mut failed = Vec::new();
             for (i, member) in members.iter().enumerate() {
+                let queued = self.queued(sender, &message_id, &message, Some(key));
                 let delivered = if self.fault(Fault::SendFanOut) && i > 0 {
-                    self.instances.get(member).is_some_and(|m| m.registered)
+                    self.instances.get(self.resolve(member)).is_some_and(|m| m.registered)
                 } else {
-                    self.deliver(sender, member, &message).is_ok()
+                    self.deliver(sender, member, &message, queued, ttl).is_ok()
                 };
                 if delivered {
                     success += 1;
@@ -521,14 +750,81 @@ impl Model {
             Target::RegistrationIds(ids) => ids,
         };
         let multicast_id = self.rng.random_range(1u64..i64::MAX as u64);
-        let results = ids
+        let mut results: Vec<SendResult> = ids
             .iter()
-            .map(|id| match self.deliver(sender, id, &message) {
-                Ok(()) => SendResult::Sent { message_id: self.message_id() },
-                Err(e) => SendResult::Error(e),
+            .map(|id| {
+                let message_id = if message.dry_run { "fake_message_id".to_string() } else { self.message_id(sender) };
+                let queued = self.queued(sender, &message_id, &message, None);
+                match self.deliver(sender, id, &message, queued, ttl) {
+                    Ok(canonical) => SendResult::Sent { message_id, canonical },
+                    Err(e) => SendResult::Error(e),
+                }
             })
             .collect();
+        if self.fault(Fault::ResponseFormat) {
+            results.sort_by_key(|r| matches!(r, SendResult::Error(_)));
+        }
         SendOutcome::Multicast { multicast_id, results }
+    }
+
+    // ---- upstream and dismissal (seeds 000, 001, 003) ----------------------------------
+
+    /// A device sends upstream to a notification key: the other members get it.
+    pub fn upstream_to_group(
+        &mut self,
+        registration_id: &str,
+        key: &str,
+        data: Option<Value>,
+    ) -> Result<usize, String> {
+        let me = self.resolve(registration_id).to_string();
+        let group = self.groups.get(key).ok_or_else(|| format!("no device group has notification key {key:?}"))?;
+        if !group.members.iter().any(|m| self.resolve(m) == me) {
+            return Err("the device is not a member of that device group".into());
+        }
+        let (sender, members) = (group.sender.clone(), group.members.clone());
+        let message = Message { data, ..Message::default() };
+        let ttl = self.check_message(&message).map_err(str::to_string)?;
+        let message_id = self.message_id(&sender);
+        let mut reached = 0;
+        let echo = self.fault(Fault::UpstreamFanOut);
+        let recipients: Vec<String> = members.into_iter().filter(|m| echo || self.resolve(m) != me).collect();
+        for member in &recipients {
+            let queued = self.queued(&sender, &message_id, &message, Some(key));
+            if self.deliver(&sender, member, &message, queued, ttl).is_ok() {
+                reached += 1;
+            }
+        }
+        Ok(reached)
+    }
+
+    /// A group message was handled on this device: it leaves the other members' unsent
+    /// queues (how "handled" is signalled is not documented; the control API says it).
+    pub fn handled(&mut self, registration_id: &str, message_id: &str) -> Result<(), String> {
+        let me = self.resolve(registration_id).to_string();
+        if !self.instances.contains_key(&me) {
+            return Err(format!("no app instance with registration id {registration_id:?}"));
+        }
+        if self.fault(Fault::Dismissal) {
+            return Ok(());
+        }
+        let keys: Vec<String> = self.instances[&me]
+            .inbox
+            .iter()
+            .filter(|d| d.message_id == message_id)
+            .filter_map(|d| d.notification_key.clone())
+            .collect();
+        for key in keys {
+            let members = self.groups.get(&key).map(|g| g.members.clone()).unwrap_or_default();
+            for member in members {
+                let id = self.resolve(&member).to_string();
+                if id != me
+                    && let Some(inst) = self.instances.get_mut(&id)
+                {
+                    inst.dismiss(message_id);
+                }
+            }
+        }
+        Ok(())
     }
 
     /// A read-only view of the groups of one sender, for tests and debugging.
@@ -558,10 +854,14 @@ pub fn send_outcome_json(outcome: &SendOutcome, faults: &Faults) -> (u16, Option
         }
         SendOutcome::Multicast { multicast_id, results } => {
             let success = results.iter().filter(|r| matches!(r, SendResult::Sent { .. })).count();
+            let canonical = results.iter().filter(|r| matches!(r, SendResult::Sent { canonical: Some(_), .. })).count();
             let rendered: Vec<Value> = results
                 .iter()
                 .map(|r| match r {
-                    SendResult::Sent { message_id } => json!({ "message_id": message_id }),
+                    SendResult::Sent { message_id, canonical: Some(c) } => {
+                        json!({ "message_id": message_id, "registration_id": c })
+                    }
+                    SendResult::Sent { message_id, canonical: None } => json!({ "message_id": message_id }),
                     SendResult::Error(e) => json!({ "error": e }),
                 })
                 .collect();
@@ -571,11 +871,38 @@ pub fn send_outcome_json(outcome: &SendOutcome, faults: &Faults) -> (u16, Option
                     "multicast_id": multicast_id,
                     "success": success,
                     "failure": results.len() - success,
-                    "canonical_ids": 0,
+                    "canonical_ids": canonical,
                     "results": rendered,
                 })),
             )
         }
+        // A group response has no per-target results to put the error in.
+        SendOutcome::Invalid { error, group: true, .. } => (400, Some(json!({ "error": error }))),
+        SendOutcome::Invalid { error, targets, .. } => (
+            200,
+            Some(json!({
+                "multicast_id": 0,
+                "success": 0,
+                "failure": targets,
+                "canonical_ids": 0,
+                "results": vec![json!({ "error": error }); *targets],
+            })),
+        ),
+    }
+}
+
+/// `from`, `message_type`, and anything starting with `google` or `gcm` are the server's.
+pub fn is_reserved_data_key(key: &str) -> bool {
+    key == "from" || key == "message_type" || key.starts_with("google") || key.starts_with("gcm")
+}
+
+/// Bytes of `data` keys and values (strings as text, other values as JSON).
+pub fn payload_bytes(message: &Message) -> usize {
+    match &message.data {
+        Some(Value::Object(data)) => {
+            data.iter().map(|(k, v)| k.len() + v.as_str().map_or_else(|| v.to_string().len(), str::len)).sum()
+        }
+        _ => 0,
     }
 }
 
@@ -599,7 +926,19 @@ mod tests {
     use crate::reference::clock::VirtualClock;
 
     fn model(faults: &[Fault]) -> Model {
-        Model::new(Limits { max_members: 3 }, Box::new(VirtualClock::new()), 7, Faults::new(faults.iter().copied()))
+        let limits = Limits {
+            max_members: 3,
+            max_stored_messages: 5,
+            max_collapse_keys: 2,
+            max_ttl_seconds: 1000,
+            default_ttl_seconds: 1000,
+            max_payload_bytes: 64,
+            max_payload_bytes_ios: Some(32),
+            max_senders: 3,
+            max_registration_ids: 10,
+            throttle: Throttle { initial_tokens: 3, grant_tokens: 1, grant_interval_seconds: 60 },
+        };
+        Model::new(limits, Box::new(VirtualClock::new()), 7, Faults::new(faults.iter().copied()))
     }
 
     #[test]

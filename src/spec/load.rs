@@ -64,8 +64,10 @@ pub fn load(files: &[(String, String)], sources: &BTreeMap<String, String>) -> R
         for (key, span, node) in root.entries() {
             match key.as_str() {
                 "document" => cx.documents(node, &mut catalog.documents),
-                "profile" | "rule" => {}
-                other => cx.err(span, other, "unknown top-level key (expected `document`, `profile` or `rule`)"),
+                "profile" | "rule" | "params" => {}
+                other => {
+                    cx.err(span, other, "unknown top-level key (expected `document`, `params`, `profile` or `rule`)")
+                }
             }
         }
     }
@@ -74,10 +76,20 @@ pub fn load(files: &[(String, String)], sources: &BTreeMap<String, String>) -> R
         .iter()
         .map(|(id, d)| (id.clone(), (d.clone(), sources.get(&d.file).map(|t| normalize_source(t, d.line_numbers)))))
         .collect();
+    let mut shared = BTreeMap::new();
     for (name, text, root) in &parsed {
         let mut cx = Cx { file: name, text, errors: &mut errors, docs: &docs };
         if let Some(node) = root.get("profile") {
             cx.profiles(node, &catalog.documents, &mut catalog.profiles);
+        }
+        if let Some(node) = root.get("params") {
+            shared.extend(cx.params(node, "params"));
+        }
+    }
+    // `[params]` hold in every profile, unless a profile says otherwise.
+    for profile in catalog.profiles.values_mut() {
+        for (k, v) in &shared {
+            profile.params.entry(k.clone()).or_insert_with(|| v.clone());
         }
     }
     let mut seen_ids: BTreeMap<String, Location> = BTreeMap::new();
@@ -326,28 +338,10 @@ impl Cx<'_> {
                     self.err(span, &format!("{field}.documents"), &format!("unknown document `{d}`"));
                 }
             }
-            let mut params = BTreeMap::new();
-            if let Some(pnode) = p.get("params")
-                && let Some(pentries) = self.table(pnode, &format!("{field}.params"))
-            {
-                for (k, _, v) in pentries {
-                    let pfield = format!("{field}.params.{k}");
-                    if self.table(v, &pfield).is_none() {
-                        continue;
-                    }
-                    let value = v.get("value").map(Node::to_json);
-                    if value.is_none() {
-                        self.err(&v.span, &pfield, "missing field `value`");
-                    }
-                    // A parameter is a table of `value` plus its source.
-                    let source_part: Vec<_> = v.entries().iter().filter(|(k, _, _)| k != "value").cloned().collect();
-                    let source_node = Node { span: v.span.clone(), value: NodeValue::Table(source_part) };
-                    let source = self.source(&source_node, &pfield);
-                    if let (Some(value), Some(source)) = (value, source) {
-                        params.insert(k.clone(), Param { value, source });
-                    }
-                }
-            }
+            let params = match p.get("params") {
+                Some(pnode) => self.params(pnode, &format!("{field}.params")),
+                None => BTreeMap::new(),
+            };
             if out.contains_key(name) {
                 self.err(span, &field, "profile declared twice");
             } else if let Some(title) = title {
@@ -357,6 +351,29 @@ impl Cx<'_> {
                 );
             }
         }
+    }
+
+    /// A table of parameters, each `{ value, document, section, quote }`.
+    fn params(&mut self, node: &Node, field: &str) -> BTreeMap<String, Param> {
+        let mut params = BTreeMap::new();
+        let Some(entries) = self.table(node, field) else { return params };
+        for (k, _, v) in entries {
+            let pfield = format!("{field}.{k}");
+            if self.table(v, &pfield).is_none() {
+                continue;
+            }
+            let value = v.get("value").map(Node::to_json);
+            if value.is_none() {
+                self.err(&v.span, &pfield, "missing field `value`");
+            }
+            // A parameter is a table of `value` plus its source.
+            let source_part: Vec<_> = v.entries().iter().filter(|(k, _, _)| k != "value").cloned().collect();
+            let source = self.source(&Node { span: v.span.clone(), value: NodeValue::Table(source_part) }, &pfield);
+            if let (Some(value), Some(source)) = (value, source) {
+                params.insert(k.clone(), Param { value, source });
+            }
+        }
+        params
     }
 
     fn rule(&mut self, node: &Node, catalog: &Catalog) -> Option<Rule> {
@@ -583,7 +600,20 @@ impl Cx<'_> {
         needs: &mut BTreeSet<String>,
     ) -> Option<Step> {
         let entries = self.table(node, field)?;
-        const ACTIONS: &[&str] = &["new_sender", "register", "unregister", "id_token", "inbox", "request"];
+        const ACTIONS: &[&str] = &[
+            "new_sender",
+            "register",
+            "unregister",
+            "id_token",
+            "inbox",
+            "request",
+            "connectivity",
+            "uninstall",
+            "reregister",
+            "upstream",
+            "handled",
+            "advance_clock",
+        ];
         let actions: Vec<_> = entries.iter().filter(|(k, _, _)| ACTIONS.contains(&k.as_str())).collect();
         let [(action_key, _, action_node)] = actions.as_slice() else {
             self.err(&node.span, field, &format!("a step has exactly one action, one of: {}", ACTIONS.join(", ")));
@@ -591,8 +621,19 @@ impl Cx<'_> {
         };
         let mut allowed = vec![action_key.as_str(), "expect", "save", "note"];
         if action_key == "request" {
-            allowed.extend(["sender", "auth", "headers", "omit_headers", "query", "body", "raw_body"]);
+            allowed.extend(["sender", "auth", "headers", "omit_headers", "query", "body", "raw_body", "repeat"]);
         }
+        let repeat = node.get("repeat").map(|r| {
+            let v = r.to_json();
+            self.templates(&v, &format!("{field}.repeat"), &r.span, defined);
+            v
+        });
+        // The counter is visible inside a repeated step only.
+        let mut inner = defined.clone();
+        if repeat.is_some() {
+            inner.insert(REPEAT_VAR.to_string());
+        }
+        let defined_here = &inner;
         self.only(entries, &allowed, field);
         let afield = format!("{field}.{action_key}");
         let span = &action_node.span;
@@ -600,9 +641,21 @@ impl Cx<'_> {
         let action = match action_key.as_str() {
             "new_sender" => {
                 needs.insert("senders".into());
-                let name = self.var_name(action_node, &afield)?;
+                let (name, count) = match &action_node.value {
+                    NodeValue::Table(_) => {
+                        self.only(action_node.entries(), &["as", "count"], &afield);
+                        let name =
+                            self.var_name(action_node.get("as").unwrap_or(action_node), &format!("{afield}.as"))?;
+                        let count = action_node.get("count").map(Node::to_json);
+                        if let Some(c) = &count {
+                            self.templates(c, &format!("{afield}.count"), span, defined);
+                        }
+                        (name, count)
+                    }
+                    _ => (self.var_name(action_node, &afield)?, None),
+                };
                 defines.push(name.clone());
-                Action::NewSender { name }
+                Action::NewSender { name, count }
             }
             "register" => {
                 needs.insert("instances".into());
@@ -624,9 +677,7 @@ impl Cx<'_> {
                     self.templates(v, &afield, span, defined);
                 }
                 for s in &senders {
-                    if !defined.contains(s) {
-                        self.err(span, &format!("{afield}.senders"), &format!("`{s}` is not a sender defined earlier"));
-                    }
+                    self.sender_expr(s, span, &format!("{afield}.senders"), defined);
                 }
                 defines.push(name.clone());
                 Action::Register { name, count, senders, account, platform, package }
@@ -655,15 +706,84 @@ impl Cx<'_> {
                 };
                 self.templates(&account, &afield, span, defined);
                 let sender = self.string(action_node, "sender", &afield, false).unwrap_or_else(|| "sender".into());
+                self.sender_expr(&sender, span, &format!("{afield}.sender"), defined);
                 defines.push(name.clone());
                 Action::IdToken { name, account, sender }
             }
-            _ => Action::Request(self.request(node, action_node, field, defined)?),
+            "connectivity" => {
+                needs.insert("connectivity".into());
+                self.table(action_node, &afield)?;
+                self.only(action_node.entries(), &["of", "state"], &afield);
+                let of = self.required_template(action_node, "of", &afield, defined)?;
+                let state = self.string(action_node, "state", &afield, true)?;
+                if !["awake", "idle", "offline"].contains(&state.as_str()) {
+                    self.err(span, &format!("{afield}.state"), "expected \"awake\", \"idle\" or \"offline\"");
+                }
+                Action::Connectivity { of, state }
+            }
+            "uninstall" => {
+                needs.insert("uninstall".into());
+                let v = action_node.to_json();
+                self.templates(&v, &afield, span, defined);
+                Action::Uninstall(v)
+            }
+            "reregister" => {
+                needs.insert("reregister".into());
+                self.table(action_node, &afield)?;
+                self.only(action_node.entries(), &["of", "as"], &afield);
+                let of = self.required_template(action_node, "of", &afield, defined)?;
+                let name = self.var_name(action_node.get("as").unwrap_or(action_node), &format!("{afield}.as"))?;
+                defines.push(name.clone());
+                Action::Reregister { of, name }
+            }
+            "upstream" => {
+                needs.insert("upstream".into());
+                self.table(action_node, &afield)?;
+                self.only(action_node.entries(), &["from", "to", "data"], &afield);
+                let from = self.required_template(action_node, "from", &afield, defined)?;
+                let to = self.required_template(action_node, "to", &afield, defined)?;
+                let data = action_node.get("data").map(Node::to_json);
+                if let Some(d) = &data {
+                    self.templates(d, &format!("{afield}.data"), span, defined);
+                }
+                Action::Upstream { from, to, data }
+            }
+            "handled" => {
+                needs.insert("dismiss".into());
+                self.table(action_node, &afield)?;
+                self.only(action_node.entries(), &["by", "message_id"], &afield);
+                let by = self.required_template(action_node, "by", &afield, defined)?;
+                let message_id = self.required_template(action_node, "message_id", &afield, defined)?;
+                Action::Handled { by, message_id }
+            }
+            "advance_clock" => {
+                needs.insert("clock".into());
+                self.table(action_node, &afield)?;
+                self.only(action_node.entries(), &["seconds", "sender"], &afield);
+                let seconds = self.required_template(action_node, "seconds", &afield, defined)?;
+                let sender = self.string(action_node, "sender", &afield, false).unwrap_or_else(|| "sender".into());
+                self.sender_expr(&sender, span, &format!("{afield}.sender"), defined);
+                Action::AdvanceClock { seconds, sender }
+            }
+            _ => Action::Request(self.request(node, action_node, field, defined_here)?),
         };
-        let expect = match node.get("expect") {
-            Some(e) => Some(self.expect(e, &format!("{field}.expect"), defined)?),
-            None => None,
+        let expect = match node.get("expect").map(|e| (e, &e.value)) {
+            None => Vec::new(),
+            Some((e, NodeValue::Array(items))) => {
+                if items.is_empty() {
+                    self.err(&e.span, &format!("{field}.expect"), "an empty list of outcomes accepts nothing");
+                }
+                let mut out = Vec::new();
+                for (k, item) in items.iter().enumerate() {
+                    out.push(self.expect(item, &format!("{field}.expect[{k}]"), defined_here)?);
+                }
+                out
+            }
+            Some((e, _)) => vec![self.expect(e, &format!("{field}.expect"), defined_here)?],
         };
+        if repeat.is_some() && action_key != "request" {
+            self.err(&node.span, &format!("{field}.repeat"), "only request steps repeat");
+        }
         let mut save = Vec::new();
         if let Some(s) = node.get("save") {
             for (k, kspan, v) in self.table(s, &format!("{field}.save"))? {
@@ -677,7 +797,32 @@ impl Cx<'_> {
             }
         }
         defined.extend(defines);
-        Some(Step { line: self.line(&node.span), action, expect, save })
+        Some(Step { line: self.line(&node.span), action, expect, repeat, save })
+    }
+
+    /// A sender reference: an expression (`other`, `partners[3]`) over defined variables.
+    fn sender_expr(&mut self, text: &str, span: &Range<usize>, field: &str, defined: &BTreeSet<String>) {
+        match Expr::parse(text) {
+            Err(e) => self.err(span, field, &e.to_string()),
+            Ok(e) => {
+                let mut roots = Vec::new();
+                e.roots(&mut roots);
+                for r in roots.iter().filter(|r| !defined.contains(*r)) {
+                    self.err(span, field, &format!("`{r}` is not a sender defined earlier"));
+                }
+            }
+        }
+    }
+
+    /// A required field whose value is a template, checked against the defined variables.
+    fn required_template(&mut self, node: &Node, key: &str, field: &str, defined: &BTreeSet<String>) -> Option<Value> {
+        let Some(n) = node.get(key) else {
+            self.err(&node.span, field, &format!("missing field `{key}`"));
+            return None;
+        };
+        let v = n.to_json();
+        self.templates(&v, &format!("{field}.{key}"), &n.span, defined);
+        Some(v)
     }
 
     fn var_name(&mut self, node: &Node, field: &str) -> Option<String> {
@@ -708,9 +853,7 @@ impl Cx<'_> {
         }
         self.templates(&Value::String(path.to_string()), &afield, &action.span, defined);
         let sender = self.string(step, "sender", field, false).unwrap_or_else(|| "sender".into());
-        if !defined.contains(&sender) {
-            self.err(&step.span, &format!("{field}.sender"), &format!("`{sender}` is not a sender defined earlier"));
-        }
+        self.sender_expr(&sender, &step.span, &format!("{field}.sender"), defined);
         let auth = match step.get("auth").map(|n| (n.as_str(), n)) {
             None | Some((Some("server"), _)) => Auth::Server,
             Some((Some("key"), _)) => Auth::Key,
@@ -774,7 +917,8 @@ impl Cx<'_> {
 
     fn expect(&mut self, node: &Node, field: &str, defined: &BTreeSet<String>) -> Option<Expect> {
         let entries = self.table(node, field)?;
-        self.only(entries, &["status", "body", "fields"], field);
+        self.only(entries, &["name", "status", "body", "fields"], field);
+        let name = self.string(node, "name", field, false);
         let status_of = |n: &Node| match n.value {
             NodeValue::Integer(i) if (100..600).contains(&i) => Some(i as u16),
             _ => None,
@@ -824,7 +968,7 @@ impl Cx<'_> {
                 }
                 let ops: Vec<_> = entries.iter().filter(|(k, _, _)| k != "at").collect();
                 let [(op, ospan, v)] = ops.as_slice() else {
-                    self.err(&item.span, &ff, "each field check has `at` and exactly one of: eq, ne, type, absent, len, set, contains, min_chars");
+                    self.err(&item.span, &ff, "each field check has `at` and exactly one of: eq, ne, type, absent, len, set, contains, min_chars, some, none");
                     continue;
                 };
                 let json = v.to_json();
@@ -836,6 +980,8 @@ impl Cx<'_> {
                     "set" => FieldOp::Set(json),
                     "contains" => FieldOp::Contains(json),
                     "min_chars" => FieldOp::MinChars(json),
+                    "some" => FieldOp::Some(json),
+                    "none" => FieldOp::None(json),
                     "absent" => FieldOp::Absent,
                     "type" => match v.as_str() {
                         Some("string") => FieldOp::Type(JsonType::String),
@@ -858,7 +1004,7 @@ impl Cx<'_> {
                         self.err(
                             ospan,
                             &format!("{ff}.{other}"),
-                            "unknown check (expected eq, ne, type, absent, len, set, contains or min_chars)",
+                            "unknown check (expected eq, ne, type, absent, len, set, contains, min_chars, some or none)",
                         );
                         continue;
                     }
@@ -866,7 +1012,7 @@ impl Cx<'_> {
                 fields.push(FieldCheck { at, op });
             }
         }
-        Some(Expect { status, body, fields })
+        Some(Expect { name, status, body, fields })
     }
 }
 

@@ -144,7 +144,10 @@ pub enum CheckKind {
 pub struct Step {
     pub line: usize,
     pub action: Action,
-    pub expect: Option<Expect>,
+    /// Acceptable outcomes: the step passes if the response matches any one of them.
+    pub expect: Vec<Expect>,
+    /// Run a request step this many times (`${i}` counts from 0).
+    pub repeat: Option<Value>,
     /// Variable name -> JSON pointer into the response body.
     pub save: Vec<(String, String)>,
 }
@@ -153,11 +156,13 @@ pub struct Step {
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Action {
-    /// A fresh sender (project), through the control API.
+    /// A fresh sender (project), or with `count` an array of them, through the control API.
     NewSender {
         name: String,
+        count: Option<Value>,
     },
-    /// `count` app instances registered for the given senders.
+    /// `count` app instances registered for the given senders (expressions naming a sender
+    /// or an array of senders).
     Register {
         name: String,
         count: Value,
@@ -177,6 +182,34 @@ pub enum Action {
     /// What the device with this registration id has received.
     Inbox(Value),
     Request(Request),
+    /// The device goes `awake`, `idle` or `offline`.
+    Connectivity {
+        of: Value,
+        state: String,
+    },
+    /// The app is uninstalled from the device.
+    Uninstall(Value),
+    /// The app registers again on the same device; `name` holds the new registration id.
+    Reregister {
+        of: Value,
+        name: String,
+    },
+    /// The device sends a message upstream to a notification key.
+    Upstream {
+        from: Value,
+        to: Value,
+        data: Option<Value>,
+    },
+    /// The device handled the group message with this id.
+    Handled {
+        by: Value,
+        message_id: Value,
+    },
+    /// The sender's clock moves forward.
+    AdvanceClock {
+        seconds: Value,
+        sender: String,
+    },
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -215,6 +248,8 @@ pub enum Body {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Expect {
+    /// Names the outcome when there are several ("documented", "observed 400").
+    pub name: Option<String>,
     /// Any of these statuses passes.
     pub status: Vec<u16>,
     pub body: BodyShape,
@@ -252,6 +287,10 @@ pub enum FieldOp {
     Contains(Value),
     /// String at least this many characters long.
     MinChars(Value),
+    /// Some element of the array matches this value partially (objects: these fields).
+    Some(Value),
+    /// No element of the array matches this value partially.
+    None(Value),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -281,7 +320,22 @@ impl JsonType {
 }
 
 /// Capabilities a server may offer beyond the public protocol (see docs/control-api.md).
-pub const CAPABILITIES: &[&str] = &["senders", "instances", "unregister", "inbox", "id_tokens"];
+pub const CAPABILITIES: &[&str] = &[
+    "senders",
+    "instances",
+    "unregister",
+    "inbox",
+    "id_tokens",
+    "connectivity",
+    "uninstall",
+    "reregister",
+    "upstream",
+    "dismiss",
+    "clock",
+];
 
 /// Variables every scenario has before its first step.
 pub const BUILTIN_VARS: &[&str] = &["sender", "name", "run"];
+
+/// The counter of a repeated step.
+pub const REPEAT_VAR: &str = "i";

@@ -6,9 +6,13 @@
 //!
 //! ```text
 //! expr  := term (("+" | "-") term)*
-//! term  := INTEGER | path
+//! term  := INTEGER | call | path
+//! call  := ("text" | "ids") "(" expr ")"
 //! path  := IDENT ("." IDENT)* ("[" expr "]" | "[" expr? ".." expr? "]")*
 //! ```
+//!
+//! `+` adds integers and concatenates arrays. `text(n)` is a string of `n` characters (for
+//! payload limits); `ids(n)` is `n` distinct strings that are not registration ids.
 
 use std::collections::BTreeMap;
 
@@ -17,10 +21,20 @@ use serde_json::Value;
 #[derive(Debug, Clone, PartialEq)]
 pub enum Expr {
     Int(i64),
+    Call(Func, Box<Expr>),
     Path { root: String, access: Vec<Access> },
     Add(Box<Expr>, Box<Expr>),
     Sub(Box<Expr>, Box<Expr>),
 }
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Func {
+    Text,
+    Ids,
+}
+
+/// Generated values are bounded, so a typo cannot ask for gigabytes.
+const MAX_GENERATED: i64 = 1 << 20;
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Access {
@@ -57,6 +71,7 @@ impl Expr {
     pub fn roots(&self, out: &mut Vec<String>) {
         match self {
             Expr::Int(_) => {}
+            Expr::Call(_, e) => e.roots(out),
             Expr::Path { root, access } => {
                 out.push(root.clone());
                 for a in access {
@@ -79,6 +94,25 @@ impl Expr {
     pub fn eval(&self, vars: &Vars) -> Result<Value, TemplateError> {
         match self {
             Expr::Int(i) => Ok(Value::from(*i)),
+            Expr::Call(f, arg) => {
+                let n = int(arg, vars)?;
+                if !(0..=MAX_GENERATED).contains(&n) {
+                    return Err(eval_err(self, &format!("{n} is outside 0..={MAX_GENERATED}")));
+                }
+                Ok(match f {
+                    Func::Text => Value::String("x".repeat(n as usize)),
+                    Func::Ids => {
+                        Value::Array((0..n).map(|k| Value::String(format!("not-a-registration-id-{k}"))).collect())
+                    }
+                })
+            }
+            Expr::Add(a, b) if matches!((a.eval(vars), b.eval(vars)), (Ok(Value::Array(_)), Ok(Value::Array(_)))) => {
+                let (Value::Array(mut x), Value::Array(y)) = (a.eval(vars)?, b.eval(vars)?) else {
+                    unreachable!("checked by the guard")
+                };
+                x.extend(y);
+                Ok(Value::Array(x))
+            }
             Expr::Add(a, b) | Expr::Sub(a, b) => {
                 let (x, y) = (int(a, vars)?, int(b, vars)?);
                 let r = if matches!(self, Expr::Add(..)) { x.checked_add(y) } else { x.checked_sub(y) };
@@ -179,7 +213,28 @@ impl Parser<'_> {
                 }
                 self.text[start..self.i].parse().map(Expr::Int).map_err(|_| self.err("integer too large"))
             }
-            Some(c) if c.is_ascii_alphabetic() || *c == b'_' => self.path(),
+            Some(c) if c.is_ascii_alphabetic() || *c == b'_' => {
+                let start = self.i;
+                let name = self.ident()?;
+                let func = match name.as_str() {
+                    "text" => Some(Func::Text),
+                    "ids" => Some(Func::Ids),
+                    _ => None,
+                };
+                match func {
+                    Some(f) if self.eat("(") => {
+                        let arg = self.expr()?;
+                        if !self.eat(")") {
+                            return Err(self.err("expected `)`"));
+                        }
+                        Ok(Expr::Call(f, Box::new(arg)))
+                    }
+                    _ => {
+                        self.i = start;
+                        self.path()
+                    }
+                }
+            }
             _ => Err(self.err("expected a number or a variable")),
         }
     }
@@ -341,6 +396,18 @@ mod tests {
     fn interpolation_and_fields() {
         assert_eq!(render(&json!("key=${sender.key}"), &vars()).unwrap(), json!("key=k"));
         assert_eq!(render(&json!({"n": "${cap}x"}), &vars()).unwrap(), json!({"n": "2x"}));
+    }
+
+    #[test]
+    fn functions_and_concatenation() {
+        assert_eq!(render(&json!("${text(3)}"), &vars()).unwrap(), json!("xxx"));
+        assert_eq!(
+            render(&json!("${phones[0..1] + ids(cap)}"), &vars()).unwrap(),
+            json!(["a", "not-a-registration-id-0", "not-a-registration-id-1"])
+        );
+        assert!(render(&json!("${text(9999999999)}"), &vars()).is_err());
+        // `text` without parentheses is an ordinary variable name.
+        assert_eq!(Expr::parse("text").unwrap(), Expr::Path { root: "text".into(), access: vec![] });
     }
 
     #[test]

@@ -239,6 +239,36 @@ impl Control<'_> {
         Self::field(&resp, "id_token", "id_tokens")
     }
 
+    pub fn set_connectivity(&self, registration_id: &str, state: &str) -> Result<(), ControlError> {
+        self.call("POST", &format!("instances/{registration_id}/connectivity"), Some(json!({ "state": state })))
+            .map(|_| ())
+    }
+
+    pub fn uninstall(&self, registration_id: &str) -> Result<(), ControlError> {
+        self.call("POST", &format!("instances/{registration_id}/uninstall"), None).map(|_| ())
+    }
+
+    /// Registers the app again on the same device; returns the new registration id.
+    pub fn reregister(&self, registration_id: &str) -> Result<String, ControlError> {
+        let resp = self.call("POST", &format!("instances/{registration_id}/reregister"), None)?;
+        Self::field(&resp, "registration_id", "reregister")
+    }
+
+    pub fn upstream(&self, registration_id: &str, to: &str, data: Option<&Value>) -> Result<(), ControlError> {
+        let body = json!({ "to": to, "data": data });
+        self.call("POST", &format!("instances/{registration_id}/upstream"), Some(body)).map(|_| ())
+    }
+
+    pub fn handled(&self, registration_id: &str, message_id: &str) -> Result<(), ControlError> {
+        self.call("POST", &format!("instances/{registration_id}/handled"), Some(json!({ "message_id": message_id })))
+            .map(|_| ())
+    }
+
+    pub fn advance_clock(&self, sender_id: &str, seconds: u64) -> Result<(), ControlError> {
+        self.call("POST", &format!("senders/{sender_id}/clock"), Some(json!({ "advance_seconds": seconds })))
+            .map(|_| ())
+    }
+
     /// The raw inbox exchange, so that scenarios can check and snapshot it.
     pub fn inbox(&self, registration_id: &str) -> Result<(HttpRequest, HttpResponse), ControlError> {
         let req = HttpRequest::new("GET", &format!("{}instances/{registration_id}/messages", control::PREFIX));

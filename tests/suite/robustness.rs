@@ -21,6 +21,11 @@ const PATHS: &[&str] = &[
     "/_gcmspec/v1/instances",
     "/_gcmspec/v1/id_tokens",
     "/_gcmspec/v1/instances/x/messages",
+    "/_gcmspec/v1/instances/x/connectivity",
+    "/_gcmspec/v1/instances/x/upstream",
+    "/_gcmspec/v1/instances/x/handled",
+    "/_gcmspec/v1/instances/x/reregister",
+    "/_gcmspec/v1/senders/x/clock",
 ];
 const FIELDS: &[&str] = &[
     "operation",
@@ -32,8 +37,16 @@ const FIELDS: &[&str] = &[
     "data",
     "notification",
     "collapse_key",
+    "time_to_live",
+    "delay_while_idle",
+    "dry_run",
+    "restricted_package_name",
     "sender_ids",
     "account",
+    "platform",
+    "state",
+    "advance_seconds",
+    "message_id",
 ];
 
 fn json_value() -> impl Strategy<Value = Value> {

@@ -1,0 +1,286 @@
+//! What happens to a message between "accepted" and "delivered" (seed 002): device
+//! connectivity, the store with its collapse and size limits, time to live, throttling.
+//!
+//! An [`Instance`] is one app on one device. The model offers it messages and pumps its
+//! queue whenever something changes (a send, a connectivity change, a clock advance).
+
+use std::collections::HashMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::faults::{Fault, Faults};
+use super::model::Limits;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Platform {
+    #[default]
+    Android,
+    Ios,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Connectivity {
+    /// Connected and awake (screen on): messages are delivered right away.
+    #[default]
+    Awake,
+    /// Connected but idle: messages with `delay_while_idle` wait until it wakes.
+    Idle,
+    /// Not connected: messages are stored until it connects.
+    Offline,
+}
+
+/// A message as the device received it.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Delivered {
+    pub message_id: String,
+    pub from: String,
+    /// `deleted_messages` for the notice that the store overflowed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message_type: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub collapse_key: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub notification: Option<Value>,
+    /// Set when the message came through a device group.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub notification_key: Option<String>,
+}
+
+/// A message waiting on the server for one device.
+#[derive(Debug, Clone)]
+pub struct Queued {
+    pub message: Delivered,
+    pub sender: String,
+    pub delay_while_idle: bool,
+    pub ttl_seconds: u64,
+    /// On the sender's clock.
+    pub sent_at_ms: u64,
+    /// The device connected since the message was stored: `delay_while_idle` no longer holds it.
+    pub released: bool,
+}
+
+impl Queued {
+    fn expired(&self, now_ms: u64) -> bool {
+        now_ms >= self.sent_at_ms.saturating_add(self.ttl_seconds.saturating_mul(1000))
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Bucket {
+    tokens: u64,
+    last_grant_ms: u64,
+    /// Messages have been waiting since the last grant: every grant since was used as it
+    /// came, so grants are counted without the cap (the cap limits idle accumulation).
+    backlog: bool,
+}
+
+/// One app on one device.
+#[derive(Debug)]
+pub struct Instance {
+    pub senders: Vec<String>,
+    pub account: Option<String>,
+    pub package: Option<String>,
+    pub platform: Platform,
+    /// False once the registration is invalid (unregistered, or found uninstalled).
+    pub registered: bool,
+    /// False once the app is uninstalled; the server notices on its next delivery attempt.
+    pub installed: bool,
+    pub connectivity: Connectivity,
+    pub inbox: Vec<Delivered>,
+    pub pending: Vec<Queued>,
+    /// The sender whose stored messages overflowed, owed a `deleted_messages` notice.
+    deleted_notice: Option<String>,
+    /// Token buckets per (sender, collapse key); `None` is the non-collapsible bucket.
+    buckets: HashMap<(String, Option<String>), Bucket>,
+}
+
+impl Instance {
+    pub fn new(senders: Vec<String>, account: Option<String>, package: Option<String>, platform: Platform) -> Self {
+        Instance {
+            senders,
+            account,
+            package,
+            platform,
+            registered: true,
+            installed: true,
+            connectivity: Connectivity::Awake,
+            inbox: Vec::new(),
+            pending: Vec::new(),
+            deleted_notice: None,
+            buckets: HashMap::new(),
+        }
+    }
+
+    fn connected(&self) -> bool {
+        self.connectivity != Connectivity::Offline
+    }
+
+    /// Whether the device would take this message now, throttling aside.
+    fn can_receive(&self, q: &Queued, faults: &Faults) -> bool {
+        match self.connectivity {
+            Connectivity::Offline => false,
+            Connectivity::Awake => true,
+            Connectivity::Idle => !q.delay_while_idle || faults.has(Fault::DelayWhileIdle) || q.released,
+        }
+    }
+
+    /// Takes a token for this message's bucket, refilled on the sender's clock.
+    fn take_token(&mut self, q: &Queued, now_ms: u64, limits: &Limits) -> bool {
+        let key = (q.sender.clone(), q.message.collapse_key.clone());
+        let t = &limits.throttle;
+        let bucket = self.buckets.entry(key).or_insert(Bucket {
+            tokens: t.initial_tokens,
+            last_grant_ms: now_ms,
+            backlog: false,
+        });
+        let interval_ms = t.grant_interval_seconds.saturating_mul(1000).max(1);
+        let grants = now_ms.saturating_sub(bucket.last_grant_ms) / interval_ms;
+        if grants > 0 {
+            let granted = bucket.tokens.saturating_add(grants.saturating_mul(t.grant_tokens));
+            bucket.tokens = if bucket.backlog { granted } else { granted.min(t.initial_tokens) };
+            bucket.last_grant_ms += grants * interval_ms;
+        }
+        if bucket.tokens == 0 {
+            bucket.backlog = true;
+            return false;
+        }
+        bucket.tokens -= 1;
+        true
+    }
+
+    /// After a pump: buckets with nothing left waiting go back to the capped regime.
+    fn settle_buckets(&mut self, limits: &Limits) {
+        let waiting: Vec<(String, Option<String>)> =
+            self.pending.iter().map(|q| (q.sender.clone(), q.message.collapse_key.clone())).collect();
+        for (key, bucket) in &mut self.buckets {
+            if !waiting.contains(key) {
+                bucket.backlog = false;
+                bucket.tokens = bucket.tokens.min(limits.throttle.initial_tokens);
+            }
+        }
+    }
+
+    /// A message accepted for this device. `now_ms` is the sender's clock.
+    pub fn offer(&mut self, q: Queued, now_ms: u64, limits: &Limits, faults: &Faults) {
+        if !self.installed && self.connected() {
+            self.found_uninstalled(faults);
+            return;
+        }
+        if q.ttl_seconds == 0 && !faults.has(Fault::TtlZero) {
+            // "Now or never": never stored, never throttled.
+            let throttled = faults.has(Fault::ThrottleTtlZero) && !self.take_token(&q, now_ms, limits);
+            if self.can_receive(&q, faults) && !throttled {
+                self.inbox.push(q.message);
+            }
+            return;
+        }
+        self.store(q, limits, faults);
+    }
+
+    fn store(&mut self, q: Queued, limits: &Limits, faults: &Faults) {
+        match q.message.collapse_key.clone() {
+            Some(key) => {
+                if !faults.has(Fault::CollapseReplaces) {
+                    self.pending.retain(|p| !(p.sender == q.sender && p.message.collapse_key.as_deref() == Some(&key)));
+                }
+                self.pending.push(q);
+                if faults.has(Fault::CollapseKeyLimit) {
+                    return;
+                }
+                // Past the limit, keep the newest keys: the documents promise nothing about which.
+                loop {
+                    let mut keys: Vec<&str> = Vec::new();
+                    for p in &self.pending {
+                        if let Some(k) = p.message.collapse_key.as_deref()
+                            && !keys.contains(&k)
+                        {
+                            keys.push(k);
+                        }
+                    }
+                    if keys.len() <= limits.max_collapse_keys {
+                        break;
+                    }
+                    let oldest = keys[0].to_string();
+                    self.pending.retain(|p| p.message.collapse_key.as_deref() != Some(oldest.as_str()));
+                }
+            }
+            None => {
+                let stored = self.pending.iter().filter(|p| p.message.collapse_key.is_none()).count();
+                if stored >= limits.max_stored_messages && !faults.has(Fault::StoredLimit) {
+                    self.pending.clear();
+                    self.deleted_notice = Some(q.sender);
+                    return;
+                }
+                self.pending.push(q);
+            }
+        }
+    }
+
+    /// The app was uninstalled and a delivery was attempted: drop everything, invalidate.
+    fn found_uninstalled(&mut self, faults: &Faults) {
+        self.pending.clear();
+        if !faults.has(Fault::Uninstall) {
+            self.registered = false;
+        }
+    }
+
+    pub fn set_connectivity(&mut self, state: Connectivity, faults: &Faults) {
+        if self.connectivity == Connectivity::Offline
+            && state != Connectivity::Offline
+            && !faults.has(Fault::OfflineStored)
+        {
+            for p in &mut self.pending {
+                p.released = true;
+            }
+        }
+        self.connectivity = state;
+    }
+
+    /// Delivers what can be delivered now. `now_of` gives a sender's clock.
+    pub fn pump(&mut self, now_of: &dyn Fn(&str) -> u64, limits: &Limits, faults: &Faults) {
+        if !faults.has(Fault::TtlExpiry) {
+            self.pending.retain(|q| !q.expired(now_of(&q.sender)));
+        }
+        if !self.connected() {
+            return;
+        }
+        if !self.installed {
+            self.found_uninstalled(faults);
+            return;
+        }
+        if let Some(sender) = self.deleted_notice.take() {
+            self.inbox.push(Delivered {
+                message_id: String::new(),
+                from: sender,
+                message_type: Some("deleted_messages".into()),
+                collapse_key: None,
+                data: None,
+                notification: None,
+                notification_key: None,
+            });
+        }
+        let mut waiting = Vec::new();
+        for q in std::mem::take(&mut self.pending) {
+            let now = now_of(&q.sender);
+            if !self.can_receive(&q, faults) {
+                waiting.push(q);
+            } else if self.take_token(&q, now, limits) {
+                self.inbox.push(q.message);
+            } else if !faults.has(Fault::ThrottleDelays) {
+                waiting.push(q);
+            }
+        }
+        self.pending = waiting;
+        self.settle_buckets(limits);
+    }
+
+    /// A group message handled elsewhere leaves this device's unsent queue.
+    pub fn dismiss(&mut self, message_id: &str) {
+        self.pending.retain(|q| q.message.message_id != message_id);
+    }
+}
