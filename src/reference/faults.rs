@@ -85,6 +85,7 @@ faults! {
     RegistrationErrors => "send.errors.registration": "answers NotRegistered as InvalidRegistration",
     UpstreamFanOut => "group.upstream.fan-out": "delivers a device's upstream group message back to that device too",
     Dismissal => "group.dismissal": "leaves a handled group message in the other members' queues",
+    DeliveredOnce => "lifetime.delivered-once": "delivers the last message again when a device reconnects",
 }
 
 impl fmt::Display for Fault {

@@ -166,12 +166,15 @@ impl Instance {
     }
 
     /// A message accepted for this device. `now_ms` is the sender's clock.
-    pub fn offer(&mut self, q: Queued, now_ms: u64, limits: &Limits, faults: &Faults) {
+    pub fn offer(&mut self, mut q: Queued, now_ms: u64, limits: &Limits, faults: &Faults) {
         if !self.installed && self.connected() {
             self.found_uninstalled(faults);
             return;
         }
-        if q.ttl_seconds == 0 && !faults.has(Fault::TtlZero) {
+        if q.ttl_seconds == 0 && faults.has(Fault::TtlZero) {
+            q.ttl_seconds = limits.default_ttl_seconds;
+        }
+        if q.ttl_seconds == 0 {
             // "Now or never": never stored, never throttled.
             let throttled = faults.has(Fault::ThrottleTtlZero) && !self.take_token(&q, now_ms, limits);
             if self.can_receive(&q, faults) && !throttled {
@@ -230,13 +233,17 @@ impl Instance {
     }
 
     pub fn set_connectivity(&mut self, state: Connectivity, faults: &Faults) {
-        if self.connectivity == Connectivity::Offline
-            && state != Connectivity::Offline
-            && !faults.has(Fault::OfflineStored)
-        {
+        let reconnect = self.connectivity == Connectivity::Offline && state != Connectivity::Offline;
+        if reconnect && !faults.has(Fault::OfflineStored) {
             for p in &mut self.pending {
                 p.released = true;
             }
+        }
+        if reconnect
+            && faults.has(Fault::DeliveredOnce)
+            && let Some(last) = self.inbox.last().cloned()
+        {
+            self.inbox.push(last);
         }
         self.connectivity = state;
     }

@@ -1,8 +1,9 @@
-//! A real device-group client from crates.io against the reference over HTTP.
+//! Real clients against the reference over HTTP: the `fcm-device-group` crate (device
+//! groups) and npm's `node-gcm` (sends), which `.ci/run` installs with `npm ci`.
 
 use fcm_device_group::{FCMDeviceGroup, FCMDeviceGroupClient, NoToken};
 use gcmspec::Reference;
-use gcmspec::reference::model::{Message, SendOutcome, Target};
+use gcmspec::reference::model::{GroupOp, Message, SendOutcome, Target};
 use libtest_mimic::Trial;
 use reqwest::header::{HeaderMap, HeaderValue};
 
@@ -63,6 +64,59 @@ async fn fcm_device_group_client() -> Result<(), String> {
     }
 }
 
+async fn node_gcm(dir: std::path::PathBuf) -> Result<(), String> {
+    let server = Reference::start().await;
+    let (sender, phones, key) = server.reference().with_model(|m| {
+        let sender = m.create_sender();
+        let phones: Vec<String> = (0..2).map(|_| m.register_instance(vec![sender.sender_id.clone()], None)).collect();
+        let key =
+            m.manage_group(&sender.sender_id, GroupOp::Create { name: "appUser-Chris".into(), ids: phones.clone() });
+        (sender, phones, key)
+    });
+    let key = key.map_err(|e| e.to_string())?;
+    let args =
+        ["node-gcm.js".to_string(), server.url(), sender.server_key.clone(), phones[0].clone(), phones[1].clone(), key];
+    let node =
+        tokio::task::spawn_blocking(move || std::process::Command::new("node").current_dir(&dir).args(&args).output());
+    let out = node.await.map_err(|e| e.to_string())?.map_err(|e| format!("running node: {e}"))?;
+    if !out.status.success() {
+        return Err(format!("node-gcm.js failed: {}", String::from_utf8_lossy(&out.stderr)));
+    }
+    let v: serde_json::Value =
+        serde_json::from_slice(&out.stdout).map_err(|e| format!("{e}: {}", String::from_utf8_lossy(&out.stdout)))?;
+    let tokens = &v["tokens"];
+    let ok = tokens["success"] == 2
+        && tokens["failure"] == 1
+        && tokens["results"][2]["error"] == "InvalidRegistration"
+        && tokens["multicast_id"].is_number();
+    if !ok || v["group"] != serde_json::json!({"success": 2, "failure": 0}) {
+        return Err(format!("unexpected responses through node-gcm: {v}"));
+    }
+    for phone in &phones {
+        let got = server.reference().with_model(|m| m.inbox(phone).map(|i| i.to_vec())).unwrap_or_default();
+        let direct = got
+            .iter()
+            .any(|d| d.collapse_key.as_deref() == Some("score") && d.data == Some(serde_json::json!({"score": "3:1"})));
+        let group = got.iter().any(|d| d.data == Some(serde_json::json!({"hello": "group"})));
+        if !(direct && group) {
+            return Err(format!("{phone} should have the direct and the group message: {got:?}"));
+        }
+    }
+    Ok(())
+}
+
 pub fn trials() -> Vec<Trial> {
-    vec![trial("interop::fcm-device-group::create-add-remove-lookup", || crate::block_on(fcm_device_group_client()))]
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop");
+    let installed = dir.join("node_modules/node-gcm").is_dir();
+    let node_gcm_trial = trial("interop::node-gcm::send-to-tokens-and-notification-key", move || {
+        if !installed {
+            return Err("npm's node-gcm is not installed: run `npm ci` in tests/interop (.ci/run does)".into());
+        }
+        crate::block_on(node_gcm(dir))
+    });
+    vec![
+        trial("interop::fcm-device-group::create-add-remove-lookup", || crate::block_on(fcm_device_group_client())),
+        // In CI the client must be there; elsewhere, without `npm ci`, it is skipped, not failed.
+        node_gcm_trial.with_ignored_flag(!installed && std::env::var_os("CI").is_none()),
+    ]
 }
