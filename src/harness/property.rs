@@ -126,22 +126,29 @@ fn group_membership(cx: &PropertyCx<'_>) -> Result<(), String> {
         2 => subset().prop_map(Op::Remove),
         2 => Just(Op::Send),
     ];
+    let counter = std::sync::atomic::AtomicU64::new(0);
+    let header = format!("minimal failing sequence (seed {}, pool of {pool} instances, cap {cap}):", cx.seed);
+    run_sequences(cx, vec(op, 1..=max_ops), &header, |ops| {
+        let case = counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        run_membership_case(cx, cap, pool, ops, case)
+    })
+}
+
+/// Runs a sequence property with proptest (seeded, no persistence files) and reports the
+/// shrunk, minimal failing sequence one step a line.
+fn run_sequences<T: std::fmt::Debug>(
+    cx: &PropertyCx<'_>,
+    strategy: impl Strategy<Value = Vec<T>>,
+    header: &str,
+    case: impl Fn(&[T]) -> Result<(), String>,
+) -> Result<(), String> {
     let config = Config { cases: cx.cases()?, failure_persistence: None, ..Config::default() };
     let mut runner = TestRunner::new_with_rng(config, seed_rng(cx.seed));
-    let counter = std::sync::atomic::AtomicU64::new(0);
-    let result = runner.run(&vec(op, 1..=max_ops), |ops| {
-        let case = counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        run_membership_case(cx, cap, pool, &ops, case).map_err(TestCaseError::fail)
-    });
-    match result {
+    match runner.run(&strategy, |steps| case(&steps).map_err(TestCaseError::fail)) {
         Ok(()) => Ok(()),
-        Err(TestError::Fail(reason, ops)) => {
-            let steps: Vec<String> = ops.iter().enumerate().map(|(i, op)| format!("  {}. {op:?}", i + 1)).collect();
-            Err(format!(
-                "minimal failing sequence (seed {}, pool of {pool} instances, cap {cap}):\n{}\n{reason}",
-                cx.seed,
-                steps.join("\n")
-            ))
+        Err(TestError::Fail(reason, steps)) => {
+            let lines: Vec<String> = steps.iter().enumerate().map(|(i, s)| format!("  {}. {s:?}", i + 1)).collect();
+            Err(format!("{header}\n{}\n{reason}", lines.join("\n")))
         }
         Err(TestError::Abort(why)) => Err(format!("property aborted: {why}")),
     }
@@ -402,22 +409,8 @@ fn life_op() -> impl Strategy<Value = LifeOp> {
 
 fn message_lifetime(cx: &PropertyCx<'_>) -> Result<(), String> {
     let max_ops = cx.param("max_ops")?.max(1) as usize;
-    let config = Config { cases: cx.cases()?, failure_persistence: None, ..Config::default() };
-    let mut runner = TestRunner::new_with_rng(config, seed_rng(cx.seed));
-    let result =
-        runner.run(&vec(life_op(), 1..=max_ops), |ops| run_lifetime_case(cx, &ops).map_err(TestCaseError::fail));
-    match result {
-        Ok(()) => Ok(()),
-        Err(TestError::Fail(reason, ops)) => {
-            let steps: Vec<String> = ops.iter().enumerate().map(|(i, op)| format!("  {}. {op:?}", i + 1)).collect();
-            Err(format!(
-                "minimal failing sequence (seed {}), then the device wakes and time passes:\n{}\n{reason}",
-                cx.seed,
-                steps.join("\n")
-            ))
-        }
-        Err(TestError::Abort(why)) => Err(format!("property aborted: {why}")),
-    }
+    let header = format!("minimal failing sequence (seed {}), then the device wakes and time passes:", cx.seed);
+    run_sequences(cx, vec(life_op(), 1..=max_ops), &header, |ops| run_lifetime_case(cx, ops))
 }
 
 /// What the harness knows about one sent message.

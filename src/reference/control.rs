@@ -26,9 +26,9 @@ pub fn handle(model: &mut Model, profile: &str, req: &HttpRequest) -> HttpRespon
             }),
         ),
         ("POST", ["senders"]) => HttpResponse::json(201, &json!(model.create_sender())),
-        ("POST", ["instances"]) => register(model, req),
-        ("POST", ["id_tokens"]) => id_token(model, req),
-        ("POST", ["instances", id, "connectivity"]) => connectivity(model, id, req),
+        ("POST", ["instances"]) => register(model, req).unwrap_or_else(|e| e),
+        ("POST", ["id_tokens"]) => id_token(model, req).unwrap_or_else(|e| e),
+        ("POST", ["instances", id, "connectivity"]) => connectivity(model, id, req).unwrap_or_else(|e| e),
         ("POST", ["instances", id, "uninstall"]) => {
             if model.uninstall(id) {
                 HttpResponse::empty(204)
@@ -40,9 +40,9 @@ pub fn handle(model: &mut Model, profile: &str, req: &HttpRequest) -> HttpRespon
             Some(new) => HttpResponse::json(201, &json!({ "registration_id": new })),
             None => unknown_instance(id),
         },
-        ("POST", ["instances", id, "upstream"]) => upstream(model, id, req),
-        ("POST", ["instances", id, "handled"]) => handled(model, id, req),
-        ("POST", ["senders", id, "clock"]) => clock(model, id, req),
+        ("POST", ["instances", id, "upstream"]) => upstream(model, id, req).unwrap_or_else(|e| e),
+        ("POST", ["instances", id, "handled"]) => handled(model, id, req).unwrap_or_else(|e| e),
+        ("POST", ["senders", id, "clock"]) => clock(model, id, req).unwrap_or_else(|e| e),
         ("POST", ["instances", id, "unregister"]) => {
             if model.unregister(id) {
                 HttpResponse::empty(204)
@@ -58,70 +58,61 @@ pub fn handle(model: &mut Model, profile: &str, req: &HttpRequest) -> HttpRespon
     }
 }
 
+/// A control handler's answer; errors are responses too, so `?` can return them.
+type Reply = Result<HttpResponse, HttpResponse>;
+
 fn unknown_instance(id: &str) -> HttpResponse {
     HttpResponse::error(404, format!("no app instance with registration id {id:?}"))
 }
 
-fn connectivity(model: &mut Model, id: &str, req: &HttpRequest) -> HttpResponse {
-    let b = match body(req) {
-        Ok(b) => b,
-        Err(r) => return r,
-    };
+fn connectivity(model: &mut Model, id: &str, req: &HttpRequest) -> Reply {
+    let b = body(req)?;
     let state = match b.get("state").cloned().map(serde_json::from_value::<Connectivity>) {
         Some(Ok(state)) => state,
-        _ => return HttpResponse::error(400, "expected {\"state\": \"awake\" | \"idle\" | \"offline\"}"),
+        _ => return Err(HttpResponse::error(400, "expected {\"state\": \"awake\" | \"idle\" | \"offline\"}")),
     };
-    if model.set_connectivity(id, state) { HttpResponse::empty(204) } else { unknown_instance(id) }
+    Ok(if model.set_connectivity(id, state) { HttpResponse::empty(204) } else { unknown_instance(id) })
 }
 
-fn upstream(model: &mut Model, id: &str, req: &HttpRequest) -> HttpResponse {
-    let b = match body(req) {
-        Ok(b) => b,
-        Err(r) => return r,
-    };
+fn upstream(model: &mut Model, id: &str, req: &HttpRequest) -> Reply {
+    let b = body(req)?;
     let Some(to) = b.get("to").and_then(Value::as_str) else {
-        return HttpResponse::error(400, "expected {\"to\": <notification key>, \"data\": {...}}");
+        return Err(HttpResponse::error(400, "expected {\"to\": <notification key>, \"data\": {...}}"));
     };
     let data = match b.get("data") {
         None | Some(Value::Null) => None,
         Some(v @ Value::Object(_)) => Some(v.clone()),
-        Some(_) => return HttpResponse::error(400, "`data` must be a JSON object"),
+        Some(_) => return Err(HttpResponse::error(400, "`data` must be a JSON object")),
     };
     if model.inbox(id).is_none() {
-        return unknown_instance(id);
+        return Err(unknown_instance(id));
     }
-    match model.upstream_to_group(id, to, data) {
+    Ok(match model.upstream_to_group(id, to, data) {
         Ok(_) => HttpResponse::empty(204),
         Err(e) => HttpResponse::error(400, e),
-    }
+    })
 }
 
-fn handled(model: &mut Model, id: &str, req: &HttpRequest) -> HttpResponse {
-    let b = match body(req) {
-        Ok(b) => b,
-        Err(r) => return r,
-    };
+fn handled(model: &mut Model, id: &str, req: &HttpRequest) -> Reply {
+    let b = body(req)?;
     let Some(message_id) = b.get("message_id").and_then(Value::as_str) else {
-        return HttpResponse::error(400, "expected {\"message_id\": <the id in the device's messages>}");
+        return Err(HttpResponse::error(400, "expected {\"message_id\": <the id in the device's messages>}"));
     };
-    match model.handled(id, message_id) {
+    Ok(match model.handled(id, message_id) {
         Ok(()) => HttpResponse::empty(204),
         Err(e) => HttpResponse::error(404, e),
-    }
+    })
 }
 
-fn clock(model: &mut Model, sender: &str, req: &HttpRequest) -> HttpResponse {
-    let b = match body(req) {
-        Ok(b) => b,
-        Err(r) => return r,
-    };
+fn clock(model: &mut Model, sender: &str, req: &HttpRequest) -> Reply {
+    let b = body(req)?;
     let Some(seconds) = b.get("advance_seconds").and_then(Value::as_u64) else {
-        return HttpResponse::error(400, "expected {\"advance_seconds\": <whole seconds>}");
+        return Err(HttpResponse::error(400, "expected {\"advance_seconds\": <whole seconds>}"));
     };
-    match model.advance_clock(sender, seconds) {
+    Ok(match model.advance_clock(sender, seconds) {
         Some(now_ms) => HttpResponse::json(200, &json!({ "now_ms": now_ms })),
         None => HttpResponse::error(404, format!("unknown sender id {sender:?}")),
-    }
+    })
 }
 
 fn body(req: &HttpRequest) -> Result<serde_json::Map<String, Value>, HttpResponse> {
@@ -134,17 +125,14 @@ fn body(req: &HttpRequest) -> Result<serde_json::Map<String, Value>, HttpRespons
     }
 }
 
-fn register(model: &mut Model, req: &HttpRequest) -> HttpResponse {
-    let b = match body(req) {
-        Ok(b) => b,
-        Err(r) => return r,
-    };
+fn register(model: &mut Model, req: &HttpRequest) -> Reply {
+    let b = body(req)?;
     let senders: Option<Vec<String>> = b
         .get("sender_ids")
         .and_then(Value::as_array)
         .and_then(|a| a.iter().map(|v| v.as_str().map(str::to_string)).collect());
     let Some(senders) = senders.filter(|s| !s.is_empty()) else {
-        return HttpResponse::error(400, "`sender_ids` must be a non-empty array of sender ids");
+        return Err(HttpResponse::error(400, "`sender_ids` must be a non-empty array of sender ids"));
     };
     let text = |field: &str| match b.get(field) {
         None | Some(Value::Null) => Ok(None),
@@ -153,31 +141,28 @@ fn register(model: &mut Model, req: &HttpRequest) -> HttpResponse {
     };
     let (account, package) = match (text("account"), text("package")) {
         (Ok(a), Ok(p)) => (a, p),
-        (Err(r), _) | (_, Err(r)) => return r,
+        (Err(r), _) | (_, Err(r)) => return Err(r),
     };
     let platform = match b.get("platform").cloned().map(serde_json::from_value::<Platform>) {
         None => Platform::default(),
         Some(Ok(p)) => p,
-        Some(Err(_)) => return HttpResponse::error(400, "`platform` must be \"android\" or \"ios\""),
+        Some(Err(_)) => return Err(HttpResponse::error(400, "`platform` must be \"android\" or \"ios\"")),
     };
-    match model.register(NewInstance { senders, account, package, platform }) {
+    Ok(match model.register(NewInstance { senders, account, package, platform }) {
         Ok(id) => HttpResponse::json(201, &json!({ "registration_id": id })),
         Err(e) => HttpResponse::error(400, e),
-    }
+    })
 }
 
-fn id_token(model: &mut Model, req: &HttpRequest) -> HttpResponse {
-    let b = match body(req) {
-        Ok(b) => b,
-        Err(r) => return r,
-    };
+fn id_token(model: &mut Model, req: &HttpRequest) -> Reply {
+    let b = body(req)?;
     let (Some(sender), Some(account)) =
         (b.get("sender_id").and_then(Value::as_str), b.get("account").and_then(Value::as_str))
     else {
-        return HttpResponse::error(400, "expected {\"sender_id\": ..., \"account\": ...}");
+        return Err(HttpResponse::error(400, "expected {\"sender_id\": ..., \"account\": ...}"));
     };
-    match model.mint_id_token(sender, account) {
+    Ok(match model.mint_id_token(sender, account) {
         Some(token) => HttpResponse::json(201, &json!({ "id_token": token })),
         None => HttpResponse::error(400, format!("unknown sender id {sender:?}")),
-    }
+    })
 }
