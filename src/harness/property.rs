@@ -77,7 +77,14 @@ pub const PROPERTIES: &[PropertyDef] = &[
         name: "message-lifetime",
         summary: "random interleavings of sends, connectivity changes, clock advances and re-registrations keep every lifetime invariant",
         needs: &["instances", "inbox", "connectivity", "clock", "reregister"],
-        params: &["cases", "max_ops", "short_ttl_seconds", "long_ttl_seconds", "throttle_grant_interval_seconds"],
+        params: &[
+            "cases",
+            "max_ops",
+            "short_ttl_seconds",
+            "long_ttl_seconds",
+            "throttle_grant_interval_seconds",
+            "max_payload_bytes",
+        ],
         run: message_lifetime,
     },
 ];
@@ -373,6 +380,14 @@ impl Device {
     }
 }
 
+/// The data payload: a few bytes, exactly the limit, or one byte over (to be refused).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Size {
+    Small,
+    AtLimit,
+    OverLimit,
+}
+
 #[derive(Debug, Clone)]
 enum LifeOp {
     /// `key`: one of three collapse keys, or none. `old_id`: address the first registration
@@ -382,6 +397,7 @@ enum LifeOp {
         ttl: Ttl,
         delay_while_idle: bool,
         old_id: bool,
+        size: Size,
     },
     Go(Device),
     Advance(u64),
@@ -389,16 +405,14 @@ enum LifeOp {
 }
 
 fn life_op() -> impl Strategy<Value = LifeOp> {
-    let send = (
-        proptest::option::of(0u8..3),
-        prop_oneof![Just(Ttl::Default), Just(Ttl::Zero), Just(Ttl::Short), Just(Ttl::Long)],
-        any::<bool>(),
-        any::<bool>(),
-    )
-        .prop_map(|(key, ttl, delay_while_idle, old_id)| {
+    let ttl = prop_oneof![Just(Ttl::Default), Just(Ttl::Zero), Just(Ttl::Short), Just(Ttl::Long)];
+    let size = prop_oneof![8 => Just(Size::Small), 1 => Just(Size::AtLimit), 1 => Just(Size::OverLimit)];
+    let send = (proptest::option::of(0u8..3), ttl, any::<bool>(), any::<bool>(), size).prop_map(
+        |(key, ttl, delay_while_idle, old_id, size)| {
             let ttl = if key.is_some() && ttl == Ttl::Zero { Ttl::Default } else { ttl };
-            LifeOp::Send { key, ttl, delay_while_idle, old_id }
-        });
+            LifeOp::Send { key, ttl, delay_while_idle, old_id, size }
+        },
+    );
     prop_oneof![
         6 => send,
         3 => prop_oneof![Just(Device::Awake), Just(Device::Idle), Just(Device::Offline)].prop_map(LifeOp::Go),
@@ -415,6 +429,8 @@ fn message_lifetime(cx: &PropertyCx<'_>) -> Result<(), String> {
 
 /// What the harness knows about one sent message.
 struct Sent {
+    /// Refused (over the payload limit): must never arrive, need not.
+    refused: bool,
     key: Option<u8>,
     /// Seconds; 0 for now-or-never.
     ttl: u64,
@@ -431,6 +447,7 @@ fn run_lifetime_case(cx: &PropertyCx<'_>, ops: &[LifeOp]) -> Result<(), String> 
     let short = cx.param("short_ttl_seconds")?;
     let long = cx.param("long_ttl_seconds")?;
     let grant = cx.param("throttle_grant_interval_seconds")?;
+    let max_payload = cx.param("max_payload_bytes")? as usize;
     let sender = control.new_sender().map_err(|e| e.to_string())?;
     let first = control.register(std::slice::from_ref(&sender.id), None, None, None).map_err(|e| e.to_string())?;
     let mut ids = vec![first];
@@ -447,7 +464,7 @@ fn run_lifetime_case(cx: &PropertyCx<'_>, ops: &[LifeOp]) -> Result<(), String> 
         let fail = |why: String| Err(format!("step {step} ({op:?}): {why}"));
         let (before, device_before) = (now, device);
         match op {
-            LifeOp::Send { key, ttl, delay_while_idle, old_id } => {
+            LifeOp::Send { key, ttl, delay_while_idle, old_id, size } => {
                 let current = ids.last().expect("one id at least").clone();
                 let target = if *old_id { ids[0].clone() } else { current.clone() };
                 let ttl_seconds = match ttl {
@@ -456,7 +473,16 @@ fn run_lifetime_case(cx: &PropertyCx<'_>, ops: &[LifeOp]) -> Result<(), String> 
                     Ttl::Short => Some(short),
                     Ttl::Long => Some(long),
                 };
-                let mut body = json!({"to": target, "delay_while_idle": delay_while_idle, "data": {"tag": format!("m{}", sent.len())}});
+                // The payload counts data keys and values: "tag", "m<n>", "pad" and the padding.
+                let tag = format!("m{}", sent.len());
+                let pad = match size {
+                    Size::Small => 0,
+                    Size::AtLimit | Size::OverLimit => {
+                        max_payload.saturating_sub("tag".len() + tag.len() + "pad".len())
+                            + usize::from(*size == Size::OverLimit)
+                    }
+                };
+                let mut body = json!({"to": target, "delay_while_idle": delay_while_idle, "data": {"tag": tag, "pad": "x".repeat(pad)}});
                 if let Some(k) = key {
                     body["collapse_key"] = json!(format!("key-{k}"));
                 }
@@ -469,14 +495,21 @@ fn run_lifetime_case(cx: &PropertyCx<'_>, ops: &[LifeOp]) -> Result<(), String> 
                 let (req, resp) = exchange(cx, req)?;
                 let b = resp.body_json().unwrap_or(Value::Null);
                 let result = &b["results"][0];
-                if resp.status != 200 || b["success"] != json!(1) || !result["message_id"].is_string() {
+                let refused = *size == Size::OverLimit;
+                if refused && !(resp.status == 200 && b["failure"] == json!(1) && result["error"] == "MessageTooBig") {
+                    return fail(format!(
+                        "expected 200 with the error MessageTooBig: the data is one byte over {max_payload}\n{}",
+                        super::scenario::describe(&req, &resp)
+                    ));
+                }
+                if !refused && (resp.status != 200 || b["success"] != json!(1) || !result["message_id"].is_string()) {
                     return fail(format!(
                         "expected 200 with success 1 and a message_id\n{}",
                         super::scenario::describe(&req, &resp)
                     ));
                 }
                 let canonical = result.get("registration_id").and_then(Value::as_str);
-                let expected = (target != current).then_some(current.as_str());
+                let expected = (target != current && !refused).then_some(current.as_str());
                 if canonical != expected {
                     return fail(format!(
                         "expected registration_id {expected:?} (the canonical id), got {canonical:?}\n{}",
@@ -484,6 +517,7 @@ fn run_lifetime_case(cx: &PropertyCx<'_>, ops: &[LifeOp]) -> Result<(), String> 
                     ));
                 }
                 sent.push(Sent {
+                    refused,
                     key: *key,
                     ttl: ttl_seconds.unwrap_or(u64::MAX),
                     sent_at: now,
@@ -532,6 +566,9 @@ fn run_lifetime_case(cx: &PropertyCx<'_>, ops: &[LifeOp]) -> Result<(), String> 
                 return fail(format!("message m{index} delivered twice"));
             }
             let msg = &sent[index];
+            if msg.refused {
+                return fail(format!("m{index} was refused as too big, yet delivered"));
+            }
             if msg.ttl == 0 && msg.step != step {
                 return fail(format!(
                     "m{index} (time_to_live 0, sent at step {}) delivered later, at step {step}",
@@ -565,8 +602,9 @@ fn run_lifetime_case(cx: &PropertyCx<'_>, ops: &[LifeOp]) -> Result<(), String> 
     // Liveness: what has not expired must have arrived; of a collapse key, the newest.
     for (index, msg) in sent.iter().enumerate() {
         let expired = msg.ttl == 0 || (msg.ttl != u64::MAX && msg.sent_at + msg.ttl <= now);
-        let superseded = msg.key.is_some() && sent[index + 1..].iter().any(|later| later.key == msg.key);
-        if !expired && !superseded && !seen.contains(&index) {
+        let superseded =
+            msg.key.is_some() && sent[index + 1..].iter().any(|later| later.key == msg.key && !later.refused);
+        if !expired && !superseded && !msg.refused && !seen.contains(&index) {
             return Err(format!(
                 "m{index} (sent at step {}, time to live {}) was never delivered, though it has not expired",
                 msg.step,
