@@ -7,7 +7,9 @@
 //!   every error out). [`bundled`] supplies the files compiled into the binary, or reads a
 //!   directory.
 //! - [`reference`]: the reference server. [`reference::model`] is a synchronous state
-//!   machine over an injected clock and seeded randomness; [`reference::http`] is the thin
+//!   machine over an injected clock (one per sender) and seeded randomness, with
+//!   [`reference::lifetime`] holding each device's queue (connectivity, collapse keys,
+//!   storage limits, time to live, throttling); [`reference::http`] is the thin
 //!   HTTP adapter; [`reference::control`] the control API a harness drives it with;
 //!   [`reference::faults`] one deliberate bug per rule. [`reference::serve`] takes a
 //!   listener and a shutdown signal; [`reference::Reference::start`] runs it on an
