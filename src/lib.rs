@@ -6,7 +6,7 @@
 //! - [`spec`]: the rules in `specs/*.toml`, loaded purely (text in, [`spec::Catalog`] or
 //!   every error out). [`bundled`] supplies the files compiled into the binary, or reads a
 //!   directory.
-//! - [`reference`]: the reference server. [`reference::model`] is a synchronous state
+//! - [`reference`](mod@reference): the reference server. [`reference::model`] is a synchronous state
 //!   machine over an injected clock (one per sender) and seeded randomness, with
 //!   [`reference::lifetime`] holding each device's queue (connectivity, collapse keys,
 //!   storage limits, time to live, throttling); [`reference::http`] is the thin
