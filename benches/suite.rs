@@ -46,7 +46,7 @@ fn report(label: &str, (checks, times): (usize, Vec<Duration>)) {
 fn main() {
     let rules = gcmspec::bundled::catalog().expect("bundled specs").rules.len();
     println!("default conformance run, {rules} rules, profile fcm");
-    report("in-process reference", time_suite(Arc::new(InProcess(Reference::new(Config::bundled())))));
+    report("in-process reference", time_suite(Arc::new(InProcess::new(Reference::new(Config::bundled())))));
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     let server = runtime.block_on(Reference::start_with(Config::bundled())).expect("bind");
     let target = HttpTarget::new(&server.url(), HttpTarget::DEFAULT_TIMEOUT).expect("url");

@@ -25,6 +25,7 @@ pub const SPEC_FILES: &[(&str, &str)] = files![
     "specs/lifetime.toml",
     "specs/profiles.toml",
     "specs/send-protocol.toml",
+    "specs/xmpp.toml",
 ];
 
 /// The source documents the quotes are checked against.

@@ -28,5 +28,6 @@ pub mod reference;
 pub mod spec;
 pub mod target;
 pub mod wire;
+pub mod xmpp;
 
 pub use reference::{Reference, RunningReference};

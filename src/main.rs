@@ -77,6 +77,9 @@ struct RunArgs {
     /// Do not compare snapshots.
     #[arg(long, conflicts_with = "snapshots")]
     no_snapshots: bool,
+    /// The target's XMPP connection server, HOST:PORT (plain TCP), for the XMPP rules.
+    #[arg(long, value_name = "HOST:PORT", requires = "target")]
+    xmpp: Option<String>,
     /// Per-request timeout in seconds, for --target.
     #[arg(long, default_value_t = 10)]
     timeout: u64,
@@ -91,6 +94,9 @@ struct ServeArgs {
     /// Address for HTTP.
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:4000")]
     http: String,
+    /// Address for the XMPP connection server (plain TCP); none if not given.
+    #[arg(long, value_name = "ADDR")]
+    xmpp: Option<String>,
     #[arg(long)]
     profile: Option<String>,
     /// Seed for keys and tokens (default: random, so keys cannot be guessed).
@@ -173,13 +179,20 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let (target, mut caps, default_snapshots): (Arc<dyn Target>, Capabilities, Option<PathBuf>) = match &args.target {
         None => {
             let profile = args.profile.clone().unwrap_or_else(|| gcmspec::bundled::DEFAULT_PROFILE.into());
-            let target = InProcess(Reference::new(reference_config(&catalog, &profile, &args.faults)?));
+            let target = InProcess::new(Reference::new(reference_config(&catalog, &profile, &args.faults)?));
             let caps = Capabilities::probe(&target)?;
             let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("snapshots");
             (Arc::new(target), caps, dir.is_dir().then_some(dir))
         }
         Some(url) => {
-            let target = HttpTarget::new(url, Duration::from_secs(args.timeout))?;
+            let mut target = HttpTarget::new(url, Duration::from_secs(args.timeout))?;
+            if let Some(x) = &args.xmpp {
+                let addr = std::net::ToSocketAddrs::to_socket_addrs(x.as_str())
+                    .with_context(|| format!("--xmpp {x}"))?
+                    .next()
+                    .with_context(|| format!("--xmpp {x}: no address"))?;
+                target = target.with_xmpp(addr);
+            }
             let caps = Capabilities::probe(&target).with_context(|| format!("probing {url}"))?;
             (Arc::new(target), caps, None)
         }
@@ -245,10 +258,25 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         let sender = reference.with_model(|m| m.create_sender());
         println!("gcmspec reference ({profile}) listening on http://{addr}{notes}");
         println!("sender id {}, server key {}", sender.sender_id, sender.server_key);
-        let shutdown = async {
-            let _ = tokio::signal::ctrl_c().await;
+        let xmpp = match &args.xmpp {
+            Some(x) => {
+                let l = tokio::net::TcpListener::bind(x).await.with_context(|| format!("binding {x}"))?;
+                println!("XMPP connection server on {} (plain TCP)", l.local_addr()?);
+                Some(l)
+            }
+            None => None,
         };
-        reference::serve(listener, reference, shutdown).await?;
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let on_stop = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+            let _ = rx.wait_for(|s| *s).await;
+        };
+        if let Some(l) = xmpp {
+            tokio::spawn(reference::xmpp::serve(l, reference.clone(), on_stop(stopped.clone())));
+        }
+        let http = tokio::spawn(reference::serve(listener, reference, on_stop(stopped)));
+        let _ = tokio::signal::ctrl_c().await;
+        let _ = stop.send(true);
+        http.await??;
         Ok(ExitCode::SUCCESS)
     })
 }

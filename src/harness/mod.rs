@@ -233,7 +233,7 @@ pub fn selftest(
     let bind = |faults: Faults| -> Vec<Case> {
         let mut config = config.clone();
         config.faults = faults;
-        let target: Arc<dyn Target> = Arc::new(InProcess(Reference::new(config)));
+        let target: Arc<dyn Target> = Arc::new(InProcess::new(Reference::new(config)));
         let caps = Arc::new(Capabilities::probe(target.as_ref()).unwrap_or_default());
         cases(catalog, target, caps, &options)
     };

@@ -1,10 +1,11 @@
 //! Runs one declarative scenario against a target.
 
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use super::snapshot::Redactor;
 use crate::spec::template::{self, Vars, text_of};
 use crate::spec::{Action, Auth, Body, BodyShape, Expect, FieldOp, REPEAT_VAR, Request, Step};
+use crate::target::xmpp::{Auth as XmppAuth, XmppClient};
 use crate::target::{Capabilities, Control};
 use crate::wire::{HttpRequest, HttpResponse};
 
@@ -23,6 +24,8 @@ pub fn run(
     redactor: &mut Redactor,
 ) -> Result<Transcript, String> {
     let mut transcript = Transcript::default();
+    // XMPP connections by name; they close when the scenario ends.
+    let mut connections: std::collections::HashMap<String, XmppClient> = std::collections::HashMap::new();
     for (i, step) in steps.iter().enumerate() {
         let n = i + 1;
         let at = |e: String| format!("step {n} (line {}): {e}", step.line);
@@ -127,6 +130,47 @@ pub fn run(
                 control.advance_clock(&sender_id, seconds).map_err(|e| at(e.to_string()))?;
                 None
             }
+            Action::XmppConnect { name, sender, password } => {
+                let addr = control.target.xmpp_address().ok_or_else(|| at("the target has no XMPP endpoint".into()))?;
+                let sender = sender_value(sender, &vars).map_err(at)?;
+                let id = text_of(&sender["id"]);
+                let password = match password {
+                    Some(p) => text_of(&render(p, &vars).map_err(at)?),
+                    None => text_of(&sender["key"]),
+                };
+                let (client, auth) =
+                    XmppClient::connect(addr, &id, &password, XmppClient::DEFAULT_TIMEOUT).map_err(at)?;
+                let answer = match &auth {
+                    XmppAuth::Success => json!({ "sasl": "success" }),
+                    XmppAuth::Failure(condition) => json!({ "sasl": "failure", "condition": condition }),
+                };
+                if step.expect.is_empty() && client.is_none() {
+                    return Err(at(format!("the XMPP login as {id} failed: {answer}")));
+                }
+                if let Some(c) = client {
+                    connections.insert(name.clone(), c);
+                }
+                vars.insert(name.clone(), json!({ "jid": format!("{id}@{}", crate::xmpp::DOMAIN) }));
+                Some(vec![(format!("step {n}"), xmpp_exchange(&format!("connect as {id}"), ""), xmpp_answer(&answer))])
+            }
+            Action::XmppSend { on, message } => {
+                let message = render(message, &vars).map_err(at)?;
+                let c = connections.get_mut(on).ok_or_else(|| at(format!("`{on}` is not an open XMPP connection")))?;
+                c.send_gcm(&format!("s{n}"), &message).map_err(at)?;
+                let answer = c.next_as_json().map_err(at)?;
+                Some(vec![(
+                    format!("step {n}"),
+                    xmpp_exchange(&format!("send on {on}"), &message.to_string()),
+                    xmpp_answer(&answer),
+                )])
+            }
+            Action::XmppRaw { on, stanza } => {
+                let stanza = text_of(&render(stanza, &vars).map_err(at)?);
+                let c = connections.get_mut(on).ok_or_else(|| at(format!("`{on}` is not an open XMPP connection")))?;
+                c.send_raw(&stanza).map_err(at)?;
+                let answer = c.next_as_json().map_err(at)?;
+                Some(vec![(format!("step {n}"), xmpp_exchange(&format!("raw on {on}"), &stanza), xmpp_answer(&answer))])
+            }
             Action::Inbox(which) => {
                 let id = text_of(&render(which, &vars).map_err(at)?);
                 let (req, resp) = control.inbox(&id).map_err(|e| at(e.to_string()))?;
@@ -164,7 +208,7 @@ pub fn run(
         };
         let Some(exchanges) = exchange else { continue };
         for (_, req, resp) in &exchanges {
-            if matches!(step.action, Action::Inbox(_)) {
+            if !matches!(step.action, Action::Request(_)) {
                 expect_any(&step.expect, resp, &vars)
                     .map_err(|e| at(format!("{} {}: {e}\n{}", req.method, req.path, describe(req, resp))))?;
             }
@@ -183,6 +227,26 @@ pub fn run(
         }
     }
     Ok(transcript)
+}
+
+/// An XMPP exchange in the shape the checks and the snapshots take: what was sent as the
+/// request (method `XMPP`), the JSON that came back as a body.
+fn xmpp_exchange(what: &str, sent: &str) -> HttpRequest {
+    HttpRequest {
+        method: "XMPP".into(),
+        path: what.into(),
+        query: Vec::new(),
+        headers: Vec::new(),
+        body: sent.as_bytes().to_vec(),
+    }
+}
+
+fn xmpp_answer(json: &Value) -> HttpResponse {
+    HttpResponse {
+        status: 200,
+        headers: vec![("content-type".into(), "xmpp".into())],
+        body: json.to_string().into_bytes(),
+    }
 }
 
 fn define(vars: &mut Vars, redactor: &mut Redactor, name: &str, value: Value) {

@@ -111,6 +111,10 @@ impl Redactor {
             out.push_str(&self.body(&req.body));
             out.push('\n');
         }
+        if req.method == "XMPP" {
+            out.push_str(&format!("\n<- {}\n", self.body(&resp.body)));
+            return out;
+        }
         let content_type = resp.header("content-type").unwrap_or("-");
         out.push_str(&format!("\n-> {} {content_type}\n{}\n", resp.status, self.body(&resp.body)));
         out

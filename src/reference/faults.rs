@@ -86,6 +86,13 @@ faults! {
     UpstreamFanOut => "group.upstream.fan-out": "delivers a device's upstream group message back to that device too",
     Dismissal => "group.dismissal": "leaves a handled group message in the other members' queues",
     DeliveredOnce => "lifetime.delivered-once": "delivers the last message again when a device reconnects",
+    XmppAuth => "xmpp.auth.sasl-plain": "accepts any password for a known sender id",
+    XmppAck => "xmpp.downstream.ack": "acks without echoing the message_id",
+    XmppNack => "xmpp.downstream.nack": "acks sends to registration ids that do not exist",
+    XmppGroupAck => "xmpp.group.ack": "acks group sends without success and failure",
+    XmppGroupNack => "xmpp.group.nack": "acks a group send whose every member failed",
+    XmppBadRequest => "xmpp.stanza.bad-request": "answers a message stanza without a gcm payload with a nack, not a stanza error",
+    XmppInvalidJson => "xmpp.json.invalid": "answers a gcm payload that is not JSON with a stanza error, not a nack",
 }
 
 impl fmt::Display for Fault {

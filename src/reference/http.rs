@@ -235,64 +235,7 @@ fn send(model: &mut Model, req: &HttpRequest) -> HttpResponse {
         Err(_) if model.faults().has(Fault::SendMalformed) => return HttpResponse::json(200, &json!({})),
         Err(resp) => return resp,
     };
-    let parsed = (|| {
-        let exclusive = !model.faults().has(Fault::TargetExclusive);
-        let target = match (body.get("to"), body.get("registration_ids")) {
-            (Some(_), Some(_)) if exclusive => {
-                return Err(HttpResponse::error(400, "`to` and `registration_ids` exclude each other"));
-            }
-            (Some(_), _) => Target::To(string_field(&body, "to", true)?.unwrap_or_default()),
-            (None, Some(_)) => {
-                let ids = registration_ids(&body)?;
-                let max = model.limits().max_registration_ids;
-                if ids.is_empty() {
-                    return Err(HttpResponse::error(400, "`registration_ids` must not be empty (MissingRegistration)"));
-                }
-                if ids.len() > max && !model.faults().has(Fault::RegistrationIdsLimit) {
-                    return Err(HttpResponse::error(
-                        400,
-                        format!("`registration_ids` holds {} ids: at most {max} per request", ids.len()),
-                    ));
-                }
-                Target::RegistrationIds(ids)
-            }
-            (None, None) => {
-                return Err(HttpResponse::error(
-                    400,
-                    "missing target: give `to` or `registration_ids` (MissingRegistration)",
-                ));
-            }
-        };
-        let object = |field: &str| match body.get(field) {
-            None | Some(Value::Null) => Ok(None),
-            Some(v @ Value::Object(_)) => Ok(Some(v.clone())),
-            Some(other) => {
-                Err(HttpResponse::error(400, format!("`{field}` must be a JSON object, found {}", kind(other))))
-            }
-        };
-        let flag = |field: &str| match body.get(field) {
-            None | Some(Value::Null) => Ok(false),
-            Some(Value::Bool(b)) => Ok(*b),
-            Some(other) => {
-                Err(HttpResponse::error(400, format!("`{field}` must be true or false, found {}", kind(other))))
-            }
-        };
-        // A time_to_live that is not a whole number is out of range: InvalidTtl, like -1.
-        let time_to_live = match body.get("time_to_live") {
-            None | Some(Value::Null) => None,
-            Some(v) => Some(v.as_i64().unwrap_or(-1)),
-        };
-        let message = Message {
-            collapse_key: string_field(&body, "collapse_key", false)?,
-            data: object("data")?,
-            notification: object("notification")?,
-            time_to_live,
-            delay_while_idle: flag("delay_while_idle")?,
-            dry_run: flag("dry_run")?,
-            restricted_package_name: string_field(&body, "restricted_package_name", false)?,
-        };
-        Ok((target, message))
-    })();
+    let parsed = parse_send(model, &body);
     let (target, message) = match parsed {
         Ok(p) => p,
         Err(resp) => return resp,
@@ -303,4 +246,61 @@ fn send(model: &mut Model, req: &HttpRequest) -> HttpResponse {
         (status, Some(body)) => HttpResponse::json(status, &body),
         (status, None) => HttpResponse::empty(status),
     }
+}
+
+/// A downstream send's JSON, as both transports take it: the target and the message, or a
+/// 400 that says what is wrong (the XMPP adapter turns it into a nack).
+pub(crate) fn parse_send(model: &Model, body: &Map<String, Value>) -> Result<(Target, Message), HttpResponse> {
+    let exclusive = !model.faults().has(Fault::TargetExclusive);
+    let target = match (body.get("to"), body.get("registration_ids")) {
+        (Some(_), Some(_)) if exclusive => {
+            return Err(HttpResponse::error(400, "`to` and `registration_ids` exclude each other"));
+        }
+        (Some(_), _) => Target::To(string_field(body, "to", true)?.unwrap_or_default()),
+        (None, Some(_)) => {
+            let ids = registration_ids(body)?;
+            let max = model.limits().max_registration_ids;
+            if ids.is_empty() {
+                return Err(HttpResponse::error(400, "`registration_ids` must not be empty (MissingRegistration)"));
+            }
+            if ids.len() > max && !model.faults().has(Fault::RegistrationIdsLimit) {
+                return Err(HttpResponse::error(
+                    400,
+                    format!("`registration_ids` holds {} ids: at most {max} per request", ids.len()),
+                ));
+            }
+            Target::RegistrationIds(ids)
+        }
+        (None, None) => {
+            return Err(HttpResponse::error(
+                400,
+                "missing target: give `to` or `registration_ids` (MissingRegistration)",
+            ));
+        }
+    };
+    let object = |field: &str| match body.get(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(v @ Value::Object(_)) => Ok(Some(v.clone())),
+        Some(other) => Err(HttpResponse::error(400, format!("`{field}` must be a JSON object, found {}", kind(other)))),
+    };
+    let flag = |field: &str| match body.get(field) {
+        None | Some(Value::Null) => Ok(false),
+        Some(Value::Bool(b)) => Ok(*b),
+        Some(other) => Err(HttpResponse::error(400, format!("`{field}` must be true or false, found {}", kind(other)))),
+    };
+    // A time_to_live that is not a whole number is out of range: InvalidTtl, like -1.
+    let time_to_live = match body.get("time_to_live") {
+        None | Some(Value::Null) => None,
+        Some(v) => Some(v.as_i64().unwrap_or(-1)),
+    };
+    let message = Message {
+        collapse_key: string_field(body, "collapse_key", false)?,
+        data: object("data")?,
+        notification: object("notification")?,
+        time_to_live,
+        delay_while_idle: flag("delay_while_idle")?,
+        dry_run: flag("dry_run")?,
+        restricted_package_name: string_field(body, "restricted_package_name", false)?,
+    };
+    Ok((target, message))
 }

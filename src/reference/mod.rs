@@ -2,7 +2,8 @@
 //!
 //! Use it in-process ([`Reference::handle`]), as a fake server inside any async Rust test
 //! ([`Reference::start`], which binds `127.0.0.1:0` the way wiremock does), or standalone
-//! through `gcmspec serve`, which calls [`serve`] with a listener and a shutdown signal.
+//! through `gcmspec serve`, which calls [`serve`] (HTTP) and [`xmpp::serve`] (the XMPP
+//! connection server) with listeners and a shutdown signal.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -14,7 +15,6 @@ use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::response::Response;
 use tokio::net::TcpListener;
-use tokio::sync::oneshot;
 
 pub mod clock;
 pub mod control;
@@ -22,6 +22,7 @@ pub mod faults;
 pub mod http;
 pub mod lifetime;
 pub mod model;
+pub mod xmpp;
 
 use crate::spec::Profile;
 use crate::wire::{HttpRequest, HttpResponse, parse_query};
@@ -158,15 +159,19 @@ impl Reference {
         Self::start_with(Config::bundled()).await.expect("binding 127.0.0.1:0")
     }
 
+    /// Starts a reference with HTTP and XMPP on ephemeral loopback ports.
     pub async fn start_with(config: Config) -> std::io::Result<RunningReference> {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
-        let addr = listener.local_addr()?;
+        let xmpp_listener = TcpListener::bind("127.0.0.1:0").await?;
+        let (addr, xmpp_addr) = (listener.local_addr()?, xmpp_listener.local_addr()?);
         let reference = Reference::new(config);
-        let (tx, rx) = oneshot::channel::<()>();
-        tokio::spawn(serve(listener, reference.clone(), async {
-            let _ = rx.await;
-        }));
-        Ok(RunningReference { reference, addr, shutdown: Some(tx) })
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        };
+        tokio::spawn(serve(listener, reference.clone(), stopped(rx.clone())));
+        tokio::spawn(xmpp::serve(xmpp_listener, reference.clone(), stopped(rx)));
+        Ok(RunningReference { reference, addr, xmpp_addr, shutdown: tx })
     }
 }
 
@@ -174,11 +179,12 @@ fn too_large(max: usize) -> HttpResponse {
     HttpResponse::error(413, format!("the request body is larger than {max} bytes"))
 }
 
-/// A reference serving HTTP in the background until dropped.
+/// A reference serving HTTP and XMPP in the background until dropped.
 pub struct RunningReference {
     reference: Reference,
     addr: SocketAddr,
-    shutdown: Option<oneshot::Sender<()>>,
+    xmpp_addr: SocketAddr,
+    shutdown: tokio::sync::watch::Sender<bool>,
 }
 
 impl RunningReference {
@@ -190,6 +196,11 @@ impl RunningReference {
         self.addr
     }
 
+    /// Where the XMPP connection server listens (plain TCP).
+    pub fn xmpp_address(&self) -> SocketAddr {
+        self.xmpp_addr
+    }
+
     pub fn reference(&self) -> &Reference {
         &self.reference
     }
@@ -197,9 +208,7 @@ impl RunningReference {
 
 impl Drop for RunningReference {
     fn drop(&mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
+        let _ = self.shutdown.send(true);
     }
 }
 

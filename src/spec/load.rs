@@ -437,7 +437,7 @@ impl Cx<'_> {
         };
         let mut needs: BTreeSet<String> = BTreeSet::new();
         for (n, span) in self.strings(node, "needs", &field).unwrap_or_default() {
-            if !CAPABILITIES.contains(&n.as_str()) {
+            if !CAPABILITIES.contains(&n.as_str()) && !TRANSPORTS.contains(&n.as_str()) {
                 self.err(
                     &span,
                     &format!("{field}.needs"),
@@ -613,6 +613,9 @@ impl Cx<'_> {
             "upstream",
             "handled",
             "advance_clock",
+            "xmpp_connect",
+            "xmpp_send",
+            "xmpp_raw",
         ];
         let actions: Vec<_> = entries.iter().filter(|(k, _, _)| ACTIONS.contains(&k.as_str())).collect();
         let [(action_key, _, action_node)] = actions.as_slice() else {
@@ -764,6 +767,40 @@ impl Cx<'_> {
                 let sender = self.string(action_node, "sender", &afield, false).unwrap_or_else(|| "sender".into());
                 self.sender_expr(&sender, span, &format!("{afield}.sender"), defined);
                 Action::AdvanceClock { seconds, sender }
+            }
+            "xmpp_connect" => {
+                needs.insert("xmpp".into());
+                self.table(action_node, &afield)?;
+                self.only(action_node.entries(), &["as", "sender", "password"], &afield);
+                let name = self.var_name(action_node.get("as").unwrap_or(action_node), &format!("{afield}.as"))?;
+                let sender = self.string(action_node, "sender", &afield, false).unwrap_or_else(|| "sender".into());
+                self.sender_expr(&sender, span, &format!("{afield}.sender"), defined);
+                let password = action_node.get("password").map(Node::to_json);
+                if let Some(p) = &password {
+                    self.templates(p, &format!("{afield}.password"), span, defined);
+                }
+                defines.push(name.clone());
+                Action::XmppConnect { name, sender, password }
+            }
+            "xmpp_send" | "xmpp_raw" => {
+                needs.insert("xmpp".into());
+                self.table(action_node, &afield)?;
+                let payload = if action_key == "xmpp_send" { "message" } else { "stanza" };
+                self.only(action_node.entries(), &["on", payload], &afield);
+                let on = self.string(action_node, "on", &afield, true)?;
+                if !defined.contains(&on) {
+                    self.err(
+                        span,
+                        &format!("{afield}.on"),
+                        &format!("`{on}` is not a connection made by an earlier xmpp_connect"),
+                    );
+                }
+                let value = self.required_template(action_node, payload, &afield, defined)?;
+                if action_key == "xmpp_send" {
+                    Action::XmppSend { on, message: value }
+                } else {
+                    Action::XmppRaw { on, stanza: value }
+                }
             }
             _ => Action::Request(self.request(node, action_node, field, defined_here)?),
         };

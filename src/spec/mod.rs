@@ -210,6 +210,24 @@ pub enum Action {
         seconds: Value,
         sender: String,
     },
+    /// An XMPP connection as an app server, named `name`; `password` overrides the server
+    /// key. The step's answer is `{"sasl": "success"}` or `{"sasl": "failure", "condition": ...}`.
+    XmppConnect {
+        name: String,
+        sender: String,
+        password: Option<Value>,
+    },
+    /// A `<gcm>` message on a connection; the answer is the next message back, as JSON.
+    XmppSend {
+        on: String,
+        message: Value,
+    },
+    /// Raw XML on a connection; the answer is the next message back, as JSON
+    /// (`{"stanza_error": "bad-request"}` for a stanza error).
+    XmppRaw {
+        on: String,
+        stanza: Value,
+    },
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -318,6 +336,9 @@ impl JsonType {
         }
     }
 }
+
+/// Transports beyond HTTP a server may offer; a target knows them from its configuration.
+pub const TRANSPORTS: &[&str] = &["xmpp"];
 
 /// Capabilities a server may offer beyond the public protocol (see docs/control-api.md).
 pub const CAPABILITIES: &[&str] = &[

@@ -4,9 +4,13 @@
 //! process; [`HttpTarget`] sends them over a socket to any server. Everything above this
 //! (scenarios, properties, control-API calls) is written once against the trait.
 
+use std::net::SocketAddr;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use serde_json::{Value, json};
+
+pub mod xmpp;
 
 use crate::reference::Reference;
 use crate::reference::control;
@@ -24,17 +28,46 @@ pub trait Target: Send + Sync {
     /// A short name for reports: `in-process reference`, `http://127.0.0.1:4000`.
     fn describe(&self) -> String;
     fn exchange(&self, req: &HttpRequest) -> Result<HttpResponse, TargetError>;
+    /// Where the server's XMPP connection server listens, if it has one.
+    fn xmpp_address(&self) -> Option<SocketAddr> {
+        None
+    }
 }
 
-/// The bundled reference, called directly: no sockets, same adapter code.
-pub struct InProcess(pub Reference);
+/// The bundled reference, called directly for HTTP (no sockets, same adapter code). Its
+/// XMPP endpoint starts on a loopback port the first time a check asks for it.
+pub struct InProcess {
+    reference: Reference,
+    xmpp: OnceLock<Option<(tokio::runtime::Runtime, SocketAddr)>>,
+}
+
+impl InProcess {
+    pub fn new(reference: Reference) -> Self {
+        InProcess { reference, xmpp: OnceLock::new() }
+    }
+
+    pub fn reference(&self) -> &Reference {
+        &self.reference
+    }
+}
 
 impl Target for InProcess {
     fn describe(&self) -> String {
         "in-process reference".into()
     }
     fn exchange(&self, req: &HttpRequest) -> Result<HttpResponse, TargetError> {
-        Ok(self.0.handle(req))
+        Ok(self.reference.handle(req))
+    }
+    fn xmpp_address(&self) -> Option<SocketAddr> {
+        let started = self.xmpp.get_or_init(|| {
+            let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().ok()?;
+            let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).ok()?;
+            let addr = listener.local_addr().ok()?;
+            // Runs as long as this target (and so its runtime) lives.
+            runtime.spawn(crate::reference::xmpp::serve(listener, self.reference.clone(), std::future::pending()));
+            Some((runtime, addr))
+        });
+        started.as_ref().map(|(_, addr)| *addr)
     }
 }
 
@@ -44,6 +77,7 @@ pub struct HttpTarget {
     base: String,
     client: reqwest::Client,
     runtime: tokio::runtime::Runtime,
+    xmpp: Option<SocketAddr>,
 }
 
 impl HttpTarget {
@@ -63,13 +97,26 @@ impl HttpTarget {
             .enable_all()
             .build()
             .map_err(|e| TargetError::Connection { url: base.clone(), why: e.to_string() })?;
-        Ok(HttpTarget { base, client, runtime })
+        Ok(HttpTarget { base, client, runtime, xmpp: None })
+    }
+
+    /// The server's XMPP connection server, for the XMPP rules.
+    pub fn with_xmpp(mut self, addr: SocketAddr) -> Self {
+        self.xmpp = Some(addr);
+        self
     }
 }
 
 impl Target for HttpTarget {
     fn describe(&self) -> String {
-        self.base.clone()
+        match self.xmpp {
+            Some(x) => format!("{} (XMPP {x})", self.base),
+            None => self.base.clone(),
+        }
+    }
+
+    fn xmpp_address(&self) -> Option<SocketAddr> {
+        self.xmpp
     }
 
     fn exchange(&self, req: &HttpRequest) -> Result<HttpResponse, TargetError> {
@@ -134,15 +181,19 @@ impl Capabilities {
     /// Asks the target's control API; a server without one offers nothing.
     pub fn probe(target: &dyn Target) -> Result<Capabilities, TargetError> {
         let resp = target.exchange(&HttpRequest::new("GET", &format!("{}capabilities", control::PREFIX)))?;
-        let body = resp.body_json().filter(|_| resp.status == 200);
-        let Some(body) = body.filter(|b| b["protocol"] == control::PROTOCOL) else {
-            return Ok(Capabilities::default());
-        };
-        let control = body["capabilities"]
-            .as_array()
-            .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect())
-            .unwrap_or_default();
-        Ok(Capabilities { control, profile: body["profile"].as_str().map(str::to_string), static_sender: None })
+        let body = resp.body_json().filter(|b| resp.status == 200 && b["protocol"] == control::PROTOCOL);
+        let mut caps = Capabilities::default();
+        if let Some(body) = body {
+            caps.control = body["capabilities"]
+                .as_array()
+                .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect())
+                .unwrap_or_default();
+            caps.profile = body["profile"].as_str().map(str::to_string);
+        }
+        if target.xmpp_address().is_some() {
+            caps.control.push("xmpp".into());
+        }
+        Ok(caps)
     }
 
     pub fn has(&self, capability: &str) -> bool {

@@ -31,6 +31,8 @@ struct Served {
     url: String,
     sender_id: String,
     server_key: String,
+    /// The XMPP address, when started with `--xmpp`.
+    xmpp: String,
 }
 
 impl Served {
@@ -46,12 +48,14 @@ impl Served {
         let stdout = child.stdout.take().ok_or("no stdout")?;
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().take(2) {
+            for line in BufReader::new(stdout).lines().take(3) {
                 let _ = tx.send(line.unwrap_or_default());
             }
         });
         let next = || rx.recv_timeout(std::time::Duration::from_secs(20)).unwrap_or_default();
         let (first, second) = (next(), next());
+        let third = if extra.contains(&"--xmpp") { next() } else { String::new() };
+        let xmpp = third.split_whitespace().find(|w| w.starts_with("127.0.0.1:")).unwrap_or_default().to_string();
         let url = first.split_whitespace().find(|w| w.starts_with("http://")).unwrap_or_default().to_string();
         let field = |name: &str| {
             second
@@ -62,7 +66,7 @@ impl Served {
                 .trim_end_matches(',')
                 .to_string()
         };
-        let served = Served { sender_id: field("id"), server_key: field("key"), url, child };
+        let served = Served { sender_id: field("id"), server_key: field("key"), url, child, xmpp };
         if served.url.is_empty() || served.server_key.is_empty() {
             return Err(format!("unexpected serve banner: {first:?} / {second:?}"));
         }
@@ -95,6 +99,11 @@ pub fn trials() -> Vec<Trial> {
         trial("cli::run-target-against-serve", || {
             let served = Served::start(&[])?;
             expect(&["run", "--target", &served.url], 0, &["test result: ok", &served.url])
+        }),
+        trial("cli::run-target-with-xmpp-against-serve", || {
+            let served = Served::start(&["--xmpp", "127.0.0.1:0"])?;
+            let args = ["run", "--target", &served.url, "--xmpp", &served.xmpp, "xmpp."];
+            expect(&args, 0, &["xmpp.group.ack::all-then-partial", "test result: ok. 8 passed"])
         }),
         trial("cli::run-target-against-faulty-serve", || {
             let served = Served::start(&["--fault", "send.group.partial"])?;

@@ -1,4 +1,4 @@
-//! Every rule against every target: in-process, and over loopback HTTP.
+//! Every rule against every target: in-process, and over loopback HTTP and XMPP (TCP).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -21,17 +21,19 @@ fn bind(target: Arc<dyn Target>, profile: &str, snapshots: Option<PathBuf>, pref
 
 pub fn trials(runtime: &tokio::runtime::Runtime) -> Vec<Trial> {
     let mut trials =
-        bind(Arc::new(InProcess(Reference::new(Config::bundled()))), "fcm", Some(snapshots()), "inprocess");
+        bind(Arc::new(InProcess::new(Reference::new(Config::bundled()))), "fcm", Some(snapshots()), "inprocess");
 
     // The server lives as long as the runtime: leaked on purpose, the process ends with it.
     let server = runtime.block_on(Reference::start_with(Config::bundled())).expect("binding 127.0.0.1:0");
-    let target = HttpTarget::new(&server.url(), HttpTarget::DEFAULT_TIMEOUT).expect("a target URL");
+    let target = HttpTarget::new(&server.url(), HttpTarget::DEFAULT_TIMEOUT)
+        .expect("a target URL")
+        .with_xmpp(server.xmpp_address());
     std::mem::forget(server);
     trials.extend(bind(Arc::new(target), "fcm", Some(snapshots()), "http"));
 
     // The 2013 page's cap of 10: same rules, other numbers (so no shared snapshots).
     let catalog = gcmspec::bundled::catalog().expect("bundled specs load");
     let config = Config::from_profile(&catalog.profiles["gcm-2013"]).expect("gcm-2013 profile");
-    trials.extend(bind(Arc::new(InProcess(Reference::new(config))), "gcm-2013", None, "gcm-2013"));
+    trials.extend(bind(Arc::new(InProcess::new(Reference::new(config))), "gcm-2013", None, "gcm-2013"));
     trials
 }

@@ -118,7 +118,8 @@ fn fuzz_in_process() -> Result<(), String> {
 
 async fn socket_abuse() -> Result<(), String> {
     let server = Reference::start().await;
-    let addr = server.address();
+    let (addr, xmpp_addr) = (server.address(), server.xmpp_address());
+    let sender = server.reference().with_model(|m| m.create_sender());
     tokio::task::spawn_blocking(move || {
         // Not HTTP at all.
         let mut s = std::net::TcpStream::connect(addr).map_err(|e| e.to_string())?;
@@ -135,6 +136,28 @@ async fn socket_abuse() -> Result<(), String> {
         let _ = s.read_to_string(&mut answer);
         if !answer.starts_with("HTTP/1.1 413") {
             return Err(format!("expected 413 for an oversized body, got {:?}", answer.lines().next()));
+        }
+        // XMPP: garbage, an unclosed flood, then a good login still works.
+        let xmpp = xmpp_addr;
+        for garbage in [&b"\x16\x03\x01\x00\xff not xml at all"[..], b"<stream:stream><message><<<>", b"<a b='c'></b>"]
+        {
+            let mut s = std::net::TcpStream::connect(xmpp).map_err(|e| e.to_string())?;
+            s.set_read_timeout(Some(std::time::Duration::from_secs(5))).map_err(|e| e.to_string())?;
+            s.write_all(garbage).map_err(|e| e.to_string())?;
+            let mut answer = String::new();
+            let _ = s.read_to_string(&mut answer);
+            if !answer.contains("stream:error") {
+                return Err(format!("expected a stream error for {garbage:?}, got {answer:?}"));
+            }
+        }
+        let login = gcmspec::target::xmpp::XmppClient::connect(
+            xmpp,
+            &sender.sender_id,
+            &sender.server_key,
+            std::time::Duration::from_secs(5),
+        )?;
+        if login.1 != gcmspec::target::xmpp::Auth::Success {
+            return Err(format!("a good XMPP login failed after the garbage: {:?}", login.1));
         }
         // Still serving.
         let mut s = std::net::TcpStream::connect(addr).map_err(|e| e.to_string())?;

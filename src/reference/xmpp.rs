@@ -1,0 +1,264 @@
+//! The XMPP adapter: the connection server (CCS) over one byte stream per app server.
+//!
+//! Stream negotiation, SASL PLAIN as `<sender id>@gcm.googleapis.com` with the server key,
+//! resource binding, then `<message><gcm xmlns="google:mobile:data">JSON</gcm></message>`
+//! stanzas, each answered with an ack or a nack. Sends go through the same model calls as
+//! HTTP (`http::parse_send`, `Model::send`), so both transports share state and rules.
+
+use std::future::Future;
+
+use serde_json::{Map, Value, json};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+use super::Reference;
+use super::faults::Fault;
+use super::http::parse_send;
+use super::model::{Model, SendOutcome, SendResult};
+use crate::xmpp::{self as wire, Element, Event, StreamParser};
+
+/// Accepts app-server connections on `listener` until `shutdown` completes.
+pub async fn serve(
+    listener: TcpListener,
+    reference: Reference,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => return Ok(()),
+            accepted = listener.accept() => {
+                let (socket, _) = accepted?;
+                let _ = socket.set_nodelay(true);
+                tokio::spawn(connection(socket, reference.clone()));
+            }
+        }
+    }
+}
+
+/// Where a connection stands in the negotiation.
+#[derive(Debug, Default)]
+struct Session {
+    /// The authenticated sender, after SASL success.
+    sender: Option<String>,
+    streams: u32,
+}
+
+/// Serves one app-server connection to its end.
+pub async fn connection<S: AsyncRead + AsyncWrite + Unpin>(mut io: S, reference: Reference) {
+    let mut parser = StreamParser::default();
+    let mut session = Session::default();
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        loop {
+            let event = match parser.next_event() {
+                Ok(Some(e)) => e,
+                Ok(None) => break,
+                Err(e) => {
+                    let _ = io.write_all(stream_error("not-well-formed", &e.to_string()).as_bytes()).await;
+                    return;
+                }
+            };
+            let (reply, close) = reference.with_model(|m| answer(m, &mut session, event));
+            if io.write_all(reply.as_bytes()).await.is_err() || close {
+                return;
+            }
+        }
+        match io.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => parser.feed(&buf[..n]),
+        }
+    }
+}
+
+fn stream_error(condition: &str, text: &str) -> String {
+    format!(
+        "<stream:error><{condition} xmlns=\"{}\"/><text xmlns=\"{}\">{}</text></stream:error></stream:stream>",
+        wire::STREAMS_NS,
+        wire::STREAMS_NS,
+        wire::escape(text)
+    )
+}
+
+/// The reply to one event, and whether the stream ends with it.
+fn answer(model: &mut Model, session: &mut Session, event: Event) -> (String, bool) {
+    match event {
+        Event::StreamOpen(_) => {
+            session.streams += 1;
+            let header = format!(
+                "<?xml version='1.0'?><stream:stream from=\"{}\" id=\"s{}\" version=\"1.0\" xmlns=\"jabber:client\" xmlns:stream=\"http://etherx.jabber.org/streams\">",
+                wire::DOMAIN,
+                session.streams
+            );
+            let features = match session.sender {
+                None => format!(
+                    "<stream:features><mechanisms xmlns=\"{}\"><mechanism>X-OAUTH2</mechanism><mechanism>X-GOOGLE-TOKEN</mechanism><mechanism>PLAIN</mechanism></mechanisms></stream:features>",
+                    wire::SASL_NS
+                ),
+                Some(_) => format!(
+                    "<stream:features><bind xmlns=\"{}\"/><session xmlns=\"{}\"/></stream:features>",
+                    wire::BIND_NS,
+                    wire::SESSION_NS
+                ),
+            };
+            (header + &features, false)
+        }
+        Event::StreamClose => ("</stream:stream>".into(), true),
+        Event::Stanza(stanza) => match (stanza.name.as_str(), &session.sender) {
+            ("auth", None) => authenticate(model, session, &stanza),
+            (_, None) => (stream_error("not-authorized", "authenticate with SASL PLAIN first"), true),
+            ("iq", Some(sender)) => (iq(&stanza, sender), false),
+            ("presence", Some(_)) => (String::new(), false),
+            ("message", Some(sender)) => {
+                let sender = sender.clone();
+                (message(model, &sender, &stanza), false)
+            }
+            (other, Some(_)) => {
+                (stream_error("unsupported-stanza-type", &format!("<{other}> is not a stanza here")), true)
+            }
+        },
+    }
+}
+
+fn authenticate(model: &Model, session: &mut Session, auth: &Element) -> (String, bool) {
+    let failure = |condition: &str| {
+        (format!("<failure xmlns=\"{}\"><{condition}/></failure></stream:stream>", wire::SASL_NS), true)
+    };
+    if auth.attr("mechanism") != Some("PLAIN") {
+        return failure("invalid-mechanism");
+    }
+    let Some(decoded) = wire::base64_decode(&auth.text()) else { return failure("incorrect-encoding") };
+    let text = String::from_utf8_lossy(&decoded).into_owned();
+    // authzid \0 authcid \0 password; the authcid is `<sender id>@gcm.googleapis.com`.
+    let parts: Vec<&str> = text.split('\0').collect();
+    let [_, user, password] = parts.as_slice() else { return failure("incorrect-encoding") };
+    let sender_id = user.strip_suffix(&format!("@{}", wire::DOMAIN)).unwrap_or(user);
+    let valid = model.sender_for_key(password) == Some(sender_id)
+        || (model.faults().has(Fault::XmppAuth) && model.has_sender(sender_id));
+    if !valid {
+        return failure("not-authorized");
+    }
+    session.sender = Some(sender_id.to_string());
+    (format!("<success xmlns=\"{}\"/>", wire::SASL_NS), false)
+}
+
+fn iq(stanza: &Element, sender: &str) -> String {
+    let id = wire::escape(stanza.attr("id").unwrap_or(""));
+    if let Some(bind) = stanza.child("bind") {
+        let resource =
+            bind.child("resource").map(Element::text).filter(|r| !r.is_empty()).unwrap_or_else(|| "gcmspec".into());
+        let jid = format!("{sender}@{}/{resource}", wire::DOMAIN);
+        return format!(
+            "<iq id=\"{id}\" type=\"result\"><bind xmlns=\"{}\"><jid>{}</jid></bind></iq>",
+            wire::BIND_NS,
+            wire::escape(&jid)
+        );
+    }
+    if stanza.child("session").is_some() || stanza.attr("type") == Some("result") {
+        return format!("<iq id=\"{id}\" type=\"result\"/>");
+    }
+    format!(
+        "<iq id=\"{id}\" type=\"error\"><error type=\"cancel\"><feature-not-implemented xmlns=\"{}\"/></error></iq>",
+        wire::STANZAS_NS
+    )
+}
+
+fn stanza_error(stanza: &Element, condition: &str) -> String {
+    format!(
+        "<message id=\"{}\" type=\"error\"><error type=\"modify\"><{condition} xmlns=\"{}\"/></error></message>",
+        wire::escape(stanza.attr("id").unwrap_or("")),
+        wire::STANZAS_NS
+    )
+}
+
+fn reply(stanza: &Element, json: &Value) -> String {
+    wire::gcm_message(stanza.attr("id").unwrap_or(""), &json.to_string())
+}
+
+fn nack(from: &str, message_id: &Value, error: &str, description: &str) -> Value {
+    json!({ "message_type": "nack", "from": from, "message_id": message_id, "error": error, "error_description": description })
+}
+
+/// The CCS error code for a per-registration error of the model.
+fn ccs_error(error: &str) -> &'static str {
+    match error {
+        "NotRegistered" => "DEVICE_UNREGISTERED",
+        "InvalidRegistration" | "MismatchSenderId" => "BAD_REGISTRATION",
+        "Unavailable" => "SERVICE_UNAVAILABLE",
+        _ => "INVALID_JSON",
+    }
+}
+
+fn message(model: &mut Model, sender: &str, stanza: &Element) -> String {
+    let Some(payload) = stanza.gcm_payload() else {
+        return if model.faults().has(Fault::XmppBadRequest) {
+            reply(stanza, &nack("", &Value::Null, "INVALID_JSON", "no gcm payload"))
+        } else {
+            stanza_error(stanza, "bad-request")
+        };
+    };
+    let body: Map<String, Value> = match serde_json::from_str(&payload) {
+        Ok(Value::Object(o)) => o,
+        _ if model.faults().has(Fault::XmppInvalidJson) => return stanza_error(stanza, "bad-request"),
+        _ => return reply(stanza, &nack("", &Value::Null, "INVALID_JSON", "the gcm payload is not a JSON object")),
+    };
+    let message_id = body.get("message_id").cloned().unwrap_or(Value::Null);
+    let to = body.get("to").and_then(Value::as_str).unwrap_or("").to_string();
+    if let Some(kind) = body.get("message_type").and_then(Value::as_str) {
+        // Acks from the app server are for upstream messages, none of which is unacked yet.
+        let what = format!("no upstream message {message_id} awaits this {kind}");
+        return reply(stanza, &nack(&to, &message_id, "BAD_ACK", &what));
+    }
+    if !message_id.is_string() {
+        return reply(
+            stanza,
+            &nack(&to, &message_id, "INVALID_JSON", "missing `message_id`: every downstream message needs one"),
+        );
+    }
+    if body.contains_key("registration_ids") {
+        return reply(
+            stanza,
+            &nack(&to, &message_id, "INVALID_JSON", "XMPP sends to one `to`; `registration_ids` is HTTP only"),
+        );
+    }
+    let (target, message) = match parse_send(model, &body) {
+        Ok(parsed) => parsed,
+        Err(resp) => {
+            let why = resp.body_json().and_then(|b| b["error"].as_str().map(str::to_string)).unwrap_or_default();
+            return reply(stanza, &nack(&to, &message_id, "INVALID_JSON", &why));
+        }
+    };
+    let faults = model.faults().clone();
+    let ack = |extra: Value| {
+        let mut a = json!({ "message_type": "ack", "from": to, "message_id": message_id });
+        if faults.has(Fault::XmppAck) {
+            a.as_object_mut().expect("an object").remove("message_id");
+        }
+        if let (Some(a), Value::Object(extra)) = (a.as_object_mut(), extra) {
+            a.extend(extra);
+        }
+        a
+    };
+    let json = match model.send(sender, target, message) {
+        SendOutcome::Group { success, failed } => {
+            let mut counts = json!({ "success": success, "failure": failed.len() });
+            if !failed.is_empty() {
+                counts["failed_registration_ids"] = json!(failed);
+            }
+            ack(if faults.has(Fault::XmppGroupAck) { json!({}) } else { counts })
+        }
+        SendOutcome::GroupFailed if faults.has(Fault::XmppGroupNack) => ack(json!({ "success": 0 })),
+        SendOutcome::GroupFailed => {
+            nack(&to, &message_id, "SERVICE_UNAVAILABLE", "the message reached no member of the group")
+        }
+        SendOutcome::Multicast { results, .. } => match results.first() {
+            Some(SendResult::Sent { canonical: Some(c), .. }) => ack(json!({ "registration_id": c })),
+            Some(SendResult::Sent { canonical: None, .. }) => ack(json!({})),
+            Some(SendResult::Error("InvalidRegistration")) if faults.has(Fault::XmppNack) => ack(json!({})),
+            Some(SendResult::Error(e)) => nack(&to, &message_id, ccs_error(e), e),
+            None => nack(&to, &message_id, "INVALID_JSON", "no target"),
+        },
+        SendOutcome::Invalid { error, .. } => nack(&to, &message_id, "INVALID_JSON", error),
+    };
+    reply(stanza, &json)
+}

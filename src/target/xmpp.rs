@@ -1,0 +1,147 @@
+//! A blocking XMPP client for the harness: enough of an app server to speak to any CCS
+//! endpoint (plain TCP), with a timeout on every read.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::xmpp::{self as wire, Element, Event, StreamParser};
+
+pub struct XmppClient {
+    stream: TcpStream,
+    parser: StreamParser,
+    timeout: Duration,
+}
+
+/// How SASL ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Auth {
+    Success,
+    /// The `<failure>` condition (`not-authorized`, ...).
+    Failure(String),
+}
+
+impl XmppClient {
+    pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
+
+    fn open(addr: SocketAddr, timeout: Duration) -> Result<XmppClient, String> {
+        let stream =
+            TcpStream::connect_timeout(&addr, timeout).map_err(|e| format!("cannot reach XMPP {addr}: {e}"))?;
+        stream.set_nodelay(true).map_err(|e| e.to_string())?;
+        Ok(XmppClient { stream, parser: StreamParser::default(), timeout })
+    }
+
+    fn write(&mut self, xml: &str) -> Result<(), String> {
+        self.stream.write_all(xml.as_bytes()).map_err(|e| format!("XMPP write: {e}"))
+    }
+
+    fn open_stream(&mut self) -> Result<(), String> {
+        self.write(&format!(
+            "<stream:stream to=\"{}\" version=\"1.0\" xmlns=\"jabber:client\" xmlns:stream=\"http://etherx.jabber.org/streams\">",
+            wire::DOMAIN
+        ))?;
+        match self.next_event()? {
+            Event::StreamOpen(_) => {}
+            other => return Err(format!("expected a stream header, got {other:?}")),
+        }
+        match self.next_event()? {
+            Event::Stanza(f) if f.name == "stream:features" => Ok(()),
+            other => Err(format!("expected <stream:features>, got {other:?}")),
+        }
+    }
+
+    /// Connects and authenticates with SASL PLAIN as `<sender_id>@gcm.googleapis.com`; on
+    /// success, binds a resource. A refused login is `Ok((None, Auth::Failure))`.
+    pub fn connect(
+        addr: SocketAddr,
+        sender_id: &str,
+        password: &str,
+        timeout: Duration,
+    ) -> Result<(Option<XmppClient>, Auth), String> {
+        let mut c = Self::open(addr, timeout)?;
+        c.open_stream()?;
+        let credentials = wire::base64_encode(format!("\0{sender_id}@{}\0{password}", wire::DOMAIN).as_bytes());
+        c.write(&format!("<auth mechanism=\"PLAIN\" xmlns=\"{}\">{credentials}</auth>", wire::SASL_NS))?;
+        match c.next_event()? {
+            Event::Stanza(s) if s.name == "success" => {}
+            Event::Stanza(s) if s.name == "failure" => {
+                let condition = s.children.iter().find_map(|ch| match ch {
+                    wire::Child::Element(e) => Some(e.name.clone()),
+                    wire::Child::Text(_) => None,
+                });
+                return Ok((None, Auth::Failure(condition.unwrap_or_default())));
+            }
+            other => return Err(format!("expected SASL <success> or <failure>, got {other:?}")),
+        }
+        c.open_stream()?;
+        c.write(&format!(
+            "<iq type=\"set\" id=\"bind-1\"><bind xmlns=\"{}\"><resource>gcmspec</resource></bind></iq>",
+            wire::BIND_NS
+        ))?;
+        match c.next_stanza()? {
+            iq if iq.name == "iq" && iq.attr("type") == Some("result") => Ok((Some(c), Auth::Success)),
+            other => Err(format!("expected the bind result, got {other:?}")),
+        }
+    }
+
+    /// The next event, waiting at most the timeout.
+    pub fn next_event(&mut self) -> Result<Event, String> {
+        let deadline = Instant::now() + self.timeout;
+        let mut buf = [0u8; 16 * 1024];
+        loop {
+            if let Some(e) = self.parser.next_event().map_err(|e| e.to_string())? {
+                return Ok(e);
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(format!("no answer from the XMPP server within {:?}", self.timeout));
+            }
+            self.stream.set_read_timeout(Some(left)).map_err(|e| e.to_string())?;
+            match self.stream.read(&mut buf) {
+                Ok(0) => return Err("the XMPP server closed the connection".into()),
+                Ok(n) => self.parser.feed(&buf[..n]),
+                Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+                    return Err(format!("no answer from the XMPP server within {:?}", self.timeout));
+                }
+                Err(e) => return Err(format!("XMPP read: {e}")),
+            }
+        }
+    }
+
+    pub fn next_stanza(&mut self) -> Result<Element, String> {
+        match self.next_event()? {
+            Event::Stanza(s) => Ok(s),
+            Event::StreamClose => Err("the XMPP server closed the stream".into()),
+            Event::StreamOpen(_) => Err("an unexpected stream header".into()),
+        }
+    }
+
+    pub fn send_raw(&mut self, xml: &str) -> Result<(), String> {
+        self.write(xml)
+    }
+
+    pub fn send_gcm(&mut self, id: &str, json: &Value) -> Result<(), String> {
+        self.write(&wire::gcm_message(id, &json.to_string()))
+    }
+
+    /// The next stanza as JSON: a gcm payload as is, a stanza error as
+    /// `{"stanza_error": "<condition>"}`.
+    pub fn next_as_json(&mut self) -> Result<Value, String> {
+        let stanza = self.next_stanza()?;
+        if let Some(payload) = stanza.gcm_payload() {
+            return serde_json::from_str(&payload).map_err(|e| format!("the gcm payload is not JSON ({e}): {payload}"));
+        }
+        if stanza.attr("type") == Some("error") {
+            let condition = stanza.child("error").and_then(|e| {
+                e.children.iter().find_map(|c| match c {
+                    wire::Child::Element(x) => Some(x.name.clone()),
+                    wire::Child::Text(_) => None,
+                })
+            });
+            return Ok(json!({ "stanza": stanza.name, "stanza_error": condition.unwrap_or_default() }));
+        }
+        Err(format!("expected a gcm message or a stanza error, got {stanza:?}"))
+    }
+}
