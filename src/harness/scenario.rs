@@ -110,10 +110,23 @@ pub fn run(
                 None
             }
             Action::Upstream { from, to, data } => {
-                let from = text_of(&render(from, &vars).map_err(at)?);
-                let to = text_of(&render(to, &vars).map_err(at)?);
-                let data = data.as_ref().map(|d| render(d, &vars)).transpose().map_err(at)?;
-                control.upstream(&from, &to, data.as_ref()).map_err(|e| at(e.to_string()))?;
+                let times = match &step.repeat {
+                    None => 1,
+                    Some(v) => render(v, &vars)
+                        .map_err(at)?
+                        .as_u64()
+                        .ok_or_else(|| at("`repeat` must be a whole number".into()))?,
+                };
+                for i in 0..times {
+                    if step.repeat.is_some() {
+                        vars.insert(REPEAT_VAR.to_string(), Value::from(i));
+                    }
+                    let from = text_of(&render(from, &vars).map_err(at)?);
+                    let to = text_of(&render(to, &vars).map_err(at)?);
+                    let data = data.as_ref().map(|d| render(d, &vars)).transpose().map_err(at)?;
+                    control.upstream(&from, &to, data.as_ref()).map_err(|e| at(e.to_string()))?;
+                }
+                vars.remove(REPEAT_VAR);
                 None
             }
             Action::Handled { by, message_id } => {
@@ -171,6 +184,61 @@ pub fn run(
                 let answer = c.next_as_json().map_err(at)?;
                 Some(vec![(format!("step {n}"), xmpp_exchange(&format!("raw on {on}"), &stanza), xmpp_answer(&answer))])
             }
+            Action::XmppPost { on, .. } | Action::XmppReceive { on } => {
+                let times = match &step.repeat {
+                    None => 1,
+                    Some(v) => {
+                        let t = render(v, &vars).map_err(at)?;
+                        t.as_u64().ok_or_else(|| at(format!("`repeat` must be a whole number, found {t}")))?
+                    }
+                };
+                let mut exchanges = Vec::new();
+                for i in 0..times {
+                    if step.repeat.is_some() {
+                        vars.insert(REPEAT_VAR.to_string(), Value::from(i));
+                    }
+                    let of = if times > 1 { format!(" ({} of {times})", i + 1) } else { String::new() };
+                    let c =
+                        connections.get_mut(on).ok_or_else(|| at(format!("`{on}` is not an open XMPP connection")))?;
+                    let (req, resp) = match &step.action {
+                        Action::XmppPost { message, .. } => {
+                            let message = render(message, &vars).map_err(at)?;
+                            c.send_gcm(&format!("s{n}-{i}"), &message).map_err(at)?;
+                            (xmpp_exchange(&format!("post on {on}"), &message.to_string()), xmpp_answer(&Value::Null))
+                        }
+                        _ => {
+                            let got = c.next_as_json().map_err(|e| at(format!("receiving on {on}{of}: {e}")))?;
+                            let (req, resp) = (xmpp_exchange(&format!("receive on {on}"), ""), xmpp_answer(&got));
+                            expect_any(&step.expect, &resp, &vars)
+                                .map_err(|e| at(format!("receiving on {on}{of}: {e}\n{}", describe(&req, &resp))))?;
+                            (req, resp)
+                        }
+                    };
+                    if i == 0 || i + 1 == times {
+                        exchanges.push((format!("step {n}{of}"), req, resp));
+                    }
+                }
+                vars.remove(REPEAT_VAR);
+                Some(exchanges)
+            }
+            Action::XmppQuiet { on } => {
+                let c = connections.get_mut(on).ok_or_else(|| at(format!("`{on}` is not an open XMPP connection")))?;
+                if let Some(got) = c.quiet(QUIET).map_err(at)? {
+                    return Err(at(format!("expected nothing on {on} for {QUIET:?}, got {got}")));
+                }
+                None
+            }
+            Action::XmppClose(on) => {
+                if let Some(mut c) = connections.remove(on) {
+                    let _ = c.send_raw("</stream:stream>");
+                }
+                None
+            }
+            Action::Drain { sender } => {
+                let sender_id = text_of(&sender_value(sender, &vars).map_err(at)?["id"]);
+                control.drain(&sender_id).map_err(|e| at(e.to_string()))?;
+                None
+            }
             Action::Inbox(which) => {
                 let id = text_of(&render(which, &vars).map_err(at)?);
                 let (req, resp) = control.inbox(&id).map_err(|e| at(e.to_string()))?;
@@ -208,7 +276,7 @@ pub fn run(
         };
         let Some(exchanges) = exchange else { continue };
         for (_, req, resp) in &exchanges {
-            if !matches!(step.action, Action::Request(_)) {
+            if !matches!(step.action, Action::Request(_) | Action::XmppPost { .. } | Action::XmppReceive { .. }) {
                 expect_any(&step.expect, resp, &vars)
                     .map_err(|e| at(format!("{} {}: {e}\n{}", req.method, req.path, describe(req, resp))))?;
             }
@@ -228,6 +296,10 @@ pub fn run(
     }
     Ok(transcript)
 }
+
+/// How long `xmpp_quiet` listens: long enough for a server that would send, short enough
+/// for a suite.
+const QUIET: std::time::Duration = std::time::Duration::from_millis(200);
 
 /// An XMPP exchange in the shape the checks and the snapshots take: what was sent as the
 /// request (method `XMPP`), the JSON that came back as a body.

@@ -43,6 +43,10 @@ pub fn handle(model: &mut Model, profile: &str, req: &HttpRequest) -> HttpRespon
         ("POST", ["instances", id, "upstream"]) => upstream(model, id, req).unwrap_or_else(|e| e),
         ("POST", ["instances", id, "handled"]) => handled(model, id, req).unwrap_or_else(|e| e),
         ("POST", ["senders", id, "clock"]) => clock(model, id, req).unwrap_or_else(|e| e),
+        ("POST", ["senders", id, "drain"]) => match model.drain(id) {
+            Some(n) => HttpResponse::json(200, &json!({ "connections": n })),
+            None => HttpResponse::error(404, format!("unknown sender id {id:?}")),
+        },
         ("POST", ["instances", id, "unregister"]) => {
             if model.unregister(id) {
                 HttpResponse::empty(204)
@@ -77,7 +81,10 @@ fn connectivity(model: &mut Model, id: &str, req: &HttpRequest) -> Reply {
 fn upstream(model: &mut Model, id: &str, req: &HttpRequest) -> Reply {
     let b = body(req)?;
     let Some(to) = b.get("to").and_then(Value::as_str) else {
-        return Err(HttpResponse::error(400, "expected {\"to\": <notification key>, \"data\": {...}}"));
+        return Err(HttpResponse::error(
+            400,
+            "expected {\"to\": <notification key or sender id@gcm.googleapis.com>, \"data\": {...}}",
+        ));
     };
     let data = match b.get("data") {
         None | Some(Value::Null) => None,
@@ -86,6 +93,14 @@ fn upstream(model: &mut Model, id: &str, req: &HttpRequest) -> Reply {
     };
     if model.inbox(id).is_none() {
         return Err(unknown_instance(id));
+    }
+    // `<sender id>@gcm.googleapis.com` is the app server; anything else a notification key.
+    if let Some(sender) = to.strip_suffix(&format!("@{}", crate::xmpp::DOMAIN)) {
+        let message_id = b.get("message_id").and_then(Value::as_str).map(str::to_string);
+        return match model.upstream_to_app_server(id, sender, data, message_id) {
+            Ok(message_id) => Ok(HttpResponse::json(200, &json!({ "message_id": message_id }))),
+            Err(e) => Err(HttpResponse::error(400, e)),
+        };
     }
     Ok(match model.upstream_to_group(id, to, data) {
         Ok(_) => HttpResponse::empty(204),

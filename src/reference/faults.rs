@@ -93,6 +93,13 @@ faults! {
     XmppGroupNack => "xmpp.group.nack": "acks a group send whose every member failed",
     XmppBadRequest => "xmpp.stanza.bad-request": "answers a message stanza without a gcm payload with a nack, not a stanza error",
     XmppInvalidJson => "xmpp.json.invalid": "answers a gcm payload that is not JSON with a stanza error, not a nack",
+    XmppUpstream => "xmpp.upstream.delivered": "leaves `from` out of upstream messages",
+    XmppResend => "xmpp.upstream.resend": "drops unacknowledged upstream messages when a connection closes",
+    XmppOwnConnection => "xmpp.ack.own-connection": "accepts an ack on any connection of the sender",
+    XmppFlowControl => "xmpp.upstream.flow-control": "sends upstream messages without waiting for acks",
+    XmppReceipt => "xmpp.receipt": "leaves original_message_id out of delivery receipts",
+    XmppDraining => "xmpp.draining": "keeps accepting downstream messages on a draining connection",
+    XmppPipelined => "xmpp.downstream.pipelined": "refuses downstream messages past half the pending limit on a connection (QUOTA_EXCEEDED)",
 }
 
 impl fmt::Display for Fault {

@@ -301,6 +301,7 @@ pub(crate) fn parse_send(model: &Model, body: &Map<String, Value>) -> Result<(Ta
         delay_while_idle: flag("delay_while_idle")?,
         dry_run: flag("dry_run")?,
         restricted_package_name: string_field(body, "restricted_package_name", false)?,
+        receipt_for: None,
     };
     Ok((target, message))
 }

@@ -62,6 +62,8 @@ pub struct Queued {
     pub sent_at_ms: u64,
     /// The device connected since the message was stored: `delay_while_idle` no longer holds it.
     pub released: bool,
+    /// The app server's message id, when it asked for a delivery receipt (XMPP).
+    pub receipt: Option<String>,
 }
 
 impl Queued {
@@ -97,6 +99,8 @@ pub struct Instance {
     deleted_notice: Option<String>,
     /// Token buckets per (sender, collapse key); `None` is the non-collapsible bucket.
     buckets: HashMap<(String, Option<String>), Bucket>,
+    /// Delivered messages whose sender asked for a receipt: (sender, app message id, when).
+    pub receipts: Vec<(String, String, u64)>,
 }
 
 impl Instance {
@@ -113,6 +117,7 @@ impl Instance {
             pending: Vec::new(),
             deleted_notice: None,
             buckets: HashMap::new(),
+            receipts: Vec::new(),
         }
     }
 
@@ -178,7 +183,7 @@ impl Instance {
             // "Now or never": never stored, never throttled.
             let throttled = faults.has(Fault::ThrottleTtlZero) && !self.take_token(&q, now_ms, limits);
             if self.can_receive(&q, faults) && !throttled {
-                self.inbox.push(q.message);
+                self.take(q, now_ms);
             }
             return;
         }
@@ -277,13 +282,21 @@ impl Instance {
             if !self.can_receive(&q, faults) {
                 waiting.push(q);
             } else if self.take_token(&q, now, limits) {
-                self.inbox.push(q.message);
+                self.take(q, now);
             } else if !faults.has(Fault::ThrottleDelays) {
                 waiting.push(q);
             }
         }
         self.pending = waiting;
         self.settle_buckets(limits);
+    }
+
+    /// The device takes the message.
+    fn take(&mut self, q: Queued, now_ms: u64) {
+        if let Some(id) = q.receipt {
+            self.receipts.push((q.sender, id, now_ms));
+        }
+        self.inbox.push(q.message);
     }
 
     /// A group message handled elsewhere leaves this device's unsent queue.

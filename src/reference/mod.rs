@@ -16,6 +16,7 @@ use axum::extract::{Request, State};
 use axum::response::Response;
 use tokio::net::TcpListener;
 
+pub mod ccs;
 pub mod clock;
 pub mod control;
 pub mod faults;
@@ -69,6 +70,8 @@ impl Config {
 
 struct Shared {
     model: Mutex<Model>,
+    /// Woken when the model queues something for an XMPP connection.
+    changed: tokio::sync::Notify,
     clock: VirtualClock,
     site: http::Site,
     max_body_bytes: usize,
@@ -87,6 +90,7 @@ impl Reference {
         Reference {
             shared: Arc::new(Shared {
                 model: Mutex::new(model),
+                changed: tokio::sync::Notify::new(),
                 clock,
                 site: http::Site { profile: config.profile, control_api: config.control_api },
                 max_body_bytes: config.max_body_bytes,
@@ -107,7 +111,17 @@ impl Reference {
     pub fn with_model<R>(&self, f: impl FnOnce(&mut Model) -> R) -> R {
         // A panic inside the lock was already turned into a 500; the state is still usable.
         let mut guard = self.shared.model.lock().unwrap_or_else(|e| e.into_inner());
-        f(&mut guard)
+        let before = guard.ccs_generation();
+        let result = f(&mut guard);
+        if guard.ccs_generation() != before {
+            self.shared.changed.notify_waiters();
+        }
+        result
+    }
+
+    /// Completes after the model next queues something for an XMPP connection.
+    pub fn changed(&self) -> tokio::sync::futures::Notified<'_> {
+        self.shared.changed.notified()
     }
 
     pub fn clock(&self) -> &VirtualClock {

@@ -11,6 +11,7 @@ use rand::{Rng, RngExt, SeedableRng};
 use serde::Serialize;
 use serde_json::{Map, Value, json};
 
+use super::ccs::{AckError, Ccs, ForAppServer};
 use super::clock::Clock;
 use super::faults::{Fault, Faults};
 pub use super::lifetime::{Connectivity, Delivered, Platform};
@@ -31,6 +32,8 @@ pub struct Limits {
     pub max_senders: usize,
     pub max_registration_ids: usize,
     pub throttle: Throttle,
+    /// Messages the connection server keeps in flight per connection.
+    pub max_pending_per_connection: usize,
 }
 
 /// A token bucket per application and collapse key.
@@ -79,6 +82,7 @@ impl Limits {
             max_payload_bytes_ios: get("max_payload_bytes_ios")?.map(size),
             max_senders: size(need("max_senders")?),
             max_registration_ids: size(need("max_registration_ids")?),
+            max_pending_per_connection: size(need("max_pending_per_connection")?),
             throttle: Throttle {
                 initial_tokens: need("throttle_initial_tokens")?,
                 grant_tokens: need("throttle_grant_tokens")?,
@@ -157,6 +161,8 @@ pub struct Message {
     pub delay_while_idle: bool,
     pub dry_run: bool,
     pub restricted_package_name: Option<String>,
+    /// XMPP only: the app server's message id, to report delivery with a receipt.
+    pub receipt_for: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -214,6 +220,7 @@ pub struct Model {
     group_names: HashMap<(String, String), String>,
     id_tokens: HashMap<String, IdToken>,
     minted_keys: u64,
+    ccs: Ccs,
 }
 
 impl Model {
@@ -232,6 +239,7 @@ impl Model {
             group_names: HashMap::new(),
             id_tokens: HashMap::new(),
             minted_keys: 0,
+            ccs: Ccs::default(),
         }
     }
 
@@ -282,6 +290,7 @@ impl Model {
         {
             inst.pump(&now_of, &self.limits, &self.faults);
         }
+        self.collect_receipts();
     }
 
     fn pump(&mut self, registration_id: &str) {
@@ -292,6 +301,109 @@ impl Model {
         if let Some(inst) = self.instances.get_mut(&id) {
             inst.pump(&now_of, &self.limits, &self.faults);
         }
+        self.collect_receipts();
+    }
+
+    /// Delivery receipts for what devices just took go to their senders' app servers.
+    fn collect_receipts(&mut self) {
+        let mut receipts = Vec::new();
+        for (id, inst) in &mut self.instances {
+            for (sender, original, at) in inst.receipts.drain(..) {
+                receipts.push((sender, original, id.clone(), inst.package.clone(), at));
+            }
+        }
+        let max = self.pending_limit();
+        for (sender, original, device, package, at) in receipts {
+            let message_id = format!("dr2:{original}");
+            let mut data = json!({
+                "message_status": "MESSAGE_SENT_TO_DEVICE",
+                "original_message_id": original,
+                "device_registration_id": device,
+                "message_sent_timestamp": at.to_string(),
+            });
+            if self.fault(Fault::XmppReceipt) {
+                data.as_object_mut().expect("an object").remove("original_message_id");
+            }
+            let json = json!({
+                "message_type": "receipt",
+                "message_id": message_id,
+                "from": crate::xmpp::DOMAIN,
+                "category": package.unwrap_or_default(),
+                "data": data,
+            });
+            self.ccs.enqueue(&sender, ForAppServer { message_id, json }, max);
+        }
+    }
+
+    // ---- the connection server (XMPP) -----------------------------------------------
+
+    fn pending_limit(&self) -> usize {
+        if self.fault(Fault::XmppFlowControl) { usize::MAX } else { self.limits.max_pending_per_connection }
+    }
+
+    pub fn ccs_generation(&self) -> u64 {
+        self.ccs.generation()
+    }
+
+    pub fn ccs_connect(&mut self, sender: &str) -> u64 {
+        let max = self.pending_limit();
+        self.ccs.connect(sender, max)
+    }
+
+    pub fn ccs_disconnect(&mut self, conn: u64) {
+        let max = self.pending_limit();
+        let forget = self.fault(Fault::XmppResend);
+        self.ccs.disconnect(conn, max, forget);
+    }
+
+    pub fn ccs_ack(&mut self, conn: u64, message_id: &str) -> Result<(), AckError> {
+        let max = self.pending_limit();
+        let anywhere = self.fault(Fault::XmppOwnConnection);
+        self.ccs.ack(conn, message_id, max, anywhere)
+    }
+
+    pub fn ccs_take(&mut self, conn: u64) -> Vec<Value> {
+        self.ccs.take_outbox(conn)
+    }
+
+    pub fn ccs_is_draining(&self, conn: u64) -> bool {
+        self.ccs.is_draining(conn) && !self.fault(Fault::XmppDraining)
+    }
+
+    /// Tells the sender's XMPP connections to drain; `None` for an unknown sender.
+    pub fn drain(&mut self, sender: &str) -> Option<usize> {
+        self.senders.contains_key(sender).then(|| self.ccs.drain(sender))
+    }
+
+    /// A device sends upstream to its app server (`<sender id>@gcm.googleapis.com`).
+    pub fn upstream_to_app_server(
+        &mut self,
+        registration_id: &str,
+        sender: &str,
+        data: Option<Value>,
+        message_id: Option<String>,
+    ) -> Result<String, String> {
+        let me = self.resolve(registration_id).to_string();
+        let inst = self
+            .instances
+            .get(&me)
+            .ok_or_else(|| format!("no app instance with registration id {registration_id:?}"))?;
+        if !inst.senders.iter().any(|s| s == sender) {
+            return Err(format!("the app is not registered for sender {sender}"));
+        }
+        let category = inst.package.clone().unwrap_or_default();
+        let message_id = match message_id {
+            Some(id) => id,
+            None => format!("up-{}", self.random_text(12)),
+        };
+        let mut json =
+            json!({ "from": me, "category": category, "message_id": message_id, "data": data.unwrap_or(json!({})) });
+        if self.fault(Fault::XmppUpstream) {
+            json.as_object_mut().expect("an object").remove("from");
+        }
+        let max = self.pending_limit();
+        self.ccs.enqueue(sender, ForAppServer { message_id: message_id.clone(), json }, max);
+        Ok(message_id)
     }
 
     // ---- control: what the harness sets up -------------------------------------------
@@ -686,6 +798,7 @@ impl Model {
             ttl_seconds: ttl,
             sent_at_ms: now,
             released: false,
+            receipt: message.receipt_for.clone(),
         };
         let limits = self.limits.clone();
         let instance = self.instances.get_mut(&current).expect("looked up above");
@@ -693,6 +806,7 @@ impl Model {
         if !faults.has(Fault::ConnectedNow) {
             self.pump(&current);
         }
+        self.collect_receipts();
         Ok(canonical)
     }
 
@@ -936,6 +1050,7 @@ mod tests {
             max_payload_bytes_ios: Some(32),
             max_senders: 3,
             max_registration_ids: 10,
+            max_pending_per_connection: 5,
             throttle: Throttle { initial_tokens: 3, grant_tokens: 1, grant_interval_seconds: 60 },
         };
         Model::new(limits, Box::new(VirtualClock::new()), 7, Faults::new(faults.iter().copied()))

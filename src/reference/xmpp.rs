@@ -41,15 +41,38 @@ pub async fn serve(
 struct Session {
     /// The authenticated sender, after SASL success.
     sender: Option<String>,
+    /// The model's id for this connection, after SASL success.
+    conn: Option<u64>,
     streams: u32,
+    /// Downstream messages taken on this connection (for the pipelining fault).
+    downstream: usize,
+    /// Ids for the stanzas the server sends.
+    sent: u64,
 }
 
 /// Serves one app-server connection to its end.
 pub async fn connection<S: AsyncRead + AsyncWrite + Unpin>(mut io: S, reference: Reference) {
     let mut parser = StreamParser::default();
     let mut session = Session::default();
+    serve_connection(&mut io, &reference, &mut parser, &mut session).await;
+    if let Some(conn) = session.conn {
+        // What it had not acknowledged goes to the sender's other connections, or waits.
+        reference.with_model(|m| m.ccs_disconnect(conn));
+    }
+}
+
+async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
+    io: &mut S,
+    reference: &Reference,
+    parser: &mut StreamParser,
+    session: &mut Session,
+) {
     let mut buf = vec![0u8; 16 * 1024];
     loop {
+        // Armed before looking, so that nothing queued meanwhile is missed.
+        let notified = reference.changed();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
         loop {
             let event = match parser.next_event() {
                 Ok(Some(e)) => e,
@@ -59,14 +82,27 @@ pub async fn connection<S: AsyncRead + AsyncWrite + Unpin>(mut io: S, reference:
                     return;
                 }
             };
-            let (reply, close) = reference.with_model(|m| answer(m, &mut session, event));
+            let (reply, close) = reference.with_model(|m| answer(m, session, event));
             if io.write_all(reply.as_bytes()).await.is_err() || close {
                 return;
             }
         }
-        match io.read(&mut buf).await {
-            Ok(0) | Err(_) => return,
-            Ok(n) => parser.feed(&buf[..n]),
+        if let Some(conn) = session.conn {
+            let outbox = reference.with_model(|m| m.ccs_take(conn));
+            for json in outbox {
+                session.sent += 1;
+                let stanza = wire::gcm_message(&format!("ccs-{}", session.sent), &json.to_string());
+                if io.write_all(stanza.as_bytes()).await.is_err() {
+                    return;
+                }
+            }
+        }
+        tokio::select! {
+            read = io.read(&mut buf) => match read {
+                Ok(0) | Err(_) => return,
+                Ok(n) => parser.feed(&buf[..n]),
+            },
+            () = &mut notified => {}
         }
     }
 }
@@ -107,12 +143,12 @@ fn answer(model: &mut Model, session: &mut Session, event: Event) -> (String, bo
         Event::Stanza(stanza) => match (stanza.name.as_str(), &session.sender) {
             ("auth", None) => authenticate(model, session, &stanza),
             (_, None) => (stream_error("not-authorized", "authenticate with SASL PLAIN first"), true),
-            ("iq", Some(sender)) => (iq(&stanza, sender), false),
+            ("iq", Some(_)) => (iq(model, session, &stanza), false),
             ("presence", Some(_)) => (String::new(), false),
-            ("message", Some(sender)) => {
-                let sender = sender.clone();
-                (message(model, &sender, &stanza), false)
+            ("message", Some(_)) if session.conn.is_none() => {
+                (stream_error("not-authorized", "bind a resource before sending messages"), true)
             }
+            ("message", Some(_)) => (message(model, session, &stanza), false),
             (other, Some(_)) => {
                 (stream_error("unsupported-stanza-type", &format!("<{other}> is not a stanza here")), true)
             }
@@ -120,7 +156,7 @@ fn answer(model: &mut Model, session: &mut Session, event: Event) -> (String, bo
     }
 }
 
-fn authenticate(model: &Model, session: &mut Session, auth: &Element) -> (String, bool) {
+fn authenticate(model: &mut Model, session: &mut Session, auth: &Element) -> (String, bool) {
     let failure = |condition: &str| {
         (format!("<failure xmlns=\"{}\"><{condition}/></failure></stream:stream>", wire::SASL_NS), true)
     };
@@ -142,9 +178,14 @@ fn authenticate(model: &Model, session: &mut Session, auth: &Element) -> (String
     (format!("<success xmlns=\"{}\"/>", wire::SASL_NS), false)
 }
 
-fn iq(stanza: &Element, sender: &str) -> String {
+fn iq(model: &mut Model, session: &mut Session, stanza: &Element) -> String {
     let id = wire::escape(stanza.attr("id").unwrap_or(""));
+    let sender = session.sender.clone().unwrap_or_default();
     if let Some(bind) = stanza.child("bind") {
+        // Bound: from now on the connection takes upstream messages, receipts and control.
+        if session.conn.is_none() {
+            session.conn = Some(model.ccs_connect(&sender));
+        }
         let resource =
             bind.child("resource").map(Element::text).filter(|r| !r.is_empty()).unwrap_or_else(|| "gcmspec".into());
         let jid = format!("{sender}@{}/{resource}", wire::DOMAIN);
@@ -189,7 +230,8 @@ fn ccs_error(error: &str) -> &'static str {
     }
 }
 
-fn message(model: &mut Model, sender: &str, stanza: &Element) -> String {
+fn message(model: &mut Model, session: &mut Session, stanza: &Element) -> String {
+    let (Some(sender), Some(conn)) = (session.sender.clone(), session.conn) else { return String::new() };
     let Some(payload) = stanza.gcm_payload() else {
         return if model.faults().has(Fault::XmppBadRequest) {
             reply(stanza, &nack("", &Value::Null, "INVALID_JSON", "no gcm payload"))
@@ -205,9 +247,13 @@ fn message(model: &mut Model, sender: &str, stanza: &Element) -> String {
     let message_id = body.get("message_id").cloned().unwrap_or(Value::Null);
     let to = body.get("to").and_then(Value::as_str).unwrap_or("").to_string();
     if let Some(kind) = body.get("message_type").and_then(Value::as_str) {
-        // Acks from the app server are for upstream messages, none of which is unacked yet.
-        let what = format!("no upstream message {message_id} awaits this {kind}");
-        return reply(stanza, &nack(&to, &message_id, "BAD_ACK", &what));
+        // The app server acknowledges (or refuses: either way, done) an upstream message or
+        // a receipt, on the connection that received it.
+        let id = message_id.as_str().unwrap_or_default();
+        return match model.ccs_ack(conn, id) {
+            Ok(()) => String::new(),
+            Err(e) => reply(stanza, &nack(&to, &message_id, "BAD_ACK", &format!("{kind}: {e}"))),
+        };
     }
     if !message_id.is_string() {
         return reply(
@@ -215,19 +261,32 @@ fn message(model: &mut Model, sender: &str, stanza: &Element) -> String {
             &nack(&to, &message_id, "INVALID_JSON", "missing `message_id`: every downstream message needs one"),
         );
     }
+    if model.ccs_is_draining(conn) {
+        return reply(
+            stanza,
+            &nack(&to, &message_id, "CONNECTION_DRAINING", "this connection is draining: open a new one"),
+        );
+    }
+    session.downstream += 1;
+    if model.faults().has(Fault::XmppPipelined) && session.downstream > model.limits().max_pending_per_connection / 2 {
+        return reply(stanza, &nack(&to, &message_id, "QUOTA_EXCEEDED", "too many pending messages"));
+    }
     if body.contains_key("registration_ids") {
         return reply(
             stanza,
             &nack(&to, &message_id, "INVALID_JSON", "XMPP sends to one `to`; `registration_ids` is HTTP only"),
         );
     }
-    let (target, message) = match parse_send(model, &body) {
+    let (target, mut message) = match parse_send(model, &body) {
         Ok(parsed) => parsed,
         Err(resp) => {
             let why = resp.body_json().and_then(|b| b["error"].as_str().map(str::to_string)).unwrap_or_default();
             return reply(stanza, &nack(&to, &message_id, "INVALID_JSON", &why));
         }
     };
+    if body.get("delivery_receipt_requested") == Some(&Value::Bool(true)) {
+        message.receipt_for = message_id.as_str().map(str::to_string);
+    }
     let faults = model.faults().clone();
     let ack = |extra: Value| {
         let mut a = json!({ "message_type": "ack", "from": to, "message_id": message_id });
@@ -239,7 +298,7 @@ fn message(model: &mut Model, sender: &str, stanza: &Element) -> String {
         }
         a
     };
-    let json = match model.send(sender, target, message) {
+    let json = match model.send(&sender, target, message) {
         SendOutcome::Group { success, failed } => {
             let mut counts = json!({ "success": success, "failure": failed.len() });
             if !failed.is_empty() {

@@ -616,6 +616,11 @@ impl Cx<'_> {
             "xmpp_connect",
             "xmpp_send",
             "xmpp_raw",
+            "xmpp_post",
+            "xmpp_receive",
+            "xmpp_quiet",
+            "xmpp_close",
+            "drain",
         ];
         let actions: Vec<_> = entries.iter().filter(|(k, _, _)| ACTIONS.contains(&k.as_str())).collect();
         let [(action_key, _, action_node)] = actions.as_slice() else {
@@ -625,6 +630,9 @@ impl Cx<'_> {
         let mut allowed = vec![action_key.as_str(), "expect", "save", "note"];
         if action_key == "request" {
             allowed.extend(["sender", "auth", "headers", "omit_headers", "query", "body", "raw_body", "repeat"]);
+        }
+        if ["xmpp_post", "xmpp_receive", "upstream"].contains(&action_key.as_str()) {
+            allowed.push("repeat");
         }
         let repeat = node.get("repeat").map(|r| {
             let v = r.to_json();
@@ -747,7 +755,7 @@ impl Cx<'_> {
                 let to = self.required_template(action_node, "to", &afield, defined)?;
                 let data = action_node.get("data").map(Node::to_json);
                 if let Some(d) = &data {
-                    self.templates(d, &format!("{afield}.data"), span, defined);
+                    self.templates(d, &format!("{afield}.data"), span, defined_here);
                 }
                 Action::Upstream { from, to, data }
             }
@@ -802,6 +810,40 @@ impl Cx<'_> {
                     Action::XmppRaw { on, stanza: value }
                 }
             }
+            "xmpp_post" => {
+                needs.insert("xmpp".into());
+                self.table(action_node, &afield)?;
+                self.only(action_node.entries(), &["on", "message"], &afield);
+                let on = self.connection(action_node, &afield, defined)?;
+                let message = self.required_template(action_node, "message", &afield, defined_here)?;
+                Action::XmppPost { on, message }
+            }
+            "xmpp_receive" | "xmpp_quiet" => {
+                needs.insert("xmpp".into());
+                self.table(action_node, &afield)?;
+                self.only(action_node.entries(), &["on"], &afield);
+                let on = self.connection(action_node, &afield, defined)?;
+                if action_key == "xmpp_receive" { Action::XmppReceive { on } } else { Action::XmppQuiet { on } }
+            }
+            "xmpp_close" => {
+                needs.insert("xmpp".into());
+                let Some(on) = action_node.as_str().map(str::to_string) else {
+                    self.err(span, &afield, "expected the name of a connection");
+                    return None;
+                };
+                if !defined.contains(&on) {
+                    self.err(span, &afield, &format!("`{on}` is not a connection made by an earlier xmpp_connect"));
+                }
+                Action::XmppClose(on)
+            }
+            "drain" => {
+                needs.insert("drain".into());
+                self.table(action_node, &afield)?;
+                self.only(action_node.entries(), &["sender"], &afield);
+                let sender = self.string(action_node, "sender", &afield, false).unwrap_or_else(|| "sender".into());
+                self.sender_expr(&sender, span, &format!("{afield}.sender"), defined);
+                Action::Drain { sender }
+            }
             _ => Action::Request(self.request(node, action_node, field, defined_here)?),
         };
         let expect = match node.get("expect").map(|e| (e, &e.value)) {
@@ -818,7 +860,7 @@ impl Cx<'_> {
             }
             Some((e, _)) => vec![self.expect(e, &format!("{field}.expect"), defined_here)?],
         };
-        if repeat.is_some() && action_key != "request" {
+        if repeat.is_some() && !["request", "xmpp_post", "xmpp_receive", "upstream"].contains(&action_key.as_str()) {
             self.err(&node.span, &format!("{field}.repeat"), "only request steps repeat");
         }
         let mut save = Vec::new();
@@ -835,6 +877,19 @@ impl Cx<'_> {
         }
         defined.extend(defines);
         Some(Step { line: self.line(&node.span), action, expect, repeat, save })
+    }
+
+    /// The `on` of an XMPP step: a connection made earlier.
+    fn connection(&mut self, node: &Node, field: &str, defined: &BTreeSet<String>) -> Option<String> {
+        let on = self.string(node, "on", field, true)?;
+        if !defined.contains(&on) {
+            self.err(
+                &node.span,
+                &format!("{field}.on"),
+                &format!("`{on}` is not a connection made by an earlier xmpp_connect"),
+            );
+        }
+        Some(on)
     }
 
     /// A sender reference: an expression (`other`, `partners[3]`) over defined variables.

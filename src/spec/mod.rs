@@ -228,6 +228,25 @@ pub enum Action {
         on: String,
         stanza: Value,
     },
+    /// A `<gcm>` message on a connection, not waiting for an answer (acks, pipelining).
+    XmppPost {
+        on: String,
+        message: Value,
+    },
+    /// The next message the server sends on a connection, as JSON.
+    XmppReceive {
+        on: String,
+    },
+    /// Nothing arrives on a connection for a moment.
+    XmppQuiet {
+        on: String,
+    },
+    /// The app server closes a connection.
+    XmppClose(String),
+    /// The server tells the sender's XMPP connections to drain (control API).
+    Drain {
+        sender: String,
+    },
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -353,6 +372,7 @@ pub const CAPABILITIES: &[&str] = &[
     "upstream",
     "dismiss",
     "clock",
+    "drain",
 ];
 
 /// Variables every scenario has before its first step.

@@ -315,6 +315,10 @@ impl Control<'_> {
             .map(|_| ())
     }
 
+    pub fn drain(&self, sender_id: &str) -> Result<(), ControlError> {
+        self.call("POST", &format!("senders/{sender_id}/drain"), None).map(|_| ())
+    }
+
     pub fn advance_clock(&self, sender_id: &str, seconds: u64) -> Result<(), ControlError> {
         self.call("POST", &format!("senders/{sender_id}/clock"), Some(json!({ "advance_seconds": seconds })))
             .map(|_| ())

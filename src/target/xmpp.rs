@@ -24,7 +24,7 @@ pub enum Auth {
 }
 
 impl XmppClient {
-    pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
+    pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(3);
 
     fn open(addr: SocketAddr, timeout: Duration) -> Result<XmppClient, String> {
         let stream =
@@ -115,6 +115,19 @@ impl XmppClient {
             Event::Stanza(s) => Ok(s),
             Event::StreamClose => Err("the XMPP server closed the stream".into()),
             Event::StreamOpen(_) => Err("an unexpected stream header".into()),
+        }
+    }
+
+    /// Waits `wait` for anything to arrive: `Ok(None)` if nothing did.
+    pub fn quiet(&mut self, wait: Duration) -> Result<Option<Value>, String> {
+        let saved = self.timeout;
+        self.timeout = wait;
+        let got = self.next_as_json();
+        self.timeout = saved;
+        match got {
+            Ok(v) => Ok(Some(v)),
+            Err(e) if e.starts_with("no answer") => Ok(None),
+            Err(e) => Err(e),
         }
     }
 
