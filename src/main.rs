@@ -83,6 +83,9 @@ struct RunArgs {
     /// Per-request timeout in seconds, for --target.
     #[arg(long, default_value_t = 10)]
     timeout: u64,
+    /// Seconds an XMPP step waits for the server's answer.
+    #[arg(long, default_value_t = 3.0)]
+    xmpp_timeout: f64,
     #[command(flatten)]
     test: libtest_mimic::Arguments,
 }
@@ -214,6 +217,7 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         seed: args.seed,
         cases: args.cases,
         snapshots,
+        xmpp_timeout: Duration::from_secs_f64(args.xmpp_timeout.max(0.01)),
         run_id: format!(
             "{:x}",
             std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0)

@@ -22,6 +22,7 @@ pub fn run(
     steps: &[Step],
     mut vars: Vars,
     redactor: &mut Redactor,
+    xmpp_timeout: std::time::Duration,
 ) -> Result<Transcript, String> {
     let mut transcript = Transcript::default();
     // XMPP connections by name; they close when the scenario ends.
@@ -151,8 +152,7 @@ pub fn run(
                     Some(p) => text_of(&render(p, &vars).map_err(at)?),
                     None => text_of(&sender["key"]),
                 };
-                let (client, auth) =
-                    XmppClient::connect(addr, &id, &password, XmppClient::DEFAULT_TIMEOUT).map_err(at)?;
+                let (client, auth) = XmppClient::connect(addr, &id, &password, xmpp_timeout).map_err(at)?;
                 let answer = match &auth {
                     XmppAuth::Success => json!({ "sasl": "success" }),
                     XmppAuth::Failure(condition) => json!({ "sasl": "failure", "condition": condition }),
