@@ -1,5 +1,6 @@
-//! Real clients against the reference over HTTP: the `fcm-device-group` crate (device
-//! groups) and npm's `node-gcm` (sends), which `.ci/run` installs with `npm ci`.
+//! Real clients against the reference: the `fcm-device-group` crate (device groups, HTTP),
+//! npm's `node-gcm` (sends, HTTP) and npm's `@xmpp/client` (the XMPP connection server),
+//! which `.ci/run` installs with `npm ci` in tests/interop.
 
 use fcm_device_group::{FCMDeviceGroup, FCMDeviceGroupClient, NoToken};
 use gcmspec::Reference;
@@ -105,18 +106,75 @@ async fn node_gcm(dir: std::path::PathBuf) -> Result<(), String> {
     Ok(())
 }
 
-pub fn trials() -> Vec<Trial> {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop");
-    let installed = dir.join("node_modules/node-gcm").is_dir();
-    let node_gcm_trial = trial("interop::node-gcm::send-to-tokens-and-notification-key", move || {
-        if !installed {
-            return Err("npm's node-gcm is not installed: run `npm ci` in tests/interop (.ci/run does)".into());
-        }
-        crate::block_on(node_gcm(dir))
+async fn xmpp_client(dir: std::path::PathBuf) -> Result<(), String> {
+    let server = Reference::start().await;
+    let (sender, phones, key) = server.reference().with_model(|m| {
+        let sender = m.create_sender();
+        let phones: Vec<String> = (0..2).map(|_| m.register_instance(vec![sender.sender_id.clone()], None)).collect();
+        let key =
+            m.manage_group(&sender.sender_id, GroupOp::Create { name: "appUser-Chris".into(), ids: phones.clone() });
+        (sender, phones, key)
     });
+    let key = key.map_err(|e| e.to_string())?;
+    let args = [
+        "xmpp-client.mjs".to_string(),
+        server.xmpp_address().to_string(),
+        sender.sender_id.clone(),
+        sender.server_key.clone(),
+        phones[0].clone(),
+        key.clone(),
+    ];
+    let node =
+        tokio::task::spawn_blocking(move || std::process::Command::new("node").current_dir(&dir).args(&args).output());
+    let out = node.await.map_err(|e| e.to_string())?.map_err(|e| format!("running node: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "xmpp-client.mjs failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    let v: serde_json::Value =
+        serde_json::from_slice(&out.stdout).map_err(|e| format!("{e}: {}", String::from_utf8_lossy(&out.stdout)))?;
+    let token_ack = &v["m-token"];
+    let group_ack = &v["m-group"];
+    if token_ack["message_type"] != "ack"
+        || token_ack["from"] != phones[0].as_str()
+        || group_ack["message_type"] != "ack"
+        || group_ack["success"] != 2
+    {
+        return Err(format!("unexpected answers through @xmpp/client: {v}"));
+    }
+    let got = server.reference().with_model(|m| m.inbox(&phones[0]).map(|i| i.to_vec())).unwrap_or_default();
+    if got.len() != 2 {
+        return Err(format!("{} should have the direct and the group message: {got:?}", phones[0]));
+    }
+    Ok(())
+}
+
+/// A trial that runs a Node client from tests/interop: skipped (not failed) outside CI when
+/// `npm ci` has not been run there, required in CI.
+fn node_trial<F: std::future::Future<Output = Result<(), String>> + 'static>(
+    name: &str,
+    package: &str,
+    run: fn(std::path::PathBuf) -> F,
+) -> Trial {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop");
+    let installed = dir.join("node_modules").join(package).is_dir();
+    let package = package.to_string();
+    let t = trial(name, move || {
+        if !installed {
+            return Err(format!("npm's {package} is not installed: run `npm ci` in tests/interop (.ci/run does)"));
+        }
+        crate::block_on(run(dir))
+    });
+    t.with_ignored_flag(!installed && std::env::var_os("CI").is_none())
+}
+
+pub fn trials() -> Vec<Trial> {
     vec![
         trial("interop::fcm-device-group::create-add-remove-lookup", || crate::block_on(fcm_device_group_client())),
-        // In CI the client must be there; elsewhere, without `npm ci`, it is skipped, not failed.
-        node_gcm_trial.with_ignored_flag(!installed && std::env::var_os("CI").is_none()),
+        node_trial("interop::node-gcm::send-to-tokens-and-notification-key", "node-gcm", node_gcm),
+        node_trial("interop::xmpp-client::login-and-send", "@xmpp/client", xmpp_client),
     ]
 }
