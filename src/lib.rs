@@ -14,9 +14,12 @@
 //!   [`reference::faults`] one deliberate bug per rule. [`reference::serve`] takes a
 //!   listener and a shutdown signal; [`reference::Reference::start`] runs it on an
 //!   ephemeral port inside a test.
-//! - [`wire`]: an HTTP exchange as plain data, shared by the adapter and the targets.
+//!   [`reference::xmpp`] is the XMPP connection server over the same model, whose own state
+//!   (connections, unacked messages, queues) is [`reference::ccs`].
+//! - [`wire`]: an HTTP exchange as plain data, shared by the adapter and the targets;
+//!   [`xmpp`](mod@xmpp): the XMPP wire format (stanza parser), shared likewise.
 //! - [`target`]: the one interface the harness reaches servers through, in-process or over
-//!   HTTP, and the typed control-API client on top of it.
+//!   HTTP and XMPP, the typed control-API client on top of it, and an XMPP client.
 //! - [`harness`]: rules -> libtest-mimic trials: scenarios, proptest properties, insta
 //!   snapshots of normalized responses, and the self-test that proves each rule bites.
 //!
