@@ -49,7 +49,9 @@ fn run(connections: usize) -> f64 {
 }
 
 fn main() {
-    println!("XMPP downstream to one token, time_to_live 0, {MESSAGES_PER_CONNECTION} messages per connection, full window in flight");
+    println!(
+        "XMPP downstream to one token, time_to_live 0, {MESSAGES_PER_CONNECTION} messages per connection, full window in flight"
+    );
     for connections in [1, 2, 4, 8] {
         println!("{connections} connection(s): {:>9.0} acked messages/s", run(connections));
     }

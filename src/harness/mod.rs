@@ -72,41 +72,54 @@ pub fn cases(
             continue;
         }
         for (check_index, check) in rule.checks.iter().enumerate() {
-            let mut needs = rule.needs.clone();
-            if let CheckKind::Property { property, .. } = &check.kind {
-                needs.extend(
-                    property::find(property)
-                        .map(|p| p.needs.iter().map(|s| s.to_string()).collect::<Vec<_>>())
-                        .unwrap_or_default(),
-                );
-            }
-            let run = match scenario::missing(&caps, &needs) {
-                Some(why) => Err(why),
-                None => {
-                    let (catalog, target, caps, options) =
-                        (catalog.clone(), target.clone(), caps.clone(), options.clone());
-                    let f: CaseFn = Arc::new(move || {
-                        let rule = &catalog.rules[rule_index];
-                        run_check(&catalog, rule, check_index, target.as_ref(), &caps, &options)
-                    });
-                    Ok(f)
+            for transport in &check.transports {
+                let mut needs = rule.needs.clone();
+                if transport != "http" {
+                    needs.push(transport.clone());
                 }
-            };
-            out.push(Case {
-                name: format!("{}::{}", rule.id, check.name),
-                rule_id: rule.id.clone(),
-                level: rule.level,
-                run,
-            });
+                if let CheckKind::Property { property, .. } = &check.kind {
+                    needs.extend(
+                        property::find(property)
+                            .map(|p| p.needs.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+                            .unwrap_or_default(),
+                    );
+                }
+                let run = match scenario::missing(&caps, &needs) {
+                    Some(why) => Err(why),
+                    None => {
+                        let (catalog, target, caps, options) =
+                            (catalog.clone(), target.clone(), caps.clone(), options.clone());
+                        let transport = transport.clone();
+                        let f: CaseFn = Arc::new(move || {
+                            let rule = &catalog.rules[rule_index];
+                            run_check(&catalog, rule, check_index, &transport, target.as_ref(), &caps, &options)
+                        });
+                        Ok(f)
+                    }
+                };
+                out.push(Case {
+                    name: format!("{}::{}{}", rule.id, check.name, transport_suffix(transport)),
+                    rule_id: rule.id.clone(),
+                    level: rule.level,
+                    run,
+                });
+            }
         }
     }
     out
+}
+
+/// Trials and snapshots of a check over a transport other than HTTP carry its name:
+/// `rule::check@xmpp`.
+fn transport_suffix(transport: &str) -> String {
+    if transport == "http" { String::new() } else { format!("@{transport}") }
 }
 
 fn run_check(
     catalog: &Catalog,
     rule: &Rule,
     check_index: usize,
+    transport: &str,
     target: &dyn Target,
     caps: &Capabilities,
     options: &Options,
@@ -127,9 +140,9 @@ fn run_check(
                 redactor.learn(k, &v);
                 vars.insert(k.to_string(), v);
             }
-            let transcript = scenario::run(&control, steps, vars, &mut redactor, options.xmpp_timeout)?;
+            let transcript = scenario::run(&control, steps, vars, &mut redactor, transport, options.xmpp_timeout)?;
             if let Some(dir) = &options.snapshots {
-                let name = format!("{}__{}", rule.id, check.name);
+                let name = format!("{}__{}{}", rule.id, check.name, transport_suffix(transport));
                 let description = format!("{} {} ({}): {}", rule.level, rule.id, check.name, rule.title);
                 snapshot::compare(dir, &name, &description, &transcript.text)?;
             }

@@ -22,6 +22,7 @@ pub fn run(
     steps: &[Step],
     mut vars: Vars,
     redactor: &mut Redactor,
+    transport: &str,
     xmpp_timeout: std::time::Duration,
 ) -> Result<Transcript, String> {
     let mut transcript = Transcript::default();
@@ -143,6 +144,43 @@ pub fn run(
                 let sender_id = text_of(&sender_value(sender, &vars).map_err(at)?["id"]);
                 control.advance_clock(&sender_id, seconds).map_err(|e| at(e.to_string()))?;
                 None
+            }
+            Action::Send(message) => {
+                let message = render(message, &vars).map_err(at)?;
+                let sender = sender_value("sender", &vars).map_err(at)?;
+                if transport == "xmpp" {
+                    if !connections.contains_key(SEND_CONNECTION) {
+                        let addr = control
+                            .target
+                            .xmpp_address()
+                            .ok_or_else(|| at("the target has no XMPP endpoint".into()))?;
+                        let (client, auth) =
+                            XmppClient::connect(addr, &text_of(&sender["id"]), &text_of(&sender["key"]), xmpp_timeout)
+                                .map_err(at)?;
+                        let client = client.ok_or_else(|| at(format!("the XMPP login failed: {auth:?}")))?;
+                        connections.insert(SEND_CONNECTION.to_string(), client);
+                    }
+                    let mut message = message;
+                    message["message_id"] = json!(format!("send-{n}"));
+                    let c = connections.get_mut(SEND_CONNECTION).expect("connected above");
+                    c.send_gcm(&format!("s{n}"), &message).map_err(at)?;
+                    let answer = c.next_as_json().map_err(at)?;
+                    let req = xmpp_exchange("send", &message.to_string());
+                    let normal = normalize_xmpp(&answer);
+                    expect_any(&step.expect, &xmpp_answer(&normal), &vars)
+                        .map_err(|e| at(format!("send over XMPP: {e}\n  answer: {answer}\n  normalized: {normal}")))?;
+                    Some(vec![(format!("step {n}"), req, xmpp_answer(&answer))])
+                } else {
+                    let req = HttpRequest::new("POST", "/fcm/send")
+                        .with_header("authorization", &format!("key={}", text_of(&sender["key"])))
+                        .with_json(&message);
+                    let resp = control.target.exchange(&req).map_err(|e| at(e.to_string()))?;
+                    let normal = normalize_http(&resp);
+                    expect_any(&step.expect, &xmpp_answer(&normal), &vars).map_err(|e| {
+                        at(format!("send over HTTP: {e}\n{}\n  normalized: {normal}", describe(&req, &resp)))
+                    })?;
+                    Some(vec![(format!("step {n}"), req, resp)])
+                }
             }
             Action::XmppConnect { name, sender, password } => {
                 let addr = control.target.xmpp_address().ok_or_else(|| at("the target has no XMPP endpoint".into()))?;
@@ -276,7 +314,10 @@ pub fn run(
         };
         let Some(exchanges) = exchange else { continue };
         for (_, req, resp) in &exchanges {
-            if !matches!(step.action, Action::Request(_) | Action::XmppPost { .. } | Action::XmppReceive { .. }) {
+            if !matches!(
+                step.action,
+                Action::Request(_) | Action::XmppPost { .. } | Action::XmppReceive { .. } | Action::Send(_)
+            ) {
                 expect_any(&step.expect, resp, &vars)
                     .map_err(|e| at(format!("{} {}: {e}\n{}", req.method, req.path, describe(req, resp))))?;
             }
@@ -295,6 +336,73 @@ pub fn run(
         }
     }
     Ok(transcript)
+}
+
+/// The XMPP connection `send` steps use, per scenario.
+const SEND_CONNECTION: &str = "@send";
+
+/// The class of a send error, the same word whichever transport named it.
+fn error_class(code: &str) -> &str {
+    match code {
+        "InvalidRegistration" | "MismatchSenderId" | "BAD_REGISTRATION" | "MissingRegistration" => "bad-registration",
+        "NotRegistered" | "DEVICE_UNREGISTERED" => "unregistered",
+        "InvalidTtl" | "InvalidDataKey" | "MessageTooBig" | "InvalidPackageName" | "INVALID_JSON" => "invalid",
+        "Unavailable" | "SERVICE_UNAVAILABLE" | "InternalServerError" | "INTERNAL_SERVER_ERROR" => "unavailable",
+        other => other,
+    }
+}
+
+/// Copies the device-group counts of an answer, when it has them.
+fn counts(from: &Value, to: &mut Value) {
+    for field in ["success", "failure", "failed_registration_ids"] {
+        if let Some(v) = from.get(field) {
+            to[field] = v.clone();
+        }
+    }
+}
+
+/// An HTTP send's answer in the transport-neutral shape of `send` steps.
+pub fn normalize_http(resp: &HttpResponse) -> Value {
+    let body = resp.body_json();
+    match (resp.status, &body) {
+        (200, Some(b)) if b.get("results").is_some() => {
+            let r = &b["results"][0];
+            match r.get("message_id") {
+                Some(_) => {
+                    let mut out = json!({ "accepted": true });
+                    if let Some(c) = r.get("registration_id") {
+                        out["canonical"] = c.clone();
+                    }
+                    out
+                }
+                None => json!({ "accepted": false, "error": error_class(r["error"].as_str().unwrap_or("")) }),
+            }
+        }
+        (200, Some(b)) => {
+            let mut out = json!({ "accepted": true });
+            counts(b, &mut out);
+            out
+        }
+        (503, _) => json!({ "accepted": false, "error": "unavailable" }),
+        (400, _) => json!({ "accepted": false, "error": "invalid" }),
+        (status, _) => json!({ "accepted": false, "error": format!("http-{status}") }),
+    }
+}
+
+/// An XMPP answer (ack or nack) in the transport-neutral shape of `send` steps.
+pub fn normalize_xmpp(answer: &Value) -> Value {
+    match answer["message_type"].as_str() {
+        Some("ack") => {
+            let mut out = json!({ "accepted": true });
+            counts(answer, &mut out);
+            if let Some(c) = answer.get("registration_id") {
+                out["canonical"] = c.clone();
+            }
+            out
+        }
+        Some("nack") => json!({ "accepted": false, "error": error_class(answer["error"].as_str().unwrap_or("")) }),
+        _ => json!({ "accepted": false, "error": "not an ack or a nack", "answer": answer }),
+    }
 }
 
 /// How long `xmpp_quiet` listens: long enough for a server that would send, short enough

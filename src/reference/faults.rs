@@ -89,8 +89,6 @@ faults! {
     XmppAuth => "xmpp.auth.sasl-plain": "accepts any password for a known sender id",
     XmppAck => "xmpp.downstream.ack": "acks without echoing the message_id",
     XmppNack => "xmpp.downstream.nack": "acks sends to registration ids that do not exist",
-    XmppGroupAck => "xmpp.group.ack": "acks group sends without success and failure",
-    XmppGroupNack => "xmpp.group.nack": "acks a group send whose every member failed",
     XmppBadRequest => "xmpp.stanza.bad-request": "answers a message stanza without a gcm payload with a nack, not a stanza error",
     XmppInvalidJson => "xmpp.json.invalid": "answers a gcm payload that is not JSON with a stanza error, not a nack",
     XmppUpstream => "xmpp.upstream.delivered": "leaves `from` out of upstream messages",

@@ -299,14 +299,17 @@ fn message(model: &mut Model, session: &mut Session, stanza: &Element) -> String
         a
     };
     let json = match model.send(&sender, target, message) {
+        // The device-group faults break both transports alike.
         SendOutcome::Group { success, failed } => {
-            let mut counts = json!({ "success": success, "failure": failed.len() });
-            if !failed.is_empty() {
+            let mut counts = json!({ "success": success });
+            if !(failed.is_empty() && faults.has(Fault::SendSuccess)) {
+                counts["failure"] = json!(failed.len());
+            }
+            if !failed.is_empty() && success > 0 && !faults.has(Fault::SendPartial) {
                 counts["failed_registration_ids"] = json!(failed);
             }
-            ack(if faults.has(Fault::XmppGroupAck) { json!({}) } else { counts })
+            ack(counts)
         }
-        SendOutcome::GroupFailed if faults.has(Fault::XmppGroupNack) => ack(json!({ "success": 0 })),
         SendOutcome::GroupFailed => {
             nack(&to, &message_id, "SERVICE_UNAVAILABLE", "the message reached no member of the group")
         }

@@ -516,7 +516,22 @@ impl Cx<'_> {
         let name = self.string(node, "name", &format!("{rule_field}.check"), true);
         let field = format!("{rule_field}.check[{}]", name.as_deref().unwrap_or("?"));
         let entries = self.table(node, &field)?;
-        self.only(entries, &["name", "step", "property", "params"], &field);
+        self.only(entries, &["name", "step", "property", "params", "transports"], &field);
+        let transports: Vec<String> = match self.strings(node, "transports", &field) {
+            None => vec!["http".to_string()],
+            Some(ts) => {
+                for (t, span) in &ts {
+                    if t != "http" && !TRANSPORTS.contains(&t.as_str()) {
+                        self.err(
+                            span,
+                            &format!("{field}.transports"),
+                            &format!("unknown transport `{t}` (http, {})", TRANSPORTS.join(", ")),
+                        );
+                    }
+                }
+                ts.into_iter().map(|t| t.0).collect()
+            }
+        };
         if let Some(n) = &name
             && !n.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
         {
@@ -566,7 +581,7 @@ impl Cx<'_> {
                 None
             }
         };
-        Some(Check { name: name?, kind: kind?, location })
+        Some(Check { name: name?, kind: kind?, transports, location })
     }
 
     /// Validates the `${...}` expressions in a value and that their variables exist.
@@ -613,6 +628,7 @@ impl Cx<'_> {
             "upstream",
             "handled",
             "advance_clock",
+            "send",
             "xmpp_connect",
             "xmpp_send",
             "xmpp_raw",
@@ -775,6 +791,12 @@ impl Cx<'_> {
                 let sender = self.string(action_node, "sender", &afield, false).unwrap_or_else(|| "sender".into());
                 self.sender_expr(&sender, span, &format!("{afield}.sender"), defined);
                 Action::AdvanceClock { seconds, sender }
+            }
+            "send" => {
+                self.table(action_node, &afield)?;
+                let v = action_node.to_json();
+                self.templates(&v, &afield, span, defined);
+                Action::Send(v)
             }
             "xmpp_connect" => {
                 needs.insert("xmpp".into());

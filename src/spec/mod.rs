@@ -126,6 +126,8 @@ pub struct Rule {
 pub struct Check {
     pub name: String,
     pub kind: CheckKind,
+    /// The transports it runs over, one trial each: `http` (the default) and/or `xmpp`.
+    pub transports: Vec<String>,
     pub location: Location,
 }
 
@@ -182,6 +184,11 @@ pub enum Action {
     /// What the device with this registration id has received.
     Inbox(Value),
     Request(Request),
+    /// A downstream send over the trial's transport (HTTP `/fcm/send`, or an XMPP message on
+    /// the sender's connection). Its answer is normalized so one expectation fits both:
+    /// `{"accepted": bool, "success", "failure", "failed_registration_ids", "canonical",
+    /// "error": "bad-registration" | "unregistered" | "invalid" | "unavailable" | ...}`.
+    Send(Value),
     /// The device goes `awake`, `idle` or `offline`.
     Connectivity {
         of: Value,
