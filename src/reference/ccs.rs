@@ -19,6 +19,8 @@ pub struct ForAppServer {
 struct Connection {
     sender: String,
     draining: bool,
+    /// Acked here, remembered only by the fault that forgets acks at reconnection.
+    acked: Vec<ForAppServer>,
     /// Sent on this connection, not yet acknowledged, oldest first.
     unacked: Vec<ForAppServer>,
     /// Written to the socket next (acked messages and control messages alike).
@@ -57,7 +59,8 @@ impl Ccs {
     /// The connection is gone: what it had not acknowledged is sent again, first (unless
     /// `forget`, the fault that drops it).
     pub fn disconnect(&mut self, conn: u64, max_unacked: usize, forget: bool) {
-        let Some(c) = self.connections.remove(&conn) else { return };
+        let Some(mut c) = self.connections.remove(&conn) else { return };
+        c.unacked.append(&mut c.acked);
         let queue = self.waiting.entry(c.sender.clone()).or_default();
         for m in c.unacked.into_iter().rev().filter(|_| !forget) {
             queue.push_front(m);
@@ -94,7 +97,14 @@ impl Ccs {
 
     /// An ack counts only on the connection that received the message (unless `anywhere`,
     /// the fault that takes it on any connection of the sender).
-    pub fn ack(&mut self, conn: u64, message_id: &str, max_unacked: usize, anywhere: bool) -> Result<(), AckError> {
+    pub fn ack(
+        &mut self,
+        conn: u64,
+        message_id: &str,
+        max_unacked: usize,
+        anywhere: bool,
+        remember: bool,
+    ) -> Result<(), AckError> {
         let unknown = || AckError::Unknown(message_id.to_string());
         let sender = self.connections.get(&conn).ok_or_else(unknown)?.sender.clone();
         let holder = self
@@ -103,7 +113,10 @@ impl Ccs {
             .filter(|(id, c)| **id == conn || (anywhere && c.sender == sender))
             .find_map(|(_, c)| c.unacked.iter().position(|m| m.message_id == message_id).map(|at| (c, at)));
         let (c, at) = holder.ok_or_else(unknown)?;
-        c.unacked.remove(at);
+        let m = c.unacked.remove(at);
+        if remember {
+            c.acked.push(m);
+        }
         self.dispatch(&sender, max_unacked);
         Ok(())
     }
@@ -152,10 +165,10 @@ mod tests {
         assert_eq!(ccs.take_outbox(a).len(), 2, "at most 2 unacked");
         let b = ccs.connect("s", 2);
         assert_eq!(ccs.take_outbox(b), vec![json!({"message_id": "3"})]);
-        assert_eq!(ccs.ack(b, "1", 2, false), Err(AckError::Unknown("1".into())), "1 was sent on a");
+        assert_eq!(ccs.ack(b, "1", 2, false, false), Err(AckError::Unknown("1".into())), "1 was sent on a");
         ccs.disconnect(a, 2, false);
         assert_eq!(ccs.take_outbox(b), vec![json!({"message_id": "1"})], "resent, as far as b has room");
-        ccs.ack(b, "3", 2, false).unwrap();
+        ccs.ack(b, "3", 2, false, false).unwrap();
         assert_eq!(ccs.take_outbox(b), vec![json!({"message_id": "2"})]);
     }
 }

@@ -97,6 +97,7 @@ faults! {
     XmppFlowControl => "xmpp.upstream.flow-control": "sends upstream messages without waiting for acks",
     XmppReceipt => "xmpp.receipt": "leaves original_message_id out of delivery receipts",
     XmppDraining => "xmpp.draining": "keeps accepting downstream messages on a draining connection",
+    XmppAtLeastOnce => "xmpp.upstream.at-least-once": "forgets acks at reconnection: acknowledged messages are sent again",
     XmppPipelined => "xmpp.downstream.pipelined": "refuses downstream messages past half the pending limit on a connection (QUOTA_EXCEEDED)",
 }
 

@@ -359,7 +359,8 @@ impl Model {
     pub fn ccs_ack(&mut self, conn: u64, message_id: &str) -> Result<(), AckError> {
         let max = self.pending_limit();
         let anywhere = self.fault(Fault::XmppOwnConnection);
-        self.ccs.ack(conn, message_id, max, anywhere)
+        let remember = self.fault(Fault::XmppAtLeastOnce);
+        self.ccs.ack(conn, message_id, max, anywhere, remember)
     }
 
     pub fn ccs_take(&mut self, conn: u64) -> Vec<Value> {

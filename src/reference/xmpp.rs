@@ -82,20 +82,19 @@ async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
                     return;
                 }
             };
+            let bound = session.conn.is_some();
             let (reply, close) = reference.with_model(|m| answer(m, session, event));
-            if io.write_all(reply.as_bytes()).await.is_err() || close {
+            // What was queued before this stanza goes out before its reply (once bound: the
+            // bind result itself must come first).
+            if (bound && !flush_outbox(io, reference, session).await)
+                || io.write_all(reply.as_bytes()).await.is_err()
+                || close
+            {
                 return;
             }
         }
-        if let Some(conn) = session.conn {
-            let outbox = reference.with_model(|m| m.ccs_take(conn));
-            for json in outbox {
-                session.sent += 1;
-                let stanza = wire::gcm_message(&format!("ccs-{}", session.sent), &json.to_string());
-                if io.write_all(stanza.as_bytes()).await.is_err() {
-                    return;
-                }
-            }
+        if !flush_outbox(io, reference, session).await {
+            return;
         }
         tokio::select! {
             read = io.read(&mut buf) => match read {
@@ -105,6 +104,20 @@ async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
             () = &mut notified => {}
         }
     }
+}
+
+/// Writes what the model queued for this connection; false if the socket is gone.
+async fn flush_outbox<S: AsyncWrite + Unpin>(io: &mut S, reference: &Reference, session: &mut Session) -> bool {
+    let Some(conn) = session.conn else { return true };
+    let outbox = reference.with_model(|m| m.ccs_take(conn));
+    for json in outbox {
+        session.sent += 1;
+        let stanza = wire::gcm_message(&format!("ccs-{}", session.sent), &json.to_string());
+        if io.write_all(stanza.as_bytes()).await.is_err() {
+            return false;
+        }
+    }
+    true
 }
 
 fn stream_error(condition: &str, text: &str) -> String {
