@@ -26,7 +26,7 @@ fn run(connections: usize) -> f64 {
         for c in 0..connections {
             let (sender, phone) = (&sender, &phone);
             scope.spawn(move || {
-                let (client, auth) = XmppClient::connect(addr, &sender.sender_id, &sender.server_key, Duration::from_secs(10)).expect("connect");
+                let (client, auth) = XmppClient::connect(addr, None, &sender.sender_id, &sender.server_key, Duration::from_secs(10)).expect("connect");
                 assert_eq!(auth, Auth::Success);
                 let mut client = client.expect("logged in");
                 let (mut sent, mut acked) = (0, 0);

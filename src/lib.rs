@@ -30,6 +30,7 @@ pub mod harness;
 pub mod reference;
 pub mod spec;
 pub mod target;
+pub mod tls;
 pub mod wire;
 pub mod xmpp;
 

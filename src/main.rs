@@ -77,9 +77,15 @@ struct RunArgs {
     /// Do not compare snapshots.
     #[arg(long, conflicts_with = "snapshots")]
     no_snapshots: bool,
-    /// The target's XMPP connection server, HOST:PORT (plain TCP), for the XMPP rules.
+    /// The target's XMPP connection server, HOST:PORT, for the XMPP rules.
     #[arg(long, value_name = "HOST:PORT", requires = "target")]
     xmpp: Option<String>,
+    /// The --xmpp endpoint takes TLS from the first byte.
+    #[arg(long, requires = "xmpp")]
+    xmpp_tls: bool,
+    /// Trust this CA certificate (PEM) for --xmpp-tls; without it any certificate is accepted.
+    #[arg(long, value_name = "FILE", requires = "xmpp_tls")]
+    xmpp_ca: Option<PathBuf>,
     /// Per-request timeout in seconds, for --target.
     #[arg(long, default_value_t = 10)]
     timeout: u64,
@@ -100,6 +106,15 @@ struct ServeArgs {
     /// Address for the XMPP connection server (plain TCP); none if not given.
     #[arg(long, value_name = "ADDR")]
     xmpp: Option<String>,
+    /// Address for the XMPP connection server with TLS from the first byte.
+    #[arg(long, value_name = "ADDR")]
+    xmpp_tls: Option<String>,
+    /// Certificate (PEM) for --xmpp-tls; without it one is generated and written out.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// Private key (PEM) that goes with --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
     #[arg(long)]
     profile: Option<String>,
     /// Seed for keys and tokens (default: random, so keys cannot be guessed).
@@ -195,6 +210,15 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
                     .next()
                     .with_context(|| format!("--xmpp {x}: no address"))?;
                 target = target.with_xmpp(addr);
+                if args.xmpp_tls {
+                    let ca = match &args.xmpp_ca {
+                        Some(f) => {
+                            Some(std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?)
+                        }
+                        None => None,
+                    };
+                    target = target.with_xmpp_tls(gcmspec::tls::client_config(ca.as_deref())?);
+                }
             }
             let caps = Capabilities::probe(&target).with_context(|| format!("probing {url}"))?;
             (Arc::new(target), caps, None)
@@ -276,6 +300,26 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         };
         if let Some(l) = xmpp {
             tokio::spawn(reference::xmpp::serve(l, reference.clone(), on_stop(stopped.clone())));
+        }
+        if let Some(x) = &args.xmpp_tls {
+            let l = tokio::net::TcpListener::bind(x).await.with_context(|| format!("binding {x}"))?;
+            let addr = l.local_addr()?;
+            let (identity, where_) = match (&args.tls_cert, &args.tls_key) {
+                (Some(cert), Some(key)) => {
+                    let read =
+                        |f: &PathBuf| std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()));
+                    (gcmspec::tls::Identity { cert_pem: read(cert)?, key_pem: read(key)? }, cert.clone())
+                }
+                _ => {
+                    let identity = gcmspec::tls::generate()?;
+                    let path = std::env::temp_dir().join(format!("gcmspec-xmpp-{}.pem", addr.port()));
+                    std::fs::write(&path, &identity.cert_pem).with_context(|| format!("writing {}", path.display()))?;
+                    (identity, path)
+                }
+            };
+            let config = gcmspec::tls::server_config(&identity)?;
+            println!("XMPP connection server on {addr} (direct TLS), certificate {}", where_.display());
+            tokio::spawn(reference::xmpp::serve_tls(l, reference.clone(), config, on_stop(stopped.clone())));
         }
         let http = tokio::spawn(reference::serve(listener, reference, on_stop(stopped)));
         let _ = tokio::signal::ctrl_c().await;

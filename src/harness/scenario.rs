@@ -154,9 +154,14 @@ pub fn run(
                             .target
                             .xmpp_address()
                             .ok_or_else(|| at("the target has no XMPP endpoint".into()))?;
-                        let (client, auth) =
-                            XmppClient::connect(addr, &text_of(&sender["id"]), &text_of(&sender["key"]), xmpp_timeout)
-                                .map_err(at)?;
+                        let (client, auth) = XmppClient::connect(
+                            addr,
+                            control.target.xmpp_tls(),
+                            &text_of(&sender["id"]),
+                            &text_of(&sender["key"]),
+                            xmpp_timeout,
+                        )
+                        .map_err(at)?;
                         let client = client.ok_or_else(|| at(format!("the XMPP login failed: {auth:?}")))?;
                         connections.insert(SEND_CONNECTION.to_string(), client);
                     }
@@ -190,7 +195,8 @@ pub fn run(
                     Some(p) => text_of(&render(p, &vars).map_err(at)?),
                     None => text_of(&sender["key"]),
                 };
-                let (client, auth) = XmppClient::connect(addr, &id, &password, xmpp_timeout).map_err(at)?;
+                let (client, auth) =
+                    XmppClient::connect(addr, control.target.xmpp_tls(), &id, &password, xmpp_timeout).map_err(at)?;
                 let answer = match &auth {
                     XmppAuth::Success => json!({ "sasl": "success" }),
                     XmppAuth::Failure(condition) => json!({ "sasl": "failure", "condition": condition }),

@@ -177,15 +177,27 @@ impl Reference {
     pub async fn start_with(config: Config) -> std::io::Result<RunningReference> {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let xmpp_listener = TcpListener::bind("127.0.0.1:0").await?;
-        let (addr, xmpp_addr) = (listener.local_addr()?, xmpp_listener.local_addr()?);
+        let tls_listener = TcpListener::bind("127.0.0.1:0").await?;
+        let (addr, xmpp_addr, xmpp_tls_addr) =
+            (listener.local_addr()?, xmpp_listener.local_addr()?, tls_listener.local_addr()?);
+        let identity = crate::tls::generate().map_err(std::io::Error::other)?;
+        let tls = crate::tls::server_config(&identity).map_err(std::io::Error::other)?;
         let reference = Reference::new(config);
         let (tx, rx) = tokio::sync::watch::channel(false);
         let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
             let _ = rx.wait_for(|stop| *stop).await;
         };
         tokio::spawn(serve(listener, reference.clone(), stopped(rx.clone())));
-        tokio::spawn(xmpp::serve(xmpp_listener, reference.clone(), stopped(rx)));
-        Ok(RunningReference { reference, addr, xmpp_addr, shutdown: tx })
+        tokio::spawn(xmpp::serve(xmpp_listener, reference.clone(), stopped(rx.clone())));
+        tokio::spawn(xmpp::serve_tls(tls_listener, reference.clone(), tls, stopped(rx)));
+        Ok(RunningReference {
+            reference,
+            addr,
+            xmpp_addr,
+            xmpp_tls_addr,
+            certificate_pem: identity.cert_pem,
+            shutdown: tx,
+        })
     }
 }
 
@@ -198,6 +210,8 @@ pub struct RunningReference {
     reference: Reference,
     addr: SocketAddr,
     xmpp_addr: SocketAddr,
+    xmpp_tls_addr: SocketAddr,
+    certificate_pem: String,
     shutdown: tokio::sync::watch::Sender<bool>,
 }
 
@@ -213,6 +227,16 @@ impl RunningReference {
     /// Where the XMPP connection server listens (plain TCP).
     pub fn xmpp_address(&self) -> SocketAddr {
         self.xmpp_addr
+    }
+
+    /// Where it listens with TLS from the first byte, under [`Self::certificate_pem`].
+    pub fn xmpp_tls_address(&self) -> SocketAddr {
+        self.xmpp_tls_addr
+    }
+
+    /// The generated self-signed certificate of the TLS endpoint, for clients to trust.
+    pub fn certificate_pem(&self) -> &str {
+        &self.certificate_pem
     }
 
     pub fn reference(&self) -> &Reference {

@@ -36,6 +36,34 @@ pub async fn serve(
     }
 }
 
+/// Like [`serve`], with TLS from the first byte (as CCS did). A client that fails the
+/// handshake within ten seconds is dropped.
+pub async fn serve_tls(
+    listener: TcpListener,
+    reference: Reference,
+    config: std::sync::Arc<rustls::ServerConfig>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let acceptor = tokio_rustls::TlsAcceptor::from(config);
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => return Ok(()),
+            accepted = listener.accept() => {
+                let (socket, _) = accepted?;
+                let _ = socket.set_nodelay(true);
+                let (acceptor, reference) = (acceptor.clone(), reference.clone());
+                tokio::spawn(async move {
+                    let handshake = tokio::time::timeout(std::time::Duration::from_secs(10), acceptor.accept(socket));
+                    if let Ok(Ok(stream)) = handshake.await {
+                        connection(stream, reference).await;
+                    }
+                });
+            }
+        }
+    }
+}
+
 /// Where a connection stands in the negotiation.
 #[derive(Debug, Default)]
 struct Session {

@@ -32,6 +32,10 @@ pub trait Target: Send + Sync {
     fn xmpp_address(&self) -> Option<SocketAddr> {
         None
     }
+    /// How to speak TLS to it, if it takes TLS from the first byte.
+    fn xmpp_tls(&self) -> Option<std::sync::Arc<rustls::ClientConfig>> {
+        None
+    }
 }
 
 /// The bundled reference, called directly for HTTP (no sockets, same adapter code). Its
@@ -78,6 +82,7 @@ pub struct HttpTarget {
     client: reqwest::Client,
     runtime: tokio::runtime::Runtime,
     xmpp: Option<SocketAddr>,
+    xmpp_tls: Option<std::sync::Arc<rustls::ClientConfig>>,
 }
 
 impl HttpTarget {
@@ -97,12 +102,18 @@ impl HttpTarget {
             .enable_all()
             .build()
             .map_err(|e| TargetError::Connection { url: base.clone(), why: e.to_string() })?;
-        Ok(HttpTarget { base, client, runtime, xmpp: None })
+        Ok(HttpTarget { base, client, runtime, xmpp: None, xmpp_tls: None })
     }
 
     /// The server's XMPP connection server, for the XMPP rules.
     pub fn with_xmpp(mut self, addr: SocketAddr) -> Self {
         self.xmpp = Some(addr);
+        self
+    }
+
+    /// The XMPP endpoint takes TLS from the first byte.
+    pub fn with_xmpp_tls(mut self, config: std::sync::Arc<rustls::ClientConfig>) -> Self {
+        self.xmpp_tls = Some(config);
         self
     }
 }
@@ -117,6 +128,10 @@ impl Target for HttpTarget {
 
     fn xmpp_address(&self) -> Option<SocketAddr> {
         self.xmpp
+    }
+
+    fn xmpp_tls(&self) -> Option<std::sync::Arc<rustls::ClientConfig>> {
+        self.xmpp_tls.clone()
     }
 
     fn exchange(&self, req: &HttpRequest) -> Result<HttpResponse, TargetError> {

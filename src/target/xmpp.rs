@@ -3,14 +3,56 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use rustls::pki_types::ServerName;
 
 use serde_json::{Value, json};
 
 use crate::xmpp::{self as wire, Element, Event, StreamParser};
 
+/// Plain TCP, or TLS from the first byte.
+enum Stream {
+    Plain(TcpStream),
+    Tls(Box<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>),
+}
+
+impl Stream {
+    fn tcp(&self) -> &TcpStream {
+        match self {
+            Stream::Plain(s) => s,
+            Stream::Tls(s) => s.get_ref(),
+        }
+    }
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.read(buf),
+            Stream::Tls(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.write(buf),
+            Stream::Tls(s) => s.write(buf),
+        }
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Stream::Plain(s) => s.flush(),
+            Stream::Tls(s) => s.flush(),
+        }
+    }
+}
+
 pub struct XmppClient {
-    stream: TcpStream,
+    stream: Stream,
     parser: StreamParser,
     timeout: Duration,
 }
@@ -26,10 +68,17 @@ pub enum Auth {
 impl XmppClient {
     pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(3);
 
-    fn open(addr: SocketAddr, timeout: Duration) -> Result<XmppClient, String> {
-        let stream =
-            TcpStream::connect_timeout(&addr, timeout).map_err(|e| format!("cannot reach XMPP {addr}: {e}"))?;
-        stream.set_nodelay(true).map_err(|e| e.to_string())?;
+    fn open(addr: SocketAddr, tls: Option<Arc<rustls::ClientConfig>>, timeout: Duration) -> Result<XmppClient, String> {
+        let tcp = TcpStream::connect_timeout(&addr, timeout).map_err(|e| format!("cannot reach XMPP {addr}: {e}"))?;
+        tcp.set_nodelay(true).map_err(|e| e.to_string())?;
+        let stream = match tls {
+            None => Stream::Plain(tcp),
+            Some(config) => {
+                let name = ServerName::from(addr.ip());
+                let conn = rustls::ClientConnection::new(config, name).map_err(|e| format!("TLS to {addr}: {e}"))?;
+                Stream::Tls(Box::new(rustls::StreamOwned::new(conn, tcp)))
+            }
+        };
         Ok(XmppClient { stream, parser: StreamParser::default(), timeout })
     }
 
@@ -56,11 +105,12 @@ impl XmppClient {
     /// success, binds a resource. A refused login is `Ok((None, Auth::Failure))`.
     pub fn connect(
         addr: SocketAddr,
+        tls: Option<Arc<rustls::ClientConfig>>,
         sender_id: &str,
         password: &str,
         timeout: Duration,
     ) -> Result<(Option<XmppClient>, Auth), String> {
-        let mut c = Self::open(addr, timeout)?;
+        let mut c = Self::open(addr, tls, timeout)?;
         c.open_stream()?;
         let credentials = wire::base64_encode(format!("\0{sender_id}@{}\0{password}", wire::DOMAIN).as_bytes());
         c.write(&format!("<auth mechanism=\"PLAIN\" xmlns=\"{}\">{credentials}</auth>", wire::SASL_NS))?;
@@ -98,7 +148,7 @@ impl XmppClient {
             if left.is_zero() {
                 return Err(format!("no answer from the XMPP server within {:?}", self.timeout));
             }
-            self.stream.set_read_timeout(Some(left)).map_err(|e| e.to_string())?;
+            self.stream.tcp().set_read_timeout(Some(left)).map_err(|e| e.to_string())?;
             match self.stream.read(&mut buf) {
                 Ok(0) => return Err("the XMPP server closed the connection".into()),
                 Ok(n) => self.parser.feed(&buf[..n]),

@@ -2,17 +2,22 @@
 // message to a registration token and one to a notification key, and prints the acks as
 // one JSON line for the Rust trial to check.
 //
-// Usage: node xmpp-client.mjs HOST:PORT SENDER_ID SERVER_KEY TOKEN NOTIFICATION_KEY
+// Usage: node xmpp-client.mjs HOST:PORT SENDER_ID SERVER_KEY TOKEN NOTIFICATION_KEY [tls]
+// With `tls` the endpoint takes TLS from the first byte, as CCS did (NODE_EXTRA_CA_CERTS
+// names the server's certificate).
 import { client, xml } from '@xmpp/client';
 
-const [service, senderId, serverKey, token, notificationKey] = process.argv.slice(2);
-// The library keeps PLAIN for encrypted connections; the reference's XMPP endpoint is plain
-// TCP on loopback (CCS itself was TLS from the first byte), so PLAIN is chosen explicitly.
+const [service, senderId, serverKey, token, notificationKey, tls] = process.argv.slice(2);
+const username = `${senderId}@gcm.googleapis.com`;
 const xmpp = client({
-  service: `xmpp://${service}`,
+  service: tls === 'tls' ? `xmpps://${service}` : `xmpp://${service}`,
   domain: 'gcm.googleapis.com',
   resource: 'interop',
-  credentials: (authenticate) => authenticate({ username: `${senderId}@gcm.googleapis.com`, password: serverKey }, 'PLAIN'),
+  // Over TLS the library picks PLAIN itself; over plain TCP it keeps PLAIN back, so the
+  // loopback test chooses it explicitly.
+  ...(tls === 'tls'
+    ? { username, password: serverKey }
+    : { credentials: (authenticate) => authenticate({ username, password: serverKey }, 'PLAIN') }),
 });
 const answers = {};
 const gcm = (json) => xml('message', { id: json.message_id }, xml('gcm', { xmlns: 'google:mobile:data' }, JSON.stringify(json)));

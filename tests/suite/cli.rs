@@ -31,8 +31,10 @@ struct Served {
     url: String,
     sender_id: String,
     server_key: String,
-    /// The XMPP address, when started with `--xmpp`.
+    /// The XMPP address, when started with `--xmpp` or `--xmpp-tls`.
     xmpp: String,
+    /// The certificate file of `--xmpp-tls`.
+    certificate: String,
 }
 
 impl Served {
@@ -54,8 +56,10 @@ impl Served {
         });
         let next = || rx.recv_timeout(std::time::Duration::from_secs(20)).unwrap_or_default();
         let (first, second) = (next(), next());
-        let third = if extra.contains(&"--xmpp") { next() } else { String::new() };
+        let third = if extra.iter().any(|a| a.starts_with("--xmpp")) { next() } else { String::new() };
         let xmpp = third.split_whitespace().find(|w| w.starts_with("127.0.0.1:")).unwrap_or_default().to_string();
+        let certificate =
+            third.split_whitespace().skip_while(|w| *w != "certificate").nth(1).unwrap_or_default().to_string();
         let url = first.split_whitespace().find(|w| w.starts_with("http://")).unwrap_or_default().to_string();
         let field = |name: &str| {
             second
@@ -66,7 +70,7 @@ impl Served {
                 .trim_end_matches(',')
                 .to_string()
         };
-        let served = Served { sender_id: field("id"), server_key: field("key"), url, child, xmpp };
+        let served = Served { sender_id: field("id"), server_key: field("key"), url, child, xmpp, certificate };
         if served.url.is_empty() || served.server_key.is_empty() {
             return Err(format!("unexpected serve banner: {first:?} / {second:?}"));
         }
@@ -106,6 +110,25 @@ pub fn trials() -> Vec<Trial> {
             let needles =
                 ["send.group.partial::two-of-three-fail@xmpp", "xmpp.receipt::after-the-device-connects", " 0 failed"];
             expect(&args, 0, &needles)
+        }),
+        trial("cli::run-target-with-xmpp-tls-against-serve", || {
+            let served = Served::start(&["--xmpp-tls", "127.0.0.1:0"])?;
+            let args = [
+                "run",
+                "--target",
+                &served.url,
+                "--xmpp",
+                &served.xmpp,
+                "--xmpp-tls",
+                "--xmpp-ca",
+                &served.certificate,
+                "xmpp",
+            ];
+            expect(
+                &args,
+                0,
+                &["xmpp.auth.sasl-plain::server-key-accepted", "xmpp.receipt::after-the-device-connects", " 0 failed"],
+            )
         }),
         trial("cli::run-target-against-faulty-serve", || {
             let served = Served::start(&["--fault", "send.group.partial"])?;

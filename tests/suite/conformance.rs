@@ -28,8 +28,21 @@ pub fn trials(runtime: &tokio::runtime::Runtime) -> Vec<Trial> {
     let target = HttpTarget::new(&server.url(), HttpTarget::DEFAULT_TIMEOUT)
         .expect("a target URL")
         .with_xmpp(server.xmpp_address());
+    // The XMPP rules again, with TLS from the first byte, trusting the server's certificate.
+    let tls = gcmspec::tls::client_config(Some(server.certificate_pem())).expect("a TLS client configuration");
+    let tls_target = HttpTarget::new(&server.url(), HttpTarget::DEFAULT_TIMEOUT)
+        .expect("a target URL")
+        .with_xmpp(server.xmpp_tls_address())
+        .with_xmpp_tls(tls);
     std::mem::forget(server);
     trials.extend(bind(Arc::new(target), "fcm", Some(snapshots()), "http"));
+    let catalog = Arc::new(gcmspec::bundled::catalog().expect("bundled specs load"));
+    let tls_target: Arc<dyn Target> = Arc::new(tls_target);
+    let caps = Arc::new(Capabilities::probe(tls_target.as_ref()).expect("probing the reference"));
+    let options = Arc::new(Options { snapshots: Some(snapshots()), run_id: "tls".into(), ..Options::new("fcm") });
+    let xmpp_only =
+        harness::cases(&catalog, tls_target, caps, &options).into_iter().filter(|c| c.name.contains("xmpp")).collect();
+    trials.extend(harness::trials(xmpp_only, "xmpp-tls"));
 
     // The 2013 page's cap of 10: same rules, other numbers (so no shared snapshots).
     let catalog = gcmspec::bundled::catalog().expect("bundled specs load");

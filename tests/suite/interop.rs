@@ -107,6 +107,14 @@ async fn node_gcm(dir: std::path::PathBuf) -> Result<(), String> {
 }
 
 async fn xmpp_client(dir: std::path::PathBuf) -> Result<(), String> {
+    xmpp_client_over(dir, false).await
+}
+
+async fn xmpp_client_tls(dir: std::path::PathBuf) -> Result<(), String> {
+    xmpp_client_over(dir, true).await
+}
+
+async fn xmpp_client_over(dir: std::path::PathBuf, tls: bool) -> Result<(), String> {
     let server = Reference::start().await;
     let (sender, phones, key) = server.reference().with_model(|m| {
         let sender = m.create_sender();
@@ -116,16 +124,28 @@ async fn xmpp_client(dir: std::path::PathBuf) -> Result<(), String> {
         (sender, phones, key)
     });
     let key = key.map_err(|e| e.to_string())?;
-    let args = [
+    let address = if tls { server.xmpp_tls_address() } else { server.xmpp_address() };
+    let mut args = vec![
         "xmpp-client.mjs".to_string(),
-        server.xmpp_address().to_string(),
+        address.to_string(),
         sender.sender_id.clone(),
         sender.server_key.clone(),
         phones[0].clone(),
         key.clone(),
     ];
-    let node =
-        tokio::task::spawn_blocking(move || std::process::Command::new("node").current_dir(&dir).args(&args).output());
+    let ca = std::env::temp_dir().join(format!("gcmspec-interop-{}.pem", address.port()));
+    if tls {
+        std::fs::write(&ca, server.certificate_pem()).map_err(|e| e.to_string())?;
+        args.push("tls".into());
+    }
+    let node = tokio::task::spawn_blocking(move || {
+        let mut command = std::process::Command::new("node");
+        if tls {
+            // The generated certificate is the one Node must trust.
+            command.env("NODE_EXTRA_CA_CERTS", &ca);
+        }
+        command.current_dir(&dir).args(&args).output()
+    });
     let out = node.await.map_err(|e| e.to_string())?.map_err(|e| format!("running node: {e}"))?;
     if !out.status.success() {
         return Err(format!(
@@ -176,5 +196,6 @@ pub fn trials() -> Vec<Trial> {
         trial("interop::fcm-device-group::create-add-remove-lookup", || crate::block_on(fcm_device_group_client())),
         node_trial("interop::node-gcm::send-to-tokens-and-notification-key", "node-gcm", node_gcm),
         node_trial("interop::xmpp-client::login-and-send", "@xmpp/client", xmpp_client),
+        node_trial("interop::xmpp-client::login-and-send-over-tls", "@xmpp/client", xmpp_client_tls),
     ]
 }

@@ -152,6 +152,7 @@ async fn socket_abuse() -> Result<(), String> {
         }
         let login = gcmspec::target::xmpp::XmppClient::connect(
             xmpp,
+            None,
             &sender.sender_id,
             &sender.server_key,
             std::time::Duration::from_secs(5),
