@@ -20,6 +20,7 @@
 //!   [`xmpp`](mod@xmpp): the XMPP wire format (stanza parser), shared likewise.
 //! - [`target`]: the one interface the harness reaches servers through, in-process or over
 //!   HTTP and XMPP, the typed control-API client on top of it, and an XMPP client.
+//! - [`tls`]: direct TLS for the XMPP endpoint, server and client side.
 //! - [`harness`]: rules -> libtest-mimic trials: scenarios, proptest properties, insta
 //!   snapshots of normalized responses, and the self-test that proves each rule bites.
 //!
