@@ -23,17 +23,10 @@ pub async fn serve(
     reference: Reference,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    tokio::pin!(shutdown);
-    loop {
-        tokio::select! {
-            () = &mut shutdown => return Ok(()),
-            accepted = listener.accept() => {
-                let (socket, _) = accepted?;
-                let _ = socket.set_nodelay(true);
-                tokio::spawn(connection(socket, reference.clone()));
-            }
-        }
-    }
+    accept(listener, shutdown, move |socket| {
+        tokio::spawn(connection(socket, reference.clone()));
+    })
+    .await
 }
 
 /// Like [`serve`], with TLS from the first byte (as CCS did). A client that fails the
@@ -45,6 +38,24 @@ pub async fn serve_tls(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let acceptor = tokio_rustls::TlsAcceptor::from(config);
+    accept(listener, shutdown, move |socket| {
+        let (acceptor, reference) = (acceptor.clone(), reference.clone());
+        tokio::spawn(async move {
+            let handshake = tokio::time::timeout(std::time::Duration::from_secs(10), acceptor.accept(socket));
+            if let Ok(Ok(stream)) = handshake.await {
+                connection(stream, reference).await;
+            }
+        });
+    })
+    .await
+}
+
+/// Hands each accepted socket to `on_socket` until `shutdown` completes.
+async fn accept(
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    on_socket: impl Fn(tokio::net::TcpStream),
+) -> std::io::Result<()> {
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -52,13 +63,7 @@ pub async fn serve_tls(
             accepted = listener.accept() => {
                 let (socket, _) = accepted?;
                 let _ = socket.set_nodelay(true);
-                let (acceptor, reference) = (acceptor.clone(), reference.clone());
-                tokio::spawn(async move {
-                    let handshake = tokio::time::timeout(std::time::Duration::from_secs(10), acceptor.accept(socket));
-                    if let Ok(Ok(stream)) = handshake.await {
-                        connection(stream, reference).await;
-                    }
-                });
+                on_socket(socket);
             }
         }
     }

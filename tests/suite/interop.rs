@@ -3,8 +3,9 @@
 //! which `.ci/run` installs with `npm ci` in tests/interop.
 
 use fcm_device_group::{FCMDeviceGroup, FCMDeviceGroupClient, NoToken};
-use gcmspec::Reference;
+use gcmspec::reference::model::SenderCredentials;
 use gcmspec::reference::model::{GroupOp, Message, SendOutcome, Target};
+use gcmspec::{Reference, RunningReference};
 use libtest_mimic::Trial;
 use reqwest::header::{HeaderMap, HeaderValue};
 
@@ -65,7 +66,8 @@ async fn fcm_device_group_client() -> Result<(), String> {
     }
 }
 
-async fn node_gcm(dir: std::path::PathBuf) -> Result<(), String> {
+/// A reference with a sender, two phones and a group of both.
+async fn group_fixture() -> Result<(RunningReference, SenderCredentials, Vec<String>, String), String> {
     let server = Reference::start().await;
     let (sender, phones, key) = server.reference().with_model(|m| {
         let sender = m.create_sender();
@@ -75,6 +77,11 @@ async fn node_gcm(dir: std::path::PathBuf) -> Result<(), String> {
         (sender, phones, key)
     });
     let key = key.map_err(|e| e.to_string())?;
+    Ok((server, sender, phones, key))
+}
+
+async fn node_gcm(dir: std::path::PathBuf) -> Result<(), String> {
+    let (server, sender, phones, key) = group_fixture().await?;
     let args =
         ["node-gcm.js".to_string(), server.url(), sender.server_key.clone(), phones[0].clone(), phones[1].clone(), key];
     let node =
@@ -115,15 +122,7 @@ async fn xmpp_client_tls(dir: std::path::PathBuf) -> Result<(), String> {
 }
 
 async fn xmpp_client_over(dir: std::path::PathBuf, tls: bool) -> Result<(), String> {
-    let server = Reference::start().await;
-    let (sender, phones, key) = server.reference().with_model(|m| {
-        let sender = m.create_sender();
-        let phones: Vec<String> = (0..2).map(|_| m.register_instance(vec![sender.sender_id.clone()], None)).collect();
-        let key =
-            m.manage_group(&sender.sender_id, GroupOp::Create { name: "appUser-Chris".into(), ids: phones.clone() });
-        (sender, phones, key)
-    });
-    let key = key.map_err(|e| e.to_string())?;
+    let (server, sender, phones, key) = group_fixture().await?;
     let address = if tls { server.xmpp_tls_address() } else { server.xmpp_address() };
     let mut args = vec![
         "xmpp-client.mjs".to_string(),
