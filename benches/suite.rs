@@ -1,7 +1,8 @@
-//! Wall time of the default conformance run, in-process and over loopback HTTP.
+//! Wall time of the default conformance run, in-process and over loopback HTTP and XMPP.
 //!
 //! `cargo bench --bench suite` (a release build). Prints figures; asserts nothing about
-//! speed. Snapshots are off so that only the protocol work is timed.
+//! speed. Snapshots are off so that only the protocol work is timed. The checks without
+//! XMPP are also timed alone: XMPP checks include deliberate 200 ms listens for silence.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -12,7 +13,7 @@ use gcmspec::target::{Capabilities, HttpTarget, InProcess, Target};
 
 const ROUNDS: usize = 10;
 
-fn time_suite(target: Arc<dyn Target>) -> (usize, Vec<Duration>) {
+fn time_suite(target: Arc<dyn Target>, only_http: bool) -> (usize, Vec<Duration>) {
     let catalog = Arc::new(gcmspec::bundled::catalog().expect("bundled specs"));
     let caps = Arc::new(Capabilities::probe(target.as_ref()).expect("probe"));
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
@@ -20,7 +21,10 @@ fn time_suite(target: Arc<dyn Target>) -> (usize, Vec<Duration>) {
     let mut count = 0;
     for round in 0..ROUNDS {
         let options = Arc::new(Options { run_id: format!("bench{round}"), ..Options::new("fcm") });
-        let cases = harness::cases(&catalog, target.clone(), caps.clone(), &options);
+        let mut cases = harness::cases(&catalog, target.clone(), caps.clone(), &options);
+        if only_http {
+            cases.retain(|c| !c.name.contains("xmpp"));
+        }
         count = cases.len();
         let start = Instant::now();
         let results = harness::run_cases(&cases, threads);
@@ -46,10 +50,15 @@ fn report(label: &str, (checks, times): (usize, Vec<Duration>)) {
 fn main() {
     let rules = gcmspec::bundled::catalog().expect("bundled specs").rules.len();
     println!("default conformance run, {rules} rules, profile fcm");
-    report("in-process reference", time_suite(Arc::new(InProcess::new(Reference::new(Config::bundled())))));
+    let in_process: Arc<dyn Target> = Arc::new(InProcess::new(Reference::new(Config::bundled())));
+    report("in-process, all", time_suite(in_process.clone(), false));
+    report("in-process, without XMPP", time_suite(in_process, true));
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     let server = runtime.block_on(Reference::start_with(Config::bundled())).expect("bind");
-    let target = HttpTarget::new(&server.url(), HttpTarget::DEFAULT_TIMEOUT).expect("url");
-    report("reference over loopback HTTP", time_suite(Arc::new(target)));
+    let target: Arc<dyn Target> = Arc::new(
+        HttpTarget::new(&server.url(), HttpTarget::DEFAULT_TIMEOUT).expect("url").with_xmpp(server.xmpp_address()),
+    );
+    report("loopback HTTP+XMPP, all", time_suite(target.clone(), false));
+    report("loopback HTTP, without XMPP", time_suite(target, true));
     drop(server);
 }

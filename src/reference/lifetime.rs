@@ -121,6 +121,11 @@ impl Instance {
         }
     }
 
+    /// Nothing waits here: a pump would change nothing.
+    pub fn settled(&self) -> bool {
+        self.pending.is_empty() && self.deleted_notice.is_none()
+    }
+
     fn connected(&self) -> bool {
         self.connectivity != Connectivity::Offline
     }

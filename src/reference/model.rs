@@ -285,12 +285,14 @@ impl Model {
         let base = self.clock.now_ms();
         let offsets = &self.offsets;
         let now_of = |s: &str| base + offsets.get(s).copied().unwrap_or(0);
-        for inst in
-            self.instances.values_mut().filter(|i| !i.pending.is_empty() || i.connectivity != Connectivity::Offline)
-        {
+        let mut pumped = Vec::new();
+        for (id, inst) in self.instances.iter_mut().filter(|(_, i)| !i.settled()) {
             inst.pump(&now_of, &self.limits, &self.faults);
+            pumped.push(id.clone());
         }
-        self.collect_receipts();
+        for id in pumped {
+            self.collect_receipts(Some(&id));
+        }
     }
 
     fn pump(&mut self, registration_id: &str) {
@@ -301,16 +303,26 @@ impl Model {
         if let Some(inst) = self.instances.get_mut(&id) {
             inst.pump(&now_of, &self.limits, &self.faults);
         }
-        self.collect_receipts();
+        self.collect_receipts(Some(&id));
     }
 
-    /// Delivery receipts for what devices just took go to their senders' app servers.
-    fn collect_receipts(&mut self) {
+    /// Delivery receipts for what a device (`Some`) or every device just took go to their
+    /// senders' app servers. One device is looked at when only one could have changed: a
+    /// long-lived server must not pay for all its devices on every delivery.
+    fn collect_receipts(&mut self, only: Option<&str>) {
         let mut receipts = Vec::new();
-        for (id, inst) in &mut self.instances {
+        let mut take = |id: &String, inst: &mut Instance| {
             for (sender, original, at) in inst.receipts.drain(..) {
                 receipts.push((sender, original, id.clone(), inst.package.clone(), at));
             }
+        };
+        match only {
+            Some(id) => {
+                if let Some(inst) = self.instances.get_mut(id) {
+                    take(&id.to_string(), inst);
+                }
+            }
+            None => self.instances.iter_mut().for_each(|(id, inst)| take(id, inst)),
         }
         let max = self.pending_limit();
         for (sender, original, device, package, at) in receipts {
@@ -807,7 +819,7 @@ impl Model {
         if !faults.has(Fault::ConnectedNow) {
             self.pump(&current);
         }
-        self.collect_receipts();
+        self.collect_receipts(Some(&current));
         Ok(canonical)
     }
 
