@@ -2,12 +2,13 @@
 //!
 //! Modules, each a group of trials:
 //! - `conformance`: every rule's checks against the in-process reference and against the
-//!   reference over loopback HTTP, both compared with the committed snapshots; and the
-//!   `gcm-2013` profile in-process.
+//!   reference over loopback HTTP and XMPP, both compared with the committed snapshots; the
+//!   XMPP checks again over TLS; and the `gcm-2013` profile in-process.
 //! - `selftest`: the reference with each rule's fault switched on fails that rule.
-//! - `interop`: a real client from crates.io (`fcm-device-group`) drives the reference.
+//! - `interop`: real clients drive the reference: `fcm-device-group` (crates.io), `node-gcm`
+//!   and `@xmpp/client` (npm, plain and TLS).
 //! - `cli`: the `gcmspec` binary as a user runs it: exit codes, `serve` + `run --target`.
-//! - `robustness`: nothing a client sends makes the server answer 5xx or hang.
+//! - `robustness`: nothing a client sends (HTTP or XMPP) makes the server answer 5xx or hang.
 //! - `specs`: spec-file errors name file, line and field; the bundled files are all of specs/.
 
 use libtest_mimic::{Arguments, Failed, Trial};
