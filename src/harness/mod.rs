@@ -73,7 +73,7 @@ pub fn cases(
         }
         for (check_index, check) in rule.checks.iter().enumerate() {
             for transport in &check.transports {
-                let mut needs = rule.needs.clone();
+                let mut needs = check.needs.clone();
                 if transport != "http" {
                     needs.push(transport.clone());
                 }

@@ -468,12 +468,14 @@ impl Cx<'_> {
         }
         known.extend(profile_params.unwrap_or_default());
 
+        let explicit = needs.clone();
+
         let mut checks = Vec::new();
         match node.get("check").map(|n| &n.value) {
             Some(NodeValue::Array(items)) if !items.is_empty() => {
                 let mut names = BTreeSet::new();
                 for item in items {
-                    if let Some(c) = self.check(item, &field, &known, &mut needs) {
+                    if let Some(c) = self.check(item, &field, &known, &explicit, &mut needs) {
                         if !names.insert(c.name.clone()) {
                             self.err(
                                 &item.span,
@@ -511,8 +513,12 @@ impl Cx<'_> {
         node: &Node,
         rule_field: &str,
         known: &BTreeSet<String>,
-        needs: &mut BTreeSet<String>,
+        explicit: &BTreeSet<String>,
+        rule_needs: &mut BTreeSet<String>,
     ) -> Option<Check> {
+        // Starts from the rule's explicit needs; what the steps imply is added below.
+        let mut own: BTreeSet<String> = explicit.clone();
+        let needs = &mut own;
         let name = self.string(node, "name", &format!("{rule_field}.check"), true);
         let field = format!("{rule_field}.check[{}]", name.as_deref().unwrap_or("?"));
         let entries = self.table(node, &field)?;
@@ -581,7 +587,8 @@ impl Cx<'_> {
                 None
             }
         };
-        Some(Check { name: name?, kind: kind?, transports, location })
+        rule_needs.extend(own.iter().cloned());
+        Some(Check { name: name?, kind: kind?, transports, needs: own.into_iter().collect(), location })
     }
 
     /// Validates the `${...}` expressions in a value and that their variables exist.

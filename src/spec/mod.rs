@@ -128,6 +128,9 @@ pub struct Check {
     pub kind: CheckKind,
     /// The transports it runs over, one trial each: `http` (the default) and/or `xmpp`.
     pub transports: Vec<String>,
+    /// Capabilities this check needs: what its steps imply plus the rule's explicit needs.
+    /// A server without them can still run the rule's other checks.
+    pub needs: Vec<String>,
     pub location: Location,
 }
 

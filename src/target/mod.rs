@@ -22,6 +22,8 @@ pub enum TargetError {
     Connection { url: String, why: String },
     #[error("bad target URL {0:?}: expected http://HOST:PORT")]
     BadUrl(String),
+    #[error("{url} answered with more than {max} bytes: cut off")]
+    TooLarge { url: String, max: usize },
 }
 
 pub trait Target: Send + Sync {
@@ -87,6 +89,8 @@ pub struct HttpTarget {
 
 impl HttpTarget {
     pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+    /// No answer of this protocol comes near this; a larger one is a misbehaving server.
+    pub const MAX_RESPONSE_BYTES: usize = 8 << 20;
 
     pub fn new(url: &str, timeout: Duration) -> Result<HttpTarget, TargetError> {
         let base = url.trim_end_matches('/').to_string();
@@ -151,7 +155,15 @@ impl Target for HttpTarget {
                 .iter()
                 .map(|(k, v)| (k.as_str().to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
                 .collect();
-            let body = resp.bytes().await.map_err(conn)?.to_vec();
+            // Read in chunks, so that a server sending without end is cut off, not trusted.
+            let mut resp = resp;
+            let mut body = Vec::new();
+            while let Some(chunk) = resp.chunk().await.map_err(conn)? {
+                body.extend_from_slice(&chunk);
+                if body.len() > Self::MAX_RESPONSE_BYTES {
+                    return Err(TargetError::TooLarge { url: url.clone(), max: Self::MAX_RESPONSE_BYTES });
+                }
+            }
             Ok(HttpResponse { status, headers, body })
         })
     }

@@ -8,7 +8,9 @@
 //! - `interop`: real clients drive the reference: `fcm-device-group` (crates.io), `node-gcm`
 //!   and `@xmpp/client` (npm, plain and TLS).
 //! - `cli`: the `gcmspec` binary as a user runs it: exit codes, `serve` + `run --target`.
-//! - `robustness`: nothing a client sends (HTTP or XMPP) makes the server answer 5xx or hang.
+//! - `robustness`: nothing a client sends (HTTP or XMPP) makes the server answer 5xx or hang;
+//!   against a server that hangs, resets, answers garbage or a huge body, every check ends
+//!   within its timeout with a clear failure and the run completes.
 //! - `specs`: spec-file errors name file, line and field; the bundled files are all of specs/.
 
 use libtest_mimic::{Arguments, Failed, Trial};
@@ -45,6 +47,7 @@ fn main() {
     trials.extend(interop::trials());
     trials.extend(cli::trials());
     trials.extend(robustness::trials());
+    trials.extend(robustness::misbehaving_trials());
     trials.extend(specs::trials());
     let conclusion = libtest_mimic::run(&args, trials);
     // Servers started for the HTTP trials stop with the runtime.

@@ -184,3 +184,92 @@ pub fn trials() -> Vec<Trial> {
         }),
     ]
 }
+
+/// How a fake server misbehaves on every protocol request.
+#[derive(Clone, Copy, Debug)]
+enum Misbehaviour {
+    /// Never answers.
+    Hang,
+    /// Closes the connection without a word.
+    Reset,
+    /// Answers bytes that are not HTTP.
+    Garbage,
+    /// Answers a body larger than any the protocol has.
+    Huge,
+}
+
+/// A server on 127.0.0.1:0 that answers the capability probe with 404 (no control API) and
+/// misbehaves on everything else. It serves until the process ends.
+fn misbehaving_server(how: Misbehaviour) -> Result<std::net::SocketAddr, String> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut stream = stream;
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") && stream.read(&mut byte).map(|n| n == 1).unwrap_or(false) {
+                    head.push(byte[0]);
+                }
+                if String::from_utf8_lossy(&head).contains("/_gcmspec/") {
+                    let _ = stream.write_all(b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n");
+                    return;
+                }
+                match how {
+                    Misbehaviour::Hang => std::thread::sleep(std::time::Duration::from_secs(60)),
+                    Misbehaviour::Reset => drop(stream),
+                    Misbehaviour::Garbage => {
+                        let _ = stream.write_all(b"\x00\x01\x02 this is not HTTP \xff\r\n\r\n");
+                    }
+                    Misbehaviour::Huge => {
+                        let _ = stream.write_all(
+                            b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 1073741824\r\n\r\n",
+                        );
+                        let chunk = vec![b' '; 1 << 16];
+                        while stream.write_all(&chunk).is_ok() {}
+                    }
+                }
+            });
+        }
+    });
+    Ok(addr)
+}
+
+fn against_misbehaving(how: Misbehaviour, needle: &'static str) -> Result<(), String> {
+    let addr = misbehaving_server(how)?;
+    let url = format!("http://{addr}");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_gcmspec"))
+        .args([
+            "run",
+            "--target",
+            &url,
+            "--api-key",
+            "AIzaFake",
+            "--sender-id",
+            "123456789012",
+            "--timeout",
+            "1",
+            "--no-snapshots",
+        ])
+        .output()
+        .map_err(|e| e.to_string())?;
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    // The run completes: the checks that need only a sender fail, clearly; the rest are unsupported.
+    if out.status.code() != Some(1) || !text.contains("test result: FAILED") || !text.contains(needle) {
+        return Err(format!(
+            "{how:?}: expected exit 1 with failures saying {needle:?}, got {:?}:\n{text}",
+            out.status.code()
+        ));
+    }
+    Ok(())
+}
+
+pub fn misbehaving_trials() -> Vec<Trial> {
+    vec![
+        trial("robustness::target-hangs", || against_misbehaving(Misbehaviour::Hang, "timed out")),
+        trial("robustness::target-resets", || against_misbehaving(Misbehaviour::Reset, "cannot reach")),
+        trial("robustness::target-answers-garbage", || against_misbehaving(Misbehaviour::Garbage, "cannot reach")),
+        trial("robustness::target-answers-a-huge-body", || against_misbehaving(Misbehaviour::Huge, "cut off")),
+    ]
+}
