@@ -86,6 +86,15 @@ struct RunArgs {
     /// Trust this CA certificate (PEM) for --xmpp-tls; without it any certificate is accepted.
     #[arg(long, value_name = "FILE", requires = "xmpp_tls")]
     xmpp_ca: Option<PathBuf>,
+    /// SHOULD rules fail the run too (by default only MUST rules do).
+    #[arg(long)]
+    strict: bool,
+    /// Write the results as JSON (schema gcmspec-report/1, docs/report.md).
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
+    /// Write the results as JUnit XML.
+    #[arg(long, value_name = "FILE")]
+    junit: Option<PathBuf>,
     /// Per-request timeout in seconds, for --target.
     #[arg(long, default_value_t = 10)]
     timeout: u64,
@@ -250,16 +259,37 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     if !args.test.list {
         eprintln!("gcmspec: {} rules, profile {}, target {}", catalog.rules.len(), options.profile, target.describe());
     }
+    let described = target.describe();
     let cases = harness::cases(&catalog, target, Arc::new(caps), &options);
-    let conclusion = libtest_mimic::run(&args.test, harness::trials(cases, ""));
-    Ok(if conclusion.has_failed() {
-        ExitCode::from(1)
-    } else if conclusion.num_passed == 0 && !args.test.list {
+    let recorder = harness::report::Recorder::default();
+    // The exit code comes from the graded report, not from libtest's count of failures.
+    let _ = libtest_mimic::run(&args.test, harness::recorded_trials(&cases, &recorder));
+    if args.test.list {
+        return Ok(ExitCode::SUCCESS);
+    }
+    let report = recorder.report(&cases, &described, &options.profile, args.strict);
+    if let Some(path) = &args.json {
+        std::fs::write(path, serde_json::to_string_pretty(&report)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    if let Some(path) = &args.junit {
+        std::fs::write(path, report.junit()).with_context(|| format!("writing {}", path.display()))?;
+    }
+    let s = &report.summary;
+    let ungraded = s.failed - s.graded_failures;
+    eprintln!(
+        "gcmspec: {} passed, {} failed ({} graded{}), {} unsupported, {} skipped",
+        s.passed,
+        s.failed,
+        s.graded_failures,
+        if ungraded > 0 { format!("; {ungraded} SHOULD, which fail only with --strict") } else { String::new() },
+        s.unsupported,
+        s.skipped
+    );
+    if report.exit_code() == 2 {
         eprintln!("gcmspec: no trial ran");
-        ExitCode::from(2)
-    } else {
-        ExitCode::SUCCESS
-    })
+    }
+    Ok(ExitCode::from(report.exit_code()))
 }
 
 fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {

@@ -11,6 +11,7 @@ use libtest_mimic::{Failed, Trial};
 use serde_json::Value;
 
 pub mod property;
+pub mod report;
 pub mod scenario;
 pub mod snapshot;
 
@@ -171,6 +172,23 @@ fn run_check(
 fn unique() -> usize {
     static NEXT: AtomicUsize = AtomicUsize::new(0);
     NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
+/// The cases as libtest-mimic trials that also record their outcomes for a report.
+pub fn recorded_trials(cases: &[Case], recorder: &report::Recorder) -> Vec<Trial> {
+    let recorded = cases
+        .iter()
+        .cloned()
+        .map(|mut case| {
+            if let Ok(f) = case.run {
+                let (recorder, name) = (recorder.clone(), case.name.clone());
+                let g: CaseFn = Arc::new(move || recorder.record(&name, || f()));
+                case.run = Ok(g);
+            }
+            case
+        })
+        .collect();
+    trials(recorded, "")
 }
 
 /// The cases as libtest-mimic trials, names prefixed with `prefix` (a target label) if any.

@@ -97,6 +97,53 @@ pub fn trials() -> Vec<Trial> {
         }),
         trial("cli::run-with-no-trial-exits-2", || expect(&["run", "no-rule-is-called-this"], 2, &["no trial ran"])),
         trial("cli::lint-passes", || expect(&["lint"], 0, &["ok: "])),
+        trial("cli::should-failures-fail-only-with-strict", || {
+            let fault = ["run", "--no-snapshots", "--fault", "group.remove.last-deletes"];
+            expect(&fault, 0, &["1 SHOULD, which fail only with --strict"])?;
+            expect(&[&fault[..], &["--strict"]].concat(), 1, &["1 failed (1 graded)"])
+        }),
+        trial("cli::json-and-junit-reports", || {
+            let dir = std::env::temp_dir().join(format!("gcmspec-reports-{}", std::process::id()));
+            std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+            let (json, junit) = (dir.join("r.json"), dir.join("r.xml"));
+            let args = [
+                "run",
+                "--no-snapshots",
+                "--fault",
+                "group.member-cap",
+                "--json",
+                json.to_str().unwrap_or_default(),
+                "--junit",
+                junit.to_str().unwrap_or_default(),
+            ];
+            expect(&args, 1, &["graded"])?;
+            let report: serde_json::Value =
+                serde_json::from_str(&std::fs::read_to_string(&json).map_err(|e| e.to_string())?)
+                    .map_err(|e| e.to_string())?;
+            let failed: Vec<&str> = report["results"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|r| r["outcome"] == "failed")
+                .filter_map(|r| r["name"].as_str())
+                .collect();
+            if report["schema"] != "gcmspec-report/1"
+                || !failed.iter().all(|n| n.starts_with("group.member-cap::"))
+                || failed.is_empty()
+            {
+                return Err(format!("unexpected JSON report: schema {}, failed {failed:?}", report["schema"]));
+            }
+            let xml = std::fs::read_to_string(&junit).map_err(|e| e.to_string())?;
+            let _ = std::fs::remove_dir_all(&dir);
+            let cases = xml.matches("<testcase ").count();
+            if cases != report["results"].as_array().map_or(0, Vec::len)
+                || !xml.contains("classname=\"group.member-cap\"")
+                || !xml.contains("<failure ")
+            {
+                return Err(format!("unexpected JUnit report ({cases} test cases):\n{}", &xml[..xml.len().min(600)]));
+            }
+            Ok(())
+        }),
         trial("cli::usage-error-exits-2", || {
             expect(&["run", "--fault", "no.such-rule"], 2, &["no fault breaks rule `no.such-rule`"])
         }),

@@ -1,0 +1,174 @@
+//! What a run found, as data: graded outcomes per check, written as JSON (a versioned,
+//! documented schema: docs/report.md) or JUnit XML, and the exit code they imply.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use serde::Serialize;
+
+use crate::spec::Level;
+use crate::xmpp::escape;
+
+/// The `schema` field of every JSON report; bumped on any incompatible change.
+pub const SCHEMA: &str = "gcmspec-report/1";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Outcome {
+    Passed,
+    Failed,
+    /// The target lacks a capability the check needs.
+    Unsupported,
+    /// Filtered out of this run.
+    Skipped,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CaseResult {
+    /// `rule::check` (`rule::check@xmpp` over XMPP).
+    pub name: String,
+    pub rule: String,
+    pub level: Level,
+    pub outcome: Outcome,
+    /// Does this result fail the run (a MUST failure, or a SHOULD one under --strict)?
+    pub graded: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    pub duration_ms: u64,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Summary {
+    pub passed: usize,
+    pub failed: usize,
+    pub unsupported: usize,
+    pub skipped: usize,
+    /// Failures that fail the run.
+    pub graded_failures: usize,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub schema: &'static str,
+    pub target: String,
+    pub profile: String,
+    pub strict: bool,
+    pub summary: Summary,
+    pub results: Vec<CaseResult>,
+}
+
+/// Collects results as trials finish (they run on several threads).
+#[derive(Debug, Clone, Default)]
+pub struct Recorder(Arc<Mutex<BTreeMap<String, (Result<(), String>, u64)>>>);
+
+impl Recorder {
+    /// Runs `f` and records how it ended.
+    pub fn record(&self, name: &str, f: impl FnOnce() -> Result<(), String>) -> Result<(), String> {
+        let start = Instant::now();
+        let result = f();
+        let ms = start.elapsed().as_millis() as u64;
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).insert(name.to_string(), (result.clone(), ms));
+        result
+    }
+
+    /// The report for `cases`: what ran is passed or failed; what did not, unsupported (the
+    /// target lacks something) or skipped (filtered out).
+    pub fn report(&self, cases: &[super::Case], target: &str, profile: &str, strict: bool) -> Report {
+        let ran = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let mut summary = Summary::default();
+        let results: Vec<CaseResult> = cases
+            .iter()
+            .map(|c| {
+                let (outcome, message, duration_ms) = match (ran.get(&c.name), &c.run) {
+                    (Some((Ok(()), ms)), _) => (Outcome::Passed, None, *ms),
+                    (Some((Err(e), ms)), _) => (Outcome::Failed, Some(e.clone()), *ms),
+                    (None, Err(why)) => (Outcome::Unsupported, Some(why.clone()), 0),
+                    (None, Ok(_)) => (Outcome::Skipped, None, 0),
+                };
+                let graded = outcome == Outcome::Failed && (c.level == Level::Must || strict);
+                match outcome {
+                    Outcome::Passed => summary.passed += 1,
+                    Outcome::Failed => summary.failed += 1,
+                    Outcome::Unsupported => summary.unsupported += 1,
+                    Outcome::Skipped => summary.skipped += 1,
+                }
+                summary.graded_failures += usize::from(graded);
+                CaseResult {
+                    name: c.name.clone(),
+                    rule: c.rule_id.clone(),
+                    level: c.level,
+                    outcome,
+                    graded,
+                    message,
+                    duration_ms,
+                }
+            })
+            .collect();
+        Report { schema: SCHEMA, target: target.to_string(), profile: profile.to_string(), strict, summary, results }
+    }
+}
+
+impl Report {
+    /// 0: every graded check passed; 1: one failed; 2: nothing ran.
+    pub fn exit_code(&self) -> u8 {
+        match self.summary {
+            Summary { graded_failures: 1.., .. } => 1,
+            Summary { passed: 0, failed: 0, .. } => 2,
+            _ => 0,
+        }
+    }
+
+    /// JUnit XML: a test suite per rule, a test case per check.
+    pub fn junit(&self) -> String {
+        let mut by_rule: BTreeMap<&str, Vec<&CaseResult>> = BTreeMap::new();
+        for r in &self.results {
+            by_rule.entry(r.rule.as_str()).or_default().push(r);
+        }
+        let count = |rs: &[&CaseResult], o: Outcome| rs.iter().filter(|r| r.outcome == o).count();
+        let all: Vec<&CaseResult> = self.results.iter().collect();
+        let mut out = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
+        out.push_str(&format!(
+            "<testsuites name=\"gcmspec\" tests=\"{}\" failures=\"{}\" skipped=\"{}\">\n",
+            all.len(),
+            count(&all, Outcome::Failed),
+            count(&all, Outcome::Unsupported) + count(&all, Outcome::Skipped)
+        ));
+        for (rule, rs) in by_rule {
+            out.push_str(&format!(
+                "  <testsuite name=\"{}\" tests=\"{}\" failures=\"{}\" skipped=\"{}\">\n",
+                escape(rule),
+                rs.len(),
+                count(&rs, Outcome::Failed),
+                count(&rs, Outcome::Unsupported) + count(&rs, Outcome::Skipped)
+            ));
+            for r in rs {
+                let check = r.name.strip_prefix(&format!("{rule}::")).unwrap_or(&r.name);
+                let open = format!(
+                    "    <testcase name=\"{}\" classname=\"{}\" time=\"{:.3}\">",
+                    escape(check),
+                    escape(rule),
+                    r.duration_ms as f64 / 1000.0
+                );
+                let message = r.message.as_deref().unwrap_or("");
+                let first = escape(message.lines().next().unwrap_or(""));
+                let body = match r.outcome {
+                    Outcome::Passed => String::new(),
+                    Outcome::Failed => format!(
+                        "<failure message=\"{first}\" type=\"{}\">{}</failure>",
+                        if r.graded { r.level.to_string() } else { format!("{} (not graded)", r.level) },
+                        escape(message)
+                    ),
+                    Outcome::Unsupported => {
+                        format!("<skipped message=\"{}\"/>", escape(&format!("unsupported: {message}")))
+                    }
+                    Outcome::Skipped => "<skipped message=\"filtered out\"/>".to_string(),
+                };
+                out.push_str(&format!("{open}{body}</testcase>\n"));
+            }
+            out.push_str("  </testsuite>\n");
+        }
+        out.push_str("</testsuites>\n");
+        out
+    }
+}
