@@ -58,9 +58,12 @@ pub struct Report {
     pub results: Vec<CaseResult>,
 }
 
+/// How one check ended, and how long it took in milliseconds.
+type Ended = (Result<(), String>, u64);
+
 /// Collects results as trials finish (they run on several threads).
 #[derive(Debug, Clone, Default)]
-pub struct Recorder(Arc<Mutex<BTreeMap<String, (Result<(), String>, u64)>>>);
+pub struct Recorder(Arc<Mutex<BTreeMap<String, Ended>>>);
 
 impl Recorder {
     /// Runs `f` and records how it ended.
