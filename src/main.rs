@@ -95,6 +95,12 @@ struct RunArgs {
     /// Write the results as JUnit XML.
     #[arg(long, value_name = "FILE")]
     junit: Option<PathBuf>,
+    /// Known failures (one `rule::check` a line): only failures not listed fail the run.
+    #[arg(long, value_name = "FILE")]
+    baseline: Option<PathBuf>,
+    /// Write this run's graded failures as a baseline file.
+    #[arg(long, value_name = "FILE")]
+    write_baseline: Option<PathBuf>,
     /// Per-request timeout in seconds, for --target.
     #[arg(long, default_value_t = 10)]
     timeout: u64,
@@ -267,7 +273,14 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     if args.test.list {
         return Ok(ExitCode::SUCCESS);
     }
-    let report = recorder.report(&cases, &described, &options.profile, args.strict);
+    let mut report = recorder.report(&cases, &described, &options.profile, args.strict);
+    if let Some(path) = &args.baseline {
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        report.apply_baseline(&harness::report::Baseline::parse(&text));
+    }
+    if let Some(path) = &args.write_baseline {
+        std::fs::write(path, report.baseline()).with_context(|| format!("writing {}", path.display()))?;
+    }
     if let Some(path) = &args.json {
         std::fs::write(path, serde_json::to_string_pretty(&report)?)
             .with_context(|| format!("writing {}", path.display()))?;
@@ -286,6 +299,16 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         s.unsupported,
         s.skipped
     );
+    if args.baseline.is_some() {
+        eprintln!(
+            "gcmspec: baseline: {} known failure(s), {} new",
+            s.known_failures,
+            s.graded_failures - s.known_failures
+        );
+        for fixed in &s.fixed {
+            eprintln!("gcmspec: baseline: {fixed} passes now: remove it from the baseline");
+        }
+    }
     if report.exit_code() == 2 {
         eprintln!("gcmspec: no trial ran");
     }

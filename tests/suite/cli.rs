@@ -102,6 +102,26 @@ pub fn trials() -> Vec<Trial> {
             expect(&fault, 0, &["1 SHOULD, which fail only with --strict"])?;
             expect(&[&fault[..], &["--strict"]].concat(), 1, &["1 failed (1 graded)"])
         }),
+        trial("cli::baseline-ratchets", || {
+            let file = std::env::temp_dir().join(format!("gcmspec-baseline-{}.txt", std::process::id()));
+            let f = file.to_str().unwrap_or_default();
+            // Adopt: the failures of today's run become the baseline, and the same run passes.
+            expect(&["run", "--no-snapshots", "--fault", "group.member-cap", "--write-baseline", f], 1, &["graded"])?;
+            expect(
+                &["run", "--no-snapshots", "--fault", "group.member-cap", "--baseline", f],
+                0,
+                &["known failure(s), 0 new"],
+            )?;
+            // Something new breaks: the run fails and names it.
+            let both =
+                ["run", "--no-snapshots", "--fault", "group.member-cap", "--fault", "group.lookup", "--baseline", f];
+            expect(&both, 1, &["1 new", "group.lookup::lookup-then-send"])?;
+            // The listed failures are fixed: the run passes and says so.
+            let result =
+                expect(&["run", "--no-snapshots", "--baseline", f], 0, &["passes now: remove it from the baseline"]);
+            let _ = std::fs::remove_file(&file);
+            result
+        }),
         trial("cli::json-and-junit-reports", || {
             let dir = std::env::temp_dir().join(format!("gcmspec-reports-{}", std::process::id()));
             std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
