@@ -28,7 +28,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the conformance suite (default target: the in-process reference).
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Serve the reference over HTTP until interrupted.
     Serve(ServeArgs),
     /// Run the suite against the clean reference and against each rule's fault.
@@ -175,7 +175,7 @@ fn main() -> ExitCode {
 
 fn real_main() -> anyhow::Result<ExitCode> {
     match Cli::parse().command {
-        Command::Run(args) => run(args),
+        Command::Run(args) => run(*args),
         Command::Serve(args) => serve(args),
         Command::Selftest(args) => selftest(args),
         Command::Lint(args) => lint(args),
