@@ -112,13 +112,7 @@ pub fn run(
                 None
             }
             Action::Upstream { from, to, data } => {
-                let times = match &step.repeat {
-                    None => 1,
-                    Some(v) => render(v, &vars)
-                        .map_err(at)?
-                        .as_u64()
-                        .ok_or_else(|| at("`repeat` must be a whole number".into()))?,
-                };
+                let times = repeat_count(step, &vars).map_err(at)?;
                 for i in 0..times {
                     if step.repeat.is_some() {
                         vars.insert(REPEAT_VAR.to_string(), Value::from(i));
@@ -229,13 +223,7 @@ pub fn run(
                 Some(vec![(format!("step {n}"), xmpp_exchange(&format!("raw on {on}"), &stanza), xmpp_answer(&answer))])
             }
             Action::XmppPost { on, .. } | Action::XmppReceive { on } => {
-                let times = match &step.repeat {
-                    None => 1,
-                    Some(v) => {
-                        let t = render(v, &vars).map_err(at)?;
-                        t.as_u64().ok_or_else(|| at(format!("`repeat` must be a whole number, found {t}")))?
-                    }
-                };
+                let times = repeat_count(step, &vars).map_err(at)?;
                 let mut exchanges = Vec::new();
                 for i in 0..times {
                     if step.repeat.is_some() {
@@ -289,13 +277,7 @@ pub fn run(
                 Some(vec![(format!("step {n}"), req, resp)])
             }
             Action::Request(r) => {
-                let times = match &step.repeat {
-                    None => 1,
-                    Some(v) => {
-                        let n = render(v, &vars).map_err(at)?;
-                        n.as_u64().ok_or_else(|| at(format!("`repeat` must be a whole number, found {n}")))?
-                    }
-                };
+                let times = repeat_count(step, &vars).map_err(at)?;
                 let mut exchanges = Vec::new();
                 for i in 0..times {
                     if step.repeat.is_some() {
@@ -448,6 +430,17 @@ fn sender_value(expr: &str, vars: &Vars) -> Result<Value, String> {
         Value::Array(items) if items.iter().all(ok) => Ok(v),
         v if ok(v) => Ok(v.clone()),
         _ => Err(format!("`{expr}` is not a sender")),
+    }
+}
+
+/// How many times a step runs: its `repeat`, or once.
+fn repeat_count(step: &Step, vars: &Vars) -> Result<u64, String> {
+    match &step.repeat {
+        None => Ok(1),
+        Some(v) => {
+            let n = render(v, vars)?;
+            n.as_u64().ok_or_else(|| format!("`repeat` must be a whole number, found {n}"))
+        }
     }
 }
 
