@@ -670,13 +670,11 @@ fn run_ccs_case(cx: &PropertyCx<'_>, ops: &[CcsOp]) -> Result<(), String> {
     use crate::target::xmpp::XmppClient;
     let control = cx.control();
     let max_pending = cx.param("max_pending_per_connection")? as usize;
-    let addr = cx.target.xmpp_address().ok_or("the target has no XMPP endpoint")?;
     let sender = control.new_sender().map_err(|e| e.to_string())?;
     let phone = control.register(std::slice::from_ref(&sender.id), None, None, None).map_err(|e| e.to_string())?;
     let to_app_server = format!("{}@{}", sender.id, crate::xmpp::DOMAIN);
     let connect = || -> Result<Conn, String> {
-        let (client, auth) =
-            XmppClient::connect(addr, cx.target.xmpp_tls(), &sender.id, &sender.key, XmppClient::DEFAULT_TIMEOUT)?;
+        let (client, auth) = XmppClient::connect_to(cx.target, &sender.id, &sender.key, XmppClient::DEFAULT_TIMEOUT)?;
         Ok(Conn { client: client.ok_or_else(|| format!("login refused: {auth:?}"))?, unacked: Vec::new(), pings: 0 })
     };
     let mut conns: Vec<Conn> = Vec::new();

@@ -144,13 +144,8 @@ pub fn run(
                 let sender = sender_value("sender", &vars).map_err(at)?;
                 if transport == "xmpp" {
                     if !connections.contains_key(SEND_CONNECTION) {
-                        let addr = control
-                            .target
-                            .xmpp_address()
-                            .ok_or_else(|| at("the target has no XMPP endpoint".into()))?;
-                        let (client, auth) = XmppClient::connect(
-                            addr,
-                            control.target.xmpp_tls(),
+                        let (client, auth) = XmppClient::connect_to(
+                            control.target,
                             &text_of(&sender["id"]),
                             &text_of(&sender["key"]),
                             xmpp_timeout,
@@ -182,7 +177,6 @@ pub fn run(
                 }
             }
             Action::XmppConnect { name, sender, password } => {
-                let addr = control.target.xmpp_address().ok_or_else(|| at("the target has no XMPP endpoint".into()))?;
                 let sender = sender_value(sender, &vars).map_err(at)?;
                 let id = text_of(&sender["id"]);
                 let password = match password {
@@ -190,7 +184,7 @@ pub fn run(
                     None => text_of(&sender["key"]),
                 };
                 let (client, auth) =
-                    XmppClient::connect(addr, control.target.xmpp_tls(), &id, &password, xmpp_timeout).map_err(at)?;
+                    XmppClient::connect_to(control.target, &id, &password, xmpp_timeout).map_err(at)?;
                 let answer = match &auth {
                     XmppAuth::Success => json!({ "sasl": "success" }),
                     XmppAuth::Failure(condition) => json!({ "sasl": "failure", "condition": condition }),

@@ -136,6 +136,17 @@ impl XmppClient {
         }
     }
 
+    /// Connects to the XMPP endpoint `target` declares, with its TLS settings.
+    pub fn connect_to(
+        target: &dyn super::Target,
+        sender_id: &str,
+        password: &str,
+        timeout: Duration,
+    ) -> Result<(Option<XmppClient>, Auth), String> {
+        let addr = target.xmpp_address().ok_or("the target has no XMPP endpoint")?;
+        Self::connect(addr, target.xmpp_tls(), sender_id, password, timeout)
+    }
+
     /// The next event, waiting at most the timeout.
     pub fn next_event(&mut self) -> Result<Event, String> {
         let deadline = Instant::now() + self.timeout;
