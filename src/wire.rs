@@ -4,9 +4,9 @@
 //! them: in-process by calling the adapter, or over a socket. So both run the same code path
 //! from request bytes to response bytes.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HttpRequest {
     pub method: String,
     /// Path without the query string.
@@ -15,21 +15,25 @@ pub struct HttpRequest {
     pub query: Vec<(String, String)>,
     /// Header names are lowercase.
     pub headers: Vec<(String, String)>,
-    #[serde(serialize_with = "as_text")]
+    #[serde(serialize_with = "as_text", deserialize_with = "from_text")]
     pub body: Vec<u8>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HttpResponse {
     pub status: u16,
     /// Header names are lowercase.
     pub headers: Vec<(String, String)>,
-    #[serde(serialize_with = "as_text")]
+    #[serde(serialize_with = "as_text", deserialize_with = "from_text")]
     pub body: Vec<u8>,
 }
 
 fn as_text<S: serde::Serializer>(b: &[u8], s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(&String::from_utf8_lossy(b))
+}
+
+fn from_text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+    String::deserialize(d).map(String::into_bytes)
 }
 
 impl HttpRequest {

@@ -10,13 +10,17 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use libtest_mimic::{Failed, Trial};
 use serde_json::Value;
 
+pub mod evidence;
 pub mod property;
+pub mod replay;
 pub mod report;
 pub mod scenario;
 pub mod snapshot;
 
+pub use evidence::CheckRun;
+
 use crate::reference::{self, Fault, Faults, Reference};
-use crate::spec::{Catalog, CheckKind, Level, Rule, template};
+use crate::spec::{Catalog, CheckKind, Level, Step, template};
 use crate::target::{Capabilities, Control, InProcess, Target};
 
 /// How to run the suite.
@@ -48,7 +52,7 @@ impl Options {
     }
 }
 
-pub type CaseFn = Arc<dyn Fn() -> Result<(), String> + Send + Sync>;
+pub type CaseFn = Arc<dyn Fn() -> CheckRun + Send + Sync>;
 
 /// One runnable check.
 #[derive(Clone)]
@@ -58,6 +62,39 @@ pub struct Case {
     pub rule_id: String,
     pub level: Level,
     pub run: Result<CaseFn, String>,
+}
+
+/// What one check does, as data: enough to run it again, here or from a replay file.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Plan {
+    Scenario {
+        steps: Vec<Step>,
+    },
+    Property {
+        property: String,
+        /// The check's parameters, rendered.
+        params: serde_json::Map<String, Value>,
+        /// One sequence to run (a replay), instead of a search.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        sequence: Option<Value>,
+    },
+}
+
+/// Where and how a plan runs.
+pub struct Execution<'a> {
+    pub target: &'a dyn Target,
+    pub caps: &'a Capabilities,
+    pub options: &'a Options,
+    pub transport: &'a str,
+    /// The profile's and rule's parameters.
+    pub params: template::Vars,
+    /// The group name scenarios use (`${name}`).
+    pub name: String,
+    /// Snapshot name and description, when the transcript is compared.
+    pub snapshot: Option<(String, String)>,
+    /// How a property uses its generator.
+    pub mode: property::Mode,
 }
 
 /// The checks of every rule that applies to `options.profile`, bound to `target`.
@@ -93,7 +130,39 @@ pub fn cases(
                         let transport = transport.clone();
                         let f: CaseFn = Arc::new(move || {
                             let rule = &catalog.rules[rule_index];
-                            run_check(&catalog, rule, check_index, &transport, target.as_ref(), &caps, &options)
+                            let check = &rule.checks[check_index];
+                            let plan = match plan_of(&catalog, rule, check_index, &options.profile) {
+                                Ok(plan) => plan,
+                                Err(e) => return CheckRun::failed(e),
+                            };
+                            let suffix = transport_suffix(&transport);
+                            let execution = Execution {
+                                target: target.as_ref(),
+                                caps: &caps,
+                                options: &options,
+                                transport: &transport,
+                                params: catalog.parameters(rule, &options.profile),
+                                name: format!("appUser-Chris-{}-{}", options.run_id, unique()),
+                                snapshot: options.snapshots.as_ref().map(|_| {
+                                    (
+                                        format!("{}__{}{suffix}", rule.id, check.name),
+                                        format!("{} {} ({}): {}", rule.level, rule.id, check.name, rule.title),
+                                    )
+                                }),
+                                mode: property::Mode::Search,
+                            };
+                            let mut run = execute(&plan, &execution);
+                            if let Err(failure) = &run.result {
+                                run.replay = Some(Box::new(replay::Replay::new(
+                                    rule,
+                                    check,
+                                    &execution,
+                                    &plan,
+                                    failure,
+                                    &run.evidence,
+                                )));
+                            }
+                            run
                         });
                         Ok(f)
                     }
@@ -116,56 +185,74 @@ fn transport_suffix(transport: &str) -> String {
     if transport == "http" { String::new() } else { format!("@{transport}") }
 }
 
-fn run_check(
-    catalog: &Catalog,
-    rule: &Rule,
-    check_index: usize,
-    transport: &str,
-    target: &dyn Target,
-    caps: &Capabilities,
-    options: &Options,
-) -> Result<(), String> {
-    let check = &rule.checks[check_index];
-    let mut vars = catalog.parameters(rule, &options.profile);
-    match &check.kind {
-        CheckKind::Scenario(steps) => {
-            let control = Control { target, caps };
-            let sender = control.new_sender().map_err(|e| format!("setting up a sender: {e}"))?;
-            let mut redactor = snapshot::Redactor::default();
-            let name = format!("appUser-Chris-{}-{}", options.run_id, unique());
-            for (k, v) in [
-                ("sender", sender.to_json()),
-                ("name", Value::String(name)),
-                ("run", Value::String(options.run_id.clone())),
-            ] {
-                redactor.learn(k, &v);
-                vars.insert(k.to_string(), v);
-            }
-            let transcript = scenario::run(&control, steps, vars, &mut redactor, transport, options.xmpp_timeout)?;
-            if let Some(dir) = &options.snapshots {
-                let name = format!("{}__{}{}", rule.id, check.name, transport_suffix(transport));
-                let description = format!("{} {} ({}): {}", rule.level, rule.id, check.name, rule.title);
-                snapshot::compare(dir, &name, &description, &transcript.text)?;
-            }
-            Ok(())
-        }
+/// The plan of a rule's check under a profile: its steps, or its property with the check's
+/// parameters rendered.
+pub fn plan_of(catalog: &Catalog, rule: &crate::spec::Rule, check_index: usize, profile: &str) -> Result<Plan, String> {
+    match &rule.checks[check_index].kind {
+        CheckKind::Scenario(steps) => Ok(Plan::Scenario { steps: steps.clone() }),
         CheckKind::Property { property, params } => {
-            let def = property::find(property).ok_or_else(|| format!("unknown property `{property}`"))?;
-            let mut all = vars.clone();
+            let vars = catalog.parameters(rule, profile);
+            let mut rendered = serde_json::Map::new();
             for (k, v) in params {
-                all.insert(k.clone(), template::render(v, &vars).map_err(|e| format!("parameter `{k}`: {e}"))?);
+                rendered.insert(k.clone(), template::render(v, &vars).map_err(|e| format!("parameter `{k}`: {e}"))?);
             }
-            let cx = property::PropertyCx {
-                target,
-                caps,
-                params: all,
-                seed: options.seed,
-                cases: options.cases,
-                run_id: format!("{}-{}", options.run_id, unique()),
-            };
-            (def.run)(&cx)
+            Ok(Plan::Property { property: property.clone(), params: rendered, sequence: None })
         }
     }
+}
+
+/// Runs a plan, recording every exchange it makes.
+pub fn execute(plan: &Plan, x: &Execution<'_>) -> CheckRun {
+    let log = evidence::ExchangeLog::default();
+    let target = evidence::Recording { inner: x.target, log: &log };
+    let mut evidence = evidence::Evidence::default();
+    let result = match plan {
+        Plan::Scenario { steps } => {
+            let control = Control { target: &target, caps: x.caps };
+            let mut transcript = scenario::Transcript::default();
+            let result = control.new_sender().map_err(|e| format!("setting up a sender: {e}")).and_then(|sender| {
+                let mut vars = x.params.clone();
+                for (k, v) in [
+                    ("sender", sender.to_json()),
+                    ("name", Value::String(x.name.clone())),
+                    ("run", Value::String(x.options.run_id.clone())),
+                ] {
+                    transcript.redactor.learn(k, &v);
+                    vars.insert(k.to_string(), v);
+                }
+                scenario::run(&control, steps, vars, x.transport, x.options.xmpp_timeout, &log, &mut transcript)
+            });
+            evidence.matched = std::mem::take(&mut transcript.matched);
+            result.and_then(|()| match (&x.options.snapshots, &x.snapshot) {
+                (Some(dir), Some((name, description))) => snapshot::compare(dir, name, description, &transcript.text)
+                    .map_err(|(message, diff)| {
+                        evidence.snapshot_diff = diff;
+                        message
+                    }),
+                _ => Ok(()),
+            })
+        }
+        Plan::Property { property, params, sequence } => match property::find(property) {
+            None => Err(format!("unknown property `{property}`")),
+            Some(def) => {
+                let mut cx = property::PropertyCx::new(&target, x.caps, &log);
+                cx.params = x.params.clone();
+                cx.params.extend(params.iter().map(|(k, v)| (k.clone(), v.clone())));
+                cx.seed = x.options.seed;
+                cx.cases = x.options.cases;
+                cx.run_id = format!("{}-{}", x.options.run_id, unique());
+                cx.mode = match sequence {
+                    Some(s) => property::Mode::Replay(s.clone()),
+                    None => x.mode.clone(),
+                };
+                let result = (def.run)(&cx);
+                evidence.sequence = cx.found.into_inner().unwrap_or_else(|e| e.into_inner()).or(sequence.clone());
+                result
+            }
+        },
+    };
+    evidence.exchanges = log.take();
+    CheckRun { result, evidence, replay: None }
 }
 
 /// A process-wide counter: names stay unique across trials sharing a sender.
@@ -203,7 +290,7 @@ pub fn trials(cases: Vec<Case>, prefix: &str) -> Vec<Trial> {
                 Level::May => "may",
             };
             match case.run {
-                Ok(f) => Trial::test(name, move || f().map_err(Failed::from)).with_kind(kind),
+                Ok(f) => Trial::test(name, move || f().result.map_err(Failed::from)).with_kind(kind),
                 Err(why) => Trial::test(name, move || Err(Failed::from(format!("unsupported: {why}"))))
                     .with_kind("unsupported")
                     .with_ignored_flag(true),
@@ -224,7 +311,7 @@ pub fn run_cases(cases: &[Case], threads: usize) -> Vec<(String, Result<(), Stri
                     let i = next.fetch_add(1, Ordering::Relaxed);
                     let Some(case) = cases.get(i) else { break };
                     let r = match &case.run {
-                        Ok(f) => std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f()))
+                        Ok(f) => std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f().result))
                             .unwrap_or_else(|_| Err("the check panicked".into())),
                         Err(why) => Err(format!("unsupported: {why}")),
                     };

@@ -9,9 +9,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use proptest::collection::vec;
 use proptest::prelude::*;
 use proptest::sample::subsequence;
+use proptest::strategy::ValueTree;
 use proptest::test_runner::{Config, RngAlgorithm, TestCaseError, TestError, TestRng, TestRunner};
 use serde_json::{Value, json};
 
+use super::evidence::ExchangeLog;
 use crate::target::{Capabilities, Control, Target};
 use crate::wire::{HttpRequest, HttpResponse};
 
@@ -26,9 +28,42 @@ pub struct PropertyCx<'a> {
     pub cases: Option<u32>,
     /// Distinguishes this run's group names from other runs' on a shared server.
     pub run_id: String,
+    /// The check's exchanges (the target records into it); a search keeps only the last
+    /// case's, so a failure shows the minimal sequence's.
+    pub log: &'a ExchangeLog,
+    pub mode: Mode,
+    /// Set by a failed search: the shrunk sequence, as JSON.
+    pub found: std::sync::Mutex<Option<Value>>,
 }
 
-impl PropertyCx<'_> {
+/// What a sequence property does with its generator.
+#[derive(Debug, Clone, Default)]
+pub enum Mode {
+    /// Search for a failing sequence and shrink it (proptest).
+    #[default]
+    Search,
+    /// Run this one sequence (from a replay file) once.
+    Replay(Value),
+    /// Run the first `cases` generated sequences, whatever their outcome: the same sequences
+    /// for any target with the same seed, for a differential run.
+    Sample,
+}
+
+impl<'a> PropertyCx<'a> {
+    pub fn new(target: &'a dyn Target, caps: &'a Capabilities, log: &'a ExchangeLog) -> PropertyCx<'a> {
+        PropertyCx {
+            target,
+            caps,
+            params: BTreeMap::new(),
+            seed: 0,
+            cases: None,
+            run_id: "run".into(),
+            log,
+            mode: Mode::Search,
+            found: std::sync::Mutex::new(None),
+        }
+    }
+
     fn control(&self) -> Control<'_> {
         Control { target: self.target, caps: self.caps }
     }
@@ -121,7 +156,7 @@ fn server_request(method: &str, path: &str, sender: &crate::target::Sender) -> H
 
 /// One operation of a generated sequence. Member lists are indices into the case's pool of
 /// registered instances.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 enum Op {
     Create(Vec<usize>),
     Add(Vec<usize>),
@@ -148,23 +183,55 @@ fn group_membership(cx: &PropertyCx<'_>) -> Result<(), String> {
     })
 }
 
-/// Runs a sequence property with proptest (seeded, no persistence files) and reports the
-/// shrunk, minimal failing sequence one step a line.
-fn run_sequences<T: std::fmt::Debug>(
+/// Runs a sequence property as `cx.mode` says: a proptest search (seeded, no persistence
+/// files) that reports the shrunk, minimal failing sequence one step a line and keeps it in
+/// `cx.found`; one given sequence; or a fixed sample.
+fn run_sequences<T: std::fmt::Debug + serde::Serialize + serde::de::DeserializeOwned>(
     cx: &PropertyCx<'_>,
     strategy: impl Strategy<Value = Vec<T>>,
     header: &str,
     case: impl Fn(&[T]) -> Result<(), String>,
 ) -> Result<(), String> {
     let config = Config { cases: cx.cases()?, failure_persistence: None, ..Config::default() };
-    let mut runner = TestRunner::new_with_rng(config, seed_rng(cx.seed));
-    match runner.run(&strategy, |steps| case(&steps).map_err(TestCaseError::fail)) {
-        Ok(()) => Ok(()),
-        Err(TestError::Fail(reason, steps)) => {
-            let lines: Vec<String> = steps.iter().enumerate().map(|(i, s)| format!("  {}. {s:?}", i + 1)).collect();
-            Err(format!("{header}\n{}\n{reason}", lines.join("\n")))
+    let mut runner = TestRunner::new_with_rng(config.clone(), seed_rng(cx.seed));
+    let show = |steps: &[T]| -> String {
+        steps.iter().enumerate().map(|(i, s)| format!("  {}. {s:?}", i + 1)).collect::<Vec<_>>().join("\n")
+    };
+    match &cx.mode {
+        Mode::Replay(sequence) => {
+            let steps: Vec<T> = serde_json::from_value(sequence.clone())
+                .map_err(|e| format!("the replay's sequence does not fit this property: {e}"))?;
+            case(&steps).map_err(|reason| format!("{header}\n{}\n{reason}", show(&steps)))
         }
-        Err(TestError::Abort(why)) => Err(format!("property aborted: {why}")),
+        Mode::Sample => {
+            for _ in 0..config.cases {
+                let steps = strategy.new_tree(&mut runner).map_err(|e| format!("generating: {e}"))?.current();
+                // Disagreements with the harness's model are not the point here: the caller
+                // compares what two servers answered.
+                let _ = case(&steps);
+            }
+            Ok(())
+        }
+        Mode::Search => {
+            let result = runner.run(&strategy, |steps| {
+                cx.log.clear();
+                case(&steps).map_err(TestCaseError::fail)
+            });
+            match result {
+                Ok(()) => Ok(()),
+                Err(TestError::Fail(reason, steps)) => {
+                    *cx.found.lock().unwrap_or_else(|e| e.into_inner()) = serde_json::to_value(&steps).ok();
+                    // Once more, so the log holds the minimal sequence's exchanges.
+                    cx.log.clear();
+                    let again = match case(&steps) {
+                        Ok(()) => "\n(this sequence passed when run once more: the failure is intermittent)",
+                        Err(_) => "",
+                    };
+                    Err(format!("{header}\n{}\n{reason}{again}", show(&steps)))
+                }
+                Err(TestError::Abort(why)) => Err(format!("property aborted: {why}")),
+            }
+        }
     }
 }
 
@@ -361,7 +428,7 @@ mod tests {
 
 // ---- message-lifetime -----------------------------------------------------------------
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 enum Ttl {
     Default,
     /// Now or never; generated only without a collapse key, where the documents are clear.
@@ -370,7 +437,7 @@ enum Ttl {
     Long,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 enum Device {
     Awake,
     Idle,
@@ -388,14 +455,14 @@ impl Device {
 }
 
 /// The data payload: a few bytes, exactly the limit, or one byte over (to be refused).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 enum Size {
     Small,
     AtLimit,
     OverLimit,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 enum LifeOp {
     /// `key`: one of three collapse keys, or none. `old_id`: address the first registration
     /// id even after re-registration (a canonical id is then expected).
@@ -624,7 +691,7 @@ fn run_lifetime_case(cx: &PropertyCx<'_>, ops: &[LifeOp]) -> Result<(), String> 
 
 // ---- ccs-upstream ---------------------------------------------------------------------
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 enum CcsOp {
     /// The device sends this many upstream messages to the app server.
     Upstream(usize),

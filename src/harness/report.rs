@@ -7,6 +7,9 @@ use std::time::Instant;
 
 use serde::Serialize;
 
+use super::CheckRun;
+use super::evidence::{Evidence, trimmed};
+use super::replay::Replay;
 use crate::spec::Level;
 use crate::xmpp::escape;
 
@@ -39,7 +42,25 @@ pub struct CaseResult {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
     pub duration_ms: u64,
+    /// What the check saw: the outcome each multi-outcome step matched; for a failure, the
+    /// exchanges (a long log keeps its start and end), the snapshot diff, a property's
+    /// shrunk sequence.
+    #[serde(flatten)]
+    pub evidence: Evidence,
+    /// Exchanges left out of `exchanges` from the middle of a long log.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub exchanges_omitted: usize,
+    /// The replay file written for this failure.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replay: Option<String>,
 }
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
+}
+
+/// Exchanges a report keeps per failed check.
+const REPORTED_EXCHANGES: usize = 60;
 
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Summary {
@@ -66,7 +87,7 @@ pub struct Report {
 }
 
 /// How one check ended, and how long it took in milliseconds.
-type Ended = (Result<(), String>, u64);
+type Ended = (CheckRun, u64);
 
 /// Collects results as trials finish (they run on several threads).
 #[derive(Debug, Clone, Default)]
@@ -74,12 +95,29 @@ pub struct Recorder(Arc<Mutex<BTreeMap<String, Ended>>>);
 
 impl Recorder {
     /// Runs `f` and records how it ended.
-    pub fn record(&self, name: &str, f: impl FnOnce() -> Result<(), String>) -> Result<(), String> {
+    pub fn record(&self, name: &str, f: impl FnOnce() -> CheckRun) -> CheckRun {
         let start = Instant::now();
-        let result = f();
+        let run = f();
         let ms = start.elapsed().as_millis() as u64;
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).insert(name.to_string(), (result.clone(), ms));
-        result
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).insert(name.to_string(), (run.clone(), ms));
+        run
+    }
+
+    /// How many checks have ended.
+    pub fn finished(&self) -> usize {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    /// The names of the checks that have failed so far.
+    pub fn failed(&self) -> Vec<String> {
+        let ran = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        ran.iter().filter(|(_, (run, _))| run.result.is_err()).map(|(name, _)| name.clone()).collect()
+    }
+
+    /// The replays of the failed checks, by name.
+    pub fn replays(&self) -> Vec<Replay> {
+        let ran = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        ran.values().filter_map(|(run, _)| run.replay.as_deref().cloned()).collect()
     }
 
     /// The report for `cases`: what ran is passed or failed; what did not, unsupported (the
@@ -91,11 +129,18 @@ impl Recorder {
             .iter()
             .map(|c| {
                 let (outcome, message, duration_ms) = match (ran.get(&c.name), &c.run) {
-                    (Some((Ok(()), ms)), _) => (Outcome::Passed, None, *ms),
-                    (Some((Err(e), ms)), _) => (Outcome::Failed, Some(e.clone()), *ms),
+                    (Some((CheckRun { result: Ok(()), .. }, ms)), _) => (Outcome::Passed, None, *ms),
+                    (Some((CheckRun { result: Err(e), .. }, ms)), _) => (Outcome::Failed, Some(e.clone()), *ms),
                     (None, Err(why)) => (Outcome::Unsupported, Some(why.clone()), 0),
                     (None, Ok(_)) => (Outcome::Skipped, None, 0),
                 };
+                let mut evidence = ran.get(&c.name).map(|(run, _)| run.evidence.clone()).unwrap_or_default();
+                let mut exchanges_omitted = 0;
+                if outcome == Outcome::Failed {
+                    (evidence.exchanges, exchanges_omitted) = trimmed(&evidence.exchanges, REPORTED_EXCHANGES);
+                } else {
+                    evidence.exchanges.clear();
+                }
                 let graded = outcome == Outcome::Failed && (c.level == Level::Must || strict);
                 match outcome {
                     Outcome::Passed => summary.passed += 1,
@@ -113,6 +158,9 @@ impl Recorder {
                     known: false,
                     message,
                     duration_ms,
+                    evidence,
+                    exchanges_omitted,
+                    replay: None,
                 }
             })
             .collect();

@@ -2,6 +2,7 @@
 
 use serde_json::{Value, json};
 
+use super::evidence::ExchangeLog;
 use super::snapshot::Redactor;
 use crate::spec::template::{self, Vars, text_of};
 use crate::spec::{Action, Auth, Body, BodyShape, Expect, FieldOp, REPEAT_VAR, Request, Step};
@@ -13,24 +14,35 @@ use crate::wire::{HttpRequest, HttpResponse};
 #[derive(Debug, Default)]
 pub struct Transcript {
     pub text: String,
+    /// For steps with several accepted outcomes, the one each matched: `step 3: observed-400`.
+    pub matched: Vec<String>,
+    /// Names run-specific values in `text`; knows the builtins before the first step.
+    pub redactor: Redactor,
 }
 
 /// Runs `steps` with `vars` (parameters and builtins already set). On failure the error
-/// says which step, what was expected and what came back.
+/// says which step, what was expected and what came back. HTTP exchanges are seen by the
+/// control's target; XMPP ones, made here, are added to `log`.
 pub fn run(
     control: &Control<'_>,
     steps: &[Step],
     mut vars: Vars,
-    redactor: &mut Redactor,
     transport: &str,
     xmpp_timeout: std::time::Duration,
-) -> Result<Transcript, String> {
-    let mut transcript = Transcript::default();
+    log: &ExchangeLog,
+    transcript: &mut Transcript,
+) -> Result<(), String> {
     // XMPP connections by name; they close when the scenario ends.
     let mut connections: std::collections::HashMap<String, XmppClient> = std::collections::HashMap::new();
     for (i, step) in steps.iter().enumerate() {
         let n = i + 1;
         let at = |e: String| format!("step {n} (line {}): {e}", step.line);
+        let mut matched = |name: Option<String>| {
+            let note = name.map(|name| format!("step {n}: {name}"));
+            if let Some(note) = note.filter(|note| !transcript.matched.contains(note)) {
+                transcript.matched.push(note);
+            }
+        };
         let exchange = match &step.action {
             Action::NewSender { name, count } => {
                 let value = match count {
@@ -43,7 +55,7 @@ pub fn run(
                         Value::Array(senders.map_err(|e| at(e.to_string()))?)
                     }
                 };
-                define(&mut vars, redactor, name, value);
+                define(&mut vars, &mut transcript.redactor, name, value);
                 None
             }
             Action::Register { name, count, senders, account, platform, package } => {
@@ -74,7 +86,7 @@ pub fn run(
                     })
                     .collect::<Result<Vec<_>, _>>()
                     .map_err(|e| at(e.to_string()))?;
-                define(&mut vars, redactor, name, Value::Array(ids));
+                define(&mut vars, &mut transcript.redactor, name, Value::Array(ids));
                 None
             }
             Action::Unregister(which) => {
@@ -92,7 +104,7 @@ pub fn run(
                 let account = text_of(&render(account, &vars).map_err(at)?);
                 let sender_id = text_of(&sender_value(sender, &vars).map_err(at)?["id"]);
                 let token = control.id_token(&sender_id, &account).map_err(|e| at(e.to_string()))?;
-                define(&mut vars, redactor, name, Value::String(token));
+                define(&mut vars, &mut transcript.redactor, name, Value::String(token));
                 None
             }
             Action::Connectivity { of, state } => {
@@ -108,7 +120,7 @@ pub fn run(
             Action::Reregister { of, name } => {
                 let id = text_of(&render(of, &vars).map_err(at)?);
                 let new = control.reregister(&id).map_err(|e| at(e.to_string()))?;
-                define(&mut vars, redactor, name, Value::String(new));
+                define(&mut vars, &mut transcript.redactor, name, Value::String(new));
                 None
             }
             Action::Upstream { from, to, data } => {
@@ -158,11 +170,15 @@ pub fn run(
                     message["message_id"] = json!(format!("send-{n}"));
                     let c = connections.get_mut(SEND_CONNECTION).expect("connected above");
                     c.send_gcm(&format!("s{n}"), &message).map_err(at)?;
-                    let answer = c.next_as_json().map_err(at)?;
                     let req = xmpp_exchange("send", &message.to_string());
+                    let answer = c.next_as_json().inspect_err(|e| log.push(&req, &xmpp_silence(e))).map_err(at)?;
+                    log.push(&req, &xmpp_answer(&answer));
                     let normal = normalize_xmpp(&answer);
-                    expect_any(&step.expect, &xmpp_answer(&normal), &vars)
-                        .map_err(|e| at(format!("send over XMPP: {e}\n  answer: {answer}\n  normalized: {normal}")))?;
+                    matched(
+                        expect_any(&step.expect, &xmpp_answer(&normal), &vars).map_err(|e| {
+                            at(format!("send over XMPP: {e}\n  answer: {answer}\n  normalized: {normal}"))
+                        })?,
+                    );
                     Some(vec![(format!("step {n}"), req, xmpp_answer(&answer))])
                 } else {
                     let req = HttpRequest::new("POST", "/fcm/send")
@@ -170,9 +186,9 @@ pub fn run(
                         .with_json(&message);
                     let resp = control.target.exchange(&req).map_err(|e| at(e.to_string()))?;
                     let normal = normalize_http(&resp);
-                    expect_any(&step.expect, &xmpp_answer(&normal), &vars).map_err(|e| {
+                    matched(expect_any(&step.expect, &xmpp_answer(&normal), &vars).map_err(|e| {
                         at(format!("send over HTTP: {e}\n{}\n  normalized: {normal}", describe(&req, &resp)))
-                    })?;
+                    })?);
                     Some(vec![(format!("step {n}"), req, resp)])
                 }
             }
@@ -189,6 +205,7 @@ pub fn run(
                     XmppAuth::Success => json!({ "sasl": "success" }),
                     XmppAuth::Failure(condition) => json!({ "sasl": "failure", "condition": condition }),
                 };
+                log.push(&xmpp_exchange(&format!("connect as {id}"), ""), &xmpp_answer(&answer));
                 if step.expect.is_empty() && client.is_none() {
                     return Err(at(format!("the XMPP login as {id} failed: {answer}")));
                 }
@@ -202,19 +219,19 @@ pub fn run(
                 let message = render(message, &vars).map_err(at)?;
                 let c = connections.get_mut(on).ok_or_else(|| at(format!("`{on}` is not an open XMPP connection")))?;
                 c.send_gcm(&format!("s{n}"), &message).map_err(at)?;
-                let answer = c.next_as_json().map_err(at)?;
-                Some(vec![(
-                    format!("step {n}"),
-                    xmpp_exchange(&format!("send on {on}"), &message.to_string()),
-                    xmpp_answer(&answer),
-                )])
+                let req = xmpp_exchange(&format!("send on {on}"), &message.to_string());
+                let answer = c.next_as_json().inspect_err(|e| log.push(&req, &xmpp_silence(e))).map_err(at)?;
+                log.push(&req, &xmpp_answer(&answer));
+                Some(vec![(format!("step {n}"), req, xmpp_answer(&answer))])
             }
             Action::XmppRaw { on, stanza } => {
                 let stanza = text_of(&render(stanza, &vars).map_err(at)?);
                 let c = connections.get_mut(on).ok_or_else(|| at(format!("`{on}` is not an open XMPP connection")))?;
                 c.send_raw(&stanza).map_err(at)?;
-                let answer = c.next_as_json().map_err(at)?;
-                Some(vec![(format!("step {n}"), xmpp_exchange(&format!("raw on {on}"), &stanza), xmpp_answer(&answer))])
+                let req = xmpp_exchange(&format!("raw on {on}"), &stanza);
+                let answer = c.next_as_json().inspect_err(|e| log.push(&req, &xmpp_silence(e))).map_err(at)?;
+                log.push(&req, &xmpp_answer(&answer));
+                Some(vec![(format!("step {n}"), req, xmpp_answer(&answer))])
             }
             Action::XmppPost { on, .. } | Action::XmppReceive { on } => {
                 let times = repeat_count(step, &vars).map_err(at)?;
@@ -226,20 +243,32 @@ pub fn run(
                     let of = if times > 1 { format!(" ({} of {times})", i + 1) } else { String::new() };
                     let c =
                         connections.get_mut(on).ok_or_else(|| at(format!("`{on}` is not an open XMPP connection")))?;
-                    let (req, resp) = match &step.action {
-                        Action::XmppPost { message, .. } => {
-                            let message = render(message, &vars).map_err(at)?;
-                            c.send_gcm(&format!("s{n}-{i}"), &message).map_err(at)?;
-                            (xmpp_exchange(&format!("post on {on}"), &message.to_string()), xmpp_answer(&Value::Null))
-                        }
-                        _ => {
-                            let got = c.next_as_json().map_err(|e| at(format!("receiving on {on}{of}: {e}")))?;
-                            let (req, resp) = (xmpp_exchange(&format!("receive on {on}"), ""), xmpp_answer(&got));
-                            expect_any(&step.expect, &resp, &vars)
-                                .map_err(|e| at(format!("receiving on {on}{of}: {e}\n{}", describe(&req, &resp))))?;
-                            (req, resp)
-                        }
-                    };
+                    let (req, resp) =
+                        match &step.action {
+                            Action::XmppPost { message, .. } => {
+                                let message = render(message, &vars).map_err(at)?;
+                                c.send_gcm(&format!("s{n}-{i}"), &message).map_err(at)?;
+                                let sent = (
+                                    xmpp_exchange(&format!("post on {on}"), &message.to_string()),
+                                    xmpp_answer(&Value::Null),
+                                );
+                                log.push(&sent.0, &sent.1);
+                                sent
+                            }
+                            _ => {
+                                let req = xmpp_exchange(&format!("receive on {on}"), "");
+                                let got = c
+                                    .next_as_json()
+                                    .inspect_err(|e| log.push(&req, &xmpp_silence(e)))
+                                    .map_err(|e| at(format!("receiving on {on}{of}: {e}")))?;
+                                let resp = xmpp_answer(&got);
+                                log.push(&req, &resp);
+                                matched(expect_any(&step.expect, &resp, &vars).map_err(|e| {
+                                    at(format!("receiving on {on}{of}: {e}\n{}", describe(&req, &resp)))
+                                })?);
+                                (req, resp)
+                            }
+                        };
                     if i == 0 || i + 1 == times {
                         exchanges.push((format!("step {n}{of}"), req, resp));
                     }
@@ -249,7 +278,10 @@ pub fn run(
             }
             Action::XmppQuiet { on } => {
                 let c = connections.get_mut(on).ok_or_else(|| at(format!("`{on}` is not an open XMPP connection")))?;
-                if let Some(got) = c.quiet(QUIET).map_err(at)? {
+                let req = xmpp_exchange(&format!("listen on {on} for {QUIET:?}"), "");
+                let got = c.quiet(QUIET).map_err(at)?;
+                log.push(&req, &xmpp_answer(got.as_ref().unwrap_or(&json!("(nothing)"))));
+                if let Some(got) = got {
                     return Err(at(format!("expected nothing on {on} for {QUIET:?}, got {got}")));
                 }
                 None
@@ -257,6 +289,7 @@ pub fn run(
             Action::XmppClose(on) => {
                 if let Some(mut c) = connections.remove(on) {
                     let _ = c.send_raw("</stream:stream>");
+                    log.push(&xmpp_exchange(&format!("close {on}"), "</stream:stream>"), &xmpp_answer(&Value::Null));
                 }
                 None
             }
@@ -279,10 +312,10 @@ pub fn run(
                     }
                     let req = build_request(r, &vars).map_err(at)?;
                     let resp = control.target.exchange(&req).map_err(|e| at(e.to_string()))?;
-                    expect_any(&step.expect, &resp, &vars).map_err(|e| {
+                    matched(expect_any(&step.expect, &resp, &vars).map_err(|e| {
                         let which = if times > 1 { format!(" (repeat {} of {times})", i + 1) } else { String::new() };
                         at(format!("{} {}{which}: {e}\n{}", req.method, req.path, describe(&req, &resp)))
-                    })?;
+                    })?);
                     // A long repeat is shown by its first and last exchange.
                     if i == 0 || i + 1 == times {
                         let label =
@@ -300,8 +333,14 @@ pub fn run(
                 step.action,
                 Action::Request(_) | Action::XmppPost { .. } | Action::XmppReceive { .. } | Action::Send(_)
             ) {
-                expect_any(&step.expect, resp, &vars)
+                let name = expect_any(&step.expect, resp, &vars)
                     .map_err(|e| at(format!("{} {}: {e}\n{}", req.method, req.path, describe(req, resp))))?;
+                if let Some(name) = name {
+                    let note = format!("step {n}: {name}");
+                    if !transcript.matched.contains(&note) {
+                        transcript.matched.push(note);
+                    }
+                }
             }
         }
         let Some((_, req, resp)) = exchanges.last() else { continue };
@@ -309,15 +348,16 @@ pub fn run(
             let value = resp.body_json().and_then(|b| b.pointer(pointer).cloned()).ok_or_else(|| {
                 at(format!("cannot save `{var}`: the response has nothing at `{pointer}`\n{}", describe(req, resp)))
             })?;
-            define(&mut vars, redactor, var, value);
+            define(&mut vars, &mut transcript.redactor, var, value);
         }
         // After saving, so that a saved value reads as its variable (`<key>`) here too.
         for (label, req, resp) in &exchanges {
-            transcript.text.push_str(&redactor.exchange(label, req, resp));
+            let text = transcript.redactor.exchange(label, req, resp);
+            transcript.text.push_str(&text);
             transcript.text.push('\n');
         }
     }
-    Ok(transcript)
+    Ok(())
 }
 
 /// The XMPP connection `send` steps use, per scenario.
@@ -401,6 +441,11 @@ fn xmpp_exchange(what: &str, sent: &str) -> HttpRequest {
         headers: Vec::new(),
         body: sent.as_bytes().to_vec(),
     }
+}
+
+/// What a log shows for an XMPP step that got no answer.
+fn xmpp_silence(why: &String) -> HttpResponse {
+    HttpResponse { status: 0, headers: Vec::new(), body: format!("(no answer: {why})").into_bytes() }
 }
 
 fn xmpp_answer(json: &Value) -> HttpResponse {
@@ -493,18 +538,20 @@ pub fn describe(req: &HttpRequest, resp: &HttpResponse) -> String {
     )
 }
 
-/// Passes if the response matches any of the outcomes (or there are none to match).
-pub fn expect_any(outcomes: &[Expect], resp: &HttpResponse, vars: &Vars) -> Result<(), String> {
+/// Passes if the response matches any of the outcomes (or there are none to match). Where
+/// there are several, says which one matched (by name, or `outcome N`).
+pub fn expect_any(outcomes: &[Expect], resp: &HttpResponse, vars: &Vars) -> Result<Option<String>, String> {
     let mut why = Vec::new();
     for (k, e) in outcomes.iter().enumerate() {
         match check(e, resp, vars) {
-            Ok(()) => return Ok(()),
+            Ok(()) if outcomes.len() == 1 => return Ok(None),
+            Ok(()) => return Ok(Some(e.name.clone().unwrap_or_else(|| format!("outcome {}", k + 1)))),
             Err(w) if outcomes.len() == 1 => return Err(w),
             Err(w) => why.push(format!("outcome {} ({}): {w}", k + 1, e.name.as_deref().unwrap_or("unnamed"))),
         }
     }
     if why.is_empty() {
-        Ok(())
+        Ok(None)
     } else {
         Err(format!("matches none of the accepted outcomes:\n    {}", why.join("\n    ")))
     }

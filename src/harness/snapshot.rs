@@ -122,8 +122,16 @@ impl Redactor {
 }
 
 /// Compares `text` with the committed snapshot `name` in `dir`, through insta, so the usual
-/// `cargo insta review` workflow applies. Returns the mismatch as an error message.
-pub fn compare(dir: &Path, name: &str, description: &str, text: &str) -> Result<(), String> {
+/// `cargo insta review` workflow applies. Returns the mismatch as an error message and, when
+/// there was a committed snapshot, a unified diff (committed, then this run).
+pub fn compare(dir: &Path, name: &str, description: &str, text: &str) -> Result<(), (String, Option<String>)> {
+    let diff = committed(dir, name).filter(|old| old.trim_end() != text.trim_end()).map(|old| {
+        similar::TextDiff::from_lines(old.trim_end(), text.trim_end())
+            .unified_diff()
+            .context_radius(3)
+            .header(&format!("snapshots/{name}.snap"), "this run")
+            .to_string()
+    });
     let mut settings = insta::Settings::new();
     settings.set_snapshot_path(dir);
     settings.set_prepend_module_to_snapshot(false);
@@ -133,8 +141,20 @@ pub fn compare(dir: &Path, name: &str, description: &str, text: &str) -> Result<
         settings.bind(|| insta::assert_snapshot!(name, text));
     }));
     result.map_err(|_| {
-        format!("the normalized responses differ from snapshot {}/{name}.snap (diff above; review with `cargo insta review`)", dir.display())
+        let message = format!(
+            "the normalized responses differ from snapshot {}/{name}.snap (review with `cargo insta review`)",
+            dir.display()
+        );
+        (message, diff)
     })
+}
+
+/// The committed snapshot's content: what follows its `---` header.
+fn committed(dir: &Path, name: &str) -> Option<String> {
+    let text = std::fs::read_to_string(dir.join(format!("{name}.snap"))).ok()?;
+    let rest = text.strip_prefix("---\n")?;
+    let end = rest.find("\n---\n")?;
+    Some(rest[end + 5..].to_string())
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 mod load;
@@ -75,7 +75,7 @@ pub struct SourceRef {
     pub quote: String,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Level {
     Must,
@@ -134,7 +134,7 @@ pub struct Check {
     pub location: Location,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum CheckKind {
     Scenario(Vec<Step>),
@@ -145,7 +145,7 @@ pub enum CheckKind {
     },
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Step {
     pub line: usize,
     pub action: Action,
@@ -158,7 +158,7 @@ pub struct Step {
 }
 
 /// What a step does. Values are JSON templates (see [`template`]).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Action {
     /// A fresh sender (project), or with `count` an array of them, through the control API.
@@ -259,7 +259,7 @@ pub enum Action {
     },
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Request {
     pub method: String,
     pub path: String,
@@ -273,7 +273,7 @@ pub struct Request {
 }
 
 /// Which credentials a request carries by default.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Auth {
     /// `Authorization: key=...` and `project_id`: server-side group management.
@@ -285,7 +285,7 @@ pub enum Auth {
     None,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Body {
     None,
@@ -293,7 +293,7 @@ pub enum Body {
     Raw(String),
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Expect {
     /// Names the outcome when there are several ("documented", "observed 400").
     pub name: Option<String>,
@@ -303,7 +303,7 @@ pub struct Expect {
     pub fields: Vec<FieldCheck>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum BodyShape {
     Any,
@@ -314,14 +314,14 @@ pub enum BodyShape {
     NotJson,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct FieldCheck {
     /// A JSON pointer into the response body ("" is the whole body).
     pub at: String,
     pub op: FieldOp,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum FieldOp {
     Eq(Value),
@@ -340,7 +340,7 @@ pub enum FieldOp {
     None(Value),
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum JsonType {
     String,
