@@ -37,6 +37,8 @@ enum Command {
     Lint(SpecArgs),
     /// List every rule with its level, source and checks.
     Rules(RulesArgs),
+    /// Run saved failures (replay files) again and say whether they still fail.
+    Replay(ReplayArgs),
 }
 
 #[derive(Args)]
@@ -46,10 +48,9 @@ struct SpecArgs {
     specs: Option<PathBuf>,
 }
 
+/// Which server to reach, and how.
 #[derive(Args)]
-struct RunArgs {
-    #[command(flatten)]
-    spec: SpecArgs,
+struct TargetArgs {
     /// The server to test, e.g. http://127.0.0.1:4000 (default: the in-process reference).
     #[arg(long, value_name = "URL")]
     target: Option<String>,
@@ -59,24 +60,9 @@ struct RunArgs {
     /// Sender id (project number) that goes with --api-key.
     #[arg(long, requires = "api_key")]
     sender_id: Option<String>,
-    /// Profile to test (default: what the target reports, else fcm).
-    #[arg(long)]
-    profile: Option<String>,
-    /// Seed for property-based checks.
-    #[arg(long, default_value_t = 0)]
-    seed: u64,
-    /// Cases per property (overrides the specs).
-    #[arg(long)]
-    cases: Option<u32>,
     /// Break this rule in the in-process reference (repeatable).
     #[arg(long = "fault", value_name = "RULE_ID", conflicts_with = "target")]
     faults: Vec<String>,
-    /// Compare normalized responses with the snapshots in DIR (default for the in-process reference: ./snapshots).
-    #[arg(long, value_name = "DIR")]
-    snapshots: Option<PathBuf>,
-    /// Do not compare snapshots.
-    #[arg(long, conflicts_with = "snapshots")]
-    no_snapshots: bool,
     /// The target's XMPP connection server, HOST:PORT, for the XMPP rules.
     #[arg(long, value_name = "HOST:PORT", requires = "target")]
     xmpp: Option<String>,
@@ -86,6 +72,35 @@ struct RunArgs {
     /// Trust this CA certificate (PEM) for --xmpp-tls; without it any certificate is accepted.
     #[arg(long, value_name = "FILE", requires = "xmpp_tls")]
     xmpp_ca: Option<PathBuf>,
+    /// Per-request timeout in seconds, for --target.
+    #[arg(long, default_value_t = 10)]
+    timeout: u64,
+    /// Seconds an XMPP step waits for the server's answer.
+    #[arg(long, default_value_t = 3.0)]
+    xmpp_timeout: f64,
+}
+
+#[derive(Args)]
+struct RunArgs {
+    #[command(flatten)]
+    spec: SpecArgs,
+    #[command(flatten)]
+    to: TargetArgs,
+    /// Profile to test (default: what the target reports, else fcm).
+    #[arg(long)]
+    profile: Option<String>,
+    /// Seed for property-based checks.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Cases per property (overrides the specs).
+    #[arg(long)]
+    cases: Option<u32>,
+    /// Compare normalized responses with the snapshots in DIR (default for the in-process reference: ./snapshots).
+    #[arg(long, value_name = "DIR")]
+    snapshots: Option<PathBuf>,
+    /// Do not compare snapshots.
+    #[arg(long, conflicts_with = "snapshots")]
+    no_snapshots: bool,
     /// SHOULD rules fail the run too (by default only MUST rules do).
     #[arg(long)]
     strict: bool,
@@ -101,14 +116,28 @@ struct RunArgs {
     /// Write this run's graded failures as a baseline file.
     #[arg(long, value_name = "FILE")]
     write_baseline: Option<PathBuf>,
-    /// Per-request timeout in seconds, for --target.
-    #[arg(long, default_value_t = 10)]
-    timeout: u64,
-    /// Seconds an XMPP step waits for the server's answer.
-    #[arg(long, default_value_t = 3.0)]
-    xmpp_timeout: f64,
+    /// Save each failure as a replay file in DIR (older replay files there are removed).
+    #[arg(long, value_name = "DIR", default_value = "gcmspec-replays")]
+    replays: PathBuf,
+    /// Do not save replay files.
+    #[arg(long)]
+    no_replays: bool,
     #[command(flatten)]
     test: libtest_mimic::Arguments,
+}
+
+#[derive(Args)]
+struct ReplayArgs {
+    #[command(flatten)]
+    spec: SpecArgs,
+    /// Replay files written by `gcmspec run` (in gcmspec-replays/ by default).
+    #[arg(required = true, value_name = "FILE")]
+    files: Vec<PathBuf>,
+    #[command(flatten)]
+    to: TargetArgs,
+    /// Print the failing run's exchanges as curl commands instead of running anything.
+    #[arg(long)]
+    curl: bool,
 }
 
 #[derive(Args)]
@@ -180,6 +209,7 @@ fn real_main() -> anyhow::Result<ExitCode> {
         Command::Selftest(args) => selftest(args),
         Command::Lint(args) => lint(args),
         Command::Rules(args) => rules(args),
+        Command::Replay(args) => replay(args),
     }
 }
 
@@ -207,15 +237,21 @@ fn reference_config(catalog: &Catalog, profile: &str, faults: &[String]) -> anyh
     Ok(config)
 }
 
-fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
-    let catalog = Arc::new(load(&args.spec)?);
-    let (target, mut caps, default_snapshots): (Arc<dyn Target>, Capabilities, Option<PathBuf>) = match &args.target {
+/// A reached target: the in-process reference (with `--fault`s) or a server at `--target`.
+struct Connected {
+    target: Arc<dyn Target>,
+    caps: Capabilities,
+    /// What curl commands address: the target, or where `gcmspec serve` listens by default.
+    base_url: String,
+}
+
+fn connect(args: &TargetArgs, catalog: &Catalog, profile: Option<&str>) -> anyhow::Result<Connected> {
+    let (target, mut caps, base_url): (Arc<dyn Target>, Capabilities, String) = match &args.target {
         None => {
-            let profile = args.profile.clone().unwrap_or_else(|| gcmspec::bundled::DEFAULT_PROFILE.into());
-            let target = InProcess::new(Reference::new(reference_config(&catalog, &profile, &args.faults)?));
+            let profile = profile.unwrap_or(gcmspec::bundled::DEFAULT_PROFILE);
+            let target = InProcess::new(Reference::new(reference_config(catalog, profile, &args.faults)?));
             let caps = Capabilities::probe(&target)?;
-            let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("snapshots");
-            (Arc::new(target), caps, dir.is_dir().then_some(dir))
+            (Arc::new(target), caps, "http://127.0.0.1:4000".into())
         }
         Some(url) => {
             let mut target = HttpTarget::new(url, Duration::from_secs(args.timeout))?;
@@ -236,12 +272,29 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
                 }
             }
             let caps = Capabilities::probe(&target).with_context(|| format!("probing {url}"))?;
-            (Arc::new(target), caps, None)
+            (Arc::new(target), caps, url.trim_end_matches('/').to_string())
         }
     };
     if let (Some(key), Some(id)) = (&args.api_key, &args.sender_id) {
         caps.static_sender = Some(Sender { id: id.clone(), key: key.clone() });
     }
+    Ok(Connected { target, caps, base_url })
+}
+
+fn run_id() -> String {
+    format!(
+        "{:x}",
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0)
+    )
+}
+
+fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
+    let catalog = Arc::new(load(&args.spec)?);
+    let Connected { target, caps, base_url } = connect(&args.to, &catalog, args.profile.as_deref())?;
+    let default_snapshots = match args.to.target {
+        None => Some(Path::new(env!("CARGO_MANIFEST_DIR")).join("snapshots")).filter(|d| d.is_dir()),
+        Some(_) => None,
+    };
     let profile = args
         .profile
         .clone()
@@ -256,11 +309,8 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         seed: args.seed,
         cases: args.cases,
         snapshots,
-        xmpp_timeout: Duration::from_secs_f64(args.xmpp_timeout.max(0.01)),
-        run_id: format!(
-            "{:x}",
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0)
-        ),
+        xmpp_timeout: Duration::from_secs_f64(args.to.xmpp_timeout.max(0.01)),
+        run_id: run_id(),
     });
     if !args.test.list {
         eprintln!("gcmspec: {} rules, profile {}, target {}", catalog.rules.len(), options.profile, target.describe());
@@ -274,6 +324,9 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let mut report = recorder.report(&cases, &described, &options.profile, args.strict);
+    if !args.no_replays {
+        save_replays(&args.replays, &recorder.replays(), &mut report, &base_url)?;
+    }
     if let Some(path) = &args.baseline {
         let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
         report.apply_baseline(&harness::report::Baseline::parse(&text));
@@ -313,6 +366,92 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         eprintln!("gcmspec: no trial ran");
     }
     Ok(ExitCode::from(report.exit_code()))
+}
+
+/// Writes each failure's replay file (after removing older ones), notes it in the report, and
+/// prints how to reproduce it: the replay command and the failing end as curl commands.
+fn save_replays(
+    dir: &Path,
+    replays: &[harness::replay::Replay],
+    report: &mut harness::report::Report,
+    base_url: &str,
+) -> anyhow::Result<()> {
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.extension().is_some_and(|e| e == "json") && harness::replay::Replay::read(&path).is_ok() {
+                std::fs::remove_file(&path).with_context(|| format!("removing the old replay {}", path.display()))?;
+            }
+        }
+    }
+    if replays.is_empty() {
+        return Ok(());
+    }
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let target_flag =
+        if report.target == "in-process reference" { String::new() } else { format!(" --target {base_url}") };
+    for replay in replays {
+        let path = replay.path_in(dir);
+        std::fs::write(&path, replay.to_json()).with_context(|| format!("writing {}", path.display()))?;
+        if let Some(r) = report.results.iter_mut().find(|r| r.name == replay.name) {
+            r.replay = Some(path.display().to_string());
+        }
+        const SHOWN: usize = 4;
+        let http: Vec<_> = replay.exchanges.iter().filter(|x| !x.is_xmpp()).cloned().collect();
+        let shown = &replay.exchanges[replay.exchanges.len().saturating_sub(SHOWN)..];
+        eprintln!("\ngcmspec: FAILED {}\n  replay: gcmspec replay {}{target_flag}", replay.name, path.display());
+        if !http.is_empty() {
+            let earlier = replay.exchanges.len() - shown.len();
+            let note = if earlier > 0 {
+                format!(" (the last {}; all {} with `gcmspec replay --curl`)", shown.len(), replay.exchanges.len())
+            } else {
+                String::new()
+            };
+            eprintln!("  as curl{note}:");
+            for line in harness::evidence::curl_script(shown, base_url, Some(400)).lines() {
+                eprintln!("    {line}");
+            }
+        }
+    }
+    Ok(())
+}
+
+fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
+    let catalog = load(&args.spec)?;
+    let mut replays = Vec::new();
+    for file in &args.files {
+        replays.push(harness::replay::Replay::read(file)?);
+    }
+    let base = args.to.target.clone().unwrap_or_else(|| "http://127.0.0.1:4000".into());
+    if args.curl {
+        for (file, r) in args.files.iter().zip(&replays) {
+            println!(
+                "# {} ({}), failed against {}:\n# {}",
+                r.name,
+                file.display(),
+                r.target,
+                r.failure.lines().next().unwrap_or("")
+            );
+            print!("{}", harness::evidence::curl_script(&r.exchanges, base.trim_end_matches('/'), None));
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut still_failing = 0;
+    for (file, r) in args.files.iter().zip(&replays) {
+        let Connected { target, caps, .. } = connect(&args.to, &catalog, Some(&r.profile))?;
+        let mut options = Options::new(&r.profile);
+        options.run_id = run_id();
+        options.xmpp_timeout = Duration::from_secs_f64(args.to.xmpp_timeout.max(0.01));
+        let run = r.run(target.as_ref(), &caps, &options);
+        match run.result {
+            Ok(()) => println!("passes now: {} ({}) against {}", r.name, file.display(), target.describe()),
+            Err(e) => {
+                still_failing += 1;
+                println!("still fails: {} ({}) against {}\n{e}", r.name, file.display(), target.describe());
+            }
+        }
+    }
+    Ok(if still_failing > 0 { ExitCode::from(1) } else { ExitCode::SUCCESS })
 }
 
 fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {

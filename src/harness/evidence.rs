@@ -123,12 +123,23 @@ fn shell_quote(s: &str) -> String {
 
 /// The exchanges as a shell script of curl commands against `base` (the target's URL).
 /// XMPP steps, which curl cannot make, appear as comments with what was sent and received.
-pub fn curl_script(exchanges: &[Exchange], base: &str) -> String {
+/// With `max_body`, longer request bodies are cut (for a terminal; the replay file keeps
+/// them whole).
+pub fn curl_script(exchanges: &[Exchange], base: &str, max_body: Option<usize>) -> String {
+    let cut = |body: &[u8]| {
+        let text = String::from_utf8_lossy(body);
+        match max_body {
+            Some(max) if text.chars().count() > max => {
+                format!("{}…[{} bytes in all]", text.chars().take(max).collect::<String>(), body.len())
+            }
+            _ => text.into_owned(),
+        }
+    };
     let mut out = String::new();
     for x in exchanges {
         let req = &x.request;
         if x.is_xmpp() {
-            out.push_str(&format!("# XMPP {}: {}\n", req.path, String::from_utf8_lossy(&req.body)));
+            out.push_str(&format!("# XMPP {}: {}\n", req.path, cut(&req.body)));
         } else {
             let mut cmd =
                 format!("curl -sS -X {} {}", req.method, shell_quote(&format!("{base}{}", req.path_and_query())));
@@ -136,7 +147,7 @@ pub fn curl_script(exchanges: &[Exchange], base: &str) -> String {
                 cmd.push_str(&format!(" -H {}", shell_quote(&format!("{k}: {v}"))));
             }
             if !req.body.is_empty() {
-                cmd.push_str(&format!(" --data-raw {}", shell_quote(&String::from_utf8_lossy(&req.body))));
+                cmd.push_str(&format!(" --data-raw {}", shell_quote(&cut(&req.body))));
             }
             out.push_str(&cmd);
             out.push('\n');
@@ -178,7 +189,7 @@ mod tests {
             .with_header("authorization", "key=AIza")
             .with_json(&serde_json::json!({"to": "it's"}));
         let resp = HttpResponse { status: 200, headers: Vec::new(), body: b"{}".to_vec() };
-        let script = curl_script(&[Exchange { request: req, response: resp }], "http://127.0.0.1:4000");
+        let script = curl_script(&[Exchange { request: req, response: resp }], "http://127.0.0.1:4000", None);
         assert_eq!(
             script,
             "curl -sS -X POST http://127.0.0.1:4000/fcm/send -H 'authorization: key=AIza' -H 'content-type: application/json' --data-raw '{\"to\":\"it'\\''s\"}'\n#   -> 200 {}\n"

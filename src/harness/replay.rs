@@ -74,9 +74,14 @@ impl Replay {
 
     /// The file this replay is saved as in `dir`.
     pub fn path_in(&self, dir: &Path) -> PathBuf {
-        let safe: String =
-            self.name.chars().map(|c| if c.is_ascii_alphanumeric() || "-_.@".contains(c) { c } else { '_' }).collect();
-        dir.join(format!("{}.json", safe.replace("__", "_").replace(":_", "__")))
+        // `rule::check@xmpp` -> `rule__check@xmpp.json`, the snapshots' naming.
+        let safe: String = self
+            .name
+            .replace("::", "__")
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() || "-_.@".contains(c) { c } else { '_' })
+            .collect();
+        dir.join(format!("{safe}.json"))
     }
 
     pub fn read(path: &Path) -> Result<Replay, ReplayError> {

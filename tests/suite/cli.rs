@@ -7,11 +7,44 @@ use libtest_mimic::Trial;
 
 use crate::trial;
 
-fn gcmspec(args: &[&str]) -> Result<(i32, String), String> {
-    let out =
-        Command::new(env!("CARGO_BIN_EXE_gcmspec")).args(args).env("CI", "true").output().map_err(|e| e.to_string())?;
+/// A fresh working directory per call: runs write replay files there, and parallel
+/// trials must not share (or remove) them.
+fn workdir() -> Result<std::path::PathBuf, String> {
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("gcmspec-cli-{}-{n}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    Ok(dir)
+}
+
+fn gcmspec_in(dir: &std::path::Path, args: &[&str]) -> Result<(i32, String), String> {
+    let out = Command::new(env!("CARGO_BIN_EXE_gcmspec"))
+        .args(args)
+        .current_dir(dir)
+        .env("CI", "true")
+        .output()
+        .map_err(|e| e.to_string())?;
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     Ok((out.status.code().unwrap_or(-1), text))
+}
+
+fn gcmspec(args: &[&str]) -> Result<(i32, String), String> {
+    let dir = workdir()?;
+    let result = gcmspec_in(&dir, args);
+    let _ = std::fs::remove_dir_all(&dir);
+    result
+}
+
+fn expect_in(dir: &std::path::Path, args: &[&str], code: i32, needles: &[&str]) -> Result<String, String> {
+    let (got, text) = gcmspec_in(dir, args)?;
+    if got != code {
+        return Err(format!("gcmspec {} exited {got}, expected {code}:\n{text}", args.join(" ")));
+    }
+    match needles.iter().find(|n| !text.contains(**n)) {
+        Some(n) => Err(format!("gcmspec {}: no {n:?} in:\n{text}", args.join(" "))),
+        None => Ok(text),
+    }
 }
 
 fn expect(args: &[&str], code: i32, needles: &[&str]) -> Result<(), String> {
@@ -206,6 +239,74 @@ pub fn trials() -> Vec<Trial> {
             let args =
                 ["run", "--target", &served.url, "--api-key", &served.server_key, "--sender-id", &served.sender_id];
             expect(&args, 0, &["[unsupported]", "group.request.malformed::not-json", "test result: ok"])
+        }),
+        trial("cli::failures-are-saved-as-replays-that-reproduce-them", || {
+            let dir = workdir()?;
+            let faulty = ["run", "--no-snapshots", "--fault", "group.member-cap", "--fault", "lifetime.ttl.range"];
+            let text = expect_in(
+                &dir,
+                &faulty,
+                1,
+                &["replay: gcmspec replay gcmspec-replays/", "as curl", "curl -sS -X POST"],
+            )?;
+            let mut files: Vec<String> = std::fs::read_dir(dir.join("gcmspec-replays"))
+                .map_err(|e| e.to_string())?
+                .flatten()
+                .map(|e| format!("gcmspec-replays/{}", e.file_name().to_string_lossy()))
+                .collect();
+            files.sort();
+            let want = [
+                "gcmspec-replays/group.member-cap__add-over-cap.json",
+                "gcmspec-replays/group.member-cap__create-over-cap.json",
+                "gcmspec-replays/group.member-cap__random-operations.json",
+                "gcmspec-replays/lifetime.ttl.range__bounds.json",
+            ];
+            if files != want {
+                return Err(format!("replay files {files:?}, expected {want:?}\n{text}"));
+            }
+            fn replay<'a>(files: &'a [String], extra: &[&'a str]) -> Vec<&'a str> {
+                let mut args = vec!["replay"];
+                args.extend(files.iter().map(String::as_str));
+                args.extend_from_slice(extra);
+                args
+            }
+            // Against the same faults every failure comes back; the property replays its
+            // shrunk sequence, not a new search.
+            let still = expect_in(
+                &dir,
+                &replay(&files, &["--fault", "group.member-cap", "--fault", "lifetime.ttl.range"]),
+                1,
+                &["still fails: group.member-cap::random-operations", "  1. Create("],
+            )?;
+            if still.matches("still fails: ").count() != 4 {
+                return Err(format!("expected 4 failures to reproduce:\n{still}"));
+            }
+            // Against a server without them, each passes; over HTTP as well.
+            let served = Served::start(&[])?;
+            let fixed = expect_in(
+                &dir,
+                &replay(&files, &["--target", &served.url]),
+                0,
+                &["passes now: lifetime.ttl.range::bounds"],
+            )?;
+            if fixed.matches("passes now: ").count() != 4 {
+                return Err(format!("expected 4 passes:\n{fixed}"));
+            }
+            // The curl form addresses the given server and carries the exact requests.
+            let curl = expect_in(
+                &dir,
+                &["replay", "--curl", &files[3], "--target", "http://127.0.0.1:4000"],
+                0,
+                &["curl -sS -X POST http://127.0.0.1:4000/fcm/send", "\"time_to_live\":2419201"],
+            )?;
+            // A later clean run removes the stale replays.
+            expect_in(&dir, &["run", "--no-snapshots", "group.member-cap"], 0, &["test result: ok"])?;
+            let left = std::fs::read_dir(dir.join("gcmspec-replays")).map_err(|e| e.to_string())?.count();
+            let _ = std::fs::remove_dir_all(&dir);
+            if left != 0 {
+                return Err(format!("{left} stale replay file(s) left\n{curl}"));
+            }
+            Ok(())
         }),
         trial("cli::unreachable-target-exits-2", || {
             expect(&["run", "--target", "http://127.0.0.1:9"], 2, &["cannot reach"])
