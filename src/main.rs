@@ -110,6 +110,9 @@ struct RunArgs {
     /// Write the results as JUnit XML.
     #[arg(long, value_name = "FILE")]
     junit: Option<PathBuf>,
+    /// Write a self-contained HTML report: rules and outcomes, quotes, exchanges, reproductions.
+    #[arg(long, value_name = "FILE")]
+    html: Option<PathBuf>,
     /// Known failures (one `rule::check` a line): only failures not listed fail the run.
     #[arg(long, value_name = "FILE")]
     baseline: Option<PathBuf>,
@@ -324,8 +327,12 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let mut report = recorder.report(&cases, &described, &options.profile, args.strict);
+    let replay_flags = match &args.to.target {
+        None => args.to.faults.iter().map(|f| format!(" --fault {f}")).collect::<String>(),
+        Some(url) => format!(" --target {url}"),
+    };
     if !args.no_replays {
-        save_replays(&args.replays, &recorder.replays(), &mut report, &base_url)?;
+        save_replays(&args.replays, &recorder.replays(), &mut report, &base_url, &replay_flags)?;
     }
     if let Some(path) = &args.baseline {
         let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
@@ -340,6 +347,11 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     }
     if let Some(path) = &args.junit {
         std::fs::write(path, report.junit()).with_context(|| format!("writing {}", path.display()))?;
+    }
+    if let Some(path) = &args.html {
+        let reproduce = harness::html::Reproduce { base_url: &base_url, replay_flags: &replay_flags };
+        std::fs::write(path, harness::html::render(&report, &catalog, &reproduce))
+            .with_context(|| format!("writing {}", path.display()))?;
     }
     let s = &report.summary;
     let ungraded = s.failed - s.graded_failures;
@@ -375,6 +387,7 @@ fn save_replays(
     replays: &[harness::replay::Replay],
     report: &mut harness::report::Report,
     base_url: &str,
+    replay_flags: &str,
 ) -> anyhow::Result<()> {
     if let Ok(entries) = std::fs::read_dir(dir) {
         for entry in entries.flatten() {
@@ -388,8 +401,6 @@ fn save_replays(
         return Ok(());
     }
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let target_flag =
-        if report.target == "in-process reference" { String::new() } else { format!(" --target {base_url}") };
     for replay in replays {
         let path = replay.path_in(dir);
         std::fs::write(&path, replay.to_json()).with_context(|| format!("writing {}", path.display()))?;
@@ -399,7 +410,7 @@ fn save_replays(
         const SHOWN: usize = 4;
         let http: Vec<_> = replay.exchanges.iter().filter(|x| !x.is_xmpp()).cloned().collect();
         let shown = &replay.exchanges[replay.exchanges.len().saturating_sub(SHOWN)..];
-        eprintln!("\ngcmspec: FAILED {}\n  replay: gcmspec replay {}{target_flag}", replay.name, path.display());
+        eprintln!("\ngcmspec: FAILED {}\n  replay: gcmspec replay {}{replay_flags}", replay.name, path.display());
         if !http.is_empty() {
             let earlier = replay.exchanges.len() - shown.len();
             let note = if earlier > 0 {

@@ -11,6 +11,7 @@ use libtest_mimic::{Failed, Trial};
 use serde_json::Value;
 
 pub mod evidence;
+pub mod html;
 pub mod property;
 pub mod replay;
 pub mod report;

@@ -7,7 +7,9 @@
 //! - `selftest`: the reference with each rule's fault switched on fails that rule.
 //! - `interop`: real clients drive the reference: `fcm-device-group` (crates.io), `node-gcm`
 //!   and `@xmpp/client` (npm, plain and TLS).
-//! - `cli`: the `gcmspec` binary as a user runs it: exit codes, `serve` + `run --target`.
+//! - `cli`: the `gcmspec` binary as a user runs it: exit codes, `serve` + `run --target`,
+//!   baselines, JSON and JUnit reports, replay files.
+//! - `report`: the HTML report opened in headless Chromium, checked against the JSON report.
 //! - `robustness`: nothing a client sends (HTTP or XMPP) makes the server answer 5xx or hang;
 //!   against a server that hangs, resets, answers garbage or a huge body, every check ends
 //!   within its timeout with a clear failure and the run completes.
@@ -18,6 +20,7 @@ use libtest_mimic::{Arguments, Failed, Trial};
 mod cli;
 mod conformance;
 mod interop;
+mod report;
 mod robustness;
 mod selftest;
 mod specs;
@@ -46,6 +49,7 @@ fn main() {
     trials.extend(selftest::trials());
     trials.extend(interop::trials());
     trials.extend(cli::trials());
+    trials.extend(report::trials());
     trials.extend(robustness::trials());
     trials.extend(robustness::misbehaving_trials());
     trials.extend(specs::trials());
