@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use libtest_mimic::{Failed, Trial};
 use serde_json::Value;
 
+pub mod diff;
 pub mod evidence;
 pub mod html;
 pub mod property;
@@ -241,7 +242,8 @@ pub fn execute(plan: &Plan, x: &Execution<'_>) -> CheckRun {
                 cx.params.extend(params.iter().map(|(k, v)| (k.clone(), v.clone())));
                 cx.seed = x.options.seed;
                 cx.cases = x.options.cases;
-                cx.run_id = format!("{}-{}", x.options.run_id, unique());
+                // Unique per trial, and the same on both sides of a differential run.
+                cx.run_id = x.name.clone();
                 cx.mode = match sequence {
                     Some(s) => property::Mode::Replay(s.clone()),
                     None => x.mode.clone(),

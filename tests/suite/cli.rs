@@ -308,6 +308,32 @@ pub fn trials() -> Vec<Trial> {
             }
             Ok(())
         }),
+        trial("cli::diff-against-an-identical-server-finds-nothing", || {
+            // Another process, another seed (so other keys and ids), over HTTP and XMPP: after
+            // normalization every exchange of every check and sampled sequence is the same.
+            let served = Served::start(&["--xmpp", "127.0.0.1:0"])?;
+            expect(
+                &["diff", "--target", &served.url, "--xmpp", &served.xmpp],
+                0,
+                &["94 checks compared", "94 identical, 0 differ"],
+            )
+        }),
+        trial("cli::diff-shows-where-a-faulty-server-answers-differently", || {
+            let served = Served::start(&["--fault", "lifetime.ttl.range"])?;
+            expect(
+                &["diff", "--target", &served.url, "lifetime."],
+                1,
+                &[
+                    "DIFFERS lifetime.ttl.range::bounds (reference passed, target failed)",
+                    "-      \"error\": \"InvalidTtl\"",
+                    "+      \"message_id\": \"<message_id#2>\"",
+                    "1 differ",
+                ],
+            )
+        }),
+        trial("cli::diff-needs-something-to-compare", || {
+            expect(&["diff"], 2, &["diff compares the reference with --target URL"])
+        }),
         trial("cli::unreachable-target-exits-2", || {
             expect(&["run", "--target", "http://127.0.0.1:9"], 2, &["cannot reach"])
         }),

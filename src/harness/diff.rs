@@ -1,0 +1,226 @@
+//! Differential runs: the same checks, and the same generated property sequences, against the
+//! reference and a target, compared exchange by exchange after normalization.
+//!
+//! Where a conformance run asks "does the target keep each rule?", a differential run asks
+//! "where does the target answer differently from the reference?", which also catches what no
+//! rule pins down (an extra field, another error text). Both sides get the same plan, the same
+//! group names and the same property seed (properties run a fixed sample of sequences rather
+//! than a search, so both see the same ones); each side's run-specific values (keys, ids) are
+//! named by a [`Redactor`] of its own, so only real differences remain.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use serde::Serialize;
+
+use super::evidence::Exchange;
+use super::snapshot::Redactor;
+use super::{Execution, Options, plan_of, property, scenario, transport_suffix};
+use crate::spec::{Catalog, CheckKind};
+use crate::target::{Capabilities, Target};
+
+pub const SCHEMA: &str = "gcmspec-diff/1";
+
+/// One side of the comparison.
+pub struct Side<'a> {
+    pub target: &'a dyn Target,
+    pub caps: &'a Capabilities,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct DiffReport {
+    pub schema: &'static str,
+    pub reference: String,
+    pub target: String,
+    pub profile: String,
+    pub seed: u64,
+    /// Generated sequences per property, on each side.
+    pub cases: u32,
+    /// Checks run on both sides.
+    pub compared: usize,
+    pub identical: usize,
+    /// Checks the target lacks a capability for.
+    pub unsupported: Vec<String>,
+    /// The checks whose normalized exchanges differ.
+    pub differences: Vec<CheckDiff>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CheckDiff {
+    pub name: String,
+    /// `passed` or `failed`, on each side.
+    pub reference_outcome: &'static str,
+    pub target_outcome: &'static str,
+    pub reference_exchanges: usize,
+    pub target_exchanges: usize,
+    /// Positions (from 1) at which the normalized exchanges differ.
+    pub differing: Vec<usize>,
+    /// A unified diff of the first differing exchange: reference, then target.
+    pub first: String,
+}
+
+/// Runs every check of `options.profile` whose needs the target meets (and `select` keeps) on
+/// both sides, `threads` at a time.
+pub fn run(
+    catalog: &Catalog,
+    reference: &Side<'_>,
+    target: &Side<'_>,
+    options: &Options,
+    select: &dyn Fn(&str) -> bool,
+    threads: usize,
+) -> DiffReport {
+    struct Job<'c> {
+        name: String,
+        rule: &'c crate::spec::Rule,
+        check: usize,
+        transport: String,
+    }
+    let mut jobs = Vec::new();
+    let mut unsupported = Vec::new();
+    for rule in catalog.rules.iter().filter(|r| r.profiles.contains(&options.profile)) {
+        for (i, check) in rule.checks.iter().enumerate() {
+            for transport in &check.transports {
+                let name = format!("{}::{}{}", rule.id, check.name, transport_suffix(transport));
+                if !select(&name) {
+                    continue;
+                }
+                let mut needs = check.needs.clone();
+                if transport != "http" {
+                    needs.push(transport.clone());
+                }
+                if let CheckKind::Property { property, .. } = &check.kind {
+                    needs.extend(
+                        property::find(property).into_iter().flat_map(|p| p.needs.iter().map(|s| s.to_string())),
+                    );
+                }
+                if scenario::missing(target.caps, &needs).is_some()
+                    || scenario::missing(reference.caps, &needs).is_some()
+                {
+                    unsupported.push(name);
+                } else {
+                    jobs.push(Job { name, rule, check: i, transport: transport.clone() });
+                }
+            }
+        }
+    }
+    let next = AtomicUsize::new(0);
+    let results: Vec<std::sync::Mutex<Option<Option<CheckDiff>>>> = jobs.iter().map(|_| Default::default()).collect();
+    std::thread::scope(|s| {
+        for _ in 0..threads.max(1) {
+            s.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(job) = jobs.get(i) else { break };
+                    let found = compare_check(
+                        catalog,
+                        job.rule,
+                        job.check,
+                        &job.transport,
+                        &job.name,
+                        reference,
+                        target,
+                        options,
+                    );
+                    *results[i].lock().unwrap_or_else(|e| e.into_inner()) = Some(found);
+                }
+            });
+        }
+    });
+    let differences: Vec<CheckDiff> =
+        results.into_iter().filter_map(|r| r.into_inner().unwrap_or_else(|e| e.into_inner()).flatten()).collect();
+    DiffReport {
+        schema: SCHEMA,
+        reference: reference.target.describe(),
+        target: target.target.describe(),
+        profile: options.profile.clone(),
+        seed: options.seed,
+        cases: options.cases.unwrap_or(DEFAULT_CASES),
+        compared: jobs.len(),
+        identical: jobs.len() - differences.len(),
+        unsupported,
+        differences,
+    }
+}
+
+/// Generated sequences per property when `--cases` is not given: enough to exercise each
+/// operation, few enough to run both sides quickly.
+pub const DEFAULT_CASES: u32 = 8;
+
+#[allow(clippy::too_many_arguments)]
+fn compare_check(
+    catalog: &Catalog,
+    rule: &crate::spec::Rule,
+    check: usize,
+    transport: &str,
+    name: &str,
+    reference: &Side<'_>,
+    target: &Side<'_>,
+    options: &Options,
+) -> Option<CheckDiff> {
+    let mut options = options.clone();
+    options.cases = Some(options.cases.unwrap_or(DEFAULT_CASES));
+    options.snapshots = None;
+    let plan = match plan_of(catalog, rule, check, &options.profile) {
+        Ok(plan) => plan,
+        Err(_) => return None,
+    };
+    let run_on = |side: &Side<'_>| {
+        let execution = Execution {
+            target: side.target,
+            caps: side.caps,
+            options: &options,
+            transport,
+            params: catalog.parameters(rule, &options.profile),
+            // The same names on both sides: they appear in requests and some answers.
+            name: format!("appUser-Chris-diff-{}", name.replace("::", "-")),
+            snapshot: None,
+            mode: property::Mode::Sample,
+        };
+        let run = super::execute(&plan, &execution);
+        let texts = normalize(&run.evidence.exchanges, side.caps);
+        (if run.result.is_ok() { "passed" } else { "failed" }, texts)
+    };
+    let (reference_outcome, ours) = run_on(reference);
+    let (target_outcome, theirs) = run_on(target);
+    let differing: Vec<usize> =
+        (0..ours.len().max(theirs.len())).filter(|&i| ours.get(i) != theirs.get(i)).map(|i| i + 1).collect();
+    if differing.is_empty() && reference_outcome == target_outcome {
+        return None;
+    }
+    let first = differing.first().map_or_else(String::new, |&n| {
+        let nothing = "(no such exchange)\n".to_string();
+        let (a, b) = (ours.get(n - 1).unwrap_or(&nothing), theirs.get(n - 1).unwrap_or(&nothing));
+        similar::TextDiff::from_lines(a, b).unified_diff().context_radius(4).header("reference", "target").to_string()
+    });
+    Some(CheckDiff {
+        name: name.to_string(),
+        reference_outcome,
+        target_outcome,
+        reference_exchanges: ours.len(),
+        target_exchanges: theirs.len(),
+        differing,
+        first,
+    })
+}
+
+/// Each exchange as normalized text, run-specific values named by where they first appeared.
+pub fn normalize(exchanges: &[Exchange], caps: &Capabilities) -> Vec<String> {
+    let mut redactor = Redactor::default();
+    if let Some(sender) = &caps.static_sender {
+        redactor.learn("sender", &sender.to_json());
+    }
+    exchanges
+        .iter()
+        .enumerate()
+        .map(|(i, x)| redactor.exchange(&format!("exchange {}", i + 1), &x.request, &x.response))
+        .collect()
+}
+
+/// The capabilities the reference side uses: those the target offers, so both sides make the
+/// same calls; a target reached with fixed credentials means a fixed sender here too.
+pub fn mirror(target: &Capabilities, reference: &crate::Reference) -> Capabilities {
+    let static_sender = target.static_sender.as_ref().map(|_| {
+        let s = reference.with_model(|m| m.create_sender());
+        crate::target::Sender { id: s.sender_id, key: s.server_key }
+    });
+    Capabilities { control: target.control.clone(), profile: target.profile.clone(), static_sender }
+}
