@@ -14,6 +14,8 @@ use gcmspec::reference::{self, Fault, Faults, Reference};
 use gcmspec::spec::Catalog;
 use gcmspec::target::{Capabilities, HttpTarget, InProcess, Sender, Target};
 
+mod progress;
+
 #[derive(Parser)]
 #[command(
     name = "gcmspec",
@@ -128,6 +130,9 @@ struct RunArgs {
     /// Do not save replay files.
     #[arg(long)]
     no_replays: bool,
+    /// A progress bar (auto: on a terminal, outside CI) or libtest's line per check.
+    #[arg(long, value_enum, default_value = "auto")]
+    progress: progress::Progress,
     #[command(flatten)]
     test: libtest_mimic::Arguments,
 }
@@ -351,7 +356,11 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let cases = harness::cases(&catalog, target, Arc::new(caps), &options);
     let recorder = harness::report::Recorder::default();
     // The exit code comes from the graded report, not from libtest's count of failures.
-    let _ = libtest_mimic::run(&args.test, harness::recorded_trials(&cases, &recorder));
+    if progress::wanted(args.progress, &args.test) {
+        progress::run(&cases, &recorder, &args.test);
+    } else {
+        let _ = libtest_mimic::run(&args.test, harness::recorded_trials(&cases, &recorder));
+    }
     if args.test.list {
         return Ok(ExitCode::SUCCESS);
     }

@@ -334,6 +334,21 @@ pub fn trials() -> Vec<Trial> {
         trial("cli::diff-needs-something-to-compare", || {
             expect(&["diff"], 2, &["diff compares the reference with --target URL"])
         }),
+        trial("cli::progress-bar-selects-and-reports-as-libtest", || {
+            // Forced (the test's stderr is no terminal): the same filter flags, the same summary.
+            let args = ["run", "--progress", "always", "--no-snapshots", "--fault", "group.member-cap"];
+            expect(
+                &args,
+                1,
+                &[
+                    "FAILED group.member-cap::create-over-cap",
+                    "/94 checks",
+                    "test result: FAILED. 91 passed; 3 failed; 0 ignored; 0 measured; 0 filtered out",
+                ],
+            )?;
+            let filtered = [&args[..], &["group.member-cap"]].concat();
+            expect(&filtered, 1, &["test result: FAILED. 1 passed; 3 failed; 0 ignored; 0 measured; 90 filtered out"])
+        }),
         trial("cli::unreachable-target-exits-2", || {
             expect(&["run", "--target", "http://127.0.0.1:9"], 2, &["cannot reach"])
         }),
