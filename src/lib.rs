@@ -22,7 +22,9 @@
 //!   HTTP and XMPP, the typed control-API client on top of it, and an XMPP client.
 //! - [`tls`]: direct TLS for the XMPP endpoint, server and client side.
 //! - [`harness`]: rules -> libtest-mimic trials: scenarios, proptest properties, insta
-//!   snapshots of normalized responses, and the self-test that proves each rule bites.
+//!   snapshots of normalized responses, and the self-test that proves each rule bites; what
+//!   each check saw ([`harness::evidence`]), graded reports (JSON, JUnit, [`harness::html`]),
+//!   replay files ([`harness::replay`]) and differential runs ([`harness::diff`]).
 //!
 //! The `gcmspec` binary (`src/main.rs`) is a thin CLI over these.
 

@@ -85,6 +85,30 @@ struct TargetArgs {
     xmpp_timeout: f64,
 }
 
+impl TargetArgs {
+    /// The flags that reach the same server again (for the replay commands a run prints).
+    fn flags(&self) -> String {
+        let mut out = String::new();
+        match &self.target {
+            None => self.faults.iter().for_each(|f| out.push_str(&format!(" --fault {f}"))),
+            Some(url) => out.push_str(&format!(" --target {url}")),
+        }
+        if let (Some(key), Some(id)) = (&self.api_key, &self.sender_id) {
+            out.push_str(&format!(" --api-key {key} --sender-id {id}"));
+        }
+        if let Some(x) = &self.xmpp {
+            out.push_str(&format!(" --xmpp {x}"));
+        }
+        if self.xmpp_tls {
+            out.push_str(" --xmpp-tls");
+        }
+        if let Some(ca) = &self.xmpp_ca {
+            out.push_str(&format!(" --xmpp-ca {}", ca.display()));
+        }
+        out
+    }
+}
+
 #[derive(Args)]
 struct RunArgs {
     #[command(flatten)]
@@ -365,10 +389,7 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let mut report = recorder.report(&cases, &described, &options.profile, args.strict);
-    let replay_flags = match &args.to.target {
-        None => args.to.faults.iter().map(|f| format!(" --fault {f}")).collect::<String>(),
-        Some(url) => format!(" --target {url}"),
-    };
+    let replay_flags = args.to.flags();
     if !args.no_replays {
         save_replays(&args.replays, &recorder.replays(), &mut report, &base_url, &replay_flags)?;
     }

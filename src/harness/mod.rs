@@ -1,7 +1,9 @@
 //! Rules -> trials. One trial per (rule, check), run against one [`Target`].
 //!
 //! [`cases`] builds plain closures; [`trials`] wraps them for libtest-mimic (so `gcmspec run`
-//! and `cargo test` take the usual test flags), and [`selftest`] runs them directly.
+//! and `cargo test` take the usual test flags), and [`selftest`] runs them directly. Each
+//! closure turns its check into a [`Plan`] and [`execute`]s it, which records what it saw;
+//! replays and differential runs execute plans the same way.
 
 use std::path::PathBuf;
 use std::sync::Arc;

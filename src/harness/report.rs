@@ -253,7 +253,19 @@ impl Report {
                     }
                     Outcome::Skipped => "<skipped message=\"filtered out\"/>".to_string(),
                 };
-                out.push_str(&format!("{open}{body}</testcase>\n"));
+                let mut notes = Vec::new();
+                if !r.evidence.matched.is_empty() {
+                    notes.push(format!("accepted outcomes seen: {}", r.evidence.matched.join("; ")));
+                }
+                if let Some(replay) = &r.replay {
+                    notes.push(format!("replay: gcmspec replay {replay}"));
+                }
+                let out_text = if notes.is_empty() {
+                    String::new()
+                } else {
+                    format!("<system-out>{}</system-out>", escape(&notes.join("\n")))
+                };
+                out.push_str(&format!("{open}{body}{out_text}</testcase>\n"));
             }
             out.push_str("  </testsuite>\n");
         }
