@@ -184,4 +184,22 @@ mod tests {
             "<notification_key#1>"
         );
     }
+
+    #[test]
+    fn a_changed_transcript_fails_with_a_unified_diff() {
+        let dir = std::env::temp_dir().join(format!("gcmspec-snapdiff-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(
+            dir.join("r__c.snap"),
+            "---\nsource: src/harness/snapshot.rs\ndescription: d\n---\n## step 1\n-> 400\n{\"error\": \"x\"}\n",
+        )
+        .unwrap();
+        assert!(compare(&dir, "r__c", "d", "## step 1\n-> 400\n{\"error\": \"x\"}\n").is_ok());
+        let (message, diff) = compare(&dir, "r__c", "d", "## step 1\n-> 200\n{}\n").unwrap_err();
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(message.contains("r__c.snap"), "{message}");
+        let diff = diff.expect("a diff against the committed snapshot");
+        assert!(diff.contains("--- snapshots/r__c.snap\n+++ this run"), "{diff}");
+        assert!(diff.contains("\n--> 400\n") && diff.contains("\n+-> 200\n"), "{diff}");
+    }
 }
