@@ -8,7 +8,6 @@
 
 use std::io::Write;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use gcmspec::harness::report::Recorder;
@@ -69,44 +68,10 @@ pub fn run(cases: &[Case], recorder: &Recorder, args: &libtest_mimic::Arguments)
     let start = Instant::now();
     let state = Mutex::new(State { done: 0, failed: 0, running: Vec::new(), drawn: false });
     let lock = || state.lock().unwrap_or_else(|e| e.into_inner());
-    let next = AtomicUsize::new(0);
     let threads =
         args.test_threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get())).max(1);
     let failures: Mutex<Vec<(String, String)>> = Mutex::new(Vec::new());
     std::thread::scope(|s| {
-        for _ in 0..threads {
-            s.spawn(|| {
-                loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    let Some(case) = selected.get(i) else { break };
-                    lock().running.push(case.name.clone());
-                    let result = match &case.run {
-                        Ok(f) => {
-                            recorder
-                                .record(&case.name, || {
-                                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f()))
-                                        .unwrap_or_else(|_| CheckRun::failed("the check panicked".into()))
-                                })
-                                .result
-                        }
-                        // Asked for with --ignored: an unsupported check fails, as in libtest.
-                        Err(why) => Err(format!("unsupported: {why}")),
-                    };
-                    let mut st = lock();
-                    st.running.retain(|n| *n != case.name);
-                    st.done += 1;
-                    if let Err(message) = result {
-                        st.failed += 1;
-                        clear(&mut st);
-                        eprintln!("FAILED {}", case.name);
-                        failures.lock().unwrap_or_else(|e| e.into_inner()).push((case.name.clone(), message));
-                        if start.elapsed() > A_MOMENT {
-                            draw(&mut st, total, start);
-                        }
-                    }
-                }
-            });
-        }
         s.spawn(|| {
             while lock().done < total {
                 std::thread::sleep(REDRAW);
@@ -115,6 +80,33 @@ pub fn run(cases: &[Case], recorder: &Recorder, args: &libtest_mimic::Arguments)
                 }
             }
             clear(&mut lock());
+        });
+        harness::parallel_map(&selected, threads, |case| {
+            lock().running.push(case.name.clone());
+            let result = match &case.run {
+                Ok(f) => {
+                    recorder
+                        .record(&case.name, || {
+                            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f()))
+                                .unwrap_or_else(|_| CheckRun::failed("the check panicked".into()))
+                        })
+                        .result
+                }
+                // Asked for with --ignored: an unsupported check fails, as in libtest.
+                Err(why) => Err(format!("unsupported: {why}")),
+            };
+            let mut st = lock();
+            st.running.retain(|n| *n != case.name);
+            st.done += 1;
+            if let Err(message) = result {
+                st.failed += 1;
+                clear(&mut st);
+                eprintln!("FAILED {}", case.name);
+                failures.lock().unwrap_or_else(|e| e.into_inner()).push((case.name.clone(), message));
+                if start.elapsed() > A_MOMENT {
+                    draw(&mut st, total, start);
+                }
+            }
         });
     });
     let failures = failures.into_inner().unwrap_or_else(|e| e.into_inner());

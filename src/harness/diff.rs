@@ -8,14 +8,12 @@
 //! than a search, so both see the same ones); each side's run-specific values (keys, ids) are
 //! named by a [`Redactor`] of its own, so only real differences remain.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-
 use serde::Serialize;
 
 use super::evidence::Exchange;
 use super::snapshot::Redactor;
 use super::{Execution, Options, plan_of, property, scenario, transport_suffix};
-use crate::spec::{Catalog, CheckKind};
+use crate::spec::Catalog;
 use crate::target::{Capabilities, Target};
 
 pub const SCHEMA: &str = "gcmspec-diff/1";
@@ -83,15 +81,7 @@ pub fn run(
                 if !select(&name) {
                     continue;
                 }
-                let mut needs = check.needs.clone();
-                if transport != "http" {
-                    needs.push(transport.clone());
-                }
-                if let CheckKind::Property { property, .. } = &check.kind {
-                    needs.extend(
-                        property::find(property).into_iter().flat_map(|p| p.needs.iter().map(|s| s.to_string())),
-                    );
-                }
+                let needs = super::needs_of(check, transport);
                 if scenario::missing(target.caps, &needs).is_some()
                     || scenario::missing(reference.caps, &needs).is_some()
                 {
@@ -102,31 +92,12 @@ pub fn run(
             }
         }
     }
-    let next = AtomicUsize::new(0);
-    let results: Vec<std::sync::Mutex<Option<Option<CheckDiff>>>> = jobs.iter().map(|_| Default::default()).collect();
-    std::thread::scope(|s| {
-        for _ in 0..threads.max(1) {
-            s.spawn(|| {
-                loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    let Some(job) = jobs.get(i) else { break };
-                    let found = compare_check(
-                        catalog,
-                        job.rule,
-                        job.check,
-                        &job.transport,
-                        &job.name,
-                        reference,
-                        target,
-                        options,
-                    );
-                    *results[i].lock().unwrap_or_else(|e| e.into_inner()) = Some(found);
-                }
-            });
-        }
-    });
-    let differences: Vec<CheckDiff> =
-        results.into_iter().filter_map(|r| r.into_inner().unwrap_or_else(|e| e.into_inner()).flatten()).collect();
+    let differences: Vec<CheckDiff> = super::parallel_map(&jobs, threads, |job| {
+        compare_check(catalog, job.rule, job.check, &job.transport, &job.name, reference, target, options)
+    })
+    .into_iter()
+    .flatten()
+    .collect();
     DiffReport {
         schema: SCHEMA,
         reference: reference.target.describe(),

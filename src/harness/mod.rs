@@ -115,17 +115,7 @@ pub fn cases(
         }
         for (check_index, check) in rule.checks.iter().enumerate() {
             for transport in &check.transports {
-                let mut needs = check.needs.clone();
-                if transport != "http" {
-                    needs.push(transport.clone());
-                }
-                if let CheckKind::Property { property, .. } = &check.kind {
-                    needs.extend(
-                        property::find(property)
-                            .map(|p| p.needs.iter().map(|s| s.to_string()).collect::<Vec<_>>())
-                            .unwrap_or_default(),
-                    );
-                }
+                let needs = needs_of(check, transport);
                 let run = match scenario::missing(&caps, &needs) {
                     Some(why) => Err(why),
                     None => {
@@ -181,6 +171,19 @@ pub fn cases(
         }
     }
     out
+}
+
+/// What a check needs of a target over `transport`: its own needs, the transport (beyond
+/// HTTP), and its property's.
+pub fn needs_of(check: &crate::spec::Check, transport: &str) -> Vec<String> {
+    let mut needs = check.needs.clone();
+    if transport != "http" {
+        needs.push(transport.to_string());
+    }
+    if let CheckKind::Property { property, .. } = &check.kind {
+        needs.extend(property::find(property).into_iter().flat_map(|p| p.needs.iter().map(|s| s.to_string())));
+    }
+    needs
 }
 
 /// Trials and snapshots of a check over a transport other than HTTP carry its name:
@@ -304,32 +307,36 @@ pub fn trials(cases: Vec<Case>, prefix: &str) -> Vec<Trial> {
         .collect()
 }
 
-/// Runs cases on `threads` threads and returns (name, result) in input order.
-pub fn run_cases(cases: &[Case], threads: usize) -> Vec<(String, Result<(), String>)> {
+/// Applies `f` to every item on `threads` threads (each takes the next item when done, so
+/// slow checks do not hold up a fixed share), returning the results in input order.
+pub fn parallel_map<T: Sync, R: Send>(items: &[T], threads: usize, f: impl Fn(&T) -> R + Sync) -> Vec<R> {
     let next = AtomicUsize::new(0);
-    let results: Vec<std::sync::Mutex<Option<Result<(), String>>>> =
-        cases.iter().map(|_| std::sync::Mutex::new(None)).collect();
+    let results: Vec<std::sync::Mutex<Option<R>>> = items.iter().map(|_| std::sync::Mutex::new(None)).collect();
     std::thread::scope(|s| {
         for _ in 0..threads.max(1) {
             s.spawn(|| {
                 loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);
-                    let Some(case) = cases.get(i) else { break };
-                    let r = match &case.run {
-                        Ok(f) => std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f().result))
-                            .unwrap_or_else(|_| Err("the check panicked".into())),
-                        Err(why) => Err(format!("unsupported: {why}")),
-                    };
+                    let Some(item) = items.get(i) else { break };
+                    let r = f(item);
                     *results[i].lock().unwrap_or_else(|e| e.into_inner()) = Some(r);
                 }
             });
         }
     });
-    cases
-        .iter()
-        .zip(results)
-        .map(|(c, r)| (c.name.clone(), r.into_inner().unwrap_or_else(|e| e.into_inner()).unwrap_or(Ok(()))))
-        .collect()
+    results.into_iter().filter_map(|r| r.into_inner().unwrap_or_else(|e| e.into_inner())).collect()
+}
+
+/// Runs cases on `threads` threads and returns (name, result) in input order.
+pub fn run_cases(cases: &[Case], threads: usize) -> Vec<(String, Result<(), String>)> {
+    parallel_map(cases, threads, |case| {
+        let r = match &case.run {
+            Ok(f) => std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f().result))
+                .unwrap_or_else(|_| Err("the check panicked".into())),
+            Err(why) => Err(format!("unsupported: {why}")),
+        };
+        (case.name.clone(), r)
+    })
 }
 
 /// What `gcmspec selftest` found.

@@ -349,6 +349,17 @@ pub fn trials() -> Vec<Trial> {
             let filtered = [&args[..], &["group.member-cap"]].concat();
             expect(&filtered, 1, &["test result: FAILED. 1 passed; 3 failed; 0 ignored; 0 measured; 90 filtered out"])
         }),
+        trial("cli::a-bad-replay-file-is-a-clear-error", || {
+            let dir = workdir()?;
+            std::fs::write(dir.join("bad.json"), "{\"schema\": \"gcmspec-replay/1\", \"name\": 3}")
+                .map_err(|e| e.to_string())?;
+            std::fs::write(dir.join("other.json"), "{\"schema\": \"something-else/9\"}").map_err(|e| e.to_string())?;
+            expect_in(&dir, &["replay", "bad.json"], 2, &["bad.json is not a replay file: invalid type"])?;
+            expect_in(&dir, &["replay", "missing.json"], 2, &["cannot read missing.json"])?;
+            let result = expect_in(&dir, &["replay", "other.json"], 2, &["other.json is not a replay file"]);
+            let _ = std::fs::remove_dir_all(&dir);
+            result.map(drop)
+        }),
         trial("cli::unreachable-target-exits-2", || {
             expect(&["run", "--target", "http://127.0.0.1:9"], 2, &["cannot reach"])
         }),
