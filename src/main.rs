@@ -130,7 +130,8 @@ struct RunArgs {
     /// Do not compare snapshots.
     #[arg(long, conflicts_with = "snapshots")]
     no_snapshots: bool,
-    /// SHOULD rules fail the run too (by default only MUST rules do).
+    /// Hold the server to the documents: SHOULD rules fail the run too, and steps accept only
+    /// documented answers, not those real servers were merely seen to give.
     #[arg(long)]
     strict: bool,
     /// Write the results as JSON (schema gcmspec-report/1, docs/report.md).
@@ -372,6 +373,7 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         snapshots,
         xmpp_timeout: Duration::from_secs_f64(args.to.xmpp_timeout.max(0.01)),
         run_id: run_id(),
+        strict: args.strict,
     });
     if !args.test.list {
         eprintln!("gcmspec: {} rules, profile {}, target {}", catalog.rules.len(), options.profile, target.describe());
@@ -415,8 +417,13 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let s = &report.summary;
     let ungraded = s.failed - s.graded_failures;
     eprintln!(
-        "gcmspec: {} passed, {} failed ({} graded{}), {} unsupported, {} skipped",
+        "gcmspec: {} passed{}, {} failed ({} graded{}), {} unsupported, {} skipped",
         s.passed,
+        if s.observed > 0 {
+            format!(" ({} on an answer real servers gave, not the documented one: --strict fails them)", s.observed)
+        } else {
+            String::new()
+        },
         s.failed,
         s.graded_failures,
         if ungraded > 0 { format!("; {ungraded} SHOULD, which fail only with --strict") } else { String::new() },

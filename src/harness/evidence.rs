@@ -102,6 +102,9 @@ pub struct Evidence {
     /// For steps that accept several outcomes: `step 3: observed-400` names the one seen.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub matched: Vec<String>,
+    /// Some step passed only on an outcome real servers gave but the documents do not.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub observed: bool,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub exchanges: Vec<Exchange>,
     /// A unified diff, committed snapshot against this run's normalized responses.

@@ -70,6 +70,7 @@ pub fn render(report: &Report, catalog: &Catalog, reproduce: &Reproduce<'_>) -> 
     out.push_str("<ul class=\"tiles\" id=\"summary\">\n");
     for (class, n, label) in [
         ("passed", s.passed, "passed"),
+        ("observed", s.observed, "passed on an observed answer"),
         ("failed", s.failed, "failed"),
         ("graded", s.graded_failures, "graded failures"),
         ("known", s.known_failures, "known (baseline)"),
@@ -107,12 +108,18 @@ pub fn render(report: &Report, catalog: &Catalog, reproduce: &Reproduce<'_>) -> 
         );
         for r in results.iter() {
             let check = r.name.strip_prefix(&format!("{}::", r.rule)).unwrap_or(&r.name);
-            let tip = r.message.as_deref().and_then(|m| m.lines().next()).unwrap_or(outcome_word(r.outcome));
+            let observed = r.outcome == Outcome::Passed && r.evidence.observed;
+            let tip = match r.message.as_deref().and_then(|m| m.lines().next()) {
+                Some(m) => m,
+                None if observed => "passed on an answer real servers gave, not the documented one",
+                None => outcome_word(r.outcome),
+            };
             let _ = write!(
                 out,
-                "<span class=\"check {}{}\" title=\"{}\">{}</span> ",
+                "<span class=\"check {}{}{}\" title=\"{}\">{}</span> ",
                 outcome_word(r.outcome),
                 if r.known { " known" } else { "" },
+                if observed { " observed" } else { "" },
                 escape(tip),
                 escape(check)
             );
@@ -332,6 +339,8 @@ tr.rule.failed td:first-child { border-left: 4px solid var(--fail); }
 span.check.passed { color: var(--pass); border-color: #8ddb8c; background: #dafbe1; }
 span.check.failed { color: #fff; border-color: var(--fail); background: var(--fail); }
 span.check.failed.known { background: #ffebe9; color: var(--fail); }
+span.check.passed.observed { border-style: dashed; background: #fff8c5; }
+.tiles .observed b { color: var(--unsup); }
 span.check.unsupported { color: var(--unsup); border-color: #d4a72c; background: #fff8c5; }
 span.check.skipped { color: var(--skip); border-color: var(--line); }
 .badge { display: inline-block; border-radius: 2em; padding: 0 .55rem; font-size: 12px; font-weight: 600; color: #fff; }

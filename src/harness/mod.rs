@@ -41,6 +41,8 @@ pub struct Options {
     pub run_id: String,
     /// How long an XMPP step waits for the server.
     pub xmpp_timeout: std::time::Duration,
+    /// Accept only documented outcomes where a step also accepts observed ones.
+    pub strict: bool,
 }
 
 impl Options {
@@ -52,6 +54,7 @@ impl Options {
             snapshots: None,
             run_id: "run".into(),
             xmpp_timeout: crate::target::xmpp::XmppClient::DEFAULT_TIMEOUT,
+            strict: false,
         }
     }
 }
@@ -227,9 +230,10 @@ pub fn execute(plan: &Plan, x: &Execution<'_>) -> CheckRun {
                     transcript.redactor.learn(k, &v);
                     vars.insert(k.to_string(), v);
                 }
-                scenario::run(&control, steps, vars, x.transport, x.options.xmpp_timeout, &log, &mut transcript)
+                scenario::run(&control, steps, vars, x.transport, x.options, &log, &mut transcript)
             });
             evidence.matched = std::mem::take(&mut transcript.matched);
+            evidence.observed = transcript.observed;
             result.and_then(|()| match (&x.options.snapshots, &x.snapshot) {
                 (Some(dir), Some((name, description))) => snapshot::compare(dir, name, description, &transcript.text)
                     .map_err(|(message, diff)| {

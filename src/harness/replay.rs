@@ -32,6 +32,9 @@ pub struct Replay {
     pub target: String,
     /// Seeds a property that has no single sequence to replay.
     pub seed: u64,
+    /// Run with --strict: only documented outcomes are accepted.
+    #[serde(default)]
+    pub strict: bool,
     pub failure: String,
     /// The profile's and rule's parameters, as the check saw them.
     pub params: serde_json::Map<String, Value>,
@@ -65,6 +68,7 @@ impl Replay {
             transport: execution.transport.to_string(),
             target: execution.target.describe(),
             seed: execution.options.seed,
+            strict: execution.options.strict,
             failure: failure.to_string(),
             params: execution.params.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
             plan,
@@ -103,6 +107,7 @@ impl Replay {
         let mut options = options.clone();
         options.profile = self.profile.clone();
         options.seed = self.seed;
+        options.strict = self.strict;
         // A replay checks behaviour; the snapshot is reviewed in the run that made it.
         options.snapshots = None;
         let execution = Execution {

@@ -74,6 +74,9 @@ pub struct Summary {
     pub known_failures: usize,
     /// Checks the baseline lists that passed: remove them from it.
     pub fixed: Vec<String>,
+    /// Passed checks that passed only on an observed, not documented, outcome (`--strict`
+    /// fails them).
+    pub observed: usize,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -149,6 +152,7 @@ impl Recorder {
                     Outcome::Skipped => summary.skipped += 1,
                 }
                 summary.graded_failures += usize::from(graded);
+                summary.observed += usize::from(outcome == Outcome::Passed && evidence.observed);
                 CaseResult {
                     name: c.name.clone(),
                     rule: c.rule_id.clone(),

@@ -5,7 +5,7 @@ use serde_json::{Value, json};
 use super::evidence::ExchangeLog;
 use super::snapshot::Redactor;
 use crate::spec::template::{self, Vars, text_of};
-use crate::spec::{Action, Auth, Body, BodyShape, Expect, FieldOp, REPEAT_VAR, Request, Step};
+use crate::spec::{Action, Auth, Body, BodyShape, Expect, FieldOp, Grade, REPEAT_VAR, Request, Step};
 use crate::target::xmpp::{Auth as XmppAuth, XmppClient};
 use crate::target::{Capabilities, Control};
 use crate::wire::{HttpRequest, HttpResponse};
@@ -16,6 +16,8 @@ pub struct Transcript {
     pub text: String,
     /// For steps with several accepted outcomes, the one each matched: `step 3: observed-400`.
     pub matched: Vec<String>,
+    /// Some step passed only on an observed (not documented) outcome.
+    pub observed: bool,
     /// Names run-specific values in `text`; knows the builtins before the first step.
     pub redactor: Redactor,
 }
@@ -28,16 +30,18 @@ pub fn run(
     steps: &[Step],
     mut vars: Vars,
     transport: &str,
-    xmpp_timeout: std::time::Duration,
+    settings: &super::Options,
     log: &ExchangeLog,
     transcript: &mut Transcript,
 ) -> Result<(), String> {
+    let (xmpp_timeout, strict) = (settings.xmpp_timeout, settings.strict);
     // XMPP connections by name; they close when the scenario ends.
     let mut connections: std::collections::HashMap<String, XmppClient> = std::collections::HashMap::new();
     for (i, step) in steps.iter().enumerate() {
         let n = i + 1;
         let at = |e: String| format!("step {n} (line {}): {e}", step.line);
         let mut matched = |name: Option<String>| {
+            transcript.observed |= name.as_deref().is_some_and(|n| n.ends_with(OBSERVED_MARK));
             let note = name.map(|name| format!("step {n}: {name}"));
             if let Some(note) = note.filter(|note| !transcript.matched.contains(note)) {
                 transcript.matched.push(note);
@@ -175,7 +179,7 @@ pub fn run(
                     log.push(&req, &xmpp_answer(&answer));
                     let normal = normalize_xmpp(&answer);
                     matched(
-                        expect_any(&step.expect, &xmpp_answer(&normal), &vars).map_err(|e| {
+                        expect_any(&step.expect, &xmpp_answer(&normal), &vars, strict).map_err(|e| {
                             at(format!("send over XMPP: {e}\n  answer: {answer}\n  normalized: {normal}"))
                         })?,
                     );
@@ -186,7 +190,7 @@ pub fn run(
                         .with_json(&message);
                     let resp = control.target.exchange(&req).map_err(|e| at(e.to_string()))?;
                     let normal = normalize_http(&resp);
-                    matched(expect_any(&step.expect, &xmpp_answer(&normal), &vars).map_err(|e| {
+                    matched(expect_any(&step.expect, &xmpp_answer(&normal), &vars, strict).map_err(|e| {
                         at(format!("send over HTTP: {e}\n{}\n  normalized: {normal}", describe(&req, &resp)))
                     })?);
                     Some(vec![(format!("step {n}"), req, resp)])
@@ -263,7 +267,7 @@ pub fn run(
                                     .map_err(|e| at(format!("receiving on {on}{of}: {e}")))?;
                                 let resp = xmpp_answer(&got);
                                 log.push(&req, &resp);
-                                matched(expect_any(&step.expect, &resp, &vars).map_err(|e| {
+                                matched(expect_any(&step.expect, &resp, &vars, strict).map_err(|e| {
                                     at(format!("receiving on {on}{of}: {e}\n{}", describe(&req, &resp)))
                                 })?);
                                 (req, resp)
@@ -312,7 +316,7 @@ pub fn run(
                     }
                     let req = build_request(r, &vars).map_err(at)?;
                     let resp = control.target.exchange(&req).map_err(|e| at(e.to_string()))?;
-                    matched(expect_any(&step.expect, &resp, &vars).map_err(|e| {
+                    matched(expect_any(&step.expect, &resp, &vars, strict).map_err(|e| {
                         let which = if times > 1 { format!(" (repeat {} of {times})", i + 1) } else { String::new() };
                         at(format!("{} {}{which}: {e}\n{}", req.method, req.path, describe(&req, &resp)))
                     })?);
@@ -333,9 +337,10 @@ pub fn run(
                 step.action,
                 Action::Request(_) | Action::XmppPost { .. } | Action::XmppReceive { .. } | Action::Send(_)
             ) {
-                let name = expect_any(&step.expect, resp, &vars)
+                let name = expect_any(&step.expect, resp, &vars, strict)
                     .map_err(|e| at(format!("{} {}: {e}\n{}", req.method, req.path, describe(req, resp))))?;
                 if let Some(name) = name {
+                    transcript.observed |= name.ends_with(OBSERVED_MARK);
                     let note = format!("step {n}: {name}");
                     if !transcript.matched.contains(&note) {
                         transcript.matched.push(note);
@@ -539,16 +544,39 @@ pub fn describe(req: &HttpRequest, resp: &HttpResponse) -> String {
 }
 
 /// Passes if the response matches any of the outcomes (or there are none to match). Where
-/// there are several, says which one matched (by name, or `outcome N`).
-pub fn expect_any(outcomes: &[Expect], resp: &HttpResponse, vars: &Vars) -> Result<Option<String>, String> {
+/// there are several, says which one matched (by name, or `outcome N`), marking an observed
+/// one. With `strict`, observed outcomes are not accepted: only what the documents give.
+pub fn expect_any(
+    outcomes: &[Expect],
+    resp: &HttpResponse,
+    vars: &Vars,
+    strict: bool,
+) -> Result<Option<String>, String> {
+    let name = |k: usize, e: &Expect| e.name.clone().unwrap_or_else(|| format!("outcome {}", k + 1));
     let mut why = Vec::new();
+    let mut observed_match = None;
     for (k, e) in outcomes.iter().enumerate() {
         match check(e, resp, vars) {
+            Ok(()) if e.grade == Grade::Observed && strict => observed_match = Some(name(k, e)),
             Ok(()) if outcomes.len() == 1 => return Ok(None),
-            Ok(()) => return Ok(Some(e.name.clone().unwrap_or_else(|| format!("outcome {}", k + 1)))),
+            Ok(()) if e.grade == Grade::Observed => return Ok(Some(format!("{} {OBSERVED_MARK}", name(k, e)))),
+            Ok(()) => return Ok(Some(name(k, e))),
             Err(w) if outcomes.len() == 1 => return Err(w),
             Err(w) => why.push(format!("outcome {} ({}): {w}", k + 1, e.name.as_deref().unwrap_or("unnamed"))),
         }
+    }
+    if let Some(observed) = observed_match {
+        let documented: Vec<String> = outcomes
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| e.grade == Grade::Documented)
+            .map(|(k, e)| name(k, e))
+            .collect();
+        return Err(format!(
+            "matches only `{observed}`, an answer real servers gave but the documents do not; --strict accepts only the documented {}:\n    {}",
+            documented.join(", "),
+            why.join("\n    ")
+        ));
     }
     if why.is_empty() {
         Ok(None)
@@ -556,6 +584,9 @@ pub fn expect_any(outcomes: &[Expect], resp: &HttpResponse, vars: &Vars) -> Resu
         Err(format!("matches none of the accepted outcomes:\n    {}", why.join("\n    ")))
     }
 }
+
+/// Follows the name of an observed outcome in `matched` notes.
+pub const OBSERVED_MARK: &str = "(observed, not documented)";
 
 pub fn check(expect: &Expect, resp: &HttpResponse, vars: &Vars) -> Result<(), String> {
     if !expect.status.is_empty() && !expect.status.contains(&resp.status) {

@@ -271,12 +271,9 @@ pub(crate) fn parse_send(model: &Model, body: &Map<String, Value>) -> Result<(Ta
             }
             Target::RegistrationIds(ids)
         }
-        (None, None) => {
-            return Err(HttpResponse::error(
-                400,
-                "missing target: give `to` or `registration_ids` (MissingRegistration)",
-            ));
-        }
+        // Answered as documented, 200 with the error in the result (real servers also said
+        // 400): the model renders it.
+        (None, None) => Target::Missing,
     };
     let object = |field: &str| match body.get(field) {
         None | Some(Value::Null) => Ok(None),

@@ -169,6 +169,9 @@ pub struct Message {
 pub enum Target {
     To(String),
     RegistrationIds(Vec<String>),
+    /// Neither `to` nor `registration_ids`: documented as one result with
+    /// `MissingRegistration`.
+    Missing,
 }
 
 /// What a send did, for the transport to render.
@@ -557,6 +560,7 @@ impl Model {
         let first = match target {
             Target::To(t) => t.as_str(),
             Target::RegistrationIds(ids) => ids.first()?.as_str(),
+            Target::Missing => return None,
         };
         self.groups
             .get(first)
@@ -838,13 +842,13 @@ impl Model {
     pub fn send(&mut self, sender: &str, target: Target, message: Message) -> SendOutcome {
         let group = match &target {
             Target::To(to) => self.groups.get(to).filter(|g| g.sender == sender).map(|g| g.members.clone()),
-            Target::RegistrationIds(_) => None,
+            Target::RegistrationIds(_) | Target::Missing => None,
         };
         let ttl = match self.check_message(&message) {
             Ok(ttl) => ttl,
             Err(error) => {
                 let targets = match &target {
-                    Target::To(_) => 1,
+                    Target::To(_) | Target::Missing => 1,
                     Target::RegistrationIds(ids) => ids.len(),
                 };
                 return SendOutcome::Invalid { error, group: group.is_some(), targets };
@@ -872,11 +876,17 @@ impl Model {
             }
             return SendOutcome::Group { success, failed };
         }
+        let multicast_id = self.rng.random_range(1u64..i64::MAX as u64);
         let ids = match target {
             Target::To(to) => vec![to],
             Target::RegistrationIds(ids) => ids,
+            Target::Missing => {
+                return SendOutcome::Multicast {
+                    multicast_id,
+                    results: vec![SendResult::Error("MissingRegistration")],
+                };
+            }
         };
-        let multicast_id = self.rng.random_range(1u64..i64::MAX as u64);
         let mut results: Vec<SendResult> = ids
             .iter()
             .map(|id| {

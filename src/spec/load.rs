@@ -1038,8 +1038,19 @@ impl Cx<'_> {
 
     fn expect(&mut self, node: &Node, field: &str, defined: &BTreeSet<String>) -> Option<Expect> {
         let entries = self.table(node, field)?;
-        self.only(entries, &["name", "status", "body", "fields"], field);
+        self.only(entries, &["name", "grade", "status", "body", "fields"], field);
         let name = self.string(node, "name", field, false);
+        let grade = match node.get("grade").map(|n| (n.as_str(), n)) {
+            None | Some((Some("documented"), _)) => Grade::Documented,
+            Some((Some("observed"), _)) => Grade::Observed,
+            Some((_, n)) => {
+                self.err(&n.span, &format!("{field}.grade"), "expected \"documented\" or \"observed\"");
+                Grade::Documented
+            }
+        };
+        if grade == Grade::Observed && name.is_none() {
+            self.err(&node.span, &format!("{field}.name"), "an observed outcome needs a name, for the reports");
+        }
         let status_of = |n: &Node| match n.value {
             NodeValue::Integer(i) if (100..600).contains(&i) => Some(i as u16),
             _ => None,
@@ -1133,7 +1144,7 @@ impl Cx<'_> {
                 fields.push(FieldCheck { at, op });
             }
         }
-        Some(Expect { name, status, body, fields })
+        Some(Expect { name, grade, status, body, fields })
     }
 }
 
@@ -1216,6 +1227,43 @@ expect = { status = 999, fields = [ { at = "/a", frobnicate = 1 } ] }
             "rule[Bad Id].check[x].step[1].expect.status",
             "expect.fields[0].frobnicate: unknown check",
             "rules.toml:6: rule[Bad Id].source.quote: not found verbatim",
+        ] {
+            assert!(text.contains(needle), "missing {needle:?} in:\n{text}");
+        }
+    }
+
+    #[test]
+    fn outcomes_are_graded_documented_unless_observed() {
+        let rule = |outcomes: &str| {
+            format!(
+                r#"
+[[rule]]
+id = "send.x"
+title = "t"
+level = "must"
+source = {{ document = "doc", section = "Limits", quote = "The maximum number of members is 20." }}
+[[rule.check]]
+name = "x"
+[[rule.check.step]]
+request = "POST /fcm/send"
+expect = [
+{outcomes}
+]
+"#
+            )
+        };
+        let c = run(&rule("{ name = \"documented\", status = 200 },\n{ name = \"observed 400\", grade = \"observed\", status = 400 },")).unwrap();
+        let CheckKind::Scenario(steps) = &c.rules[0].checks[0].kind else { panic!("a scenario") };
+        let grades: Vec<Grade> = steps[0].expect.iter().map(|e| e.grade).collect();
+        assert_eq!(grades, vec![Grade::Documented, Grade::Observed]);
+        let text = run(&rule(
+            "{ status = 200 },\n{ grade = \"observed\", status = 400 },\n{ name = \"x\", grade = \"maybe\" },",
+        ))
+        .unwrap_err()
+        .to_string();
+        for needle in [
+            "rules.toml:13: rule[send.x].check[x].step[1].expect[1].name: an observed outcome needs a name",
+            "rules.toml:14: rule[send.x].check[x].step[1].expect[2].grade: expected \"documented\" or \"observed\"",
         ] {
             assert!(text.contains(needle), "missing {needle:?} in:\n{text}");
         }

@@ -3,7 +3,8 @@
 //! Modules, each a group of trials:
 //! - `conformance`: every rule's checks against the in-process reference and against the
 //!   reference over loopback HTTP and XMPP, both compared with the committed snapshots; the
-//!   XMPP checks again over TLS; and the `gcm-2013` profile in-process.
+//!   XMPP checks again over TLS; and the `gcm-2013` profile in-process. `grading`: a target
+//!   that answers as real servers did passes on observed outcomes, and fails with `--strict`.
 //! - `selftest`: the reference with each rule's fault switched on fails that rule.
 //! - `interop`: real clients drive the reference: `fcm-device-group` (crates.io), `node-gcm`
 //!   and `@xmpp/client` (npm, plain and TLS).
@@ -46,6 +47,7 @@ fn main() {
         tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("a tokio runtime");
     let mut trials = Vec::new();
     trials.extend(conformance::trials(&runtime));
+    trials.extend(conformance::grading_trials());
     trials.extend(selftest::trials());
     trials.extend(interop::trials());
     trials.extend(cli::trials());
