@@ -825,8 +825,7 @@ fn run_ccs_case(cx: &PropertyCx<'_>, ops: &[CcsOp]) -> Result<(), String> {
             CcsOp::Connect => {}
             CcsOp::Close(k) => {
                 if let Some(i) = pick(k, &conns) {
-                    let mut c = conns.remove(i);
-                    let _ = c.client.send_raw("</stream:stream>");
+                    conns.remove(i).client.close();
                 }
             }
             CcsOp::Sync(k) => {
@@ -863,8 +862,8 @@ fn run_ccs_case(cx: &PropertyCx<'_>, ops: &[CcsOp]) -> Result<(), String> {
     }
 
     // Finally one connection takes and acks everything: nothing may be lost.
-    for mut c in conns.drain(..) {
-        let _ = c.client.send_raw("</stream:stream>");
+    for c in conns.drain(..) {
+        c.client.close();
     }
     conns.push(connect()?);
     for _round in 0..generated.len() / max_pending.max(1) + 3 {

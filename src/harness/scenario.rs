@@ -291,8 +291,8 @@ pub fn run(
                 None
             }
             Action::XmppClose(on) => {
-                if let Some(mut c) = connections.remove(on) {
-                    let _ = c.send_raw("</stream:stream>");
+                if let Some(c) = connections.remove(on) {
+                    c.close();
                     log.push(&xmpp_exchange(&format!("close {on}"), "</stream:stream>"), &xmpp_answer(&Value::Null));
                 }
                 None

@@ -196,6 +196,28 @@ impl XmppClient {
         self.write(xml)
     }
 
+    /// Ends the stream and closes gracefully: our half first, then whatever the server still
+    /// sends is read and dropped until it closes too (or for at most the timeout). Dropping a
+    /// socket with unread data resets it, and a reset can discard what we sent last (acks)
+    /// before the server reads it: a server would then rightly send those messages again.
+    pub fn close(mut self) {
+        let _ = self.write("</stream:stream>");
+        if let Stream::Tls(s) = &mut self.stream {
+            s.conn.send_close_notify();
+            let _ = s.flush();
+        }
+        let _ = self.stream.tcp().shutdown(std::net::Shutdown::Write);
+        let deadline = Instant::now() + self.timeout;
+        let mut buf = [0u8; 4096];
+        while let Some(left) = deadline.checked_duration_since(Instant::now()).filter(|d| !d.is_zero()) {
+            let _ = self.stream.tcp().set_read_timeout(Some(left));
+            match self.stream.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+    }
+
     pub fn send_gcm(&mut self, id: &str, json: &Value) -> Result<(), String> {
         self.write(&wire::gcm_message(id, &json.to_string()))
     }
