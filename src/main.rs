@@ -436,6 +436,9 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             s.known_failures,
             s.graded_failures - s.known_failures
         );
+        for new in report.results.iter().filter(|r| r.graded && !r.known) {
+            eprintln!("gcmspec: baseline: {} fails and is not in the baseline", new.name);
+        }
         for fixed in &s.fixed {
             eprintln!("gcmspec: baseline: {fixed} passes now: remove it from the baseline");
         }

@@ -45,7 +45,8 @@ pub struct DiffReport {
 #[derive(Debug, Clone, Serialize)]
 pub struct CheckDiff {
     pub name: String,
-    /// `passed` or `failed`, on each side.
+    /// `passed` or `failed` on each side; `sampled` for a property whose sampled sequences
+    /// ran (they are compared, not judged).
     pub reference_outcome: &'static str,
     pub target_outcome: &'static str,
     pub reference_exchanges: usize,
@@ -148,7 +149,13 @@ fn compare_check(
         };
         let run = super::execute(&plan, &execution);
         let texts = normalize(&run.evidence.exchanges, side.caps);
-        (if run.result.is_ok() { "passed" } else { "failed" }, texts)
+        // A sampled property is not judged, only compared.
+        let outcome = match (&plan, &run.result) {
+            (super::Plan::Property { .. }, Ok(())) => "sampled",
+            (_, Ok(())) => "passed",
+            (_, Err(_)) => "failed",
+        };
+        (outcome, texts)
     };
     let (reference_outcome, ours) = run_on(reference);
     let (target_outcome, theirs) = run_on(target);

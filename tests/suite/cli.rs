@@ -150,7 +150,7 @@ pub fn trials() -> Vec<Trial> {
             // Something new breaks: the run fails and names it.
             let both =
                 ["run", "--no-snapshots", "--fault", "group.member-cap", "--fault", "group.lookup", "--baseline", f];
-            expect(&both, 1, &["1 new", "group.lookup::lookup-then-send"])?;
+            expect(&both, 1, &["1 new", "group.lookup::lookup-then-send fails and is not in the baseline"])?;
             // The listed failures are fixed: the run passes and says so.
             let result =
                 expect(&["run", "--no-snapshots", "--baseline", f], 0, &["passes now: remove it from the baseline"]);
