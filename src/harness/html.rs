@@ -77,6 +77,10 @@ pub fn render(report: &Report, catalog: &Catalog, reproduce: &Reproduce<'_>) -> 
         ("unsupported", s.unsupported, "unsupported"),
         ("skipped", s.skipped, "skipped"),
     ] {
+        // Counts that only sometimes apply are shown when they do.
+        if n == 0 && matches!(class, "observed" | "known") {
+            continue;
+        }
         let _ = writeln!(out, "<li class=\"{class}\"><b>{n}</b> {label}</li>");
     }
     out.push_str("</ul>\n");
