@@ -251,6 +251,8 @@ fn against_misbehaving(how: Misbehaviour, needle: &'static str) -> Result<(), St
             "--timeout",
             "1",
             "--no-snapshots",
+            // Parallel runs in this checkout: no replay files in it.
+            "--no-replays",
         ])
         .output()
         .map_err(|e| e.to_string())?;
