@@ -569,12 +569,13 @@ fn diff(args: DiffArgs) -> anyhow::Result<ExitCode> {
         } else {
             format!("reference {}, target {}", d.reference_outcome, d.target_outcome)
         };
-        let count = d.reference_exchanges.max(d.target_exchanges);
         println!(
-            "\nDIFFERS {} ({outcomes}): {} of {count} exchanges differ{}",
+            "\nDIFFERS {} ({outcomes}): {} exchange(s) differ, of {} on the reference and {} on the target{}",
             d.name,
             d.differing.len(),
-            d.differing.first().map_or(String::new(), |n| format!("; the first, exchange {n}:"))
+            d.reference_exchanges,
+            d.target_exchanges,
+            if d.differing.is_empty() { "" } else { "; the first:" }
         );
         for line in d.first.lines() {
             println!("    {line}");

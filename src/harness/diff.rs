@@ -51,8 +51,9 @@ pub struct CheckDiff {
     pub target_outcome: &'static str,
     pub reference_exchanges: usize,
     pub target_exchanges: usize,
-    /// Positions (from 1) at which the normalized exchanges differ.
-    pub differing: Vec<usize>,
+    /// The exchanges that differ, aligned (an extra or missing exchange does not shift the
+    /// rest): positions from 1 on each side, absent where that side has no counterpart.
+    pub differing: Vec<Differing>,
     /// A unified diff of the first differing exchange: reference, then target.
     pub first: String,
 }
@@ -113,6 +114,39 @@ pub fn run(
     }
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Differing {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reference: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target: Option<usize>,
+}
+
+/// Aligns two sequences of normalized exchanges (a shortest edit script) and lists what
+/// does not match: changed pairs, and exchanges only one side made.
+fn align(ours: &[String], theirs: &[String]) -> Vec<Differing> {
+    use similar::DiffOp;
+    let mut out = Vec::new();
+    let one = |r: Option<usize>, t: Option<usize>| Differing { reference: r.map(|i| i + 1), target: t.map(|i| i + 1) };
+    for op in similar::capture_diff_slices(similar::Algorithm::Myers, ours, theirs) {
+        match op {
+            DiffOp::Equal { .. } => {}
+            DiffOp::Delete { old_index, old_len, .. } => {
+                out.extend((old_index..old_index + old_len).map(|i| one(Some(i), None)))
+            }
+            DiffOp::Insert { new_index, new_len, .. } => {
+                out.extend((new_index..new_index + new_len).map(|j| one(None, Some(j))))
+            }
+            DiffOp::Replace { old_index, old_len, new_index, new_len } => {
+                for k in 0..old_len.max(new_len) {
+                    out.push(one((k < old_len).then_some(old_index + k), (k < new_len).then_some(new_index + k)));
+                }
+            }
+        }
+    }
+    out
+}
+
 /// Generated sequences per property when `--cases` is not given: enough to exercise each
 /// operation, few enough to run both sides quickly.
 pub const DEFAULT_CASES: u32 = 8;
@@ -159,15 +193,20 @@ fn compare_check(
     };
     let (reference_outcome, ours) = run_on(reference);
     let (target_outcome, theirs) = run_on(target);
-    let differing: Vec<usize> =
-        (0..ours.len().max(theirs.len())).filter(|&i| ours.get(i) != theirs.get(i)).map(|i| i + 1).collect();
+    let differing = align(&ours, &theirs);
     if differing.is_empty() && reference_outcome == target_outcome {
         return None;
     }
-    let first = differing.first().map_or_else(String::new, |&n| {
+    let first = differing.first().map_or_else(String::new, |d| {
         let nothing = "(no such exchange)\n".to_string();
-        let (a, b) = (ours.get(n - 1).unwrap_or(&nothing), theirs.get(n - 1).unwrap_or(&nothing));
-        similar::TextDiff::from_lines(a, b).unified_diff().context_radius(4).header("reference", "target").to_string()
+        let pick = |side: &[String], at: Option<usize>| at.and_then(|n| side.get(n - 1)).unwrap_or(&nothing).clone();
+        let label = |side: &str, at: Option<usize>| at.map_or(format!("{side} (none)"), |n| format!("{side} #{n}"));
+        let (a, b) = (pick(&ours, d.reference), pick(&theirs, d.target));
+        similar::TextDiff::from_lines(&a, &b)
+            .unified_diff()
+            .context_radius(4)
+            .header(&label("reference", d.reference), &label("target", d.target))
+            .to_string()
     });
     Some(CheckDiff {
         name: name.to_string(),
@@ -188,8 +227,8 @@ pub fn normalize(exchanges: &[Exchange], caps: &Capabilities) -> Vec<String> {
     }
     exchanges
         .iter()
-        .enumerate()
-        .map(|(i, x)| redactor.exchange(&format!("exchange {}", i + 1), &x.request, &x.response))
+        // Unnumbered, so that one extra exchange does not make every later one differ.
+        .map(|x| redactor.exchange("exchange", &x.request, &x.response))
         .collect()
 }
 
@@ -201,4 +240,29 @@ pub fn mirror(target: &Capabilities, reference: &crate::Reference) -> Capabiliti
         crate::target::Sender { id: s.sender_id, key: s.server_key }
     });
     Capabilities { control: target.control.clone(), profile: target.profile.clone(), static_sender }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn texts(items: &[&str]) -> Vec<String> {
+        items.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn an_extra_exchange_does_not_shift_the_rest() {
+        let ours = texts(&["a", "b", "c", "d"]);
+        let theirs = texts(&["a", "x", "b", "c", "e"]);
+        assert_eq!(
+            align(&ours, &theirs),
+            vec![Differing { reference: None, target: Some(2) }, Differing { reference: Some(4), target: Some(5) },]
+        );
+        assert!(align(&ours, &ours).is_empty());
+        // A target that stopped early: what it never sent is listed on the reference side.
+        assert_eq!(
+            align(&ours, &texts(&["a", "b"])),
+            vec![Differing { reference: Some(3), target: None }, Differing { reference: Some(4), target: None }]
+        );
+    }
 }
