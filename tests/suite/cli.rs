@@ -362,6 +362,40 @@ pub fn trials() -> Vec<Trial> {
             let _ = std::fs::remove_dir_all(&dir);
             result.map(drop)
         }),
+        trial("cli::a-changed-response-shape-shows-as-a-snapshot-diff", || {
+            // Snapshots in which the server once said something else: the run fails on the
+            // snapshot alone, and the reports carry the difference.
+            let dir = workdir()?;
+            let snaps = dir.join("snaps");
+            std::fs::create_dir_all(&snaps).map_err(|e| e.to_string())?;
+            let name = "client.create.refused__create-refused.snap";
+            let committed =
+                std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("snapshots").join(name))
+                    .map_err(|e| e.to_string())?;
+            let edited = committed.replace("add creates the group", "add makes the group");
+            std::fs::write(snaps.join(name), edited).map_err(|e| e.to_string())?;
+            let args =
+                ["run", "--snapshots", "snaps", "--json", "r.json", "--exact", "client.create.refused::create-refused"];
+            expect_in(&dir, &args, 1, &["the normalized responses differ from snapshot"])?;
+            let report: serde_json::Value =
+                serde_json::from_str(&std::fs::read_to_string(dir.join("r.json")).map_err(|e| e.to_string())?)
+                    .map_err(|e| e.to_string())?;
+            let diff = report["results"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|r| r["name"] == "client.create.refused::create-refused")
+                .and_then(|r| r["snapshot_diff"].as_str())
+                .unwrap_or_default()
+                .to_string();
+            let _ = std::fs::remove_dir_all(&dir);
+            if !(diff.contains("-  \"error\": \"the client-side endpoint supports only \\\"add\\\" and \\\"remove\\\": add makes the group\"")
+                && diff.contains("+  \"error\": \"the client-side endpoint supports only \\\"add\\\" and \\\"remove\\\": add creates the group\""))
+            {
+                return Err(format!("unexpected snapshot_diff:\n{diff}"));
+            }
+            Ok(())
+        }),
         trial("cli::unreachable-target-exits-2", || {
             expect(&["run", "--target", "http://127.0.0.1:9"], 2, &["cannot reach"])
         }),
