@@ -519,6 +519,9 @@ fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     let mut still_failing = 0;
     for (file, r) in args.files.iter().zip(&replays) {
         let Connected { target, caps, .. } = connect(&args.to, &catalog, Some(&r.profile))?;
+        if let Some(why) = r.unsupported(&caps) {
+            bail!("cannot replay {} ({}) against {}: {why}", r.name, file.display(), target.describe());
+        }
         let mut options = Options::new(&r.profile);
         options.run_id = run_id();
         options.xmpp_timeout = Duration::from_secs_f64(args.to.xmpp_timeout.max(0.01));

@@ -28,6 +28,9 @@ pub struct Replay {
     pub title: String,
     pub profile: String,
     pub transport: String,
+    /// What the target must offer (control-API capabilities, `xmpp`) to run it.
+    #[serde(default)]
+    pub needs: Vec<String>,
     /// The server it failed against.
     pub target: String,
     /// Seeds a property that has no single sequence to replay.
@@ -66,6 +69,7 @@ impl Replay {
             title: rule.title.clone(),
             profile: execution.options.profile.clone(),
             transport: execution.transport.to_string(),
+            needs: super::needs_of(check, execution.transport),
             target: execution.target.describe(),
             seed: execution.options.seed,
             strict: execution.options.strict,
@@ -100,6 +104,11 @@ impl Replay {
 
     pub fn to_json(&self) -> String {
         serde_json::to_string_pretty(self).expect("a replay is plain data")
+    }
+
+    /// Why `caps` cannot run this replay, if they cannot.
+    pub fn unsupported(&self, caps: &Capabilities) -> Option<String> {
+        super::scenario::missing(caps, &self.needs)
     }
 
     /// Runs the plan again against `target`, with fresh senders and devices.

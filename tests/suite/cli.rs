@@ -294,6 +294,23 @@ pub fn trials() -> Vec<Trial> {
             if fixed.matches("passes now: ").count() != 4 {
                 return Err(format!("expected 4 passes:\n{fixed}"));
             }
+            // A server that lacks what a replay needs is told so, not failed.
+            let bare = Served::start(&["--without-control-api"])?;
+            expect_in(
+                &dir,
+                &[
+                    "replay",
+                    &files[0],
+                    "--target",
+                    &bare.url,
+                    "--api-key",
+                    &bare.server_key,
+                    "--sender-id",
+                    &bare.sender_id,
+                ],
+                2,
+                &["cannot replay group.member-cap::add-over-cap", "the target does not offer: inbox, instances"],
+            )?;
             // The curl form addresses the given server and carries the exact requests.
             let curl = expect_in(
                 &dir,
