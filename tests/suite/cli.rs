@@ -413,6 +413,31 @@ pub fn trials() -> Vec<Trial> {
             }
             Ok(())
         }),
+        trial("cli::replay-files-of-schema-1-keep-running", || {
+            // Written by an earlier gcmspec (tests/data/replays): a scenario and a property's
+            // shrunk sequence. They must keep running, so the format only grows compatibly.
+            let data = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/replays");
+            let files: Vec<String> = ["lifetime.ttl.range__bounds.json", "group.member-cap__random-operations.json"]
+                .iter()
+                .map(|f| data.join(f).display().to_string())
+                .collect();
+            let args: Vec<&str> = ["replay"].into_iter().chain(files.iter().map(String::as_str)).collect();
+            expect(
+                &args,
+                0,
+                &["passes now: lifetime.ttl.range::bounds", "passes now: group.member-cap::random-operations"],
+            )?;
+            let faulty = [&args[..], &["--fault", "lifetime.ttl.range", "--fault", "group.member-cap"]].concat();
+            expect(
+                &faulty,
+                1,
+                &[
+                    "still fails: lifetime.ttl.range::bounds",
+                    "still fails: group.member-cap::random-operations",
+                    "  3. Add(",
+                ],
+            )
+        }),
         trial("cli::unreachable-target-exits-2", || {
             expect(&["run", "--target", "http://127.0.0.1:9"], 2, &["cannot reach"])
         }),

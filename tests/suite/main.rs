@@ -9,7 +9,8 @@
 //! - `interop`: real clients drive the reference: `fcm-device-group` (crates.io), `node-gcm`
 //!   and `@xmpp/client` (npm, plain and TLS).
 //! - `cli`: the `gcmspec` binary as a user runs it: exit codes, `serve` + `run --target`,
-//!   baselines, JSON and JUnit reports, replay files.
+//!   baselines, JSON and JUnit reports, replay files (including ones an earlier gcmspec
+//!   wrote, in `tests/data/replays/`), differential runs, the progress bar.
 //! - `report`: the HTML report opened in headless Chromium, checked against the JSON report.
 //! - `robustness`: nothing a client sends (HTTP or XMPP) makes the server answer 5xx or hang;
 //!   against a server that hangs, resets, answers garbage or a huge body, every check ends
