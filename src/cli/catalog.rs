@@ -1,0 +1,75 @@
+//! `gcmspec selftest`, `lint` and `rules`: the spec files and the reference, checked and listed.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::Args;
+
+use gcmspec::harness::{self, Options};
+
+use super::{SpecArgs, load, reference_config};
+
+#[derive(Args)]
+pub(crate) struct SelftestArgs {
+    #[command(flatten)]
+    pub(crate) spec: SpecArgs,
+    #[arg(long)]
+    pub(crate) profile: Option<String>,
+    /// Threads to run checks on (default: available cores).
+    #[arg(long)]
+    pub(crate) threads: Option<usize>,
+}
+
+#[derive(Args)]
+pub(crate) struct RulesArgs {
+    #[command(flatten)]
+    pub(crate) spec: SpecArgs,
+    /// Print the catalogue as JSON.
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+pub(crate) fn selftest(args: SelftestArgs) -> anyhow::Result<ExitCode> {
+    let catalog = Arc::new(load(&args.spec)?);
+    let profile = args.profile.clone().unwrap_or_else(|| gcmspec::bundled::DEFAULT_PROFILE.into());
+    let config = reference_config(&catalog, &profile, &[])?;
+    let threads = args.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
+    let report = harness::selftest(&catalog, &config, &Options::new(&profile), threads, |line| println!("{line}"));
+    println!("clean reference: {} check(s) failed", report.clean_failures.len());
+    println!("faults caught: {}/{}", report.caught(), report.rules.len());
+    Ok(if report.passed() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+pub(crate) fn lint(args: SpecArgs) -> anyhow::Result<ExitCode> {
+    let catalog = load(&args)?;
+    let checks: usize = catalog.rules.iter().map(|r| r.checks.len()).sum();
+    println!(
+        "ok: {} rules, {checks} checks, {} profiles, {} documents",
+        catalog.rules.len(),
+        catalog.profiles.len(),
+        catalog.documents.len()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(crate) fn rules(args: RulesArgs) -> anyhow::Result<ExitCode> {
+    let catalog = load(&args.spec)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&catalog.rules)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    for r in &catalog.rules {
+        println!("{} [{}] {}", r.id, r.level, r.title);
+        for s in &r.sources {
+            println!("    {} / {}: \"{}\"", s.document, s.section, s.quote);
+        }
+        let checks: Vec<&str> = r.checks.iter().map(|c| c.name.as_str()).collect();
+        println!(
+            "    profiles: {}; needs: {}; checks: {}",
+            r.profiles.join(", "),
+            if r.needs.is_empty() { "-".into() } else { r.needs.join(", ") },
+            checks.join(", ")
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,108 @@
+//! `gcmspec diff`: the reference and a target, answer by answer.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::Args;
+
+use gcmspec::harness::{self, Options};
+use gcmspec::reference::Reference;
+use gcmspec::target::InProcess;
+
+use super::{Connected, SpecArgs, TargetArgs, connect, load, reference_config};
+
+#[derive(Args)]
+pub(crate) struct DiffArgs {
+    #[command(flatten)]
+    pub(crate) spec: SpecArgs,
+    #[command(flatten)]
+    pub(crate) to: TargetArgs,
+    /// Profile of the reference to compare with (default: what the target reports, else fcm).
+    #[arg(long)]
+    pub(crate) profile: Option<String>,
+    /// Seed for the generated sequences (the same on both sides).
+    #[arg(long, default_value_t = 0)]
+    pub(crate) seed: u64,
+    /// Generated sequences per property, on each side.
+    #[arg(long, default_value_t = harness::diff::DEFAULT_CASES)]
+    pub(crate) cases: u32,
+    /// Write the differences as JSON (schema gcmspec-diff/1).
+    #[arg(long, value_name = "FILE")]
+    pub(crate) json: Option<PathBuf>,
+    /// Threads to run checks on (default: available cores).
+    #[arg(long)]
+    pub(crate) threads: Option<usize>,
+    /// Compare only checks whose name contains one of these.
+    pub(crate) filters: Vec<String>,
+}
+
+pub(crate) fn diff(args: DiffArgs) -> anyhow::Result<ExitCode> {
+    let catalog = load(&args.spec)?;
+    if args.to.target.is_none() && args.to.faults.is_empty() {
+        bail!("diff compares the reference with --target URL (or with itself under --fault RULE_ID)");
+    }
+    let Connected { target, caps, .. } = connect(&args.to, &catalog, args.profile.as_deref())?;
+    let profile = args
+        .profile
+        .clone()
+        .or_else(|| caps.profile.clone())
+        .unwrap_or_else(|| gcmspec::bundled::DEFAULT_PROFILE.into());
+    let reference = InProcess::new(Reference::new(reference_config(&catalog, &profile, &[])?));
+    let reference_caps = harness::diff::mirror(&caps, reference.reference());
+    let mut options = Options::new(&profile);
+    options.seed = args.seed;
+    options.cases = Some(args.cases);
+    options.run_id = "diff".into();
+    options.xmpp_timeout = Duration::from_secs_f64(args.to.xmpp_timeout.max(0.01));
+    let threads = args.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
+    let select = |name: &str| args.filters.is_empty() || args.filters.iter().any(|f| name.contains(f.as_str()));
+    eprintln!("gcmspec diff: the reference (profile {profile}) against {}", target.describe());
+    let report = harness::diff::run(
+        &catalog,
+        &harness::diff::Side { target: &reference, caps: &reference_caps },
+        &harness::diff::Side { target: target.as_ref(), caps: &caps },
+        &options,
+        &select,
+        threads,
+    );
+    for d in &report.differences {
+        let outcomes = if d.reference_outcome == d.target_outcome {
+            format!("both {}", d.reference_outcome)
+        } else {
+            format!("reference {}, target {}", d.reference_outcome, d.target_outcome)
+        };
+        println!(
+            "\nDIFFERS {} ({outcomes}): {} exchange(s) differ, of {} on the reference and {} on the target{}",
+            d.name,
+            d.differing.len(),
+            d.reference_exchanges,
+            d.target_exchanges,
+            if d.differing.is_empty() { "" } else { "; the first:" }
+        );
+        for line in d.first.lines() {
+            println!("    {line}");
+        }
+    }
+    if let Some(path) = &args.json {
+        std::fs::write(path, serde_json::to_string_pretty(&report)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    println!(
+        "\ngcmspec diff: {} checks compared ({} sequences per property, seed {}): {} identical, {} differ; {} unsupported by the target",
+        report.compared,
+        report.cases,
+        report.seed,
+        report.identical,
+        report.differences.len(),
+        report.unsupported.len()
+    );
+    Ok(if report.compared == 0 {
+        ExitCode::from(2)
+    } else if report.differences.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}

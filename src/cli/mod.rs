@@ -1,0 +1,164 @@
+//! The commands, one module each, over what they share: which spec files to read and how to
+//! reach a target. Terminal policy (output, exit codes, ports) stays on this side of the
+//! library.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::Args;
+
+use gcmspec::harness;
+use gcmspec::reference::{self, Fault, Faults, Reference};
+use gcmspec::spec::Catalog;
+use gcmspec::target::{Capabilities, HttpTarget, InProcess, Sender, Target};
+
+pub(crate) mod catalog;
+pub(crate) mod diff;
+pub(crate) mod progress;
+pub(crate) mod replay;
+pub(crate) mod run;
+pub(crate) mod serve;
+
+#[derive(Args)]
+pub(crate) struct SpecArgs {
+    /// Read spec files from this directory instead of the bundled ones.
+    #[arg(long, value_name = "DIR")]
+    pub(crate) specs: Option<PathBuf>,
+}
+
+/// Which server to reach, and how.
+#[derive(Args)]
+pub(crate) struct TargetArgs {
+    /// The server to test, e.g. http://127.0.0.1:4000 (default: the in-process reference).
+    #[arg(long, value_name = "URL")]
+    pub(crate) target: Option<String>,
+    /// Server key to use when the target has no control API.
+    #[arg(long, requires = "sender_id")]
+    pub(crate) api_key: Option<String>,
+    /// Sender id (project number) that goes with --api-key.
+    #[arg(long, requires = "api_key")]
+    pub(crate) sender_id: Option<String>,
+    /// Break this rule in the in-process reference (repeatable).
+    #[arg(long = "fault", value_name = "RULE_ID", conflicts_with = "target")]
+    pub(crate) faults: Vec<String>,
+    /// The target's XMPP connection server, HOST:PORT, for the XMPP rules.
+    #[arg(long, value_name = "HOST:PORT", requires = "target")]
+    pub(crate) xmpp: Option<String>,
+    /// The --xmpp endpoint takes TLS from the first byte.
+    #[arg(long, requires = "xmpp")]
+    pub(crate) xmpp_tls: bool,
+    /// Trust this CA certificate (PEM) for --xmpp-tls; without it any certificate is accepted.
+    #[arg(long, value_name = "FILE", requires = "xmpp_tls")]
+    pub(crate) xmpp_ca: Option<PathBuf>,
+    /// Per-request timeout in seconds, for --target.
+    #[arg(long, default_value_t = 10)]
+    pub(crate) timeout: u64,
+    /// Seconds an XMPP step waits for the server's answer.
+    #[arg(long, default_value_t = 3.0)]
+    pub(crate) xmpp_timeout: f64,
+}
+
+impl TargetArgs {
+    /// The flags that reach the same server again (for the replay commands a run prints).
+    fn flags(&self) -> String {
+        let mut out = String::new();
+        match &self.target {
+            None => self.faults.iter().for_each(|f| out.push_str(&format!(" --fault {f}"))),
+            Some(url) => out.push_str(&format!(" --target {url}")),
+        }
+        if let (Some(key), Some(id)) = (&self.api_key, &self.sender_id) {
+            out.push_str(&format!(" --api-key {key} --sender-id {id}"));
+        }
+        if let Some(x) = &self.xmpp {
+            out.push_str(&format!(" --xmpp {x}"));
+        }
+        if self.xmpp_tls {
+            out.push_str(" --xmpp-tls");
+        }
+        if let Some(ca) = &self.xmpp_ca {
+            out.push_str(&format!(" --xmpp-ca {}", ca.display()));
+        }
+        out
+    }
+}
+
+pub(crate) fn load(args: &SpecArgs) -> anyhow::Result<Catalog> {
+    let catalog = match &args.specs {
+        Some(dir) => gcmspec::bundled::catalog_from_dir(dir)?,
+        None => gcmspec::bundled::catalog()?,
+    };
+    let problems = harness::lint(&catalog);
+    if !problems.is_empty() {
+        bail!("{}\n{} error(s) in the spec files", problems.join("\n"), problems.len());
+    }
+    Ok(catalog)
+}
+
+pub(crate) fn reference_config(
+    catalog: &Catalog,
+    profile: &str,
+    faults: &[String],
+) -> anyhow::Result<reference::Config> {
+    let p = catalog.profiles.get(profile).with_context(|| {
+        format!(
+            "unknown profile `{profile}` (known: {})",
+            catalog.profiles.keys().cloned().collect::<Vec<_>>().join(", ")
+        )
+    })?;
+    let mut config = reference::Config::from_profile(p)?;
+    config.faults = Faults::new(faults.iter().map(|f| f.parse::<Fault>()).collect::<Result<Vec<_>, _>>()?);
+    Ok(config)
+}
+
+/// A reached target: the in-process reference (with `--fault`s) or a server at `--target`.
+pub(crate) struct Connected {
+    pub(crate) target: Arc<dyn Target>,
+    pub(crate) caps: Capabilities,
+    /// What curl commands address: the target, or where `gcmspec serve` listens by default.
+    pub(crate) base_url: String,
+}
+
+pub(crate) fn connect(args: &TargetArgs, catalog: &Catalog, profile: Option<&str>) -> anyhow::Result<Connected> {
+    let (target, mut caps, base_url): (Arc<dyn Target>, Capabilities, String) = match &args.target {
+        None => {
+            let profile = profile.unwrap_or(gcmspec::bundled::DEFAULT_PROFILE);
+            let target = InProcess::new(Reference::new(reference_config(catalog, profile, &args.faults)?));
+            let caps = Capabilities::probe(&target)?;
+            (Arc::new(target), caps, "http://127.0.0.1:4000".into())
+        }
+        Some(url) => {
+            let mut target = HttpTarget::new(url, Duration::from_secs(args.timeout))?;
+            if let Some(x) = &args.xmpp {
+                let addr = std::net::ToSocketAddrs::to_socket_addrs(x.as_str())
+                    .with_context(|| format!("--xmpp {x}"))?
+                    .next()
+                    .with_context(|| format!("--xmpp {x}: no address"))?;
+                target = target.with_xmpp(addr);
+                if args.xmpp_tls {
+                    let ca = match &args.xmpp_ca {
+                        Some(f) => {
+                            Some(std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?)
+                        }
+                        None => None,
+                    };
+                    target = target.with_xmpp_tls(gcmspec::tls::client_config(ca.as_deref())?);
+                }
+            }
+            let caps = Capabilities::probe(&target).with_context(|| format!("probing {url}"))?;
+            (Arc::new(target), caps, url.trim_end_matches('/').to_string())
+        }
+    };
+    if let (Some(key), Some(id)) = (&args.api_key, &args.sender_id) {
+        caps.static_sender = Some(Sender { id: id.clone(), key: key.clone() });
+    }
+    Ok(Connected { target, caps, base_url })
+}
+
+pub(crate) fn run_id() -> String {
+    format!(
+        "{:x}",
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0)
+    )
+}

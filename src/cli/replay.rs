@@ -1,0 +1,67 @@
+//! `gcmspec replay`: saved failures, run again.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::bail;
+use clap::Args;
+
+use gcmspec::harness::{self, Options};
+
+use super::{Connected, SpecArgs, TargetArgs, connect, load, run_id};
+
+#[derive(Args)]
+pub(crate) struct ReplayArgs {
+    #[command(flatten)]
+    pub(crate) spec: SpecArgs,
+    /// Replay files written by `gcmspec run` (in gcmspec-replays/ by default).
+    #[arg(required = true, value_name = "FILE")]
+    pub(crate) files: Vec<PathBuf>,
+    #[command(flatten)]
+    pub(crate) to: TargetArgs,
+    /// Print the failing run's exchanges as curl commands instead of running anything.
+    #[arg(long)]
+    pub(crate) curl: bool,
+}
+
+pub(crate) fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
+    let catalog = load(&args.spec)?;
+    let mut replays = Vec::new();
+    for file in &args.files {
+        replays.push(harness::replay::Replay::read(file)?);
+    }
+    let base = args.to.target.clone().unwrap_or_else(|| "http://127.0.0.1:4000".into());
+    if args.curl {
+        for (file, r) in args.files.iter().zip(&replays) {
+            println!(
+                "# {} ({}), failed against {}:\n# {}",
+                r.name,
+                file.display(),
+                r.target,
+                r.failure.lines().next().unwrap_or("")
+            );
+            print!("{}", harness::evidence::curl_script(&r.exchanges, base.trim_end_matches('/'), None));
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut still_failing = 0;
+    for (file, r) in args.files.iter().zip(&replays) {
+        let Connected { target, caps, .. } = connect(&args.to, &catalog, Some(&r.profile))?;
+        if let Some(why) = r.unsupported(&caps) {
+            bail!("cannot replay {} ({}) against {}: {why}", r.name, file.display(), target.describe());
+        }
+        let mut options = Options::new(&r.profile);
+        options.run_id = run_id();
+        options.xmpp_timeout = Duration::from_secs_f64(args.to.xmpp_timeout.max(0.01));
+        let run = r.run(target.as_ref(), &caps, &options);
+        match run.result {
+            Ok(()) => println!("passes now: {} ({}) against {}", r.name, file.display(), target.describe()),
+            Err(e) => {
+                still_failing += 1;
+                println!("still fails: {} ({}) against {}\n{e}", r.name, file.display(), target.describe());
+            }
+        }
+    }
+    Ok(if still_failing > 0 { ExitCode::from(1) } else { ExitCode::SUCCESS })
+}

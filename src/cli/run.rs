@@ -1,0 +1,212 @@
+//! `gcmspec run`: the suite against a target, graded, with reports and replay files.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::Args;
+
+use gcmspec::harness::{self, Options};
+
+use super::{Connected, SpecArgs, TargetArgs, connect, load, progress, run_id};
+
+#[derive(Args)]
+pub(crate) struct RunArgs {
+    #[command(flatten)]
+    pub(crate) spec: SpecArgs,
+    #[command(flatten)]
+    pub(crate) to: TargetArgs,
+    /// Profile to test (default: what the target reports, else fcm).
+    #[arg(long)]
+    pub(crate) profile: Option<String>,
+    /// Seed for property-based checks.
+    #[arg(long, default_value_t = 0)]
+    pub(crate) seed: u64,
+    /// Cases per property (overrides the specs).
+    #[arg(long)]
+    pub(crate) cases: Option<u32>,
+    /// Compare normalized responses with the snapshots in DIR (default for the in-process reference: ./snapshots).
+    #[arg(long, value_name = "DIR")]
+    pub(crate) snapshots: Option<PathBuf>,
+    /// Do not compare snapshots.
+    #[arg(long, conflicts_with = "snapshots")]
+    pub(crate) no_snapshots: bool,
+    /// Hold the server to the documents: SHOULD rules fail the run too, and steps accept only
+    /// documented answers, not those real servers were merely seen to give.
+    #[arg(long)]
+    pub(crate) strict: bool,
+    /// Write the results as JSON (schema gcmspec-report/1, docs/report.md).
+    #[arg(long, value_name = "FILE")]
+    pub(crate) json: Option<PathBuf>,
+    /// Write the results as JUnit XML.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) junit: Option<PathBuf>,
+    /// Write a self-contained HTML report: rules and outcomes, quotes, exchanges, reproductions.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) html: Option<PathBuf>,
+    /// Known failures (one `rule::check` a line): only failures not listed fail the run.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) baseline: Option<PathBuf>,
+    /// Write this run's graded failures as a baseline file.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) write_baseline: Option<PathBuf>,
+    /// Save each failure as a replay file in DIR (older replay files there are removed).
+    #[arg(long, value_name = "DIR", default_value = "gcmspec-replays")]
+    pub(crate) replays: PathBuf,
+    /// Do not save replay files.
+    #[arg(long)]
+    pub(crate) no_replays: bool,
+    /// A progress bar (auto: on a terminal, outside CI) or libtest's line per check.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub(crate) progress: progress::Progress,
+    #[command(flatten)]
+    pub(crate) test: libtest_mimic::Arguments,
+}
+
+pub(crate) fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
+    let catalog = Arc::new(load(&args.spec)?);
+    let Connected { target, caps, base_url } = connect(&args.to, &catalog, args.profile.as_deref())?;
+    let default_snapshots = match args.to.target {
+        None => Some(Path::new(env!("CARGO_MANIFEST_DIR")).join("snapshots")).filter(|d| d.is_dir()),
+        Some(_) => None,
+    };
+    let profile = args
+        .profile
+        .clone()
+        .or_else(|| caps.profile.clone())
+        .unwrap_or_else(|| gcmspec::bundled::DEFAULT_PROFILE.into());
+    if !catalog.profiles.contains_key(&profile) {
+        bail!("unknown profile `{profile}`");
+    }
+    let snapshots = if args.no_snapshots { None } else { args.snapshots.clone().or(default_snapshots) };
+    let options = Arc::new(Options {
+        profile,
+        seed: args.seed,
+        cases: args.cases,
+        snapshots,
+        xmpp_timeout: Duration::from_secs_f64(args.to.xmpp_timeout.max(0.01)),
+        run_id: run_id(),
+        strict: args.strict,
+    });
+    if !args.test.list {
+        eprintln!("gcmspec: {} rules, profile {}, target {}", catalog.rules.len(), options.profile, target.describe());
+    }
+    let described = target.describe();
+    let cases = harness::cases(&catalog, target, Arc::new(caps), &options);
+    let recorder = harness::report::Recorder::default();
+    // The exit code comes from the graded report, not from libtest's count of failures.
+    if progress::wanted(args.progress, &args.test) {
+        progress::run(&cases, &recorder, &args.test);
+    } else {
+        let _ = libtest_mimic::run(&args.test, harness::recorded_trials(&cases, &recorder));
+    }
+    if args.test.list {
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut report = recorder.report(&cases, &described, &options.profile, args.strict);
+    let replay_flags = args.to.flags();
+    if !args.no_replays {
+        save_replays(&args.replays, &recorder.replays(), &mut report, &base_url, &replay_flags)?;
+    }
+    if let Some(path) = &args.baseline {
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        report.apply_baseline(&harness::report::Baseline::parse(&text));
+    }
+    if let Some(path) = &args.write_baseline {
+        std::fs::write(path, report.baseline()).with_context(|| format!("writing {}", path.display()))?;
+    }
+    if let Some(path) = &args.json {
+        std::fs::write(path, serde_json::to_string_pretty(&report)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    if let Some(path) = &args.junit {
+        std::fs::write(path, report.junit()).with_context(|| format!("writing {}", path.display()))?;
+    }
+    if let Some(path) = &args.html {
+        let reproduce = harness::html::Reproduce { base_url: &base_url, replay_flags: &replay_flags };
+        std::fs::write(path, harness::html::render(&report, &catalog, &reproduce))
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    let s = &report.summary;
+    let ungraded = s.failed - s.graded_failures;
+    eprintln!(
+        "gcmspec: {} passed{}, {} failed ({} graded{}), {} unsupported, {} skipped",
+        s.passed,
+        if s.observed > 0 {
+            format!(" ({} on an answer real servers gave, not the documented one: --strict fails them)", s.observed)
+        } else {
+            String::new()
+        },
+        s.failed,
+        s.graded_failures,
+        if ungraded > 0 { format!("; {ungraded} SHOULD, which fail only with --strict") } else { String::new() },
+        s.unsupported,
+        s.skipped
+    );
+    if args.baseline.is_some() {
+        eprintln!(
+            "gcmspec: baseline: {} known failure(s), {} new",
+            s.known_failures,
+            s.graded_failures - s.known_failures
+        );
+        for new in report.results.iter().filter(|r| r.graded && !r.known) {
+            eprintln!("gcmspec: baseline: {} fails and is not in the baseline", new.name);
+        }
+        for fixed in &s.fixed {
+            eprintln!("gcmspec: baseline: {fixed} passes now: remove it from the baseline");
+        }
+    }
+    if report.exit_code() == 2 {
+        eprintln!("gcmspec: no trial ran");
+    }
+    Ok(ExitCode::from(report.exit_code()))
+}
+
+/// Writes each failure's replay file (after removing older ones), notes it in the report, and
+/// prints how to reproduce it: the replay command and the failing end as curl commands.
+pub(crate) fn save_replays(
+    dir: &Path,
+    replays: &[harness::replay::Replay],
+    report: &mut harness::report::Report,
+    base_url: &str,
+    replay_flags: &str,
+) -> anyhow::Result<()> {
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.extension().is_some_and(|e| e == "json") && harness::replay::Replay::read(&path).is_ok() {
+                std::fs::remove_file(&path).with_context(|| format!("removing the old replay {}", path.display()))?;
+            }
+        }
+    }
+    if replays.is_empty() {
+        return Ok(());
+    }
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    for replay in replays {
+        let path = replay.path_in(dir);
+        std::fs::write(&path, replay.to_json()).with_context(|| format!("writing {}", path.display()))?;
+        if let Some(r) = report.results.iter_mut().find(|r| r.name == replay.name) {
+            r.replay = Some(path.display().to_string());
+        }
+        const SHOWN: usize = 4;
+        let http: Vec<_> = replay.exchanges.iter().filter(|x| !x.is_xmpp()).cloned().collect();
+        let shown = &replay.exchanges[replay.exchanges.len().saturating_sub(SHOWN)..];
+        eprintln!("\ngcmspec: FAILED {}\n  replay: gcmspec replay {}{replay_flags}", replay.name, path.display());
+        if !http.is_empty() {
+            let earlier = replay.exchanges.len() - shown.len();
+            let note = if earlier > 0 {
+                format!(" (the last {}; all {} with `gcmspec replay --curl`)", shown.len(), replay.exchanges.len())
+            } else {
+                String::new()
+            };
+            eprintln!("  as curl{note}:");
+            for line in harness::evidence::curl_script(shown, base_url, Some(400)).lines() {
+                eprintln!("    {line}");
+            }
+        }
+    }
+    Ok(())
+}

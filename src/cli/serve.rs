@@ -1,0 +1,118 @@
+//! `gcmspec serve`: the reference as a standalone server; ports and signals are chosen here.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Args;
+
+use gcmspec::reference::{self, Reference};
+
+use super::{SpecArgs, load, reference_config};
+
+#[derive(Args)]
+pub(crate) struct ServeArgs {
+    #[command(flatten)]
+    pub(crate) spec: SpecArgs,
+    /// Address for HTTP.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:4000")]
+    pub(crate) http: String,
+    /// Address for the XMPP connection server (plain TCP); none if not given.
+    #[arg(long, value_name = "ADDR")]
+    pub(crate) xmpp: Option<String>,
+    /// Address for the XMPP connection server with TLS from the first byte.
+    #[arg(long, value_name = "ADDR")]
+    pub(crate) xmpp_tls: Option<String>,
+    /// Certificate (PEM) for --xmpp-tls; without it one is generated and written out.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub(crate) tls_cert: Option<PathBuf>,
+    /// Private key (PEM) that goes with --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub(crate) tls_key: Option<PathBuf>,
+    #[arg(long)]
+    pub(crate) profile: Option<String>,
+    /// Seed for keys and tokens (default: random, so keys cannot be guessed).
+    #[arg(long)]
+    pub(crate) seed: Option<u64>,
+    /// Break this rule (repeatable), to see a client or the suite catch it.
+    #[arg(long = "fault", value_name = "RULE_ID")]
+    pub(crate) faults: Vec<String>,
+    /// Offer only the public protocol, as a third-party server would.
+    #[arg(long)]
+    pub(crate) without_control_api: bool,
+}
+
+pub(crate) fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    let catalog = load(&args.spec)?;
+    let profile = args.profile.clone().unwrap_or_else(|| gcmspec::bundled::DEFAULT_PROFILE.into());
+    let mut config = reference_config(&catalog, &profile, &args.faults)?;
+    config.seed = args.seed.unwrap_or_else(random_seed);
+    config.control_api = !args.without_control_api;
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(async {
+        let listener =
+            tokio::net::TcpListener::bind(&args.http).await.with_context(|| format!("binding {}", args.http))?;
+        let addr = listener.local_addr()?;
+        let faults: Vec<String> = config.faults.iter().map(|f| f.to_string()).collect();
+        let mut notes = String::new();
+        if !config.control_api {
+            notes.push_str(" without the control API");
+        }
+        if !faults.is_empty() {
+            notes.push_str(&format!(" with faults: {}", faults.join(", ")));
+        }
+        let reference = Reference::new(config);
+        // A sender ready to use, for clients that cannot call the control API.
+        let sender = reference.with_model(|m| m.create_sender());
+        println!("gcmspec reference ({profile}) listening on http://{addr}{notes}");
+        println!("sender id {}, server key {}", sender.sender_id, sender.server_key);
+        let xmpp = match &args.xmpp {
+            Some(x) => {
+                let l = tokio::net::TcpListener::bind(x).await.with_context(|| format!("binding {x}"))?;
+                println!("XMPP connection server on {} (plain TCP)", l.local_addr()?);
+                Some(l)
+            }
+            None => None,
+        };
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let on_stop = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+            let _ = rx.wait_for(|s| *s).await;
+        };
+        if let Some(l) = xmpp {
+            tokio::spawn(reference::xmpp::serve(l, reference.clone(), on_stop(stopped.clone())));
+        }
+        if let Some(x) = &args.xmpp_tls {
+            let l = tokio::net::TcpListener::bind(x).await.with_context(|| format!("binding {x}"))?;
+            let addr = l.local_addr()?;
+            let (identity, where_) = match (&args.tls_cert, &args.tls_key) {
+                (Some(cert), Some(key)) => {
+                    let read =
+                        |f: &PathBuf| std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()));
+                    (gcmspec::tls::Identity { cert_pem: read(cert)?, key_pem: read(key)? }, cert.clone())
+                }
+                _ => {
+                    let identity = gcmspec::tls::generate()?;
+                    let path = std::env::temp_dir().join(format!("gcmspec-xmpp-{}.pem", addr.port()));
+                    std::fs::write(&path, &identity.cert_pem).with_context(|| format!("writing {}", path.display()))?;
+                    (identity, path)
+                }
+            };
+            let config = gcmspec::tls::server_config(&identity)?;
+            println!("XMPP connection server on {addr} (direct TLS), certificate {}", where_.display());
+            tokio::spawn(reference::xmpp::serve_tls(l, reference.clone(), config, on_stop(stopped.clone())));
+        }
+        let http = tokio::spawn(reference::serve(listener, reference, on_stop(stopped)));
+        let _ = tokio::signal::ctrl_c().await;
+        let _ = stop.send(true);
+        http.await??;
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+/// Unpredictable without a dependency: std's hasher keys come from the OS.
+pub(crate) fn random_seed() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0));
+    h.finish()
+}
