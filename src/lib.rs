@@ -26,7 +26,8 @@
 //!   each check saw ([`harness::evidence`]), graded reports (JSON, JUnit, [`harness::html`]),
 //!   replay files ([`harness::replay`]) and differential runs ([`harness::diff`]).
 //!
-//! The `gcmspec` binary (`src/main.rs`) is a thin CLI over these.
+//! The `gcmspec` binary (`src/main.rs`, a module per command in `src/cli/`) is a thin CLI over
+//! these.
 
 pub mod bundled;
 pub mod harness;
