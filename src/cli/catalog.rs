@@ -12,21 +12,21 @@ use super::{SpecArgs, load, reference_config};
 #[derive(Args)]
 pub(crate) struct SelftestArgs {
     #[command(flatten)]
-    pub(crate) spec: SpecArgs,
+    spec: SpecArgs,
     #[arg(long)]
-    pub(crate) profile: Option<String>,
+    profile: Option<String>,
     /// Threads to run checks on (default: available cores).
     #[arg(long)]
-    pub(crate) threads: Option<usize>,
+    threads: Option<usize>,
 }
 
 #[derive(Args)]
 pub(crate) struct RulesArgs {
     #[command(flatten)]
-    pub(crate) spec: SpecArgs,
+    spec: SpecArgs,
     /// Print the catalogue as JSON.
     #[arg(long)]
-    pub(crate) json: bool,
+    json: bool,
 }
 
 pub(crate) fn selftest(args: SelftestArgs) -> anyhow::Result<ExitCode> {

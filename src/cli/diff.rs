@@ -16,26 +16,26 @@ use super::{Connected, SpecArgs, TargetArgs, connect, load, reference_config};
 #[derive(Args)]
 pub(crate) struct DiffArgs {
     #[command(flatten)]
-    pub(crate) spec: SpecArgs,
+    spec: SpecArgs,
     #[command(flatten)]
-    pub(crate) to: TargetArgs,
+    to: TargetArgs,
     /// Profile of the reference to compare with (default: what the target reports, else fcm).
     #[arg(long)]
-    pub(crate) profile: Option<String>,
+    profile: Option<String>,
     /// Seed for the generated sequences (the same on both sides).
     #[arg(long, default_value_t = 0)]
-    pub(crate) seed: u64,
+    seed: u64,
     /// Generated sequences per property, on each side.
     #[arg(long, default_value_t = harness::diff::DEFAULT_CASES)]
-    pub(crate) cases: u32,
+    cases: u32,
     /// Write the differences as JSON (schema gcmspec-diff/1).
     #[arg(long, value_name = "FILE")]
-    pub(crate) json: Option<PathBuf>,
+    json: Option<PathBuf>,
     /// Threads to run checks on (default: available cores).
     #[arg(long)]
-    pub(crate) threads: Option<usize>,
+    threads: Option<usize>,
     /// Compare only checks whose name contains one of these.
-    pub(crate) filters: Vec<String>,
+    filters: Vec<String>,
 }
 
 pub(crate) fn diff(args: DiffArgs) -> anyhow::Result<ExitCode> {

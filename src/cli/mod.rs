@@ -25,7 +25,7 @@ pub(crate) mod serve;
 pub(crate) struct SpecArgs {
     /// Read spec files from this directory instead of the bundled ones.
     #[arg(long, value_name = "DIR")]
-    pub(crate) specs: Option<PathBuf>,
+    specs: Option<PathBuf>,
 }
 
 /// Which server to reach, and how.
@@ -33,31 +33,31 @@ pub(crate) struct SpecArgs {
 pub(crate) struct TargetArgs {
     /// The server to test, e.g. http://127.0.0.1:4000 (default: the in-process reference).
     #[arg(long, value_name = "URL")]
-    pub(crate) target: Option<String>,
+    target: Option<String>,
     /// Server key to use when the target has no control API.
     #[arg(long, requires = "sender_id")]
-    pub(crate) api_key: Option<String>,
+    api_key: Option<String>,
     /// Sender id (project number) that goes with --api-key.
     #[arg(long, requires = "api_key")]
-    pub(crate) sender_id: Option<String>,
+    sender_id: Option<String>,
     /// Break this rule in the in-process reference (repeatable).
     #[arg(long = "fault", value_name = "RULE_ID", conflicts_with = "target")]
-    pub(crate) faults: Vec<String>,
+    faults: Vec<String>,
     /// The target's XMPP connection server, HOST:PORT, for the XMPP rules.
     #[arg(long, value_name = "HOST:PORT", requires = "target")]
-    pub(crate) xmpp: Option<String>,
+    xmpp: Option<String>,
     /// The --xmpp endpoint takes TLS from the first byte.
     #[arg(long, requires = "xmpp")]
-    pub(crate) xmpp_tls: bool,
+    xmpp_tls: bool,
     /// Trust this CA certificate (PEM) for --xmpp-tls; without it any certificate is accepted.
     #[arg(long, value_name = "FILE", requires = "xmpp_tls")]
-    pub(crate) xmpp_ca: Option<PathBuf>,
+    xmpp_ca: Option<PathBuf>,
     /// Per-request timeout in seconds, for --target.
     #[arg(long, default_value_t = 10)]
-    pub(crate) timeout: u64,
+    timeout: u64,
     /// Seconds an XMPP step waits for the server's answer.
     #[arg(long, default_value_t = 3.0)]
-    pub(crate) xmpp_timeout: f64,
+    xmpp_timeout: f64,
 }
 
 impl TargetArgs {
@@ -114,10 +114,10 @@ pub(crate) fn reference_config(
 
 /// A reached target: the in-process reference (with `--fault`s) or a server at `--target`.
 pub(crate) struct Connected {
-    pub(crate) target: Arc<dyn Target>,
-    pub(crate) caps: Capabilities,
+    target: Arc<dyn Target>,
+    caps: Capabilities,
     /// What curl commands address: the target, or where `gcmspec serve` listens by default.
-    pub(crate) base_url: String,
+    base_url: String,
 }
 
 pub(crate) fn connect(args: &TargetArgs, catalog: &Catalog, profile: Option<&str>) -> anyhow::Result<Connected> {

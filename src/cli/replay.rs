@@ -14,15 +14,15 @@ use super::{Connected, SpecArgs, TargetArgs, connect, load, run_id};
 #[derive(Args)]
 pub(crate) struct ReplayArgs {
     #[command(flatten)]
-    pub(crate) spec: SpecArgs,
+    spec: SpecArgs,
     /// Replay files written by `gcmspec run` (in gcmspec-replays/ by default).
     #[arg(required = true, value_name = "FILE")]
-    pub(crate) files: Vec<PathBuf>,
+    files: Vec<PathBuf>,
     #[command(flatten)]
-    pub(crate) to: TargetArgs,
+    to: TargetArgs,
     /// Print the failing run's exchanges as curl commands instead of running anything.
     #[arg(long)]
-    pub(crate) curl: bool,
+    curl: bool,
 }
 
 pub(crate) fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {

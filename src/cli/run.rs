@@ -15,54 +15,54 @@ use super::{Connected, SpecArgs, TargetArgs, connect, load, progress, run_id};
 #[derive(Args)]
 pub(crate) struct RunArgs {
     #[command(flatten)]
-    pub(crate) spec: SpecArgs,
+    spec: SpecArgs,
     #[command(flatten)]
-    pub(crate) to: TargetArgs,
+    to: TargetArgs,
     /// Profile to test (default: what the target reports, else fcm).
     #[arg(long)]
-    pub(crate) profile: Option<String>,
+    profile: Option<String>,
     /// Seed for property-based checks.
     #[arg(long, default_value_t = 0)]
-    pub(crate) seed: u64,
+    seed: u64,
     /// Cases per property (overrides the specs).
     #[arg(long)]
-    pub(crate) cases: Option<u32>,
+    cases: Option<u32>,
     /// Compare normalized responses with the snapshots in DIR (default for the in-process reference: ./snapshots).
     #[arg(long, value_name = "DIR")]
-    pub(crate) snapshots: Option<PathBuf>,
+    snapshots: Option<PathBuf>,
     /// Do not compare snapshots.
     #[arg(long, conflicts_with = "snapshots")]
-    pub(crate) no_snapshots: bool,
+    no_snapshots: bool,
     /// Hold the server to the documents: SHOULD rules fail the run too, and steps accept only
     /// documented answers, not those real servers were merely seen to give.
     #[arg(long)]
-    pub(crate) strict: bool,
+    strict: bool,
     /// Write the results as JSON (schema gcmspec-report/1, docs/report.md).
     #[arg(long, value_name = "FILE")]
-    pub(crate) json: Option<PathBuf>,
+    json: Option<PathBuf>,
     /// Write the results as JUnit XML.
     #[arg(long, value_name = "FILE")]
-    pub(crate) junit: Option<PathBuf>,
+    junit: Option<PathBuf>,
     /// Write a self-contained HTML report: rules and outcomes, quotes, exchanges, reproductions.
     #[arg(long, value_name = "FILE")]
-    pub(crate) html: Option<PathBuf>,
+    html: Option<PathBuf>,
     /// Known failures (one `rule::check` a line): only failures not listed fail the run.
     #[arg(long, value_name = "FILE")]
-    pub(crate) baseline: Option<PathBuf>,
+    baseline: Option<PathBuf>,
     /// Write this run's graded failures as a baseline file.
     #[arg(long, value_name = "FILE")]
-    pub(crate) write_baseline: Option<PathBuf>,
+    write_baseline: Option<PathBuf>,
     /// Save each failure as a replay file in DIR (older replay files there are removed).
     #[arg(long, value_name = "DIR", default_value = "gcmspec-replays")]
-    pub(crate) replays: PathBuf,
+    replays: PathBuf,
     /// Do not save replay files.
     #[arg(long)]
-    pub(crate) no_replays: bool,
+    no_replays: bool,
     /// A progress bar (auto: on a terminal, outside CI) or libtest's line per check.
     #[arg(long, value_enum, default_value = "auto")]
-    pub(crate) progress: progress::Progress,
+    progress: progress::Progress,
     #[command(flatten)]
-    pub(crate) test: libtest_mimic::Arguments,
+    test: libtest_mimic::Arguments,
 }
 
 pub(crate) fn run(args: RunArgs) -> anyhow::Result<ExitCode> {

@@ -13,33 +13,33 @@ use super::{SpecArgs, load, reference_config};
 #[derive(Args)]
 pub(crate) struct ServeArgs {
     #[command(flatten)]
-    pub(crate) spec: SpecArgs,
+    spec: SpecArgs,
     /// Address for HTTP.
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:4000")]
-    pub(crate) http: String,
+    http: String,
     /// Address for the XMPP connection server (plain TCP); none if not given.
     #[arg(long, value_name = "ADDR")]
-    pub(crate) xmpp: Option<String>,
+    xmpp: Option<String>,
     /// Address for the XMPP connection server with TLS from the first byte.
     #[arg(long, value_name = "ADDR")]
-    pub(crate) xmpp_tls: Option<String>,
+    xmpp_tls: Option<String>,
     /// Certificate (PEM) for --xmpp-tls; without it one is generated and written out.
     #[arg(long, value_name = "FILE", requires = "tls_key")]
-    pub(crate) tls_cert: Option<PathBuf>,
+    tls_cert: Option<PathBuf>,
     /// Private key (PEM) that goes with --tls-cert.
     #[arg(long, value_name = "FILE", requires = "tls_cert")]
-    pub(crate) tls_key: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
     #[arg(long)]
-    pub(crate) profile: Option<String>,
+    profile: Option<String>,
     /// Seed for keys and tokens (default: random, so keys cannot be guessed).
     #[arg(long)]
-    pub(crate) seed: Option<u64>,
+    seed: Option<u64>,
     /// Break this rule (repeatable), to see a client or the suite catch it.
     #[arg(long = "fault", value_name = "RULE_ID")]
-    pub(crate) faults: Vec<String>,
+    faults: Vec<String>,
     /// Offer only the public protocol, as a third-party server would.
     #[arg(long)]
-    pub(crate) without_control_api: bool,
+    without_control_api: bool,
 }
 
 pub(crate) fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
