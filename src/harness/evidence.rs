@@ -52,6 +52,11 @@ impl ExchangeLog {
     }
 }
 
+/// What a log shows where the server gave no answer: status 0 and why.
+pub fn no_answer(why: &str) -> HttpResponse {
+    HttpResponse { status: 0, headers: Vec::new(), body: format!("(no answer: {why})").into_bytes() }
+}
+
 /// A target that logs every HTTP exchange it carries.
 pub struct Recording<'a> {
     pub inner: &'a dyn Target,
@@ -67,10 +72,7 @@ impl Target for Recording<'_> {
         match &result {
             Ok(resp) => self.log.push(req, resp),
             // What a person reproducing it would see: no answer.
-            Err(e) => self.log.push(
-                req,
-                &HttpResponse { status: 0, headers: Vec::new(), body: format!("(no answer: {e})").into_bytes() },
-            ),
+            Err(e) => self.log.push(req, &no_answer(&e.to_string())),
         }
         result
     }

@@ -40,13 +40,6 @@ pub fn run(
     for (i, step) in steps.iter().enumerate() {
         let n = i + 1;
         let at = |e: String| format!("step {n} (line {}): {e}", step.line);
-        let mut matched = |name: Option<String>| {
-            transcript.observed |= name.as_deref().is_some_and(|n| n.ends_with(OBSERVED_MARK));
-            let note = name.map(|name| format!("step {n}: {name}"));
-            if let Some(note) = note.filter(|note| !transcript.matched.contains(note)) {
-                transcript.matched.push(note);
-            }
-        };
         let exchange = match &step.action {
             Action::NewSender { name, count } => {
                 let value = match count {
@@ -175,10 +168,10 @@ pub fn run(
                     let c = connections.get_mut(SEND_CONNECTION).expect("connected above");
                     c.send_gcm(&format!("s{n}"), &message).map_err(at)?;
                     let req = xmpp_exchange("send", &message.to_string());
-                    let answer = c.next_as_json().inspect_err(|e| log.push(&req, &xmpp_silence(e))).map_err(at)?;
-                    log.push(&req, &xmpp_answer(&answer));
+                    let answer = receive(c, &req, log).map_err(at)?;
                     let normal = normalize_xmpp(&answer);
-                    matched(
+                    transcript.note_match(
+                        n,
                         expect_any(&step.expect, &xmpp_answer(&normal), &vars, strict).map_err(|e| {
                             at(format!("send over XMPP: {e}\n  answer: {answer}\n  normalized: {normal}"))
                         })?,
@@ -190,9 +183,12 @@ pub fn run(
                         .with_json(&message);
                     let resp = control.target.exchange(&req).map_err(|e| at(e.to_string()))?;
                     let normal = normalize_http(&resp);
-                    matched(expect_any(&step.expect, &xmpp_answer(&normal), &vars, strict).map_err(|e| {
-                        at(format!("send over HTTP: {e}\n{}\n  normalized: {normal}", describe(&req, &resp)))
-                    })?);
+                    transcript.note_match(
+                        n,
+                        expect_any(&step.expect, &xmpp_answer(&normal), &vars, strict).map_err(|e| {
+                            at(format!("send over HTTP: {e}\n{}\n  normalized: {normal}", describe(&req, &resp)))
+                        })?,
+                    );
                     Some(vec![(format!("step {n}"), req, resp)])
                 }
             }
@@ -224,8 +220,7 @@ pub fn run(
                 let c = connections.get_mut(on).ok_or_else(|| at(format!("`{on}` is not an open XMPP connection")))?;
                 c.send_gcm(&format!("s{n}"), &message).map_err(at)?;
                 let req = xmpp_exchange(&format!("send on {on}"), &message.to_string());
-                let answer = c.next_as_json().inspect_err(|e| log.push(&req, &xmpp_silence(e))).map_err(at)?;
-                log.push(&req, &xmpp_answer(&answer));
+                let answer = receive(c, &req, log).map_err(at)?;
                 Some(vec![(format!("step {n}"), req, xmpp_answer(&answer))])
             }
             Action::XmppRaw { on, stanza } => {
@@ -233,8 +228,7 @@ pub fn run(
                 let c = connections.get_mut(on).ok_or_else(|| at(format!("`{on}` is not an open XMPP connection")))?;
                 c.send_raw(&stanza).map_err(at)?;
                 let req = xmpp_exchange(&format!("raw on {on}"), &stanza);
-                let answer = c.next_as_json().inspect_err(|e| log.push(&req, &xmpp_silence(e))).map_err(at)?;
-                log.push(&req, &xmpp_answer(&answer));
+                let answer = receive(c, &req, log).map_err(at)?;
                 Some(vec![(format!("step {n}"), req, xmpp_answer(&answer))])
             }
             Action::XmppPost { on, .. } | Action::XmppReceive { on } => {
@@ -247,32 +241,30 @@ pub fn run(
                     let of = if times > 1 { format!(" ({} of {times})", i + 1) } else { String::new() };
                     let c =
                         connections.get_mut(on).ok_or_else(|| at(format!("`{on}` is not an open XMPP connection")))?;
-                    let (req, resp) =
-                        match &step.action {
-                            Action::XmppPost { message, .. } => {
-                                let message = render(message, &vars).map_err(at)?;
-                                c.send_gcm(&format!("s{n}-{i}"), &message).map_err(at)?;
-                                let sent = (
-                                    xmpp_exchange(&format!("post on {on}"), &message.to_string()),
-                                    xmpp_answer(&Value::Null),
-                                );
-                                log.push(&sent.0, &sent.1);
-                                sent
-                            }
-                            _ => {
-                                let req = xmpp_exchange(&format!("receive on {on}"), "");
-                                let got = c
-                                    .next_as_json()
-                                    .inspect_err(|e| log.push(&req, &xmpp_silence(e)))
-                                    .map_err(|e| at(format!("receiving on {on}{of}: {e}")))?;
-                                let resp = xmpp_answer(&got);
-                                log.push(&req, &resp);
-                                matched(expect_any(&step.expect, &resp, &vars, strict).map_err(|e| {
+                    let (req, resp) = match &step.action {
+                        Action::XmppPost { message, .. } => {
+                            let message = render(message, &vars).map_err(at)?;
+                            c.send_gcm(&format!("s{n}-{i}"), &message).map_err(at)?;
+                            let sent = (
+                                xmpp_exchange(&format!("post on {on}"), &message.to_string()),
+                                xmpp_answer(&Value::Null),
+                            );
+                            log.push(&sent.0, &sent.1);
+                            sent
+                        }
+                        _ => {
+                            let req = xmpp_exchange(&format!("receive on {on}"), "");
+                            let got = receive(c, &req, log).map_err(|e| at(format!("receiving on {on}{of}: {e}")))?;
+                            let resp = xmpp_answer(&got);
+                            transcript.note_match(
+                                n,
+                                expect_any(&step.expect, &resp, &vars, strict).map_err(|e| {
                                     at(format!("receiving on {on}{of}: {e}\n{}", describe(&req, &resp)))
-                                })?);
-                                (req, resp)
-                            }
-                        };
+                                })?,
+                            );
+                            (req, resp)
+                        }
+                    };
                     if i == 0 || i + 1 == times {
                         exchanges.push((format!("step {n}{of}"), req, resp));
                     }
@@ -316,10 +308,14 @@ pub fn run(
                     }
                     let req = build_request(r, &vars).map_err(at)?;
                     let resp = control.target.exchange(&req).map_err(|e| at(e.to_string()))?;
-                    matched(expect_any(&step.expect, &resp, &vars, strict).map_err(|e| {
-                        let which = if times > 1 { format!(" (repeat {} of {times})", i + 1) } else { String::new() };
-                        at(format!("{} {}{which}: {e}\n{}", req.method, req.path, describe(&req, &resp)))
-                    })?);
+                    transcript.note_match(
+                        n,
+                        expect_any(&step.expect, &resp, &vars, strict).map_err(|e| {
+                            let which =
+                                if times > 1 { format!(" (repeat {} of {times})", i + 1) } else { String::new() };
+                            at(format!("{} {}{which}: {e}\n{}", req.method, req.path, describe(&req, &resp)))
+                        })?,
+                    );
                     // A long repeat is shown by its first and last exchange.
                     if i == 0 || i + 1 == times {
                         let label =
@@ -339,13 +335,7 @@ pub fn run(
             ) {
                 let name = expect_any(&step.expect, resp, &vars, strict)
                     .map_err(|e| at(format!("{} {}: {e}\n{}", req.method, req.path, describe(req, resp))))?;
-                if let Some(name) = name {
-                    transcript.observed |= name.ends_with(OBSERVED_MARK);
-                    let note = format!("step {n}: {name}");
-                    if !transcript.matched.contains(&note) {
-                        transcript.matched.push(note);
-                    }
-                }
+                transcript.note_match(n, name);
             }
         }
         let Some((_, req, resp)) = exchanges.last() else { continue };
@@ -363,6 +353,18 @@ pub fn run(
         }
     }
     Ok(())
+}
+
+impl Transcript {
+    /// Notes the outcome step `n` matched, if it has several (once per step).
+    fn note_match(&mut self, n: usize, name: Option<String>) {
+        let Some(name) = name else { return };
+        self.observed |= name.ends_with(OBSERVED_MARK);
+        let note = format!("step {n}: {name}");
+        if !self.matched.contains(&note) {
+            self.matched.push(note);
+        }
+    }
 }
 
 /// The XMPP connection `send` steps use, per scenario.
@@ -448,9 +450,15 @@ fn xmpp_exchange(what: &str, sent: &str) -> HttpRequest {
     }
 }
 
-/// What a log shows for an XMPP step that got no answer.
-fn xmpp_silence(why: &String) -> HttpResponse {
-    HttpResponse { status: 0, headers: Vec::new(), body: format!("(no answer: {why})").into_bytes() }
+/// The next message on a connection, logged as the answer to `req` (or, if none came, why).
+fn receive(c: &mut XmppClient, req: &HttpRequest, log: &ExchangeLog) -> Result<Value, String> {
+    let got = c.next_as_json();
+    let resp = match &got {
+        Ok(answer) => xmpp_answer(answer),
+        Err(why) => super::evidence::no_answer(why),
+    };
+    log.push(req, &resp);
+    got
 }
 
 fn xmpp_answer(json: &Value) -> HttpResponse {
