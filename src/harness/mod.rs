@@ -127,39 +127,7 @@ pub fn cases(
                         let transport = transport.clone();
                         let f: CaseFn = Arc::new(move || {
                             let rule = &catalog.rules[rule_index];
-                            let check = &rule.checks[check_index];
-                            let plan = match plan_of(&catalog, rule, check_index, &options.profile) {
-                                Ok(plan) => plan,
-                                Err(e) => return CheckRun::failed(e),
-                            };
-                            let suffix = transport_suffix(&transport);
-                            let execution = Execution {
-                                target: target.as_ref(),
-                                caps: &caps,
-                                options: &options,
-                                transport: &transport,
-                                params: catalog.parameters(rule, &options.profile),
-                                name: format!("appUser-Chris-{}-{}", options.run_id, unique()),
-                                snapshot: options.snapshots.as_ref().map(|_| {
-                                    (
-                                        format!("{}__{}{suffix}", rule.id, check.name),
-                                        format!("{} {} ({}): {}", rule.level, rule.id, check.name, rule.title),
-                                    )
-                                }),
-                                mode: property::Mode::Search,
-                            };
-                            let mut run = execute(&plan, &execution);
-                            if let Err(failure) = &run.result {
-                                run.replay = Some(Box::new(replay::Replay::new(
-                                    rule,
-                                    check,
-                                    &execution,
-                                    &plan,
-                                    failure,
-                                    &run.evidence,
-                                )));
-                            }
-                            run
+                            run_check(&catalog, rule, check_index, &transport, target.as_ref(), &caps, &options)
                         });
                         Ok(f)
                     }
@@ -174,6 +142,44 @@ pub fn cases(
         }
     }
     out
+}
+
+/// Runs one check of a rule as a trial: its plan, with a fresh group name and, when asked, its
+/// snapshot; a failure comes back with its replay.
+fn run_check(
+    catalog: &Catalog,
+    rule: &crate::spec::Rule,
+    check_index: usize,
+    transport: &str,
+    target: &dyn Target,
+    caps: &Capabilities,
+    options: &Options,
+) -> CheckRun {
+    let check = &rule.checks[check_index];
+    let plan = match plan_of(catalog, rule, check_index, &options.profile) {
+        Ok(plan) => plan,
+        Err(e) => return CheckRun::failed(e),
+    };
+    let execution = Execution {
+        target,
+        caps,
+        options,
+        transport,
+        params: catalog.parameters(rule, &options.profile),
+        name: format!("appUser-Chris-{}-{}", options.run_id, unique()),
+        snapshot: options.snapshots.as_ref().map(|_| {
+            (
+                format!("{}__{}{}", rule.id, check.name, transport_suffix(transport)),
+                format!("{} {} ({}): {}", rule.level, rule.id, check.name, rule.title),
+            )
+        }),
+        mode: property::Mode::Search,
+    };
+    let mut run = execute(&plan, &execution);
+    if let Err(failure) = &run.result {
+        run.replay = Some(Box::new(replay::Replay::new(rule, check, &execution, &plan, failure, &run.evidence)));
+    }
+    run
 }
 
 /// What a check needs of a target over `transport`: its own needs, the transport (beyond
