@@ -192,10 +192,9 @@ pub(crate) fn save_replays(
             r.replay = Some(path.display().to_string());
         }
         const SHOWN: usize = 4;
-        let http: Vec<_> = replay.exchanges.iter().filter(|x| !x.is_xmpp()).cloned().collect();
         let shown = &replay.exchanges[replay.exchanges.len().saturating_sub(SHOWN)..];
         eprintln!("\ngcmspec: FAILED {}\n  replay: gcmspec replay {}{replay_flags}", replay.name, path.display());
-        if !http.is_empty() {
+        if replay.exchanges.iter().any(|x| !x.is_xmpp()) {
             let earlier = replay.exchanges.len() - shown.len();
             let note = if earlier > 0 {
                 format!(" (the last {}; all {} with `gcmspec replay --curl`)", shown.len(), replay.exchanges.len())

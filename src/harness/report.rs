@@ -106,17 +106,6 @@ impl Recorder {
         run
     }
 
-    /// How many checks have ended.
-    pub fn finished(&self) -> usize {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).len()
-    }
-
-    /// The names of the checks that have failed so far.
-    pub fn failed(&self) -> Vec<String> {
-        let ran = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        ran.iter().filter(|(_, (run, _))| run.result.is_err()).map(|(name, _)| name.clone()).collect()
-    }
-
     /// The replays of the failed checks, by name.
     pub fn replays(&self) -> Vec<Replay> {
         let ran = self.0.lock().unwrap_or_else(|e| e.into_inner());
