@@ -357,10 +357,15 @@ pub fn run(
 
 impl Transcript {
     /// Notes the outcome step `n` matched, if it has several (once per step).
-    fn note_match(&mut self, n: usize, name: Option<String>) {
-        let Some(name) = name else { return };
-        self.observed |= name.ends_with(OBSERVED_MARK);
-        let note = format!("step {n}: {name}");
+    fn note_match(&mut self, n: usize, matched: Option<Matched>) {
+        let Some(Matched { name, grade }) = matched else { return };
+        let note = match grade {
+            Grade::Documented => format!("step {n}: {name}"),
+            Grade::Observed => {
+                self.observed = true;
+                format!("step {n}: {name} (observed, not documented)")
+            }
+        };
         if !self.matched.contains(&note) {
             self.matched.push(note);
         }
@@ -559,7 +564,7 @@ pub fn expect_any(
     resp: &HttpResponse,
     vars: &Vars,
     strict: bool,
-) -> Result<Option<String>, String> {
+) -> Result<Option<Matched>, String> {
     let name = |k: usize, e: &Expect| e.name.clone().unwrap_or_else(|| format!("outcome {}", k + 1));
     let mut why = Vec::new();
     let mut observed_match = None;
@@ -567,8 +572,7 @@ pub fn expect_any(
         match check(e, resp, vars) {
             Ok(()) if e.grade == Grade::Observed && strict => observed_match = Some(name(k, e)),
             Ok(()) if outcomes.len() == 1 => return Ok(None),
-            Ok(()) if e.grade == Grade::Observed => return Ok(Some(format!("{} {OBSERVED_MARK}", name(k, e)))),
-            Ok(()) => return Ok(Some(name(k, e))),
+            Ok(()) => return Ok(Some(Matched { name: name(k, e), grade: e.grade })),
             Err(w) if outcomes.len() == 1 => return Err(w),
             Err(w) => why.push(format!("outcome {} ({}): {w}", k + 1, e.name.as_deref().unwrap_or("unnamed"))),
         }
@@ -593,8 +597,13 @@ pub fn expect_any(
     }
 }
 
-/// Follows the name of an observed outcome in `matched` notes.
-pub const OBSERVED_MARK: &str = "(observed, not documented)";
+/// Which of a step's several accepted outcomes a response matched.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Matched {
+    /// Its name, or `outcome N`.
+    pub name: String,
+    pub grade: Grade,
+}
 
 pub fn check(expect: &Expect, resp: &HttpResponse, vars: &Vars) -> Result<(), String> {
     if !expect.status.is_empty() && !expect.status.contains(&resp.status) {
