@@ -18,6 +18,9 @@ pub(crate) struct SelftestArgs {
     /// Threads to run checks on (default: available cores).
     #[arg(long)]
     threads: Option<usize>,
+    /// List the faults and legal variants the reference has, and stop.
+    #[arg(long)]
+    list: bool,
 }
 
 #[derive(Args)]
@@ -32,11 +35,23 @@ pub(crate) struct RulesArgs {
 pub(crate) fn selftest(args: SelftestArgs) -> anyhow::Result<ExitCode> {
     let catalog = Arc::new(load(&args.spec)?);
     let profile = args.profile.clone().unwrap_or_else(|| gcmspec::bundled::DEFAULT_PROFILE.into());
-    let config = reference_config(&catalog, &profile, &[])?;
+    if args.list {
+        for f in gcmspec::reference::Fault::ALL {
+            println!("fault   {:<48} {}", f.name(), f.description());
+        }
+        for v in gcmspec::reference::Variant::ALL {
+            println!("variant {:<48} {}", v.name(), v.description());
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let config = reference_config(&catalog, &profile, &[], &[])?;
     let threads = args.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
     let report = harness::selftest(&catalog, &config, &Options::new(&profile), threads, |line| println!("{line}"));
     println!("clean reference: {} check(s) failed", report.clean_failures.len());
-    println!("faults caught: {}/{}", report.caught(), report.rules.len());
+    if !report.rules_without_fault.is_empty() {
+        println!("rules no fault breaks: {}", report.rules_without_fault.join(", "));
+    }
+    println!("{}", report.summary());
     Ok(if report.passed() { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
 

@@ -10,7 +10,7 @@ use anyhow::{Context, bail};
 use clap::Args;
 
 use gcmspec::harness;
-use gcmspec::reference::{self, Fault, Faults, Reference};
+use gcmspec::reference::{self, Fault, Faults, Reference, Variant, Variants};
 use gcmspec::spec::Catalog;
 use gcmspec::target::{Capabilities, HttpTarget, InProcess, Sender, Target};
 
@@ -40,9 +40,12 @@ pub(crate) struct TargetArgs {
     /// Sender id (project number) that goes with --api-key.
     #[arg(long, requires = "api_key")]
     sender_id: Option<String>,
-    /// Break this rule in the in-process reference (repeatable).
-    #[arg(long = "fault", value_name = "RULE_ID", conflicts_with = "target")]
+    /// Break this rule in the in-process reference (repeatable): a rule id, or rule-id:what.
+    #[arg(long = "fault", value_name = "FAULT", conflicts_with = "target")]
     faults: Vec<String>,
+    /// Run the in-process reference in this legal variant (repeatable; `selftest --list`).
+    #[arg(long = "variant", value_name = "VARIANT", conflicts_with = "target")]
+    variants: Vec<String>,
     /// The target's XMPP connection server, HOST:PORT, for the XMPP rules.
     #[arg(long, value_name = "HOST:PORT", requires = "target")]
     xmpp: Option<String>,
@@ -65,7 +68,10 @@ impl TargetArgs {
     fn flags(&self) -> String {
         let mut out = String::new();
         match &self.target {
-            None => self.faults.iter().for_each(|f| out.push_str(&format!(" --fault {f}"))),
+            None => {
+                self.faults.iter().for_each(|f| out.push_str(&format!(" --fault {f}")));
+                self.variants.iter().for_each(|v| out.push_str(&format!(" --variant {v}")));
+            }
             Some(url) => out.push_str(&format!(" --target {url}")),
         }
         if let (Some(key), Some(id)) = (&self.api_key, &self.sender_id) {
@@ -100,6 +106,7 @@ pub(crate) fn reference_config(
     catalog: &Catalog,
     profile: &str,
     faults: &[String],
+    variants: &[String],
 ) -> anyhow::Result<reference::Config> {
     let p = catalog.profiles.get(profile).with_context(|| {
         format!(
@@ -109,6 +116,7 @@ pub(crate) fn reference_config(
     })?;
     let mut config = reference::Config::from_profile(p)?;
     config.faults = Faults::new(faults.iter().map(|f| f.parse::<Fault>()).collect::<Result<Vec<_>, _>>()?);
+    config.variants = Variants::new(variants.iter().map(|v| v.parse::<Variant>()).collect::<Result<Vec<_>, _>>()?);
     Ok(config)
 }
 
@@ -124,7 +132,8 @@ pub(crate) fn connect(args: &TargetArgs, catalog: &Catalog, profile: Option<&str
     let (target, mut caps, base_url): (Arc<dyn Target>, Capabilities, String) = match &args.target {
         None => {
             let profile = profile.unwrap_or(gcmspec::bundled::DEFAULT_PROFILE);
-            let target = InProcess::new(Reference::new(reference_config(catalog, profile, &args.faults)?));
+            let target =
+                InProcess::new(Reference::new(reference_config(catalog, profile, &args.faults, &args.variants)?));
             let caps = Capabilities::probe(&target)?;
             (Arc::new(target), caps, "http://127.0.0.1:4000".into())
         }

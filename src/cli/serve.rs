@@ -34,9 +34,14 @@ pub(crate) struct ServeArgs {
     /// Seed for keys and tokens (default: random, so keys cannot be guessed).
     #[arg(long)]
     seed: Option<u64>,
-    /// Break this rule (repeatable), to see a client or the suite catch it.
-    #[arg(long = "fault", value_name = "RULE_ID")]
+    /// Break this rule (repeatable), to see a client or the suite catch it: a rule id, or
+    /// rule-id:what (`gcmspec selftest --list`).
+    #[arg(long = "fault", value_name = "FAULT")]
     faults: Vec<String>,
+    /// Behave in this legal variant (repeatable): what the documents allow, differently from
+    /// the reference's defaults (`gcmspec selftest --list`).
+    #[arg(long = "variant", value_name = "VARIANT")]
+    variants: Vec<String>,
     /// Offer only the public protocol, as a third-party server would.
     #[arg(long)]
     without_control_api: bool,
@@ -45,7 +50,7 @@ pub(crate) struct ServeArgs {
 pub(crate) fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let catalog = load(&args.spec)?;
     let profile = args.profile.clone().unwrap_or_else(|| gcmspec::bundled::DEFAULT_PROFILE.into());
-    let mut config = reference_config(&catalog, &profile, &args.faults)?;
+    let mut config = reference_config(&catalog, &profile, &args.faults, &args.variants)?;
     config.seed = args.seed.unwrap_or_else(random_seed);
     config.control_api = !args.without_control_api;
     let runtime = tokio::runtime::Runtime::new()?;
@@ -57,6 +62,10 @@ pub(crate) fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         let mut notes = String::new();
         if !config.control_api {
             notes.push_str(" without the control API");
+        }
+        let variants: Vec<String> = config.variants.iter().map(|v| v.to_string()).collect();
+        if !variants.is_empty() {
+            notes.push_str(&format!(" in variants: {}", variants.join(", ")));
         }
         if !faults.is_empty() {
             notes.push_str(&format!(" with faults: {}", faults.join(", ")));

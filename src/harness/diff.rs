@@ -165,7 +165,9 @@ fn compare_check(
     let mut options = options.clone();
     options.cases = Some(options.cases.unwrap_or(DEFAULT_CASES));
     options.snapshots = None;
-    let plan = match plan_of(catalog, rule, check, &options.profile) {
+    // The target's plan: the target's declared numbers (the reference side mirrors them).
+    let params = super::parameters(catalog, rule, &options.profile, target.caps);
+    let plan = match plan_of(rule, check, &params) {
         Ok(plan) => plan,
         Err(_) => return None,
     };
@@ -175,7 +177,7 @@ fn compare_check(
             caps: side.caps,
             options: &options,
             transport,
-            params: catalog.parameters(rule, &options.profile),
+            params: params.clone(),
             // The same names on both sides: they appear in requests and some answers.
             name: format!("appUser-Chris-diff-{}", name.replace("::", "-")),
             snapshot: None,
@@ -239,7 +241,12 @@ pub fn mirror(target: &Capabilities, reference: &crate::Reference) -> Capabiliti
         let s = reference.with_model(|m| m.create_sender());
         crate::target::Sender { id: s.sender_id, key: s.server_key }
     });
-    Capabilities { control: target.control.clone(), profile: target.profile.clone(), static_sender }
+    Capabilities {
+        control: target.control.clone(),
+        profile: target.profile.clone(),
+        static_sender,
+        params: target.params.clone(),
+    }
 }
 
 #[cfg(test)]

@@ -23,7 +23,7 @@ pub mod snapshot;
 
 pub use evidence::CheckRun;
 
-use crate::reference::{self, Fault, Faults, Reference};
+use crate::reference::{self, Fault, Faults, Reference, Variant, Variants};
 use crate::spec::{Catalog, CheckKind, Level, Step, template};
 use crate::target::{Capabilities, Control, InProcess, Target};
 
@@ -156,7 +156,8 @@ fn run_check(
     options: &Options,
 ) -> CheckRun {
     let check = &rule.checks[check_index];
-    let plan = match plan_of(catalog, rule, check_index, &options.profile) {
+    let params = parameters(catalog, rule, &options.profile, caps);
+    let plan = match plan_of(rule, check_index, &params) {
         Ok(plan) => plan,
         Err(e) => return CheckRun::failed(e),
     };
@@ -165,7 +166,7 @@ fn run_check(
         caps,
         options,
         transport,
-        params: catalog.parameters(rule, &options.profile),
+        params,
         name: format!("appUser-Chris-{}-{}", options.run_id, unique()),
         snapshot: options.snapshots.as_ref().map(|_| {
             (
@@ -201,16 +202,28 @@ fn transport_suffix(transport: &str) -> String {
     if transport == "http" { String::new() } else { format!("@{transport}") }
 }
 
-/// The plan of a rule's check under a profile: its steps, or its property with the check's
-/// parameters rendered.
-pub fn plan_of(catalog: &Catalog, rule: &crate::spec::Rule, check_index: usize, profile: &str) -> Result<Plan, String> {
+/// The parameters a rule's checks see against a target: the profile's and the rule's, with
+/// the numbers the documents leave to the server (throttle buckets) as the target declares
+/// them in its capabilities.
+pub fn parameters(catalog: &Catalog, rule: &crate::spec::Rule, profile: &str, caps: &Capabilities) -> template::Vars {
+    let mut vars = catalog.parameters(rule, profile);
+    for (k, v) in &caps.params {
+        if catalog.server_chosen(k) && vars.contains_key(k) {
+            vars.insert(k.clone(), v.clone());
+        }
+    }
+    vars
+}
+
+/// The plan of a rule's check with these parameters: its steps, or its property with the
+/// check's parameters rendered.
+pub fn plan_of(rule: &crate::spec::Rule, check_index: usize, vars: &template::Vars) -> Result<Plan, String> {
     match &rule.checks[check_index].kind {
         CheckKind::Scenario(steps) => Ok(Plan::Scenario { steps: steps.clone() }),
         CheckKind::Property { property, params } => {
-            let vars = catalog.parameters(rule, profile);
             let mut rendered = serde_json::Map::new();
             for (k, v) in params {
-                rendered.insert(k.clone(), template::render(v, &vars).map_err(|e| format!("parameter `{k}`: {e}"))?);
+                rendered.insert(k.clone(), template::render(v, vars).map_err(|e| format!("parameter `{k}`: {e}"))?);
             }
             Ok(Plan::Property { property: property.clone(), params: rendered, sequence: None })
         }
@@ -354,21 +367,55 @@ pub fn run_cases(cases: &[Case], threads: usize) -> Vec<(String, Result<(), Stri
 pub struct SelftestReport {
     /// Checks that failed against the clean reference (there should be none).
     pub clean_failures: Vec<(String, String)>,
-    /// For each rule: whether its fault was caught (`None`: the reference has no fault for it).
-    pub rules: Vec<(String, Option<bool>)>,
+    /// For each fault of a rule in the profile: the checks that caught it (none: missed).
+    pub faults: Vec<FaultVerdict>,
+    /// Rules of the profile that no fault breaks (there should be none).
+    pub rules_without_fault: Vec<String>,
+    /// For each legal variant: the checks that failed against it (there should be none).
+    pub variants: Vec<VariantVerdict>,
+}
+
+#[derive(Debug)]
+pub struct FaultVerdict {
+    pub fault: Fault,
+    pub caught_by: Vec<String>,
+}
+
+#[derive(Debug)]
+pub struct VariantVerdict {
+    pub variant: Variant,
+    pub failures: Vec<(String, String)>,
 }
 
 impl SelftestReport {
     pub fn caught(&self) -> usize {
-        self.rules.iter().filter(|(_, c)| *c == Some(true)).count()
+        self.faults.iter().filter(|f| !f.caught_by.is_empty()).count()
+    }
+    pub fn variants_passed(&self) -> usize {
+        self.variants.iter().filter(|v| v.failures.is_empty()).count()
     }
     pub fn passed(&self) -> bool {
-        self.clean_failures.is_empty() && self.caught() == self.rules.len()
+        self.clean_failures.is_empty()
+            && self.caught() == self.faults.len()
+            && self.rules_without_fault.is_empty()
+            && self.variants_passed() == self.variants.len()
+    }
+    /// The closing line: `faults caught: X/Y, legal variants passed: A/B`.
+    pub fn summary(&self) -> String {
+        format!(
+            "faults caught: {}/{}, legal variants passed: {}/{}",
+            self.caught(),
+            self.faults.len(),
+            self.variants_passed(),
+            self.variants.len()
+        )
     }
 }
 
-/// Runs the suite against the clean reference, then each rule's checks against the
-/// reference with that rule's fault. Snapshots are off: a fault must be caught by a check.
+/// Runs the suite against the clean reference; each fault's rule against the reference with
+/// that fault (some check must fail); and the whole suite against the reference in each legal
+/// variant (every check must pass). Snapshots are off: a fault must be caught by a check, and
+/// a variant may answer in another shape.
 pub fn selftest(
     catalog: &Arc<Catalog>,
     config: &reference::Config,
@@ -382,38 +429,52 @@ pub fn selftest(
     // cost a network-sized wait.
     options.xmpp_timeout = options.xmpp_timeout.min(std::time::Duration::from_millis(500));
     let options = Arc::new(options);
-    let bind = |faults: Faults| -> Vec<Case> {
+    let bind = |faults: Faults, variants: Variants| -> Vec<Case> {
         let mut config = config.clone();
         config.faults = faults;
+        config.variants = variants;
         let target: Arc<dyn Target> = Arc::new(InProcess::new(Reference::new(config)));
         let caps = Arc::new(Capabilities::probe(target.as_ref()).unwrap_or_default());
         cases(catalog, target, caps, &options)
     };
+    let failures = |cases: &[Case]| -> Vec<(String, String)> {
+        run_cases(cases, threads).into_iter().filter_map(|(name, r)| r.err().map(|e| (name, e))).collect()
+    };
     let mut report = SelftestReport::default();
-    for (name, r) in run_cases(&bind(Faults::default()), threads) {
-        if let Err(e) = r {
-            progress(&format!("clean reference FAILED {name}: {e}"));
-            report.clean_failures.push((name, e));
+    for (name, e) in failures(&bind(Faults::default(), Variants::default())) {
+        progress(&format!("clean reference FAILED {name}: {e}"));
+        report.clean_failures.push((name, e));
+    }
+    let in_profile = |id: &str| catalog.rule(id).is_some_and(|r| r.profiles.contains(&options.profile));
+    for rule in catalog.rules.iter().filter(|r| in_profile(&r.id)) {
+        if !Fault::ALL.iter().any(|f| f.rule_id() == rule.id) {
+            progress(&format!("rule  {:<40} NO FAULT: nothing shows that this rule bites", rule.id));
+            report.rules_without_fault.push(rule.id.clone());
         }
     }
-    for rule in catalog.rules.iter().filter(|r| r.profiles.contains(&options.profile)) {
-        let fault = rule.id.parse::<Fault>().ok();
-        let caught = fault.map(|f| {
-            let cases: Vec<Case> = bind(Faults::new([f])).into_iter().filter(|c| c.rule_id == rule.id).collect();
-            let results = run_cases(&cases, threads);
-            let failed: Vec<&String> = results.iter().filter(|(_, r)| r.is_err()).map(|(n, _)| n).collect();
-            let verdict = if failed.is_empty() {
-                "NOT CAUGHT".to_string()
-            } else {
-                format!("caught by {}", failed.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", "))
-            };
-            progress(&format!("fault {:<32} ({}): {verdict}", rule.id, f.description()));
-            !failed.is_empty()
-        });
-        if fault.is_none() {
-            progress(&format!("fault {:<32} NONE: the reference has no fault for this rule", rule.id));
-        }
-        report.rules.push((rule.id.clone(), caught));
+    for &fault in Fault::ALL.iter().filter(|f| in_profile(f.rule_id())) {
+        let cases: Vec<Case> = bind(Faults::new([fault]), Variants::default())
+            .into_iter()
+            .filter(|c| c.rule_id == fault.rule_id())
+            .collect();
+        let caught_by: Vec<String> = failures(&cases).into_iter().map(|(name, _)| name).collect();
+        let verdict =
+            if caught_by.is_empty() { "NOT CAUGHT".to_string() } else { format!("caught by {}", caught_by.join(", ")) };
+        progress(&format!("fault {:<48} ({}): {verdict}", fault.name(), fault.description()));
+        report.faults.push(FaultVerdict { fault, caught_by });
+    }
+    for &variant in Variant::ALL {
+        let failures = failures(&bind(Faults::default(), Variants::new([variant])));
+        let verdict = if failures.is_empty() {
+            "passed".to_string()
+        } else {
+            format!(
+                "FAILED {}",
+                failures.iter().map(|(n, e)| format!("\n    {n}: {}", e.replace('\n', "\n      "))).collect::<String>()
+            )
+        };
+        progress(&format!("variant {:<30} ({}): {verdict}", variant.name(), variant.description()));
+        report.variants.push(VariantVerdict { variant, failures });
     }
     report
 }

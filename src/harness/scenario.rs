@@ -606,8 +606,15 @@ pub struct Matched {
 }
 
 pub fn check(expect: &Expect, resp: &HttpResponse, vars: &Vars) -> Result<(), String> {
-    if !expect.status.is_empty() && !expect.status.contains(&resp.status) {
-        let want: Vec<String> = expect.status.iter().map(u16::to_string).collect();
+    let status_ok = expect.status.contains(&resp.status) || expect.status_class.contains(&(resp.status / 100));
+    let any_status = expect.status.is_empty() && expect.status_class.is_empty();
+    if !any_status && !status_ok {
+        let want: Vec<String> = expect
+            .status
+            .iter()
+            .map(u16::to_string)
+            .chain(expect.status_class.iter().map(|c| format!("{c}xx")))
+            .collect();
         return Err(format!("expected status {}, got {}", want.join(" or "), resp.status));
     }
     let json = resp.body_json();
@@ -617,13 +624,21 @@ pub fn check(expect: &Expect, resp: &HttpResponse, vars: &Vars) -> Result<(), St
         BodyShape::Json if json.is_none() => return Err("expected a JSON body".into()),
         BodyShape::Empty if !blank => return Err(format!("expected no body, got {} bytes", resp.body.len())),
         BodyShape::NotJson if json.is_some() && !blank => return Err("expected no JSON body, got JSON".into()),
+        BodyShape::Text if blank => return Err("expected a body that says what is wrong, got none".into()),
         _ => {}
     }
     let body = json.unwrap_or(Value::Null);
     for f in &expect.fields {
-        let actual = body.pointer(&f.at);
-        let show = |v: Option<&Value>| v.map_or_else(|| "nothing".to_string(), Value::to_string);
-        let fail = |what: String| Err(format!("at `{}`: {what}, found {}", f.at, show(actual)));
+        let variable = f.value.as_ref().map(|v| render(v, vars)).transpose()?;
+        let actual = match &variable {
+            Some(v) => Some(v),
+            None => body.pointer(&f.at),
+        };
+        let place = match &f.value {
+            Some(v) => format!("value {}", text_of(v)),
+            None => format!("`{}`", f.at),
+        };
+        let fail = |what: String| Err(format!("at {place}: {what}, found {}", summary(actual)));
         match &f.op {
             FieldOp::Absent => {
                 if actual.is_some() {
@@ -638,25 +653,30 @@ pub fn check(expect: &Expect, resp: &HttpResponse, vars: &Vars) -> Result<(), St
             FieldOp::Eq(v) => {
                 let want = render(v, vars)?;
                 if actual != Some(&want) {
-                    return fail(format!("expected {want}"));
+                    return fail(format!("expected {}", summary(Some(&want))));
                 }
             }
             FieldOp::Ne(v) => {
                 let want = render(v, vars)?;
                 if actual == Some(&want) {
-                    return fail(format!("expected anything but {want}"));
+                    return fail(format!("expected anything but {}", summary(Some(&want))));
                 }
             }
-            FieldOp::Len(v) => {
+            FieldOp::Len(v) | FieldOp::MinLen(v) | FieldOp::MaxLen(v) => {
                 let want = render(v, vars)?;
-                let len = actual.and_then(|a| match a {
-                    Value::Array(x) => Some(x.len()),
-                    Value::Object(x) => Some(x.len()),
-                    Value::String(s) => Some(s.chars().count()),
-                    _ => None,
-                });
-                if len.map(|l| l as u64) != want.as_u64() {
-                    return fail(format!("expected length {want}"));
+                let len = actual.and_then(length).map(|l| l as u64);
+                let (ok, what) = match (&f.op, want.as_u64(), len) {
+                    (_, None, _) => (false, "a length"),
+                    (_, _, None) => (false, "an array"),
+                    (FieldOp::Len(_), Some(w), Some(l)) => (l == w, "length"),
+                    (FieldOp::MinLen(_), Some(w), Some(l)) => (l >= w, "length at least"),
+                    (_, Some(w), Some(l)) => (l <= w, "length at most"),
+                };
+                if !ok {
+                    return Err(format!(
+                        "at {place}: expected {what} {want}, found {}",
+                        len.map_or_else(|| summary(actual), |l| format!("length {l}: {}", summary(actual)))
+                    ));
                 }
             }
             FieldOp::MinChars(v) => {
@@ -674,8 +694,17 @@ pub fn check(expect: &Expect, resp: &HttpResponse, vars: &Vars) -> Result<(), St
                         s
                     })
                 };
-                if actual.and_then(sorted).is_none() || actual.and_then(sorted) != sorted(&want) {
-                    return fail(format!("expected the set {want} (in any order)"));
+                let (got, wanted) = (actual.and_then(sorted), sorted(&want));
+                if got.is_none() || got != wanted {
+                    let (got, wanted) = (got.unwrap_or_default(), wanted.unwrap_or_default());
+                    let missing: Vec<&String> = wanted.iter().filter(|w| !got.contains(w)).collect();
+                    let extra: Vec<&String> = got.iter().filter(|g| !wanted.contains(g)).collect();
+                    return fail(format!(
+                        "expected the set {} (in any order): {} missing {missing:?}, {} unexpected {extra:?}",
+                        summary(Some(&want)),
+                        missing.len(),
+                        extra.len()
+                    ));
                 }
             }
             FieldOp::Some(v) | FieldOp::None(v) => {
@@ -703,6 +732,34 @@ pub fn check(expect: &Expect, resp: &HttpResponse, vars: &Vars) -> Result<(), St
         }
     }
     Ok(())
+}
+
+fn length(v: &Value) -> Option<usize> {
+    match v {
+        Value::Array(x) => Some(x.len()),
+        Value::Object(x) => Some(x.len()),
+        Value::String(s) => Some(s.chars().count()),
+        _ => None,
+    }
+}
+
+/// A value for a failure message: short ones whole, long arrays and strings summarized, so
+/// that a message says what differs instead of quoting a whole inbox.
+pub fn summary(v: Option<&Value>) -> String {
+    const MAX: usize = 300;
+    let Some(v) = v else { return "nothing".into() };
+    let text = v.to_string();
+    if text.chars().count() <= MAX {
+        return text;
+    }
+    match v {
+        Value::Array(items) => {
+            let first: String = items.first().map(Value::to_string).unwrap_or_default().chars().take(120).collect();
+            format!("[{} elements; the first: {first}…]", items.len())
+        }
+        Value::String(s) => format!("a string of {} characters", s.chars().count()),
+        _ => format!("{}… ({} characters)", text.chars().take(MAX).collect::<String>(), text.chars().count()),
+    }
 }
 
 /// `want` matches `actual` if every field it names matches (recursively); other values must

@@ -1,14 +1,24 @@
-//! Deliberate bugs, one per rule, so that the suite can be shown to catch each of them.
+//! Deliberate bugs, so that the suite can be shown to catch each of them, and legal
+//! variants, so that it can be shown to pass servers that differ from the reference only
+//! where the documents allow.
 //!
-//! A fault is named by the id of the rule it breaks. `gcmspec selftest` runs every rule's
-//! checks against the reference with that rule's fault switched on and expects them to fail.
+//! A fault is named by the id of the rule it breaks: the rule's designed fault by the id
+//! alone (`group.member-cap`), further faults modelled on how real servers break the rule
+//! as `rule-id:what` (`group.member-cap:client-add`). `gcmspec selftest` runs each fault's
+//! rule against the reference with that fault on and expects a check to fail.
+//!
+//! A variant is a behaviour the documents allow that the reference does not choose by
+//! default (other throttle buckets, discarding on reaching the storage limit, ...).
+//! `gcmspec selftest` runs the whole suite against each and expects every check to pass.
 
 use std::collections::BTreeSet;
 use std::fmt;
 use std::str::FromStr;
 
 macro_rules! faults {
-    ($($variant:ident => $id:literal: $what:literal,)*) => {
+    (@name $id:literal) => { $id };
+    (@name $id:literal, $name:literal) => { concat!($id, ":", $name) };
+    ($($variant:ident => $id:literal $(/ $name:literal)?: $what:literal,)*) => {
         /// A rule the reference can be told to break.
         #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
         pub enum Fault { $($variant,)* }
@@ -19,6 +29,11 @@ macro_rules! faults {
             /// The id of the rule this fault breaks.
             pub fn rule_id(self) -> &'static str {
                 match self { $(Fault::$variant => $id,)* }
+            }
+
+            /// The fault's name: its rule's id, with `:what` for a fault beyond the designed one.
+            pub fn name(self) -> &'static str {
+                match self { $(Fault::$variant => faults!(@name $id $(, $name)?),)* }
             }
 
             /// What the broken reference does instead.
@@ -103,18 +118,18 @@ faults! {
 
 impl fmt::Display for Fault {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.rule_id())
+        f.write_str(self.name())
     }
 }
 
 #[derive(Debug, thiserror::Error)]
-#[error("no fault breaks rule `{0}` (see `gcmspec rules` for rule ids)")]
+#[error("no fault is named `{0}` (`gcmspec selftest --list` lists them: a rule id, or rule-id:what)")]
 pub struct UnknownFault(pub String);
 
 impl FromStr for Fault {
     type Err = UnknownFault;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Fault::ALL.iter().copied().find(|f| f.rule_id() == s).ok_or_else(|| UnknownFault(s.to_string()))
+        Fault::ALL.iter().copied().find(|f| f.name() == s).ok_or_else(|| UnknownFault(s.to_string()))
     }
 }
 
@@ -132,6 +147,66 @@ impl Faults {
     }
 
     pub fn iter(&self) -> impl Iterator<Item = Fault> + '_ {
+        self.0.iter().copied()
+    }
+}
+
+macro_rules! variants {
+    ($($variant:ident => $name:literal: $what:literal,)*) => {
+        /// A behaviour the documents allow that differs from the reference's default.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+        pub enum Variant { $($variant,)* }
+
+        impl Variant {
+            pub const ALL: &'static [Variant] = &[$(Variant::$variant,)*];
+
+            pub fn name(self) -> &'static str {
+                match self { $(Variant::$variant => $name,)* }
+            }
+
+            /// What the reference does instead of its default, and why the documents allow it.
+            pub fn description(self) -> &'static str {
+                match self { $(Variant::$variant => $what,)* }
+            }
+        }
+    };
+}
+
+variants! {
+    LargerThrottleBuckets => "larger-throttle-buckets": "token buckets three times as large, granting twice as many tokens twice as often (the documents give no sizes; declared in capabilities `params`)",
+}
+
+impl fmt::Display for Variant {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("no legal variant is named `{0}` (`gcmspec selftest --list` lists them)")]
+pub struct UnknownVariant(pub String);
+
+impl FromStr for Variant {
+    type Err = UnknownVariant;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Variant::ALL.iter().copied().find(|v| v.name() == s).ok_or_else(|| UnknownVariant(s.to_string()))
+    }
+}
+
+/// The legal variants switched on in one reference instance.
+#[derive(Debug, Clone, Default)]
+pub struct Variants(BTreeSet<Variant>);
+
+impl Variants {
+    pub fn new(variants: impl IntoIterator<Item = Variant>) -> Self {
+        Variants(variants.into_iter().collect())
+    }
+
+    pub fn has(&self, v: Variant) -> bool {
+        self.0.contains(&v)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = Variant> + '_ {
         self.0.iter().copied()
     }
 }

@@ -28,7 +28,7 @@ pub mod xmpp;
 use crate::spec::Profile;
 use crate::wire::{HttpRequest, HttpResponse, parse_query};
 use clock::VirtualClock;
-pub use faults::{Fault, Faults};
+pub use faults::{Fault, Faults, Variant, Variants};
 use model::{Limits, LimitsError, Model};
 
 /// How to build a reference server.
@@ -39,6 +39,8 @@ pub struct Config {
     /// Seeds every random value: keys, tokens, ids.
     pub seed: u64,
     pub faults: Faults,
+    /// Legal behaviours that differ from the reference's defaults.
+    pub variants: Variants,
     /// Larger request bodies get 413. Not a documented number: a guard for the fake.
     pub max_body_bytes: usize,
     /// Serve the control API (docs/control-api.md). Off, the server offers only the public
@@ -55,6 +57,7 @@ impl Config {
             limits: Limits::from_profile(profile)?,
             seed: 0,
             faults: Faults::default(),
+            variants: Variants::default(),
             max_body_bytes: Self::DEFAULT_MAX_BODY_BYTES,
             control_api: true,
         })
@@ -86,7 +89,9 @@ pub struct Reference {
 impl Reference {
     pub fn new(config: Config) -> Reference {
         let clock = VirtualClock::new();
-        let model = Model::new(config.limits, Box::new(clock.clone()), config.seed, config.faults);
+        let limits = config.limits.with_variants(&config.variants);
+        let model =
+            Model::new(limits, Box::new(clock.clone()), config.seed, config.faults).with_variants(config.variants);
         Reference {
             shared: Arc::new(Shared {
                 model: Mutex::new(model),

@@ -13,7 +13,7 @@ use serde_json::{Map, Value, json};
 
 use super::ccs::{AckError, Ccs, ForAppServer};
 use super::clock::Clock;
-use super::faults::{Fault, Faults};
+use super::faults::{Fault, Faults, Variant, Variants};
 pub use super::lifetime::{Connectivity, Delivered, Platform};
 use super::lifetime::{Instance, Queued};
 use crate::spec::Profile;
@@ -53,6 +53,28 @@ pub struct LimitsError {
 }
 
 impl Limits {
+    /// The limits a variant changes: only numbers the documents leave to the server.
+    pub fn with_variants(mut self, variants: &Variants) -> Limits {
+        if variants.has(Variant::LargerThrottleBuckets) {
+            let t = &mut self.throttle;
+            t.initial_tokens = t.initial_tokens.saturating_mul(3);
+            t.grant_tokens = t.grant_tokens.saturating_mul(2);
+            t.grant_interval_seconds = (t.grant_interval_seconds / 2).max(1);
+        }
+        self
+    }
+
+    /// The numbers the documents leave to the server, by their profile parameter names: the
+    /// control API's capabilities declare them so that checks use these, not the reference's.
+    pub fn server_chosen(&self) -> Map<String, Value> {
+        let t = &self.throttle;
+        let mut out = Map::new();
+        out.insert("throttle_initial_tokens".into(), json!(t.initial_tokens));
+        out.insert("throttle_grant_tokens".into(), json!(t.grant_tokens));
+        out.insert("throttle_grant_interval_seconds".into(), json!(t.grant_interval_seconds));
+        out
+    }
+
     pub fn from_profile(profile: &Profile) -> Result<Limits, LimitsError> {
         let get = |param: &str| -> Result<Option<u64>, LimitsError> {
             match profile.params.get(param) {
@@ -214,6 +236,7 @@ pub struct Model {
     offsets: HashMap<String, u64>,
     rng: StdRng,
     faults: Faults,
+    variants: Variants,
     senders: HashMap<String, String>,
     senders_by_key: HashMap<String, String>,
     instances: HashMap<String, Instance>,
@@ -234,6 +257,7 @@ impl Model {
             offsets: HashMap::new(),
             rng: StdRng::seed_from_u64(seed),
             faults,
+            variants: Variants::default(),
             senders: HashMap::new(),
             senders_by_key: HashMap::new(),
             instances: HashMap::new(),
@@ -246,8 +270,23 @@ impl Model {
         }
     }
 
+    /// The same model, behaving as these legal variants say.
+    pub fn with_variants(mut self, variants: Variants) -> Self {
+        self.variants = variants;
+        self
+    }
+
     pub fn limits(&self) -> &Limits {
         &self.limits
+    }
+
+    pub fn variants(&self) -> &Variants {
+        &self.variants
+    }
+
+    #[allow(dead_code)] // the first variant that changes behaviour uses it
+    fn variant(&self, v: Variant) -> bool {
+        self.variants.has(v)
     }
 
     pub fn faults(&self) -> &Faults {

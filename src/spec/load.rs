@@ -366,11 +366,20 @@ impl Cx<'_> {
             if value.is_none() {
                 self.err(&v.span, &pfield, "missing field `value`");
             }
-            // A parameter is a table of `value` plus its source.
-            let source_part: Vec<_> = v.entries().iter().filter(|(k, _, _)| k != "value").cloned().collect();
+            let server_chosen = match v.get("chosen_by").map(|n| (n.as_str(), n)) {
+                None | Some((Some("documents"), _)) => false,
+                Some((Some("server"), _)) => true,
+                Some((_, n)) => {
+                    self.err(&n.span, &format!("{pfield}.chosen_by"), "expected \"documents\" or \"server\"");
+                    false
+                }
+            };
+            // A parameter is a table of `value` (and `chosen_by`) plus its source.
+            let source_part: Vec<_> =
+                v.entries().iter().filter(|(k, _, _)| k != "value" && k != "chosen_by").cloned().collect();
             let source = self.source(&Node { span: v.span.clone(), value: NodeValue::Table(source_part) }, &pfield);
             if let (Some(value), Some(source)) = (value, source) {
-                params.insert(k.clone(), Param { value, source });
+                params.insert(k.clone(), Param { value, source, server_chosen });
             }
         }
         params
@@ -1051,29 +1060,45 @@ impl Cx<'_> {
         if grade == Grade::Observed && name.is_none() {
             self.err(&node.span, &format!("{field}.name"), "an observed outcome needs a name, for the reports");
         }
-        let status_of = |n: &Node| match n.value {
-            NodeValue::Integer(i) if (100..600).contains(&i) => Some(i as u16),
-            _ => None,
-        };
-        let status = match node.get("status") {
-            None => Vec::new(),
-            Some(n) => match &n.value {
-                NodeValue::Array(items) => items.iter().map(status_of).collect::<Option<Vec<_>>>().unwrap_or_default(),
-                _ => status_of(n).into_iter().collect(),
-            },
-        };
-        if let Some(n) = node.get("status")
-            && status.is_empty()
-        {
-            self.err(&n.span, &format!("{field}.status"), "expected an HTTP status (100-599) or an array of them");
+        // A status is a number, or a class (`"4xx"`) where the documents name none.
+        let mut status = Vec::new();
+        let mut status_class = Vec::new();
+        let mut bad_status = false;
+        if let Some(n) = node.get("status") {
+            let items: Vec<&Node> = match &n.value {
+                NodeValue::Array(items) => items.iter().collect(),
+                _ => vec![n],
+            };
+            for item in &items {
+                match (&item.value, item.as_str()) {
+                    (NodeValue::Integer(i), _) if (100..600).contains(i) => status.push(*i as u16),
+                    (_, Some(class)) if class.len() == 3 && class.ends_with("xx") => match class[..1].parse::<u16>() {
+                        Ok(c) if (1..6).contains(&c) => status_class.push(c),
+                        _ => bad_status = true,
+                    },
+                    _ => bad_status = true,
+                }
+            }
+            if bad_status || items.is_empty() {
+                self.err(
+                    &n.span,
+                    &format!("{field}.status"),
+                    "expected an HTTP status (100-599), a class (\"4xx\"), or an array of them",
+                );
+            }
         }
         let body = match node.get("body").map(|n| (n.as_str(), n)) {
             None | Some((Some("any"), _)) => BodyShape::Any,
             Some((Some("json"), _)) => BodyShape::Json,
             Some((Some("empty"), _)) => BodyShape::Empty,
             Some((Some("not-json"), _)) => BodyShape::NotJson,
+            Some((Some("text"), _)) => BodyShape::Text,
             Some((_, n)) => {
-                self.err(&n.span, &format!("{field}.body"), "expected \"any\", \"json\", \"empty\" or \"not-json\"");
+                self.err(
+                    &n.span,
+                    &format!("{field}.body"),
+                    "expected \"any\", \"json\", \"empty\", \"not-json\" or \"text\"",
+                );
                 BodyShape::Any
             }
         };
@@ -1091,16 +1116,33 @@ impl Cx<'_> {
                 let ff = format!("{field}.fields[{i}]");
                 let Some(entries) = self.table(item, &ff) else { continue };
                 let at = self.string(item, "at", &ff, false);
-                let Some(at) = at.or_else(|| item.get("at").is_some().then(String::new)) else {
-                    self.err(&item.span, &ff, "missing field `at` (a JSON pointer)");
-                    continue;
+                let value = item.get("value").map(|v| {
+                    let json = v.to_json();
+                    self.templates(&json, &format!("{ff}.value"), &v.span, defined);
+                    json
+                });
+                let at = match (at.or_else(|| item.get("at").is_some().then(String::new)), &value) {
+                    (Some(at), None) => at,
+                    (None, Some(_)) => String::new(),
+                    (Some(_), Some(_)) => {
+                        self.err(
+                            &item.span,
+                            &ff,
+                            "a field check has `at` (the response) or `value` (a variable), not both",
+                        );
+                        continue;
+                    }
+                    (None, None) => {
+                        self.err(&item.span, &ff, "missing field `at` (a JSON pointer) or `value` (a `${...}` value)");
+                        continue;
+                    }
                 };
                 if !(at.is_empty() || at.starts_with('/')) {
                     self.err(&item.span, &format!("{ff}.at"), "a JSON pointer starts with `/`");
                 }
-                let ops: Vec<_> = entries.iter().filter(|(k, _, _)| k != "at").collect();
+                let ops: Vec<_> = entries.iter().filter(|(k, _, _)| k != "at" && k != "value").collect();
                 let [(op, ospan, v)] = ops.as_slice() else {
-                    self.err(&item.span, &ff, "each field check has `at` and exactly one of: eq, ne, type, absent, len, set, contains, min_chars, some, none");
+                    self.err(&item.span, &ff, "each field check has `at` (or `value`) and exactly one of: eq, ne, type, absent, len, min_len, max_len, set, contains, min_chars, some, none");
                     continue;
                 };
                 let json = v.to_json();
@@ -1109,6 +1151,8 @@ impl Cx<'_> {
                     "eq" => FieldOp::Eq(json),
                     "ne" => FieldOp::Ne(json),
                     "len" => FieldOp::Len(json),
+                    "min_len" => FieldOp::MinLen(json),
+                    "max_len" => FieldOp::MaxLen(json),
                     "set" => FieldOp::Set(json),
                     "contains" => FieldOp::Contains(json),
                     "min_chars" => FieldOp::MinChars(json),
@@ -1136,15 +1180,15 @@ impl Cx<'_> {
                         self.err(
                             ospan,
                             &format!("{ff}.{other}"),
-                            "unknown check (expected eq, ne, type, absent, len, set, contains, min_chars, some or none)",
+                            "unknown check (expected eq, ne, type, absent, len, min_len, max_len, set, contains, min_chars, some or none)",
                         );
                         continue;
                     }
                 };
-                fields.push(FieldCheck { at, op });
+                fields.push(FieldCheck { at, value, op });
             }
         }
-        Some(Expect { name, grade, status, body, fields })
+        Some(Expect { name, grade, status, status_class, body, fields })
     }
 }
 

@@ -40,6 +40,11 @@ impl Catalog {
         vars.extend(rule.params.clone());
         vars
     }
+
+    /// Whether a target may declare its own value for this parameter (the documents give none).
+    pub fn server_chosen(&self, param: &str) -> bool {
+        self.profiles.values().any(|p| p.params.get(param).is_some_and(|p| p.server_chosen))
+    }
 }
 
 /// A source document that quotes are taken from.
@@ -66,6 +71,9 @@ pub struct Profile {
 pub struct Param {
     pub value: Value,
     pub source: SourceRef,
+    /// The documents give no number: this is the reference's choice, and a target may
+    /// declare its own in the control API's capabilities (`params`).
+    pub server_chosen: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -302,6 +310,9 @@ pub struct Expect {
     pub grade: Grade,
     /// Any of these statuses passes.
     pub status: Vec<u16>,
+    /// Any status of these classes passes (`4` for 4xx), where the documents name none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub status_class: Vec<u16>,
     pub body: BodyShape,
     pub fields: Vec<FieldCheck>,
 }
@@ -326,12 +337,18 @@ pub enum BodyShape {
     Empty,
     /// Anything but JSON: nothing, or text (the 503 of a group send that failed everywhere).
     NotJson,
+    /// Some body, JSON or text: an error that "says why" (real servers answered in text).
+    Text,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct FieldCheck {
     /// A JSON pointer into the response body ("" is the whole body).
     pub at: String,
+    /// Checks this value (a `${...}` template) instead of the response: an outcome that
+    /// holds only in some state (`value = "${canonical}", ne = "${phones[0]}"`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<Value>,
     pub op: FieldOp,
 }
 
@@ -343,6 +360,10 @@ pub enum FieldOp {
     Type(JsonType),
     Absent,
     Len(Value),
+    /// Array (or object, or string) at least this long.
+    MinLen(Value),
+    /// Array (or object, or string) at most this long.
+    MaxLen(Value),
     /// Array equal to this one as a set (order is not promised).
     Set(Value),
     Contains(Value),

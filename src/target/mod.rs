@@ -4,6 +4,7 @@
 //! process; [`HttpTarget`] sends them over a socket to any server. Everything above this
 //! (scenarios, properties, control-API calls) is written once against the trait.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -202,6 +203,9 @@ pub struct Capabilities {
     pub profile: Option<String>,
     /// Credentials given on the command line, for servers without the control API.
     pub static_sender: Option<Sender>,
+    /// Numbers the server declares where the documents give none (its throttle buckets):
+    /// the checks use these instead of the reference's.
+    pub params: BTreeMap<String, Value>,
 }
 
 impl Capabilities {
@@ -216,6 +220,9 @@ impl Capabilities {
                 .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect())
                 .unwrap_or_default();
             caps.profile = body["profile"].as_str().map(str::to_string);
+            if let Some(params) = body["params"].as_object() {
+                caps.params = params.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+            }
         }
         if target.xmpp_address().is_some() {
             caps.control.push("xmpp".into());

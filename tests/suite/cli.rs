@@ -200,7 +200,8 @@ pub fn trials() -> Vec<Trial> {
             Ok(())
         }),
         trial("cli::usage-error-exits-2", || {
-            expect(&["run", "--fault", "no.such-rule"], 2, &["no fault breaks rule `no.such-rule`"])
+            expect(&["run", "--fault", "no.such-rule"], 2, &["no fault is named `no.such-rule`"])?;
+            expect(&["run", "--variant", "no-such-variant"], 2, &["no legal variant is named `no-such-variant`"])
         }),
         trial("cli::run-target-against-serve", || {
             let served = Served::start(&[])?;

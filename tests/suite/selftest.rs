@@ -15,12 +15,18 @@ fn selftest(profile: &'static str) -> Result<(), String> {
     if report.passed() {
         return Ok(());
     }
-    let missed: Vec<&str> = report.rules.iter().filter(|(_, c)| *c != Some(true)).map(|(r, _)| r.as_str()).collect();
+    let missed: Vec<&str> = report.faults.iter().filter(|f| f.caught_by.is_empty()).map(|f| f.fault.name()).collect();
+    let failed_variants: Vec<String> = report
+        .variants
+        .iter()
+        .filter(|v| !v.failures.is_empty())
+        .map(|v| format!("{}: {:?}", v.variant, v.failures))
+        .collect();
     Err(format!(
-        "clean reference failures: {:?}\nfaults not caught: {missed:?}\nfaults caught: {}/{}",
+        "clean reference failures: {:?}\nrules without a fault: {:?}\nfaults not caught: {missed:?}\nlegal variants failed: {failed_variants:#?}\n{}",
         report.clean_failures,
-        report.caught(),
-        report.rules.len()
+        report.rules_without_fault,
+        report.summary()
     ))
 }
 
