@@ -176,7 +176,10 @@ fn group_membership(cx: &PropertyCx<'_>) -> Result<(), String> {
         2 => Just(Op::Send),
     ];
     let counter = std::sync::atomic::AtomicU64::new(0);
-    let header = format!("minimal failing sequence (seed {}, pool of {pool} instances, cap {cap}):", cx.seed);
+    let header = format!(
+        "minimal failing sequence (seed {}, one group, ids by their index in a pool of {pool} instances, cap {cap}):",
+        cx.seed
+    );
     run_sequences(cx, vec(op, 1..=max_ops), &header, |ops| {
         let case = counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         run_membership_case(cx, cap, pool, ops, case)
@@ -192,7 +195,8 @@ fn run_sequences<T: std::fmt::Debug + serde::Serialize + serde::de::DeserializeO
     header: &str,
     case: impl Fn(&[T]) -> Result<(), String>,
 ) -> Result<(), String> {
-    let config = Config { cases: cx.cases()?, failure_persistence: None, ..Config::default() };
+    // Shrinking stops early by default (4 tries a case); a minimal sequence is worth more.
+    let config = Config { cases: cx.cases()?, failure_persistence: None, max_shrink_iters: 1024, ..Config::default() };
     let mut runner = TestRunner::new_with_rng(config.clone(), seed_rng(cx.seed));
     let show = |steps: &[T]| -> String {
         steps.iter().enumerate().map(|(i, s)| format!("  {}. {s:?}", i + 1)).collect::<Vec<_>>().join("\n")
@@ -247,18 +251,33 @@ fn run_membership_case(cx: &PropertyCx<'_>, cap: usize, pool: usize, ops: &[Op],
     let mut key: Option<String> = None;
     let mut received = vec![0usize; pool];
     let names = |set: &[usize]| -> Value { json!(set.iter().map(|i| ids[*i].clone()).collect::<Vec<_>>()) };
+    let send = |k: &str, step: usize| {
+        let body = json!({"to": k, "data": {"step": step}});
+        let req = HttpRequest::new("POST", "/fcm/send")
+            .with_header("authorization", &format!("key={}", sender.key))
+            .with_json(&body);
+        exchange(cx, req)
+    };
     for (n, op) in ops.iter().enumerate() {
         let step = n + 1;
-        let fail = |why: String, req: &HttpRequest, resp: &HttpResponse| {
-            Err(format!("step {step} ({op:?}): {why}\n{}", super::scenario::describe(req, resp)))
+        let before = members.as_ref().map_or(0, BTreeSet::len);
+        let what = match op {
+            Op::Create(set) => format!("create the group with {} ids", set.len()),
+            Op::Add(set) => format!("add {} ids to the group of {before}", set.len()),
+            Op::Remove(set) => format!("remove {} ids from the group of {before}", set.len()),
+            Op::Send => format!("send to the group of {before}"),
         };
-        match op {
+        let fail = |why: String, req: &HttpRequest, resp: &HttpResponse| {
+            Err(format!("step {step} ({op:?}: {what}): {why}\n{}", super::scenario::describe(req, resp)))
+        };
+        let expected_change = match op {
+            // Names are another rule's (group.name.unique): only the first create is sent.
+            Op::Create(_) if members.is_some() => continue,
             Op::Create(set) => {
                 let body =
                     json!({"operation": "create", "notification_key_name": name, "registration_ids": names(set)});
                 let (req, resp) = exchange(cx, server_request("POST", "/gcm/notification", &sender).with_json(&body))?;
-                let ok = members.is_none() && set.len() <= cap;
-                if ok {
+                if set.len() <= cap {
                     let k = resp.body_json().and_then(|b| b["notification_key"].as_str().map(str::to_string));
                     match (resp.status, k) {
                         (200, Some(k)) => {
@@ -266,20 +285,15 @@ fn run_membership_case(cx: &PropertyCx<'_>, cap: usize, pool: usize, ops: &[Op],
                             members = Some(set.iter().copied().collect());
                         }
                         _ => {
-                            return fail(
-                                format!(
-                                    "expected 200 with a notification_key (a new group of {} ≤ {cap} members)",
-                                    set.len()
-                                ),
-                                &req,
-                                &resp,
-                            );
+                            let why = format!("expected 200 with a notification_key: {} ≤ {cap} members", set.len());
+                            return fail(why, &req, &resp);
                         }
                     }
                 } else if !(400..500).contains(&resp.status) {
-                    let why = if members.is_some() { "the name is taken" } else { "that is over the cap" };
-                    return fail(format!("expected a 4xx refusal: {why}"), &req, &resp);
+                    let why = format!("expected a 4xx refusal: {} > {cap} members", set.len());
+                    return fail(why, &req, &resp);
                 }
+                (req, resp)
             }
             Op::Add(set) | Op::Remove(set) => {
                 let (Some(k), Some(current)) = (&key, &members) else { continue };
@@ -298,39 +312,26 @@ fn run_membership_case(cx: &PropertyCx<'_>, cap: usize, pool: usize, ops: &[Op],
                 let (req, resp) = exchange(cx, server_request("POST", "/gcm/notification", &sender).with_json(&body))?;
                 if next.len() <= cap {
                     if resp.status != 200 {
-                        return fail(
-                            format!("expected 200: the group would have {} ≤ {cap} members", next.len()),
-                            &req,
-                            &resp,
-                        );
+                        let why = format!("expected 200: the group would have {} ≤ {cap} members", next.len());
+                        return fail(why, &req, &resp);
                     }
                     members = Some(next);
                 } else if !(400..500).contains(&resp.status) {
-                    return fail(
-                        format!("expected a 4xx refusal: the group would have {} > {cap} members", next.len()),
-                        &req,
-                        &resp,
-                    );
+                    let why = format!("expected a 4xx refusal: the group would have {} > {cap} members", next.len());
+                    return fail(why, &req, &resp);
                 }
+                (req, resp)
             }
             Op::Send => {
                 let (Some(k), Some(current)) = (&key, &members) else { continue };
-                let body = json!({"to": k, "data": {"step": step}});
-                let req = HttpRequest::new("POST", "/fcm/send")
-                    .with_header("authorization", &format!("key={}", sender.key))
-                    .with_json(&body);
-                let (req, resp) = exchange(cx, req)?;
+                let (req, resp) = send(k, step)?;
                 let b = resp.body_json().unwrap_or(Value::Null);
                 if resp.status != 200 || b["success"] != json!(current.len()) || b["failure"] != json!(0) {
-                    return fail(
-                        format!(
-                            "expected 200 with success {} and failure 0: the group has {} members",
-                            current.len(),
-                            current.len()
-                        ),
-                        &req,
-                        &resp,
+                    let why = format!(
+                        "expected 200 with success {0} and failure 0: the group has {0} members",
+                        current.len()
                     );
+                    return fail(why, &req, &resp);
                 }
                 for (i, id) in ids.iter().enumerate() {
                     let (ireq, iresp) = control.inbox(id).map_err(|e| e.to_string())?;
@@ -338,16 +339,34 @@ fn run_membership_case(cx: &PropertyCx<'_>, cap: usize, pool: usize, ops: &[Op],
                     let want = received[i] + usize::from(current.contains(&i));
                     if got != Some(want) {
                         let who = if current.contains(&i) { "a member" } else { "not a member" };
-                        return fail(
-                            format!("instance {i} ({who}) should have received {want} messages"),
-                            &ireq,
-                            &iresp,
-                        );
+                        let why = format!("instance {i} ({who}) should have received {want} messages, found {got:?}");
+                        return fail(why, &ireq, &iresp);
                     }
                     received[i] = want;
                 }
+                continue;
             }
+        };
+        // After every operation, the group as the server has it: what a refused one left
+        // half applied shows here, at its own step.
+        let (Some(k), Some(current)) = (&key, &members) else { continue };
+        let (req, resp) = send(k, step)?;
+        let b = resp.body_json().unwrap_or(Value::Null);
+        if resp.status != 200 || b["success"] != json!(current.len()) || b["failure"] != json!(0) {
+            let (oreq, oresp) = &expected_change;
+            let why = format!(
+                "afterwards a send to the group reached success {} (failure {}), expected {}: the group should have {} members\n  the operation: {} {} -> {}",
+                b["success"],
+                b["failure"],
+                current.len(),
+                current.len(),
+                oreq.method,
+                oreq.path,
+                oresp.status
+            );
+            return fail(why, &req, &resp);
         }
+        current.iter().for_each(|i| received[*i] += 1);
     }
     Ok(())
 }

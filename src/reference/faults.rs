@@ -52,6 +52,8 @@ faults! {
     NamePerSender => "group.name.per-sender": "names are global: another sender cannot reuse one",
     KeyUnguessable => "group.key.unguessable": "mints notification keys from a counter",
     MemberCap => "group.member-cap": "allows one member more than the cap",
+    MemberCapClientAdd => "group.member-cap" / "client-add": "checks the cap on server-side operations only: client-side adds grow a group past it",
+    MemberCapHalfApplied => "group.member-cap" / "half-applied-add": "refuses an add past the cap, but only after adding the ids that still fit",
     AddMembers => "group.add.members": "answers add without adding",
     RemoveMembers => "group.remove.members": "answers remove without removing",
     NameOptional => "group.name.optional": "refuses add and remove without notification_key_name",
@@ -173,6 +175,9 @@ macro_rules! variants {
 }
 
 variants! {
+    PlainTextErrors => "plain-text-errors": "answers every 4xx with a text/plain body, not JSON (the documents ask only that the body say why; real servers answered in text)",
+    OtherErrorStatuses => "other-error-statuses": "refuses group operations with other 4xx statuses: 404 for an unknown key or name, 409 for a used name or a name that is not the key's, 403 for a client-side create, 422 past the member cap (the documents name none)",
+    AlreadyExistsAnswered200 => "already-exists-200": "answers a second create with a used name 200 {\"error\": \"notification_key already exists\"}, as one report saw real servers do",
     LargerThrottleBuckets => "larger-throttle-buckets": "token buckets three times as large, granting twice as many tokens twice as often (the documents give no sizes; declared in capabilities `params`)",
 }
 

@@ -6,7 +6,7 @@
 use serde_json::{Map, Value, json};
 
 use super::control;
-use super::faults::Fault;
+use super::faults::{Fault, Variant, Variants};
 use super::model::{ClientOp, GroupError, GroupOp, Message, Model, Target, send_outcome_json};
 use crate::wire::{HttpRequest, HttpResponse};
 
@@ -23,6 +23,24 @@ pub struct Site {
 }
 
 pub fn handle(model: &mut Model, site: &Site, req: &HttpRequest) -> HttpResponse {
+    let resp = route(model, site, req);
+    if model.variants().has(Variant::PlainTextErrors) && (400..500).contains(&resp.status) {
+        return plain_text(resp);
+    }
+    resp
+}
+
+/// The plain-text variant of an error: the message alone, as text.
+fn plain_text(resp: HttpResponse) -> HttpResponse {
+    let Some(message) = resp.body_json().and_then(|b| b["error"].as_str().map(str::to_string)) else { return resp };
+    HttpResponse {
+        status: resp.status,
+        headers: vec![("content-type".into(), "text/plain; charset=UTF-8".into())],
+        body: format!("Error={message}").into_bytes(),
+    }
+}
+
+fn route(model: &mut Model, site: &Site, req: &HttpRequest) -> HttpResponse {
     let path = req.path.as_str();
     let method = req.method.as_str();
     if path.starts_with(control::PREFIX) && site.control_api {
@@ -93,19 +111,26 @@ fn registration_ids(body: &Map<String, Value>) -> Result<Vec<String>, HttpRespon
     }
 }
 
-fn group_error(e: GroupError) -> HttpResponse {
+fn group_error(variants: &Variants, e: GroupError) -> HttpResponse {
+    let other = variants.has(Variant::OtherErrorStatuses);
     let status = match e {
         GroupError::BadIdToken => 401,
         GroupError::NotOwner => 403,
+        GroupError::NotFound if other => 404,
+        GroupError::AlreadyExists | GroupError::NameMismatch if other => 409,
+        GroupError::TooManyMembers { .. } if other => 422,
         _ => 400,
     };
+    if e == GroupError::AlreadyExists && variants.has(Variant::AlreadyExistsAnswered200) {
+        return HttpResponse::json(200, &json!({ "error": e.to_string() }));
+    }
     HttpResponse::error(status, e)
 }
 
-fn key_response(result: Result<String, GroupError>) -> HttpResponse {
+fn key_response(variants: &Variants, result: Result<String, GroupError>) -> HttpResponse {
     match result {
         Ok(key) => HttpResponse::json(200, &json!({ "notification_key": key })),
-        Err(e) => group_error(e),
+        Err(e) => group_error(variants, e),
     }
 }
 
@@ -116,11 +141,15 @@ fn group_sender(model: &Model, req: &HttpRequest) -> Result<String, HttpResponse
     if model.ignores_project_id() {
         return Ok(sender);
     }
+    let other = model.variants().has(Variant::OtherErrorStatuses);
     match project_id {
-        None => Err(HttpResponse::error(400, "missing project_id header: expected the sender id")),
-        Some(p) if p != sender => {
-            Err(HttpResponse::error(401, "project_id does not match the sender of the server key"))
+        None => {
+            Err(HttpResponse::error(if other { 403 } else { 400 }, "missing project_id header: expected the sender id"))
         }
+        Some(p) if p != sender => Err(HttpResponse::error(
+            if other { 403 } else { 401 },
+            "project_id does not match the sender of the server key",
+        )),
         Some(_) => Ok(sender),
     }
 }
@@ -155,7 +184,7 @@ fn group_operation(model: &mut Model, req: &HttpRequest) -> HttpResponse {
             let create = matches!(op, GroupOp::Create { .. });
             match model.manage_group(&sender, op) {
                 Ok(_) if create && model.faults().has(Fault::CreateReturnsKey) => HttpResponse::json(200, &json!({})),
-                result => key_response(result),
+                result => key_response(model.variants(), result),
             }
         }
         Err(resp) => resp,
@@ -169,7 +198,10 @@ fn group_lookup(model: &mut Model, req: &HttpRequest) -> HttpResponse {
     };
     match req.query_param("notification_key_name") {
         None => HttpResponse::error(400, "missing query parameter `notification_key_name`"),
-        Some(name) => key_response(model.lookup(&sender, name)),
+        Some(name) => {
+            let result = model.lookup(&sender, name);
+            key_response(model.variants(), result)
+        }
     }
 }
 
@@ -186,8 +218,9 @@ fn client_group_operation(model: &mut Model, req: &HttpRequest) -> HttpResponse 
             "remove" => ClientOp::Remove,
             "create" if model.faults().has(Fault::ClientNoCreate) => ClientOp::Add,
             "create" => {
+                let status = if model.variants().has(Variant::OtherErrorStatuses) { 403 } else { 400 };
                 return Err(HttpResponse::error(
-                    400,
+                    status,
                     "the client-side endpoint supports only \"add\" and \"remove\": add creates the group",
                 ));
             }
@@ -221,7 +254,7 @@ fn client_group_operation(model: &mut Model, req: &HttpRequest) -> HttpResponse 
             break;
         }
     }
-    key_response(result)
+    key_response(model.variants(), result)
 }
 
 fn send(model: &mut Model, req: &HttpRequest) -> HttpResponse {

@@ -652,7 +652,7 @@ impl Model {
                 if self.fault(Fault::AddMembers) {
                     return Ok(key);
                 }
-                self.add_members(sender, &key, &ids)?;
+                self.add_members(sender, &key, &ids, false)?;
                 Ok(key)
             }
             GroupOp::Remove { key, name, ids } => {
@@ -704,12 +704,13 @@ impl Model {
         }
     }
 
-    fn add_members(&mut self, sender: &str, key: &str, ids: &[String]) -> Result<(), GroupError> {
+    fn add_members(&mut self, sender: &str, key: &str, ids: &[String], client: bool) -> Result<(), GroupError> {
         let new = self.valid_ids(sender, ids);
         if new.is_empty() {
             return Err(GroupError::NoValidRegistrationIds);
         }
-        let cap = self.cap();
+        let cap = if client && self.fault(Fault::MemberCapClientAdd) { usize::MAX } else { self.cap() };
+        let half_applied = self.fault(Fault::MemberCapHalfApplied);
         let max = self.limits.max_members;
         let Some(group) = self.groups.get_mut(key) else { return Ok(()) };
         let mut members = group.members.clone();
@@ -719,6 +720,10 @@ impl Model {
             }
         }
         if members.len() > cap {
+            if half_applied {
+                members.truncate(cap);
+                group.members = members;
+            }
             return Err(GroupError::TooManyMembers { max });
         }
         group.members = members;
@@ -768,7 +773,7 @@ impl Model {
         match (op, existing) {
             (ClientOp::Add, None) if self.fault(Fault::ClientAddCreates) => Err(GroupError::NotFound),
             (ClientOp::Add, None) => self.create_group(project_id, name, &[id], Some(account)),
-            (ClientOp::Add, Some(key)) => self.add_members(project_id, &key, &[id]).map(|()| key),
+            (ClientOp::Add, Some(key)) => self.add_members(project_id, &key, &[id], true).map(|()| key),
             (ClientOp::Remove, None) => Err(GroupError::NotFound),
             (ClientOp::Remove, Some(key)) => {
                 if !self.fault(Fault::ClientRemove) {
