@@ -332,7 +332,13 @@ pub fn trials() -> Vec<Trial> {
             // The curl form addresses the given server and carries the exact requests.
             let curl = expect_in(
                 &dir,
-                &["replay", "--curl", &files[3], "--target", "http://127.0.0.1:4000"],
+                &[
+                    "replay",
+                    "--curl",
+                    "gcmspec-replays/lifetime.ttl.range__bounds.json",
+                    "--target",
+                    "http://127.0.0.1:4000",
+                ],
                 0,
                 &["curl -sS -X POST http://127.0.0.1:4000/fcm/send", "\"time_to_live\":2419201"],
             )?;
