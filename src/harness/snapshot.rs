@@ -125,6 +125,10 @@ impl Redactor {
 /// `cargo insta review` workflow applies. Returns the mismatch as an error message and, when
 /// there was a committed snapshot, a unified diff (committed, then this run).
 pub fn compare(dir: &Path, name: &str, description: &str, text: &str) -> Result<(), (String, Option<String>)> {
+    // insta resolves a relative snapshot path against this source file's folder, not the
+    // working directory the user named it from.
+    let absolute = std::path::absolute(dir);
+    let dir = absolute.as_deref().unwrap_or(dir);
     let diff = committed(dir, name).filter(|old| old.trim_end() != text.trim_end()).map(|old| {
         similar::TextDiff::from_lines(old.trim_end(), text.trim_end())
             .unified_diff()
