@@ -800,13 +800,8 @@ fn run_ccs_case(cx: &PropertyCx<'_>, ops: &[CcsOp]) -> Result<(), String> {
             c.unacked.push(id);
         }
         let id_sets: Vec<BTreeSet<&String>> = conns.iter().map(|c| c.unacked.iter().collect()).collect();
+        // How many a connection may hold is another rule's (xmpp.upstream.flow-control).
         for (a, set) in id_sets.iter().enumerate() {
-            if set.len() > max_pending {
-                return Err(format!(
-                    "connection {a} holds {} unacknowledged messages, over the limit of {max_pending}",
-                    set.len()
-                ));
-            }
             for (b, other) in id_sets.iter().enumerate().skip(a + 1) {
                 if let Some(both) = set.intersection(other).next() {
                     return Err(format!("{both} is unacknowledged on connections {a} and {b} at once"));
@@ -871,9 +866,10 @@ fn run_ccs_case(cx: &PropertyCx<'_>, ops: &[CcsOp]) -> Result<(), String> {
                 let id = conns[i].unacked[0].clone();
                 conns[j].client.send_gcm("w", &json!({"to": phone, "message_id": id, "message_type": "ack"}))?;
                 let nacks = sync(&mut conns, j, &acked, &mut received, &generated).map_err(at)?;
-                if !nacks.iter().any(|m| m["message_id"] == id.as_str() && m["error"] == "BAD_ACK") {
+                // BAD_ACK fits; the reference ties no code to a misplaced ack, so any nack does.
+                if !nacks.iter().any(|m| m["message_id"] == id.as_str() && m["message_type"] == "nack") {
                     return fail(format!(
-                        "an ack for {id} on connection {j} (it was sent on {i}) was not refused with BAD_ACK"
+                        "an ack for {id} on connection {j} (it was sent on {i}) was not refused with a nack"
                     ));
                 }
             }

@@ -395,8 +395,15 @@ fn counts(from: &Value, to: &mut Value) {
     }
 }
 
-/// An HTTP send's answer in the transport-neutral shape of `send` steps.
+/// An HTTP send's answer in the transport-neutral shape of `send` steps; `answer` says what
+/// came back (`http-200`, `http-503`, ...).
 pub fn normalize_http(resp: &HttpResponse) -> Value {
+    let mut out = normalize_http_outcome(resp);
+    out["answer"] = json!(format!("http-{}", resp.status));
+    out
+}
+
+fn normalize_http_outcome(resp: &HttpResponse) -> Value {
     let body = resp.body_json();
     match (resp.status, &body) {
         (200, Some(b)) if b.get("results").is_some() => {
@@ -423,8 +430,19 @@ pub fn normalize_http(resp: &HttpResponse) -> Value {
     }
 }
 
-/// An XMPP answer (ack or nack) in the transport-neutral shape of `send` steps.
+/// An XMPP answer (ack or nack) in the transport-neutral shape of `send` steps; `answer`
+/// says what came back (`ack`, `nack`, `stanza-error`, ...).
 pub fn normalize_xmpp(answer: &Value) -> Value {
+    let mut out = normalize_xmpp_outcome(answer);
+    out["answer"] = match (answer["message_type"].as_str(), answer.get("stanza_error")) {
+        (Some(kind), _) => json!(kind),
+        (None, Some(_)) => json!("stanza-error"),
+        (None, None) => json!("other"),
+    };
+    out
+}
+
+fn normalize_xmpp_outcome(answer: &Value) -> Value {
     match answer["message_type"].as_str() {
         Some("ack") => {
             let mut out = json!({ "accepted": true });

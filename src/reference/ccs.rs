@@ -135,11 +135,14 @@ impl Ccs {
 
     /// Tells every connection of the sender to drain: it takes no new messages, and the
     /// app server should open another connection.
-    pub fn drain(&mut self, sender: &str) -> usize {
+    /// `tell` false is the fault that drains without the control message.
+    pub fn drain(&mut self, sender: &str, tell: bool) -> usize {
         let mut n = 0;
         for c in self.connections.values_mut().filter(|c| c.sender == sender && !c.draining) {
             c.draining = true;
-            c.outbox.push_back(json!({ "message_type": "control", "control_type": "CONNECTION_DRAINING" }));
+            if tell {
+                c.outbox.push_back(json!({ "message_type": "control", "control_type": "CONNECTION_DRAINING" }));
+            }
             n += 1;
         }
         self.generation += 1;

@@ -411,6 +411,9 @@ impl Model {
     }
 
     pub fn ccs_ack(&mut self, conn: u64, message_id: &str) -> Result<(), AckError> {
+        if self.fault(Fault::XmppDrainingInFlight) && self.ccs.is_draining(conn) {
+            return Err(AckError::Unknown(message_id.to_string()));
+        }
         let max = self.pending_limit();
         let anywhere = self.fault(Fault::XmppOwnConnection);
         let remember = self.fault(Fault::XmppAtLeastOnce);
@@ -422,12 +425,13 @@ impl Model {
     }
 
     pub fn ccs_is_draining(&self, conn: u64) -> bool {
-        self.ccs.is_draining(conn) && !self.fault(Fault::XmppDraining)
+        self.ccs.is_draining(conn)
     }
 
     /// Tells the sender's XMPP connections to drain; `None` for an unknown sender.
     pub fn drain(&mut self, sender: &str) -> Option<usize> {
-        self.senders.contains_key(sender).then(|| self.ccs.drain(sender))
+        let tell = !self.fault(Fault::XmppDraining);
+        self.senders.contains_key(sender).then(|| self.ccs.drain(sender, tell))
     }
 
     /// A device sends upstream to its app server (`<sender id>@gcm.googleapis.com`).
@@ -902,12 +906,15 @@ impl Model {
             let message_id = self.message_id(sender);
             let mut success = 0;
             let mut failed = Vec::new();
+            let mut only_unregistered = true;
             for (i, member) in members.iter().enumerate() {
                 let queued = self.queued(sender, &message_id, &message, Some(key));
                 let delivered = if self.fault(Fault::SendFanOut) && i > 0 {
                     self.instances.get(self.resolve(member)).is_some_and(|m| m.registered)
                 } else {
-                    self.deliver(sender, member, &message, queued, ttl).is_ok()
+                    self.deliver(sender, member, &message, queued, ttl)
+                        .inspect_err(|e| only_unregistered &= *e == "NotRegistered")
+                        .is_ok()
                 };
                 if delivered {
                     success += 1;
@@ -915,7 +922,21 @@ impl Model {
                     failed.push(member.clone());
                 }
             }
-            if success == 0 && !self.fault(Fault::SendAllFailed) {
+            if !failed.is_empty() && self.fault(Fault::SendPartialCountsOnly) {
+                for member in members.iter().filter(|m| !failed.contains(m)) {
+                    let id = self.resolve(member).to_string();
+                    if let Some(inst) = self.instances.get_mut(&id) {
+                        inst.dismiss(&message_id);
+                        inst.inbox.retain(|d| d.message_id != message_id);
+                    }
+                }
+            }
+            if !failed.is_empty() && self.fault(Fault::SendPartialInverted) {
+                failed = members.iter().filter(|m| !failed.contains(m)).cloned().collect();
+            }
+            let answered_with_counts =
+                self.fault(Fault::SendAllFailed) || (self.fault(Fault::SendAllFailedOtherCauses) && !only_unregistered);
+            if success == 0 && !answered_with_counts {
                 return SendOutcome::GroupFailed;
             }
             return SendOutcome::Group { success, failed };

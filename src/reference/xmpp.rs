@@ -12,7 +12,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpListener;
 
 use super::Reference;
-use super::faults::Fault;
+use super::faults::{Fault, Variant};
 use super::http::parse_send;
 use super::model::{Model, SendOutcome, SendResult};
 use crate::xmpp::{self as wire, Element, Event, StreamParser};
@@ -287,7 +287,11 @@ fn message(model: &mut Model, session: &mut Session, stanza: &Element) -> String
     };
     let body: Map<String, Value> = match serde_json::from_str(&payload) {
         Ok(Value::Object(o)) => o,
-        _ if model.faults().has(Fault::XmppInvalidJson) => return stanza_error(stanza, "bad-request"),
+        _ if model.faults().has(Fault::XmppInvalidJson) => return String::new(),
+        _ if model.faults().has(Fault::XmppInvalidJsonAcked) => {
+            return reply(stanza, &json!({ "message_type": "ack", "from": "", "message_id": Value::Null }));
+        }
+        _ if model.variants().has(Variant::InvalidJsonStanzaError) => return stanza_error(stanza, "bad-request"),
         _ => return reply(stanza, &nack("", &Value::Null, "INVALID_JSON", "the gcm payload is not a JSON object")),
     };
     let message_id = body.get("message_id").cloned().unwrap_or(Value::Null);
@@ -296,9 +300,10 @@ fn message(model: &mut Model, session: &mut Session, stanza: &Element) -> String
         // The app server acknowledges (or refuses: either way, done) an upstream message or
         // a receipt, on the connection that received it.
         let id = message_id.as_str().unwrap_or_default();
+        let code = if model.variants().has(Variant::OtherNackCodes) { "INVALID_JSON" } else { "BAD_ACK" };
         return match model.ccs_ack(conn, id) {
             Ok(()) => String::new(),
-            Err(e) => reply(stanza, &nack(&to, &message_id, "BAD_ACK", &format!("{kind}: {e}"))),
+            Err(e) => reply(stanza, &nack(&to, &message_id, code, &format!("{kind}: {e}"))),
         };
     }
     if !message_id.is_string() {
@@ -307,11 +312,10 @@ fn message(model: &mut Model, session: &mut Session, stanza: &Element) -> String
             &nack(&to, &message_id, "INVALID_JSON", "missing `message_id`: every downstream message needs one"),
         );
     }
-    if model.ccs_is_draining(conn) {
-        return reply(
-            stanza,
-            &nack(&to, &message_id, "CONNECTION_DRAINING", "this connection is draining: open a new one"),
-        );
+    if model.ccs_is_draining(conn) && !model.faults().has(Fault::XmppDrainingRefusesNew) {
+        let code =
+            if model.variants().has(Variant::OtherNackCodes) { "SERVICE_UNAVAILABLE" } else { "CONNECTION_DRAINING" };
+        return reply(stanza, &nack(&to, &message_id, code, "this connection is draining: open a new one"));
     }
     session.downstream += 1;
     if model.faults().has(Fault::XmppPipelined) && session.downstream > model.limits().max_pending_per_connection / 2 {
@@ -344,6 +348,19 @@ fn message(model: &mut Model, session: &mut Session, stanza: &Element) -> String
         }
         a
     };
+    // A device-group send is answered from the notification key (seed 003's examples).
+    let group_answer = |mut a: Value| {
+        if faults.has(Fault::XmppGroupAck) {
+            a["from"] = json!(format!("{sender}@{}", crate::xmpp::DOMAIN));
+        }
+        if faults.has(Fault::XmppGroupAckNoMessageId) {
+            a.as_object_mut().expect("an object").remove("message_id");
+        }
+        if faults.has(Fault::XmppGroupAckOtherMessageId) {
+            a["message_id"] = json!(stanza.attr("id").unwrap_or_default());
+        }
+        a
+    };
     let json = match model.send(&sender, target, message) {
         // The device-group faults break both transports alike.
         SendOutcome::Group { success, failed } => {
@@ -354,10 +371,18 @@ fn message(model: &mut Model, session: &mut Session, stanza: &Element) -> String
             if !failed.is_empty() && success > 0 && !faults.has(Fault::SendPartial) {
                 counts["failed_registration_ids"] = json!(failed);
             }
-            ack(counts)
+            group_answer(ack(counts))
+        }
+        SendOutcome::GroupFailed if faults.has(Fault::SendAllFailedStanzaError) => {
+            return stanza_error(stanza, "service-unavailable");
         }
         SendOutcome::GroupFailed => {
-            nack(&to, &message_id, "SERVICE_UNAVAILABLE", "the message reached no member of the group")
+            let code = if model.variants().has(Variant::OtherNackCodes) {
+                "DEVICE_UNREGISTERED"
+            } else {
+                "SERVICE_UNAVAILABLE"
+            };
+            group_answer(nack(&to, &message_id, code, "the message reached no member of the group"))
         }
         SendOutcome::Multicast { results, .. } => match results.first() {
             Some(SendResult::Sent { canonical: Some(c), .. }) => ack(json!({ "registration_id": c })),
