@@ -75,16 +75,37 @@ pub fn run(
                     render_opt(platform).map_err(at)?,
                     render_opt(package).map_err(at)?,
                 );
-                let ids = (0..count)
-                    .map(|_| {
-                        control
-                            .register(&sender_ids, account.as_ref(), platform.as_ref(), package.as_ref())
-                            .map(Value::String)
-                    })
-                    .collect::<Result<Vec<_>, _>>()
-                    .map_err(|e| at(e.to_string()))?;
-                define(&mut vars, &mut transcript.redactor, name, Value::Array(ids));
-                None
+                if !step.expect.is_empty() {
+                    // A registration the step expects may be refused: its answer is checked
+                    // like a request's, and the ids it gave (none if refused) are defined.
+                    let mut exchanges = Vec::new();
+                    let mut ids = Vec::new();
+                    for _ in 0..count {
+                        let (req, resp) = control
+                            .try_register(&sender_ids, account.as_ref(), platform.as_ref(), package.as_ref())
+                            .map_err(|e| at(e.to_string()))?;
+                        if let Some(id) =
+                            resp.body_json().and_then(|b| b["registration_id"].as_str().map(str::to_string))
+                            && (200..300).contains(&resp.status)
+                        {
+                            ids.push(Value::String(id));
+                        }
+                        exchanges.push((format!("step {n}"), req, resp));
+                    }
+                    define(&mut vars, &mut transcript.redactor, name, Value::Array(ids));
+                    Some(exchanges)
+                } else {
+                    let ids = (0..count)
+                        .map(|_| {
+                            control
+                                .register(&sender_ids, account.as_ref(), platform.as_ref(), package.as_ref())
+                                .map(Value::String)
+                        })
+                        .collect::<Result<Vec<_>, _>>()
+                        .map_err(|e| at(e.to_string()))?;
+                    define(&mut vars, &mut transcript.redactor, name, Value::Array(ids));
+                    None
+                }
             }
             Action::Unregister(which) => {
                 let which = render(which, &vars).map_err(at)?;

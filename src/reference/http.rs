@@ -332,6 +332,7 @@ pub(crate) fn parse_send(model: &Model, body: &Map<String, Value>) -> Result<(Ta
         dry_run: flag("dry_run")?,
         restricted_package_name: string_field(body, "restricted_package_name", false)?,
         receipt_for: None,
+        xmpp: false,
     };
     Ok((target, message))
 }

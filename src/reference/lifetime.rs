@@ -9,8 +9,8 @@ use std::collections::HashMap;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::faults::{Fault, Faults};
-use super::model::Limits;
+use super::faults::{Fault, Faults, Variant, Variants};
+use super::limits::Limits;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
@@ -101,6 +101,11 @@ pub struct Instance {
     buckets: HashMap<(String, Option<String>), Bucket>,
     /// Delivered messages whose sender asked for a receipt: (sender, app message id, when).
     pub receipts: Vec<(String, String, u64)>,
+    /// Collapse keys this device was ever sent (kept only by the fault that limits them).
+    keys_ever: Vec<String>,
+    /// When an unregistration or an uninstall takes effect, per sender clock, where it does
+    /// not at once (the delayed-unregistration and slow-uninstall variants).
+    pub invalid_from: Option<Vec<(String, u64)>>,
 }
 
 impl Instance {
@@ -118,6 +123,8 @@ impl Instance {
             deleted_notice: None,
             buckets: HashMap::new(),
             receipts: Vec::new(),
+            keys_ever: Vec::new(),
+            invalid_from: None,
         }
     }
 
@@ -141,7 +148,10 @@ impl Instance {
 
     /// Takes a token for this message's bucket, refilled on the sender's clock.
     fn take_token(&mut self, q: &Queued, now_ms: u64, limits: &Limits) -> bool {
-        let key = (q.sender.clone(), q.message.collapse_key.clone());
+        self.take_token_from((q.sender.clone(), q.message.collapse_key.clone()), now_ms, limits)
+    }
+
+    fn take_token_from(&mut self, key: (String, Option<String>), now_ms: u64, limits: &Limits) -> bool {
         let t = &limits.throttle;
         let bucket = self.buckets.entry(key).or_insert(Bucket {
             tokens: t.initial_tokens,
@@ -176,9 +186,17 @@ impl Instance {
     }
 
     /// A message accepted for this device. `now_ms` is the sender's clock.
-    pub fn offer(&mut self, mut q: Queued, now_ms: u64, limits: &Limits, faults: &Faults) {
+    pub fn offer(
+        &mut self,
+        mut q: Queued,
+        now_of: &dyn Fn(&str) -> u64,
+        limits: &Limits,
+        faults: &Faults,
+        variants: &Variants,
+    ) {
+        let now_ms = now_of(&q.sender);
         if !self.installed && self.connected() {
-            self.found_uninstalled(faults);
+            self.found_uninstalled(now_of, limits, faults, variants);
             return;
         }
         if q.ttl_seconds == 0 && faults.has(Fault::TtlZero) {
@@ -186,47 +204,44 @@ impl Instance {
         }
         if q.ttl_seconds == 0 {
             // "Now or never": never stored, never throttled.
-            let throttled = faults.has(Fault::ThrottleTtlZero) && !self.take_token(&q, now_ms, limits);
+            let shared_bucket = faults.has(Fault::ThrottleTtlZero)
+                || (faults.has(Fault::ThrottleTtlZeroCollapse) && q.message.collapse_key.is_some());
+            let throttled = (shared_bucket && !self.take_token(&q, now_ms, limits))
+                || (faults.has(Fault::ThrottleTtlZeroOwnBucket)
+                    && !self.take_token_from((q.sender.clone(), Some("\0ttl0".into())), now_ms, limits));
             if self.can_receive(&q, faults) && !throttled {
                 self.take(q, now_ms);
             }
             return;
         }
-        self.store(q, limits, faults);
+        self.store(q, limits, faults, variants);
     }
 
-    fn store(&mut self, q: Queued, limits: &Limits, faults: &Faults) {
+    fn store(&mut self, q: Queued, limits: &Limits, faults: &Faults, variants: &Variants) {
         match q.message.collapse_key.clone() {
-            Some(key) => {
-                if !faults.has(Fault::CollapseReplaces) {
-                    self.pending.retain(|p| !(p.sender == q.sender && p.message.collapse_key.as_deref() == Some(&key)));
-                }
-                self.pending.push(q);
-                if faults.has(Fault::CollapseKeyLimit) {
-                    return;
-                }
-                // Past the limit, keep the newest keys: the documents promise nothing about which.
-                loop {
-                    let mut keys: Vec<&str> = Vec::new();
-                    for p in &self.pending {
-                        if let Some(k) = p.message.collapse_key.as_deref()
-                            && !keys.contains(&k)
-                        {
-                            keys.push(k);
-                        }
-                    }
-                    if keys.len() <= limits.max_collapse_keys {
-                        break;
-                    }
-                    let oldest = keys[0].to_string();
-                    self.pending.retain(|p| p.message.collapse_key.as_deref() != Some(oldest.as_str()));
-                }
-            }
+            Some(key) => self.store_collapsible(q, key, limits, faults, variants),
             None => {
-                let stored = self.pending.iter().filter(|p| p.message.collapse_key.is_none()).count();
-                if stored >= limits.max_stored_messages && !faults.has(Fault::StoredLimit) {
-                    self.pending.clear();
-                    self.deleted_notice = Some(q.sender);
+                let stored = if faults.has(Fault::StoredLimitCountsCollapsible) {
+                    self.pending.len()
+                } else {
+                    self.pending.iter().filter(|p| p.message.collapse_key.is_none()).count()
+                };
+                // "If the limit is reached" (the 100th) or "after that" (the 101st): both read.
+                let reached = if variants.has(Variant::DiscardOnReaching) {
+                    stored + 1 >= limits.max_stored_messages
+                } else {
+                    stored >= limits.max_stored_messages
+                };
+                if reached && !faults.has(Fault::StoredLimit) {
+                    self.deleted_notice = Some(q.sender.clone());
+                    if faults.has(Fault::StoredLimitDropsOldest) {
+                        if let Some(oldest) = self.pending.iter().position(|p| p.message.collapse_key.is_none()) {
+                            self.pending.remove(oldest);
+                        }
+                        self.pending.push(q);
+                    } else {
+                        self.pending.clear();
+                    }
                     return;
                 }
                 self.pending.push(q);
@@ -234,11 +249,82 @@ impl Instance {
         }
     }
 
+    /// A send-to-sync message replaces the stored one of its collapse key; at most
+    /// `max_collapse_keys` keys are stored at once.
+    fn store_collapsible(&mut self, q: Queued, key: String, limits: &Limits, faults: &Faults, variants: &Variants) {
+        let same = |p: &Queued| p.sender == q.sender && p.message.collapse_key.as_deref() == Some(&key);
+        if faults.has(Fault::CollapseKeepsOld) && self.pending.iter().any(same) {
+            return;
+        }
+        if !faults.has(Fault::CollapseReplaces) {
+            self.pending.retain(|p| !same(p));
+        }
+        if faults.has(Fault::CollapseKeyEverUsed) && !self.keys_ever.contains(&key) {
+            if self.keys_ever.len() >= limits.max_collapse_keys {
+                return;
+            }
+            self.keys_ever.push(key.clone());
+        }
+        self.pending.push(q);
+        if faults.has(Fault::CollapseKeyOverflow) {
+            return;
+        }
+        let limit = if faults.has(Fault::CollapseKeyLimit) {
+            limits.max_collapse_keys.saturating_sub(1)
+        } else {
+            limits.max_collapse_keys
+        };
+        let phantom = faults.has(Fault::CollapseKeyCountsNoKey);
+        // Past the limit, drop a key: the documents promise nothing about which, so by
+        // default the oldest, and in a variant the newest.
+        loop {
+            let mut keys: Vec<&str> = Vec::new();
+            for p in &self.pending {
+                if let Some(k) = p.message.collapse_key.as_deref()
+                    && !keys.contains(&k)
+                {
+                    keys.push(k);
+                }
+            }
+            let no_key = phantom && self.pending.iter().any(|p| p.message.collapse_key.is_none());
+            if keys.len() + usize::from(no_key) <= limit || keys.is_empty() {
+                break;
+            }
+            let dropped =
+                if variants.has(Variant::KeepOldestCollapseKeys) { keys[keys.len() - 1] } else { keys[0] }.to_string();
+            self.pending.retain(|p| p.message.collapse_key.as_deref() != Some(dropped.as_str()));
+        }
+    }
+
     /// The app was uninstalled and a delivery was attempted: drop everything, invalidate.
-    fn found_uninstalled(&mut self, faults: &Faults) {
+    fn found_uninstalled(
+        &mut self,
+        now_of: &dyn Fn(&str) -> u64,
+        limits: &Limits,
+        faults: &Faults,
+        variants: &Variants,
+    ) {
         self.pending.clear();
-        if !faults.has(Fault::Uninstall) {
+        if faults.has(Fault::Uninstall) {
+            return;
+        }
+        if variants.has(Variant::SlowUninstall) {
+            // "It might take a while for the registration ID be completely removed."
+            let delay_ms = limits.unregistration_propagation_seconds.saturating_mul(1000);
+            if self.invalid_from.is_none() {
+                self.invalid_from = Some(self.senders.iter().map(|s| (s.clone(), now_of(s) + delay_ms)).collect());
+            }
+        } else {
             self.registered = false;
+        }
+    }
+
+    /// An unregistration (or a found uninstall) due by `sender`'s clock takes effect.
+    pub fn settle_registration(&mut self, sender: &str, now_ms: u64) {
+        let due = self.invalid_from.as_ref().and_then(|at| at.iter().find(|(s, _)| s == sender)).map(|(_, t)| *t);
+        if due.is_some_and(|t| now_ms >= t) {
+            self.registered = false;
+            self.invalid_from = None;
         }
     }
 
@@ -259,7 +345,7 @@ impl Instance {
     }
 
     /// Delivers what can be delivered now. `now_of` gives a sender's clock.
-    pub fn pump(&mut self, now_of: &dyn Fn(&str) -> u64, limits: &Limits, faults: &Faults) {
+    pub fn pump(&mut self, now_of: &dyn Fn(&str) -> u64, limits: &Limits, faults: &Faults, variants: &Variants) {
         if !faults.has(Fault::TtlExpiry) {
             self.pending.retain(|q| !q.expired(now_of(&q.sender)));
         }
@@ -267,7 +353,7 @@ impl Instance {
             return;
         }
         if !self.installed {
-            self.found_uninstalled(faults);
+            self.found_uninstalled(now_of, limits, faults, variants);
             return;
         }
         if let Some(sender) = self.deleted_notice.take() {
@@ -282,7 +368,12 @@ impl Instance {
             });
         }
         let mut waiting = Vec::new();
-        for q in std::mem::take(&mut self.pending) {
+        let mut queue = std::mem::take(&mut self.pending);
+        let newest_first = variants.has(Variant::NewestFirst);
+        if newest_first {
+            queue.reverse();
+        }
+        for q in queue {
             let now = now_of(&q.sender);
             if !self.can_receive(&q, faults) {
                 waiting.push(q);
@@ -291,6 +382,9 @@ impl Instance {
             } else if !faults.has(Fault::ThrottleDelays) {
                 waiting.push(q);
             }
+        }
+        if newest_first {
+            waiting.reverse();
         }
         self.pending = waiting;
         self.settle_buckets(limits);

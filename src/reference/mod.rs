@@ -22,6 +22,7 @@ pub mod control;
 pub mod faults;
 pub mod http;
 pub mod lifetime;
+pub mod limits;
 pub mod model;
 pub mod xmpp;
 

@@ -16,103 +16,7 @@ use super::clock::Clock;
 use super::faults::{Fault, Faults, Variant, Variants};
 pub use super::lifetime::{Connectivity, Delivered, Platform};
 use super::lifetime::{Instance, Queued};
-use crate::spec::Profile;
-
-/// The documented numbers the model enforces, taken from a spec profile.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Limits {
-    pub max_members: usize,
-    pub max_stored_messages: usize,
-    pub max_collapse_keys: usize,
-    pub max_ttl_seconds: u64,
-    pub default_ttl_seconds: u64,
-    pub max_payload_bytes: usize,
-    /// The smaller limit for iOS devices, where the profile has one.
-    pub max_payload_bytes_ios: Option<usize>,
-    pub max_senders: usize,
-    pub max_registration_ids: usize,
-    pub throttle: Throttle,
-    /// Messages the connection server keeps in flight per connection.
-    pub max_pending_per_connection: usize,
-}
-
-/// A token bucket per application and collapse key.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Throttle {
-    pub initial_tokens: u64,
-    pub grant_tokens: u64,
-    pub grant_interval_seconds: u64,
-}
-
-#[derive(Debug, thiserror::Error)]
-#[error("profile `{profile}` has no usable parameter `{param}`: {why}")]
-pub struct LimitsError {
-    pub profile: String,
-    pub param: String,
-    pub why: String,
-}
-
-impl Limits {
-    /// The limits a variant changes: only numbers the documents leave to the server.
-    pub fn with_variants(mut self, variants: &Variants) -> Limits {
-        if variants.has(Variant::LargerThrottleBuckets) {
-            let t = &mut self.throttle;
-            t.initial_tokens = t.initial_tokens.saturating_mul(3);
-            t.grant_tokens = t.grant_tokens.saturating_mul(2);
-            t.grant_interval_seconds = (t.grant_interval_seconds / 2).max(1);
-        }
-        self
-    }
-
-    /// The numbers the documents leave to the server, by their profile parameter names: the
-    /// control API's capabilities declare them so that checks use these, not the reference's.
-    pub fn server_chosen(&self) -> Map<String, Value> {
-        let t = &self.throttle;
-        let mut out = Map::new();
-        out.insert("throttle_initial_tokens".into(), json!(t.initial_tokens));
-        out.insert("throttle_grant_tokens".into(), json!(t.grant_tokens));
-        out.insert("throttle_grant_interval_seconds".into(), json!(t.grant_interval_seconds));
-        out
-    }
-
-    pub fn from_profile(profile: &Profile) -> Result<Limits, LimitsError> {
-        let get = |param: &str| -> Result<Option<u64>, LimitsError> {
-            match profile.params.get(param) {
-                None => Ok(None),
-                Some(v) => v.value.as_u64().filter(|n| *n > 0).map(Some).ok_or_else(|| LimitsError {
-                    profile: profile.name.clone(),
-                    param: param.into(),
-                    why: "expected a positive integer".into(),
-                }),
-            }
-        };
-        let need = |param: &str| -> Result<u64, LimitsError> {
-            get(param)?.ok_or_else(|| LimitsError {
-                profile: profile.name.clone(),
-                param: param.into(),
-                why: "missing".into(),
-            })
-        };
-        let size = |n: u64| usize::try_from(n).unwrap_or(usize::MAX);
-        Ok(Limits {
-            max_members: size(need("max_members")?),
-            max_stored_messages: size(need("max_stored_messages")?),
-            max_collapse_keys: size(need("max_collapse_keys")?),
-            max_ttl_seconds: need("max_ttl_seconds")?,
-            default_ttl_seconds: need("default_ttl_seconds")?,
-            max_payload_bytes: size(need("max_payload_bytes")?),
-            max_payload_bytes_ios: get("max_payload_bytes_ios")?.map(size),
-            max_senders: size(need("max_senders")?),
-            max_registration_ids: size(need("max_registration_ids")?),
-            max_pending_per_connection: size(need("max_pending_per_connection")?),
-            throttle: Throttle {
-                initial_tokens: need("throttle_initial_tokens")?,
-                grant_tokens: need("throttle_grant_tokens")?,
-                grant_interval_seconds: need("throttle_grant_interval_seconds")?,
-            },
-        })
-    }
-}
+pub use super::limits::{Limits, LimitsError, Throttle};
 
 /// Server credentials of one sender (a project).
 #[derive(Debug, Clone, Serialize)]
@@ -185,6 +89,8 @@ pub struct Message {
     pub restricted_package_name: Option<String>,
     /// XMPP only: the app server's message id, to report delivery with a receipt.
     pub receipt_for: Option<String>,
+    /// Sent over XMPP (the faults that break one transport only look at it).
+    pub xmpp: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -329,7 +235,7 @@ impl Model {
         let now_of = |s: &str| base + offsets.get(s).copied().unwrap_or(0);
         let mut pumped = Vec::new();
         for (id, inst) in self.instances.iter_mut().filter(|(_, i)| !i.settled()) {
-            inst.pump(&now_of, &self.limits, &self.faults);
+            inst.pump(&now_of, &self.limits, &self.faults, &self.variants);
             pumped.push(id.clone());
         }
         for id in pumped {
@@ -343,7 +249,7 @@ impl Model {
         let offsets = &self.offsets;
         let now_of = |s: &str| base + offsets.get(s).copied().unwrap_or(0);
         if let Some(inst) = self.instances.get_mut(&id) {
-            inst.pump(&now_of, &self.limits, &self.faults);
+            inst.pump(&now_of, &self.limits, &self.faults, &self.variants);
         }
         self.collect_receipts(Some(&id));
     }
@@ -495,7 +401,7 @@ impl Model {
         if new.senders.is_empty() {
             return Err("an app instance needs at least one sender id".into());
         }
-        if new.senders.len() > self.limits.max_senders {
+        if new.senders.len() > self.limits.max_senders && !self.fault(Fault::MultipleSendersNoLimit) {
             return Err(format!(
                 "at most {} sender ids per registration, got {}",
                 self.limits.max_senders,
@@ -514,9 +420,21 @@ impl Model {
         format!("{}:APA91b{}", self.random_text(8), self.random_text(48))
     }
 
-    /// Invalidates a registration: later deliveries to it fail with `NotRegistered`.
+    /// Invalidates a registration: later deliveries to it fail with `NotRegistered` (in the
+    /// delayed-unregistration variant, once half the propagation window has passed).
     pub fn unregister(&mut self, registration_id: &str) -> bool {
-        self.instance_mut(registration_id).map(|i| i.registered = false).is_some()
+        let delayed = self.variant(Variant::DelayedUnregistration);
+        let delay_ms = self.limits.unregistration_propagation_seconds.saturating_mul(1000) / 2;
+        let id = self.resolve(registration_id).to_string();
+        let Some(senders) = self.instances.get(&id).map(|i| i.senders.clone()) else { return false };
+        let at: Vec<(String, u64)> = senders.iter().map(|s| (s.clone(), self.now_ms(s) + delay_ms)).collect();
+        let inst = self.instances.get_mut(&id).expect("looked up above");
+        if delayed {
+            inst.invalid_from = Some(at);
+        } else {
+            inst.registered = false;
+        }
+        true
     }
 
     /// The app is uninstalled; the server finds out on its next delivery attempt.
@@ -528,6 +446,9 @@ impl Model {
     /// which keeps working but answers with the new one as its canonical id.
     pub fn reregister(&mut self, registration_id: &str) -> Option<String> {
         let current = self.resolve(registration_id).to_string();
+        if self.variant(Variant::SameIdOnReregister) {
+            return self.instances.contains_key(&current).then_some(current);
+        }
         let instance = self.instances.remove(&current)?;
         let new = self.new_registration_id();
         self.instances.insert(new.clone(), instance);
@@ -795,11 +716,14 @@ impl Model {
     }
 
     /// Checks the message itself and returns its time to live in seconds.
-    fn check_message(&self, message: &Message) -> Result<u64, &'static str> {
+    fn check_message(&self, message: &Message, group: bool) -> Result<u64, &'static str> {
+        let unchecked = self.fault(Fault::TtlRange)
+            || (group && self.fault(Fault::TtlRangeGroup))
+            || (message.xmpp && self.fault(Fault::TtlRangeXmpp));
         let ttl = match message.time_to_live {
             None if self.fault(Fault::TtlDefault) => 86_400,
             None => self.limits.default_ttl_seconds,
-            Some(t) if self.fault(Fault::TtlRange) => t.clamp(0, i64::MAX) as u64,
+            Some(t) if unchecked => t.clamp(0, i64::MAX) as u64,
             Some(t) => u64::try_from(t).ok().filter(|t| *t <= self.limits.max_ttl_seconds).ok_or("InvalidTtl")?,
         };
         if let Some(Value::Object(data)) = &message.data
@@ -828,6 +752,10 @@ impl Model {
         let canonical = (current != registration_id && !self.fault(Fault::CanonicalId)).then(|| current.clone());
         let ios_limit = self.limits.max_payload_bytes_ios;
         let faults = self.faults.clone();
+        let now = self.now_ms(sender);
+        if let Some(instance) = self.instances.get_mut(&current) {
+            instance.settle_registration(sender, now);
+        }
         let Some(instance) = self.instances.get(&current) else { return Err("InvalidRegistration") };
         let senders = if faults.has(Fault::MultipleSenders) { &instance.senders[..1] } else { &instance.senders[..] };
         if !senders.iter().any(|s| s == sender) {
@@ -849,13 +777,21 @@ impl Model {
         {
             return Err("MessageTooBig");
         }
-        if instance.connectivity == Connectivity::Offline && faults.has(Fault::Accepted) {
+        let group = queued.notification_key.is_some();
+        let refuses_offline = match (group, message.xmpp) {
+            (true, _) => faults.has(Fault::AcceptedGroup),
+            (false, true) => faults.has(Fault::AcceptedXmpp),
+            (false, false) => faults.has(Fault::Accepted),
+        };
+        if instance.connectivity == Connectivity::Offline && refuses_offline {
             return Err("Unavailable");
         }
+        let stores_ttl_zero =
+            (group && faults.has(Fault::TtlZeroGroup)) || (message.xmpp && faults.has(Fault::TtlZeroXmpp));
+        let ttl = if ttl == 0 && stores_ttl_zero { self.limits.default_ttl_seconds } else { ttl };
         if message.dry_run && !faults.has(Fault::DryRun) {
             return Ok(canonical);
         }
-        let now = self.now_ms(sender);
         let q = Queued {
             message: queued,
             sender: sender.to_string(),
@@ -866,8 +802,17 @@ impl Model {
             receipt: message.receipt_for.clone(),
         };
         let limits = self.limits.clone();
+        let base = self.clock.now_ms();
+        let offsets = &self.offsets;
+        let now_of = |s: &str| base + offsets.get(s).copied().unwrap_or(0);
+        let collapse_key = q.message.collapse_key.clone();
         let instance = self.instances.get_mut(&current).expect("looked up above");
-        instance.offer(q, now, &limits, &faults);
+        instance.offer(q, &now_of, &limits, &faults, &self.variants);
+        if let Some(key) = collapse_key.filter(|_| faults.has(Fault::CollapseAcrossRegistrations)) {
+            for (_, other) in self.instances.iter_mut().filter(|(id, _)| **id != current) {
+                other.pending.retain(|p| !(p.sender == sender && p.message.collapse_key.as_deref() == Some(&key)));
+            }
+        }
         if !faults.has(Fault::ConnectedNow) {
             self.pump(&current);
         }
@@ -888,11 +833,16 @@ impl Model {
     }
 
     pub fn send(&mut self, sender: &str, target: Target, message: Message) -> SendOutcome {
+        let foreign = self.fault(Fault::MultipleSendersForeignKey);
         let group = match &target {
-            Target::To(to) => self.groups.get(to).filter(|g| g.sender == sender).map(|g| g.members.clone()),
+            Target::To(to) => self
+                .groups
+                .get(to)
+                .filter(|g| g.sender == sender || foreign)
+                .map(|g| (g.members.clone(), g.sender.clone())),
             Target::RegistrationIds(_) | Target::Missing => None,
         };
-        let ttl = match self.check_message(&message) {
+        let ttl = match self.check_message(&message, group.is_some()) {
             Ok(ttl) => ttl,
             Err(error) => {
                 let targets = match &target {
@@ -902,7 +852,9 @@ impl Model {
                 return SendOutcome::Invalid { error, group: group.is_some(), targets };
             }
         };
-        if let (Some(members), Target::To(key)) = (group, &target) {
+        if let (Some((members, owner)), Target::To(key)) = (group, &target) {
+            // Under the foreign-key fault, another sender's key acts for its owner.
+            let sender = owner.as_str();
             let message_id = self.message_id(sender);
             let mut success = 0;
             let mut failed = Vec::new();
@@ -985,7 +937,7 @@ impl Model {
         }
         let (sender, members) = (group.sender.clone(), group.members.clone());
         let message = Message { data, ..Message::default() };
-        let ttl = self.check_message(&message).map_err(str::to_string)?;
+        let ttl = self.check_message(&message, true).map_err(str::to_string)?;
         let message_id = self.message_id(&sender);
         let mut reached = 0;
         let echo = self.fault(Fault::UpstreamFanOut);
@@ -1139,6 +1091,7 @@ mod tests {
             max_senders: 3,
             max_registration_ids: 10,
             max_pending_per_connection: 5,
+            unregistration_propagation_seconds: 300,
             throttle: Throttle { initial_tokens: 3, grant_tokens: 1, grant_interval_seconds: 60 },
         };
         Model::new(limits, Box::new(VirtualClock::new()), 7, Faults::new(faults.iter().copied()))

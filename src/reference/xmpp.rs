@@ -334,6 +334,7 @@ fn message(model: &mut Model, session: &mut Session, stanza: &Element) -> String
             return reply(stanza, &nack(&to, &message_id, "INVALID_JSON", &why));
         }
     };
+    message.xmpp = true;
     if body.get("delivery_receipt_requested") == Some(&Value::Bool(true)) {
         message.receipt_for = message_id.as_str().map(str::to_string);
     }

@@ -305,14 +305,37 @@ impl Control<'_> {
         platform: Option<&Value>,
         package: Option<&Value>,
     ) -> Result<String, ControlError> {
+        let resp = self.call("POST", "instances", Some(Self::instance(sender_ids, account, platform, package)))?;
+        Self::field(&resp, "registration_id", "instances")
+    }
+
+    /// A registration that may be refused (a step that expects it): the exchange as it was.
+    pub fn try_register(
+        &self,
+        sender_ids: &[String],
+        account: Option<&Value>,
+        platform: Option<&Value>,
+        package: Option<&Value>,
+    ) -> Result<(HttpRequest, HttpResponse), ControlError> {
+        let req = HttpRequest::new("POST", &format!("{}instances", control::PREFIX))
+            .with_json(&Self::instance(sender_ids, account, platform, package));
+        let resp = self.target.exchange(&req)?;
+        Ok((req, resp))
+    }
+
+    fn instance(
+        sender_ids: &[String],
+        account: Option<&Value>,
+        platform: Option<&Value>,
+        package: Option<&Value>,
+    ) -> Value {
         let mut body = json!({ "sender_ids": sender_ids });
         for (k, v) in [("account", account), ("platform", platform), ("package", package)] {
             if let Some(v) = v {
                 body[k] = v.clone();
             }
         }
-        let resp = self.call("POST", "instances", Some(body))?;
-        Self::field(&resp, "registration_id", "instances")
+        body
     }
 
     pub fn unregister(&self, registration_id: &str) -> Result<(), ControlError> {
