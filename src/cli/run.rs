@@ -27,7 +27,8 @@ pub(crate) struct RunArgs {
     /// Cases per property (overrides the specs).
     #[arg(long)]
     cases: Option<u32>,
-    /// Compare normalized responses with the snapshots in DIR (default for the in-process reference: ./snapshots).
+    /// Compare normalized responses with the snapshots in DIR, a profile other than fcm's in
+    /// DIR/PROFILE (default for the in-process reference: ./snapshots).
     #[arg(long, value_name = "DIR")]
     snapshots: Option<PathBuf>,
     /// Do not compare snapshots.

@@ -68,6 +68,8 @@ pub struct Case {
     pub name: String,
     pub rule_id: String,
     pub level: Level,
+    /// A property that generates from the seed (its verdict on a fault may depend on it).
+    pub seeded: bool,
     pub run: Result<CaseFn, String>,
 }
 
@@ -132,10 +134,15 @@ pub fn cases(
                         Ok(f)
                     }
                 };
+                let seeded = match &check.kind {
+                    CheckKind::Property { property, .. } => property::find(property).is_some_and(|p| p.seeded),
+                    CheckKind::Scenario(_) => false,
+                };
                 out.push(Case {
                     name: format!("{}::{}{}", rule.id, check.name, transport_suffix(transport)),
                     rule_id: rule.id.clone(),
                     level: rule.level,
+                    seeded,
                     run,
                 });
             }
@@ -254,11 +261,14 @@ pub fn execute(plan: &Plan, x: &Execution<'_>) -> CheckRun {
             evidence.matched = std::mem::take(&mut transcript.matched);
             evidence.observed = transcript.observed;
             result.and_then(|()| match (&x.options.snapshots, &x.snapshot) {
-                (Some(dir), Some((name, description))) => snapshot::compare(dir, name, description, &transcript.text)
-                    .map_err(|(message, diff)| {
-                        evidence.snapshot_diff = diff;
-                        message
-                    }),
+                (Some(root), Some((name, description))) => {
+                    let dir = snapshot::profile_dir(root, &x.options.profile);
+                    snapshot::compare(&dir, name, description, &transcript.text)
+                }
+                .map_err(|(message, diff)| {
+                    evidence.snapshot_diff = diff;
+                    message
+                }),
                 _ => Ok(()),
             })
         }
@@ -379,6 +389,8 @@ pub struct SelftestReport {
 pub struct FaultVerdict {
     pub fault: Fault,
     pub caught_by: Vec<String>,
+    /// Caught only by properties that generate from the seed: another seed might miss it.
+    pub only_by_chance: bool,
 }
 
 #[derive(Debug)]
@@ -388,8 +400,9 @@ pub struct VariantVerdict {
 }
 
 impl SelftestReport {
+    /// Faults caught by a check that does not depend on the seed.
     pub fn caught(&self) -> usize {
-        self.faults.iter().filter(|f| !f.caught_by.is_empty()).count()
+        self.faults.iter().filter(|f| !f.caught_by.is_empty() && !f.only_by_chance).count()
     }
     pub fn variants_passed(&self) -> usize {
         self.variants.iter().filter(|v| v.failures.is_empty()).count()
@@ -458,10 +471,15 @@ pub fn selftest(
             .filter(|c| c.rule_id == fault.rule_id())
             .collect();
         let caught_by: Vec<String> = failures(&cases).into_iter().map(|(name, _)| name).collect();
-        let verdict =
-            if caught_by.is_empty() { "NOT CAUGHT".to_string() } else { format!("caught by {}", caught_by.join(", ")) };
+        let seeded = |name: &String| cases.iter().find(|c| &c.name == name).is_some_and(|c| c.seeded);
+        let only_by_chance = !caught_by.is_empty() && caught_by.iter().all(seeded);
+        let verdict = match (caught_by.is_empty(), only_by_chance) {
+            (true, _) => "NOT CAUGHT".to_string(),
+            (false, true) => format!("caught only by chance (a seeded property): {}", caught_by.join(", ")),
+            (false, false) => format!("caught by {}", caught_by.join(", ")),
+        };
         progress(&format!("fault {:<48} ({}): {verdict}", fault.name(), fault.description()));
-        report.faults.push(FaultVerdict { fault, caught_by });
+        report.faults.push(FaultVerdict { fault, caught_by, only_by_chance });
     }
     for &variant in Variant::ALL {
         let failures = failures(&bind(Faults::default(), Variants::new([variant])));

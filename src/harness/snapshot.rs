@@ -124,6 +124,12 @@ impl Redactor {
 /// Compares `text` with the committed snapshot `name` in `dir`, through insta, so the usual
 /// `cargo insta review` workflow applies. Returns the mismatch as an error message and, when
 /// there was a committed snapshot, a unified diff (committed, then this run).
+/// Where a profile's snapshots are: the default profile's in the root, another's in a
+/// folder of its own (its numbers differ: `snapshots/gcm-2013/`).
+pub fn profile_dir(root: &Path, profile: &str) -> std::path::PathBuf {
+    if profile == crate::bundled::DEFAULT_PROFILE { root.to_path_buf() } else { root.join(profile) }
+}
+
 pub fn compare(dir: &Path, name: &str, description: &str, text: &str) -> Result<(), (String, Option<String>)> {
     // insta resolves a relative snapshot path against this source file's folder, not the
     // working directory the user named it from.

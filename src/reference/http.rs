@@ -207,11 +207,18 @@ fn group_lookup(model: &mut Model, req: &HttpRequest) -> HttpResponse {
 
 fn client_group_operation(model: &mut Model, req: &HttpRequest) -> HttpResponse {
     let parsed = (|| {
-        let project_id = req
-            .header("project_id")
-            .map(|p| p.trim().to_string())
-            .ok_or_else(|| HttpResponse::error(400, "missing project_id header: expected the sender id"))?;
         let body = json_object(req)?;
+        let token_project = || {
+            let token = body.get("id_token").and_then(Value::as_str)?;
+            model.project_of_id_token(token)
+        };
+        let project_id = match req.header("project_id").map(|p| p.trim().to_string()) {
+            Some(p) => p,
+            None if model.faults().has(Fault::ClientRequired) && token_project().is_some() => {
+                token_project().unwrap_or_default()
+            }
+            None => return Err(HttpResponse::error(400, "missing project_id header: expected the sender id")),
+        };
         let operation = string_field(&body, "operation", true)?.unwrap_or_default();
         let op = match operation.as_str() {
             "add" => ClientOp::Add,
@@ -231,10 +238,19 @@ fn client_group_operation(model: &mut Model, req: &HttpRequest) -> HttpResponse 
                 ));
             }
         };
-        let name = string_field(&body, "notification_key_name", true)?.unwrap_or_default();
         let id_token = string_field(&body, "id_token", false)?;
-        let ids = registration_ids(&body)?;
-        let several_allowed = model.faults().has(Fault::ClientSingleId) && !ids.is_empty();
+        let name = match string_field(&body, "notification_key_name", !model.faults().has(Fault::ClientRequiredName))? {
+            Some(name) => name,
+            None => id_token.as_deref().and_then(|t| model.account_of_id_token(t)).unwrap_or_default(),
+        };
+        let mut ids = registration_ids(&body)?;
+        let faults = model.faults();
+        let several_allowed = !ids.is_empty()
+            && (faults.has(Fault::ClientSingleId)
+                || (faults.has(Fault::ClientSingleIdRemove) && op == ClientOp::Remove));
+        if faults.has(Fault::ClientSingleIdFirstOnly) {
+            ids.truncate(1);
+        }
         if ids.len() != 1 && !several_allowed {
             return Err(HttpResponse::error(
                 400,

@@ -491,6 +491,15 @@ impl Model {
         Some(token)
     }
 
+    /// The project an id_token was minted for (the fault that trusts it needs this).
+    pub fn project_of_id_token(&self, token: &str) -> Option<String> {
+        self.id_tokens.get(token).map(|t| t.sender.clone())
+    }
+
+    pub fn account_of_id_token(&self, token: &str) -> Option<String> {
+        self.id_tokens.get(token).map(|t| t.account.clone())
+    }
+
     // ---- authentication --------------------------------------------------------------
 
     /// The sender a server key belongs to.
@@ -534,10 +543,21 @@ impl Model {
 
     // ---- device groups ---------------------------------------------------------------
 
-    fn mint_key(&mut self) -> String {
+    fn mint_key(&mut self, sender: &str) -> String {
         self.minted_keys += 1;
+        if self.fault(Fault::KeyUnique) {
+            return format!("APA91b-{sender}-group");
+        }
         if self.fault(Fault::KeyUnguessable) {
             return format!("APA91b{:043}", self.minted_keys);
+        }
+        if self.variant(Variant::UuidKeys) {
+            let mut b = [0u8; 16];
+            self.rng.fill_bytes(&mut b);
+            b[6] = (b[6] & 0x0f) | 0x40;
+            b[8] = (b[8] & 0x3f) | 0x80;
+            let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
+            return format!("{}-{}-{}-{}-{}", &hex[0..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..32]);
         }
         format!("APA91b{}", self.random_text(64))
     }
@@ -578,12 +598,24 @@ impl Model {
                     return Ok(key);
                 }
                 self.add_members(sender, &key, &ids, false)?;
+                if self.fault(Fault::AddMembersOtherKey) {
+                    return Ok(self.mint_key(sender));
+                }
+                if self.fault(Fault::AddMembersNameAsKey) {
+                    return Ok(self.groups[&key].name.clone());
+                }
                 Ok(key)
             }
             GroupOp::Remove { key, name, ids } => {
                 self.check_key(sender, &key, name.as_deref())?;
-                if !self.fault(Fault::RemoveMembers) {
+                if self.fault(Fault::RemoveMembersAll) {
+                    let everyone = self.groups[&key].members.clone();
+                    self.remove_members(&key, &everyone);
+                } else if !self.fault(Fault::RemoveMembers) {
                     self.remove_members(&key, &ids);
+                }
+                if self.fault(Fault::RemoveMembersOtherKey) {
+                    return Ok(self.mint_key(sender));
                 }
                 Ok(key)
             }
@@ -610,7 +642,11 @@ impl Model {
         if members.len() > self.cap() {
             return Err(GroupError::TooManyMembers { max: self.limits.max_members });
         }
-        let key = self.mint_key();
+        let key = self.mint_key(sender);
+        if let Some(taken) = self.groups.remove(&key) {
+            // Only under the fault that mints one key per sender: the new group takes it.
+            self.group_names.remove(&(taken.sender, taken.name));
+        }
         self.group_names.insert((sender.to_string(), name.clone()), key.clone());
         self.groups.insert(key.clone(), Group { sender: sender.to_string(), name, members, owner });
         Ok(key)
@@ -726,9 +762,11 @@ impl Model {
             Some(t) if unchecked => t.clamp(0, i64::MAX) as u64,
             Some(t) => u64::try_from(t).ok().filter(|t| *t <= self.limits.max_ttl_seconds).ok_or("InvalidTtl")?,
         };
+        let reserved =
+            |k: &str| is_reserved_data_key(k) && !(k == "message_type" && self.fault(Fault::ReservedMessageType));
         if let Some(Value::Object(data)) = &message.data
             && !self.fault(Fault::ReservedDataKeys)
-            && data.keys().any(|k| is_reserved_data_key(k))
+            && data.keys().any(|k| reserved(k))
         {
             return Err("InvalidDataKey");
         }
@@ -852,6 +890,14 @@ impl Model {
                 return SendOutcome::Invalid { error, group: group.is_some(), targets };
             }
         };
+        if let Some((members, _)) = &group
+            && self.variant(Variant::IosPayloadRefusesSend)
+            && let Some(limit) = self.limits.max_payload_bytes_ios
+            && payload_bytes(&message) > limit
+            && members.iter().any(|m| self.instances.get(self.resolve(m)).is_some_and(|i| i.platform == Platform::Ios))
+        {
+            return SendOutcome::Invalid { error: "MessageTooBig", group: true, targets: 1 };
+        }
         if let (Some((members, owner)), Target::To(key)) = (group, &target) {
             // Under the foreign-key fault, another sender's key acts for its owner.
             let sender = owner.as_str();

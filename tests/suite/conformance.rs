@@ -44,11 +44,43 @@ pub fn trials(runtime: &tokio::runtime::Runtime) -> Vec<Trial> {
         harness::cases(&catalog, tls_target, caps, &options).into_iter().filter(|c| c.name.contains("xmpp")).collect();
     trials.extend(harness::trials(xmpp_only, "xmpp-tls"));
 
-    // The 2013 page's cap of 10: same rules, other numbers (so no shared snapshots).
+    // The 2013 page's cap of 10: same rules, other numbers (snapshots in snapshots/gcm-2013/).
     let catalog = gcmspec::bundled::catalog().expect("bundled specs load");
     let config = Config::from_profile(&catalog.profiles["gcm-2013"]).expect("gcm-2013 profile");
-    trials.extend(bind(Arc::new(InProcess::new(Reference::new(config))), "gcm-2013", None, "gcm-2013"));
+    trials.extend(bind(Arc::new(InProcess::new(Reference::new(config))), "gcm-2013", Some(snapshots()), "gcm-2013"));
+    trials.push(crate::trial("snapshots::one-per-scenario-check-and-profile", every_snapshot_has_a_check));
     trials
+}
+
+/// Every committed snapshot belongs to a scenario check of its profile (a renamed or removed
+/// check leaves none behind), and every scenario check of every profile has one.
+fn every_snapshot_has_a_check() -> Result<(), String> {
+    let catalog = Arc::new(gcmspec::bundled::catalog().map_err(|e| e.to_string())?);
+    let mut problems = Vec::new();
+    for profile in catalog.profiles.keys() {
+        let mut expected = std::collections::BTreeSet::new();
+        for rule in catalog.rules.iter().filter(|r| r.profiles.contains(profile)) {
+            for check in rule.checks.iter().filter(|c| matches!(c.kind, gcmspec::spec::CheckKind::Scenario(_))) {
+                for transport in &check.transports {
+                    let suffix = if transport == "http" { String::new() } else { format!("@{transport}") };
+                    expected.insert(format!("{}__{}{suffix}", rule.id, check.name));
+                }
+            }
+        }
+        let dir = gcmspec::harness::snapshot::profile_dir(&snapshots(), profile);
+        let found: std::collections::BTreeSet<String> = std::fs::read_dir(&dir)
+            .map_err(|e| format!("{}: {e}", dir.display()))?
+            .flatten()
+            .filter_map(|e| e.file_name().to_str().and_then(|n| n.strip_suffix(".snap")).map(str::to_string))
+            .collect();
+        for orphan in found.difference(&expected) {
+            problems.push(format!("{}/{orphan}.snap belongs to no check of profile {profile}", dir.display()));
+        }
+        for missing in expected.difference(&found) {
+            problems.push(format!("no snapshot {}/{missing}.snap for profile {profile}", dir.display()));
+        }
+    }
+    if problems.is_empty() { Ok(()) } else { Err(problems.join("\n")) }
 }
 
 /// The reference, answering as real servers were seen to (`../shared/protocol-notes.md`): a
