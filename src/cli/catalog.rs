@@ -27,9 +27,12 @@ pub(crate) struct SelftestArgs {
 pub(crate) struct RulesArgs {
     #[command(flatten)]
     spec: SpecArgs,
-    /// Print the catalogue as JSON.
+    /// Print the catalogue as JSON (schema gcmspec-rules/1).
     #[arg(long)]
     json: bool,
+    /// The profile whose values the rules show (default: fcm).
+    #[arg(long)]
+    profile: Option<String>,
 }
 
 pub(crate) fn selftest(args: SelftestArgs) -> anyhow::Result<ExitCode> {
@@ -69,22 +72,24 @@ pub(crate) fn lint(args: SpecArgs) -> anyhow::Result<ExitCode> {
 
 pub(crate) fn rules(args: RulesArgs) -> anyhow::Result<ExitCode> {
     let catalog = load(&args.spec)?;
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&catalog.rules)?);
-        return Ok(ExitCode::SUCCESS);
-    }
-    for r in &catalog.rules {
-        println!("{} [{}] {}", r.id, r.level, r.title);
-        for s in &r.sources {
-            println!("    {} / {}: \"{}\"", s.document, s.section, s.quote);
-        }
-        let checks: Vec<&str> = r.checks.iter().map(|c| c.name.as_str()).collect();
-        println!(
-            "    profiles: {}; needs: {}; checks: {}",
-            r.profiles.join(", "),
-            if r.needs.is_empty() { "-".into() } else { r.needs.join(", ") },
-            checks.join(", ")
+    let profile = args.profile.clone().unwrap_or_else(|| gcmspec::bundled::DEFAULT_PROFILE.into());
+    if !catalog.profiles.contains_key(&profile) {
+        anyhow::bail!(
+            "unknown profile `{profile}` (known: {})",
+            catalog.profiles.keys().cloned().collect::<Vec<_>>().join(", ")
         );
     }
+    let view = harness::rules::view(&catalog, &profile);
+    let text = if args.json { serde_json::to_string_pretty(&view)? + "\n" } else { harness::rules::render_text(&view) };
+    print_all(&text)?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Writes to stdout; a reader that stopped early (`| head`) is not an error.
+fn print_all(text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    match std::io::stdout().lock().write_all(text.as_bytes()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => other,
+    }
 }

@@ -18,6 +18,7 @@ pub mod html;
 pub mod property;
 pub mod replay;
 pub mod report;
+pub mod rules;
 pub mod scenario;
 pub mod snapshot;
 
@@ -205,7 +206,7 @@ pub fn needs_of(check: &crate::spec::Check, transport: &str) -> Vec<String> {
 
 /// Trials and snapshots of a check over a transport other than HTTP carry its name:
 /// `rule::check@xmpp`.
-fn transport_suffix(transport: &str) -> String {
+pub(crate) fn transport_suffix(transport: &str) -> String {
     if transport == "http" { String::new() } else { format!("@{transport}") }
 }
 

@@ -164,6 +164,38 @@ pub fn trials() -> Vec<Trial> {
         }),
         trial("cli::run-with-no-trial-exits-2", || expect(&["run", "no-rule-is-called-this"], 2, &["no trial ran"])),
         trial("cli::lint-passes", || expect(&["lint"], 0, &["ok: "])),
+        trial("cli::rules-tell-titles-readings-values-and-needs", || {
+            let member_cap = |profile: &str| -> Result<serde_json::Value, String> {
+                let (code, out) = gcmspec(&["rules", "--json", "--profile", profile])?;
+                let json: serde_json::Value = serde_json::from_str(&out).map_err(|e| format!("{e}: {out}"))?;
+                if code != 0 || json["schema"] != "gcmspec-rules/1" {
+                    return Err(format!("exit {code}, schema {}", json["schema"]));
+                }
+                let rules = json["rules"].as_array().cloned().unwrap_or_default();
+                rules.into_iter().find(|r| r["id"] == "group.member-cap").ok_or("no group.member-cap".into())
+            };
+            let fcm = member_cap("fcm")?;
+            let old = member_cap("gcm-2013")?;
+            if fcm["params"]["max_members"]["value"] != 20 || old["params"]["max_members"]["value"] != 10 {
+                return Err(format!("max_members: fcm {}, gcm-2013 {}", fcm["params"], old["params"]));
+            }
+            if fcm["sources"][0]["title"] != "GCM User Notifications (notification keys), HTML source"
+                || !fcm["reading"].as_str().is_some_and(|r| r.contains("4xx"))
+            {
+                return Err(format!("sources or reading: {fcm}"));
+            }
+            // Needs per trial: the XMPP run needs xmpp, a property what the property uses.
+            expect(
+                &["rules"],
+                0,
+                &[
+                    "check send.group.success::every-member@xmpp (scenario; needs instances, xmpp)",
+                    "check xmpp.upstream.at-least-once::random-interleavings (property ccs-upstream, random from the seed; needs instances, upstream, xmpp)",
+                    "throttle_initial_tokens = 20 (the server's to declare)",
+                    "000_63227b9e89e6b167.txt: GCM User Notifications (notification keys), HTML source",
+                ],
+            )
+        }),
         trial("cli::should-failures-fail-only-with-strict", || {
             let fault = ["run", "--no-snapshots", "--fault", "group.remove.last-deletes"];
             expect(&fault, 0, &["1 SHOULD, which fail only with --strict"])?;
