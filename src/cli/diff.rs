@@ -79,10 +79,12 @@ pub(crate) fn diff(args: DiffArgs) -> anyhow::Result<ExitCode> {
             d.differing.len(),
             d.reference_exchanges,
             d.target_exchanges,
-            if d.differing.is_empty() { "" } else { "; the first:" }
+            if d.differing.is_empty() { "" } else { ":" }
         );
-        for line in d.first.lines() {
-            println!("    {line}");
+        for diff in &d.diffs {
+            for line in diff.lines() {
+                println!("    {line}");
+            }
         }
     }
     if let Some(path) = &args.json {

@@ -56,6 +56,8 @@ pub struct CheckDiff {
     pub differing: Vec<Differing>,
     /// A unified diff of the first differing exchange: reference, then target.
     pub first: String,
+    /// A unified diff of every differing exchange, in the order of `differing`.
+    pub diffs: Vec<String>,
 }
 
 /// Runs every check of `options.profile` whose needs the target meets (and `select` keeps) on
@@ -199,17 +201,21 @@ fn compare_check(
     if differing.is_empty() && reference_outcome == target_outcome {
         return None;
     }
-    let first = differing.first().map_or_else(String::new, |d| {
-        let nothing = "(no such exchange)\n".to_string();
-        let pick = |side: &[String], at: Option<usize>| at.and_then(|n| side.get(n - 1)).unwrap_or(&nothing).clone();
-        let label = |side: &str, at: Option<usize>| at.map_or(format!("{side} (none)"), |n| format!("{side} #{n}"));
-        let (a, b) = (pick(&ours, d.reference), pick(&theirs, d.target));
-        similar::TextDiff::from_lines(&a, &b)
-            .unified_diff()
-            .context_radius(4)
-            .header(&label("reference", d.reference), &label("target", d.target))
-            .to_string()
-    });
+    let nothing = "(no such exchange)\n".to_string();
+    let pick = |side: &[String], at: Option<usize>| at.and_then(|n| side.get(n - 1)).unwrap_or(&nothing).clone();
+    let label = |side: &str, at: Option<usize>| at.map_or(format!("{side} (none)"), |n| format!("{side} #{n}"));
+    let diffs: Vec<String> = differing
+        .iter()
+        .map(|d| {
+            let (a, b) = (pick(&ours, d.reference), pick(&theirs, d.target));
+            similar::TextDiff::from_lines(&a, &b)
+                .unified_diff()
+                .context_radius(4)
+                .header(&label("reference", d.reference), &label("target", d.target))
+                .to_string()
+        })
+        .collect();
+    let first = diffs.first().cloned().unwrap_or_default();
     Some(CheckDiff {
         name: name.to_string(),
         reference_outcome,
@@ -218,12 +224,14 @@ fn compare_check(
         target_exchanges: theirs.len(),
         differing,
         first,
+        diffs,
     })
 }
 
-/// Each exchange as normalized text, run-specific values named by where they first appeared.
+/// Each exchange as normalized text, run-specific values named by where they first appeared,
+/// and what servers may word or time differently named too ([`Redactor::for_meaning`]).
 pub fn normalize(exchanges: &[Exchange], caps: &Capabilities) -> Vec<String> {
-    let mut redactor = Redactor::default();
+    let mut redactor = Redactor::for_meaning();
     if let Some(sender) = &caps.static_sender {
         redactor.learn("sender", &sender.to_json());
     }

@@ -32,9 +32,29 @@ pub struct Redactor {
     /// Labels handed out to opaque values first seen in responses.
     seen: BTreeMap<String, String>,
     counters: BTreeMap<String, usize>,
+    /// Compare what the protocol means, not how it is worded: differential runs set this.
+    meaning: bool,
+}
+
+/// Fields whose values are clock readings: they differ with the moment a run was made.
+const CLOCK_FIELDS: &[&str] = &["now_ms", "message_sent_timestamp"];
+
+/// Fields whose values are prose for a person, whose wording no document fixes.
+const PROSE_FIELDS: &[&str] = &["error_description"];
+
+/// An error code (`InvalidRegistration`, `BAD_ACK`) rather than a sentence.
+fn is_code(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 40 && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
 impl Redactor {
+    /// A redactor for differential runs: on top of naming run-specific values, it names what
+    /// servers may legitimately word or time differently (an error's text, clock readings,
+    /// the parameters of a media type) so that only differences of meaning remain.
+    pub fn for_meaning() -> Redactor {
+        Redactor { meaning: true, ..Redactor::default() }
+    }
+
     /// Remembers every string in a variable's value under a label derived from its name.
     pub fn learn(&mut self, label: &str, value: &Value) {
         match value {
@@ -73,6 +93,15 @@ impl Redactor {
 
     pub fn value(&mut self, v: &Value, field: Option<&str>) -> Value {
         let opaque = field.filter(|f| OPAQUE_FIELDS.contains(f));
+        if self.meaning && field.is_some_and(|f| CLOCK_FIELDS.contains(&f)) {
+            return Value::String("<clock>".into());
+        }
+        if self.meaning
+            && let Value::String(s) = v
+            && (field.is_some_and(|f| PROSE_FIELDS.contains(&f)) || (field == Some("error") && !is_code(s)))
+        {
+            return Value::String("<text that says why>".into());
+        }
         match v {
             Value::String(s) => match opaque {
                 Some(f) => Value::String(self.label_opaque(f, s)),
@@ -94,6 +123,7 @@ impl Redactor {
         }
         match serde_json::from_slice::<Value>(body) {
             Ok(v) => serde_json::to_string_pretty(&self.value(&v, None)).unwrap_or_default(),
+            Err(_) if self.meaning => "(not JSON) <text>".into(),
             Err(_) => format!("(not JSON) {}", self.text(&String::from_utf8_lossy(body))),
         }
     }
@@ -102,6 +132,9 @@ impl Redactor {
     pub fn exchange(&mut self, title: &str, req: &HttpRequest, resp: &HttpResponse) -> String {
         let mut out = format!("## {title}\n{} {}\n", req.method, self.text(&req.path_and_query()));
         let mut headers = req.headers.clone();
+        if self.meaning {
+            headers.iter_mut().for_each(|(k, _)| *k = k.to_ascii_lowercase());
+        }
         headers.sort();
         for (k, v) in headers {
             out.push_str(&format!("{k}: {}\n", self.text(&v)));
@@ -116,6 +149,9 @@ impl Redactor {
             return out;
         }
         let content_type = resp.header("content-type").unwrap_or("-");
+        // `application/json; charset=UTF-8` and `Application/JSON` mean `application/json`.
+        let media_type = content_type.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
+        let content_type = if self.meaning { media_type.as_str() } else { content_type };
         out.push_str(&format!("\n-> {} {content_type}\n{}\n", resp.status, self.body(&resp.body)));
         out
     }

@@ -157,5 +157,72 @@ fn observed_answers_are_graded() -> Result<(), String> {
 }
 
 pub fn grading_trials() -> Vec<Trial> {
-    vec![crate::trial("grading::observed-answers-pass-but-not-under-strict", observed_answers_are_graded)]
+    vec![
+        crate::trial("grading::observed-answers-pass-but-not-under-strict", observed_answers_are_graded),
+        crate::trial("diff::wording-charset-and-clocks-are-not-differences", one_bug_one_difference),
+    ]
+}
+
+/// The reference with one bug, answering in its own words: another media-type spelling,
+/// reworded errors, another clock. Only the bug may show in a differential run.
+struct OwnWords(InProcess);
+
+impl Target for OwnWords {
+    fn describe(&self) -> String {
+        "the reference in its own words, with one bug".into()
+    }
+    fn exchange(
+        &self,
+        req: &gcmspec::wire::HttpRequest,
+    ) -> Result<gcmspec::wire::HttpResponse, gcmspec::target::TargetError> {
+        let mut resp = self.0.exchange(req)?;
+        for (k, v) in resp.headers.iter_mut() {
+            if k == "content-type" {
+                *v = v.split(';').next().unwrap_or_default().to_ascii_uppercase();
+            }
+        }
+        if let Some(mut body) = resp.body_json() {
+            if let Some(e) = body.get("error").and_then(|e| e.as_str()).filter(|e| e.contains(' ')) {
+                body["error"] = serde_json::json!(format!("Sorry: {}", e.to_uppercase()));
+            }
+            if let Some(now) = body.get("now_ms").and_then(|n| n.as_u64()) {
+                body["now_ms"] = serde_json::json!(now + 123_456);
+            }
+            resp.body = body.to_string().into_bytes();
+        }
+        Ok(resp)
+    }
+}
+
+fn one_bug_one_difference() -> Result<(), String> {
+    let catalog = gcmspec::bundled::catalog().map_err(|e| e.to_string())?;
+    let mut config = Config::bundled();
+    config.faults = gcmspec::reference::Faults::new(["lifetime.collapse-key.replaces:across-registrations"
+        .parse::<gcmspec::reference::Fault>()
+        .map_err(|e| e.to_string())?]);
+    let target = OwnWords(InProcess::new(Reference::new(config)));
+    let caps = Capabilities::probe(&target).map_err(|e| e.to_string())?;
+    let reference = InProcess::new(Reference::new(Config::bundled()));
+    let reference_caps = Capabilities::probe(&reference).map_err(|e| e.to_string())?;
+    let options = Options { cases: Some(2), ..Options::new("fcm") };
+    // Every HTTP check, and the properties' sampled sequences.
+    let select = |name: &str| !name.contains("@xmpp") && !name.starts_with("xmpp.");
+    let report = harness::diff::run(
+        &catalog,
+        &harness::diff::Side { target: &reference, caps: &reference_caps },
+        &harness::diff::Side { target: &target, caps: &caps },
+        &options,
+        &select,
+        2,
+    );
+    let names: Vec<&str> = report.differences.iter().map(|d| d.name.as_str()).collect();
+    if names != ["lifetime.collapse-key.replaces::per-registration"] {
+        let shown: Vec<String> = report.differences.iter().map(|d| format!("{}:\n{}", d.name, d.first)).collect();
+        return Err(format!("{} of {} checks differ: {names:?}\n{}", names.len(), report.compared, shown.join("\n")));
+    }
+    let d = &report.differences[0];
+    if d.diffs.len() != d.differing.len() || d.diffs.is_empty() {
+        return Err(format!("{} differing exchanges but {} diffs", d.differing.len(), d.diffs.len()));
+    }
+    Ok(())
 }
