@@ -3,6 +3,8 @@
 //! `cargo bench --bench suite` (a release build). Prints figures; asserts nothing about
 //! speed. Snapshots are off so that only the protocol work is timed. The checks without
 //! XMPP are also timed alone: XMPP checks include deliberate 200 ms listens for silence.
+//! Last, runs against a slow server (every HTTP answer 2 ms late; side by side, then one at a
+//! time like a single-threaded server), with the checks that take longest.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -61,4 +63,45 @@ fn main() {
     report("loopback HTTP+XMPP, all", time_suite(target.clone(), false));
     report("loopback HTTP, without XMPP", time_suite(target, true));
     drop(server);
+    slow_server(&runtime, false);
+    slow_server(&runtime, true);
+}
+
+/// One run against a server that answers each request 2 ms late, one at a time: what
+/// dominates is the number of requests on each check's path, not CPU.
+fn slow_server(runtime: &tokio::runtime::Runtime, one_at_a_time: bool) {
+    let latency = Duration::from_millis(2);
+    let config = Config { latency, one_at_a_time, ..Config::bundled() };
+    let server = runtime.block_on(Reference::start_with(config)).expect("bind");
+    let target: Arc<dyn Target> = Arc::new(
+        HttpTarget::new(&server.url(), HttpTarget::DEFAULT_TIMEOUT).expect("url").with_xmpp(server.xmpp_address()),
+    );
+    let catalog = Arc::new(gcmspec::bundled::catalog().expect("bundled specs"));
+    let caps = Arc::new(Capabilities::probe(target.as_ref()).expect("probe"));
+    let options = Arc::new(Options { run_id: "slow".into(), ..Options::new("fcm") });
+    let cases = harness::cases(&catalog, target, caps, &options);
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let start = Instant::now();
+    let timed = harness::parallel_map(&cases, threads, |case| {
+        let t = Instant::now();
+        let ok = case.run.as_ref().map(|f| f().result.is_ok()).unwrap_or(false);
+        (case.name.clone(), t.elapsed(), ok)
+    });
+    let total = start.elapsed();
+    let failed: Vec<&String> = timed.iter().filter(|(_, _, ok)| !ok).map(|(n, _, _)| n).collect();
+    assert!(failed.is_empty(), "checks failed against the slow server: {failed:?}");
+    let sum: Duration = timed.iter().map(|(_, d, _)| *d).sum();
+    println!(
+        "slow server ({} ms a request, {}): {} checks, wall {:.1} s ({threads} threads), sum of checks {:.1} s",
+        latency.as_millis(),
+        if one_at_a_time { "one at a time" } else { "side by side" },
+        timed.len(),
+        total.as_secs_f64(),
+        sum.as_secs_f64()
+    );
+    let mut slowest = timed;
+    slowest.sort_by_key(|(_, d, _)| std::cmp::Reverse(*d));
+    for (name, d, _) in slowest.iter().take(6) {
+        println!("    {:>6.2} s  {name}", d.as_secs_f64());
+    }
 }

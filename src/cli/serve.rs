@@ -45,6 +45,12 @@ pub(crate) struct ServeArgs {
     /// Offer only the public protocol, as a third-party server would.
     #[arg(long)]
     without_control_api: bool,
+    /// Answer every HTTP request this many milliseconds late, to rehearse a slow server.
+    #[arg(long, value_name = "MS", default_value_t = 0)]
+    latency_ms: u64,
+    /// Answer one HTTP request at a time (latency included), like a single-threaded server.
+    #[arg(long)]
+    one_at_a_time: bool,
 }
 
 pub(crate) fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
@@ -53,6 +59,8 @@ pub(crate) fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let mut config = reference_config(&catalog, &profile, &args.faults, &args.variants)?;
     config.seed = args.seed.unwrap_or_else(random_seed);
     config.control_api = !args.without_control_api;
+    config.latency = std::time::Duration::from_millis(args.latency_ms);
+    config.one_at_a_time = args.one_at_a_time;
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async {
         let listener =

@@ -142,11 +142,18 @@ pub fn find(name: &str) -> Option<&'static PropertyDef> {
     PROPERTIES.iter().find(|p| p.name == name)
 }
 
-fn seed_rng(seed: u64) -> TestRng {
+/// The generator of one search worker: worker 0 draws what a single search would.
+fn seed_rng(seed: u64, worker: u64) -> TestRng {
     let mut bytes = [0u8; 32];
     bytes[..8].copy_from_slice(&seed.to_le_bytes());
+    bytes[8..16].copy_from_slice(&worker.to_le_bytes());
     TestRng::from_seed(RngAlgorithm::ChaCha, &bytes)
 }
+
+/// A search runs its cases on this many workers, each with its own stream from the seed:
+/// against a server that answers slowly, cases wait side by side rather than in a row. A
+/// fixed number, so a seed means the same cases on any machine.
+const SEARCH_WORKERS: u32 = 4;
 
 fn exchange(cx: &PropertyCx<'_>, req: HttpRequest) -> Result<(HttpRequest, HttpResponse), String> {
     let resp = cx.target.exchange(&req).map_err(|e| e.to_string())?;
@@ -189,22 +196,41 @@ fn group_membership(cx: &PropertyCx<'_>) -> Result<(), String> {
     );
     run_sequences(cx, vec(op, 1..=max_ops), &header, |ops| {
         let case = counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        run_membership_case(cx, cap, pool, ops, case)
+        // Fresh instances each case: reused ones would soon have used up their throttle
+        // bucket, and the messages they are sent would wait.
+        let mut instances = Pool::register(cx, pool)?;
+        run_membership_case(cx, cap, &mut instances, ops, case)
     })
 }
 
-/// Runs a sequence property as `cx.mode` says: a proptest search (seeded, no persistence
-/// files) that reports the shrunk, minimal failing sequence one step a line and keeps it in
-/// `cx.found`; one given sequence; or a fixed sample.
-fn run_sequences<T: std::fmt::Debug + serde::Serialize + serde::de::DeserializeOwned>(
+/// A sender and the app instances a membership case draws its ids from, with how many
+/// messages each has received so far.
+struct Pool {
+    sender: crate::target::Sender,
+    ids: Vec<String>,
+    received: Vec<usize>,
+}
+
+impl Pool {
+    fn register(cx: &PropertyCx<'_>, size: usize) -> Result<Pool, String> {
+        let control = cx.control();
+        let sender = control.new_sender().map_err(|e| e.to_string())?;
+        let ids: Vec<String> = (0..size)
+            .map(|_| control.register(std::slice::from_ref(&sender.id), None, None, None))
+            .collect::<Result<_, _>>()
+            .map_err(|e| e.to_string())?;
+        Ok(Pool { sender, ids, received: vec![0; size] })
+    }
+}
+
+fn run_sequences<T: std::fmt::Debug + serde::Serialize + serde::de::DeserializeOwned + Send>(
     cx: &PropertyCx<'_>,
-    strategy: impl Strategy<Value = Vec<T>>,
+    strategy: impl Strategy<Value = Vec<T>> + Sync,
     header: &str,
-    case: impl Fn(&[T]) -> Result<(), String>,
+    case: impl Fn(&[T]) -> Result<(), String> + Sync,
 ) -> Result<(), String> {
     // Shrinking stops early by default (4 tries a case); a minimal sequence is worth more.
     let config = Config { cases: cx.cases()?, failure_persistence: None, max_shrink_iters: 1024, ..Config::default() };
-    let mut runner = TestRunner::new_with_rng(config.clone(), seed_rng(cx.seed));
     let show = |steps: &[T]| -> String {
         steps.iter().enumerate().map(|(i, s)| format!("  {}. {s:?}", i + 1)).collect::<Vec<_>>().join("\n")
     };
@@ -215,6 +241,7 @@ fn run_sequences<T: std::fmt::Debug + serde::Serialize + serde::de::DeserializeO
             case(&steps).map_err(|reason| format!("{header}\n{}\n{reason}", show(&steps)))
         }
         Mode::Sample => {
+            let mut runner = TestRunner::new_with_rng(config.clone(), seed_rng(cx.seed, 0));
             for _ in 0..config.cases {
                 let steps = strategy.new_tree(&mut runner).map_err(|e| format!("generating: {e}"))?.current();
                 // Disagreements with the harness's model are not the point here: the caller
@@ -224,13 +251,40 @@ fn run_sequences<T: std::fmt::Debug + serde::Serialize + serde::de::DeserializeO
             Ok(())
         }
         Mode::Search => {
-            let result = runner.run(&strategy, |steps| {
-                cx.log.clear();
-                case(&steps).map_err(TestCaseError::fail)
+            // Each worker searches its share and shrinks its own failure; the lowest worker's
+            // failure is reported, whichever finished first, so a seed gives one answer.
+            let share = config.cases.div_ceil(SEARCH_WORKERS);
+            let outcomes: Vec<Option<Result<(String, Vec<T>), String>>> = std::thread::scope(|scope| {
+                let workers: Vec<_> = (0..SEARCH_WORKERS)
+                    .map(|k| {
+                        let cases = share.min(config.cases.saturating_sub(share * k));
+                        let config = Config { cases, ..config.clone() };
+                        let (strategy, case) = (&strategy, &case);
+                        scope.spawn(move || {
+                            if cases == 0 {
+                                return None;
+                            }
+                            let mut runner = TestRunner::new_with_rng(config, seed_rng(cx.seed, u64::from(k)));
+                            match runner.run(strategy, |steps| {
+                                cx.log.clear();
+                                case(&steps).map_err(TestCaseError::fail)
+                            }) {
+                                Ok(()) => None,
+                                Err(TestError::Fail(reason, steps)) => Some(Ok((reason.to_string(), steps))),
+                                Err(TestError::Abort(why)) => Some(Err(format!("property aborted: {why}"))),
+                            }
+                        })
+                    })
+                    .collect();
+                workers
+                    .into_iter()
+                    .map(|w| w.join().unwrap_or_else(|_| Some(Err("a search worker panicked".into()))))
+                    .collect()
             });
-            match result {
-                Ok(()) => Ok(()),
-                Err(TestError::Fail(reason, steps)) => {
+            match outcomes.into_iter().flatten().next() {
+                None => Ok(()),
+                Some(Err(why)) => Err(why),
+                Some(Ok((reason, steps))) => {
                     *cx.found.lock().unwrap_or_else(|e| e.into_inner()) = serde_json::to_value(&steps).ok();
                     // Once more, so the log holds the minimal sequence's exchanges.
                     cx.log.clear();
@@ -240,23 +294,17 @@ fn run_sequences<T: std::fmt::Debug + serde::Serialize + serde::de::DeserializeO
                     };
                     Err(format!("{header}\n{}\n{reason}{again}", show(&steps)))
                 }
-                Err(TestError::Abort(why)) => Err(format!("property aborted: {why}")),
             }
         }
     }
 }
 
-fn run_membership_case(cx: &PropertyCx<'_>, cap: usize, pool: usize, ops: &[Op], case: u64) -> Result<(), String> {
+fn run_membership_case(cx: &PropertyCx<'_>, cap: usize, pool: &mut Pool, ops: &[Op], case: u64) -> Result<(), String> {
     let control = cx.control();
-    let sender = control.new_sender().map_err(|e| e.to_string())?;
-    let ids: Vec<String> = (0..pool)
-        .map(|_| control.register(std::slice::from_ref(&sender.id), None, None, None))
-        .collect::<Result<_, _>>()
-        .map_err(|e| e.to_string())?;
+    let (sender, ids, received) = (&pool.sender, &pool.ids, &mut pool.received);
     let name = format!("prop-{}-{case}", cx.run_id);
     let mut members: Option<BTreeSet<usize>> = None;
     let mut key: Option<String> = None;
-    let mut received = vec![0usize; pool];
     let names = |set: &[usize]| -> Value { json!(set.iter().map(|i| ids[*i].clone()).collect::<Vec<_>>()) };
     let send = |k: &str, step: usize| {
         let body = json!({"to": k, "data": {"step": step}});
@@ -283,7 +331,7 @@ fn run_membership_case(cx: &PropertyCx<'_>, cap: usize, pool: usize, ops: &[Op],
             Op::Create(set) => {
                 let body =
                     json!({"operation": "create", "notification_key_name": name, "registration_ids": names(set)});
-                let (req, resp) = exchange(cx, server_request("POST", "/gcm/notification", &sender).with_json(&body))?;
+                let (req, resp) = exchange(cx, server_request("POST", "/gcm/notification", sender).with_json(&body))?;
                 if set.len() <= cap {
                     let k = resp.body_json().and_then(|b| b["notification_key"].as_str().map(str::to_string));
                     match (resp.status, k) {
@@ -316,7 +364,7 @@ fn run_membership_case(cx: &PropertyCx<'_>, cap: usize, pool: usize, ops: &[Op],
                 }
                 let operation = if adding { "add" } else { "remove" };
                 let body = json!({"operation": operation, "notification_key_name": name, "notification_key": k, "registration_ids": names(set)});
-                let (req, resp) = exchange(cx, server_request("POST", "/gcm/notification", &sender).with_json(&body))?;
+                let (req, resp) = exchange(cx, server_request("POST", "/gcm/notification", sender).with_json(&body))?;
                 if next.len() <= cap {
                     if resp.status != 200 {
                         let why = format!("expected 200: the group would have {} ≤ {cap} members", next.len());

@@ -47,6 +47,10 @@ pub struct Config {
     /// Serve the control API (docs/control-api.md). Off, the server offers only the public
     /// protocol, like a third-party server would.
     pub control_api: bool,
+    /// Every HTTP answer comes this late, to rehearse a slow server (none by default).
+    pub latency: std::time::Duration,
+    /// Answer one HTTP request at a time, latency included, like a single-threaded server.
+    pub one_at_a_time: bool,
 }
 
 impl Config {
@@ -61,6 +65,8 @@ impl Config {
             variants: Variants::default(),
             max_body_bytes: Self::DEFAULT_MAX_BODY_BYTES,
             control_api: true,
+            latency: std::time::Duration::ZERO,
+            one_at_a_time: false,
         })
     }
 
@@ -79,6 +85,9 @@ struct Shared {
     clock: VirtualClock,
     site: http::Site,
     max_body_bytes: usize,
+    latency: std::time::Duration,
+    /// One permit when answering one request at a time.
+    serial: Option<tokio::sync::Semaphore>,
 }
 
 /// A reference server's state, shared by every transport that serves it. Cheap to clone.
@@ -100,6 +109,8 @@ impl Reference {
                 clock,
                 site: http::Site { profile: config.profile, control_api: config.control_api },
                 max_body_bytes: config.max_body_bytes,
+                latency: config.latency,
+                serial: config.one_at_a_time.then(|| tokio::sync::Semaphore::new(1)),
             }),
         }
     }
@@ -268,6 +279,19 @@ pub async fn serve(
 }
 
 async fn adapter(State(reference): State<Reference>, request: Request) -> Response {
+    let permit = match &reference.shared.serial {
+        Some(one) => one.acquire().await.ok(),
+        None => None,
+    };
+    if !reference.shared.latency.is_zero() {
+        tokio::time::sleep(reference.shared.latency).await;
+    }
+    let response = answer(&reference, request).await;
+    drop(permit);
+    response
+}
+
+async fn answer(reference: &Reference, request: Request) -> Response {
     let (parts, body) = request.into_parts();
     let max = reference.shared.max_body_bytes;
     let response = match axum::body::to_bytes(body, max).await {
