@@ -150,6 +150,9 @@ fn seed_rng(seed: u64, worker: u64) -> TestRng {
     TestRng::from_seed(RngAlgorithm::ChaCha, &bytes)
 }
 
+/// What a search worker found: the reason and shrunk sequence of a failure, or why it aborted.
+type WorkerOutcome<T> = Result<(String, Vec<T>), String>;
+
 /// A search runs its cases on this many workers, each with its own stream from the seed:
 /// against a server that answers slowly, cases wait side by side rather than in a row. A
 /// fixed number, so a seed means the same cases on any machine.
@@ -254,7 +257,7 @@ fn run_sequences<T: std::fmt::Debug + serde::Serialize + serde::de::DeserializeO
             // Each worker searches its share and shrinks its own failure; the lowest worker's
             // failure is reported, whichever finished first, so a seed gives one answer.
             let share = config.cases.div_ceil(SEARCH_WORKERS);
-            let outcomes: Vec<Option<Result<(String, Vec<T>), String>>> = std::thread::scope(|scope| {
+            let outcomes: Vec<Option<WorkerOutcome<T>>> = std::thread::scope(|scope| {
                 let workers: Vec<_> = (0..SEARCH_WORKERS)
                     .map(|k| {
                         let cases = share.min(config.cases.saturating_sub(share * k));
