@@ -12,7 +12,7 @@ use serde::Serialize;
 
 use super::evidence::Exchange;
 use super::snapshot::Redactor;
-use super::{Execution, Options, plan_of, property, scenario, transport_suffix};
+use super::{Execution, Options, plan_of, property, transport_suffix};
 use crate::spec::Catalog;
 use crate::target::{Capabilities, Target};
 
@@ -86,9 +86,7 @@ pub fn run(
                     continue;
                 }
                 let needs = super::needs_of(check, transport);
-                if scenario::missing(target.caps, &needs).is_some()
-                    || scenario::missing(reference.caps, &needs).is_some()
-                {
+                if super::missing(target.caps, &needs).is_some() || super::missing(reference.caps, &needs).is_some() {
                     unsupported.push(name);
                 } else {
                     jobs.push(Job { name, rule, check: i, transport: transport.clone() });

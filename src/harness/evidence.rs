@@ -84,21 +84,6 @@ impl Target for Recording<'_> {
     }
 }
 
-/// How a check ended, with what it saw.
-#[derive(Debug, Clone)]
-pub struct CheckRun {
-    pub result: Result<(), String>,
-    pub evidence: Evidence,
-    /// On failure: how to run it again.
-    pub replay: Option<Box<super::replay::Replay>>,
-}
-
-impl CheckRun {
-    pub fn failed(why: String) -> CheckRun {
-        CheckRun { result: Err(why), evidence: Evidence::default(), replay: None }
-    }
-}
-
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Evidence {
     /// For steps that accept several outcomes: `step 3: observed-400` names the one seen.

@@ -14,6 +14,7 @@ use serde_json::Value;
 
 pub mod diff;
 pub mod evidence;
+pub mod expect;
 pub mod html;
 pub mod property;
 pub mod replay;
@@ -21,8 +22,6 @@ pub mod report;
 pub mod rules;
 pub mod scenario;
 pub mod snapshot;
-
-pub use evidence::CheckRun;
 
 use crate::reference::{self, Fault, Faults, Reference, Variant, Variants};
 use crate::spec::{Catalog, CheckKind, Level, Step, template};
@@ -61,6 +60,27 @@ impl Options {
 }
 
 pub type CaseFn = Arc<dyn Fn() -> CheckRun + Send + Sync>;
+
+/// How a check ended, with what it saw.
+#[derive(Debug, Clone)]
+pub struct CheckRun {
+    pub result: Result<(), String>,
+    pub evidence: evidence::Evidence,
+    /// On failure: how to run it again.
+    pub replay: Option<Box<replay::Replay>>,
+}
+
+impl CheckRun {
+    pub fn failed(why: String) -> CheckRun {
+        CheckRun { result: Err(why), evidence: evidence::Evidence::default(), replay: None }
+    }
+}
+
+/// The capabilities a check lacks on this target, if any, said for a person.
+pub fn missing(caps: &Capabilities, needs: &[String]) -> Option<String> {
+    let m = caps.missing(needs);
+    (!m.is_empty()).then(|| format!("the target does not offer: {}", m.join(", ")))
+}
 
 /// One runnable check.
 #[derive(Clone)]
@@ -122,7 +142,7 @@ pub fn cases(
         for (check_index, check) in rule.checks.iter().enumerate() {
             for transport in &check.transports {
                 let needs = needs_of(check, transport);
-                let run = match scenario::missing(&caps, &needs) {
+                let run = match missing(&caps, &needs) {
                     Some(why) => Err(why),
                     None => {
                         let (catalog, target, caps, options) =

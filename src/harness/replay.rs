@@ -108,7 +108,7 @@ impl Replay {
 
     /// Why `caps` cannot run this replay, if they cannot.
     pub fn unsupported(&self, caps: &Capabilities) -> Option<String> {
-        super::scenario::missing(caps, &self.needs)
+        super::missing(caps, &self.needs)
     }
 
     /// Runs the plan again against `target`, with fresh senders and devices.

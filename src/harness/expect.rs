@@ -1,0 +1,247 @@
+//! Expectations: whether an answer matches a step's accepted outcomes, and failure messages
+//! that say what differs (counts and short summaries, not whole arrays).
+
+use serde_json::Value;
+
+use crate::spec::template::{self, Vars, text_of};
+use crate::spec::{BodyShape, Expect, FieldOp, Grade};
+use crate::wire::{HttpRequest, HttpResponse};
+
+fn render(v: &Value, vars: &Vars) -> Result<Value, String> {
+    template::render(v, vars).map_err(|e| e.to_string())
+}
+
+/// The exchange, shortened, for failure messages.
+pub fn describe(req: &HttpRequest, resp: &HttpResponse) -> String {
+    let cut = |b: &[u8]| {
+        let s = String::from_utf8_lossy(b);
+        if s.chars().count() > 1500 {
+            format!("{}… ({} bytes)", s.chars().take(1500).collect::<String>(), b.len())
+        } else {
+            s.into_owned()
+        }
+    };
+    format!(
+        "  request:  {} {} {}\n  response: {} {}",
+        req.method,
+        req.path_and_query(),
+        cut(&req.body),
+        resp.status,
+        cut(&resp.body)
+    )
+}
+
+/// Passes if the response matches any of the outcomes (or there are none to match). Where
+/// there are several, says which one matched (by name, or `outcome N`), marking an observed
+/// one. With `strict`, observed outcomes are not accepted: only what the documents give.
+pub fn expect_any(
+    outcomes: &[Expect],
+    resp: &HttpResponse,
+    vars: &Vars,
+    strict: bool,
+) -> Result<Option<Matched>, String> {
+    let name = |k: usize, e: &Expect| e.name.clone().unwrap_or_else(|| format!("outcome {}", k + 1));
+    let mut why = Vec::new();
+    let mut observed_match = None;
+    for (k, e) in outcomes.iter().enumerate() {
+        match check(e, resp, vars) {
+            Ok(()) if e.grade == Grade::Observed && strict => observed_match = Some(name(k, e)),
+            Ok(()) if outcomes.len() == 1 => return Ok(None),
+            Ok(()) => return Ok(Some(Matched { name: name(k, e), grade: e.grade })),
+            Err(w) if outcomes.len() == 1 => return Err(w),
+            Err(w) => why.push(format!("outcome {} ({}): {w}", k + 1, e.name.as_deref().unwrap_or("unnamed"))),
+        }
+    }
+    if let Some(observed) = observed_match {
+        let documented: Vec<String> = outcomes
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| e.grade == Grade::Documented)
+            .map(|(k, e)| name(k, e))
+            .collect();
+        return Err(format!(
+            "matches only `{observed}`, an answer real servers gave but the documents do not; --strict accepts only the documented {}:\n    {}",
+            documented.join(", "),
+            why.join("\n    ")
+        ));
+    }
+    if why.is_empty() {
+        Ok(None)
+    } else {
+        Err(format!("matches none of the accepted outcomes:\n    {}", why.join("\n    ")))
+    }
+}
+
+/// Which of a step's several accepted outcomes a response matched.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Matched {
+    /// Its name, or `outcome N`.
+    pub name: String,
+    pub grade: Grade,
+}
+
+pub fn check(expect: &Expect, resp: &HttpResponse, vars: &Vars) -> Result<(), String> {
+    let status_ok = expect.status.contains(&resp.status) || expect.status_class.contains(&(resp.status / 100));
+    let any_status = expect.status.is_empty() && expect.status_class.is_empty();
+    if !any_status && !status_ok {
+        let want: Vec<String> = expect
+            .status
+            .iter()
+            .map(u16::to_string)
+            .chain(expect.status_class.iter().map(|c| format!("{c}xx")))
+            .collect();
+        return Err(format!("expected status {}, got {}", want.join(" or "), resp.status));
+    }
+    let json = resp.body_json();
+    let blank = resp.body.iter().all(u8::is_ascii_whitespace);
+    match expect.body {
+        BodyShape::Any => {}
+        BodyShape::Json if json.is_none() => return Err("expected a JSON body".into()),
+        BodyShape::Empty if !blank => return Err(format!("expected no body, got {} bytes", resp.body.len())),
+        BodyShape::NotJson if json.is_some() && !blank => return Err("expected no JSON body, got JSON".into()),
+        BodyShape::Text if blank => return Err("expected a body that says what is wrong, got none".into()),
+        _ => {}
+    }
+    let body = json.unwrap_or(Value::Null);
+    for f in &expect.fields {
+        let variable = f.value.as_ref().map(|v| render(v, vars)).transpose()?;
+        let actual = match &variable {
+            Some(v) => Some(v),
+            None => body.pointer(&f.at),
+        };
+        let place = match &f.value {
+            Some(v) => format!("value {}", text_of(v)),
+            None => format!("`{}`", f.at),
+        };
+        let fail = |what: String| Err(format!("at {place}: {what}, found {}", summary(actual)));
+        match &f.op {
+            FieldOp::Absent => {
+                if actual.is_some() {
+                    return fail("expected nothing".into());
+                }
+            }
+            FieldOp::Type(t) => {
+                if !actual.is_some_and(|a| t.matches(a)) {
+                    return fail(format!("expected a {t:?}").to_lowercase());
+                }
+            }
+            FieldOp::Eq(v) => {
+                let want = render(v, vars)?;
+                if actual != Some(&want) {
+                    return fail(format!("expected {}", summary(Some(&want))));
+                }
+            }
+            FieldOp::Ne(v) => {
+                let want = render(v, vars)?;
+                if actual == Some(&want) {
+                    return fail(format!("expected anything but {}", summary(Some(&want))));
+                }
+            }
+            FieldOp::Len(v) | FieldOp::MinLen(v) | FieldOp::MaxLen(v) => {
+                let want = render(v, vars)?;
+                let len = actual.and_then(length).map(|l| l as u64);
+                let (ok, what) = match (&f.op, want.as_u64(), len) {
+                    (_, None, _) => (false, "a length"),
+                    (_, _, None) => (false, "an array"),
+                    (FieldOp::Len(_), Some(w), Some(l)) => (l == w, "length"),
+                    (FieldOp::MinLen(_), Some(w), Some(l)) => (l >= w, "length at least"),
+                    (_, Some(w), Some(l)) => (l <= w, "length at most"),
+                };
+                if !ok {
+                    return Err(format!(
+                        "at {place}: expected {what} {want}, found {}",
+                        len.map_or_else(|| summary(actual), |l| format!("length {l}: {}", summary(actual)))
+                    ));
+                }
+            }
+            FieldOp::MinChars(v) => {
+                let want = render(v, vars)?.as_u64().unwrap_or(u64::MAX);
+                if actual.and_then(Value::as_str).is_none_or(|s| (s.chars().count() as u64) < want) {
+                    return fail(format!("expected a string of at least {want} characters"));
+                }
+            }
+            FieldOp::Set(v) => {
+                let want = render(v, vars)?;
+                let sorted = |v: &Value| {
+                    v.as_array().map(|a| {
+                        let mut s: Vec<String> = a.iter().map(Value::to_string).collect();
+                        s.sort();
+                        s
+                    })
+                };
+                let (got, wanted) = (actual.and_then(sorted), sorted(&want));
+                if got.is_none() || got != wanted {
+                    let (got, wanted) = (got.unwrap_or_default(), wanted.unwrap_or_default());
+                    let missing: Vec<&String> = wanted.iter().filter(|w| !got.contains(w)).collect();
+                    let extra: Vec<&String> = got.iter().filter(|g| !wanted.contains(g)).collect();
+                    return fail(format!(
+                        "expected the set {} (in any order): {} missing {missing:?}, {} unexpected {extra:?}",
+                        summary(Some(&want)),
+                        missing.len(),
+                        extra.len()
+                    ));
+                }
+            }
+            FieldOp::Some(v) | FieldOp::None(v) => {
+                let want = render(v, vars)?;
+                let Some(Value::Array(items)) = actual else { return fail("expected an array".into()) };
+                let found = items.iter().any(|item| partial_match(&want, item));
+                match (&f.op, found) {
+                    (FieldOp::Some(_), false) => return fail(format!("expected an element matching {want}")),
+                    (FieldOp::None(_), true) => return fail(format!("expected no element matching {want}")),
+                    _ => {}
+                }
+            }
+            FieldOp::Contains(v) => {
+                let want = render(v, vars)?;
+                let ok = match (actual, &want) {
+                    (Some(Value::Array(a)), Value::Array(w)) => w.iter().all(|x| a.contains(x)),
+                    (Some(Value::Array(a)), w) => a.contains(w),
+                    (Some(Value::String(a)), Value::String(w)) => a.contains(w.as_str()),
+                    _ => false,
+                };
+                if !ok {
+                    return fail(format!("expected it to contain {want}"));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn length(v: &Value) -> Option<usize> {
+    match v {
+        Value::Array(x) => Some(x.len()),
+        Value::Object(x) => Some(x.len()),
+        Value::String(s) => Some(s.chars().count()),
+        _ => None,
+    }
+}
+
+/// A value for a failure message: short ones whole, long arrays and strings summarized, so
+/// that a message says what differs instead of quoting a whole inbox.
+pub fn summary(v: Option<&Value>) -> String {
+    const MAX: usize = 300;
+    let Some(v) = v else { return "nothing".into() };
+    let text = v.to_string();
+    if text.chars().count() <= MAX {
+        return text;
+    }
+    match v {
+        Value::Array(items) => {
+            let first: String = items.first().map(Value::to_string).unwrap_or_default().chars().take(120).collect();
+            format!("[{} elements; the first: {first}…]", items.len())
+        }
+        Value::String(s) => format!("a string of {} characters", s.chars().count()),
+        _ => format!("{}… ({} characters)", text.chars().take(MAX).collect::<String>(), text.chars().count()),
+    }
+}
+
+/// `want` matches `actual` if every field it names matches (recursively); other values must
+/// be equal.
+fn partial_match(want: &Value, actual: &Value) -> bool {
+    match (want, actual) {
+        (Value::Object(w), Value::Object(a)) => w.iter().all(|(k, v)| a.get(k).is_some_and(|x| partial_match(v, x))),
+        _ => want == actual,
+    }
+}

@@ -1,0 +1,295 @@
+//! Downstream sends (to registration ids and notification keys), and devices messaging
+//! their group upstream, with the dismissal of handled group messages.
+
+use super::*;
+
+impl Model {
+    fn message_id(&mut self, sender: &str) -> String {
+        format!("0:{}%{:016x}", self.now_ms(sender), self.rng.random::<u64>())
+    }
+
+    /// Checks the message itself and returns its time to live in seconds.
+    fn check_message(&self, message: &Message, group: bool) -> Result<u64, &'static str> {
+        let unchecked = self.fault(Fault::TtlRange)
+            || (group && self.fault(Fault::TtlRangeGroup))
+            || (message.xmpp && self.fault(Fault::TtlRangeXmpp));
+        let ttl = match message.time_to_live {
+            None if self.fault(Fault::TtlDefault) => 86_400,
+            None => self.limits.default_ttl_seconds,
+            Some(t) if unchecked => t.clamp(0, i64::MAX) as u64,
+            Some(t) => u64::try_from(t).ok().filter(|t| *t <= self.limits.max_ttl_seconds).ok_or("InvalidTtl")?,
+        };
+        let reserved =
+            |k: &str| is_reserved_data_key(k) && !(k == "message_type" && self.fault(Fault::ReservedMessageType));
+        if let Some(Value::Object(data)) = &message.data
+            && !self.fault(Fault::ReservedDataKeys)
+            && data.keys().any(|k| reserved(k))
+        {
+            return Err("InvalidDataKey");
+        }
+        if payload_bytes(message) > self.limits.max_payload_bytes && !self.fault(Fault::PayloadLimit) {
+            return Err("MessageTooBig");
+        }
+        Ok(ttl)
+    }
+
+    /// Accepts a message for one registration (or says why not), and lets the device take it
+    /// if it can. Returns the canonical registration id when the given one is old.
+    fn deliver(
+        &mut self,
+        sender: &str,
+        registration_id: &str,
+        message: &Message,
+        queued: Delivered,
+        ttl: u64,
+    ) -> Result<Option<String>, &'static str> {
+        let current = self.resolve(registration_id).to_string();
+        let canonical = (current != registration_id && !self.fault(Fault::CanonicalId)).then(|| current.clone());
+        let ios_limit = self.limits.max_payload_bytes_ios;
+        let faults = self.faults.clone();
+        let now = self.now_ms(sender);
+        if let Some(instance) = self.instances.get_mut(&current) {
+            instance.settle_registration(sender, now);
+        }
+        let Some(instance) = self.instances.get(&current) else { return Err("InvalidRegistration") };
+        let senders = if faults.has(Fault::MultipleSenders) { &instance.senders[..1] } else { &instance.senders[..] };
+        if !senders.iter().any(|s| s == sender) {
+            return Err("MismatchSenderId");
+        }
+        if !instance.registered {
+            return Err(if faults.has(Fault::RegistrationErrors) { "InvalidRegistration" } else { "NotRegistered" });
+        }
+        if let Some(package) = &message.restricted_package_name
+            && instance.package.as_ref() != Some(package)
+            && !faults.has(Fault::RestrictedPackage)
+        {
+            return Err("InvalidPackageName");
+        }
+        if instance.platform == Platform::Ios
+            && let Some(limit) = ios_limit
+            && payload_bytes(message) > limit
+            && !faults.has(Fault::PayloadLimitIos)
+        {
+            return Err("MessageTooBig");
+        }
+        let group = queued.notification_key.is_some();
+        let refuses_offline = match (group, message.xmpp) {
+            (true, _) => faults.has(Fault::AcceptedGroup),
+            (false, true) => faults.has(Fault::AcceptedXmpp),
+            (false, false) => faults.has(Fault::Accepted),
+        };
+        if instance.connectivity == Connectivity::Offline && refuses_offline {
+            return Err("Unavailable");
+        }
+        let stores_ttl_zero =
+            (group && faults.has(Fault::TtlZeroGroup)) || (message.xmpp && faults.has(Fault::TtlZeroXmpp));
+        let ttl = if ttl == 0 && stores_ttl_zero { self.limits.default_ttl_seconds } else { ttl };
+        if message.dry_run && !faults.has(Fault::DryRun) {
+            return Ok(canonical);
+        }
+        let q = Queued {
+            message: queued,
+            sender: sender.to_string(),
+            delay_while_idle: message.delay_while_idle,
+            ttl_seconds: ttl,
+            sent_at_ms: now,
+            released: false,
+            receipt: message.receipt_for.clone(),
+        };
+        let limits = self.limits.clone();
+        let base = self.clock.now_ms();
+        let offsets = &self.offsets;
+        let now_of = |s: &str| base + offsets.get(s).copied().unwrap_or(0);
+        let collapse_key = q.message.collapse_key.clone();
+        let instance = self.instances.get_mut(&current).expect("looked up above");
+        instance.offer(q, &now_of, &limits, &faults, &self.variants);
+        if let Some(key) = collapse_key.filter(|_| faults.has(Fault::CollapseAcrossRegistrations)) {
+            for (_, other) in self.instances.iter_mut().filter(|(id, _)| **id != current) {
+                other.pending.retain(|p| !(p.sender == sender && p.message.collapse_key.as_deref() == Some(&key)));
+            }
+        }
+        if !faults.has(Fault::ConnectedNow) {
+            self.pump(&current);
+        }
+        self.collect_receipts(Some(&current));
+        Ok(canonical)
+    }
+
+    fn queued(&self, sender: &str, message_id: &str, message: &Message, notification_key: Option<&str>) -> Delivered {
+        Delivered {
+            message_id: message_id.to_string(),
+            from: sender.to_string(),
+            message_type: None,
+            collapse_key: message.collapse_key.clone(),
+            data: message.data.clone(),
+            notification: message.notification.clone(),
+            notification_key: notification_key.map(str::to_string),
+        }
+    }
+
+    pub fn send(&mut self, sender: &str, target: Target, message: Message) -> SendOutcome {
+        let foreign = self.fault(Fault::MultipleSendersForeignKey);
+        let group = match &target {
+            Target::To(to) => self
+                .groups
+                .get(to)
+                .filter(|g| g.sender == sender || foreign)
+                .map(|g| (g.members.clone(), g.sender.clone())),
+            Target::RegistrationIds(_) | Target::Missing => None,
+        };
+        let ttl = match self.check_message(&message, group.is_some()) {
+            Ok(ttl) => ttl,
+            Err(error) => {
+                let targets = match &target {
+                    Target::To(_) | Target::Missing => 1,
+                    Target::RegistrationIds(ids) => ids.len(),
+                };
+                return SendOutcome::Invalid { error, group: group.is_some(), targets };
+            }
+        };
+        if let Some((members, _)) = &group
+            && self.variant(Variant::IosPayloadRefusesSend)
+            && let Some(limit) = self.limits.max_payload_bytes_ios
+            && payload_bytes(&message) > limit
+            && members.iter().any(|m| self.instances.get(self.resolve(m)).is_some_and(|i| i.platform == Platform::Ios))
+        {
+            return SendOutcome::Invalid { error: "MessageTooBig", group: true, targets: 1 };
+        }
+        if let (Some((members, owner)), Target::To(key)) = (group, &target) {
+            // Under the foreign-key fault, another sender's key acts for its owner.
+            let sender = owner.as_str();
+            let message_id = self.message_id(sender);
+            let mut success = 0;
+            let mut failed = Vec::new();
+            let mut only_unregistered = true;
+            for (i, member) in members.iter().enumerate() {
+                let queued = self.queued(sender, &message_id, &message, Some(key));
+                let delivered = if self.fault(Fault::SendFanOut) && i > 0 {
+                    self.instances.get(self.resolve(member)).is_some_and(|m| m.registered)
+                } else {
+                    self.deliver(sender, member, &message, queued, ttl)
+                        .inspect_err(|e| only_unregistered &= *e == "NotRegistered")
+                        .is_ok()
+                };
+                if delivered {
+                    success += 1;
+                } else {
+                    failed.push(member.clone());
+                }
+            }
+            if !failed.is_empty() && self.fault(Fault::SendPartialCountsOnly) {
+                for member in members.iter().filter(|m| !failed.contains(m)) {
+                    let id = self.resolve(member).to_string();
+                    if let Some(inst) = self.instances.get_mut(&id) {
+                        inst.dismiss(&message_id);
+                        inst.inbox.retain(|d| d.message_id != message_id);
+                    }
+                }
+            }
+            if !failed.is_empty() && self.fault(Fault::SendPartialInverted) {
+                failed = members.iter().filter(|m| !failed.contains(m)).cloned().collect();
+            }
+            let answered_with_counts =
+                self.fault(Fault::SendAllFailed) || (self.fault(Fault::SendAllFailedOtherCauses) && !only_unregistered);
+            if success == 0 && !answered_with_counts {
+                return SendOutcome::GroupFailed;
+            }
+            return SendOutcome::Group { success, failed };
+        }
+        let multicast_id = self.rng.random_range(1u64..i64::MAX as u64);
+        let ids = match target {
+            Target::To(to) => vec![to],
+            Target::RegistrationIds(ids) => ids,
+            Target::Missing => {
+                return SendOutcome::Multicast {
+                    multicast_id,
+                    results: vec![SendResult::Error("MissingRegistration")],
+                };
+            }
+        };
+        let mut results: Vec<SendResult> = ids
+            .iter()
+            .map(|id| {
+                let message_id = if message.dry_run { "fake_message_id".to_string() } else { self.message_id(sender) };
+                let queued = self.queued(sender, &message_id, &message, None);
+                match self.deliver(sender, id, &message, queued, ttl) {
+                    Ok(canonical) => SendResult::Sent { message_id, canonical },
+                    Err(e) => SendResult::Error(e),
+                }
+            })
+            .collect();
+        if self.fault(Fault::ResponseFormat) {
+            results.sort_by_key(|r| matches!(r, SendResult::Error(_)));
+        }
+        SendOutcome::Multicast { multicast_id, results }
+    }
+
+    // ---- upstream and dismissal (seeds 000, 001, 003) ----------------------------------
+
+    /// A device sends upstream to a notification key: the other members get it.
+    pub fn upstream_to_group(
+        &mut self,
+        registration_id: &str,
+        key: &str,
+        data: Option<Value>,
+    ) -> Result<usize, String> {
+        let me = self.resolve(registration_id).to_string();
+        let group = self.groups.get(key).ok_or_else(|| format!("no device group has notification key {key:?}"))?;
+        if !group.members.iter().any(|m| self.resolve(m) == me) {
+            return Err("the device is not a member of that device group".into());
+        }
+        let (sender, members) = (group.sender.clone(), group.members.clone());
+        let message = Message { data, ..Message::default() };
+        let ttl = self.check_message(&message, true).map_err(str::to_string)?;
+        let message_id = self.message_id(&sender);
+        let mut reached = 0;
+        let echo = self.fault(Fault::UpstreamFanOut);
+        let recipients: Vec<String> = members.into_iter().filter(|m| echo || self.resolve(m) != me).collect();
+        for member in &recipients {
+            let queued = self.queued(&sender, &message_id, &message, Some(key));
+            if self.deliver(&sender, member, &message, queued, ttl).is_ok() {
+                reached += 1;
+            }
+        }
+        Ok(reached)
+    }
+
+    /// A group message was handled on this device: it leaves the other members' unsent
+    /// queues (how "handled" is signalled is not documented; the control API says it).
+    pub fn handled(&mut self, registration_id: &str, message_id: &str) -> Result<(), String> {
+        let me = self.resolve(registration_id).to_string();
+        if !self.instances.contains_key(&me) {
+            return Err(format!("no app instance with registration id {registration_id:?}"));
+        }
+        if self.fault(Fault::Dismissal) {
+            return Ok(());
+        }
+        let keys: Vec<String> = self.instances[&me]
+            .inbox
+            .iter()
+            .filter(|d| d.message_id == message_id)
+            .filter_map(|d| d.notification_key.clone())
+            .collect();
+        for key in keys {
+            let members = self.groups.get(&key).map(|g| g.members.clone()).unwrap_or_default();
+            for member in members {
+                let id = self.resolve(&member).to_string();
+                if id != me
+                    && let Some(inst) = self.instances.get_mut(&id)
+                {
+                    inst.dismiss(message_id);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// A read-only view of the groups of one sender, for tests and debugging.
+    pub fn groups_of(&self, sender: &str) -> BTreeMap<String, Value> {
+        self.groups
+            .iter()
+            .filter(|(_, g)| g.sender == sender)
+            .map(|(k, g)| (g.name.clone(), json!({"notification_key": k, "members": g.members})))
+            .collect()
+    }
+}
