@@ -118,6 +118,21 @@ impl Drop for Served {
     }
 }
 
+/// A GET answered with JSON, over a plain socket (the test needs no HTTP client of its own).
+fn curl_json(url: &str) -> Result<(u16, serde_json::Value), String> {
+    use std::io::{Read, Write};
+    let rest = url.strip_prefix("http://").ok_or("not an http URL")?;
+    let (host, path) = rest.split_once('/').map(|(h, p)| (h, format!("/{p}"))).unwrap_or((rest, "/".into()));
+    let mut stream = std::net::TcpStream::connect(host).map_err(|e| e.to_string())?;
+    stream.set_read_timeout(Some(std::time::Duration::from_secs(10))).map_err(|e| e.to_string())?;
+    write!(stream, "GET {path} HTTP/1.1\r\nhost: {host}\r\nconnection: close\r\n\r\n").map_err(|e| e.to_string())?;
+    let mut text = String::new();
+    stream.read_to_string(&mut text).map_err(|e| e.to_string())?;
+    let status = text.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or_default();
+    Ok((status, serde_json::from_str(body).map_err(|e| format!("{e}: {body}"))?))
+}
+
 /// How many trials `gcmspec run` makes against the in-process reference (profile fcm).
 fn trial_count() -> usize {
     let catalog = std::sync::Arc::new(gcmspec::bundled::catalog().expect("bundled specs load"));
@@ -268,6 +283,19 @@ pub fn trials() -> Vec<Trial> {
         trial("cli::usage-error-exits-2", || {
             expect(&["run", "--fault", "no.such-rule"], 2, &["no fault is named `no.such-rule`"])?;
             expect(&["run", "--variant", "no-such-variant"], 2, &["no legal variant is named `no-such-variant`"])
+        }),
+        trial("cli::a-legal-variant-served-passes", || {
+            // What the documents allow, differently from the reference: still a pass.
+            let served = Served::start(&["--variant", "plain-text-errors", "--variant", "uuid-keys"])?;
+            expect(&["run", "--target", &served.url], 0, &["test result: ok"])?;
+            let (_, caps) = curl_json(&format!("{}/_gcmspec/v1/capabilities", served.url))?;
+            let named = caps["variants"].as_array().cloned().unwrap_or_default();
+            if named.len() != 2
+                || !["plain-text-errors", "uuid-keys"].iter().all(|v| named.contains(&serde_json::json!(v)))
+            {
+                return Err(format!("capabilities do not name the variants: {caps}"));
+            }
+            Ok(())
         }),
         trial("cli::run-target-against-serve", || {
             let served = Served::start(&[])?;
