@@ -155,40 +155,8 @@ faults! {
     XmppPipelined => "xmpp.downstream.pipelined": "refuses downstream messages past half the pending limit on a connection (QUOTA_EXCEEDED)",
 }
 
-impl fmt::Display for Fault {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-#[derive(Debug, thiserror::Error)]
-#[error("no fault is named `{0}` (`gcmspec selftest --list` lists them: a rule id, or rule-id:what)")]
-pub struct UnknownFault(pub String);
-
-impl FromStr for Fault {
-    type Err = UnknownFault;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Fault::ALL.iter().copied().find(|f| f.name() == s).ok_or_else(|| UnknownFault(s.to_string()))
-    }
-}
-
 /// The faults switched on in one reference instance.
-#[derive(Debug, Clone, Default)]
-pub struct Faults(BTreeSet<Fault>);
-
-impl Faults {
-    pub fn new(faults: impl IntoIterator<Item = Fault>) -> Self {
-        Faults(faults.into_iter().collect())
-    }
-
-    pub fn has(&self, f: Fault) -> bool {
-        self.0.contains(&f)
-    }
-
-    pub fn iter(&self) -> impl Iterator<Item = Fault> + '_ {
-        self.0.iter().copied()
-    }
-}
+pub type Faults = Switches<Fault>;
 
 macro_rules! variants {
     ($($variant:ident => $name:literal: $what:literal,)*) => {
@@ -228,6 +196,39 @@ variants! {
     LargerThrottleBuckets => "larger-throttle-buckets": "token buckets three times as large, granting twice as many tokens twice as often (the documents give no sizes; declared in capabilities `params`)",
 }
 
+/// The legal variants switched on in one reference instance.
+pub type Variants = Switches<Variant>;
+
+/// Faults and variants alike: named, listed, switched on by name.
+pub trait Named: Copy + Ord + 'static {
+    const ALL: &'static [Self];
+    /// What kind of thing it is, for an error that names no such one.
+    const KIND: &'static str;
+    fn name(self) -> &'static str;
+}
+
+impl Named for Fault {
+    const ALL: &'static [Fault] = Fault::ALL;
+    const KIND: &'static str = "fault (a rule id, or rule-id:what)";
+    fn name(self) -> &'static str {
+        Fault::name(self)
+    }
+}
+
+impl Named for Variant {
+    const ALL: &'static [Variant] = Variant::ALL;
+    const KIND: &'static str = "legal variant";
+    fn name(self) -> &'static str {
+        Variant::name(self)
+    }
+}
+
+impl fmt::Display for Fault {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 impl fmt::Display for Variant {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())
@@ -235,30 +236,50 @@ impl fmt::Display for Variant {
 }
 
 #[derive(Debug, thiserror::Error)]
-#[error("no legal variant is named `{0}` (`gcmspec selftest --list` lists them)")]
-pub struct UnknownVariant(pub String);
+#[error("no {kind} is named `{name}` (`gcmspec selftest --list` lists them)")]
+pub struct UnknownName {
+    pub kind: &'static str,
+    pub name: String,
+}
 
-impl FromStr for Variant {
-    type Err = UnknownVariant;
+fn by_name<T: Named>(s: &str) -> Result<T, UnknownName> {
+    T::ALL.iter().copied().find(|t| t.name() == s).ok_or_else(|| UnknownName { kind: T::KIND, name: s.to_string() })
+}
+
+impl FromStr for Fault {
+    type Err = UnknownName;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Variant::ALL.iter().copied().find(|v| v.name() == s).ok_or_else(|| UnknownVariant(s.to_string()))
+        by_name(s)
     }
 }
 
-/// The legal variants switched on in one reference instance.
-#[derive(Debug, Clone, Default)]
-pub struct Variants(BTreeSet<Variant>);
+impl FromStr for Variant {
+    type Err = UnknownName;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        by_name(s)
+    }
+}
 
-impl Variants {
-    pub fn new(variants: impl IntoIterator<Item = Variant>) -> Self {
-        Variants(variants.into_iter().collect())
+/// Which faults, or which variants, are switched on.
+#[derive(Debug, Clone)]
+pub struct Switches<T>(BTreeSet<T>);
+
+impl<T> Default for Switches<T> {
+    fn default() -> Self {
+        Switches(BTreeSet::new())
+    }
+}
+
+impl<T: Named> Switches<T> {
+    pub fn new(on: impl IntoIterator<Item = T>) -> Self {
+        Switches(on.into_iter().collect())
     }
 
-    pub fn has(&self, v: Variant) -> bool {
-        self.0.contains(&v)
+    pub fn has(&self, t: T) -> bool {
+        self.0.contains(&t)
     }
 
-    pub fn iter(&self) -> impl Iterator<Item = Variant> + '_ {
+    pub fn iter(&self) -> impl Iterator<Item = T> + '_ {
         self.0.iter().copied()
     }
 }

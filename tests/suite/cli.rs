@@ -281,7 +281,11 @@ pub fn trials() -> Vec<Trial> {
             Ok(())
         }),
         trial("cli::usage-error-exits-2", || {
-            expect(&["run", "--fault", "no.such-rule"], 2, &["no fault is named `no.such-rule`"])?;
+            expect(
+                &["run", "--fault", "no.such-rule"],
+                2,
+                &["no fault (a rule id, or rule-id:what) is named `no.such-rule`"],
+            )?;
             expect(&["run", "--variant", "no-such-variant"], 2, &["no legal variant is named `no-such-variant`"])
         }),
         trial("cli::a-legal-variant-served-passes", || {
