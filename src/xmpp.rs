@@ -74,11 +74,35 @@ pub enum Event {
 #[error("malformed XML: {0}")]
 pub struct Malformed(pub String);
 
+/// Elements may nest this deep inside a stanza (CCS's nest four deep). Deeper is refused:
+/// a peer cannot make either side use memory or time beyond the bytes it sent.
+pub const MAX_DEPTH: usize = 32;
+
 /// Splits a byte stream into events as the bytes arrive.
+///
+/// A push parser: bytes are fed as they come, and each byte is looked at a bounded number of
+/// times however it is split into reads (parsing is linear in the bytes received). Elements
+/// being built are kept on an explicit stack, never by recursion. Why not quick-xml: its
+/// reader pulls from a `Read`, so an incomplete stanza either blocks (the harness client
+/// reads with timeouts, and must see "nothing yet") or fails; this parser takes what has
+/// arrived and says "more, please".
 #[derive(Debug, Default)]
 pub struct StreamParser {
     buf: String,
     pending: Vec<u8>,
+    /// Where the next token starts in `buf`: what lies before was consumed.
+    pos: usize,
+    /// How far the token at `pos` has been scanned while incomplete.
+    scanned: usize,
+    /// Inside a tag being scanned: the quote of the attribute value we are in.
+    quote: Option<u8>,
+    /// The stanza being built: its open elements, outermost first.
+    open: Vec<Element>,
+    /// Bytes of the stanza being built consumed so far.
+    stanza_bytes: usize,
+    /// Bytes examined so far, a measure of work: it stays within a small multiple of the bytes
+    /// fed, however they were split (the tests hold it to that).
+    examined: u64,
 }
 
 enum Parse<T> {
@@ -88,6 +112,12 @@ enum Parse<T> {
 
 impl StreamParser {
     pub fn feed(&mut self, bytes: &[u8]) {
+        // Drop what was consumed once it is most of the buffer: each byte moves O(1) times.
+        if self.pos > 0 && self.pos >= self.buf.len() / 2 {
+            self.buf.drain(..self.pos);
+            self.scanned -= self.pos;
+            self.pos = 0;
+        }
         self.pending.extend_from_slice(bytes);
         // Keep an incomplete UTF-8 sequence for the next read.
         match std::str::from_utf8(&self.pending) {
@@ -108,52 +138,167 @@ impl StreamParser {
         }
     }
 
+    /// Consumes the token at `pos`, `len` bytes long.
+    fn consume(&mut self, len: usize) {
+        self.pos += len;
+        self.scanned = self.pos;
+        self.quote = None;
+        if !self.open.is_empty() {
+            self.stanza_bytes += len;
+        }
+    }
+
+    /// Bytes examined so far (see the field).
+    pub fn examined(&self) -> u64 {
+        self.examined
+    }
+
+    /// Where `needle` ends in the token at `pos`, searching only what was not searched yet.
+    fn find_end(&mut self, needle: &str) -> Option<usize> {
+        // Bytes, not `str`: stepping back over a needle's length may land inside a character.
+        let from = self.scanned.saturating_sub(needle.len() - 1).max(self.pos);
+        let needle = needle.as_bytes();
+        match self.buf.as_bytes()[from..].windows(needle.len()).position(|w| w == needle) {
+            Some(at) => {
+                self.examined += (at + needle.len()) as u64;
+                Some(from + at + needle.len())
+            }
+            None => {
+                self.examined += (self.buf.len() - from) as u64;
+                self.scanned = self.buf.len();
+                None
+            }
+        }
+    }
+
+    /// Where the tag at `pos` ends (past its `>`, outside quoted values).
+    fn find_tag_end(&mut self) -> Option<usize> {
+        let b = self.buf.as_bytes();
+        let mut i = self.scanned.max(self.pos + 1);
+        self.examined += (b.len() - i.min(b.len())) as u64;
+        while i < b.len() {
+            match (self.quote, b[i]) {
+                (Some(q), c) if c == q => self.quote = None,
+                (Some(_), _) => {}
+                (None, c @ (b'"' | b'\'')) => self.quote = Some(c),
+                (None, b'>') => return Some(i + 1),
+                (None, _) => {}
+            }
+            i += 1;
+        }
+        self.scanned = b.len();
+        None
+    }
+
+    /// A finished element goes into its parent, or is the stanza.
+    fn close(&mut self, element: Element) -> Option<Event> {
+        match self.open.last_mut() {
+            Some(parent) => {
+                parent.children.push(Child::Element(element));
+                None
+            }
+            None => {
+                self.stanza_bytes = 0;
+                Some(Event::Stanza(element))
+            }
+        }
+    }
+
     /// The next complete event, `Ok(None)` if more bytes are needed.
     pub fn next_event(&mut self) -> Result<Option<Event>, Malformed> {
         loop {
-            let trimmed = self.buf.trim_start();
-            let skipped = self.buf.len() - trimmed.len();
-            self.buf.drain(..skipped);
-            if self.buf.is_empty() {
-                return Ok(None);
-            }
-            if self.buf.len() > MAX_STANZA_BYTES {
+            let in_stanza = !self.open.is_empty();
+            if self.stanza_bytes + (self.buf.len() - self.pos) > MAX_STANZA_BYTES {
                 return Err(Malformed(format!("a stanza longer than {MAX_STANZA_BYTES} bytes")));
             }
-            if self.buf.starts_with("<?") {
-                let Some(end) = self.buf.find("?>") else { return Ok(None) };
-                self.buf.drain(..end + 2);
+            if !in_stanza {
+                let rest = &self.buf[self.pos..];
+                let skipped = rest.len() - rest.trim_start().len();
+                self.consume(skipped);
+            }
+            let rest = &self.buf[self.pos..];
+            if rest.is_empty() {
+                return Ok(None);
+            }
+            if !rest.starts_with('<') {
+                if !in_stanza {
+                    return Err(Malformed("text outside any stanza".into()));
+                }
+                let Some(end) = self.find_end("<") else { return Ok(None) };
+                let text = unescape(&self.buf[self.pos..end - 1])?;
+                self.consume(end - 1 - self.pos);
+                self.open.last_mut().expect("in a stanza").children.push(Child::Text(text));
                 continue;
             }
-            if self.buf.starts_with("</") {
+            // Which token: decided once enough of it is there.
+            const KINDS: [&str; 4] = ["<?", "<!--", "<![CDATA[", "</"];
+            if KINDS.iter().any(|k| k.starts_with(rest) && rest.len() < k.len()) {
+                return Ok(None);
+            }
+            if rest.starts_with("<?") {
+                let Some(end) = self.find_end("?>") else { return Ok(None) };
+                self.consume(end - self.pos);
+                continue;
+            }
+            if in_stanza && rest.starts_with("<!--") {
+                let Some(end) = self.find_end("-->") else { return Ok(None) };
+                self.consume(end - self.pos);
+                continue;
+            }
+            if in_stanza && rest.starts_with("<![CDATA[") {
+                let Some(end) = self.find_end("]]>") else { return Ok(None) };
+                let text = self.buf[self.pos + 9..end - 3].to_string();
+                self.consume(end - self.pos);
+                self.open.last_mut().expect("in a stanza").children.push(Child::Text(text));
+                continue;
+            }
+            if rest.starts_with("<!") {
+                return Err(Malformed("a declaration (<!...>) other than a comment or CDATA in a stanza".into()));
+            }
+            if rest.starts_with("</") {
                 const CLOSE: &str = "</stream:stream";
-                if CLOSE.starts_with(self.buf.as_str()) {
+                if !in_stanza && CLOSE.starts_with(rest) {
                     return Ok(None);
                 }
-                if !self.buf.starts_with(CLOSE) {
+                if !in_stanza && !rest.starts_with(CLOSE) {
                     return Err(Malformed("a closing tag outside any stanza".into()));
                 }
-                let Some(end) = self.buf.find('>') else { return Ok(None) };
-                self.buf.drain(..end + 1);
-                return Ok(Some(Event::StreamClose));
-            }
-            if !self.buf.starts_with('<') {
-                return Err(Malformed("text outside any stanza".into()));
-            }
-            match parse_start(&self.buf, 0)? {
-                Parse::Incomplete => return Ok(None),
-                Parse::Done((name, attrs, empty), end) if name == "stream:stream" && !empty => {
-                    self.buf.drain(..end);
-                    return Ok(Some(Event::StreamOpen(attrs)));
+                let Some(end) = self.find_end(">") else { return Ok(None) };
+                let closing = self.buf[self.pos + 2..end - 1].trim().to_string();
+                self.consume(end - self.pos);
+                let Some(element) = self.open.pop() else { return Ok(Some(Event::StreamClose)) };
+                if closing != element.name {
+                    return Err(Malformed(format!("</{closing}> closes <{}>", element.name)));
                 }
-                Parse::Done(..) => match parse_element(&self.buf, 0)? {
-                    Parse::Incomplete => return Ok(None),
-                    Parse::Done(element, end) => {
-                        self.buf.drain(..end);
-                        return Ok(Some(Event::Stanza(element)));
-                    }
-                },
+                match self.close(element) {
+                    Some(event) => return Ok(Some(event)),
+                    None => continue,
+                }
             }
+            let Some(end) = self.find_tag_end() else { return Ok(None) };
+            let tag_len = end - self.pos;
+            let (name, attrs, empty) = match parse_start(&self.buf[self.pos..end], 0)? {
+                Parse::Done(start, used) if used == tag_len => start,
+                _ => return Err(Malformed("a tag that does not end where it should".into())),
+            };
+            self.consume(tag_len);
+            if name == "stream:stream" && !empty && !in_stanza {
+                return Ok(Some(Event::StreamOpen(attrs)));
+            }
+            if !in_stanza {
+                self.stanza_bytes = tag_len;
+            }
+            let element = Element { name, attrs, children: Vec::new() };
+            if empty {
+                match self.close(element) {
+                    Some(event) => return Ok(Some(event)),
+                    None => continue,
+                }
+            }
+            if self.open.len() >= MAX_DEPTH {
+                return Err(Malformed(format!("elements nested deeper than {MAX_DEPTH}")));
+            }
+            self.open.push(element);
         }
     }
 }
@@ -217,55 +362,6 @@ fn parse_start(s: &str, at: usize) -> Result<Parse<Start>, Malformed> {
                 attrs.push((key.to_string(), unescape(&s[value_start..value_start + len])?));
                 i = value_start + len + 1;
             }
-        }
-    }
-}
-
-/// A whole element at `at`, children included.
-fn parse_element(s: &str, at: usize) -> Result<Parse<Element>, Malformed> {
-    let (name, attrs, empty, mut i) = match parse_start(s, at)? {
-        Parse::Incomplete => return Ok(Parse::Incomplete),
-        Parse::Done((n, a, e), end) => (n, a, e, end),
-    };
-    let mut element = Element { name, attrs, children: Vec::new() };
-    if empty {
-        return Ok(Parse::Done(element, i));
-    }
-    loop {
-        let rest = &s[i..];
-        if rest.is_empty() {
-            return Ok(Parse::Incomplete);
-        }
-        if let Some(after) = rest.strip_prefix("</") {
-            let Some(end) = after.find('>') else { return Ok(Parse::Incomplete) };
-            let closing = after[..end].trim();
-            if closing != element.name {
-                return Err(Malformed(format!("</{closing}> closes <{}>", element.name)));
-            }
-            return Ok(Parse::Done(element, i + 2 + end + 1));
-        }
-        if rest.starts_with("<![CDATA[") {
-            let Some(end) = rest.find("]]>") else { return Ok(Parse::Incomplete) };
-            element.children.push(Child::Text(rest[9..end].to_string()));
-            i += end + 3;
-        } else if rest.starts_with("<!--") {
-            let Some(end) = rest.find("-->") else { return Ok(Parse::Incomplete) };
-            i += end + 3;
-        } else if rest.starts_with('<') {
-            match parse_element(s, i)? {
-                Parse::Incomplete => return Ok(Parse::Incomplete),
-                Parse::Done(child, end) => {
-                    element.children.push(Child::Element(child));
-                    i = end;
-                }
-            }
-        } else {
-            let end = rest.find('<').unwrap_or(rest.len());
-            if end == rest.len() {
-                return Ok(Parse::Incomplete);
-            }
-            element.children.push(Child::Text(unescape(&rest[..end])?));
-            i += end;
         }
     }
 }
@@ -395,6 +491,126 @@ mod tests {
             let Event::Stanza(m) = &ev[2] else { panic!("{ev:?}") };
             assert_eq!(m.gcm_payload().unwrap(), "{\"to\":\"x&y\", \"n\": \"é\"}");
             assert_eq!(ev[3], Event::StreamClose);
+        }
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_without_recursion() {
+        let mut input = String::from("<stream:stream>");
+        input.push_str(&"<a>".repeat(5000));
+        let mut p = StreamParser::default();
+        p.feed(input.as_bytes());
+        assert!(matches!(p.next_event(), Ok(Some(Event::StreamOpen(_)))));
+        let err = p.next_event().expect_err("too deep");
+        assert!(err.0.contains("nested deeper than"), "{err}");
+        // Just within the limit is fine.
+        let mut ok = "<a>".repeat(MAX_DEPTH);
+        ok.push_str(&"</a>".repeat(MAX_DEPTH));
+        assert!(matches!(events(&ok, 3).as_slice(), [Event::Stanza(_)]));
+    }
+
+    #[test]
+    fn work_is_linear_in_the_bytes_whatever_the_pieces() {
+        // A stanza of almost the limit, in 1 KiB pieces and in 7-byte pieces: each byte is
+        // looked at a bounded number of times (it used to be parsed again on every read).
+        let json = format!("{{\"data\": \"{}\"}}", "x".repeat(MAX_STANZA_BYTES - 200));
+        let stanza = format!("<message id=\"m\"><gcm xmlns=\"google:mobile:data\">{json}</gcm></message>");
+        for chunk in [1024, 7] {
+            let mut p = StreamParser::default();
+            let mut got = 0;
+            for piece in stanza.as_bytes().chunks(chunk) {
+                p.feed(piece);
+                while let Some(Event::Stanza(_)) = p.next_event().expect("well formed") {
+                    got += 1;
+                }
+            }
+            assert_eq!(got, 1);
+            assert!(
+                p.examined() <= 3 * stanza.len() as u64,
+                "chunk {chunk}: {} bytes examined for {}",
+                p.examined(),
+                stanza.len()
+            );
+        }
+    }
+
+    #[test]
+    fn an_oversized_stanza_is_refused() {
+        let mut p = StreamParser::default();
+        p.feed(b"<message>");
+        let filler = vec![b'x'; 64 * 1024];
+        let mut refused = false;
+        for _ in 0..(MAX_STANZA_BYTES / filler.len() + 2) {
+            p.feed(&filler);
+            if p.next_event().is_err() {
+                refused = true;
+                break;
+            }
+        }
+        assert!(refused, "a stanza past {MAX_STANZA_BYTES} bytes must be refused");
+    }
+
+    /// Feeds `input` in the given pieces until it ends or is refused: never a panic, and the
+    /// parser holds no more than it was fed.
+    fn survives(input: &[u8], cuts: &[usize]) {
+        let mut p = StreamParser::default();
+        let mut fed = 0usize;
+        let mut rest = input;
+        let mut cuts = cuts.iter().cycle();
+        while !rest.is_empty() {
+            let n = (*cuts.next().unwrap_or(&1)).clamp(1, rest.len());
+            p.feed(&rest[..n]);
+            fed += n;
+            rest = &rest[n..];
+            loop {
+                match p.next_event() {
+                    Ok(Some(_)) => continue,
+                    Ok(None) => break,
+                    Err(_) => return,
+                }
+            }
+            assert!(p.buf.len() + p.pending.len() <= fed + 3, "holds more than it was fed");
+        }
+    }
+
+    const STREAM: &str = "<?xml version='1.0'?><stream:stream to=\"gcm.googleapis.com\" version=\"1.0\">\
+        <auth mechanism=\"PLAIN\" xmlns=\"urn:ietf:params:xml:ns:xmpp-sasl\">AGEAYg==</auth>\
+        <iq type='set' id='b'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/></iq>\
+        <message id=\"m1\"><gcm xmlns=\"google:mobile:data\">{&quot;to&quot;:&quot;x&quot;}<![CDATA[<raw>]]><!-- c --></gcm></message>\
+        </stream:stream>";
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 2000, failure_persistence: None, ..Default::default() })]
+
+        #[test]
+        fn arbitrary_bytes_never_panic(input in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..600),
+                                       cuts in proptest::collection::vec(1usize..40, 1..8)) {
+            survives(&input, &cuts);
+        }
+
+        #[test]
+        fn mutated_streams_never_panic(edits in proptest::collection::vec((0usize..10_000, 0u8..4, proptest::prelude::any::<u8>()), 0..12),
+                                       cuts in proptest::collection::vec(1usize..64, 1..8)) {
+            // A real stream with bytes replaced, inserted, removed or a token doubled: close to
+            // what a parser expects, where its edge cases are.
+            let mut bytes = STREAM.as_bytes().to_vec();
+            for (at, how, b) in edits {
+                let at = at % (bytes.len() + 1);
+                match how {
+                    0 if at < bytes.len() => bytes[at] = b,
+                    1 => {
+                        const SPECIAL: &[u8] = b"<>/\"'&;![-]?";
+                        bytes.insert(at, SPECIAL[usize::from(b) % SPECIAL.len()]);
+                    }
+                    2 if at < bytes.len() => { bytes.remove(at); }
+                    _ => {
+                        let end = (at + usize::from(b) % 16).min(bytes.len());
+                        let copy = bytes[at..end].to_vec();
+                        bytes.splice(at..at, copy);
+                    }
+                }
+            }
+            survives(&bytes, &cuts);
         }
     }
 

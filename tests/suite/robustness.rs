@@ -139,7 +139,11 @@ async fn socket_abuse() -> Result<(), String> {
         }
         // XMPP: garbage, an unclosed flood, then a good login still works.
         let xmpp = xmpp_addr;
-        for garbage in [&b"\x16\x03\x01\x00\xff not xml at all"[..], b"<stream:stream><message><<<>", b"<a b='c'></b>"]
+        // Nesting past any limit before login used to overflow the parser's stack and abort
+        // the whole process, HTTP included.
+        let deep = format!("<stream:stream to='gcm.googleapis.com'>{}", "<a>".repeat(5000)).into_bytes();
+        for garbage in
+            [&b"\x16\x03\x01\x00\xff not xml at all"[..], b"<stream:stream><message><<<>", b"<a b='c'></b>", &deep]
         {
             let mut s = std::net::TcpStream::connect(xmpp).map_err(|e| e.to_string())?;
             s.set_read_timeout(Some(std::time::Duration::from_secs(5))).map_err(|e| e.to_string())?;
@@ -174,8 +178,31 @@ async fn socket_abuse() -> Result<(), String> {
     .map_err(|e| e.to_string())?
 }
 
+/// A hostile XMPP server: after the client's stream header, a header of its own and elements
+/// nested 5000 deep. The harness's client refuses it with an error; it used to overflow its
+/// stack and abort `gcmspec run` (exit 134, no report).
+fn hostile_xmpp_server_nesting() -> Result<(), String> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    std::thread::spawn(move || {
+        if let Ok((mut s, _)) = listener.accept() {
+            let _ = s.read(&mut [0u8; 1024]);
+            let mut hostile = String::from("<stream:stream from='gcm.googleapis.com' id='x' version='1.0'>");
+            hostile.push_str(&"<a>".repeat(5000));
+            let _ = s.write_all(hostile.as_bytes());
+            std::thread::sleep(std::time::Duration::from_millis(500));
+        }
+    });
+    match gcmspec::target::xmpp::XmppClient::connect(addr, None, "1", "k", std::time::Duration::from_secs(5)) {
+        Err(e) if e.contains("nested deeper than") => Ok(()),
+        Err(e) => Err(format!("expected the nesting to be named, got: {e}")),
+        Ok((_, auth)) => Err(format!("a login against a hostile server succeeded? {auth:?}")),
+    }
+}
+
 pub fn trials() -> Vec<Trial> {
     vec![
+        trial("robustness::hostile-xmpp-server-nesting", hostile_xmpp_server_nesting),
         trial("robustness::random-requests-never-500", fuzz_in_process),
         trial("robustness::socket-abuse", || crate::block_on(socket_abuse())),
         trial("robustness::wrong-method-is-405", || {
