@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::Args;
 
-use gcmspec::reference::{self, Reference};
+use gcmspec::reference::{self, ConnectionPolicy, Reference};
 
 use super::{SpecArgs, load, reference_config};
 
@@ -51,6 +51,21 @@ pub(crate) struct ServeArgs {
     /// Answer one HTTP request at a time (latency included), like a single-threaded server.
     #[arg(long)]
     one_at_a_time: bool,
+    /// Open connections each listener holds at most; more are closed when accepted.
+    #[arg(long, value_name = "N", default_value_t = ConnectionPolicy::default().max_connections)]
+    max_connections: usize,
+    /// Seconds an HTTP request's headers may take, and an idle keep-alive connection may stay.
+    #[arg(long, value_name = "SECONDS", default_value_t = ConnectionPolicy::default().header_timeout.as_secs_f64())]
+    header_timeout: f64,
+    /// Seconds an HTTP request's body may take (408 past it).
+    #[arg(long, value_name = "SECONDS", default_value_t = ConnectionPolicy::default().body_timeout.as_secs_f64())]
+    body_timeout: f64,
+    /// Seconds from connecting to a successful XMPP login (TLS handshake included).
+    #[arg(long, value_name = "SECONDS", default_value_t = ConnectionPolicy::default().login_timeout.as_secs_f64())]
+    login_timeout: f64,
+    /// Seconds a logged-in XMPP connection may send nothing (or take nothing written to it).
+    #[arg(long, value_name = "SECONDS", default_value_t = ConnectionPolicy::default().idle_timeout.as_secs_f64())]
+    idle_timeout: f64,
 }
 
 pub(crate) fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
@@ -61,6 +76,14 @@ pub(crate) fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     config.control_api = !args.without_control_api;
     config.latency = std::time::Duration::from_millis(args.latency_ms);
     config.one_at_a_time = args.one_at_a_time;
+    let seconds = |s: f64| std::time::Duration::from_secs_f64(s.clamp(0.001, 86_400.0));
+    config.connections = ConnectionPolicy {
+        max_connections: args.max_connections.max(1),
+        header_timeout: seconds(args.header_timeout),
+        body_timeout: seconds(args.body_timeout),
+        login_timeout: seconds(args.login_timeout),
+        idle_timeout: seconds(args.idle_timeout),
+    };
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async {
         let listener =

@@ -51,6 +51,38 @@ pub struct Config {
     pub latency: std::time::Duration,
     /// Answer one HTTP request at a time, latency included, like a single-threaded server.
     pub one_at_a_time: bool,
+    /// Deadlines and caps on connections: what one peer may hold.
+    pub connections: ConnectionPolicy,
+}
+
+/// What a peer may hold of a listener, and for how long (docs/robustness.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectionPolicy {
+    /// Open connections per listener; more are closed as soon as they are accepted.
+    pub max_connections: usize,
+    /// HTTP: a request's headers must arrive within this, and an idle keep-alive connection
+    /// is closed after it.
+    pub header_timeout: std::time::Duration,
+    /// HTTP: a request's body must arrive within this (408 otherwise).
+    pub body_timeout: std::time::Duration,
+    /// XMPP: from connecting to a successful login (TLS handshake included).
+    pub login_timeout: std::time::Duration,
+    /// XMPP: a logged-in connection that sends nothing for this long is closed; so is one
+    /// that does not take what is written to it.
+    pub idle_timeout: std::time::Duration,
+}
+
+impl Default for ConnectionPolicy {
+    fn default() -> Self {
+        use std::time::Duration;
+        ConnectionPolicy {
+            max_connections: 512,
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(30),
+            login_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(600),
+        }
+    }
 }
 
 impl Config {
@@ -67,6 +99,7 @@ impl Config {
             control_api: true,
             latency: std::time::Duration::ZERO,
             one_at_a_time: false,
+            connections: ConnectionPolicy::default(),
         })
     }
 
@@ -88,6 +121,7 @@ struct Shared {
     latency: std::time::Duration,
     /// One permit when answering one request at a time.
     serial: Option<tokio::sync::Semaphore>,
+    connections: ConnectionPolicy,
 }
 
 /// A reference server's state, shared by every transport that serves it. Cheap to clone.
@@ -111,6 +145,7 @@ impl Reference {
                 max_body_bytes: config.max_body_bytes,
                 latency: config.latency,
                 serial: config.one_at_a_time.then(|| tokio::sync::Semaphore::new(1)),
+                connections: config.connections,
             }),
         }
     }
@@ -143,6 +178,11 @@ impl Reference {
 
     pub fn clock(&self) -> &VirtualClock {
         &self.shared.clock
+    }
+
+    /// The deadlines and caps its listeners apply.
+    pub fn connection_policy(&self) -> ConnectionPolicy {
+        self.shared.connections
     }
 
     /// Starts the bundled reference on an ephemeral loopback port, as a fake server for a
@@ -218,6 +258,18 @@ impl Reference {
     }
 }
 
+/// Whether reading a body failed on its size, not on its framing (a malformed chunk).
+fn is_length_limit(e: &axum::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = source {
+        if err.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        source = err.source();
+    }
+    false
+}
+
 fn too_large(max: usize) -> HttpResponse {
     HttpResponse::error(413, format!("the request body is larger than {max} bytes"))
 }
@@ -268,14 +320,66 @@ impl Drop for RunningReference {
 }
 
 /// Serves HTTP on `listener` until `shutdown` completes. Port and signal policy belong to
-/// the caller (the binary, or a test).
+/// the caller (the binary, or a test). Each connection has a deadline for its headers (and
+/// for its idle keep-alive), one for its body, and the listener a cap on open connections
+/// (`Config::connections`).
 pub async fn serve(
     listener: TcpListener,
     reference: Reference,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    let policy = reference.connection_policy();
     let app = Router::new().fallback(adapter).with_state(reference);
-    axum::serve(listener, app).with_graceful_shutdown(shutdown).await
+    let slots = Arc::new(tokio::sync::Semaphore::new(policy.max_connections));
+    accept_loop(listener, "HTTP", shutdown, move |socket| {
+        // Over the cap: closed at once, so the ones held cannot starve the rest.
+        let Ok(slot) = slots.clone().try_acquire_owned() else { return };
+        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        tokio::spawn(async move {
+            let mut builder = hyper::server::conn::http1::Builder::new();
+            builder.timer(hyper_util::rt::TokioTimer::new()).header_read_timeout(policy.header_timeout);
+            let _ = builder.serve_connection(hyper_util::rt::TokioIo::new(socket), service).await;
+            drop(slot);
+        });
+    })
+    .await
+}
+
+/// Accepts connections on `listener` until `shutdown` completes, handing each to
+/// `on_socket`. An accept error (out of file descriptors, say) does not end the listener:
+/// it is reported, and accepting resumes after a pause that grows while errors repeat.
+pub(crate) async fn accept_loop(
+    listener: TcpListener,
+    what: &str,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    on_socket: impl Fn(tokio::net::TcpStream),
+) -> std::io::Result<()> {
+    use std::time::Duration;
+    tokio::pin!(shutdown);
+    let mut pause = Duration::from_millis(10);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => return Ok(()),
+            accepted = listener.accept() => match accepted {
+                Ok((socket, _)) => {
+                    pause = Duration::from_millis(10);
+                    let _ = socket.set_nodelay(true);
+                    on_socket(socket);
+                }
+                Err(e) => {
+                    // The first error of a storm, then one a second at most.
+                    if pause == Duration::from_millis(10) || pause == Duration::from_secs(1) {
+                        eprintln!("gcmspec: {what} listener: accepting a connection failed ({e}); trying again in {pause:?}");
+                    }
+                    tokio::select! {
+                        () = &mut shutdown => return Ok(()),
+                        () = tokio::time::sleep(pause) => {}
+                    }
+                    pause = (pause * 2).min(Duration::from_secs(1));
+                }
+            },
+        }
+    }
 }
 
 async fn adapter(State(reference): State<Reference>, request: Request) -> Response {
@@ -294,9 +398,12 @@ async fn adapter(State(reference): State<Reference>, request: Request) -> Respon
 async fn answer(reference: &Reference, request: Request) -> Response {
     let (parts, body) = request.into_parts();
     let max = reference.shared.max_body_bytes;
-    let response = match axum::body::to_bytes(body, max).await {
-        Err(_) => too_large(max),
-        Ok(bytes) => {
+    let deadline = reference.shared.connections.body_timeout;
+    let response = match tokio::time::timeout(deadline, axum::body::to_bytes(body, max)).await {
+        Err(_) => HttpResponse::error(408, format!("the request body did not arrive within {deadline:?}")),
+        Ok(Err(e)) if is_length_limit(&e) => too_large(max),
+        Ok(Err(e)) => HttpResponse::error(400, format!("the request body could not be read: {e}")),
+        Ok(Ok(bytes)) => {
             let req = HttpRequest {
                 method: parts.method.as_str().to_string(),
                 path: parts.uri.path().to_string(),

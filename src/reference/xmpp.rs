@@ -6,6 +6,7 @@
 //! HTTP (`http::parse_send`, `Model::send`), so both transports share state and rules.
 
 use std::future::Future;
+use std::sync::Arc;
 
 use serde_json::{Map, Value, json};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -17,56 +18,49 @@ use super::http::parse_send;
 use super::model::{Model, SendOutcome, SendResult};
 use crate::xmpp::{self as wire, Element, Event, StreamParser};
 
-/// Accepts app-server connections on `listener` until `shutdown` completes.
+/// Accepts app-server connections on `listener` until `shutdown` completes, within the
+/// reference's connection policy (a cap on open connections; deadlines to log in and for
+/// idleness).
 pub async fn serve(
     listener: TcpListener,
     reference: Reference,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    accept(listener, shutdown, move |socket| {
-        tokio::spawn(connection(socket, reference.clone()));
-    })
-    .await
-}
-
-/// Like [`serve`], with TLS from the first byte (as CCS did). A client that fails the
-/// handshake within ten seconds is dropped.
-pub async fn serve_tls(
-    listener: TcpListener,
-    reference: Reference,
-    config: std::sync::Arc<rustls::ServerConfig>,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    let acceptor = tokio_rustls::TlsAcceptor::from(config);
-    accept(listener, shutdown, move |socket| {
-        let (acceptor, reference) = (acceptor.clone(), reference.clone());
+    let slots = Arc::new(tokio::sync::Semaphore::new(reference.connection_policy().max_connections));
+    super::accept_loop(listener, "XMPP", shutdown, move |socket| {
+        let Ok(slot) = slots.clone().try_acquire_owned() else { return };
+        let reference = reference.clone();
         tokio::spawn(async move {
-            let handshake = tokio::time::timeout(std::time::Duration::from_secs(10), acceptor.accept(socket));
-            if let Ok(Ok(stream)) = handshake.await {
-                connection(stream, reference).await;
-            }
+            connection(socket, reference).await;
+            drop(slot);
         });
     })
     .await
 }
 
-/// Hands each accepted socket to `on_socket` until `shutdown` completes.
-async fn accept(
+/// Like [`serve`], with TLS from the first byte (as CCS did). The handshake counts toward the
+/// login deadline.
+pub async fn serve_tls(
     listener: TcpListener,
+    reference: Reference,
+    config: Arc<rustls::ServerConfig>,
     shutdown: impl Future<Output = ()> + Send + 'static,
-    on_socket: impl Fn(tokio::net::TcpStream),
 ) -> std::io::Result<()> {
-    tokio::pin!(shutdown);
-    loop {
-        tokio::select! {
-            () = &mut shutdown => return Ok(()),
-            accepted = listener.accept() => {
-                let (socket, _) = accepted?;
-                let _ = socket.set_nodelay(true);
-                on_socket(socket);
+    let acceptor = tokio_rustls::TlsAcceptor::from(config);
+    let slots = Arc::new(tokio::sync::Semaphore::new(reference.connection_policy().max_connections));
+    super::accept_loop(listener, "XMPP (TLS)", shutdown, move |socket| {
+        let Ok(slot) = slots.clone().try_acquire_owned() else { return };
+        let (acceptor, reference) = (acceptor.clone(), reference.clone());
+        tokio::spawn(async move {
+            let started = tokio::time::Instant::now();
+            let deadline = reference.connection_policy().login_timeout;
+            if let Ok(Ok(stream)) = tokio::time::timeout(deadline, acceptor.accept(socket)).await {
+                serve_connection_from(stream, reference, started).await;
             }
-        }
-    }
+            drop(slot);
+        });
+    })
+    .await
 }
 
 /// Where a connection stands in the negotiation.
@@ -84,10 +78,21 @@ struct Session {
 }
 
 /// Serves one app-server connection to its end.
-pub async fn connection<S: AsyncRead + AsyncWrite + Unpin>(mut io: S, reference: Reference) {
+pub async fn connection<S: AsyncRead + AsyncWrite + Unpin>(io: S, reference: Reference) {
+    serve_connection_from(io, reference, tokio::time::Instant::now()).await;
+}
+
+/// Serves one connection that began at `started` (its login deadline runs from there).
+async fn serve_connection_from<S: AsyncRead + AsyncWrite + Unpin>(
+    mut io: S,
+    reference: Reference,
+    started: tokio::time::Instant,
+) {
     let mut parser = StreamParser::default();
     let mut session = Session::default();
-    serve_connection(&mut io, &reference, &mut parser, &mut session).await;
+    let policy = reference.connection_policy();
+    let mut io = Deadlined { io: &mut io, write_timeout: policy.idle_timeout };
+    serve_connection(&mut io, &reference, &mut parser, &mut session, started).await;
     if let Some(conn) = session.conn {
         // What it had not acknowledged goes to the sender's other connections, or waits.
         reference.with_model(|m| m.ccs_disconnect(conn));
@@ -95,12 +100,15 @@ pub async fn connection<S: AsyncRead + AsyncWrite + Unpin>(mut io: S, reference:
 }
 
 async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
-    io: &mut S,
+    io: &mut Deadlined<'_, S>,
     reference: &Reference,
     parser: &mut StreamParser,
     session: &mut Session,
+    started: tokio::time::Instant,
 ) {
+    let policy = reference.connection_policy();
     let mut buf = vec![0u8; 16 * 1024];
+    let mut last_heard = started;
     loop {
         // Armed before looking, so that nothing queued meanwhile is missed.
         let notified = reference.changed();
@@ -129,18 +137,50 @@ async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
         if !flush_outbox(io, reference, session).await {
             return;
         }
+        // Not logged in yet: the login deadline from connecting. Logged in: idleness.
+        let (deadline, why) = match session.sender {
+            None => (started + policy.login_timeout, "no login within the deadline"),
+            Some(_) => (last_heard + policy.idle_timeout, "idle past the deadline"),
+        };
         tokio::select! {
-            read = io.read(&mut buf) => match read {
+            read = io.io.read(&mut buf) => match read {
                 Ok(0) | Err(_) => return,
-                Ok(n) => parser.feed(&buf[..n]),
+                Ok(n) => {
+                    last_heard = tokio::time::Instant::now();
+                    parser.feed(&buf[..n]);
+                }
             },
             () = &mut notified => {}
+            () = tokio::time::sleep_until(deadline) => {
+                let _ = io.write_all(stream_error("connection-timeout", why).as_bytes()).await;
+                return;
+            }
+        }
+    }
+}
+
+/// A connection whose writes have a deadline: a peer that takes nothing cannot hold a
+/// writer (and what waits for it) forever.
+struct Deadlined<'a, S> {
+    io: &'a mut S,
+    write_timeout: std::time::Duration,
+}
+
+impl<S: AsyncWrite + Unpin> Deadlined<'_, S> {
+    async fn write_all(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        match tokio::time::timeout(self.write_timeout, self.io.write_all(bytes)).await {
+            Ok(done) => done,
+            Err(_) => Err(std::io::ErrorKind::TimedOut.into()),
         }
     }
 }
 
 /// Writes what the model queued for this connection; false if the socket is gone.
-async fn flush_outbox<S: AsyncWrite + Unpin>(io: &mut S, reference: &Reference, session: &mut Session) -> bool {
+async fn flush_outbox<S: AsyncWrite + Unpin>(
+    io: &mut Deadlined<'_, S>,
+    reference: &Reference,
+    session: &mut Session,
+) -> bool {
     let Some(conn) = session.conn else { return true };
     let outbox = reference.with_model(|m| m.ccs_take(conn));
     for json in outbox {

@@ -72,7 +72,20 @@ struct Served {
 
 impl Served {
     fn start(extra: &[&str]) -> Result<Served, String> {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_gcmspec"))
+        Self::start_limited(None, extra)
+    }
+
+    /// `gcmspec serve` with at most `fds` file descriptors (`ulimit -n`), when given.
+    fn start_limited(fds: Option<u32>, extra: &[&str]) -> Result<Served, String> {
+        let mut command = match fds {
+            None => Command::new(env!("CARGO_BIN_EXE_gcmspec")),
+            Some(n) => {
+                let mut c = Command::new("sh");
+                c.args(["-c", &format!("ulimit -n {n} && exec \"$0\" \"$@\""), env!("CARGO_BIN_EXE_gcmspec")]);
+                c
+            }
+        };
+        let mut child = command
             .args(["serve", "--http", "127.0.0.1:0"])
             .args(extra)
             .stdout(Stdio::piped())
@@ -131,6 +144,72 @@ fn curl_json(url: &str) -> Result<(u16, serde_json::Value), String> {
     let status = text.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
     let body = text.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or_default();
     Ok((status, serde_json::from_str(body).map_err(|e| format!("{e}: {body}"))?))
+}
+
+/// Half-sent headers and silent XMPP connections are closed at their deadlines; more
+/// connections than the server has file descriptors make accepting fail for a while, and both
+/// listeners serve again once the flood is gone (the XMPP listener used to die for good).
+fn serve_sheds_what_a_peer_holds() -> Result<(), String> {
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+    use std::time::{Duration, Instant};
+    let served = Served::start_limited(
+        Some(128),
+        &["--xmpp", "127.0.0.1:0", "--header-timeout", "1", "--login-timeout", "1", "--max-connections", "1000"],
+    )?;
+    let http = served.url.trim_start_matches("http://").to_string();
+    let closed_within = |mut s: TcpStream, limit: Duration| -> Result<String, String> {
+        s.set_read_timeout(Some(limit)).map_err(|e| e.to_string())?;
+        let start = Instant::now();
+        let mut got = Vec::new();
+        match s.read_to_end(&mut got) {
+            Ok(_) => Ok(String::from_utf8_lossy(&got).into_owned()),
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::ConnectionReset) => Ok(String::new()),
+            Err(e) => Err(format!("still open after {:?}: {e}", start.elapsed())),
+        }
+    };
+    // Headers that never end.
+    let mut s = TcpStream::connect(&http).map_err(|e| e.to_string())?;
+    s.write_all(b"POST /fcm/send HTTP/1.1\r\nhost: x\r\n").map_err(|e| e.to_string())?;
+    closed_within(s, Duration::from_secs(5)).map_err(|e| format!("half-sent headers: {e}"))?;
+    // An XMPP connection that never logs in.
+    let s = TcpStream::connect(&served.xmpp).map_err(|e| e.to_string())?;
+    let said = closed_within(s, Duration::from_secs(5)).map_err(|e| format!("silent XMPP connection: {e}"))?;
+    if !said.contains("connection-timeout") {
+        return Err(format!("expected a connection-timeout stream error, got {said:?}"));
+    }
+    // A flood past the server's 128 file descriptors, on both listeners, then gone.
+    let mut flood = Vec::new();
+    for _ in 0..200 {
+        for addr in [&http, &served.xmpp] {
+            if let Ok(s) = TcpStream::connect(addr) {
+                flood.push(s);
+            }
+        }
+    }
+    std::thread::sleep(Duration::from_millis(1500));
+    drop(flood);
+    // Both listeners serve again (the server recovers within its backoff).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let http_ok =
+            curl_json(&format!("{}/_gcmspec/v1/capabilities", served.url)).is_ok_and(|(status, _)| status == 200);
+        let xmpp_ok = gcmspec::target::xmpp::XmppClient::connect(
+            served.xmpp.parse().map_err(|e| format!("{e}"))?,
+            None,
+            &served.sender_id,
+            &served.server_key,
+            Duration::from_secs(2),
+        )
+        .is_ok_and(|(_, auth)| auth == gcmspec::target::xmpp::Auth::Success);
+        if http_ok && xmpp_ok {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(format!("after the flood: HTTP serving {http_ok}, XMPP logging in {xmpp_ok}"));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
 
 /// How many trials `gcmspec run` makes against the in-process reference (profile fcm).
@@ -301,6 +380,7 @@ pub fn trials() -> Vec<Trial> {
             }
             Ok(())
         }),
+        trial("cli::serve-sheds-what-a-peer-holds", serve_sheds_what_a_peer_holds),
         trial("cli::run-target-against-serve", || {
             let served = Served::start(&[])?;
             expect(&["run", "--target", &served.url], 0, &["test result: ok", &served.url])
