@@ -325,14 +325,20 @@ fn message(model: &mut Model, session: &mut Session, stanza: &Element) -> String
             stanza_error(stanza, "bad-request")
         };
     };
-    let body: Map<String, Value> = match serde_json::from_str(&payload) {
+    let parsed = serde_json::from_str::<Value>(&payload);
+    let why = match &parsed {
+        Ok(Value::Object(_)) => String::new(),
+        Ok(_) => "the gcm payload is JSON, but not an object".to_string(),
+        Err(e) => format!("the gcm payload is not valid JSON: {e}"),
+    };
+    let body: Map<String, Value> = match parsed {
         Ok(Value::Object(o)) => o,
         _ if model.faults().has(Fault::XmppInvalidJson) => return String::new(),
         _ if model.faults().has(Fault::XmppInvalidJsonAcked) => {
             return reply(stanza, &json!({ "message_type": "ack", "from": "", "message_id": Value::Null }));
         }
         _ if model.variants().has(Variant::InvalidJsonStanzaError) => return stanza_error(stanza, "bad-request"),
-        _ => return reply(stanza, &nack("", &Value::Null, "INVALID_JSON", "the gcm payload is not a JSON object")),
+        _ => return reply(stanza, &nack("", &Value::Null, "INVALID_JSON", &why)),
     };
     let message_id = body.get("message_id").cloned().unwrap_or(Value::Null);
     let to = body.get("to").and_then(Value::as_str).unwrap_or("").to_string();

@@ -164,6 +164,25 @@ async fn socket_abuse() -> Result<(), String> {
         if login.1 != gcmspec::target::xmpp::Auth::Success {
             return Err(format!("a good XMPP login failed after the garbage: {:?}", login.1));
         }
+        // A payload that is not JSON says so (it used to say "not a JSON object").
+        let mut client = login.0.ok_or("logged in without a client")?;
+        for bad in ["{\"to\": 1e400}", "{\"to\": \"x\", \"message_id\": "] {
+            client.send_raw(&format!("<message id='j'><gcm xmlns='google:mobile:data'>{bad}</gcm></message>"))?;
+            let nack = client.next_as_json()?;
+            let described = nack["error_description"].as_str().unwrap_or_default();
+            if nack["error"] != "INVALID_JSON" || !described.contains("not valid JSON") {
+                return Err(format!("{bad}: expected INVALID_JSON that says the JSON is not valid, got {nack}"));
+            }
+        }
+        // A malformed chunked body is a bad request, not one "larger than" the limit.
+        let mut s = std::net::TcpStream::connect(addr).map_err(|e| e.to_string())?;
+        s.write_all(b"POST /fcm/send HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\nzz\r\nnot a chunk\r\n")
+            .map_err(|e| e.to_string())?;
+        let mut answer = String::new();
+        let _ = s.read_to_string(&mut answer);
+        if !answer.starts_with("HTTP/1.1 400") || answer.contains("larger than") {
+            return Err(format!("expected 400 for a malformed chunked body, got {answer:?}"));
+        }
         // Still serving.
         let mut s = std::net::TcpStream::connect(addr).map_err(|e| e.to_string())?;
         s.write_all(b"GET /nowhere HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").map_err(|e| e.to_string())?;

@@ -39,11 +39,17 @@ impl Model {
                     .instances
                     .get(self.resolve(id))
                     .is_some_and(|i| i.registered && i.senders.iter().any(|s| s == sender));
-            if ok && !out.contains(id) {
+            // One device, one member: an old id and its canonical one are the same device.
+            if ok && !out.iter().any(|o| self.same_device(o, id)) {
                 out.push(id.clone());
             }
         }
         out
+    }
+
+    /// Whether two registration ids name the same app instance (one may be an old id of it).
+    fn same_device(&self, a: &str, b: &str) -> bool {
+        self.resolve(a) == self.resolve(b)
     }
 
     fn cap(&self) -> usize {
@@ -134,13 +140,14 @@ impl Model {
         let cap = if client && self.fault(Fault::MemberCapClientAdd) { usize::MAX } else { self.cap() };
         let half_applied = self.fault(Fault::MemberCapHalfApplied);
         let max = self.limits.max_members;
-        let Some(group) = self.groups.get_mut(key) else { return Ok(()) };
-        let mut members = group.members.clone();
+        let Some(mut members) = self.groups.get(key).map(|g| g.members.clone()) else { return Ok(()) };
         for id in new {
-            if !members.contains(&id) {
+            // Adding another id of a member's device adds nothing.
+            if !members.iter().any(|m| self.same_device(m, &id)) {
                 members.push(id);
             }
         }
+        let group = self.groups.get_mut(key).expect("looked up above");
         if members.len() > cap {
             if half_applied {
                 members.truncate(cap);
@@ -153,8 +160,19 @@ impl Model {
     }
 
     fn remove_members(&mut self, key: &str, ids: &[String]) {
+        let devices: Vec<String> = ids.iter().map(|id| self.resolve(id).to_string()).collect();
+        let resolved: Vec<String> = self
+            .groups
+            .get(key)
+            .map(|g| g.members.iter().map(|m| self.resolve(m).to_string()).collect())
+            .unwrap_or_default();
         let Some(group) = self.groups.get_mut(key) else { return };
-        group.members.retain(|m| !ids.contains(m));
+        // Removing any id of a device removes the device, whichever id it joined by.
+        let mut at = 0;
+        group.members.retain(|_| {
+            at += 1;
+            !devices.contains(&resolved[at - 1])
+        });
         if group.members.is_empty() && !self.fault(Fault::RemoveLastDeletes) {
             let g = self.groups.remove(key).expect("present above");
             self.group_names.remove(&(g.sender, g.name));

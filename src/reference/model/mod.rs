@@ -679,6 +679,29 @@ mod tests {
     }
 
     #[test]
+    fn a_device_is_a_member_once_whatever_ids_it_is_known_by() {
+        let mut m = model(&[]);
+        let s = m.create_sender().sender_id;
+        let old = m.register_instance(vec![s.clone()], None);
+        let other = m.register_instance(vec![s.clone()], None);
+        let key = m.manage_group(&s, GroupOp::Create { name: "n".into(), ids: vec![old.clone()] }).unwrap();
+        let new = m.reregister(&old).unwrap();
+        // Its canonical id joins as a no-op; a create naming both ids makes one member.
+        m.manage_group(&s, GroupOp::Add { key: key.clone(), name: None, ids: vec![new.clone()] }).unwrap();
+        let both = m.manage_group(&s, GroupOp::Create { name: "both".into(), ids: vec![old.clone(), new.clone()] });
+        assert_eq!(m.groups_of(&s)["both"]["members"].as_array().map(Vec::len), Some(1), "{both:?}");
+        // A send reaches the device once.
+        let sent = m.send(&s, Target::To(key.clone()), Message::default());
+        assert_eq!(sent, SendOutcome::Group { success: 1, failed: vec![] });
+        assert_eq!(m.inbox(&new).map(<[_]>::len), Some(1));
+        // Removing the canonical id removes the device, whichever id it joined by.
+        m.manage_group(&s, GroupOp::Add { key: key.clone(), name: None, ids: vec![other] }).unwrap();
+        m.manage_group(&s, GroupOp::Remove { key: key.clone(), name: None, ids: vec![new.clone()] }).unwrap();
+        assert_eq!(m.send(&s, Target::To(key), Message::default()), SendOutcome::Group { success: 1, failed: vec![] });
+        assert_eq!(m.inbox(&new).map(<[_]>::len), Some(1), "the removed device got nothing more");
+    }
+
+    #[test]
     fn a_group_whose_members_all_fail_answers_503() {
         let mut m = model(&[]);
         let s = m.create_sender().sender_id;

@@ -162,7 +162,14 @@ impl Model {
             let mut success = 0;
             let mut failed = Vec::new();
             let mut only_unregistered = true;
+            // Once per device: members joined before their device registered again may share it.
+            let mut devices: Vec<String> = Vec::new();
             for (i, member) in members.iter().enumerate() {
+                let device = self.resolve(member).to_string();
+                if devices.contains(&device) {
+                    continue;
+                }
+                devices.push(device);
                 let queued = self.queued(sender, &message_id, &message, Some(key));
                 let delivered = if self.fault(Fault::SendFanOut) && i > 0 {
                     self.instances.get(self.resolve(member)).is_some_and(|m| m.registered)
