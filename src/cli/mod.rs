@@ -162,6 +162,9 @@ pub(crate) fn connect(args: &TargetArgs, catalog: &Catalog, profile: Option<&str
     if let (Some(key), Some(id)) = (&args.api_key, &args.sender_id) {
         caps.static_sender = Some(Sender { id: id.clone(), key: key.clone() });
     }
+    if let Some(note) = &caps.note {
+        eprintln!("gcmspec: the target has no usable control API: {note}; going on without it");
+    }
     Ok(Connected { target, caps, base_url })
 }
 

@@ -62,13 +62,28 @@ pub(crate) struct RunArgs {
     /// A progress bar (auto: on a terminal, outside CI) or libtest's line per check.
     #[arg(long, value_enum, default_value = "auto")]
     progress: progress::Progress,
+    /// Seconds the whole run may take: past it, checks not yet done fail at once, the reports
+    /// are written with what ran, and the run exits 2.
+    #[arg(long, value_name = "SECONDS")]
+    deadline: Option<f64>,
     #[command(flatten)]
     test: libtest_mimic::Arguments,
 }
 
-pub(crate) fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
+/// Checks run side by side against a server over the network: they mostly wait, so more of
+/// them than there are cores (`--test-threads` still decides).
+const REMOTE_THREADS: usize = 8;
+
+pub(crate) fn run(mut args: RunArgs) -> anyhow::Result<ExitCode> {
     let catalog = Arc::new(load(&args.spec)?);
     let Connected { target, caps, base_url } = connect(&args.to, &catalog, args.profile.as_deref())?;
+    let deadline = args.deadline.map(|s| Duration::from_secs_f64(s.max(0.0)));
+    let watched = Arc::new(gcmspec::target::Watched::new(target, deadline));
+    let target: Arc<dyn gcmspec::target::Target> = watched.clone();
+    if args.to.target.is_some() && args.test.test_threads.is_none() {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        args.test.test_threads = Some(cores.max(REMOTE_THREADS));
+    }
     let default_snapshots = match args.to.target {
         None => Some(Path::new(env!("CARGO_MANIFEST_DIR")).join("snapshots")).filter(|d| d.is_dir()),
         Some(_) => None,
@@ -158,6 +173,14 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         for fixed in &s.fixed {
             eprintln!("gcmspec: baseline: {fixed} passes now: remove it from the baseline");
         }
+    }
+    if let Some(why) = watched.stopped() {
+        eprintln!("gcmspec: the target stopped answering: {why}; the checks after it were not tried");
+        return Ok(ExitCode::from(2));
+    }
+    if let Some(d) = watched.deadline_passed() {
+        eprintln!("gcmspec: the run's deadline ({d:?}) passed; the checks not done by then were not tried");
+        return Ok(ExitCode::from(2));
     }
     if report.exit_code() == 2 {
         eprintln!("gcmspec: no trial ran");

@@ -252,6 +252,7 @@ pub fn mirror(target: &Capabilities, reference: &crate::Reference) -> Capabiliti
         profile: target.profile.clone(),
         static_sender,
         params: target.params.clone(),
+        note: None,
     }
 }
 

@@ -25,6 +25,10 @@ pub enum TargetError {
     BadUrl(String),
     #[error("{url} answered with more than {max} bytes: cut off")]
     TooLarge { url: String, max: usize },
+    #[error("the target stopped answering ({0}): not tried")]
+    Stopped(String),
+    #[error("the run's deadline ({0:?}) passed: not tried")]
+    Deadline(Duration),
 }
 
 pub trait Target: Send + Sync {
@@ -170,6 +174,90 @@ impl Target for HttpTarget {
     }
 }
 
+/// A target watched over a whole run. Once `STOP_AFTER` exchanges in a row got no answer at
+/// all (refused, reset, timed out), the target is taken to have stopped answering, and every
+/// later exchange fails at once rather than waiting out its own timeout; past the run's
+/// deadline, likewise. The run then ends with one clear error, and what ran is reported.
+pub struct Watched {
+    inner: std::sync::Arc<dyn Target>,
+    deadline: Option<(std::time::Instant, Duration)>,
+    silent_in_a_row: std::sync::atomic::AtomicUsize,
+    stopped: std::sync::Mutex<Option<String>>,
+}
+
+impl Watched {
+    /// Exchanges in a row without an answer that mean the target stopped answering.
+    pub const STOP_AFTER: usize = 3;
+
+    pub fn new(inner: std::sync::Arc<dyn Target>, deadline: Option<Duration>) -> Watched {
+        Watched {
+            inner,
+            deadline: deadline.map(|d| (std::time::Instant::now() + d, d)),
+            silent_in_a_row: std::sync::atomic::AtomicUsize::new(0),
+            stopped: std::sync::Mutex::new(None),
+        }
+    }
+
+    /// Why the target was taken to have stopped answering, if it was.
+    pub fn stopped(&self) -> Option<String> {
+        self.stopped.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// The run's deadline, if it has passed.
+    pub fn deadline_passed(&self) -> Option<Duration> {
+        self.deadline.filter(|(at, _)| std::time::Instant::now() >= *at).map(|(_, d)| d)
+    }
+}
+
+impl Target for Watched {
+    fn describe(&self) -> String {
+        self.inner.describe()
+    }
+
+    fn exchange(&self, req: &HttpRequest) -> Result<HttpResponse, TargetError> {
+        use std::sync::atomic::Ordering;
+        if let Some(d) = self.deadline_passed() {
+            return Err(TargetError::Deadline(d));
+        }
+        if let Some(why) = self.stopped() {
+            return Err(TargetError::Stopped(why));
+        }
+        let result = match self.deadline {
+            None => self.inner.exchange(req),
+            // The deadline holds an exchange in flight too: it is left to finish (within its own
+            // timeout) on a thread of its own, and the check goes on with the deadline's error.
+            Some((at, d)) => {
+                let (tx, rx) = std::sync::mpsc::channel();
+                let (inner, req) = (self.inner.clone(), req.clone());
+                std::thread::spawn(move || {
+                    let _ = tx.send(inner.exchange(&req));
+                });
+                rx.recv_timeout(at.saturating_duration_since(std::time::Instant::now()))
+                    .unwrap_or(Err(TargetError::Deadline(d)))
+            }
+        };
+        match &result {
+            Err(e @ TargetError::Connection { .. }) => {
+                let n = self.silent_in_a_row.fetch_add(1, Ordering::SeqCst) + 1;
+                if n >= Self::STOP_AFTER {
+                    let mut stopped = self.stopped.lock().unwrap_or_else(|e| e.into_inner());
+                    stopped.get_or_insert_with(|| format!("{n} exchanges in a row got no answer; the last: {e}"));
+                }
+            }
+            _ => self.silent_in_a_row.store(0, Ordering::SeqCst),
+        }
+        result
+    }
+
+    fn xmpp_address(&self) -> Option<SocketAddr> {
+        self.inner.xmpp_address()
+    }
+
+    fn xmpp_tls(&self) -> Option<std::sync::Arc<rustls::ClientConfig>> {
+        self.inner.xmpp_tls()
+    }
+}
+
 fn error_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut src = e.source();
@@ -206,14 +294,29 @@ pub struct Capabilities {
     /// Numbers the server declares where the documents give none (its throttle buckets):
     /// the checks use these instead of the reference's.
     pub params: BTreeMap<String, Value>,
+    /// Why a capabilities answer was not taken, when the server gave one that is not a
+    /// control-API document (so the run goes on as if it had no control API).
+    pub note: Option<String>,
 }
 
 impl Capabilities {
     /// Asks the target's control API; a server without one offers nothing.
     pub fn probe(target: &dyn Target) -> Result<Capabilities, TargetError> {
         let resp = target.exchange(&HttpRequest::new("GET", &format!("{}capabilities", control::PREFIX)))?;
-        let body = resp.body_json().filter(|b| resp.status == 200 && b["protocol"] == control::PROTOCOL);
+        let json = resp.body_json();
+        let body = json.as_ref().filter(|b| resp.status == 200 && b["protocol"] == control::PROTOCOL);
         let mut caps = Capabilities::default();
+        if resp.status == 200 && body.is_none() {
+            let excerpt: String = String::from_utf8_lossy(&resp.body).chars().take(120).collect();
+            caps.note = Some(match &json {
+                None => format!("its capabilities answer is not JSON: {excerpt:?}"),
+                Some(b) => format!(
+                    "its capabilities answer's protocol is {}, not \"{}\"",
+                    b.get("protocol").map_or_else(|| "missing".to_string(), Value::to_string),
+                    control::PROTOCOL
+                ),
+            });
+        }
         if let Some(body) = body {
             caps.control = body["capabilities"]
                 .as_array()

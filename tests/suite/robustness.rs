@@ -234,6 +234,10 @@ pub fn trials() -> Vec<Trial> {
 /// How a fake server misbehaves on every protocol request.
 #[derive(Clone, Copy, Debug)]
 enum Misbehaviour {
+    /// Answers capabilities as a control API would, then nothing at all.
+    CapabilitiesThenHang,
+    /// Answers capabilities 200 with something that is not JSON.
+    BadCapabilities,
     /// Never answers.
     Hang,
     /// Closes the connection without a word.
@@ -259,11 +263,30 @@ fn misbehaving_server(how: Misbehaviour) -> Result<std::net::SocketAddr, String>
                     head.push(byte[0]);
                 }
                 if String::from_utf8_lossy(&head).contains("/_gcmspec/") {
-                    let _ = stream.write_all(b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n");
+                    let body: &[u8] = match how {
+                        Misbehaviour::CapabilitiesThenHang => {
+                            br#"{"protocol": "gcmspec-control/1", "profile": "fcm", "capabilities": ["senders", "instances", "inbox", "unregister", "id_tokens", "connectivity", "clock"]}"#
+                        }
+                        Misbehaviour::BadCapabilities => b"<html>maintenance</html>",
+                        _ => {
+                            let _ = stream.write_all(b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n");
+                            return;
+                        }
+                    };
+                    if !String::from_utf8_lossy(&head).contains("capabilities") {
+                        // Everything else of the control API: silence.
+                        std::thread::sleep(std::time::Duration::from_secs(60));
+                        return;
+                    }
+                    let head = format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n", body.len());
+                    let _ = stream.write_all(head.as_bytes());
+                    let _ = stream.write_all(body);
                     return;
                 }
                 match how {
-                    Misbehaviour::Hang => std::thread::sleep(std::time::Duration::from_secs(60)),
+                    Misbehaviour::Hang | Misbehaviour::CapabilitiesThenHang | Misbehaviour::BadCapabilities => {
+                        std::thread::sleep(std::time::Duration::from_secs(60))
+                    }
                     Misbehaviour::Reset => drop(stream),
                     Misbehaviour::Garbage => {
                         let _ = stream.write_all(b"\x00\x01\x02 this is not HTTP \xff\r\n\r\n");
@@ -282,32 +305,32 @@ fn misbehaving_server(how: Misbehaviour) -> Result<std::net::SocketAddr, String>
     Ok(addr)
 }
 
-fn against_misbehaving(how: Misbehaviour, needle: &'static str) -> Result<(), String> {
+fn against_misbehaving(how: Misbehaviour, code: i32, needles: &[&str]) -> Result<(), String> {
     let addr = misbehaving_server(how)?;
     let url = format!("http://{addr}");
+    let dir = std::env::temp_dir().join(format!("gcmspec-misbehaving-{}-{how:?}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    let mut args =
+        vec!["run", "--target", &url, "--timeout", "1", "--no-snapshots", "--no-replays", "--json", "r.json"];
+    if !matches!(how, Misbehaviour::CapabilitiesThenHang | Misbehaviour::BadCapabilities) {
+        args.extend(["--api-key", "AIzaFake", "--sender-id", "123456789012"]);
+    }
+    let start = std::time::Instant::now();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_gcmspec"))
-        .args([
-            "run",
-            "--target",
-            &url,
-            "--api-key",
-            "AIzaFake",
-            "--sender-id",
-            "123456789012",
-            "--timeout",
-            "1",
-            "--no-snapshots",
-            // Parallel runs in this checkout: no replay files in it.
-            "--no-replays",
-        ])
+        .args(&args)
+        .current_dir(&dir)
         .output()
         .map_err(|e| e.to_string())?;
+    let took = start.elapsed();
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    // The run completes: the checks that need only a sender fail, clearly; the rest are unsupported.
-    if out.status.code() != Some(1) || !text.contains("test result: FAILED") || !text.contains(needle) {
+    let report = std::fs::read_to_string(dir.join("r.json"));
+    let _ = std::fs::remove_dir_all(&dir);
+    // The run completes, says what went wrong, and writes its report with what ran.
+    if out.status.code() != Some(code) || !needles.iter().all(|n| text.contains(n)) || report.is_err() {
         return Err(format!(
-            "{how:?}: expected exit 1 with failures saying {needle:?}, got {:?}:\n{text}",
-            out.status.code()
+            "{how:?}: expected exit {code} saying {needles:?} and a report, got exit {:?} after {took:?} (report: {}):\n{text}",
+            out.status.code(),
+            report.is_ok()
         ));
     }
     Ok(())
@@ -315,9 +338,51 @@ fn against_misbehaving(how: Misbehaviour, needle: &'static str) -> Result<(), St
 
 pub fn misbehaving_trials() -> Vec<Trial> {
     vec![
-        trial("robustness::target-hangs", || against_misbehaving(Misbehaviour::Hang, "timed out")),
-        trial("robustness::target-resets", || against_misbehaving(Misbehaviour::Reset, "cannot reach")),
-        trial("robustness::target-answers-garbage", || against_misbehaving(Misbehaviour::Garbage, "cannot reach")),
-        trial("robustness::target-answers-a-huge-body", || against_misbehaving(Misbehaviour::Huge, "cut off")),
+        // No answer at all: after three in a row the target has stopped answering; one error.
+        trial("robustness::target-hangs", || {
+            against_misbehaving(Misbehaviour::Hang, 2, &["timed out", "the target stopped answering"])
+        }),
+        trial("robustness::target-resets", || {
+            against_misbehaving(Misbehaviour::Reset, 2, &["cannot reach", "the target stopped answering"])
+        }),
+        trial("robustness::target-answers-garbage", || {
+            against_misbehaving(Misbehaviour::Garbage, 2, &["cannot reach", "the target stopped answering"])
+        }),
+        // An answer, however wrong, is an answer: the checks fail, the run goes on.
+        trial("robustness::target-answers-a-huge-body", || {
+            against_misbehaving(Misbehaviour::Huge, 1, &["cut off", "test result: FAILED"])
+        }),
+        // Capabilities, then silence: the run used to wait for every check's timeouts in turn
+        // (over 300 s) and write no report.
+        trial("robustness::target-stops-after-capabilities", || {
+            against_misbehaving(Misbehaviour::CapabilitiesThenHang, 2, &["the target stopped answering"])
+        }),
+        trial("robustness::the-run-ends-at-its-deadline", || {
+            // However long a timeout: the run ends at its deadline, with its report.
+            let addr = misbehaving_server(Misbehaviour::Hang)?;
+            let url = format!("http://{addr}");
+            let start = std::time::Instant::now();
+            let out = std::process::Command::new(env!("CARGO_BIN_EXE_gcmspec"))
+                .args(["run", "--target", &url, "--api-key", "AIzaFake", "--sender-id", "123456789012"])
+                .args(["--timeout", "60", "--deadline", "1", "--no-snapshots", "--no-replays"])
+                .output()
+                .map_err(|e| e.to_string())?;
+            let text = String::from_utf8_lossy(&out.stderr).into_owned();
+            if out.status.code() != Some(2) || !text.contains("the run's deadline (1s) passed") {
+                return Err(format!("exit {:?} after {:?}:\n{text}", out.status.code(), start.elapsed()));
+            }
+            // A bound of the test, not a timing of gcmspec: far below the 60 s timeout.
+            if start.elapsed() > std::time::Duration::from_secs(30) {
+                return Err(format!("the run took {:?} with a deadline of 1 s", start.elapsed()));
+            }
+            Ok(())
+        }),
+        trial("robustness::capabilities-not-json-is-said", || {
+            against_misbehaving(
+                Misbehaviour::BadCapabilities,
+                2,
+                &["no usable control API: its capabilities answer is not JSON", "<html>maintenance"],
+            )
+        }),
     ]
 }
