@@ -87,6 +87,7 @@ pub fn trials() -> Vec<Trial> {
                 Err(format!("specs/ holds {on_disk:?}\nthe binary bundles {bundled:?}"))
             }
         }),
+        trial("specs::mutated-spec-files-load-or-say-where", mutated_specs_load_or_say_where),
         trial("specs::from-dir-equals-bundled", || {
             let dir = gcmspec::bundled::catalog_from_dir(&Path::new(env!("CARGO_MANIFEST_DIR")).join("specs"))
                 .map_err(|e| e.to_string())?;
@@ -95,4 +96,65 @@ pub fn trials() -> Vec<Trial> {
             if ids(&dir) == ids(&bundled) { Ok(()) } else { Err("rule lists differ".into()) }
         }),
     ]
+}
+
+/// The bundled spec files with random edits (bytes replaced, inserted, removed; lines doubled
+/// or dropped) load into a catalogue or fail with errors that each name a file, a line in it
+/// and a field; never a panic.
+fn mutated_specs_load_or_say_where() -> Result<(), String> {
+    use proptest::prelude::*;
+    use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
+    let sources: std::collections::BTreeMap<String, String> = gcmspec::bundled::SOURCE_FILES
+        .iter()
+        .map(|(n, t)| (n.rsplit('/').next().unwrap_or(n).to_string(), t.to_string()))
+        .collect();
+    let files: Vec<(String, String)> =
+        gcmspec::bundled::SPEC_FILES.iter().map(|(n, t)| (n.to_string(), t.to_string())).collect();
+    let edits = proptest::collection::vec((0..files.len(), 0usize..100_000, 0u8..5, any::<u8>()), 1..6);
+    // Each case loads every file and checks every quote: 40 keep this near five seconds.
+    let config = Config { cases: 40, failure_persistence: None, ..Config::default() };
+    let mut runner = TestRunner::new_with_rng(config, TestRng::from_seed(RngAlgorithm::ChaCha, &[7; 32]));
+    runner
+        .run(&edits, |edits| {
+            let mut files = files.clone();
+            for (f, at, how, b) in edits {
+                let mut bytes = files[f].1.clone().into_bytes();
+                let at = at % (bytes.len() + 1);
+                let line_start = bytes[..at].iter().rposition(|c| *c == b'\n').map_or(0, |i| i + 1);
+                let line_end = bytes[at..].iter().position(|c| *c == b'\n').map_or(bytes.len(), |i| at + i + 1);
+                match how {
+                    0 if at < bytes.len() => bytes[at] = b"=[]{}\"'#,.$\n0a"[usize::from(b) % 14],
+                    1 => bytes.insert(at, b),
+                    2 if at < bytes.len() => {
+                        bytes.remove(at);
+                    }
+                    3 => {
+                        let line = bytes[line_start..line_end].to_vec();
+                        bytes.splice(line_start..line_start, line);
+                    }
+                    _ => {
+                        bytes.drain(line_start..line_end);
+                    }
+                }
+                files[f].1 = String::from_utf8_lossy(&bytes).into_owned();
+            }
+            match std::panic::catch_unwind(|| gcmspec::spec::load(&files, &sources)) {
+                Err(_) => Err(TestCaseError::fail("the loader panicked")),
+                Ok(Ok(_)) => Ok(()),
+                Ok(Err(errors)) => {
+                    for e in &errors.0 {
+                        let lines = files.iter().find(|(n, _)| *n == e.file).map(|(_, t)| t.lines().count() + 1);
+                        let line_ok = lines.is_some_and(|n| e.line >= 1 && e.line <= n);
+                        if !line_ok || e.field.is_empty() || e.message.is_empty() {
+                            return Err(TestCaseError::fail(format!("an error that does not say where: {e}")));
+                        }
+                    }
+                    if errors.0.is_empty() {
+                        return Err(TestCaseError::fail("failed with no error"));
+                    }
+                    Ok(())
+                }
+            }
+        })
+        .map_err(|e| e.to_string())
 }
