@@ -16,6 +16,15 @@ pub const STANZAS_NS: &str = "urn:ietf:params:xml:ns:xmpp-stanzas";
 pub const STREAMS_NS: &str = "urn:ietf:params:xml:ns:xmpp-streams";
 /// The domain in `<sender id>@gcm.googleapis.com`.
 pub const DOMAIN: &str = "gcm.googleapis.com";
+/// FCM-era clients log in, and address upstream, as `<sender id>@fcm.googleapis.com`.
+pub const FCM_DOMAIN: &str = "fcm.googleapis.com";
+/// The domains an app server's address may have.
+pub const DOMAINS: &[&str] = &[DOMAIN, FCM_DOMAIN];
+
+/// The sender id of an app server's address `<sender id>@DOMAIN`, and its domain.
+pub fn app_server(address: &str) -> Option<(&str, &'static str)> {
+    DOMAINS.iter().find_map(|d| address.strip_suffix(d)?.strip_suffix('@').map(|s| (s, *d)))
+}
 /// Bytes a single stanza may take before the stream is refused.
 pub const MAX_STANZA_BYTES: usize = 1 << 20;
 

@@ -214,15 +214,16 @@ pub fn run(
                     Some(vec![(format!("step {n}"), req, resp)])
                 }
             }
-            Action::XmppConnect { name, sender, password } => {
+            Action::XmppConnect { name, sender, password, domain } => {
                 let sender = sender_value(sender, &vars).map_err(at)?;
                 let id = text_of(&sender["id"]);
                 let password = match password {
                     Some(p) => text_of(&render(p, &vars).map_err(at)?),
                     None => text_of(&sender["key"]),
                 };
+                let domain = domain.as_deref().unwrap_or(crate::xmpp::DOMAIN);
                 let (client, auth) =
-                    XmppClient::connect_to(control.target, &id, &password, xmpp_timeout).map_err(at)?;
+                    XmppClient::connect_to_in(control.target, &id, domain, &password, xmpp_timeout).map_err(at)?;
                 let answer = match &auth {
                     XmppAuth::Success => json!({ "sasl": "success" }),
                     XmppAuth::Failure(condition) => json!({ "sasl": "failure", "condition": condition }),
@@ -234,7 +235,7 @@ pub fn run(
                 if let Some(c) = client {
                     connections.insert(name.clone(), c);
                 }
-                vars.insert(name.clone(), json!({ "jid": format!("{id}@{}", crate::xmpp::DOMAIN) }));
+                vars.insert(name.clone(), json!({ "jid": format!("{id}@{domain}") }));
                 Some(vec![(format!("step {n}"), xmpp_exchange(&format!("connect as {id}"), ""), xmpp_answer(&answer))])
             }
             Action::XmppSend { on, message } => {

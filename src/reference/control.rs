@@ -96,8 +96,12 @@ fn upstream(model: &mut Model, id: &str, req: &HttpRequest) -> Reply {
     if model.inbox(id).is_none() {
         return Err(unknown_instance(id));
     }
-    // `<sender id>@gcm.googleapis.com` is the app server; anything else a notification key.
-    if let Some(sender) = to.strip_suffix(&format!("@{}", crate::xmpp::DOMAIN)) {
+    // `<sender id>@gcm.googleapis.com` (or `@fcm.googleapis.com`) is the app server; anything
+    // else a notification key.
+    let fcm_refused = model.faults().has(crate::reference::Fault::XmppFcmDomain);
+    if let Some((sender, domain)) = crate::xmpp::app_server(to)
+        && !(fcm_refused && domain == crate::xmpp::FCM_DOMAIN)
+    {
         let message_id = b.get("message_id").and_then(Value::as_str).map(str::to_string);
         return match model.upstream_to_app_server(id, sender, data, message_id) {
             Ok(message_id) => Ok(HttpResponse::json(200, &json!({ "message_id": message_id }))),

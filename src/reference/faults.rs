@@ -135,6 +135,7 @@ faults! {
     Dismissal => "group.dismissal": "leaves a handled group message in the other members' queues",
     DeliveredOnce => "lifetime.delivered-once": "delivers the last message again when a device reconnects",
     XmppAuth => "xmpp.auth.sasl-plain": "accepts any password for a known sender id",
+    XmppFcmDomain => "xmpp.auth.fcm-domain": "knows only `@gcm.googleapis.com`: refuses FCM-era logins and upstream addresses",
     XmppAck => "xmpp.downstream.ack": "acks without echoing the message_id",
     XmppNack => "xmpp.downstream.nack": "acks sends to registration ids that do not exist",
     XmppBadRequest => "xmpp.stanza.bad-request": "answers a message stanza without a gcm payload with a nack, not a stanza error",

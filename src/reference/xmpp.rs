@@ -64,7 +64,7 @@ pub async fn serve_tls(
 }
 
 /// Where a connection stands in the negotiation.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Session {
     /// The authenticated sender, after SASL success.
     sender: Option<String>,
@@ -75,6 +75,8 @@ struct Session {
     downstream: usize,
     /// Ids for the stanzas the server sends.
     sent: u64,
+    /// The domain the app server logged in with.
+    domain: &'static str,
 }
 
 /// Serves one app-server connection to its end.
@@ -89,7 +91,7 @@ async fn serve_connection_from<S: AsyncRead + AsyncWrite + Unpin>(
     started: tokio::time::Instant,
 ) {
     let mut parser = StreamParser::default();
-    let mut session = Session::default();
+    let mut session = Session { sender: None, conn: None, streams: 0, downstream: 0, sent: 0, domain: wire::DOMAIN };
     let policy = reference.connection_policy();
     let mut io = Deadlined { io: &mut io, write_timeout: policy.idle_timeout };
     serve_connection(&mut io, &reference, &mut parser, &mut session, started).await;
@@ -254,13 +256,18 @@ fn authenticate(model: &mut Model, session: &mut Session, auth: &Element) -> (St
     // authzid \0 authcid \0 password; the authcid is `<sender id>@gcm.googleapis.com`.
     let parts: Vec<&str> = text.split('\0').collect();
     let [_, user, password] = parts.as_slice() else { return failure("incorrect-encoding") };
-    let sender_id = user.strip_suffix(&format!("@{}", wire::DOMAIN)).unwrap_or(user);
+    // `<sender id>@gcm.googleapis.com`, or `@fcm.googleapis.com` as FCM-era clients log in.
+    let (sender_id, domain) = wire::app_server(user).unwrap_or((user, wire::DOMAIN));
+    if domain == wire::FCM_DOMAIN && model.faults().has(Fault::XmppFcmDomain) {
+        return failure("not-authorized");
+    }
     let valid = model.sender_for_key(password) == Some(sender_id)
         || (model.faults().has(Fault::XmppAuth) && model.has_sender(sender_id));
     if !valid {
         return failure("not-authorized");
     }
     session.sender = Some(sender_id.to_string());
+    session.domain = domain;
     (format!("<success xmlns=\"{}\"/>", wire::SASL_NS), false)
 }
 
@@ -274,7 +281,7 @@ fn iq(model: &mut Model, session: &mut Session, stanza: &Element) -> String {
         }
         let resource =
             bind.child("resource").map(Element::text).filter(|r| !r.is_empty()).unwrap_or_else(|| "gcmspec".into());
-        let jid = format!("{sender}@{}/{resource}", wire::DOMAIN);
+        let jid = format!("{sender}@{}/{resource}", session.domain);
         return format!(
             "<iq id=\"{id}\" type=\"result\"><bind xmlns=\"{}\"><jid>{}</jid></bind></iq>",
             wire::BIND_NS,

@@ -817,7 +817,7 @@ impl Cx<'_> {
             "xmpp_connect" => {
                 needs.insert("xmpp".into());
                 self.table(action_node, &afield)?;
-                self.only(action_node.entries(), &["as", "sender", "password"], &afield);
+                self.only(action_node.entries(), &["as", "sender", "password", "domain"], &afield);
                 let name = self.var_name(action_node.get("as").unwrap_or(action_node), &format!("{afield}.as"))?;
                 let sender = self.string(action_node, "sender", &afield, false).unwrap_or_else(|| "sender".into());
                 self.sender_expr(&sender, span, &format!("{afield}.sender"), defined);
@@ -825,8 +825,16 @@ impl Cx<'_> {
                 if let Some(p) = &password {
                     self.templates(p, &format!("{afield}.password"), span, defined);
                 }
+                let domain = self.string(action_node, "domain", &afield, false);
+                if let Some(d) = domain.as_deref().filter(|d| !crate::xmpp::DOMAINS.contains(d)) {
+                    self.err(
+                        span,
+                        &format!("{afield}.domain"),
+                        &format!("unknown domain {d:?} (expected one of {:?})", crate::xmpp::DOMAINS),
+                    );
+                }
                 defines.push(name.clone());
-                Action::XmppConnect { name, sender, password }
+                Action::XmppConnect { name, sender, password, domain }
             }
             "xmpp_send" | "xmpp_raw" => {
                 needs.insert("xmpp".into());

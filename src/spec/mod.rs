@@ -234,6 +234,9 @@ pub enum Action {
         name: String,
         sender: String,
         password: Option<Value>,
+        /// The domain of the login (`<sender id>@DOMAIN`); the GCM one when absent.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        domain: Option<String>,
     },
     /// A `<gcm>` message on a connection; the answer is the next message back, as JSON.
     XmppSend {

@@ -110,9 +110,21 @@ impl XmppClient {
         password: &str,
         timeout: Duration,
     ) -> Result<(Option<XmppClient>, Auth), String> {
+        Self::connect_in(addr, tls, sender_id, wire::DOMAIN, password, timeout)
+    }
+
+    /// Like [`Self::connect`], logging in as `<sender_id>@domain`.
+    pub fn connect_in(
+        addr: SocketAddr,
+        tls: Option<Arc<rustls::ClientConfig>>,
+        sender_id: &str,
+        domain: &str,
+        password: &str,
+        timeout: Duration,
+    ) -> Result<(Option<XmppClient>, Auth), String> {
         let mut c = Self::open(addr, tls, timeout)?;
         c.open_stream()?;
-        let credentials = wire::base64_encode(format!("\0{sender_id}@{}\0{password}", wire::DOMAIN).as_bytes());
+        let credentials = wire::base64_encode(format!("\0{sender_id}@{domain}\0{password}").as_bytes());
         c.write(&format!("<auth mechanism=\"PLAIN\" xmlns=\"{}\">{credentials}</auth>", wire::SASL_NS))?;
         match c.next_event()? {
             Event::Stanza(s) if s.name == "success" => {}
@@ -143,8 +155,19 @@ impl XmppClient {
         password: &str,
         timeout: Duration,
     ) -> Result<(Option<XmppClient>, Auth), String> {
+        Self::connect_to_in(target, sender_id, wire::DOMAIN, password, timeout)
+    }
+
+    /// Like [`Self::connect_to`], logging in as `<sender_id>@domain`.
+    pub fn connect_to_in(
+        target: &dyn super::Target,
+        sender_id: &str,
+        domain: &str,
+        password: &str,
+        timeout: Duration,
+    ) -> Result<(Option<XmppClient>, Auth), String> {
         let addr = target.xmpp_address().ok_or("the target has no XMPP endpoint")?;
-        Self::connect(addr, target.xmpp_tls(), sender_id, password, timeout)
+        Self::connect_in(addr, target.xmpp_tls(), sender_id, domain, password, timeout)
     }
 
     /// The next event, waiting at most the timeout.
