@@ -65,10 +65,15 @@ fn server_key(req: &HttpRequest) -> Option<&str> {
     scheme.eq_ignore_ascii_case("key=").then(|| key.trim()).filter(|k| !k.is_empty())
 }
 
+/// A 401 that clients recognise by its text, as they did the real service's ("Unauthorized"),
+/// and that tells a person why.
 fn unauthorized(req: &HttpRequest) -> HttpResponse {
     match req.header("authorization") {
-        None => HttpResponse::error(401, "missing Authorization header: expected `Authorization: key=<server key>`"),
-        Some(_) => HttpResponse::error(401, "the server key in the Authorization header is not valid"),
+        None => HttpResponse::error(
+            401,
+            "Unauthorized: missing Authorization header: expected `Authorization: key=<server key>`",
+        ),
+        Some(_) => HttpResponse::error(401, "Unauthorized: the server key in the Authorization header is not valid"),
     }
 }
 
@@ -351,4 +356,23 @@ pub(crate) fn parse_send(model: &Model, body: &Map<String, Value>) -> Result<(Ta
         xmpp: false,
     };
     Ok((target, message))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_401_says_unauthorized_and_why() {
+        let reference = crate::Reference::new(crate::reference::Config::bundled());
+        for req in [
+            HttpRequest::new("POST", "/fcm/send").with_json(&json!({"to": "x"})),
+            HttpRequest::new("POST", "/fcm/send").with_header("authorization", "key=nope").with_json(&json!({})),
+        ] {
+            let resp = reference.handle(&req);
+            let text = String::from_utf8_lossy(&resp.body).into_owned();
+            assert_eq!(resp.status, 401);
+            assert!(text.contains("Unauthorized") && text.contains("server key"), "{text}");
+        }
+    }
 }

@@ -114,8 +114,9 @@ pub enum SendOutcome {
     GroupFailed,
     /// Per-registration results, in request order.
     Multicast { multicast_id: u64, results: Vec<SendResult> },
-    /// The message itself is invalid (`InvalidTtl`, `InvalidDataKey`, `MessageTooBig`).
-    Invalid { error: &'static str, group: bool, targets: usize },
+    /// The message itself is invalid (`InvalidTtl`, `InvalidDataKey`, `MessageTooBig`). It
+    /// still has a multicast id: clients test it for truth.
+    Invalid { error: &'static str, group: bool, targets: usize, multicast_id: u64 },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -586,10 +587,10 @@ pub fn send_outcome_json(outcome: &SendOutcome, faults: &Faults) -> (u16, Option
         }
         // A group response has no per-target results to put the error in.
         SendOutcome::Invalid { error, group: true, .. } => (400, Some(json!({ "error": error }))),
-        SendOutcome::Invalid { error, targets, .. } => (
+        SendOutcome::Invalid { error, targets, multicast_id, .. } => (
             200,
             Some(json!({
-                "multicast_id": 0,
+                "multicast_id": multicast_id,
                 "success": 0,
                 "failure": targets,
                 "canonical_ids": 0,
@@ -699,6 +700,20 @@ mod tests {
         m.manage_group(&s, GroupOp::Remove { key: key.clone(), name: None, ids: vec![new.clone()] }).unwrap();
         assert_eq!(m.send(&s, Target::To(key), Message::default()), SendOutcome::Group { success: 1, failed: vec![] });
         assert_eq!(m.inbox(&new).map(<[_]>::len), Some(1), "the removed device got nothing more");
+    }
+
+    #[test]
+    fn a_refused_message_still_has_a_multicast_id() {
+        let mut m = model(&[]);
+        let s = m.create_sender().sender_id;
+        let id = m.register_instance(vec![s.clone()], None);
+        let bad = Message { time_to_live: Some(-1), ..Message::default() };
+        let outcome = m.send(&s, Target::RegistrationIds(vec![id]), bad);
+        let (status, body) = send_outcome_json(&outcome, m.faults());
+        assert_eq!(status, 200);
+        let body = body.unwrap();
+        assert_eq!(body["results"][0]["error"], "InvalidTtl");
+        assert!(body["multicast_id"].as_u64().is_some_and(|n| n > 0), "{body}");
     }
 
     #[test]

@@ -4,6 +4,11 @@
 use super::*;
 
 impl Model {
+    /// A multicast id: never 0 (clients test it for truth), within a signed 64-bit number.
+    fn multicast_id(&mut self) -> u64 {
+        self.rng.random_range(1u64..i64::MAX as u64)
+    }
+
     fn message_id(&mut self, sender: &str) -> String {
         format!("0:{}%{:016x}", self.now_ms(sender), self.rng.random::<u64>())
     }
@@ -144,7 +149,8 @@ impl Model {
                     Target::To(_) | Target::Missing => 1,
                     Target::RegistrationIds(ids) => ids.len(),
                 };
-                return SendOutcome::Invalid { error, group: group.is_some(), targets };
+                let multicast_id = self.multicast_id();
+                return SendOutcome::Invalid { error, group: group.is_some(), targets, multicast_id };
             }
         };
         if let Some((members, _)) = &group
@@ -153,7 +159,8 @@ impl Model {
             && payload_bytes(&message) > limit
             && members.iter().any(|m| self.instances.get(self.resolve(m)).is_some_and(|i| i.platform == Platform::Ios))
         {
-            return SendOutcome::Invalid { error: "MessageTooBig", group: true, targets: 1 };
+            let multicast_id = self.multicast_id();
+            return SendOutcome::Invalid { error: "MessageTooBig", group: true, targets: 1, multicast_id };
         }
         if let (Some((members, owner)), Target::To(key)) = (group, &target) {
             // Under the foreign-key fault, another sender's key acts for its owner.
@@ -203,7 +210,7 @@ impl Model {
             }
             return SendOutcome::Group { success, failed };
         }
-        let multicast_id = self.rng.random_range(1u64..i64::MAX as u64);
+        let multicast_id = self.multicast_id();
         let ids = match target {
             Target::To(to) => vec![to],
             Target::RegistrationIds(ids) => ids,
