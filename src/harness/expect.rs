@@ -102,7 +102,10 @@ pub fn check(expect: &Expect, resp: &HttpResponse, vars: &Vars) -> Result<(), St
         BodyShape::Text if blank => return Err("expected a body that says what is wrong, got none".into()),
         _ => {}
     }
-    let body = json.unwrap_or(Value::Null);
+    // A body that is not JSON is its text, for the checks at "" (`contains`, `eq`, `ne`).
+    let body = json.unwrap_or_else(|| {
+        if blank { Value::Null } else { Value::String(String::from_utf8_lossy(&resp.body).into_owned()) }
+    });
     for f in &expect.fields {
         let variable = f.value.as_ref().map(|v| render(v, vars)).transpose()?;
         let actual = match &variable {

@@ -561,7 +561,8 @@ fn build_request(r: &Request, vars: &Vars) -> Result<HttpRequest, String> {
         Body::None => {}
         Body::Json(b) => req = req.with_json(&render(b, vars)?),
         Body::Raw(s) => {
-            req.body = s.clone().into_bytes();
+            // `${...}` values interpolate as text; `headers` may set another content type.
+            req.body = text_of(&render(&Value::String(s.clone()), vars)?).into_bytes();
             req = req.with_header("content-type", "application/json");
         }
     }

@@ -42,6 +42,17 @@ const CLOCK_FIELDS: &[&str] = &["now_ms", "message_sent_timestamp"];
 /// Fields whose values are prose for a person, whose wording no document fixes.
 const PROSE_FIELDS: &[&str] = &["error_description"];
 
+/// A body of `key=value` lines: the plain-text send format's answer.
+fn is_key_values(body: &[u8]) -> bool {
+    std::str::from_utf8(body).is_ok_and(|t| {
+        !t.trim().is_empty()
+            && t.lines().all(|l| {
+                l.split_once('=')
+                    .is_some_and(|(k, _)| !k.is_empty() && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
+            })
+    })
+}
+
 /// An error code (`InvalidRegistration`, `BAD_ACK`) rather than a sentence.
 fn is_code(s: &str) -> bool {
     !s.is_empty() && s.len() <= 40 && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
@@ -123,9 +134,29 @@ impl Redactor {
         }
         match serde_json::from_slice::<Value>(body) {
             Ok(v) => serde_json::to_string_pretty(&self.value(&v, None)).unwrap_or_default(),
-            Err(_) if self.meaning => "(not JSON) <text>".into(),
+            Err(_) if self.meaning && !is_key_values(body) => "(not JSON) <text>".into(),
+            Err(_) if is_key_values(body) => format!("(text) {}", self.key_values(&String::from_utf8_lossy(body))),
             Err(_) => format!("(not JSON) {}", self.text(&String::from_utf8_lossy(body))),
         }
+    }
+
+    /// A plain-text answer of `key=value` lines (`id=...`, `registration_id=...`,
+    /// `Error=...`): opaque values named as in JSON (`id` is a message id).
+    fn key_values(&mut self, text: &str) -> String {
+        let mut pair = |pair: &str| {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            let field = if key == "id" { "message_id" } else { key };
+            let value = match self.value(&Value::String(value.to_string()), Some(field)) {
+                Value::String(v) => v,
+                other => other.to_string(),
+            };
+            format!("{key}={value}")
+        };
+        // Lines of an answer; `&`-joined pairs of a form.
+        text.lines()
+            .map(|line| line.split('&').map(&mut pair).collect::<Vec<_>>().join("&"))
+            .collect::<Vec<_>>()
+            .join(" | ")
     }
 
     /// One exchange as snapshot text.

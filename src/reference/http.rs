@@ -7,7 +7,7 @@ use serde_json::{Map, Value, json};
 
 use super::control;
 use super::faults::{Fault, Variant, Variants};
-use super::model::{ClientOp, GroupError, GroupOp, Message, Model, Target, send_outcome_json};
+use super::model::{ClientOp, GroupError, GroupOp, Message, Model, SendOutcome, SendResult, Target, send_outcome_json};
 use crate::wire::{HttpRequest, HttpResponse};
 
 /// Paths of the public protocol.
@@ -284,6 +284,12 @@ fn send(model: &mut Model, req: &HttpRequest) -> HttpResponse {
     if !authenticated && !model.faults().has(Fault::SendAuth) {
         return unauthorized(req);
     }
+    let plain_text = req.header("content-type").is_some_and(|t| {
+        t.split(';').next().unwrap_or_default().trim().eq_ignore_ascii_case("application/x-www-form-urlencoded")
+    }) && !model.faults().has(Fault::PlainText);
+    if plain_text {
+        return send_plain_text(model, req);
+    }
     let body = match json_object(req) {
         Ok(b) => b,
         Err(_) if model.faults().has(Fault::SendMalformed) => return HttpResponse::json(200, &json!({})),
@@ -300,6 +306,88 @@ fn send(model: &mut Model, req: &HttpRequest) -> HttpResponse {
         (status, Some(body)) => HttpResponse::json(status, &body),
         (status, None) => HttpResponse::empty(status),
     }
+}
+
+/// The plain-text send format (protocol-notes.md): `registration_id=<one id>&collapse_key=..&
+/// time_to_live=..&delay_while_idle=1&data.<key>=<value>`, answered in text: `id=<message id>`,
+/// then `registration_id=<canonical id>` on a second line when there is one, or a single line
+/// `Error=<code>`. The form is read into the JSON request's shape, so both are validated alike.
+fn send_plain_text(model: &mut Model, req: &HttpRequest) -> HttpResponse {
+    let text = |status: u16, body: String| HttpResponse {
+        status,
+        headers: vec![("content-type".into(), "text/plain; charset=UTF-8".into())],
+        body: body.into_bytes(),
+    };
+    let mut body = Map::new();
+    let mut data = Map::new();
+    let mut ids = Vec::new();
+    for (key, value) in form_urlencoded::parse(&req.body) {
+        let flag = |v: &str| match v {
+            "1" | "true" => Ok(Value::Bool(true)),
+            "0" | "false" => Ok(Value::Bool(false)),
+            other => Err(text(400, format!("Error=`{key}` must be 1 or 0, found {other:?}"))),
+        };
+        let entry = match key.as_ref() {
+            "registration_id" => {
+                ids.push(Value::String(value.into_owned()));
+                continue;
+            }
+            k if k.starts_with("data.") => {
+                if !model.faults().has(Fault::PlainTextDropsData) {
+                    data.insert(k["data.".len()..].to_string(), Value::String(value.into_owned()));
+                }
+                continue;
+            }
+            // Not a whole number: out of range, InvalidTtl, as in JSON.
+            "time_to_live" => Value::from(value.parse::<i64>().unwrap_or(-1)),
+            "delay_while_idle" | "dry_run" => match flag(&value) {
+                Ok(v) => v,
+                Err(resp) => return resp,
+            },
+            "collapse_key" | "restricted_package_name" => Value::String(value.into_owned()),
+            // Other fields of the JSON format have no plain-text form; unknown ones are ignored.
+            _ => continue,
+        };
+        body.insert(key.into_owned(), entry);
+    }
+    if ids.len() > 1 {
+        return text(400, format!("Error=the plain-text format takes one registration_id, found {}", ids.len()));
+    }
+    if !ids.is_empty() {
+        body.insert("registration_ids".into(), Value::Array(ids));
+    }
+    if !data.is_empty() {
+        body.insert("data".into(), Value::Object(data));
+    }
+    let (target, message) = match parse_send(model, &body) {
+        Ok(p) => p,
+        Err(resp) => {
+            let why = resp.body_json().and_then(|b| b["error"].as_str().map(str::to_string)).unwrap_or_default();
+            return text(resp.status, format!("Error={why}"));
+        }
+    };
+    let Some(sender) = model.sender_for_send(server_key(req), &target) else { return unauthorized(req) };
+    let outcome = model.send(&sender, target, message);
+    if model.faults().has(Fault::PlainTextJsonAnswer) {
+        let (status, body) = send_outcome_json(&outcome, model.faults());
+        return HttpResponse::json(status, &body.unwrap_or_default());
+    }
+    let answer = match &outcome {
+        SendOutcome::Multicast { results, .. } => match results.first() {
+            Some(SendResult::Sent { message_id, canonical: Some(c) })
+                if !model.faults().has(Fault::PlainTextNoCanonical) =>
+            {
+                format!("id={message_id}\nregistration_id={c}")
+            }
+            Some(SendResult::Sent { message_id, .. }) => format!("id={message_id}"),
+            Some(SendResult::Error(e)) => format!("Error={e}"),
+            None => "Error=MissingRegistration".into(),
+        },
+        SendOutcome::Invalid { error, .. } => format!("Error={error}"),
+        // A registration id names no group here.
+        SendOutcome::Group { .. } | SendOutcome::GroupFailed => "Error=InvalidRegistration".into(),
+    };
+    text(200, answer)
 }
 
 /// A downstream send's JSON, as both transports take it: the target and the message, or a

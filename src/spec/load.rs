@@ -1033,7 +1033,10 @@ impl Cx<'_> {
                 Body::Json(v)
             }
             (None, Some(r)) => match r.as_str() {
-                Some(s) => Body::Raw(s.to_string()),
+                Some(s) => {
+                    self.templates(&Value::String(s.to_string()), &format!("{field}.raw_body"), &r.span, defined);
+                    Body::Raw(s.to_string())
+                }
                 None => {
                     self.err(&r.span, &format!("{field}.raw_body"), "expected a string");
                     Body::None
@@ -1123,13 +1126,21 @@ impl Cx<'_> {
             for (i, item) in items.iter().enumerate() {
                 let ff = format!("{field}.fields[{i}]");
                 let Some(entries) = self.table(item, &ff) else { continue };
-                let at = self.string(item, "at", &ff, false);
+                // `at = ""` is the whole body (a text body's text): not an empty string's error.
+                let at = match item.get("at").map(|n| (n.as_str(), n)) {
+                    None => None,
+                    Some((Some(a), _)) => Some(a.to_string()),
+                    Some((None, n)) => {
+                        self.err(&n.span, &format!("{ff}.at"), "expected a string (a JSON pointer)");
+                        continue;
+                    }
+                };
                 let value = item.get("value").map(|v| {
                     let json = v.to_json();
                     self.templates(&json, &format!("{ff}.value"), &v.span, defined);
                     json
                 });
-                let at = match (at.or_else(|| item.get("at").is_some().then(String::new)), &value) {
+                let at = match (at, &value) {
                     (Some(at), None) => at,
                     (None, Some(_)) => String::new(),
                     (Some(_), Some(_)) => {
