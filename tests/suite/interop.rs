@@ -1,6 +1,7 @@
 //! Real clients against the reference: the `fcm-device-group` crate (device groups, HTTP),
 //! npm's `node-gcm` (sends, HTTP) and npm's `@xmpp/client` (the XMPP connection server),
-//! which `.ci/run` installs with `npm ci` in tests/interop.
+//! which `.ci/run` installs with `npm ci` in tests/interop, and PyPI's `python-gcm` (JSON and
+//! plain-text sends), which it installs into tests/interop/.venv.
 
 use fcm_device_group::{FCMDeviceGroup, FCMDeviceGroupClient, NoToken};
 use gcmspec::reference::model::SenderCredentials;
@@ -171,6 +172,77 @@ async fn xmpp_client_over(dir: std::path::PathBuf, tls: bool) -> Result<(), Stri
     Ok(())
 }
 
+/// PyPI's python-gcm: JSON and plain-text sends, canonical ids, NotRegistered, a wrong key.
+async fn python_gcm(dir: std::path::PathBuf) -> Result<(), String> {
+    let server = Reference::start().await;
+    let (sender, token, old, canonical, gone) = server.reference().with_model(|m| {
+        let sender = m.create_sender();
+        let mut phone = || m.register_instance(vec![sender.sender_id.clone()], None);
+        let (token, old, gone) = (phone(), phone(), phone());
+        let canonical = m.reregister(&old).unwrap_or_default();
+        m.unregister(&gone);
+        (sender, token, old, canonical, gone)
+    });
+    let args = [
+        "python/gcm_client.py".to_string(),
+        server.url(),
+        sender.server_key.clone(),
+        token.clone(),
+        old.clone(),
+        canonical.clone(),
+        gone.clone(),
+    ];
+    let python = dir.join(".venv/bin/python");
+    let run =
+        tokio::task::spawn_blocking(move || std::process::Command::new(python).current_dir(&dir).args(&args).output());
+    let out = run.await.map_err(|e| e.to_string())?.map_err(|e| format!("running python: {e}"))?;
+    if !out.status.success() {
+        return Err(format!("gcm_client.py failed: {}", String::from_utf8_lossy(&out.stderr)));
+    }
+    let v: serde_json::Value =
+        serde_json::from_slice(&out.stdout).map_err(|e| format!("{e}: {}", String::from_utf8_lossy(&out.stdout)))?;
+    let expected = serde_json::json!({
+        "json": { "success": { token.as_str(): true, old.as_str(): true }, "canonical": { old.as_str(): canonical } },
+        "json_gone": { "errors": { "NotRegistered": [gone] } },
+        "plaintext": null,
+        "plaintext_canonical": canonical,
+        "plaintext_gone": "NotRegistered",
+        "wrong_key": "AuthenticationException",
+    });
+    // python-gcm reports successes as {id: message id}: the ids are checked, not the values.
+    let mut got = v.clone();
+    if let Some(success) = got["json"]["success"].as_object_mut() {
+        success.values_mut().for_each(|m| *m = serde_json::Value::Bool(m.is_string()));
+    }
+    if got != expected {
+        return Err(format!("python-gcm saw:\n{v:#}\nexpected (successes as true):\n{expected:#}"));
+    }
+    let received = server.reference().with_model(|m| m.inbox(&token).map(<[_]>::to_vec)).unwrap_or_default();
+    if received.len() != 2 || received[1].collapse_key.as_deref() != Some("score") {
+        return Err(format!("the token should have the JSON send and the plain-text one: {received:?}"));
+    }
+    Ok(())
+}
+
+/// A trial that runs a Python client from tests/interop/python with the interpreter of
+/// tests/interop/.venv: skipped (not failed) outside CI when that is not there, required in CI.
+fn python_trial<F: std::future::Future<Output = Result<(), String>> + 'static>(
+    name: &str,
+    run: fn(std::path::PathBuf) -> F,
+) -> Trial {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop");
+    let installed = dir.join(".venv/bin/python").exists();
+    let t = trial(name, move || {
+        if !installed {
+            return Err("no tests/interop/.venv: `python3 -m venv tests/interop/.venv` and \
+                        `tests/interop/.venv/bin/pip install -r tests/interop/python/requirements.txt` (.ci/run does)"
+                .into());
+        }
+        crate::block_on(run(dir))
+    });
+    t.with_ignored_flag(!installed && std::env::var_os("CI").is_none())
+}
+
 /// A trial that runs a Node client from tests/interop: skipped (not failed) outside CI when
 /// `npm ci` has not been run there, required in CI.
 fn node_trial<F: std::future::Future<Output = Result<(), String>> + 'static>(
@@ -196,5 +268,6 @@ pub fn trials() -> Vec<Trial> {
         node_trial("interop::node-gcm::send-to-tokens-and-notification-key", "node-gcm", node_gcm),
         node_trial("interop::xmpp-client::login-and-send", "@xmpp/client", xmpp_client),
         node_trial("interop::xmpp-client::login-and-send-over-tls", "@xmpp/client", xmpp_client_tls),
+        python_trial("interop::python-gcm::json-and-plain-text-sends", python_gcm),
     ]
 }
