@@ -172,6 +172,13 @@ fn serve_sheds_what_a_peer_holds() -> Result<(), String> {
     let mut s = TcpStream::connect(&http).map_err(|e| e.to_string())?;
     s.write_all(b"POST /fcm/send HTTP/1.1\r\nhost: x\r\n").map_err(|e| e.to_string())?;
     closed_within(s, Duration::from_secs(5)).map_err(|e| format!("half-sent headers: {e}"))?;
+    // A keep-alive connection left idle after its answer.
+    let mut s = TcpStream::connect(&http).map_err(|e| e.to_string())?;
+    s.write_all(b"GET /nowhere HTTP/1.1\r\nhost: x\r\n\r\n").map_err(|e| e.to_string())?;
+    let answered = closed_within(s, Duration::from_secs(5)).map_err(|e| format!("idle keep-alive: {e}"))?;
+    if !answered.starts_with("HTTP/1.1 404") {
+        return Err(format!("expected the answer before the close, got {answered:?}"));
+    }
     // An XMPP connection that never logs in.
     let s = TcpStream::connect(&served.xmpp).map_err(|e| e.to_string())?;
     let said = closed_within(s, Duration::from_secs(5)).map_err(|e| format!("silent XMPP connection: {e}"))?;
