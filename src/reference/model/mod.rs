@@ -150,6 +150,9 @@ pub struct Model {
     senders: HashMap<String, String>,
     senders_by_key: HashMap<String, String>,
     instances: HashMap<String, Instance>,
+    /// The instances with messages waiting (stored, held or throttled): what a clock advance
+    /// has to look at, so that it costs the waiting messages, not every instance registered.
+    waiting: std::collections::BTreeSet<String>,
     /// Old registration id -> the one that replaced it (canonical ids).
     aliases: HashMap<String, String>,
     groups: HashMap<String, Group>,
@@ -171,6 +174,7 @@ impl Model {
             senders: HashMap::new(),
             senders_by_key: HashMap::new(),
             instances: HashMap::new(),
+            waiting: std::collections::BTreeSet::new(),
             aliases: HashMap::new(),
             groups: HashMap::new(),
             group_names: HashMap::new(),
@@ -234,16 +238,21 @@ impl Model {
 
     /// Lets every device take what it can now (after a change of time or connectivity).
     fn pump_all(&mut self) {
-        let base = self.clock.now_ms();
-        let offsets = &self.offsets;
-        let now_of = |s: &str| base + offsets.get(s).copied().unwrap_or(0);
-        let mut pumped = Vec::new();
-        for (id, inst) in self.instances.iter_mut().filter(|(_, i)| !i.settled()) {
-            inst.pump(&now_of, &self.limits, &self.faults, &self.variants);
-            pumped.push(id.clone());
+        let waiting: Vec<String> = self.waiting.iter().cloned().collect();
+        for id in waiting {
+            self.pump(&id);
         }
-        for id in pumped {
-            self.collect_receipts(Some(&id));
+    }
+
+    /// Keeps `waiting` true of an instance after its queue changed.
+    fn note_waiting(&mut self, id: &str) {
+        match self.instances.get(id) {
+            Some(inst) if !inst.settled() => {
+                self.waiting.insert(id.to_string());
+            }
+            _ => {
+                self.waiting.remove(id);
+            }
         }
     }
 
@@ -255,6 +264,7 @@ impl Model {
         if let Some(inst) = self.instances.get_mut(&id) {
             inst.pump(&now_of, &self.limits, &self.faults, &self.variants);
         }
+        self.note_waiting(&id);
         self.collect_receipts(Some(&id));
     }
 
@@ -456,6 +466,9 @@ impl Model {
         let instance = self.instances.remove(&current)?;
         let new = self.new_registration_id();
         self.instances.insert(new.clone(), instance);
+        if self.waiting.remove(&current) {
+            self.waiting.insert(new.clone());
+        }
         self.aliases.insert(current, new.clone());
         Some(new)
     }

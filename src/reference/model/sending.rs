@@ -108,6 +108,7 @@ impl Model {
         let collapse_key = q.message.collapse_key.clone();
         let instance = self.instances.get_mut(&current).expect("looked up above");
         instance.offer(q, &now_of, &limits, &faults, &self.variants);
+        self.note_waiting(&current);
         if let Some(key) = collapse_key.filter(|_| faults.has(Fault::CollapseAcrossRegistrations)) {
             for (_, other) in self.instances.iter_mut().filter(|(id, _)| **id != current) {
                 other.pending.retain(|p| !(p.sender == sender && p.message.collapse_key.as_deref() == Some(&key)));
