@@ -63,6 +63,9 @@ pub(crate) struct ServeArgs {
     /// Seconds from connecting to a successful XMPP login (TLS handshake included).
     #[arg(long, value_name = "SECONDS", default_value_t = ConnectionPolicy::default().login_timeout.as_secs_f64())]
     login_timeout: f64,
+    /// Received messages kept per device for the control API (older ones are dropped).
+    #[arg(long, value_name = "N", default_value_t = reference::Config::DEFAULT_INBOX_LIMIT)]
+    inbox_limit: usize,
     /// Seconds a logged-in XMPP connection may send nothing (or take nothing written to it).
     #[arg(long, value_name = "SECONDS", default_value_t = ConnectionPolicy::default().idle_timeout.as_secs_f64())]
     idle_timeout: f64,
@@ -76,6 +79,7 @@ pub(crate) fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     config.control_api = !args.without_control_api;
     config.latency = std::time::Duration::from_millis(args.latency_ms);
     config.one_at_a_time = args.one_at_a_time;
+    config.inbox_limit = args.inbox_limit.max(1);
     let seconds = |s: f64| std::time::Duration::from_secs_f64(s.clamp(0.001, 86_400.0));
     config.connections = ConnectionPolicy {
         max_connections: args.max_connections.max(1),

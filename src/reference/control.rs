@@ -56,10 +56,14 @@ pub fn handle(model: &mut Model, profile: &str, req: &HttpRequest) -> HttpRespon
                 HttpResponse::error(404, format!("no app instance with registration id {id:?}"))
             }
         }
-        ("GET", ["instances", id, "messages"]) => match model.inbox(id) {
-            Some(messages) => HttpResponse::json(200, &json!({ "messages": messages })),
-            None => HttpResponse::error(404, format!("no app instance with registration id {id:?}")),
-        },
+        ("GET", ["instances", id, "messages"]) => inbox(model, id, req).unwrap_or_else(|e| e),
+        ("DELETE", ["instances", id, "messages"]) => {
+            if model.clear_inbox(id) {
+                HttpResponse::empty(204)
+            } else {
+                unknown_instance(id)
+            }
+        }
         _ => HttpResponse::error(404, format!("no control endpoint {} {}", req.method, req.path)),
     }
 }
@@ -69,6 +73,30 @@ type Reply = Result<HttpResponse, HttpResponse>;
 
 fn unknown_instance(id: &str) -> HttpResponse {
     HttpResponse::error(404, format!("no app instance with registration id {id:?}"))
+}
+
+/// What a device received: from the cursor `after` (a position, as `next` gave it) or from
+/// the oldest kept. `next` is the cursor for what comes later; `dropped`, when not 0, how many
+/// messages the inbox limit dropped before they could be read from there.
+fn inbox(model: &Model, id: &str, req: &HttpRequest) -> Reply {
+    let after = match req.query_param("after") {
+        None => None,
+        Some(a) => {
+            Some(a.parse::<u64>().map_err(|_| HttpResponse::error(400, "`after` must be a whole number (a `next`)"))?)
+        }
+    };
+    let view = model.inbox_from(id).ok_or_else(|| unknown_instance(id))?;
+    let skip = after.map_or(0, |a| a.saturating_sub(view.first)).min(view.messages.len() as u64) as usize;
+    let next = view.first + view.messages.len() as u64;
+    let dropped = match after {
+        None => view.dropped,
+        Some(a) => view.dropped.min(view.first.saturating_sub(a)),
+    };
+    let mut body = json!({ "messages": &view.messages[skip..], "next": next });
+    if dropped > 0 {
+        body["dropped"] = json!(dropped);
+    }
+    Ok(HttpResponse::json(200, &body))
 }
 
 fn connectivity(model: &mut Model, id: &str, req: &HttpRequest) -> Reply {

@@ -451,6 +451,50 @@ mod tests {
     use super::*;
 
     #[test]
+    fn an_inbox_is_bounded_and_read_from_a_cursor() {
+        let config = crate::reference::Config { inbox_limit: 3, ..crate::reference::Config::bundled() };
+        let reference = crate::Reference::new(config);
+        let (sender, phone) = reference.with_model(|m| {
+            let s = m.create_sender();
+            let phone = m.register_instance(vec![s.sender_id.clone()], None);
+            (s, phone)
+        });
+        let send = |n: usize| {
+            let req = HttpRequest::new("POST", "/fcm/send")
+                .with_header("authorization", &format!("key={}", sender.server_key))
+                .with_json(&json!({"to": phone, "time_to_live": 0, "data": {"n": n.to_string()}}));
+            assert_eq!(reference.handle(&req).status, 200);
+        };
+        let read = |query: &str| {
+            let mut req = HttpRequest::new("GET", &format!("/_gcmspec/v1/instances/{phone}/messages"));
+            req.query = crate::wire::parse_query(query);
+            reference.handle(&req).body_json().expect("JSON")
+        };
+        let ns =
+            |v: &Value| v["messages"].as_array().map(|m| m.iter().map(|x| x["data"]["n"].clone()).collect::<Vec<_>>());
+        for n in 0..2 {
+            send(n);
+        }
+        assert_eq!(read("")["next"], 2);
+        assert_eq!(ns(&read("after=1")), Some(vec![json!("1")]));
+        for n in 2..10 {
+            send(n);
+        }
+        // The newest 3 are kept; 7 were dropped, 6 of them after the cursor at 1.
+        let all = read("");
+        assert_eq!(ns(&all), Some(vec![json!("7"), json!("8"), json!("9")]));
+        assert_eq!((all["next"].clone(), all["dropped"].clone()), (json!(10), json!(7)));
+        assert_eq!(read("after=1")["dropped"], 6);
+        assert_eq!(ns(&read("after=9")), Some(vec![json!("9")]));
+        assert!(read("after=9").get("dropped").is_none());
+        // Cleared: nothing shown, positions go on.
+        let clear = HttpRequest::new("DELETE", &format!("/_gcmspec/v1/instances/{phone}/messages"));
+        assert_eq!(reference.handle(&clear).status, 204);
+        send(10);
+        assert_eq!(ns(&read("after=10")), Some(vec![json!("10")]));
+    }
+
+    #[test]
     fn a_401_says_unauthorized_and_why() {
         let reference = crate::Reference::new(crate::reference::Config::bundled());
         for req in [

@@ -93,7 +93,16 @@ pub struct Instance {
     /// False once the app is uninstalled; the server notices on its next delivery attempt.
     pub installed: bool,
     pub connectivity: Connectivity,
-    pub inbox: Vec<Delivered>,
+    /// What the device received, oldest first, as the control API shows it: at most
+    /// `inbox_limit` are kept (see [`Instance::receive`]).
+    inbox: Vec<Delivered>,
+    /// How many messages the device received before `inbox[0]` (dropped by the limit, or
+    /// cleared): the position of `inbox[0]`, for readers' cursors.
+    inbox_start: u64,
+    /// How many of those the limit dropped (the rest were cleared on request).
+    inbox_dropped: u64,
+    /// Messages kept for the control API to show; older ones are dropped.
+    pub inbox_limit: usize,
     pub pending: Vec<Queued>,
     /// The sender whose stored messages overflowed, owed a `deleted_messages` notice.
     deleted_notice: Option<String>,
@@ -119,6 +128,9 @@ impl Instance {
             installed: true,
             connectivity: Connectivity::Awake,
             inbox: Vec::new(),
+            inbox_start: 0,
+            inbox_dropped: 0,
+            inbox_limit: usize::MAX,
             pending: Vec::new(),
             deleted_notice: None,
             buckets: HashMap::new(),
@@ -339,7 +351,7 @@ impl Instance {
             && faults.has(Fault::DeliveredOnce)
             && let Some(last) = self.inbox.last().cloned()
         {
-            self.inbox.push(last);
+            self.receive(last);
         }
         self.connectivity = state;
     }
@@ -357,7 +369,7 @@ impl Instance {
             return;
         }
         if let Some(sender) = self.deleted_notice.take() {
-            self.inbox.push(Delivered {
+            self.receive(Delivered {
                 message_id: String::new(),
                 from: sender,
                 message_type: Some("deleted_messages".into()),
@@ -395,7 +407,45 @@ impl Instance {
         if let Some(id) = q.receipt {
             self.receipts.push((q.sender, id, now_ms));
         }
-        self.inbox.push(q.message);
+        self.receive(q.message);
+    }
+
+    /// The device has the message: it is kept for the control API, within the limit. Older
+    /// ones are dropped in batches (the buffer stays under twice the limit), so a delivery
+    /// costs O(1) however long the device has been receiving.
+    pub fn receive(&mut self, message: Delivered) {
+        self.inbox.push(message);
+        let limit = self.inbox_limit.max(1);
+        if self.inbox.len() >= limit.saturating_mul(2) {
+            let excess = self.inbox.len() - limit;
+            self.inbox.drain(..excess);
+            self.inbox_start += excess as u64;
+            self.inbox_dropped += excess as u64;
+        }
+    }
+
+    /// The newest `inbox_limit` messages received, with the position of the first (how many
+    /// came before it) and how many the limit dropped in all.
+    pub fn inbox(&self) -> (&[Delivered], u64, u64) {
+        let over = self.inbox.len().saturating_sub(self.inbox_limit);
+        (&self.inbox[over..], self.inbox_start + over as u64, self.inbox_dropped + over as u64)
+    }
+
+    /// Forgets what the device received (the control API's clear); positions go on.
+    pub fn clear_inbox(&mut self) {
+        self.inbox_start += self.inbox.len() as u64;
+        self.inbox.clear();
+    }
+
+    /// The group keys of the kept messages with this id.
+    pub fn keys_of_received(&self, message_id: &str) -> Vec<String> {
+        self.inbox.iter().filter(|d| d.message_id == message_id).filter_map(|d| d.notification_key.clone()).collect()
+    }
+
+    /// Takes back a message that was never meant to arrive (the fault that counts without
+    /// delivering).
+    pub fn unreceive(&mut self, message_id: &str) {
+        self.inbox.retain(|d| d.message_id != message_id);
     }
 
     /// A group message handled elsewhere leaves this device's unsent queue.

@@ -53,6 +53,9 @@ pub struct Config {
     pub one_at_a_time: bool,
     /// Deadlines and caps on connections: what one peer may hold.
     pub connections: ConnectionPolicy,
+    /// Received messages kept per device for the control API; older ones are dropped (a
+    /// long-running fake must not grow without end).
+    pub inbox_limit: usize,
 }
 
 /// What a peer may hold of a listener, and for how long (docs/robustness.md).
@@ -87,6 +90,8 @@ impl Default for ConnectionPolicy {
 
 impl Config {
     pub const DEFAULT_MAX_BODY_BYTES: usize = 1 << 20;
+    /// Far more than any check reads (the most is a few hundred).
+    pub const DEFAULT_INBOX_LIMIT: usize = 1000;
 
     pub fn from_profile(profile: &Profile) -> Result<Config, LimitsError> {
         Ok(Config {
@@ -100,6 +105,7 @@ impl Config {
             latency: std::time::Duration::ZERO,
             one_at_a_time: false,
             connections: ConnectionPolicy::default(),
+            inbox_limit: Self::DEFAULT_INBOX_LIMIT,
         })
     }
 
@@ -134,8 +140,9 @@ impl Reference {
     pub fn new(config: Config) -> Reference {
         let clock = VirtualClock::new();
         let limits = config.limits.with_variants(&config.variants);
-        let model =
-            Model::new(limits, Box::new(clock.clone()), config.seed, config.faults).with_variants(config.variants);
+        let model = Model::new(limits, Box::new(clock.clone()), config.seed, config.faults)
+            .with_variants(config.variants)
+            .with_inbox_limit(config.inbox_limit);
         Reference {
             shared: Arc::new(Shared {
                 model: Mutex::new(model),

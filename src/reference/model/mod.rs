@@ -138,6 +138,15 @@ pub struct NewInstance {
     pub platform: Platform,
 }
 
+/// What a device received, as the control API reads it.
+pub struct InboxView<'a> {
+    pub messages: &'a [Delivered],
+    /// How many messages the device received before `messages[0]`.
+    pub first: u64,
+    /// How many of them the inbox limit dropped.
+    pub dropped: u64,
+}
+
 /// The whole state of a reference server.
 pub struct Model {
     limits: Limits,
@@ -153,6 +162,8 @@ pub struct Model {
     /// The instances with messages waiting (stored, held or throttled): what a clock advance
     /// has to look at, so that it costs the waiting messages, not every instance registered.
     waiting: std::collections::BTreeSet<String>,
+    /// Received messages kept per device for the control API.
+    inbox_limit: usize,
     /// Old registration id -> the one that replaced it (canonical ids).
     aliases: HashMap<String, String>,
     groups: HashMap<String, Group>,
@@ -175,6 +186,7 @@ impl Model {
             senders_by_key: HashMap::new(),
             instances: HashMap::new(),
             waiting: std::collections::BTreeSet::new(),
+            inbox_limit: usize::MAX,
             aliases: HashMap::new(),
             groups: HashMap::new(),
             group_names: HashMap::new(),
@@ -426,7 +438,9 @@ impl Model {
             return Err(format!("unknown sender id {unknown:?}"));
         }
         let id = self.new_registration_id();
-        self.instances.insert(id.clone(), Instance::new(new.senders, new.account, new.package, new.platform));
+        let mut instance = Instance::new(new.senders, new.account, new.package, new.platform);
+        instance.inbox_limit = self.inbox_limit;
+        self.instances.insert(id.clone(), instance);
         Ok(id)
     }
 
@@ -491,8 +505,27 @@ impl Model {
         Some(self.now_ms(sender))
     }
 
+    /// What the device received, oldest first: the newest `inbox_limit` messages.
     pub fn inbox(&self, registration_id: &str) -> Option<&[Delivered]> {
-        self.instances.get(self.resolve(registration_id)).map(|i| i.inbox.as_slice())
+        self.inbox_from(registration_id).map(|view| view.messages)
+    }
+
+    /// What the device received, with the position of the first message shown (how many came
+    /// before it) and how many were dropped by the limit.
+    pub fn inbox_from(&self, registration_id: &str) -> Option<InboxView<'_>> {
+        let (messages, first, dropped) = self.instances.get(self.resolve(registration_id))?.inbox();
+        Some(InboxView { messages, first, dropped })
+    }
+
+    /// Forgets what the device received; `false` for an unknown id.
+    pub fn clear_inbox(&mut self, registration_id: &str) -> bool {
+        self.instance_mut(registration_id).map(Instance::clear_inbox).is_some()
+    }
+
+    /// Keeps at most this many received messages per device (older ones are dropped).
+    pub fn with_inbox_limit(mut self, limit: usize) -> Self {
+        self.inbox_limit = limit.max(1);
+        self
     }
 
     pub fn account_of(&self, registration_id: &str) -> Option<&str> {

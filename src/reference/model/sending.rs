@@ -197,7 +197,7 @@ impl Model {
                     let id = self.resolve(member).to_string();
                     if let Some(inst) = self.instances.get_mut(&id) {
                         inst.dismiss(&message_id);
-                        inst.inbox.retain(|d| d.message_id != message_id);
+                        inst.unreceive(&message_id);
                     }
                 }
             }
@@ -279,12 +279,7 @@ impl Model {
         if self.fault(Fault::Dismissal) {
             return Ok(());
         }
-        let keys: Vec<String> = self.instances[&me]
-            .inbox
-            .iter()
-            .filter(|d| d.message_id == message_id)
-            .filter_map(|d| d.notification_key.clone())
-            .collect();
+        let keys = self.instances[&me].keys_of_received(message_id);
         for key in keys {
             let members = self.groups.get(&key).map(|g| g.members.clone()).unwrap_or_default();
             for member in members {
