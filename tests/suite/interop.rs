@@ -1,7 +1,8 @@
 //! Real clients against the reference: the `fcm-device-group` crate (device groups, HTTP),
 //! npm's `node-gcm` (sends, HTTP) and npm's `@xmpp/client` (the XMPP connection server),
 //! which `.ci/run` installs with `npm ci` in tests/interop, and PyPI's `python-gcm` (JSON and
-//! plain-text sends), which it installs into tests/interop/.venv.
+//! plain-text sends) and `slixmpp` (a CCS app server), which it installs into
+//! tests/interop/.venv.
 
 use fcm_device_group::{FCMDeviceGroup, FCMDeviceGroupClient, NoToken};
 use gcmspec::reference::model::SenderCredentials;
@@ -224,6 +225,62 @@ async fn python_gcm(dir: std::path::PathBuf) -> Result<(), String> {
     Ok(())
 }
 
+/// PyPI's slixmpp as a CCS app server: login, ack, nack, group ack, upstream and its ack,
+/// a receipt and its ack, draining.
+async fn slixmpp_app_server(dir: std::path::PathBuf) -> Result<(), String> {
+    let (server, sender, phones, key) = group_fixture().await?;
+    let offline = server.reference().with_model(|m| {
+        let id = m.register_instance(vec![sender.sender_id.clone()], None);
+        m.set_connectivity(&id, gcmspec::reference::model::Connectivity::Offline);
+        id
+    });
+    let xmpp = server.xmpp_address();
+    let args = [
+        "python/ccs_app_server.py".to_string(),
+        server.url(),
+        xmpp.ip().to_string(),
+        xmpp.port().to_string(),
+        sender.sender_id.clone(),
+        sender.server_key.clone(),
+        phones[0].clone(),
+        offline.clone(),
+        key.clone(),
+    ];
+    let python = dir.join(".venv/bin/python");
+    let run =
+        tokio::task::spawn_blocking(move || std::process::Command::new(python).current_dir(&dir).args(&args).output());
+    let out = run.await.map_err(|e| e.to_string())?.map_err(|e| format!("running python: {e}"))?;
+    if !out.status.success() {
+        return Err(format!("ccs_app_server.py failed: {}", String::from_utf8_lossy(&out.stderr)));
+    }
+    let v: serde_json::Value =
+        serde_json::from_slice(&out.stdout).map_err(|e| format!("{e}: {}", String::from_utf8_lossy(&out.stdout)))?;
+    let checks = [
+        ("ack", v["ack"]["message_type"] == "ack" && v["ack"]["message_id"] == "m-ack"),
+        ("nack", v["nack"]["message_type"] == "nack" && v["nack"]["error"] == "BAD_REGISTRATION"),
+        (
+            "group ack",
+            v["group_ack"]["message_type"] == "ack"
+                && v["group_ack"]["from"] == key.as_str()
+                && v["group_ack"]["success"] == 2,
+        ),
+        ("upstream", v["upstream"]["from"] == phones[0].as_str() && v["upstream"]["data"]["hello"] == "server"),
+        ("receipt's ack", v["receipt_ack"]["message_type"] == "ack"),
+        (
+            "receipt",
+            v["receipt"]["message_type"] == "receipt"
+                && v["receipt"]["message_id"] == "dr2:m-receipt"
+                && v["receipt"]["data"]["device_registration_id"] == offline.as_str(),
+        ),
+        ("draining", v["control"]["control_type"] == "CONNECTION_DRAINING"),
+    ];
+    let wrong: Vec<&str> = checks.iter().filter(|(_, ok)| !ok).map(|(what, _)| *what).collect();
+    if !wrong.is_empty() {
+        return Err(format!("slixmpp saw wrong {wrong:?}:\n{v:#}"));
+    }
+    Ok(())
+}
+
 /// A trial that runs a Python client from tests/interop/python with the interpreter of
 /// tests/interop/.venv: skipped (not failed) outside CI when that is not there, required in CI.
 fn python_trial<F: std::future::Future<Output = Result<(), String>> + 'static>(
@@ -269,5 +326,6 @@ pub fn trials() -> Vec<Trial> {
         node_trial("interop::xmpp-client::login-and-send", "@xmpp/client", xmpp_client),
         node_trial("interop::xmpp-client::login-and-send-over-tls", "@xmpp/client", xmpp_client_tls),
         python_trial("interop::python-gcm::json-and-plain-text-sends", python_gcm),
+        python_trial("interop::slixmpp::ccs-app-server", slixmpp_app_server),
     ]
 }
