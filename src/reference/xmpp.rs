@@ -93,12 +93,25 @@ async fn serve_connection_from<S: AsyncRead + AsyncWrite + Unpin>(
     let mut parser = StreamParser::default();
     let mut session = Session { sender: None, conn: None, streams: 0, downstream: 0, sent: 0, domain: wire::DOMAIN };
     let policy = reference.connection_policy();
-    let mut io = Deadlined { io: &mut io, write_timeout: policy.idle_timeout };
-    serve_connection(&mut io, &reference, &mut parser, &mut session, started).await;
+    let mut deadlined = Deadlined { io: &mut io, write_timeout: policy.idle_timeout };
+    serve_connection(&mut deadlined, &reference, &mut parser, &mut session, started).await;
     if let Some(conn) = session.conn {
         // What it had not acknowledged goes to the sender's other connections, or waits.
         reference.with_model(|m| m.ccs_disconnect(conn));
     }
+    // Close gracefully, briefly: our side first (TLS close_notify, then FIN), then read what
+    // the peer still sends until it closes. Dropping a socket with unread data resets it, and
+    // a reset can discard the last stanzas written (a client then sees ECONNRESET).
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), async {
+        let _ = io.shutdown().await;
+        let mut sink = [0u8; 1024];
+        while let Ok(n) = io.read(&mut sink).await {
+            if n == 0 {
+                break;
+            }
+        }
+    })
+    .await;
 }
 
 async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
