@@ -72,6 +72,10 @@ impl Queued {
     }
 }
 
+/// Idle token buckets an instance keeps at most (a guard on memory, not a documented number:
+/// forgetting an idle bucket only grants its key a fresh one).
+pub(crate) const MAX_IDLE_BUCKETS: usize = 64;
+
 #[derive(Debug, Clone, Copy)]
 struct Bucket {
     tokens: u64,
@@ -185,14 +189,31 @@ impl Instance {
         true
     }
 
-    /// After a pump: buckets with nothing left waiting go back to the capped regime.
-    fn settle_buckets(&mut self, limits: &Limits) {
-        let waiting: Vec<(String, Option<String>)> =
-            self.pending.iter().map(|q| (q.sender.clone(), q.message.collapse_key.clone())).collect();
+    /// After a pump: buckets with nothing left waiting go back to the capped regime; one that
+    /// has refilled since is forgotten (a fresh one is the same), and past
+    /// `MAX_IDLE_BUCKETS` idle ones the fullest go too, so that a device sent a new collapse
+    /// key every time does not keep a bucket for each.
+    fn settle_buckets(&mut self, now_of: &dyn Fn(&str) -> u64, limits: &Limits) {
+        let waiting: std::collections::HashSet<(&str, Option<&str>)> =
+            self.pending.iter().map(|q| (q.sender.as_str(), q.message.collapse_key.as_deref())).collect();
+        let t = &limits.throttle;
+        let interval_ms = t.grant_interval_seconds.saturating_mul(1000).max(1);
+        let mut idle: Vec<((String, Option<String>), u64)> = Vec::new();
         for (key, bucket) in &mut self.buckets {
-            if !waiting.contains(key) {
-                bucket.backlog = false;
-                bucket.tokens = bucket.tokens.min(limits.throttle.initial_tokens);
+            if waiting.contains(&(key.0.as_str(), key.1.as_deref())) {
+                continue;
+            }
+            bucket.backlog = false;
+            bucket.tokens = bucket.tokens.min(t.initial_tokens);
+            let grants = now_of(&key.0).saturating_sub(bucket.last_grant_ms) / interval_ms;
+            let refilled = bucket.tokens.saturating_add(grants.saturating_mul(t.grant_tokens)).min(t.initial_tokens);
+            idle.push((key.clone(), refilled));
+        }
+        idle.sort_by_key(|(_, tokens)| std::cmp::Reverse(*tokens));
+        let over = idle.len().saturating_sub(MAX_IDLE_BUCKETS);
+        for (i, (key, tokens)) in idle.into_iter().enumerate() {
+            if tokens >= t.initial_tokens || i < over {
+                self.buckets.remove(&key);
             }
         }
     }
@@ -399,7 +420,7 @@ impl Instance {
             waiting.reverse();
         }
         self.pending = waiting;
-        self.settle_buckets(limits);
+        self.settle_buckets(now_of, limits);
     }
 
     /// The device takes the message.
@@ -429,6 +450,11 @@ impl Instance {
     pub fn inbox(&self) -> (&[Delivered], u64, u64) {
         let over = self.inbox.len().saturating_sub(self.inbox_limit);
         (&self.inbox[over..], self.inbox_start + over as u64, self.inbox_dropped + over as u64)
+    }
+
+    /// Token buckets held: bounded however many collapse keys the device was sent.
+    pub fn buckets_held(&self) -> usize {
+        self.buckets.len()
     }
 
     /// Forgets what the device received (the control API's clear); positions go on.

@@ -749,6 +749,21 @@ mod tests {
     }
 
     #[test]
+    fn a_new_collapse_key_on_every_send_keeps_no_state_per_key() {
+        let mut m = model(&[]);
+        let s = m.create_sender().sender_id;
+        let id = m.register_instance(vec![s.clone()], None);
+        for n in 0..1000 {
+            let message = Message { collapse_key: Some(format!("k{n}")), ..Message::default() };
+            m.send(&s, Target::To(id.clone()), message);
+        }
+        let held = m.instances[&id].buckets_held();
+        assert!(held <= super::super::lifetime::MAX_IDLE_BUCKETS, "{held} buckets held");
+        // Every one was delivered: forgetting idle buckets takes no message.
+        assert_eq!(m.inbox(&id).map(<[_]>::len), Some(1000));
+    }
+
+    #[test]
     fn a_refused_message_still_has_a_multicast_id() {
         let mut m = model(&[]);
         let s = m.create_sender().sender_id;
