@@ -82,18 +82,33 @@ async fn group_fixture() -> Result<(RunningReference, SenderCredentials, Vec<Str
     Ok((server, sender, phones, key))
 }
 
+/// Runs a client script (`command`, `args[0]` the script) in `dir` off the async runtime,
+/// and reads the one JSON line it prints; a failure carries what it said on stderr.
+async fn run_client(
+    mut command: std::process::Command,
+    dir: std::path::PathBuf,
+    args: Vec<String>,
+) -> Result<serde_json::Value, String> {
+    let script = args.first().cloned().unwrap_or_default();
+    let run = tokio::task::spawn_blocking(move || command.current_dir(&dir).args(&args).output());
+    let out = run.await.map_err(|e| e.to_string())?.map_err(|e| format!("running {script}: {e}"))?;
+    if !out.status.success() {
+        return Err(format!("{script} failed: {}", String::from_utf8_lossy(&out.stderr)));
+    }
+    serde_json::from_slice(&out.stdout).map_err(|e| format!("{e}: {}", String::from_utf8_lossy(&out.stdout)))
+}
+
 async fn node_gcm(dir: std::path::PathBuf) -> Result<(), String> {
     let (server, sender, phones, key) = group_fixture().await?;
-    let args =
-        ["node-gcm.js".to_string(), server.url(), sender.server_key.clone(), phones[0].clone(), phones[1].clone(), key];
-    let node =
-        tokio::task::spawn_blocking(move || std::process::Command::new("node").current_dir(&dir).args(&args).output());
-    let out = node.await.map_err(|e| e.to_string())?.map_err(|e| format!("running node: {e}"))?;
-    if !out.status.success() {
-        return Err(format!("node-gcm.js failed: {}", String::from_utf8_lossy(&out.stderr)));
-    }
-    let v: serde_json::Value =
-        serde_json::from_slice(&out.stdout).map_err(|e| format!("{e}: {}", String::from_utf8_lossy(&out.stdout)))?;
+    let args = vec![
+        "node-gcm.js".to_string(),
+        server.url(),
+        sender.server_key.clone(),
+        phones[0].clone(),
+        phones[1].clone(),
+        key,
+    ];
+    let v = run_client(std::process::Command::new("node"), dir, args).await?;
     let tokens = &v["tokens"];
     let ok = tokens["success"] == 2
         && tokens["failure"] == 1
@@ -193,15 +208,8 @@ async fn python_gcm(dir: std::path::PathBuf) -> Result<(), String> {
         canonical.clone(),
         gone.clone(),
     ];
-    let python = dir.join(".venv/bin/python");
-    let run =
-        tokio::task::spawn_blocking(move || std::process::Command::new(python).current_dir(&dir).args(&args).output());
-    let out = run.await.map_err(|e| e.to_string())?.map_err(|e| format!("running python: {e}"))?;
-    if !out.status.success() {
-        return Err(format!("gcm_client.py failed: {}", String::from_utf8_lossy(&out.stderr)));
-    }
-    let v: serde_json::Value =
-        serde_json::from_slice(&out.stdout).map_err(|e| format!("{e}: {}", String::from_utf8_lossy(&out.stdout)))?;
+    let python = std::process::Command::new(dir.join(".venv/bin/python"));
+    let v = run_client(python, dir, args.to_vec()).await?;
     let expected = serde_json::json!({
         "json": { "success": { token.as_str(): true, old.as_str(): true }, "canonical": { old.as_str(): canonical } },
         "json_gone": { "errors": { "NotRegistered": [gone] } },
@@ -246,15 +254,8 @@ async fn slixmpp_app_server(dir: std::path::PathBuf) -> Result<(), String> {
         offline.clone(),
         key.clone(),
     ];
-    let python = dir.join(".venv/bin/python");
-    let run =
-        tokio::task::spawn_blocking(move || std::process::Command::new(python).current_dir(&dir).args(&args).output());
-    let out = run.await.map_err(|e| e.to_string())?.map_err(|e| format!("running python: {e}"))?;
-    if !out.status.success() {
-        return Err(format!("ccs_app_server.py failed: {}", String::from_utf8_lossy(&out.stderr)));
-    }
-    let v: serde_json::Value =
-        serde_json::from_slice(&out.stdout).map_err(|e| format!("{e}: {}", String::from_utf8_lossy(&out.stdout)))?;
+    let python = std::process::Command::new(dir.join(".venv/bin/python"));
+    let v = run_client(python, dir, args.to_vec()).await?;
     let checks = [
         ("ack", v["ack"]["message_type"] == "ack" && v["ack"]["message_id"] == "m-ack"),
         ("nack", v["nack"]["message_type"] == "nack" && v["nack"]["error"] == "BAD_REGISTRATION"),
