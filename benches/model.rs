@@ -1,5 +1,6 @@
-//! What a clock advance costs the model as instances pile up: it should grow with the
-//! messages waiting, not with the instances registered.
+//! What the model costs: a clock advance as instances pile up (it should grow with the
+//! messages waiting, not with the instances registered), and one request handled in-process,
+//! parsing and rendering included (what a served request spends holding the model).
 //!
 //! `cargo bench --bench model` (a release build). Prints figures; asserts nothing about speed.
 
@@ -9,6 +10,62 @@ use gcmspec::reference::model::{Message, Target};
 use gcmspec::{Reference, reference::Config};
 
 fn main() {
+    // `cargo bench` passes --bench; a word after it picks the part whose name holds it.
+    let only: Option<String> = std::env::args().skip(1).find(|a| !a.starts_with('-'));
+    let wants = |part: &str| only.as_deref().is_none_or(|o| part.contains(o));
+    if wants("clock-advance") {
+        clock_advance();
+    }
+    if wants("one-request") {
+        one_request();
+    }
+}
+
+fn one_request() {
+    use gcmspec::wire::HttpRequest;
+    let reference = Reference::new(Config::bundled());
+    let (sender, ids) = reference.with_model(|m| {
+        let sender = m.create_sender();
+        let ids: Vec<String> = (0..1020).map(|_| m.register_instance(vec![sender.sender_id.clone()], None)).collect();
+        (sender, ids)
+    });
+    let post = |path: &str, body: serde_json::Value| HttpRequest {
+        method: "POST".into(),
+        path: path.into(),
+        query: Vec::new(),
+        headers: vec![
+            ("authorization".into(), format!("key={}", sender.server_key)),
+            ("project_id".into(), sender.sender_id.clone()),
+            ("content-type".into(), "application/json".into()),
+        ],
+        body: body.to_string().into_bytes(),
+    };
+    let create = post(
+        "/gcm/notification",
+        serde_json::json!({"operation": "create", "notification_key_name": "n", "registration_ids": &ids[..20]}),
+    );
+    let key =
+        reference.handle(&create).body_json().expect("a key")["notification_key"].as_str().expect("a key").to_string();
+    let data = serde_json::json!({"score": "5x1", "time": "15:10"});
+    let cases = [
+        ("send to one token", post("/fcm/send", serde_json::json!({"to": ids[0], "data": data})), 20_000),
+        ("send to a 20-member key", post("/fcm/send", serde_json::json!({"to": key, "data": data})), 2_000),
+        (
+            "multicast to 1000 ids",
+            post("/fcm/send", serde_json::json!({"registration_ids": &ids[20..], "data": data})),
+            20,
+        ),
+    ];
+    for (name, request, times) in cases {
+        let start = Instant::now();
+        for _ in 0..times {
+            assert_eq!(reference.handle(&request).status, 200);
+        }
+        println!("{name:<28} handled in-process: {:?} each", start.elapsed() / times);
+    }
+}
+
+fn clock_advance() {
     for registered in [1_000usize, 200_000] {
         let reference = Reference::new(Config::bundled());
         let (sender, waiting) = reference.with_model(|m| {

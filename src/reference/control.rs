@@ -197,11 +197,38 @@ fn register(model: &mut Model, req: &HttpRequest) -> Reply {
         Some(Ok(p)) => p,
         Some(Err(_)) => return Err(HttpResponse::error(400, "`platform` must be \"android\" or \"ios\"")),
     };
-    Ok(match model.register(NewInstance { senders, account, package, platform }) {
-        Ok(id) => HttpResponse::json(201, &json!({ "registration_id": id })),
-        Err(e) => HttpResponse::error(400, e),
-    })
+    let new = NewInstance { senders, account, package, platform };
+    // `count`: many alike at once, so that a load test sets up a million devices quickly.
+    let count = match b.get("count") {
+        None | Some(Value::Null) => None,
+        Some(n) => match n.as_u64().filter(|n| (1..=MAX_REGISTER_AT_ONCE).contains(n)) {
+            Some(n) => Some(n),
+            None => {
+                return Err(HttpResponse::error(
+                    400,
+                    format!("`count` must be a whole number from 1 to {MAX_REGISTER_AT_ONCE}"),
+                ));
+            }
+        },
+    };
+    let Some(count) = count else {
+        return Ok(match model.register(new) {
+            Ok(id) => HttpResponse::json(201, &json!({ "registration_id": id })),
+            Err(e) => HttpResponse::error(400, e),
+        });
+    };
+    let mut ids = Vec::with_capacity(count as usize);
+    for _ in 0..count {
+        match model.register(new.clone()) {
+            Ok(id) => ids.push(id),
+            Err(e) => return Err(HttpResponse::error(400, e)),
+        }
+    }
+    Ok(HttpResponse::json(201, &json!({ "registration_ids": ids })))
 }
+
+/// Instances one `POST instances` may register (`count`): bounds the work of one request.
+pub const MAX_REGISTER_AT_ONCE: u64 = 10_000;
 
 fn id_token(model: &mut Model, req: &HttpRequest) -> Reply {
     let b = body(req)?;
