@@ -5,6 +5,7 @@
 //! queue whenever something changes (a send, a connectivity change, a clock advance).
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -33,9 +34,17 @@ pub enum Connectivity {
 }
 
 /// A message as the device received it.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+/// A message as the device received it. What every recipient of one send shares is held
+/// once: a send to a group of 20 or a multicast to 1000 copies no payload, only pointers.
+#[derive(Debug, Clone, PartialEq)]
 pub struct Delivered {
-    pub message_id: String,
+    pub message_id: Arc<str>,
+    pub content: Arc<Content>,
+}
+
+/// What a message says, shared by all its recipients.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct Content {
     pub from: String,
     /// `deleted_messages` for the notice that the store overflowed.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -51,11 +60,30 @@ pub struct Delivered {
     pub notification_key: Option<String>,
 }
 
+impl std::ops::Deref for Delivered {
+    type Target = Content;
+    fn deref(&self) -> &Content {
+        &self.content
+    }
+}
+
+/// As the control API shows it: the message id, then the content's fields.
+impl Serialize for Delivered {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        #[derive(Serialize)]
+        struct Flat<'a> {
+            message_id: &'a str,
+            #[serde(flatten)]
+            content: &'a Content,
+        }
+        Flat { message_id: &self.message_id, content: &self.content }.serialize(serializer)
+    }
+}
+
 /// A message waiting on the server for one device.
 #[derive(Debug, Clone)]
 pub struct Queued {
     pub message: Delivered,
-    pub sender: String,
     pub delay_while_idle: bool,
     pub ttl_seconds: u64,
     /// On the sender's clock.
@@ -64,9 +92,16 @@ pub struct Queued {
     pub released: bool,
     /// The app server's message id, when it asked for a delivery receipt (XMPP).
     pub receipt: Option<String>,
+    /// Its place among the messages stored for the device (set by [`Instance::offer`]).
+    pub ticket: u64,
 }
 
 impl Queued {
+    /// Whose message it is.
+    pub fn sender(&self) -> &str {
+        &self.message.from
+    }
+
     fn expired(&self, now_ms: u64) -> bool {
         now_ms >= self.sent_at_ms.saturating_add(self.ttl_seconds.saturating_mul(1000))
     }
@@ -110,6 +145,8 @@ pub struct Instance {
     pub pending: Vec<Queued>,
     /// The sender whose stored messages overflowed, owed a `deleted_messages` notice.
     deleted_notice: Option<String>,
+    /// Messages stored for this device so far: the next one's ticket.
+    stored: u64,
     /// Token buckets per (sender, collapse key); `None` is the non-collapsible bucket.
     buckets: HashMap<(String, Option<String>), Bucket>,
     /// Delivered messages whose sender asked for a receipt: (sender, app message id, when).
@@ -137,6 +174,7 @@ impl Instance {
             inbox_limit: usize::MAX,
             pending: Vec::new(),
             deleted_notice: None,
+            stored: 0,
             buckets: HashMap::new(),
             receipts: Vec::new(),
             keys_ever: Vec::new(),
@@ -164,7 +202,7 @@ impl Instance {
 
     /// Takes a token for this message's bucket, refilled on the sender's clock.
     fn take_token(&mut self, q: &Queued, now_ms: u64, limits: &Limits) -> bool {
-        self.take_token_from((q.sender.clone(), q.message.collapse_key.clone()), now_ms, limits)
+        self.take_token_from((q.sender().to_string(), q.message.collapse_key.clone()), now_ms, limits)
     }
 
     fn take_token_from(&mut self, key: (String, Option<String>), now_ms: u64, limits: &Limits) -> bool {
@@ -195,7 +233,7 @@ impl Instance {
     /// key every time does not keep a bucket for each.
     fn settle_buckets(&mut self, now_of: &dyn Fn(&str) -> u64, limits: &Limits) {
         let waiting: std::collections::HashSet<(&str, Option<&str>)> =
-            self.pending.iter().map(|q| (q.sender.as_str(), q.message.collapse_key.as_deref())).collect();
+            self.pending.iter().map(|q| (q.sender(), q.message.collapse_key.as_deref())).collect();
         let t = &limits.throttle;
         let interval_ms = t.grant_interval_seconds.saturating_mul(1000).max(1);
         let mut idle: Vec<((String, Option<String>), u64)> = Vec::new();
@@ -218,7 +256,13 @@ impl Instance {
         }
     }
 
-    /// A message accepted for this device. `now_ms` is the sender's clock.
+    /// A message accepted for this device. `now_of` gives a sender's clock.
+    ///
+    /// Returns whether the whole queue must be pumped now (the store overflowed, and the
+    /// device is owed a notice). Otherwise the newcomer has had its chance and nothing else
+    /// can have changed: every message already waiting was blocked at this same time (each
+    /// clock advance and connectivity change pumps), so a send costs the same with a hundred
+    /// messages waiting as with none.
     pub fn offer(
         &mut self,
         mut q: Queued,
@@ -226,11 +270,11 @@ impl Instance {
         limits: &Limits,
         faults: &Faults,
         variants: &Variants,
-    ) {
-        let now_ms = now_of(&q.sender);
+    ) -> bool {
+        let now_ms = now_of(q.sender());
         if !self.installed && self.connected() {
             self.found_uninstalled(now_of, limits, faults, variants);
-            return;
+            return false;
         }
         if q.ttl_seconds == 0 && faults.has(Fault::TtlZero) {
             q.ttl_seconds = limits.default_ttl_seconds;
@@ -241,13 +285,39 @@ impl Instance {
                 || (faults.has(Fault::ThrottleTtlZeroCollapse) && q.message.collapse_key.is_some());
             let throttled = (shared_bucket && !self.take_token(&q, now_ms, limits))
                 || (faults.has(Fault::ThrottleTtlZeroOwnBucket)
-                    && !self.take_token_from((q.sender.clone(), Some("\0ttl0".into())), now_ms, limits));
+                    && !self.take_token_from((q.sender().to_string(), Some("\0ttl0".into())), now_ms, limits));
             if self.can_receive(&q, faults) && !throttled {
                 self.take(q, now_ms);
             }
-            return;
+            return false;
         }
+        self.stored += 1;
+        let ticket = self.stored;
+        q.ticket = ticket;
         self.store(q, limits, faults, variants);
+        if self.deleted_notice.is_some() {
+            return true;
+        }
+        let newcomer_waits = self.pending.last().is_some_and(|p| p.ticket == ticket);
+        if newcomer_waits && self.connected() && !faults.has(Fault::ConnectedNow) {
+            let q = self.pending.last().expect("looked at above");
+            let now = now_of(q.sender());
+            let bucket = (q.sender().to_string(), q.message.collapse_key.clone());
+            if !self.can_receive(q, faults) {
+                // Held (delay_while_idle) until the device wakes.
+            } else if self.take_token_from(bucket, now, limits) {
+                let q = self.pending.pop().expect("looked at above");
+                self.take(q, now);
+            } else if faults.has(Fault::ThrottleDelays) {
+                self.pending.pop();
+            }
+        }
+        // Idle buckets are trimmed in batches: a device sent a new collapse key every time
+        // pays for a trim once every `MAX_IDLE_BUCKETS` sends, not on each.
+        if self.buckets.len() > 2 * MAX_IDLE_BUCKETS {
+            self.settle_buckets(now_of, limits);
+        }
+        false
     }
 
     fn store(&mut self, q: Queued, limits: &Limits, faults: &Faults, variants: &Variants) {
@@ -266,7 +336,7 @@ impl Instance {
                     stored >= limits.max_stored_messages
                 };
                 if reached && !faults.has(Fault::StoredLimit) {
-                    self.deleted_notice = Some(q.sender.clone());
+                    self.deleted_notice = Some(q.sender().to_string());
                     if faults.has(Fault::StoredLimitDropsOldest) {
                         if let Some(oldest) = self.pending.iter().position(|p| p.message.collapse_key.is_none()) {
                             self.pending.remove(oldest);
@@ -285,7 +355,7 @@ impl Instance {
     /// A send-to-sync message replaces the stored one of its collapse key; at most
     /// `max_collapse_keys` keys are stored at once.
     fn store_collapsible(&mut self, q: Queued, key: String, limits: &Limits, faults: &Faults, variants: &Variants) {
-        let same = |p: &Queued| p.sender == q.sender && p.message.collapse_key.as_deref() == Some(&key);
+        let same = |p: &Queued| p.sender() == q.sender() && p.message.collapse_key.as_deref() == Some(&key);
         if faults.has(Fault::CollapseKeepsOld) && self.pending.iter().any(same) {
             return;
         }
@@ -380,7 +450,7 @@ impl Instance {
     /// Delivers what can be delivered now. `now_of` gives a sender's clock.
     pub fn pump(&mut self, now_of: &dyn Fn(&str) -> u64, limits: &Limits, faults: &Faults, variants: &Variants) {
         if !faults.has(Fault::TtlExpiry) {
-            self.pending.retain(|q| !q.expired(now_of(&q.sender)));
+            self.pending.retain(|q| !q.expired(now_of(q.sender())));
         }
         if !self.connected() {
             return;
@@ -390,15 +460,8 @@ impl Instance {
             return;
         }
         if let Some(sender) = self.deleted_notice.take() {
-            self.receive(Delivered {
-                message_id: String::new(),
-                from: sender,
-                message_type: Some("deleted_messages".into()),
-                collapse_key: None,
-                data: None,
-                notification: None,
-                notification_key: None,
-            });
+            let notice = Content { from: sender, message_type: Some("deleted_messages".into()), ..Content::default() };
+            self.receive(Delivered { message_id: Arc::from(""), content: Arc::new(notice) });
         }
         let mut waiting = Vec::new();
         let mut queue = std::mem::take(&mut self.pending);
@@ -407,7 +470,7 @@ impl Instance {
             queue.reverse();
         }
         for q in queue {
-            let now = now_of(&q.sender);
+            let now = now_of(q.sender());
             if !self.can_receive(&q, faults) {
                 waiting.push(q);
             } else if self.take_token(&q, now, limits) {
@@ -426,7 +489,7 @@ impl Instance {
     /// The device takes the message.
     fn take(&mut self, q: Queued, now_ms: u64) {
         if let Some(id) = q.receipt {
-            self.receipts.push((q.sender, id, now_ms));
+            self.receipts.push((q.message.from.clone(), id, now_ms));
         }
         self.receive(q.message);
     }
@@ -465,17 +528,17 @@ impl Instance {
 
     /// The group keys of the kept messages with this id.
     pub fn keys_of_received(&self, message_id: &str) -> Vec<String> {
-        self.inbox.iter().filter(|d| d.message_id == message_id).filter_map(|d| d.notification_key.clone()).collect()
+        self.inbox.iter().filter(|d| *d.message_id == *message_id).filter_map(|d| d.notification_key.clone()).collect()
     }
 
     /// Takes back a message that was never meant to arrive (the fault that counts without
     /// delivering).
     pub fn unreceive(&mut self, message_id: &str) {
-        self.inbox.retain(|d| d.message_id != message_id);
+        self.inbox.retain(|d| *d.message_id != *message_id);
     }
 
     /// A group message handled elsewhere leaves this device's unsent queue.
     pub fn dismiss(&mut self, message_id: &str) {
-        self.pending.retain(|q| q.message.message_id != message_id);
+        self.pending.retain(|q| *q.message.message_id != *message_id);
     }
 }

@@ -1,7 +1,10 @@
 //! Downstream sends (to registration ids and notification keys), and devices messaging
 //! their group upstream, with the dismissal of handled group messages.
 
+use std::sync::Arc;
+
 use super::*;
+use crate::reference::lifetime::Content;
 
 impl Model {
     /// A multicast id: never 0 (clients test it for truth), within a signed 64-bit number.
@@ -94,12 +97,12 @@ impl Model {
         }
         let q = Queued {
             message: queued,
-            sender: sender.to_string(),
             delay_while_idle: message.delay_while_idle,
             ttl_seconds: ttl,
             sent_at_ms: now,
             released: false,
             receipt: message.receipt_for.clone(),
+            ticket: 0,
         };
         let limits = self.limits.clone();
         let base = self.clock.now_ms();
@@ -107,30 +110,30 @@ impl Model {
         let now_of = |s: &str| base + offsets.get(s).copied().unwrap_or(0);
         let collapse_key = q.message.collapse_key.clone();
         let instance = self.instances.get_mut(&current).expect("looked up above");
-        instance.offer(q, &now_of, &limits, &faults, &self.variants);
+        let needs_pump = instance.offer(q, &now_of, &limits, &faults, &self.variants);
         self.note_waiting(&current);
         if let Some(key) = collapse_key.filter(|_| faults.has(Fault::CollapseAcrossRegistrations)) {
             for (_, other) in self.instances.iter_mut().filter(|(id, _)| **id != current) {
-                other.pending.retain(|p| !(p.sender == sender && p.message.collapse_key.as_deref() == Some(&key)));
+                other.pending.retain(|p| !(p.sender() == sender && p.message.collapse_key.as_deref() == Some(&key)));
             }
         }
-        if !faults.has(Fault::ConnectedNow) {
+        if needs_pump && !faults.has(Fault::ConnectedNow) {
             self.pump(&current);
         }
         self.collect_receipts(Some(&current));
         Ok(canonical)
     }
 
-    fn queued(&self, sender: &str, message_id: &str, message: &Message, notification_key: Option<&str>) -> Delivered {
-        Delivered {
-            message_id: message_id.to_string(),
+    /// What every recipient of a message shares.
+    fn content(sender: &str, message: &Message, notification_key: Option<&str>) -> Arc<Content> {
+        Arc::new(Content {
             from: sender.to_string(),
             message_type: None,
             collapse_key: message.collapse_key.clone(),
             data: message.data.clone(),
             notification: message.notification.clone(),
             notification_key: notification_key.map(str::to_string),
-        }
+        })
     }
 
     pub fn send(&mut self, sender: &str, target: Target, message: Message) -> SendOutcome {
@@ -166,7 +169,8 @@ impl Model {
         if let (Some((members, owner)), Target::To(key)) = (group, &target) {
             // Under the foreign-key fault, another sender's key acts for its owner.
             let sender = owner.as_str();
-            let message_id = self.message_id(sender);
+            let message_id: Arc<str> = self.message_id(sender).into();
+            let content = Self::content(sender, &message, Some(key));
             let mut success = 0;
             let mut failed = Vec::new();
             let mut only_unregistered = true;
@@ -178,7 +182,7 @@ impl Model {
                     continue;
                 }
                 devices.push(device);
-                let queued = self.queued(sender, &message_id, &message, Some(key));
+                let queued = Delivered { message_id: message_id.clone(), content: content.clone() };
                 let delivered = if self.fault(Fault::SendFanOut) && i > 0 {
                     self.instances.get(self.resolve(member)).is_some_and(|m| m.registered)
                 } else {
@@ -222,11 +226,12 @@ impl Model {
                 };
             }
         };
+        let content = Self::content(sender, &message, None);
         let mut results: Vec<SendResult> = ids
             .iter()
             .map(|id| {
                 let message_id = if message.dry_run { "fake_message_id".to_string() } else { self.message_id(sender) };
-                let queued = self.queued(sender, &message_id, &message, None);
+                let queued = Delivered { message_id: message_id.as_str().into(), content: content.clone() };
                 match self.deliver(sender, id, &message, queued, ttl) {
                     Ok(canonical) => SendResult::Sent { message_id, canonical },
                     Err(e) => SendResult::Error(e),
@@ -256,12 +261,13 @@ impl Model {
         let (sender, members) = (group.sender.clone(), group.members.clone());
         let message = Message { data, ..Message::default() };
         let ttl = self.check_message(&message, true).map_err(str::to_string)?;
-        let message_id = self.message_id(&sender);
+        let message_id: Arc<str> = self.message_id(&sender).into();
+        let content = Self::content(&sender, &message, Some(key));
         let mut reached = 0;
         let echo = self.fault(Fault::UpstreamFanOut);
         let recipients: Vec<String> = members.into_iter().filter(|m| echo || self.resolve(m) != me).collect();
         for member in &recipients {
-            let queued = self.queued(&sender, &message_id, &message, Some(key));
+            let queued = Delivered { message_id: message_id.clone(), content: content.clone() };
             if self.deliver(&sender, member, &message, queued, ttl).is_ok() {
                 reached += 1;
             }
