@@ -120,18 +120,31 @@ struct Bucket {
     backlog: bool,
 }
 
-/// One app on one device.
+/// One app on one device. Kept small: a million registered devices that were never sent
+/// anything cost little more than their ids (what they have been sent is in [`Traffic`],
+/// allocated with the first message).
 #[derive(Debug)]
 pub struct Instance {
-    pub senders: Vec<String>,
-    pub account: Option<String>,
-    pub package: Option<String>,
+    pub senders: Box<[Arc<str>]>,
+    pub account: Option<Box<str>>,
+    pub package: Option<Box<str>>,
     pub platform: Platform,
     /// False once the registration is invalid (unregistered, or found uninstalled).
     pub registered: bool,
     /// False once the app is uninstalled; the server notices on its next delivery attempt.
     pub installed: bool,
     pub connectivity: Connectivity,
+    /// Messages kept for the control API to show; older ones are dropped.
+    pub inbox_limit: usize,
+    /// When an unregistration or an uninstall takes effect, per sender clock, where it does
+    /// not at once (the delayed-unregistration and slow-uninstall variants).
+    pub invalid_from: Option<Box<Vec<(String, u64)>>>,
+    traffic: Option<Box<Traffic>>,
+}
+
+/// What a device has been sent: its inbox, its stored messages and its throttling state.
+#[derive(Debug, Default)]
+pub struct Traffic {
     /// What the device received, oldest first, as the control API shows it: at most
     /// `inbox_limit` are kept (see [`Instance::receive`]).
     inbox: Vec<Delivered>,
@@ -140,8 +153,6 @@ pub struct Instance {
     inbox_start: u64,
     /// How many of those the limit dropped (the rest were cleared on request).
     inbox_dropped: u64,
-    /// Messages kept for the control API to show; older ones are dropped.
-    pub inbox_limit: usize,
     pub pending: Vec<Queued>,
     /// The sender whose stored messages overflowed, owed a `deleted_messages` notice.
     deleted_notice: Option<String>,
@@ -153,38 +164,39 @@ pub struct Instance {
     pub receipts: Vec<(String, String, u64)>,
     /// Collapse keys this device was ever sent (kept only by the fault that limits them).
     keys_ever: Vec<String>,
-    /// When an unregistration or an uninstall takes effect, per sender clock, where it does
-    /// not at once (the delayed-unregistration and slow-uninstall variants).
-    pub invalid_from: Option<Vec<(String, u64)>>,
 }
 
+/// What a device that was never sent anything shows.
+static NO_TRAFFIC: std::sync::LazyLock<Traffic> = std::sync::LazyLock::new(Traffic::default);
+
 impl Instance {
-    pub fn new(senders: Vec<String>, account: Option<String>, package: Option<String>, platform: Platform) -> Self {
+    pub fn new(senders: Box<[Arc<str>]>, account: Option<String>, package: Option<String>, platform: Platform) -> Self {
         Instance {
             senders,
-            account,
-            package,
+            account: account.map(String::into_boxed_str),
+            package: package.map(String::into_boxed_str),
             platform,
             registered: true,
             installed: true,
             connectivity: Connectivity::Awake,
-            inbox: Vec::new(),
-            inbox_start: 0,
-            inbox_dropped: 0,
             inbox_limit: usize::MAX,
-            pending: Vec::new(),
-            deleted_notice: None,
-            stored: 0,
-            buckets: HashMap::new(),
-            receipts: Vec::new(),
-            keys_ever: Vec::new(),
             invalid_from: None,
+            traffic: None,
         }
+    }
+
+    /// What it has been sent (nothing, for a device never sent anything).
+    pub fn traffic(&self) -> &Traffic {
+        self.traffic.as_deref().unwrap_or(&NO_TRAFFIC)
+    }
+
+    pub fn traffic_mut(&mut self) -> &mut Traffic {
+        self.traffic.get_or_insert_default()
     }
 
     /// Nothing waits here: a pump would change nothing.
     pub fn settled(&self) -> bool {
-        self.pending.is_empty() && self.deleted_notice.is_none()
+        self.traffic().pending.is_empty() && self.traffic().deleted_notice.is_none()
     }
 
     fn connected(&self) -> bool {
@@ -207,7 +219,7 @@ impl Instance {
 
     fn take_token_from(&mut self, key: (String, Option<String>), now_ms: u64, limits: &Limits) -> bool {
         let t = &limits.throttle;
-        let bucket = self.buckets.entry(key).or_insert(Bucket {
+        let bucket = self.traffic_mut().buckets.entry(key).or_insert(Bucket {
             tokens: t.initial_tokens,
             last_grant_ms: now_ms,
             backlog: false,
@@ -232,12 +244,13 @@ impl Instance {
     /// `MAX_IDLE_BUCKETS` idle ones the fullest go too, so that a device sent a new collapse
     /// key every time does not keep a bucket for each.
     fn settle_buckets(&mut self, now_of: &dyn Fn(&str) -> u64, limits: &Limits) {
+        let traffic = self.traffic_mut();
         let waiting: std::collections::HashSet<(&str, Option<&str>)> =
-            self.pending.iter().map(|q| (q.sender(), q.message.collapse_key.as_deref())).collect();
+            traffic.pending.iter().map(|q| (q.sender(), q.message.collapse_key.as_deref())).collect();
         let t = &limits.throttle;
         let interval_ms = t.grant_interval_seconds.saturating_mul(1000).max(1);
         let mut idle: Vec<((String, Option<String>), u64)> = Vec::new();
-        for (key, bucket) in &mut self.buckets {
+        for (key, bucket) in &mut traffic.buckets {
             if waiting.contains(&(key.0.as_str(), key.1.as_deref())) {
                 continue;
             }
@@ -251,7 +264,7 @@ impl Instance {
         let over = idle.len().saturating_sub(MAX_IDLE_BUCKETS);
         for (i, (key, tokens)) in idle.into_iter().enumerate() {
             if tokens >= t.initial_tokens || i < over {
-                self.buckets.remove(&key);
+                traffic.buckets.remove(&key);
             }
         }
     }
@@ -291,30 +304,30 @@ impl Instance {
             }
             return false;
         }
-        self.stored += 1;
-        let ticket = self.stored;
+        self.traffic_mut().stored += 1;
+        let ticket = self.traffic_mut().stored;
         q.ticket = ticket;
         self.store(q, limits, faults, variants);
-        if self.deleted_notice.is_some() {
+        if self.traffic_mut().deleted_notice.is_some() {
             return true;
         }
-        let newcomer_waits = self.pending.last().is_some_and(|p| p.ticket == ticket);
+        let newcomer_waits = self.traffic_mut().pending.last().is_some_and(|p| p.ticket == ticket);
         if newcomer_waits && self.connected() && !faults.has(Fault::ConnectedNow) {
-            let q = self.pending.last().expect("looked at above");
+            let q = self.traffic().pending.last().expect("looked at above");
             let now = now_of(q.sender());
             let bucket = (q.sender().to_string(), q.message.collapse_key.clone());
             if !self.can_receive(q, faults) {
                 // Held (delay_while_idle) until the device wakes.
             } else if self.take_token_from(bucket, now, limits) {
-                let q = self.pending.pop().expect("looked at above");
+                let q = self.traffic_mut().pending.pop().expect("looked at above");
                 self.take(q, now);
             } else if faults.has(Fault::ThrottleDelays) {
-                self.pending.pop();
+                self.traffic_mut().pending.pop();
             }
         }
         // Idle buckets are trimmed in batches: a device sent a new collapse key every time
         // pays for a trim once every `MAX_IDLE_BUCKETS` sends, not on each.
-        if self.buckets.len() > 2 * MAX_IDLE_BUCKETS {
+        if self.traffic_mut().buckets.len() > 2 * MAX_IDLE_BUCKETS {
             self.settle_buckets(now_of, limits);
         }
         false
@@ -325,9 +338,9 @@ impl Instance {
             Some(key) => self.store_collapsible(q, key, limits, faults, variants),
             None => {
                 let stored = if faults.has(Fault::StoredLimitCountsCollapsible) {
-                    self.pending.len()
+                    self.traffic_mut().pending.len()
                 } else {
-                    self.pending.iter().filter(|p| p.message.collapse_key.is_none()).count()
+                    self.traffic_mut().pending.iter().filter(|p| p.message.collapse_key.is_none()).count()
                 };
                 // "If the limit is reached" (the 100th) or "after that" (the 101st): both read.
                 let reached = if variants.has(Variant::DiscardOnReaching) {
@@ -336,18 +349,20 @@ impl Instance {
                     stored >= limits.max_stored_messages
                 };
                 if reached && !faults.has(Fault::StoredLimit) {
-                    self.deleted_notice = Some(q.sender().to_string());
+                    self.traffic_mut().deleted_notice = Some(q.sender().to_string());
                     if faults.has(Fault::StoredLimitDropsOldest) {
-                        if let Some(oldest) = self.pending.iter().position(|p| p.message.collapse_key.is_none()) {
-                            self.pending.remove(oldest);
+                        if let Some(oldest) =
+                            self.traffic_mut().pending.iter().position(|p| p.message.collapse_key.is_none())
+                        {
+                            self.traffic_mut().pending.remove(oldest);
                         }
-                        self.pending.push(q);
+                        self.traffic_mut().pending.push(q);
                     } else {
-                        self.pending.clear();
+                        self.traffic_mut().pending.clear();
                     }
                     return;
                 }
-                self.pending.push(q);
+                self.traffic_mut().pending.push(q);
             }
         }
     }
@@ -356,19 +371,19 @@ impl Instance {
     /// `max_collapse_keys` keys are stored at once.
     fn store_collapsible(&mut self, q: Queued, key: String, limits: &Limits, faults: &Faults, variants: &Variants) {
         let same = |p: &Queued| p.sender() == q.sender() && p.message.collapse_key.as_deref() == Some(&key);
-        if faults.has(Fault::CollapseKeepsOld) && self.pending.iter().any(same) {
+        if faults.has(Fault::CollapseKeepsOld) && self.traffic_mut().pending.iter().any(same) {
             return;
         }
         if !faults.has(Fault::CollapseReplaces) {
-            self.pending.retain(|p| !same(p));
+            self.traffic_mut().pending.retain(|p| !same(p));
         }
-        if faults.has(Fault::CollapseKeyEverUsed) && !self.keys_ever.contains(&key) {
-            if self.keys_ever.len() >= limits.max_collapse_keys {
+        if faults.has(Fault::CollapseKeyEverUsed) && !self.traffic_mut().keys_ever.contains(&key) {
+            if self.traffic_mut().keys_ever.len() >= limits.max_collapse_keys {
                 return;
             }
-            self.keys_ever.push(key.clone());
+            self.traffic_mut().keys_ever.push(key.clone());
         }
-        self.pending.push(q);
+        self.traffic_mut().pending.push(q);
         if faults.has(Fault::CollapseKeyOverflow) {
             return;
         }
@@ -382,20 +397,20 @@ impl Instance {
         // default the oldest, and in a variant the newest.
         loop {
             let mut keys: Vec<&str> = Vec::new();
-            for p in &self.pending {
+            for p in &self.traffic().pending {
                 if let Some(k) = p.message.collapse_key.as_deref()
                     && !keys.contains(&k)
                 {
                     keys.push(k);
                 }
             }
-            let no_key = phantom && self.pending.iter().any(|p| p.message.collapse_key.is_none());
+            let no_key = phantom && self.traffic().pending.iter().any(|p| p.message.collapse_key.is_none());
             if keys.len() + usize::from(no_key) <= limit || keys.is_empty() {
                 break;
             }
             let dropped =
                 if variants.has(Variant::KeepOldestCollapseKeys) { keys[keys.len() - 1] } else { keys[0] }.to_string();
-            self.pending.retain(|p| p.message.collapse_key.as_deref() != Some(dropped.as_str()));
+            self.traffic_mut().pending.retain(|p| p.message.collapse_key.as_deref() != Some(dropped.as_str()));
         }
     }
 
@@ -407,7 +422,7 @@ impl Instance {
         faults: &Faults,
         variants: &Variants,
     ) {
-        self.pending.clear();
+        self.traffic_mut().pending.clear();
         if faults.has(Fault::Uninstall) {
             return;
         }
@@ -415,7 +430,8 @@ impl Instance {
             // "It might take a while for the registration ID be completely removed."
             let delay_ms = limits.unregistration_propagation_seconds.saturating_mul(1000);
             if self.invalid_from.is_none() {
-                self.invalid_from = Some(self.senders.iter().map(|s| (s.clone(), now_of(s) + delay_ms)).collect());
+                self.invalid_from =
+                    Some(Box::new(self.senders.iter().map(|s| (s.to_string(), now_of(s) + delay_ms)).collect()));
             }
         } else {
             self.registered = false;
@@ -434,13 +450,13 @@ impl Instance {
     pub fn set_connectivity(&mut self, state: Connectivity, faults: &Faults) {
         let reconnect = self.connectivity == Connectivity::Offline && state != Connectivity::Offline;
         if reconnect && !faults.has(Fault::OfflineStored) {
-            for p in &mut self.pending {
+            for p in &mut self.traffic_mut().pending {
                 p.released = true;
             }
         }
         if reconnect
             && faults.has(Fault::DeliveredOnce)
-            && let Some(last) = self.inbox.last().cloned()
+            && let Some(last) = self.traffic_mut().inbox.last().cloned()
         {
             self.receive(last);
         }
@@ -450,7 +466,7 @@ impl Instance {
     /// Delivers what can be delivered now. `now_of` gives a sender's clock.
     pub fn pump(&mut self, now_of: &dyn Fn(&str) -> u64, limits: &Limits, faults: &Faults, variants: &Variants) {
         if !faults.has(Fault::TtlExpiry) {
-            self.pending.retain(|q| !q.expired(now_of(q.sender())));
+            self.traffic_mut().pending.retain(|q| !q.expired(now_of(q.sender())));
         }
         if !self.connected() {
             return;
@@ -459,12 +475,12 @@ impl Instance {
             self.found_uninstalled(now_of, limits, faults, variants);
             return;
         }
-        if let Some(sender) = self.deleted_notice.take() {
+        if let Some(sender) = self.traffic_mut().deleted_notice.take() {
             let notice = Content { from: sender, message_type: Some("deleted_messages".into()), ..Content::default() };
             self.receive(Delivered { message_id: Arc::from(""), content: Arc::new(notice) });
         }
         let mut waiting = Vec::new();
-        let mut queue = std::mem::take(&mut self.pending);
+        let mut queue = std::mem::take(&mut self.traffic_mut().pending);
         let newest_first = variants.has(Variant::NewestFirst);
         if newest_first {
             queue.reverse();
@@ -482,14 +498,14 @@ impl Instance {
         if newest_first {
             waiting.reverse();
         }
-        self.pending = waiting;
+        self.traffic_mut().pending = waiting;
         self.settle_buckets(now_of, limits);
     }
 
     /// The device takes the message.
     fn take(&mut self, q: Queued, now_ms: u64) {
         if let Some(id) = q.receipt {
-            self.receipts.push((q.message.from.clone(), id, now_ms));
+            self.traffic_mut().receipts.push((q.message.from.clone(), id, now_ms));
         }
         self.receive(q.message);
     }
@@ -498,47 +514,56 @@ impl Instance {
     /// ones are dropped in batches (the buffer stays under twice the limit), so a delivery
     /// costs O(1) however long the device has been receiving.
     pub fn receive(&mut self, message: Delivered) {
-        self.inbox.push(message);
+        self.traffic_mut().inbox.push(message);
         let limit = self.inbox_limit.max(1);
-        if self.inbox.len() >= limit.saturating_mul(2) {
-            let excess = self.inbox.len() - limit;
-            self.inbox.drain(..excess);
-            self.inbox_start += excess as u64;
-            self.inbox_dropped += excess as u64;
+        if self.traffic_mut().inbox.len() >= limit.saturating_mul(2) {
+            let excess = self.traffic_mut().inbox.len() - limit;
+            self.traffic_mut().inbox.drain(..excess);
+            self.traffic_mut().inbox_start += excess as u64;
+            self.traffic_mut().inbox_dropped += excess as u64;
         }
     }
 
     /// The newest `inbox_limit` messages received, with the position of the first (how many
     /// came before it) and how many the limit dropped in all.
     pub fn inbox(&self) -> (&[Delivered], u64, u64) {
-        let over = self.inbox.len().saturating_sub(self.inbox_limit);
-        (&self.inbox[over..], self.inbox_start + over as u64, self.inbox_dropped + over as u64)
+        let over = self.traffic().inbox.len().saturating_sub(self.inbox_limit);
+        (
+            &self.traffic().inbox[over..],
+            self.traffic().inbox_start + over as u64,
+            self.traffic().inbox_dropped + over as u64,
+        )
     }
 
     /// Token buckets held: bounded however many collapse keys the device was sent.
     pub fn buckets_held(&self) -> usize {
-        self.buckets.len()
+        self.traffic().buckets.len()
     }
 
     /// Forgets what the device received (the control API's clear); positions go on.
     pub fn clear_inbox(&mut self) {
-        self.inbox_start += self.inbox.len() as u64;
-        self.inbox.clear();
+        self.traffic_mut().inbox_start += self.traffic_mut().inbox.len() as u64;
+        self.traffic_mut().inbox.clear();
     }
 
     /// The group keys of the kept messages with this id.
     pub fn keys_of_received(&self, message_id: &str) -> Vec<String> {
-        self.inbox.iter().filter(|d| *d.message_id == *message_id).filter_map(|d| d.notification_key.clone()).collect()
+        self.traffic()
+            .inbox
+            .iter()
+            .filter(|d| *d.message_id == *message_id)
+            .filter_map(|d| d.notification_key.clone())
+            .collect()
     }
 
     /// Takes back a message that was never meant to arrive (the fault that counts without
     /// delivering).
     pub fn unreceive(&mut self, message_id: &str) {
-        self.inbox.retain(|d| *d.message_id != *message_id);
+        self.traffic_mut().inbox.retain(|d| *d.message_id != *message_id);
     }
 
     /// A group message handled elsewhere leaves this device's unsent queue.
     pub fn dismiss(&mut self, message_id: &str) {
-        self.pending.retain(|q| *q.message.message_id != *message_id);
+        self.traffic_mut().pending.retain(|q| *q.message.message_id != *message_id);
     }
 }

@@ -31,17 +31,20 @@ impl Model {
     }
 
     /// The registration ids of `ids` that may join a group of `sender`, deduplicated.
-    fn valid_ids(&self, sender: &str, ids: &[String]) -> Vec<String> {
-        let mut out: Vec<String> = Vec::new();
+    /// A member is held by the id its instance is filed under where that is the id given, so
+    /// that a million memberships cost a pointer each, not a copy of the id.
+    fn valid_ids(&self, sender: &str, ids: &[String]) -> Vec<Arc<str>> {
+        let mut out: Vec<Arc<str>> = Vec::new();
         for id in ids {
             let ok = self.fault(Fault::InvalidIdsDropped)
                 || self
                     .instances
                     .get(self.resolve(id))
-                    .is_some_and(|i| i.registered && i.senders.iter().any(|s| s == sender));
+                    .is_some_and(|i| i.registered && i.senders.iter().any(|s| **s == *sender));
             // One device, one member: an old id and its canonical one are the same device.
             if ok && !out.iter().any(|o| self.same_device(o, id)) {
-                out.push(id.clone());
+                let filed = self.instances.get_key_value(id.as_str()).map(|(k, _)| k.clone());
+                out.push(filed.unwrap_or_else(|| Arc::from(id.as_str())));
             }
         }
         out
@@ -76,7 +79,7 @@ impl Model {
             GroupOp::Remove { key, name, ids } => {
                 self.check_key(sender, &key, name.as_deref())?;
                 if self.fault(Fault::RemoveMembersAll) {
-                    let everyone = self.groups[&key].members.clone();
+                    let everyone: Vec<String> = self.groups[&key].members.iter().map(|m| m.to_string()).collect();
                     self.remove_members(&key, &everyone);
                 } else if !self.fault(Fault::RemoveMembers) {
                     self.remove_members(&key, &ids);

@@ -5,6 +5,7 @@
 //! knows about HTTP or XMPP.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use rand::rngs::StdRng;
 use rand::{Rng, RngExt, SeedableRng};
@@ -33,7 +34,7 @@ struct Group {
     sender: String,
     name: String,
     /// In insertion order, so responses list members the way they were added.
-    members: Vec<String>,
+    members: Vec<Arc<str>>,
     /// The account of a group made through the client-side endpoint.
     owner: Option<String>,
 }
@@ -156,9 +157,12 @@ pub struct Model {
     rng: StdRng,
     faults: Faults,
     variants: Variants,
-    senders: HashMap<String, String>,
+    /// Sender id -> server key. The ids are shared with every instance registered for them.
+    senders: HashMap<Arc<str>, String>,
     senders_by_key: HashMap<String, String>,
-    instances: HashMap<String, Instance>,
+    /// Boxed: the table stays small however large an instance grows, and ids are shared
+    /// with the groups they are members of.
+    instances: HashMap<Arc<str>, Box<Instance>>,
     /// The instances with messages waiting (stored, held or throttled): what a clock advance
     /// has to look at, so that it costs the waiting messages, not every instance registered.
     waiting: std::collections::BTreeSet<String>,
@@ -245,7 +249,7 @@ impl Model {
 
     fn instance_mut(&mut self, registration_id: &str) -> Option<&mut Instance> {
         let id = self.resolve(registration_id).to_string();
-        self.instances.get_mut(&id)
+        self.instances.get_mut(id.as_str()).map(|b| &mut **b)
     }
 
     /// Lets every device take what it can now (after a change of time or connectivity).
@@ -260,7 +264,9 @@ impl Model {
     fn note_waiting(&mut self, id: &str) {
         match self.instances.get(id) {
             Some(inst) if !inst.settled() => {
-                self.waiting.insert(id.to_string());
+                if !self.waiting.contains(id) {
+                    self.waiting.insert(id.to_string());
+                }
             }
             _ => {
                 self.waiting.remove(id);
@@ -273,7 +279,7 @@ impl Model {
         let id = self.resolve(registration_id).to_string();
         let offsets = &self.offsets;
         let now_of = |s: &str| base + offsets.get(s).copied().unwrap_or(0);
-        if let Some(inst) = self.instances.get_mut(&id) {
+        if let Some(inst) = self.instances.get_mut(id.as_str()) {
             inst.pump(&now_of, &self.limits, &self.faults, &self.variants);
         }
         self.note_waiting(&id);
@@ -285,17 +291,17 @@ impl Model {
     /// long-lived server must not pay for all its devices on every delivery.
     fn collect_receipts(&mut self, only: Option<&str>) {
         let mut receipts = Vec::new();
-        let mut take = |id: &String, inst: &mut Instance| {
-            for (sender, original, at) in inst.receipts.drain(..) {
-                receipts.push((sender, original, id.clone(), inst.package.clone(), at));
+        let mut take = |id: &str, inst: &mut Instance| {
+            let package = inst.package.as_deref().map(str::to_string);
+            for (sender, original, at) in inst.traffic_mut().receipts.drain(..) {
+                receipts.push((sender, original, id.to_string(), package.clone(), at));
             }
         };
         match only {
-            Some(id) => {
-                if let Some(inst) = self.instances.get_mut(id) {
-                    take(&id.to_string(), inst);
-                }
-            }
+            Some(id) => match self.instances.get_mut(id) {
+                Some(inst) if !inst.traffic().receipts.is_empty() => take(id, inst),
+                _ => return,
+            },
             None => self.instances.iter_mut().for_each(|(id, inst)| take(id, inst)),
         }
         let max = self.pending_limit();
@@ -377,12 +383,12 @@ impl Model {
         let me = self.resolve(registration_id).to_string();
         let inst = self
             .instances
-            .get(&me)
+            .get(me.as_str())
             .ok_or_else(|| format!("no app instance with registration id {registration_id:?}"))?;
-        if !inst.senders.iter().any(|s| s == sender) {
+        if !inst.senders.iter().any(|s| **s == *sender) {
             return Err(format!("the app is not registered for sender {sender}"));
         }
-        let category = inst.package.clone().unwrap_or_default();
+        let category = inst.package.as_deref().unwrap_or_default().to_string();
         let message_id = match message_id {
             Some(id) => id,
             None => format!("up-{}", self.random_text(12)),
@@ -402,12 +408,12 @@ impl Model {
     pub fn create_sender(&mut self) -> SenderCredentials {
         let sender_id = loop {
             let id = self.rng.random_range(100_000_000_000u64..1_000_000_000_000).to_string();
-            if !self.senders.contains_key(&id) {
+            if !self.senders.contains_key(id.as_str()) {
                 break id;
             }
         };
         let server_key = format!("AIza{}", self.random_text(27));
-        self.senders.insert(sender_id.clone(), server_key.clone());
+        self.senders.insert(Arc::from(sender_id.as_str()), server_key.clone());
         self.senders_by_key.insert(server_key.clone(), sender_id.clone());
         SenderCredentials { sender_id, server_key }
     }
@@ -434,13 +440,18 @@ impl Model {
                 new.senders.len()
             ));
         }
-        if let Some(unknown) = new.senders.iter().find(|s| !self.senders.contains_key(*s)) {
+        if let Some(unknown) = new.senders.iter().find(|s| !self.senders.contains_key(s.as_str())) {
             return Err(format!("unknown sender id {unknown:?}"));
         }
         let id = self.new_registration_id();
-        let mut instance = Instance::new(new.senders, new.account, new.package, new.platform);
+        let senders: Box<[Arc<str>]> = new
+            .senders
+            .iter()
+            .map(|s| self.senders.get_key_value(s.as_str()).map_or_else(|| Arc::from(s.as_str()), |(k, _)| k.clone()))
+            .collect();
+        let mut instance = Instance::new(senders, new.account, new.package, new.platform);
         instance.inbox_limit = self.inbox_limit;
-        self.instances.insert(id.clone(), instance);
+        self.instances.insert(Arc::from(id.as_str()), Box::new(instance));
         Ok(id)
     }
 
@@ -454,11 +465,11 @@ impl Model {
         let delayed = self.variant(Variant::DelayedUnregistration);
         let delay_ms = self.limits.unregistration_propagation_seconds.saturating_mul(1000) / 2;
         let id = self.resolve(registration_id).to_string();
-        let Some(senders) = self.instances.get(&id).map(|i| i.senders.clone()) else { return false };
-        let at: Vec<(String, u64)> = senders.iter().map(|s| (s.clone(), self.now_ms(s) + delay_ms)).collect();
-        let inst = self.instances.get_mut(&id).expect("looked up above");
+        let Some(senders) = self.instances.get(id.as_str()).map(|i| i.senders.clone()) else { return false };
+        let at: Vec<(String, u64)> = senders.iter().map(|s| (s.to_string(), self.now_ms(s) + delay_ms)).collect();
+        let inst = self.instances.get_mut(id.as_str()).expect("looked up above");
         if delayed {
-            inst.invalid_from = Some(at);
+            inst.invalid_from = Some(Box::new(at));
         } else {
             inst.registered = false;
         }
@@ -475,11 +486,11 @@ impl Model {
     pub fn reregister(&mut self, registration_id: &str) -> Option<String> {
         let current = self.resolve(registration_id).to_string();
         if self.variant(Variant::SameIdOnReregister) {
-            return self.instances.contains_key(&current).then_some(current);
+            return self.instances.contains_key(current.as_str()).then_some(current);
         }
-        let instance = self.instances.remove(&current)?;
+        let instance = self.instances.remove(current.as_str())?;
         let new = self.new_registration_id();
-        self.instances.insert(new.clone(), instance);
+        self.instances.insert(Arc::from(new.as_str()), instance);
         if self.waiting.remove(&current) {
             self.waiting.insert(new.clone());
         }
@@ -588,7 +599,7 @@ impl Model {
         self.groups
             .get(first)
             .map(|g| g.sender.clone())
-            .or_else(|| self.instances.get(self.resolve(first)).and_then(|i| i.senders.first().cloned()))
+            .or_else(|| self.instances.get(self.resolve(first)).and_then(|i| i.senders.first().map(|s| s.to_string())))
     }
 }
 
@@ -757,7 +768,7 @@ mod tests {
             let message = Message { collapse_key: Some(format!("k{n}")), ..Message::default() };
             m.send(&s, Target::To(id.clone()), message);
         }
-        let held = m.instances[&id].buckets_held();
+        let held = m.instances[id.as_str()].buckets_held();
         assert!(held <= 2 * super::super::lifetime::MAX_IDLE_BUCKETS, "{held} buckets held");
         // Every one was delivered: forgetting idle buckets takes no message.
         assert_eq!(m.inbox(&id).map(<[_]>::len), Some(1000));

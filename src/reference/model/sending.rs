@@ -51,24 +51,26 @@ impl Model {
         queued: Delivered,
         ttl: u64,
     ) -> Result<Option<String>, &'static str> {
-        let current = self.resolve(registration_id).to_string();
-        let canonical = (current != registration_id && !self.fault(Fault::CanonicalId)).then(|| current.clone());
+        // Most ids have no newer one: only an old id costs a copy of the current one.
+        let replaced = self.aliases.contains_key(registration_id).then(|| self.resolve(registration_id).to_string());
+        let current = replaced.as_deref().unwrap_or(registration_id);
+        let canonical = replaced.clone().filter(|_| !self.fault(Fault::CanonicalId));
         let ios_limit = self.limits.max_payload_bytes_ios;
         let faults = self.faults.clone();
         let now = self.now_ms(sender);
-        if let Some(instance) = self.instances.get_mut(&current) {
+        if let Some(instance) = self.instances.get_mut(current) {
             instance.settle_registration(sender, now);
         }
-        let Some(instance) = self.instances.get(&current) else { return Err("InvalidRegistration") };
+        let Some(instance) = self.instances.get(current) else { return Err("InvalidRegistration") };
         let senders = if faults.has(Fault::MultipleSenders) { &instance.senders[..1] } else { &instance.senders[..] };
-        if !senders.iter().any(|s| s == sender) {
+        if !senders.iter().any(|s| **s == *sender) {
             return Err("MismatchSenderId");
         }
         if !instance.registered {
             return Err(if faults.has(Fault::RegistrationErrors) { "InvalidRegistration" } else { "NotRegistered" });
         }
         if let Some(package) = &message.restricted_package_name
-            && instance.package.as_ref() != Some(package)
+            && instance.package.as_deref() != Some(package.as_str())
             && !faults.has(Fault::RestrictedPackage)
         {
             return Err("InvalidPackageName");
@@ -109,18 +111,21 @@ impl Model {
         let offsets = &self.offsets;
         let now_of = |s: &str| base + offsets.get(s).copied().unwrap_or(0);
         let collapse_key = q.message.collapse_key.clone();
-        let instance = self.instances.get_mut(&current).expect("looked up above");
+        let instance = self.instances.get_mut(current).expect("looked up above");
         let needs_pump = instance.offer(q, &now_of, &limits, &faults, &self.variants);
-        self.note_waiting(&current);
+        self.note_waiting(current);
         if let Some(key) = collapse_key.filter(|_| faults.has(Fault::CollapseAcrossRegistrations)) {
-            for (_, other) in self.instances.iter_mut().filter(|(id, _)| **id != current) {
-                other.pending.retain(|p| !(p.sender() == sender && p.message.collapse_key.as_deref() == Some(&key)));
+            for (_, other) in self.instances.iter_mut().filter(|(id, _)| ***id != *current) {
+                other
+                    .traffic_mut()
+                    .pending
+                    .retain(|p| !(p.sender() == sender && p.message.collapse_key.as_deref() == Some(&key)));
             }
         }
         if needs_pump && !faults.has(Fault::ConnectedNow) {
-            self.pump(&current);
+            self.pump(current);
         }
-        self.collect_receipts(Some(&current));
+        self.collect_receipts(Some(current));
         Ok(canonical)
     }
 
@@ -193,20 +198,21 @@ impl Model {
                 if delivered {
                     success += 1;
                 } else {
-                    failed.push(member.clone());
+                    failed.push(member.to_string());
                 }
             }
             if !failed.is_empty() && self.fault(Fault::SendPartialCountsOnly) {
-                for member in members.iter().filter(|m| !failed.contains(m)) {
+                for member in members.iter().filter(|m| !failed.iter().any(|f| **f == ***m)) {
                     let id = self.resolve(member).to_string();
-                    if let Some(inst) = self.instances.get_mut(&id) {
+                    if let Some(inst) = self.instances.get_mut(id.as_str()) {
                         inst.dismiss(&message_id);
                         inst.unreceive(&message_id);
                     }
                 }
             }
             if !failed.is_empty() && self.fault(Fault::SendPartialInverted) {
-                failed = members.iter().filter(|m| !failed.contains(m)).cloned().collect();
+                failed =
+                    members.iter().filter(|m| !failed.iter().any(|f| **f == ***m)).map(|m| m.to_string()).collect();
             }
             let answered_with_counts =
                 self.fault(Fault::SendAllFailed) || (self.fault(Fault::SendAllFailedOtherCauses) && !only_unregistered);
@@ -265,7 +271,7 @@ impl Model {
         let content = Self::content(&sender, &message, Some(key));
         let mut reached = 0;
         let echo = self.fault(Fault::UpstreamFanOut);
-        let recipients: Vec<String> = members.into_iter().filter(|m| echo || self.resolve(m) != me).collect();
+        let recipients: Vec<Arc<str>> = members.into_iter().filter(|m| echo || self.resolve(m) != me).collect();
         for member in &recipients {
             let queued = Delivered { message_id: message_id.clone(), content: content.clone() };
             if self.deliver(&sender, member, &message, queued, ttl).is_ok() {
@@ -279,19 +285,19 @@ impl Model {
     /// queues (how "handled" is signalled is not documented; the control API says it).
     pub fn handled(&mut self, registration_id: &str, message_id: &str) -> Result<(), String> {
         let me = self.resolve(registration_id).to_string();
-        if !self.instances.contains_key(&me) {
+        if !self.instances.contains_key(me.as_str()) {
             return Err(format!("no app instance with registration id {registration_id:?}"));
         }
         if self.fault(Fault::Dismissal) {
             return Ok(());
         }
-        let keys = self.instances[&me].keys_of_received(message_id);
+        let keys = self.instances[me.as_str()].keys_of_received(message_id);
         for key in keys {
             let members = self.groups.get(&key).map(|g| g.members.clone()).unwrap_or_default();
             for member in members {
                 let id = self.resolve(&member).to_string();
                 if id != me
-                    && let Some(inst) = self.instances.get_mut(&id)
+                    && let Some(inst) = self.instances.get_mut(id.as_str())
                 {
                     inst.dismiss(message_id);
                 }
@@ -305,7 +311,10 @@ impl Model {
         self.groups
             .iter()
             .filter(|(_, g)| g.sender == sender)
-            .map(|(k, g)| (g.name.clone(), json!({"notification_key": k, "members": g.members})))
+            .map(|(k, g)| {
+                let members: Vec<&str> = g.members.iter().map(|m| &**m).collect();
+                (g.name.clone(), json!({"notification_key": k, "members": members}))
+            })
             .collect()
     }
 }
