@@ -55,13 +55,13 @@ impl Model {
         let replaced = self.aliases.contains_key(registration_id).then(|| self.resolve(registration_id).to_string());
         let current = replaced.as_deref().unwrap_or(registration_id);
         let canonical = replaced.clone().filter(|_| !self.fault(Fault::CanonicalId));
-        let ios_limit = self.limits.max_payload_bytes_ios;
-        let faults = self.faults.clone();
         let now = self.now_ms(sender);
-        if let Some(instance) = self.instances.get_mut(current) {
-            instance.settle_registration(sender, now);
-        }
-        let Some(instance) = self.instances.get(current) else { return Err("InvalidRegistration") };
+        let base = self.clock.now_ms();
+        // One lookup of the instance, the model's other parts borrowed beside it: a group
+        // send does this once per member.
+        let Model { instances, faults, limits, offsets, variants, waiting, .. } = self;
+        let Some(instance) = instances.get_mut(current) else { return Err("InvalidRegistration") };
+        instance.settle_registration(sender, now);
         let senders = if faults.has(Fault::MultipleSenders) { &instance.senders[..1] } else { &instance.senders[..] };
         if !senders.iter().any(|s| **s == *sender) {
             return Err("MismatchSenderId");
@@ -76,7 +76,7 @@ impl Model {
             return Err("InvalidPackageName");
         }
         if instance.platform == Platform::Ios
-            && let Some(limit) = ios_limit
+            && let Some(limit) = limits.max_payload_bytes_ios
             && payload_bytes(message) > limit
             && !faults.has(Fault::PayloadLimitIos)
         {
@@ -93,7 +93,7 @@ impl Model {
         }
         let stores_ttl_zero =
             (group && faults.has(Fault::TtlZeroGroup)) || (message.xmpp && faults.has(Fault::TtlZeroXmpp));
-        let ttl = if ttl == 0 && stores_ttl_zero { self.limits.default_ttl_seconds } else { ttl };
+        let ttl = if ttl == 0 && stores_ttl_zero { limits.default_ttl_seconds } else { ttl };
         if message.dry_run && !faults.has(Fault::DryRun) {
             return Ok(canonical);
         }
@@ -106,15 +106,18 @@ impl Model {
             receipt: message.receipt_for.clone(),
             ticket: 0,
         };
-        let limits = self.limits.clone();
-        let base = self.clock.now_ms();
-        let offsets = &self.offsets;
         let now_of = |s: &str| base + offsets.get(s).copied().unwrap_or(0);
         let collapse_key = q.message.collapse_key.clone();
-        let instance = self.instances.get_mut(current).expect("looked up above");
-        let needs_pump = instance.offer(q, &now_of, &limits, &faults, &self.variants);
-        self.note_waiting(current);
-        if let Some(key) = collapse_key.filter(|_| faults.has(Fault::CollapseAcrossRegistrations)) {
+        let needs_pump = instance.offer(q, &now_of, limits, faults, variants);
+        // What `note_waiting` does, on the instance at hand.
+        if instance.settled() {
+            waiting.remove(current);
+        } else if !waiting.contains(current) {
+            waiting.insert(current.to_string());
+        }
+        let receipts = !instance.traffic().receipts.is_empty();
+        let (across, held) = (faults.has(Fault::CollapseAcrossRegistrations), faults.has(Fault::ConnectedNow));
+        if let Some(key) = collapse_key.filter(|_| across) {
             for (_, other) in self.instances.iter_mut().filter(|(id, _)| ***id != *current) {
                 other
                     .traffic_mut()
@@ -122,10 +125,11 @@ impl Model {
                     .retain(|p| !(p.sender() == sender && p.message.collapse_key.as_deref() == Some(&key)));
             }
         }
-        if needs_pump && !faults.has(Fault::ConnectedNow) {
+        if needs_pump && !held {
             self.pump(current);
+        } else if receipts {
+            self.collect_receipts(Some(current));
         }
-        self.collect_receipts(Some(current));
         Ok(canonical)
     }
 
@@ -180,9 +184,12 @@ impl Model {
             let mut failed = Vec::new();
             let mut only_unregistered = true;
             // Once per device: members joined before their device registered again may share it.
-            let mut devices: Vec<String> = Vec::new();
+            let mut devices: Vec<Arc<str>> = Vec::with_capacity(members.len());
             for (i, member) in members.iter().enumerate() {
-                let device = self.resolve(member).to_string();
+                let device = match self.aliases.contains_key(&**member) {
+                    true => Arc::from(self.resolve(member)),
+                    false => member.clone(),
+                };
                 if devices.contains(&device) {
                     continue;
                 }
