@@ -19,8 +19,11 @@ pub use super::lifetime::{Connectivity, Delivered, Platform};
 use super::lifetime::{Instance, Queued};
 pub use super::limits::{Limits, LimitsError, Throttle};
 
+mod connection;
 mod groups;
 mod sending;
+
+pub use sending::send_outcome_json;
 
 /// Server credentials of one sender (a project).
 #[derive(Debug, Clone, Serialize)]
@@ -286,123 +289,6 @@ impl Model {
         self.collect_receipts(Some(&id));
     }
 
-    /// Delivery receipts for what a device (`Some`) or every device just took go to their
-    /// senders' app servers. One device is looked at when only one could have changed: a
-    /// long-lived server must not pay for all its devices on every delivery.
-    fn collect_receipts(&mut self, only: Option<&str>) {
-        let mut receipts = Vec::new();
-        let mut take = |id: &str, inst: &mut Instance| {
-            let package = inst.package.as_deref().map(str::to_string);
-            for (sender, original, at) in inst.traffic_mut().receipts.drain(..) {
-                receipts.push((sender, original, id.to_string(), package.clone(), at));
-            }
-        };
-        match only {
-            Some(id) => match self.instances.get_mut(id) {
-                Some(inst) if !inst.traffic().receipts.is_empty() => take(id, inst),
-                _ => return,
-            },
-            None => self.instances.iter_mut().for_each(|(id, inst)| take(id, inst)),
-        }
-        let max = self.pending_limit();
-        for (sender, original, device, package, at) in receipts {
-            let message_id = format!("dr2:{original}");
-            let mut data = json!({
-                "message_status": "MESSAGE_SENT_TO_DEVICE",
-                "original_message_id": original,
-                "device_registration_id": device,
-                "message_sent_timestamp": at.to_string(),
-            });
-            if self.fault(Fault::XmppReceipt) {
-                data.as_object_mut().expect("an object").remove("original_message_id");
-            }
-            let json = json!({
-                "message_type": "receipt",
-                "message_id": message_id,
-                "from": crate::xmpp::DOMAIN,
-                "category": package.unwrap_or_default(),
-                "data": data,
-            });
-            self.ccs.enqueue(&sender, ForAppServer { message_id, json }, max);
-        }
-    }
-
-    // ---- the connection server (XMPP) -----------------------------------------------
-
-    fn pending_limit(&self) -> usize {
-        if self.fault(Fault::XmppFlowControl) { usize::MAX } else { self.limits.max_pending_per_connection }
-    }
-
-    pub fn ccs_generation(&self) -> u64 {
-        self.ccs.generation()
-    }
-
-    pub fn ccs_connect(&mut self, sender: &str) -> u64 {
-        let max = self.pending_limit();
-        self.ccs.connect(sender, max)
-    }
-
-    pub fn ccs_disconnect(&mut self, conn: u64) {
-        let max = self.pending_limit();
-        let forget = self.fault(Fault::XmppResend);
-        self.ccs.disconnect(conn, max, forget);
-    }
-
-    pub fn ccs_ack(&mut self, conn: u64, message_id: &str) -> Result<(), AckError> {
-        if self.fault(Fault::XmppDrainingInFlight) && self.ccs.is_draining(conn) {
-            return Err(AckError::Unknown(message_id.to_string()));
-        }
-        let max = self.pending_limit();
-        let anywhere = self.fault(Fault::XmppOwnConnection);
-        let remember = self.fault(Fault::XmppAtLeastOnce);
-        self.ccs.ack(conn, message_id, max, anywhere, remember)
-    }
-
-    pub fn ccs_take(&mut self, conn: u64) -> Vec<Value> {
-        self.ccs.take_outbox(conn)
-    }
-
-    pub fn ccs_is_draining(&self, conn: u64) -> bool {
-        self.ccs.is_draining(conn)
-    }
-
-    /// Tells the sender's XMPP connections to drain; `None` for an unknown sender.
-    pub fn drain(&mut self, sender: &str) -> Option<usize> {
-        let tell = !self.fault(Fault::XmppDraining);
-        self.senders.contains_key(sender).then(|| self.ccs.drain(sender, tell))
-    }
-
-    /// A device sends upstream to its app server (`<sender id>@gcm.googleapis.com`).
-    pub fn upstream_to_app_server(
-        &mut self,
-        registration_id: &str,
-        sender: &str,
-        data: Option<Value>,
-        message_id: Option<String>,
-    ) -> Result<String, String> {
-        let me = self.resolve(registration_id).to_string();
-        let inst = self
-            .instances
-            .get(me.as_str())
-            .ok_or_else(|| format!("no app instance with registration id {registration_id:?}"))?;
-        if !inst.senders.iter().any(|s| **s == *sender) {
-            return Err(format!("the app is not registered for sender {sender}"));
-        }
-        let category = inst.package.as_deref().unwrap_or_default().to_string();
-        let message_id = match message_id {
-            Some(id) => id,
-            None => format!("up-{}", self.random_text(12)),
-        };
-        let mut json =
-            json!({ "from": me, "category": category, "message_id": message_id, "data": data.unwrap_or(json!({})) });
-        if self.fault(Fault::XmppUpstream) {
-            json.as_object_mut().expect("an object").remove("from");
-        }
-        let max = self.pending_limit();
-        self.ccs.enqueue(sender, ForAppServer { message_id: message_id.clone(), json }, max);
-        Ok(message_id)
-    }
-
     // ---- control: what the harness sets up -------------------------------------------
 
     pub fn create_sender(&mut self) -> SenderCredentials {
@@ -600,60 +486,6 @@ impl Model {
             .get(first)
             .map(|g| g.sender.clone())
             .or_else(|| self.instances.get(self.resolve(first)).and_then(|i| i.senders.first().map(|s| s.to_string())))
-    }
-}
-
-/// Renders a send outcome as the legacy HTTP API does: `(status, body)`.
-pub fn send_outcome_json(outcome: &SendOutcome, faults: &Faults) -> (u16, Option<Value>) {
-    match outcome {
-        SendOutcome::GroupFailed => (503, None),
-        SendOutcome::Group { success, failed } => {
-            let mut body = Map::new();
-            body.insert("success".into(), json!(success));
-            if !(failed.is_empty() && faults.has(Fault::SendSuccess)) {
-                body.insert("failure".into(), json!(failed.len()));
-            }
-            if !failed.is_empty() && !faults.has(Fault::SendPartial) && *success > 0 {
-                body.insert("failed_registration_ids".into(), json!(failed));
-            }
-            (200, Some(Value::Object(body)))
-        }
-        SendOutcome::Multicast { multicast_id, results } => {
-            let success = results.iter().filter(|r| matches!(r, SendResult::Sent { .. })).count();
-            let canonical = results.iter().filter(|r| matches!(r, SendResult::Sent { canonical: Some(_), .. })).count();
-            let rendered: Vec<Value> = results
-                .iter()
-                .map(|r| match r {
-                    SendResult::Sent { message_id, canonical: Some(c) } => {
-                        json!({ "message_id": message_id, "registration_id": c })
-                    }
-                    SendResult::Sent { message_id, canonical: None } => json!({ "message_id": message_id }),
-                    SendResult::Error(e) => json!({ "error": e }),
-                })
-                .collect();
-            (
-                200,
-                Some(json!({
-                    "multicast_id": multicast_id,
-                    "success": success,
-                    "failure": results.len() - success,
-                    "canonical_ids": canonical,
-                    "results": rendered,
-                })),
-            )
-        }
-        // A group response has no per-target results to put the error in.
-        SendOutcome::Invalid { error, group: true, .. } => (400, Some(json!({ "error": error }))),
-        SendOutcome::Invalid { error, targets, multicast_id, .. } => (
-            200,
-            Some(json!({
-                "multicast_id": multicast_id,
-                "success": 0,
-                "failure": targets,
-                "canonical_ids": 0,
-                "results": vec![json!({ "error": error }); *targets],
-            })),
-        ),
     }
 }
 

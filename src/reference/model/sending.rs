@@ -325,3 +325,57 @@ impl Model {
             .collect()
     }
 }
+
+/// Renders a send outcome as the legacy HTTP API does: `(status, body)`.
+pub fn send_outcome_json(outcome: &SendOutcome, faults: &Faults) -> (u16, Option<Value>) {
+    match outcome {
+        SendOutcome::GroupFailed => (503, None),
+        SendOutcome::Group { success, failed } => {
+            let mut body = Map::new();
+            body.insert("success".into(), json!(success));
+            if !(failed.is_empty() && faults.has(Fault::SendSuccess)) {
+                body.insert("failure".into(), json!(failed.len()));
+            }
+            if !failed.is_empty() && !faults.has(Fault::SendPartial) && *success > 0 {
+                body.insert("failed_registration_ids".into(), json!(failed));
+            }
+            (200, Some(Value::Object(body)))
+        }
+        SendOutcome::Multicast { multicast_id, results } => {
+            let success = results.iter().filter(|r| matches!(r, SendResult::Sent { .. })).count();
+            let canonical = results.iter().filter(|r| matches!(r, SendResult::Sent { canonical: Some(_), .. })).count();
+            let rendered: Vec<Value> = results
+                .iter()
+                .map(|r| match r {
+                    SendResult::Sent { message_id, canonical: Some(c) } => {
+                        json!({ "message_id": message_id, "registration_id": c })
+                    }
+                    SendResult::Sent { message_id, canonical: None } => json!({ "message_id": message_id }),
+                    SendResult::Error(e) => json!({ "error": e }),
+                })
+                .collect();
+            (
+                200,
+                Some(json!({
+                    "multicast_id": multicast_id,
+                    "success": success,
+                    "failure": results.len() - success,
+                    "canonical_ids": canonical,
+                    "results": rendered,
+                })),
+            )
+        }
+        // A group response has no per-target results to put the error in.
+        SendOutcome::Invalid { error, group: true, .. } => (400, Some(json!({ "error": error }))),
+        SendOutcome::Invalid { error, targets, multicast_id, .. } => (
+            200,
+            Some(json!({
+                "multicast_id": multicast_id,
+                "success": 0,
+                "failure": targets,
+                "canonical_ids": 0,
+                "results": vec![json!({ "error": error }); *targets],
+            })),
+        ),
+    }
+}
