@@ -208,6 +208,16 @@ struct Figures {
 }
 
 impl Figures {
+    /// Counts and percentiles of the latencies of the requests counted.
+    fn of(mut latencies: Vec<Duration>, errors: u64, seconds: f64) -> Figures {
+        latencies.sort_unstable();
+        let at = |q: f64| {
+            let i = ((latencies.len() as f64 * q) as usize).min(latencies.len().saturating_sub(1));
+            latencies.get(i).map_or(f64::NAN, |d| d.as_secs_f64() * 1000.0)
+        };
+        Figures { requests: latencies.len() as u64, errors, seconds, p50_ms: at(0.50), p99_ms: at(0.99) }
+    }
+
     fn per_second(&self) -> f64 {
         self.requests as f64 / self.seconds
     }
@@ -290,18 +300,7 @@ fn drive(
             errors += e;
         }
         let elapsed = if total.is_some() { start.elapsed() } else { measured };
-        all.sort_unstable();
-        let at = |q: f64| {
-            all.get(((all.len() as f64 * q) as usize).min(all.len().saturating_sub(1)))
-                .map_or(f64::NAN, |d| d.as_secs_f64() * 1000.0)
-        };
-        Figures {
-            requests: all.len() as u64,
-            errors,
-            seconds: elapsed.as_secs_f64(),
-            p50_ms: at(0.50),
-            p99_ms: at(0.99),
-        }
+        Figures::of(all, errors, elapsed.as_secs_f64())
     })
 }
 
@@ -500,13 +499,7 @@ fn xmpp_sends(server: &Server, to: &str, seconds: f64) -> (Figures, usize) {
             .collect();
         handles.into_iter().map(|h| h.join().expect("an XMPP client")).collect()
     });
-    let mut all: Vec<Duration> = results.into_iter().flatten().collect();
-    all.sort_unstable();
-    let at = |q: f64| {
-        all.get(((all.len() as f64 * q) as usize).min(all.len().saturating_sub(1)))
-            .map_or(f64::NAN, |d| d.as_secs_f64() * 1000.0)
-    };
-    (Figures { requests: all.len() as u64, errors: 0, seconds, p50_ms: at(0.5), p99_ms: at(0.99) }, XMPP_CONNECTIONS)
+    (Figures::of(results.into_iter().flatten().collect(), 0, seconds), XMPP_CONNECTIONS)
 }
 
 fn memory() {

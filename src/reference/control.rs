@@ -53,7 +53,7 @@ pub fn handle(model: &mut Model, profile: &str, req: &HttpRequest) -> HttpRespon
             if model.unregister(id) {
                 HttpResponse::empty(204)
             } else {
-                HttpResponse::error(404, format!("no app instance with registration id {id:?}"))
+                unknown_instance(id)
             }
         }
         ("GET", ["instances", id, "messages"]) => inbox(model, id, req).unwrap_or_else(|e| e),

@@ -313,16 +313,9 @@ impl Instance {
         }
         let newcomer_waits = self.traffic_mut().pending.last().is_some_and(|p| p.ticket == ticket);
         if newcomer_waits && self.connected() && !faults.has(Fault::ConnectedNow) {
-            let q = self.traffic().pending.last().expect("looked at above");
-            let now = now_of(q.sender());
-            let bucket = (q.sender().to_string(), q.message.collapse_key.clone());
-            if !self.can_receive(q, faults) {
-                // Held (delay_while_idle) until the device wakes.
-            } else if self.take_token_from(bucket, now, limits) {
-                let q = self.traffic_mut().pending.pop().expect("looked at above");
-                self.take(q, now);
-            } else if faults.has(Fault::ThrottleDelays) {
-                self.traffic_mut().pending.pop();
+            let q = self.traffic_mut().pending.pop().expect("looked at above");
+            if let Some(q) = self.try_take(q, now_of, limits, faults) {
+                self.traffic_mut().pending.push(q);
             }
         }
         // Idle buckets are trimmed in batches: a device sent a new collapse key every time
@@ -486,20 +479,33 @@ impl Instance {
             queue.reverse();
         }
         for q in queue {
-            let now = now_of(q.sender());
-            if !self.can_receive(&q, faults) {
-                waiting.push(q);
-            } else if self.take_token(&q, now, limits) {
-                self.take(q, now);
-            } else if !faults.has(Fault::ThrottleDelays) {
-                waiting.push(q);
-            }
+            waiting.extend(self.try_take(q, now_of, limits, faults));
         }
         if newest_first {
             waiting.reverse();
         }
         self.traffic_mut().pending = waiting;
         self.settle_buckets(now_of, limits);
+    }
+
+    /// Delivers one stored message if the device can take it now and its bucket has a token;
+    /// gives it back if it must wait. (A throttled message is dropped by the fault that does.)
+    fn try_take(
+        &mut self,
+        q: Queued,
+        now_of: &dyn Fn(&str) -> u64,
+        limits: &Limits,
+        faults: &Faults,
+    ) -> Option<Queued> {
+        let now = now_of(q.sender());
+        if !self.can_receive(&q, faults) {
+            Some(q)
+        } else if self.take_token(&q, now, limits) {
+            self.take(q, now);
+            None
+        } else {
+            (!faults.has(Fault::ThrottleDelays)).then_some(q)
+        }
     }
 
     /// The device takes the message.

@@ -265,16 +265,7 @@ impl Model {
 
     /// Keeps `waiting` true of an instance after its queue changed.
     fn note_waiting(&mut self, id: &str) {
-        match self.instances.get(id) {
-            Some(inst) if !inst.settled() => {
-                if !self.waiting.contains(id) {
-                    self.waiting.insert(id.to_string());
-                }
-            }
-            _ => {
-                self.waiting.remove(id);
-            }
-        }
+        note_waiting(&mut self.waiting, id, self.instances.get(id).map(|i| &**i));
     }
 
     fn pump(&mut self, registration_id: &str) {
@@ -486,6 +477,20 @@ impl Model {
             .get(first)
             .map(|g| g.sender.clone())
             .or_else(|| self.instances.get(self.resolve(first)).and_then(|i| i.senders.first().map(|s| s.to_string())))
+    }
+}
+
+/// Keeps `waiting` true of one instance after its queue changed.
+fn note_waiting(waiting: &mut std::collections::BTreeSet<String>, id: &str, instance: Option<&Instance>) {
+    match instance {
+        Some(inst) if !inst.settled() => {
+            if !waiting.contains(id) {
+                waiting.insert(id.to_string());
+            }
+        }
+        _ => {
+            waiting.remove(id);
+        }
     }
 }
 

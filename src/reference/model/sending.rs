@@ -109,12 +109,7 @@ impl Model {
         let now_of = |s: &str| base + offsets.get(s).copied().unwrap_or(0);
         let collapse_key = q.message.collapse_key.clone();
         let needs_pump = instance.offer(q, &now_of, limits, faults, variants);
-        // What `note_waiting` does, on the instance at hand.
-        if instance.settled() {
-            waiting.remove(current);
-        } else if !waiting.contains(current) {
-            waiting.insert(current.to_string());
-        }
+        super::note_waiting(waiting, current, Some(instance));
         let receipts = !instance.traffic().receipts.is_empty();
         let (across, held) = (faults.has(Fault::CollapseAcrossRegistrations), faults.has(Fault::ConnectedNow));
         if let Some(key) = collapse_key.filter(|_| across) {
