@@ -42,6 +42,7 @@ const FIELDS: &[&str] = &[
     "dry_run",
     "restricted_package_name",
     "sender_ids",
+    "count",
     "account",
     "platform",
     "state",
@@ -219,11 +220,37 @@ fn hostile_xmpp_server_nesting() -> Result<(), String> {
     }
 }
 
+/// `count` registers many instances in one call, within a bound; anything else is a 400 that
+/// says what is wrong, and registers nothing.
+fn register_count_is_bounded() -> Result<(), String> {
+    let reference = Reference::new(Config::bundled());
+    let sender = reference.with_model(|m| m.create_sender());
+    let register = |count: Value| {
+        let body = json!({"sender_ids": [sender.sender_id], "count": count});
+        reference.handle(&HttpRequest::new("POST", "/_gcmspec/v1/instances").with_json(&body))
+    };
+    let max = gcmspec::reference::control::MAX_REGISTER_AT_ONCE;
+    for bad in [json!(0), json!(-1), json!(max + 1), json!(u64::MAX), json!(2.5), json!("3"), json!([3])] {
+        let resp = register(bad.clone());
+        let says = resp.body_json().and_then(|b| b["error"].as_str().map(str::to_string)).unwrap_or_default();
+        if resp.status != 400 || !says.contains("`count`") {
+            return Err(format!("count {bad}: {} {says:?}", resp.status));
+        }
+    }
+    let resp = register(json!(3));
+    let ids = resp.body_json().and_then(|b| b["registration_ids"].as_array().map(Vec::len));
+    if resp.status != 201 || ids != Some(3) {
+        return Err(format!("count 3: {} {:?}", resp.status, String::from_utf8_lossy(&resp.body)));
+    }
+    Ok(())
+}
+
 pub fn trials() -> Vec<Trial> {
     vec![
         trial("robustness::hostile-xmpp-server-nesting", hostile_xmpp_server_nesting),
         trial("robustness::random-requests-never-500", fuzz_in_process),
         trial("robustness::socket-abuse", || crate::block_on(socket_abuse())),
+        trial("robustness::register-count-is-bounded", register_count_is_bounded),
         trial("robustness::wrong-method-is-405", || {
             let resp = Reference::new(Config::bundled()).handle(&HttpRequest::new("DELETE", "/fcm/send"));
             if resp.status == 405 { Ok(()) } else { Err(format!("got {}", resp.status)) }
