@@ -458,7 +458,7 @@ fn group_cycles(server: &Server, ids: &[String]) -> Vec<Script> {
 
 /// Acked downstream messages per second over XMPP, each connection keeping its window full.
 fn xmpp_sends(server: &Server, to: &str, seconds: f64) -> (Figures, usize) {
-    use gcmspec::target::xmpp::{Auth, XmppClient};
+    use gcmspec::driver::xmpp::{Auth, XmppClient};
     const XMPP_CONNECTIONS: usize = 4;
     let window = 100;
     let addr = server.xmpp.expect("serve was given --xmpp");

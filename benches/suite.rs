@@ -9,9 +9,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use gcmspec::driver::{Capabilities, HttpTarget, InProcess, Target};
 use gcmspec::harness::{self, Options};
 use gcmspec::reference::{Config, Reference};
-use gcmspec::target::{Capabilities, HttpTarget, InProcess, Target};
 
 const ROUNDS: usize = 10;
 

@@ -5,8 +5,8 @@
 
 use std::time::{Duration, Instant};
 
+use gcmspec::driver::xmpp::{Auth, XmppClient};
 use gcmspec::reference::{Config, Reference};
-use gcmspec::target::xmpp::{Auth, XmppClient};
 use serde_json::json;
 
 const MESSAGES_PER_CONNECTION: usize = 20_000;

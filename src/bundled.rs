@@ -1,11 +1,11 @@
 //! Where spec files come from: compiled into the binary, or read from a directory.
 //!
-//! Only this module touches the file system for specs; [`crate::spec::load`] stays pure.
+//! Only this module touches the file system for specs; [`crate::catalog::load`] stays pure.
 
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use crate::spec::{self, Catalog, SpecErrors};
+use crate::catalog::{self, Catalog, SpecErrors};
 
 /// The profile used when none is asked for.
 pub const DEFAULT_PROFILE: &str = "fcm";
@@ -41,7 +41,7 @@ pub fn catalog() -> Result<Catalog, SpecErrors> {
     let files: Vec<(String, String)> = SPEC_FILES.iter().map(|(n, t)| (n.to_string(), t.to_string())).collect();
     let sources: BTreeMap<String, String> =
         SOURCE_FILES.iter().map(|(n, t)| (n.rsplit('/').next().unwrap_or(n).to_string(), t.to_string())).collect();
-    spec::load(&files, &sources)
+    catalog::load(&files, &sources)
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -78,5 +78,5 @@ pub fn catalog_from_dir(dir: &Path) -> Result<Catalog, LoadError> {
             sources.insert(name, read(&p)?);
         }
     }
-    Ok(spec::load(&files, &sources)?)
+    Ok(catalog::load(&files, &sources)?)
 }

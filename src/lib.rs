@@ -3,7 +3,7 @@
 //!
 //! # Layout
 //!
-//! - [`spec`]: the rules in `specs/*.toml`, loaded purely (text in, [`spec::Catalog`] or
+//! - [`catalog`]: the rules in `specs/*.toml`, loaded purely (text in, [`catalog::Catalog`] or
 //!   every error out). [`bundled`] supplies the files compiled into the binary, or reads a
 //!   directory.
 //! - [`reference`](mod@reference): the reference server. [`reference::model`] is a synchronous state
@@ -18,7 +18,7 @@
 //!   (connections, unacked messages, queues) is [`reference::ccs`].
 //! - [`wire`]: an HTTP exchange as plain data, shared by the adapter and the targets;
 //!   [`xmpp`](mod@xmpp): the XMPP wire format (stanza parser), shared likewise.
-//! - [`target`]: the one interface the harness reaches servers through, in-process or over
+//! - [`driver`]: the one interface the harness reaches servers through, in-process or over
 //!   HTTP and XMPP, the typed control-API client on top of it, and an XMPP client.
 //! - [`tls`]: direct TLS for the XMPP endpoint, server and client side.
 //! - [`harness`]: rules -> libtest-mimic trials: scenarios, proptest properties, insta
@@ -30,10 +30,10 @@
 //! these.
 
 pub mod bundled;
+pub mod catalog;
+pub mod driver;
 pub mod harness;
 pub mod reference;
-pub mod spec;
-pub mod target;
 pub mod tls;
 pub mod wire;
 pub mod xmpp;

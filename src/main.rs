@@ -8,9 +8,9 @@ use clap::{Parser, Subcommand};
 mod cli;
 
 use cli::SpecArgs;
-use cli::catalog::{RulesArgs, SelftestArgs};
 use cli::diff::DiffArgs;
 use cli::replay::ReplayArgs;
+use cli::rules::{RulesArgs, SelftestArgs};
 use cli::run::RunArgs;
 use cli::serve::ServeArgs;
 
@@ -58,9 +58,9 @@ fn real_main() -> anyhow::Result<ExitCode> {
     match Cli::parse().command {
         Command::Run(args) => cli::run::run(*args),
         Command::Serve(args) => cli::serve::serve(args),
-        Command::Selftest(args) => cli::catalog::selftest(args),
-        Command::Lint(args) => cli::catalog::lint(args),
-        Command::Rules(args) => cli::catalog::rules(args),
+        Command::Selftest(args) => cli::rules::selftest(args),
+        Command::Lint(args) => cli::rules::lint(args),
+        Command::Rules(args) => cli::rules::rules(args),
         Command::Replay(args) => cli::replay::replay(args),
         Command::Diff(args) => cli::diff::diff(*args),
     }

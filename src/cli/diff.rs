@@ -7,9 +7,9 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::Args;
 
+use gcmspec::driver::InProcess;
 use gcmspec::harness::{self, Options};
 use gcmspec::reference::Reference;
-use gcmspec::target::InProcess;
 
 use super::{Connected, SpecArgs, TargetArgs, connect, load, reference_config};
 

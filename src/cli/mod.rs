@@ -9,15 +9,15 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::Args;
 
+use gcmspec::catalog::Catalog;
+use gcmspec::driver::{Capabilities, HttpTarget, InProcess, Sender, Target};
 use gcmspec::harness;
 use gcmspec::reference::{self, Fault, Faults, Reference, Variant, Variants};
-use gcmspec::spec::Catalog;
-use gcmspec::target::{Capabilities, HttpTarget, InProcess, Sender, Target};
 
-pub(crate) mod catalog;
 pub(crate) mod diff;
 pub(crate) mod progress;
 pub(crate) mod replay;
+pub(crate) mod rules;
 pub(crate) mod run;
 pub(crate) mod serve;
 

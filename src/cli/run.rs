@@ -78,8 +78,8 @@ pub(crate) fn run(mut args: RunArgs) -> anyhow::Result<ExitCode> {
     let catalog = Arc::new(load(&args.spec)?);
     let Connected { target, caps, base_url } = connect(&args.to, &catalog, args.profile.as_deref())?;
     let deadline = args.deadline.map(|s| Duration::from_secs_f64(s.max(0.0)));
-    let watched = Arc::new(gcmspec::target::Watched::new(target, deadline));
-    let target: Arc<dyn gcmspec::target::Target> = watched.clone();
+    let watched = Arc::new(gcmspec::driver::Watched::new(target, deadline));
+    let target: Arc<dyn gcmspec::driver::Target> = watched.clone();
     if args.to.target.is_some() && args.test.test_threads.is_none() {
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
         args.test.test_threads = Some(cores.max(REMOTE_THREADS));

@@ -13,8 +13,8 @@ use serde::Serialize;
 use super::evidence::Exchange;
 use super::snapshot::Redactor;
 use super::{Execution, Options, plan_of, property, transport_suffix};
-use crate::spec::Catalog;
-use crate::target::{Capabilities, Target};
+use crate::catalog::Catalog;
+use crate::driver::{Capabilities, Target};
 
 pub const SCHEMA: &str = "gcmspec-diff/1";
 
@@ -72,7 +72,7 @@ pub fn run(
 ) -> DiffReport {
     struct Job<'c> {
         name: String,
-        rule: &'c crate::spec::Rule,
+        rule: &'c crate::catalog::Rule,
         check: usize,
         transport: String,
     }
@@ -154,7 +154,7 @@ pub const DEFAULT_CASES: u32 = 8;
 #[allow(clippy::too_many_arguments)]
 fn compare_check(
     catalog: &Catalog,
-    rule: &crate::spec::Rule,
+    rule: &crate::catalog::Rule,
     check: usize,
     transport: &str,
     name: &str,
@@ -245,7 +245,7 @@ pub fn normalize(exchanges: &[Exchange], caps: &Capabilities) -> Vec<String> {
 pub fn mirror(target: &Capabilities, reference: &crate::Reference) -> Capabilities {
     let static_sender = target.static_sender.as_ref().map(|_| {
         let s = reference.with_model(|m| m.create_sender());
-        crate::target::Sender { id: s.sender_id, key: s.server_key }
+        crate::driver::Sender { id: s.sender_id, key: s.server_key }
     });
     Capabilities {
         control: target.control.clone(),

@@ -10,7 +10,7 @@ use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
 
-use crate::target::{Target, TargetError};
+use crate::driver::{Target, TargetError};
 use crate::wire::{HttpRequest, HttpResponse};
 
 /// One request and its answer. XMPP steps take the same shape: method `XMPP`, the path says

@@ -3,8 +3,8 @@
 
 use serde_json::Value;
 
-use crate::spec::template::{self, Vars, text_of};
-use crate::spec::{BodyShape, Expect, FieldOp, Grade};
+use crate::catalog::template::{self, Vars, text_of};
+use crate::catalog::{BodyShape, Expect, FieldOp, Grade};
 use crate::wire::{HttpRequest, HttpResponse};
 
 fn render(v: &Value, vars: &Vars) -> Result<Value, String> {

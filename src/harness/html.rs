@@ -12,7 +12,7 @@ use std::fmt::Write;
 
 use super::evidence::{Exchange, curl_script};
 use super::report::{CaseResult, Outcome, Report};
-use crate::spec::Catalog;
+use crate::catalog::Catalog;
 use crate::xmpp::escape;
 
 /// How the report's reproductions address the server.
@@ -30,7 +30,7 @@ pub fn render(report: &Report, catalog: &Catalog, reproduce: &Reproduce<'_>) -> 
         by_rule.entry(r.rule.as_str()).or_default().push(r);
     }
     // The catalogue's order: rules as the spec files list them.
-    let rules: Vec<(&crate::spec::Rule, &Vec<&CaseResult>)> =
+    let rules: Vec<(&crate::catalog::Rule, &Vec<&CaseResult>)> =
         catalog.rules.iter().filter_map(|rule| by_rule.get(rule.id.as_str()).map(|rs| (rule, rs))).collect();
     let s = &report.summary;
     let new_failures = s.graded_failures - s.known_failures;

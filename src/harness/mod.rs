@@ -23,9 +23,9 @@ pub mod rules;
 pub mod scenario;
 pub mod snapshot;
 
+use crate::catalog::{Catalog, CheckKind, Level, Step, template};
+use crate::driver::{Capabilities, Control, InProcess, Target};
 use crate::reference::{self, Fault, Faults, Reference, Variant, Variants};
-use crate::spec::{Catalog, CheckKind, Level, Step, template};
-use crate::target::{Capabilities, Control, InProcess, Target};
 
 /// How to run the suite.
 #[derive(Debug, Clone)]
@@ -53,7 +53,7 @@ impl Options {
             cases: None,
             snapshots: None,
             run_id: "run".into(),
-            xmpp_timeout: crate::target::xmpp::XmppClient::DEFAULT_TIMEOUT,
+            xmpp_timeout: crate::driver::xmpp::XmppClient::DEFAULT_TIMEOUT,
             strict: false,
         }
     }
@@ -176,7 +176,7 @@ pub fn cases(
 /// snapshot; a failure comes back with its replay.
 fn run_check(
     catalog: &Catalog,
-    rule: &crate::spec::Rule,
+    rule: &crate::catalog::Rule,
     check_index: usize,
     transport: &str,
     target: &dyn Target,
@@ -213,7 +213,7 @@ fn run_check(
 
 /// What a check needs of a target over `transport`: its own needs, the transport (beyond
 /// HTTP), and its property's.
-pub fn needs_of(check: &crate::spec::Check, transport: &str) -> Vec<String> {
+pub fn needs_of(check: &crate::catalog::Check, transport: &str) -> Vec<String> {
     let mut needs = check.needs.clone();
     if transport != "http" {
         needs.push(transport.to_string());
@@ -233,7 +233,12 @@ pub(crate) fn transport_suffix(transport: &str) -> String {
 /// The parameters a rule's checks see against a target: the profile's and the rule's, with
 /// the numbers the documents leave to the server (throttle buckets) as the target declares
 /// them in its capabilities.
-pub fn parameters(catalog: &Catalog, rule: &crate::spec::Rule, profile: &str, caps: &Capabilities) -> template::Vars {
+pub fn parameters(
+    catalog: &Catalog,
+    rule: &crate::catalog::Rule,
+    profile: &str,
+    caps: &Capabilities,
+) -> template::Vars {
     let mut vars = catalog.parameters(rule, profile);
     for (k, v) in &caps.params {
         if catalog.server_chosen(k) && vars.contains_key(k) {
@@ -245,7 +250,7 @@ pub fn parameters(catalog: &Catalog, rule: &crate::spec::Rule, profile: &str, ca
 
 /// The plan of a rule's check with these parameters: its steps, or its property with the
 /// check's parameters rendered.
-pub fn plan_of(rule: &crate::spec::Rule, check_index: usize, vars: &template::Vars) -> Result<Plan, String> {
+pub fn plan_of(rule: &crate::catalog::Rule, check_index: usize, vars: &template::Vars) -> Result<Plan, String> {
     match &rule.checks[check_index].kind {
         CheckKind::Scenario(steps) => Ok(Plan::Scenario { steps: steps.clone() }),
         CheckKind::Property { property, params } => {

@@ -12,8 +12,8 @@ use serde_json::Value;
 
 use super::evidence::{Evidence, Exchange};
 use super::{CheckRun, Execution, Options, Plan, execute, property};
-use crate::spec::{Check, Level, Rule};
-use crate::target::{Capabilities, Target};
+use crate::catalog::{Check, Level, Rule};
+use crate::driver::{Capabilities, Target};
 
 pub const SCHEMA: &str = "gcmspec-replay/1";
 

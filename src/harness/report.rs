@@ -10,7 +10,7 @@ use serde::Serialize;
 use super::CheckRun;
 use super::evidence::{Evidence, trimmed};
 use super::replay::Replay;
-use crate::spec::Level;
+use crate::catalog::Level;
 use crate::xmpp::escape;
 
 /// The `schema` field of every JSON report; bumped on any incompatible change.

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::spec::{Catalog, CheckKind, Level, Rule};
+use crate::catalog::{Catalog, CheckKind, Level, Rule};
 
 pub const SCHEMA: &str = "gcmspec-rules/1";
 

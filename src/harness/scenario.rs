@@ -5,10 +5,10 @@ use serde_json::{Value, json};
 use super::evidence::ExchangeLog;
 pub use super::expect::{Matched, check, describe, expect_any, summary};
 use super::snapshot::Redactor;
-use crate::spec::template::{self, Vars, text_of};
-use crate::spec::{Action, Auth, Body, Grade, REPEAT_VAR, Request, Step};
-use crate::target::Control;
-use crate::target::xmpp::{Auth as XmppAuth, XmppClient};
+use crate::catalog::template::{self, Vars, text_of};
+use crate::catalog::{Action, Auth, Body, Grade, REPEAT_VAR, Request, Step};
+use crate::driver::Control;
+use crate::driver::xmpp::{Auth as XmppAuth, XmppClient};
 use crate::wire::{HttpRequest, HttpResponse};
 
 /// What a scenario did, normalized, for its snapshot.

@@ -21,7 +21,7 @@ pub fn handle(model: &mut Model, profile: &str, req: &HttpRequest) -> HttpRespon
             &json!({
                 "protocol": PROTOCOL,
                 "profile": profile,
-                "capabilities": crate::spec::CAPABILITIES,
+                "capabilities": crate::catalog::CAPABILITIES,
                 "faults": model.faults().iter().map(|f| f.name()).collect::<Vec<_>>(),
                 "variants": model.variants().iter().map(|v| v.name()).collect::<Vec<_>>(),
                 "params": model.limits().server_chosen(),

@@ -6,7 +6,7 @@
 use serde_json::{Map, Value, json};
 
 use super::faults::{Variant, Variants};
-use crate::spec::Profile;
+use crate::catalog::Profile;
 
 /// The documented numbers the model enforces, taken from a spec profile.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -26,7 +26,7 @@ pub mod limits;
 pub mod model;
 pub mod xmpp;
 
-use crate::spec::Profile;
+use crate::catalog::Profile;
 use crate::wire::{HttpRequest, HttpResponse, parse_query};
 use clock::VirtualClock;
 pub use faults::{Fault, Faults, Variant, Variants};

@@ -204,14 +204,14 @@ fn serve_sheds_what_a_peer_holds() -> Result<(), String> {
     loop {
         let http_ok =
             curl_json(&format!("{}/_gcmspec/v1/capabilities", served.url)).is_ok_and(|(status, _)| status == 200);
-        let xmpp_ok = gcmspec::target::xmpp::XmppClient::connect(
+        let xmpp_ok = gcmspec::driver::xmpp::XmppClient::connect(
             served.xmpp.parse().map_err(|e| format!("{e}"))?,
             None,
             &served.sender_id,
             &served.server_key,
             Duration::from_secs(2),
         )
-        .is_ok_and(|(_, auth)| auth == gcmspec::target::xmpp::Auth::Success);
+        .is_ok_and(|(_, auth)| auth == gcmspec::driver::xmpp::Auth::Success);
         if http_ok && xmpp_ok {
             return Ok(());
         }
@@ -225,10 +225,10 @@ fn serve_sheds_what_a_peer_holds() -> Result<(), String> {
 /// How many trials `gcmspec run` makes against the in-process reference (profile fcm).
 fn trial_count() -> usize {
     let catalog = std::sync::Arc::new(gcmspec::bundled::catalog().expect("bundled specs load"));
-    let target: std::sync::Arc<dyn gcmspec::target::Target> = std::sync::Arc::new(gcmspec::target::InProcess::new(
+    let target: std::sync::Arc<dyn gcmspec::driver::Target> = std::sync::Arc::new(gcmspec::driver::InProcess::new(
         gcmspec::Reference::new(gcmspec::reference::Config::bundled()),
     ));
-    let caps = std::sync::Arc::new(gcmspec::target::Capabilities::probe(target.as_ref()).expect("probing"));
+    let caps = std::sync::Arc::new(gcmspec::driver::Capabilities::probe(target.as_ref()).expect("probing"));
     let options = std::sync::Arc::new(gcmspec::harness::Options::new("fcm"));
     gcmspec::harness::cases(&catalog, target, caps, &options).len()
 }
@@ -236,10 +236,10 @@ fn trial_count() -> usize {
 /// The trials of a rule, as `gcmspec run` names them (`rule::check`, `rule::check@xmpp`).
 fn trials_of(rule: &str) -> Vec<String> {
     let catalog = std::sync::Arc::new(gcmspec::bundled::catalog().expect("bundled specs load"));
-    let target: std::sync::Arc<dyn gcmspec::target::Target> = std::sync::Arc::new(gcmspec::target::InProcess::new(
+    let target: std::sync::Arc<dyn gcmspec::driver::Target> = std::sync::Arc::new(gcmspec::driver::InProcess::new(
         gcmspec::Reference::new(gcmspec::reference::Config::bundled()),
     ));
-    let caps = std::sync::Arc::new(gcmspec::target::Capabilities::probe(target.as_ref()).expect("probing"));
+    let caps = std::sync::Arc::new(gcmspec::driver::Capabilities::probe(target.as_ref()).expect("probing"));
     let options = std::sync::Arc::new(gcmspec::harness::Options::new("fcm"));
     gcmspec::harness::cases(&catalog, target, caps, &options)
         .into_iter()

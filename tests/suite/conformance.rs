@@ -3,9 +3,9 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use gcmspec::driver::{Capabilities, HttpTarget, InProcess, Target};
 use gcmspec::harness::{self, Options};
 use gcmspec::reference::{Config, Reference};
-use gcmspec::target::{Capabilities, HttpTarget, InProcess, Target};
 use libtest_mimic::Trial;
 
 fn snapshots() -> PathBuf {
@@ -60,7 +60,7 @@ fn every_snapshot_has_a_check() -> Result<(), String> {
     for profile in catalog.profiles.keys() {
         let mut expected = std::collections::BTreeSet::new();
         for rule in catalog.rules.iter().filter(|r| r.profiles.contains(profile)) {
-            for check in rule.checks.iter().filter(|c| matches!(c.kind, gcmspec::spec::CheckKind::Scenario(_))) {
+            for check in rule.checks.iter().filter(|c| matches!(c.kind, gcmspec::catalog::CheckKind::Scenario(_))) {
                 for transport in &check.transports {
                     let suffix = if transport == "http" { String::new() } else { format!("@{transport}") };
                     expected.insert(format!("{}__{}{suffix}", rule.id, check.name));
@@ -94,7 +94,7 @@ impl Target for RealServerQuirks {
     fn exchange(
         &self,
         req: &gcmspec::wire::HttpRequest,
-    ) -> Result<gcmspec::wire::HttpResponse, gcmspec::target::TargetError> {
+    ) -> Result<gcmspec::wire::HttpResponse, gcmspec::driver::TargetError> {
         let resp = self.0.exchange(req)?;
         let documented_error = resp.body_json().and_then(|b| b["results"][0]["error"].as_str().map(str::to_string));
         Ok(match documented_error.as_deref() {
@@ -174,7 +174,7 @@ impl Target for OwnWords {
     fn exchange(
         &self,
         req: &gcmspec::wire::HttpRequest,
-    ) -> Result<gcmspec::wire::HttpResponse, gcmspec::target::TargetError> {
+    ) -> Result<gcmspec::wire::HttpResponse, gcmspec::driver::TargetError> {
         let mut resp = self.0.exchange(req)?;
         for (k, v) in resp.headers.iter_mut() {
             if k == "content-type" {

@@ -135,7 +135,7 @@ fn compare(seen: &Value, report: &Value) -> Result<(), String> {
             && d["message"].as_str().is_some_and(|m| !m.is_empty())
             && d["replay"].as_str().is_some_and(|r| r.contains("gcmspec replay gcmspec-replays/"))
             && d["curl_folded"] == true;
-        let property = rule.checks.iter().all(|c| matches!(c.kind, gcmspec::spec::CheckKind::Property { .. }));
+        let property = rule.checks.iter().all(|c| matches!(c.kind, gcmspec::catalog::CheckKind::Property { .. }));
         // Properties that use only XMPP make no HTTP request to show as curl.
         let reproduced = property
             || (d["curl"].as_str().is_some_and(|c| c.contains("curl -sS -X "))

@@ -155,14 +155,14 @@ async fn socket_abuse() -> Result<(), String> {
                 return Err(format!("expected a stream error for {garbage:?}, got {answer:?}"));
             }
         }
-        let login = gcmspec::target::xmpp::XmppClient::connect(
+        let login = gcmspec::driver::xmpp::XmppClient::connect(
             xmpp,
             None,
             &sender.sender_id,
             &sender.server_key,
             std::time::Duration::from_secs(5),
         )?;
-        if login.1 != gcmspec::target::xmpp::Auth::Success {
+        if login.1 != gcmspec::driver::xmpp::Auth::Success {
             return Err(format!("a good XMPP login failed after the garbage: {:?}", login.1));
         }
         // A payload that is not JSON says so (it used to say "not a JSON object").
@@ -213,7 +213,7 @@ fn hostile_xmpp_server_nesting() -> Result<(), String> {
             std::thread::sleep(std::time::Duration::from_millis(500));
         }
     });
-    match gcmspec::target::xmpp::XmppClient::connect(addr, None, "1", "k", std::time::Duration::from_secs(5)) {
+    match gcmspec::driver::xmpp::XmppClient::connect(addr, None, "1", "k", std::time::Duration::from_secs(5)) {
         Err(e) if e.contains("nested deeper than") => Ok(()),
         Err(e) => Err(format!("expected the nesting to be named, got: {e}")),
         Ok((_, auth)) => Err(format!("a login against a hostile server succeeded? {auth:?}")),

@@ -92,7 +92,7 @@ pub fn trials() -> Vec<Trial> {
             let dir = gcmspec::bundled::catalog_from_dir(&Path::new(env!("CARGO_MANIFEST_DIR")).join("specs"))
                 .map_err(|e| e.to_string())?;
             let bundled = gcmspec::bundled::catalog().map_err(|e| e.to_string())?;
-            let ids = |c: &gcmspec::spec::Catalog| c.rules.iter().map(|r| r.id.clone()).collect::<Vec<_>>();
+            let ids = |c: &gcmspec::catalog::Catalog| c.rules.iter().map(|r| r.id.clone()).collect::<Vec<_>>();
             if ids(&dir) == ids(&bundled) { Ok(()) } else { Err("rule lists differ".into()) }
         }),
     ]
@@ -138,7 +138,7 @@ fn mutated_specs_load_or_say_where() -> Result<(), String> {
                 }
                 files[f].1 = String::from_utf8_lossy(&bytes).into_owned();
             }
-            match std::panic::catch_unwind(|| gcmspec::spec::load(&files, &sources)) {
+            match std::panic::catch_unwind(|| gcmspec::catalog::load(&files, &sources)) {
                 Err(_) => Err(TestCaseError::fail("the loader panicked")),
                 Ok(Ok(_)) => Ok(()),
                 Ok(Err(errors)) => {

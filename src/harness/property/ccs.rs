@@ -46,14 +46,14 @@ pub(super) fn ccs_upstream(cx: &PropertyCx<'_>) -> Result<(), String> {
 
 /// An app-server connection as the harness tracks it.
 struct Conn {
-    client: crate::target::xmpp::XmppClient,
+    client: crate::driver::xmpp::XmppClient,
     /// Received here and not acked, oldest first.
     unacked: Vec<String>,
     pings: u64,
 }
 
 fn run_ccs_case(cx: &PropertyCx<'_>, ops: &[CcsOp]) -> Result<(), String> {
-    use crate::target::xmpp::XmppClient;
+    use crate::driver::xmpp::XmppClient;
     let control = cx.control();
     let max_pending = cx.param("max_pending_per_connection")? as usize;
     let sender = control.new_sender().map_err(|e| e.to_string())?;

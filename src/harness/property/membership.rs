@@ -49,7 +49,7 @@ pub(super) fn group_membership(cx: &PropertyCx<'_>) -> Result<(), String> {
 /// A sender and the app instances a membership case draws its ids from, with how many
 /// messages each has received so far.
 struct Pool {
-    sender: crate::target::Sender,
+    sender: crate::driver::Sender,
     ids: Vec<String>,
     received: Vec<usize>,
 }

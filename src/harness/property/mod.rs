@@ -12,7 +12,7 @@ use proptest::test_runner::{Config, RngAlgorithm, TestCaseError, TestError, Test
 use serde_json::Value;
 
 use super::evidence::ExchangeLog;
-use crate::target::{Capabilities, Control, Target};
+use crate::driver::{Capabilities, Control, Target};
 
 mod ccs;
 mod keys;
@@ -168,7 +168,7 @@ fn exchange(cx: &PropertyCx<'_>, req: HttpRequest) -> Result<(HttpRequest, HttpR
     Ok((req, resp))
 }
 
-fn server_request(method: &str, path: &str, sender: &crate::target::Sender) -> HttpRequest {
+fn server_request(method: &str, path: &str, sender: &crate::driver::Sender) -> HttpRequest {
     HttpRequest::new(method, path)
         .with_header("authorization", &format!("key={}", sender.key))
         .with_header("project_id", &sender.id)

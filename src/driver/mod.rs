@@ -285,7 +285,7 @@ impl Sender {
 /// What a target offers beyond the public protocol.
 #[derive(Debug, Clone, Default)]
 pub struct Capabilities {
-    /// Control-API capabilities (see [`crate::spec::CAPABILITIES`]).
+    /// Control-API capabilities (see [`crate::catalog::CAPABILITIES`]).
     pub control: Vec<String>,
     /// The profile the server says it implements.
     pub profile: Option<String>,
