@@ -10,10 +10,12 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+pub mod coverage;
 mod load;
 pub mod template;
 pub mod tree;
 
+pub use coverage::{AtLimit, Axis, Limit, Path, Run, Unit};
 pub use load::{SpecError, SpecErrors, load};
 
 /// Everything the spec files say: documents, profiles and rules.
@@ -126,16 +128,45 @@ pub struct Rule {
     /// Server capabilities the checks need: those the steps imply plus any the file names.
     pub needs: Vec<String>,
     pub params: BTreeMap<String, Value>,
+    /// The paths its text covers (see [`coverage`]), in the order its checks run them.
+    pub covers: Vec<Path>,
+    /// Covered paths that no check runs, and why.
+    pub not_run: BTreeMap<Path, String>,
+    /// Documented numbers its checks probe at n-1, n and n+1.
+    pub limits: Vec<Limit>,
     pub checks: Vec<Check>,
     pub location: Location,
+}
+
+impl Rule {
+    /// The trials of its checks that exercise `path`: `(check index, run index)`.
+    pub fn runs_on(&self, path: Path) -> Vec<(usize, usize)> {
+        let mut out = Vec::new();
+        for (c, check) in self.checks.iter().enumerate() {
+            for (r, run) in check.runs.iter().enumerate() {
+                if run.paths.contains(&path) {
+                    out.push((c, r));
+                }
+            }
+        }
+        out
+    }
+
+    pub fn limit(&self, param: &str) -> Option<&Limit> {
+        self.limits.iter().find(|l| l.param == param)
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Check {
     pub name: String,
     pub kind: CheckKind,
-    /// The transports it runs over, one trial each: `http` (the default) and/or `xmpp`.
-    pub transports: Vec<String>,
+    /// Its trials: one per covered path a check written once runs over (generic `send`,
+    /// `audience` and `manage` steps), or one for the paths its fixed requests take.
+    pub runs: Vec<Run>,
+    /// A limit of the rule (its parameter) the scenario runs at n-1, n and n+1, with
+    /// `${probe}` the value and `${over}` whether it is past the limit.
+    pub probe: Option<String>,
     /// Capabilities this check needs: what its steps imply plus the rule's explicit needs.
     /// A server without them can still run the rule's other checks.
     pub needs: Vec<String>,
@@ -163,6 +194,9 @@ pub struct Step {
     pub repeat: Option<Value>,
     /// Variable name -> JSON pointer into the response body.
     pub save: Vec<(String, String)>,
+    /// Whose `send` it is, where not the trial's sender (whose turn it is, with two).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sender: Option<String>,
 }
 
 /// What a step does. Values are JSON templates (see [`template`]).
@@ -195,6 +229,23 @@ pub enum Action {
     /// What the device with this registration id has received.
     Inbox(Value),
     Request(Request),
+    /// The devices a trial's sends address, made ready for its delivery path: on the key
+    /// paths a group of them (per sender), on the others the ids themselves. `${name}` holds
+    /// it; a `send` to it takes the trial's path.
+    Audience {
+        name: String,
+        devices: Value,
+    },
+    /// A device-group operation on the trial's group endpoint: server side, one request;
+    /// client side (id_token of the account `${account}`), one request per id, an add
+    /// creating the group. Its answer is normalized: `{"ok": bool, "status": ..,
+    /// "notification_key": ..}`.
+    Manage {
+        op: String,
+        ids: Value,
+        /// The group's name (`${name}` when absent).
+        group: Option<Value>,
+    },
     /// A downstream send over the trial's transport (HTTP `/fcm/send`, or an XMPP message on
     /// the sender's connection). Its answer is normalized so one expectation fits both:
     /// `{"accepted": bool, "success", "failure", "failed_registration_ids", "canonical",
@@ -268,6 +319,9 @@ pub enum Action {
     Drain {
         sender: String,
     },
+    /// Nothing is sent: the step's expectations read only variables (`value = ...`), such as
+    /// what earlier steps matched (`@outcomes`). The text says what is asserted.
+    Assert(String),
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -352,6 +406,10 @@ pub struct FieldCheck {
     /// holds only in some state (`value = "${canonical}", ne = "${phones[0]}"`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub value: Option<Value>,
+    /// Narrows an array to the elements that match this partially before the op: `{ at =
+    /// "/messages", where = { message_type = "deleted_messages" }, len = 2 }`.
+    #[serde(default, rename = "where", skip_serializing_if = "Option::is_none")]
+    pub filter: Option<Value>,
     pub op: FieldOp,
 }
 
@@ -423,8 +481,20 @@ pub const CAPABILITIES: &[&str] = &[
     "drain",
 ];
 
-/// Variables every scenario has before its first step.
-pub const BUILTIN_VARS: &[&str] = &["sender", "name", "run"];
+/// Variables every scenario has before its first step: the trial's sender, a group name
+/// unique to the trial, an account (an email address unique to the trial: client-side groups
+/// are named after the account that manages them), the run's id, and the trial's delivery
+/// path and group endpoint (`token`, `key`, ...; `server`, `client`: where the documented
+/// answer differs by path).
+pub const BUILTIN_VARS: &[&str] = &["sender", "name", "account", "run", "path", "endpoint"];
+
+/// Variables a probe's rounds add: the value probed, and whether it is past the limit.
+pub const PROBE_VARS: &[&str] = &["probe", "over"];
+
+/// What a `save` may take besides a JSON pointer into the answer (one ending in `?` may find
+/// nothing, and saves null): the outcome the step matched (its name), each repetition's (an
+/// array), and the answer's status.
+pub const SAVE_SPECIALS: &[&str] = &["@outcome", "@outcomes", "@status"];
 
 /// The counter of a repeated step.
 pub const REPEAT_VAR: &str = "i";

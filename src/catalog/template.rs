@@ -7,12 +7,14 @@
 //! ```text
 //! expr  := term (("+" | "-") term)*
 //! term  := INTEGER | call | path
-//! call  := ("text" | "ids") "(" expr ")"
+//! call  := ("text" | "utf8" | "ids") "(" expr ")" | ("min" | "max") "(" expr "," expr ")"
 //! path  := IDENT ("." IDENT)* ("[" expr "]" | "[" expr? ".." expr? "]")*
 //! ```
 //!
-//! `+` adds integers and concatenates arrays. `text(n)` is a string of `n` characters (for
-//! payload limits); `ids(n)` is `n` distinct strings that are not registration ids.
+//! `+` adds integers and concatenates arrays. `text(n)` is a string of `n` ASCII characters;
+//! `utf8(n)` a string of exactly `n` bytes, most of them in two-byte characters (so that a
+//! limit counted in characters, not bytes, shows); `ids(n)` is `n` distinct strings that are
+//! not registration ids; `min` and `max` of two integers.
 
 use std::collections::BTreeMap;
 
@@ -21,7 +23,7 @@ use serde_json::Value;
 #[derive(Debug, Clone, PartialEq)]
 pub enum Expr {
     Int(i64),
-    Call(Func, Box<Expr>),
+    Call(Func, Vec<Expr>),
     Path { root: String, access: Vec<Access> },
     Add(Box<Expr>, Box<Expr>),
     Sub(Box<Expr>, Box<Expr>),
@@ -30,7 +32,19 @@ pub enum Expr {
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Func {
     Text,
+    Utf8,
     Ids,
+    Min,
+    Max,
+}
+
+impl Func {
+    fn arity(self) -> usize {
+        match self {
+            Func::Min | Func::Max => 2,
+            _ => 1,
+        }
+    }
 }
 
 /// Generated values are bounded, so a typo cannot ask for gigabytes.
@@ -71,7 +85,7 @@ impl Expr {
     pub fn roots(&self, out: &mut Vec<String>) {
         match self {
             Expr::Int(_) => {}
-            Expr::Call(_, e) => e.roots(out),
+            Expr::Call(_, args) => args.iter().for_each(|e| e.roots(out)),
             Expr::Path { root, access } => {
                 out.push(root.clone());
                 for a in access {
@@ -94,16 +108,22 @@ impl Expr {
     pub fn eval(&self, vars: &Vars) -> Result<Value, TemplateError> {
         match self {
             Expr::Int(i) => Ok(Value::from(*i)),
-            Expr::Call(f, arg) => {
-                let n = int(arg, vars)?;
+            Expr::Call(f @ (Func::Min | Func::Max), args) => {
+                let (a, b) = (int(&args[0], vars)?, int(&args[1], vars)?);
+                Ok(Value::from(if *f == Func::Min { a.min(b) } else { a.max(b) }))
+            }
+            Expr::Call(f, args) => {
+                let n = int(&args[0], vars)?;
                 if !(0..=MAX_GENERATED).contains(&n) {
                     return Err(eval_err(self, &format!("{n} is outside 0..={MAX_GENERATED}")));
                 }
                 Ok(match f {
                     Func::Text => Value::String("x".repeat(n as usize)),
-                    Func::Ids => {
-                        Value::Array((0..n).map(|k| Value::String(format!("not-a-registration-id-{k}"))).collect())
+                    // "é" is two bytes in UTF-8: n bytes, about n / 2 characters.
+                    Func::Utf8 => {
+                        Value::String(format!("{}{}", "é".repeat(n as usize / 2), "x".repeat(n as usize % 2)))
                     }
+                    _ => Value::Array((0..n).map(|k| Value::String(format!("not-a-registration-id-{k}"))).collect()),
                 })
             }
             Expr::Add(a, b) if matches!((a.eval(vars), b.eval(vars)), (Ok(Value::Array(_)), Ok(Value::Array(_)))) => {
@@ -218,16 +238,25 @@ impl Parser<'_> {
                 let name = self.ident()?;
                 let func = match name.as_str() {
                     "text" => Some(Func::Text),
+                    "utf8" => Some(Func::Utf8),
                     "ids" => Some(Func::Ids),
+                    "min" => Some(Func::Min),
+                    "max" => Some(Func::Max),
                     _ => None,
                 };
                 match func {
                     Some(f) if self.eat("(") => {
-                        let arg = self.expr()?;
+                        let mut args = vec![self.expr()?];
+                        while self.eat(",") {
+                            args.push(self.expr()?);
+                        }
                         if !self.eat(")") {
                             return Err(self.err("expected `)`"));
                         }
-                        Ok(Expr::Call(f, Box::new(arg)))
+                        if args.len() != f.arity() {
+                            return Err(self.err(&format!("`{name}` takes {} argument(s)", f.arity())));
+                        }
+                        Ok(Expr::Call(f, args))
                     }
                     _ => {
                         self.i = start;
@@ -406,6 +435,14 @@ mod tests {
             json!(["a", "not-a-registration-id-0", "not-a-registration-id-1"])
         );
         assert!(render(&json!("${text(9999999999)}"), &vars()).is_err());
+        let multibyte = render(&json!("${utf8(5)}"), &vars()).unwrap();
+        assert_eq!(
+            (multibyte.as_str().map(str::len), multibyte.as_str().map(|s| s.chars().count())),
+            (Some(5), Some(3))
+        );
+        assert_eq!(render(&json!("${min(cap, 7)}"), &vars()).unwrap(), json!(2));
+        assert_eq!(render(&json!("${max(cap + 3, 1)}"), &vars()).unwrap(), json!(5));
+        assert!(Expr::parse("min(1)").is_err());
         // `text` without parentheses is an ordinary variable name.
         assert_eq!(Expr::parse("text").unwrap(), Expr::Path { root: "text".into(), access: vec![] });
     }

@@ -25,10 +25,10 @@ pub(crate) struct DiffArgs {
     /// Seed for the generated sequences (the same on both sides).
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// Generated sequences per property, on each side.
+    /// Cases per property search, on each side (their verdicts and minimal sequences are compared).
     #[arg(long, default_value_t = harness::diff::DEFAULT_CASES)]
     cases: u32,
-    /// Write the differences as JSON (schema gcmspec-diff/1).
+    /// Write the differences as JSON (schema gcmspec-diff/2).
     #[arg(long, value_name = "FILE")]
     json: Option<PathBuf>,
     /// Threads to run checks on (default: available cores).
@@ -40,8 +40,8 @@ pub(crate) struct DiffArgs {
 
 pub(crate) fn diff(args: DiffArgs) -> anyhow::Result<ExitCode> {
     let catalog = load(&args.spec)?;
-    if args.to.target.is_none() && args.to.faults.is_empty() {
-        bail!("diff compares the reference with --target URL (or with itself under --fault RULE_ID)");
+    if args.to.target.is_none() && args.to.faults.is_empty() && args.to.variants.is_empty() {
+        bail!("diff compares the reference with --target URL (or with itself under --fault NAME or --variant NAME)");
     }
     let Connected { target, caps, .. } = connect(&args.to, &catalog, args.profile.as_deref())?;
     let profile = args
@@ -73,18 +73,26 @@ pub(crate) fn diff(args: DiffArgs) -> anyhow::Result<ExitCode> {
         } else {
             format!("reference {}, target {}", d.reference_outcome, d.target_outcome)
         };
-        println!(
-            "\nDIFFERS {} ({outcomes}): {} exchange(s) differ, of {} on the reference and {} on the target{}",
-            d.name,
-            d.differing.len(),
-            d.reference_exchanges,
-            d.target_exchanges,
-            if d.differing.is_empty() { "" } else { ":" }
-        );
-        for diff in &d.diffs {
-            for line in diff.lines() {
+        println!("\nDIFFERS {} ({outcomes})", d.name);
+        if let Some(why) = &d.target_failure {
+            for line in why.lines().take(12) {
                 println!("    {line}");
             }
+        }
+        for step in &d.steps {
+            println!("  step {}, which no expectation judges, answered otherwise:", step.step);
+            for line in step.diff.lines() {
+                println!("    {line}");
+            }
+        }
+        if let Some((ours, theirs)) = &d.sequences {
+            println!("  both fail, with other minimal sequences:\n    reference: {ours}\n    target:    {theirs}");
+        }
+    }
+    if !report.choices.is_empty() {
+        println!("\nStated choices (answers the documents allow, taken otherwise; not differences):");
+        for c in &report.choices {
+            println!("    {} step {}: reference `{}`, target `{}`", c.check, c.step, c.reference, c.target);
         }
     }
     if let Some(path) = &args.json {
@@ -92,12 +100,13 @@ pub(crate) fn diff(args: DiffArgs) -> anyhow::Result<ExitCode> {
             .with_context(|| format!("writing {}", path.display()))?;
     }
     println!(
-        "\ngcmspec diff: {} checks compared ({} sequences per property, seed {}): {} identical, {} differ; {} unsupported by the target",
+        "\ngcmspec diff: {} checks compared ({} sequences per property, seed {}): {} identical, {} differ; {} stated choice(s); {} unsupported by the target",
         report.compared,
         report.cases,
         report.seed,
         report.identical,
         report.differences.len(),
+        report.choices.len(),
         report.unsupported.len()
     );
     Ok(if report.compared == 0 {

@@ -115,9 +115,27 @@ pub(crate) fn reference_config(
         )
     })?;
     let mut config = reference::Config::from_profile(p)?;
-    config.faults = Faults::new(faults.iter().map(|f| f.parse::<Fault>()).collect::<Result<Vec<_>, _>>()?);
+    config.faults = parse_faults(catalog, faults)?;
     config.variants = Variants::new(variants.iter().map(|v| v.parse::<Variant>()).collect::<Result<Vec<_>, _>>()?);
     Ok(config)
+}
+
+/// Faults by name: designed ones (`rule-id`, `rule-id:what`), or those the coverage model
+/// generates from the catalogue (`rule@path`, `rule:param:one-over`, ...: `selftest --list`).
+pub(crate) fn parse_faults(catalog: &Catalog, names: &[String]) -> anyhow::Result<Faults> {
+    let (generated, _) = reference::generated::generated(catalog);
+    let mut designed = Vec::new();
+    let mut made = Vec::new();
+    for name in names {
+        match name.parse::<Fault>() {
+            Ok(f) => designed.push(f),
+            Err(e) => match generated.iter().find(|g| &g.name() == name) {
+                Some(g) => made.push(g.clone()),
+                None => return Err(e.into()),
+            },
+        }
+    }
+    Ok(Faults::new(designed).with_generated(made))
 }
 
 /// A reached target: the in-process reference (with `--fault`s) or a server at `--target`.

@@ -39,11 +39,19 @@ pub(crate) fn selftest(args: SelftestArgs) -> anyhow::Result<ExitCode> {
     let catalog = Arc::new(load(&args.spec)?);
     let profile = args.profile.clone().unwrap_or_else(|| gcmspec::bundled::DEFAULT_PROFILE.into());
     if args.list {
-        for f in gcmspec::reference::Fault::ALL {
-            println!("fault   {:<48} {}", f.name(), f.description());
+        let (faults, unmade) = harness::selftest::all_faults(&catalog);
+        for f in &faults {
+            let kind = match f {
+                harness::selftest::AnyFault::Designed(_) => "fault  ",
+                harness::selftest::AnyFault::Generated(_) => "made   ",
+            };
+            println!("{kind} {:<64} {}", f.name(), f.description());
         }
         for v in gcmspec::reference::Variant::ALL {
-            println!("variant {:<48} {}", v.name(), v.description());
+            println!("variant {:<64} {}", v.name(), v.description());
+        }
+        for u in &unmade {
+            println!("unmade  {:<64} {}", u.rule, u.what);
         }
         return Ok(ExitCode::SUCCESS);
     }

@@ -93,7 +93,7 @@ pub(crate) fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         let listener =
             tokio::net::TcpListener::bind(&args.http).await.with_context(|| format!("binding {}", args.http))?;
         let addr = listener.local_addr()?;
-        let faults: Vec<String> = config.faults.iter().map(|f| f.to_string()).collect();
+        let faults: Vec<String> = config.faults.names();
         let mut notes = String::new();
         if !config.control_api {
             notes.push_str(" without the control API");

@@ -1,22 +1,30 @@
-//! Differential runs: the same checks, and the same generated property sequences, against the
-//! reference and a target, compared exchange by exchange after normalization.
+//! Differential runs: the same checks against the reference and a target, compared by verdict
+//! and by meaning.
 //!
 //! Where a conformance run asks "does the target keep each rule?", a differential run asks
-//! "where does the target answer differently from the reference?", which also catches what no
-//! rule pins down (an extra field, another error text). Both sides get the same plan, the same
-//! group names and the same property seed (properties run a fixed sample of sequences rather
-//! than a search, so both see the same ones); each side's run-specific values (keys, ids) are
-//! named by a [`Redactor`] of its own, so only real differences remain.
+//! "where does the target behave differently from the reference?". Both sides get the same
+//! plan, group names and property seed; each side's run-specific values are named by a
+//! redactor of its own, in meaning mode (wording, media-type spelling, clock readings, the
+//! order of what a device received, an empty list against none: the same meaning).
+//!
+//! What counts:
+//! - a check whose **verdict** differs (one side passes, the other fails);
+//! - in a scenario both pass, a step **without expectations** that answered otherwise (what no
+//!   rule pins down);
+//! - a property both fail, with other **minimal sequences**.
+//!
+//! What does not: a step whose expectations passed on both sides (the rule says what matters
+//! there, and accepted both answers), and a step that matched another of its named outcomes:
+//! a **stated choice** of the documents' reading, listed apart.
 
 use serde::Serialize;
 
-use super::evidence::Exchange;
-use super::snapshot::Redactor;
-use super::{Execution, Options, plan_of, property, transport_suffix};
-use crate::catalog::Catalog;
+use super::scenario::StepRecord;
+use super::{Execution, Options, plan_of, property};
+use crate::catalog::{Catalog, Run};
 use crate::driver::{Capabilities, Target};
 
-pub const SCHEMA: &str = "gcmspec-diff/1";
+pub const SCHEMA: &str = "gcmspec-diff/2";
 
 /// One side of the comparison.
 pub struct Side<'a> {
@@ -35,30 +43,52 @@ pub struct DiffReport {
     pub cases: u32,
     /// Checks run on both sides.
     pub compared: usize,
+    /// Checks that behaved alike (stated choices aside).
     pub identical: usize,
     /// Checks the target lacks a capability for.
     pub unsupported: Vec<String>,
-    /// The checks whose normalized exchanges differ.
+    /// The checks that differ: by verdict, an unjudged step, or a minimal sequence.
     pub differences: Vec<CheckDiff>,
+    /// Steps where the two sides took other answers the documents allow.
+    pub choices: Vec<Choice>,
 }
 
 #[derive(Debug, Clone, Serialize)]
 pub struct CheckDiff {
     pub name: String,
-    /// `passed` or `failed` on each side; `sampled` for a property whose sampled sequences
-    /// ran (they are compared, not judged).
+    /// `passed` or `failed` on each side.
     pub reference_outcome: &'static str,
     pub target_outcome: &'static str,
-    pub reference_exchanges: usize,
-    pub target_exchanges: usize,
-    /// The exchanges that differ, aligned (an extra or missing exchange does not shift the
-    /// rest): positions from 1 on each side, absent where that side has no counterpart.
-    pub differing: Vec<Differing>,
-    /// A unified diff of the first differing exchange: reference, then target.
-    pub first: String,
-    /// A unified diff of every differing exchange, in the order of `differing`.
-    pub diffs: Vec<String>,
+    /// The target's failure, where it failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target_failure: Option<String>,
+    /// Steps without expectations that answered otherwise: their unified diffs, reference
+    /// then target.
+    pub steps: Vec<StepDiff>,
+    /// For a property both sides fail: each side's minimal sequence.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sequences: Option<(serde_json::Value, serde_json::Value)>,
 }
+
+#[derive(Debug, Clone, Serialize)]
+pub struct StepDiff {
+    /// `3`, or `3 twin` for the second device's lane.
+    pub step: String,
+    pub diff: String,
+}
+
+/// A step that matched another named outcome on each side.
+#[derive(Debug, Clone, Serialize)]
+pub struct Choice {
+    pub check: String,
+    pub step: String,
+    pub reference: String,
+    pub target: String,
+}
+
+/// Generated sequences per property when `--cases` is not given: enough to exercise each
+/// operation, few enough to run both sides quickly.
+pub const DEFAULT_CASES: u32 = 8;
 
 /// Runs every check of `options.profile` whose needs the target meets (and `select` keeps) on
 /// both sides, `threads` at a time.
@@ -74,32 +104,35 @@ pub fn run(
         name: String,
         rule: &'c crate::catalog::Rule,
         check: usize,
-        transport: String,
+        run: Run,
     }
     let mut jobs = Vec::new();
     let mut unsupported = Vec::new();
     for rule in catalog.rules.iter().filter(|r| r.profiles.contains(&options.profile)) {
         for (i, check) in rule.checks.iter().enumerate() {
-            for transport in &check.transports {
-                let name = format!("{}::{}{}", rule.id, check.name, transport_suffix(transport));
+            for run in &check.runs {
+                let name = super::trial_name(&rule.id, &check.name, run);
                 if !select(&name) {
                     continue;
                 }
-                let needs = super::needs_of(check, transport);
+                let needs = super::needs_of(check, run);
                 if super::missing(target.caps, &needs).is_some() || super::missing(reference.caps, &needs).is_some() {
                     unsupported.push(name);
                 } else {
-                    jobs.push(Job { name, rule, check: i, transport: transport.clone() });
+                    jobs.push(Job { name, rule, check: i, run: run.clone() });
                 }
             }
         }
     }
-    let differences: Vec<CheckDiff> = super::parallel_map(&jobs, threads, |job| {
-        compare_check(catalog, job.rule, job.check, &job.transport, &job.name, reference, target, options)
-    })
-    .into_iter()
-    .flatten()
-    .collect();
+    let compared: Vec<(Option<CheckDiff>, Vec<Choice>)> = super::parallel_map(&jobs, threads, |job| {
+        compare_check(catalog, job.rule, job.check, &job.run, &job.name, reference, target, options)
+    });
+    let mut differences = Vec::new();
+    let mut choices = Vec::new();
+    for (d, c) in compared {
+        differences.extend(d);
+        choices.extend(c);
+    }
     DiffReport {
         schema: SCHEMA,
         reference: reference.target.describe(),
@@ -111,138 +144,112 @@ pub fn run(
         identical: jobs.len() - differences.len(),
         unsupported,
         differences,
+        choices,
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub struct Differing {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub reference: Option<usize>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub target: Option<usize>,
+/// What one side did with a check.
+struct SideRun {
+    passed: bool,
+    failure: Option<String>,
+    steps: Vec<StepRecord>,
+    sequence: Option<serde_json::Value>,
 }
-
-/// Aligns two sequences of normalized exchanges (a shortest edit script) and lists what
-/// does not match: changed pairs, and exchanges only one side made.
-fn align(ours: &[String], theirs: &[String]) -> Vec<Differing> {
-    use similar::DiffOp;
-    let mut out = Vec::new();
-    let one = |r: Option<usize>, t: Option<usize>| Differing { reference: r.map(|i| i + 1), target: t.map(|i| i + 1) };
-    for op in similar::capture_diff_slices(similar::Algorithm::Myers, ours, theirs) {
-        match op {
-            DiffOp::Equal { .. } => {}
-            DiffOp::Delete { old_index, old_len, .. } => {
-                out.extend((old_index..old_index + old_len).map(|i| one(Some(i), None)))
-            }
-            DiffOp::Insert { new_index, new_len, .. } => {
-                out.extend((new_index..new_index + new_len).map(|j| one(None, Some(j))))
-            }
-            DiffOp::Replace { old_index, old_len, new_index, new_len } => {
-                for k in 0..old_len.max(new_len) {
-                    out.push(one((k < old_len).then_some(old_index + k), (k < new_len).then_some(new_index + k)));
-                }
-            }
-        }
-    }
-    out
-}
-
-/// Generated sequences per property when `--cases` is not given: enough to exercise each
-/// operation, few enough to run both sides quickly.
-pub const DEFAULT_CASES: u32 = 8;
 
 #[allow(clippy::too_many_arguments)]
 fn compare_check(
     catalog: &Catalog,
     rule: &crate::catalog::Rule,
     check: usize,
-    transport: &str,
+    run: &Run,
     name: &str,
     reference: &Side<'_>,
     target: &Side<'_>,
     options: &Options,
-) -> Option<CheckDiff> {
+) -> (Option<CheckDiff>, Vec<Choice>) {
     let mut options = options.clone();
     options.cases = Some(options.cases.unwrap_or(DEFAULT_CASES));
     options.snapshots = None;
-    // The target's plan: the target's declared numbers (the reference side mirrors them).
-    let params = super::parameters(catalog, rule, &options.profile, target.caps);
-    let plan = match plan_of(rule, check, &params) {
-        Ok(plan) => plan,
-        Err(_) => return None,
-    };
+    // Each side's plan takes the numbers it declares where the documents leave them to the
+    // server (throttle buckets): a legal choice of numbers is no difference.
     let run_on = |side: &Side<'_>| {
+        let params = super::parameters(catalog, rule, &options.profile, side.caps);
+        let plan = match plan_of(rule, check, &params) {
+            Ok(plan) => plan,
+            Err(e) => return SideRun { passed: false, failure: Some(e), steps: Vec::new(), sequence: None },
+        };
         let execution = Execution {
             target: side.target,
             caps: side.caps,
             options: &options,
-            transport,
+            run,
             params: params.clone(),
             // The same names on both sides: they appear in requests and some answers.
             name: format!("appUser-Chris-diff-{}", name.replace("::", "-")),
             snapshot: None,
-            mode: property::Mode::Sample,
+            // A property searches on each side: its verdict and minimal sequence are compared.
+            mode: property::Mode::Search,
+            meaning: true,
         };
-        let run = super::execute(&plan, &execution);
-        let texts = normalize(&run.evidence.exchanges, side.caps);
-        // A sampled property is not judged, only compared.
-        let outcome = match (&plan, &run.result) {
-            (super::Plan::Property { .. }, Ok(())) => "sampled",
-            (_, Ok(())) => "passed",
-            (_, Err(_)) => "failed",
-        };
-        (outcome, texts)
+        let done = super::execute(&plan, &execution);
+        SideRun {
+            passed: done.result.is_ok(),
+            failure: done.result.err(),
+            steps: done.evidence.steps,
+            sequence: done.evidence.sequence,
+        }
     };
-    let (reference_outcome, ours) = run_on(reference);
-    let (target_outcome, theirs) = run_on(target);
-    let differing = align(&ours, &theirs);
-    if differing.is_empty() && reference_outcome == target_outcome {
-        return None;
+    let (ours, theirs) = (run_on(reference), run_on(target));
+    let verdict = |s: &SideRun| if s.passed { "passed" } else { "failed" };
+    let mut choices = Vec::new();
+    let mut steps = Vec::new();
+    for (a, b) in ours.steps.iter().zip(&theirs.steps).filter(|(a, b)| a.key == b.key) {
+        match (&a.outcome, &b.outcome) {
+            (Some(x), Some(y)) if x != y => choices.push(Choice {
+                check: name.into(),
+                step: a.key.clone(),
+                reference: x.clone(),
+                target: y.clone(),
+            }),
+            // Judged by its expectations, on both sides: the rule says what matters.
+            _ if a.expected => {}
+            _ if a.text != b.text => steps.push(StepDiff {
+                step: a.key.clone(),
+                diff: similar::TextDiff::from_lines(&a.text, &b.text)
+                    .unified_diff()
+                    .context_radius(4)
+                    .header("reference", "target")
+                    .to_string(),
+            }),
+            _ => {}
+        }
     }
-    let nothing = "(no such exchange)\n".to_string();
-    let pick = |side: &[String], at: Option<usize>| at.and_then(|n| side.get(n - 1)).unwrap_or(&nothing).clone();
-    let label = |side: &str, at: Option<usize>| at.map_or(format!("{side} (none)"), |n| format!("{side} #{n}"));
-    let diffs: Vec<String> = differing
-        .iter()
-        .map(|d| {
-            let (a, b) = (pick(&ours, d.reference), pick(&theirs, d.target));
-            similar::TextDiff::from_lines(&a, &b)
-                .unified_diff()
-                .context_radius(4)
-                .header(&label("reference", d.reference), &label("target", d.target))
-                .to_string()
-        })
-        .collect();
-    let first = diffs.first().cloned().unwrap_or_default();
-    Some(CheckDiff {
+    let sequences = match (&ours.sequence, &theirs.sequence) {
+        (Some(x), Some(y)) if !ours.passed && !theirs.passed && x != y => Some((x.clone(), y.clone())),
+        _ => None,
+    };
+    let same_verdict = ours.passed == theirs.passed;
+    // A scenario both fail is the verdict's to tell: its later steps are not compared.
+    let steps = if ours.passed && theirs.passed { steps } else { Vec::new() };
+    if same_verdict && steps.is_empty() && sequences.is_none() {
+        return (None, choices);
+    }
+    let diff = CheckDiff {
         name: name.to_string(),
-        reference_outcome,
-        target_outcome,
-        reference_exchanges: ours.len(),
-        target_exchanges: theirs.len(),
-        differing,
-        first,
-        diffs,
-    })
-}
-
-/// Each exchange as normalized text, run-specific values named by where they first appeared,
-/// and what servers may word or time differently named too ([`Redactor::for_meaning`]).
-pub fn normalize(exchanges: &[Exchange], caps: &Capabilities) -> Vec<String> {
-    let mut redactor = Redactor::for_meaning();
-    if let Some(sender) = &caps.static_sender {
-        redactor.learn("sender", &sender.to_json());
-    }
-    exchanges
-        .iter()
-        // Unnumbered, so that one extra exchange does not make every later one differ.
-        .map(|x| redactor.exchange("exchange", &x.request, &x.response))
-        .collect()
+        reference_outcome: verdict(&ours),
+        target_outcome: verdict(&theirs),
+        target_failure: theirs.failure,
+        steps,
+        sequences,
+    };
+    (Some(diff), choices)
 }
 
 /// The capabilities the reference side uses: those the target offers, so both sides make the
-/// same calls; a target reached with fixed credentials means a fixed sender here too.
+/// same calls (a target reached with fixed credentials means a fixed sender here too), with
+/// the numbers the reference itself declares.
 pub fn mirror(target: &Capabilities, reference: &crate::Reference) -> Capabilities {
+    let params = reference.with_model(|m| m.declared_limits().server_chosen());
     let static_sender = target.static_sender.as_ref().map(|_| {
         let s = reference.with_model(|m| m.create_sender());
         crate::driver::Sender { id: s.sender_id, key: s.server_key }
@@ -251,32 +258,7 @@ pub fn mirror(target: &Capabilities, reference: &crate::Reference) -> Capabiliti
         control: target.control.clone(),
         profile: target.profile.clone(),
         static_sender,
-        params: target.params.clone(),
+        params: params.into_iter().collect(),
         note: None,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn texts(items: &[&str]) -> Vec<String> {
-        items.iter().map(|s| s.to_string()).collect()
-    }
-
-    #[test]
-    fn an_extra_exchange_does_not_shift_the_rest() {
-        let ours = texts(&["a", "b", "c", "d"]);
-        let theirs = texts(&["a", "x", "b", "c", "e"]);
-        assert_eq!(
-            align(&ours, &theirs),
-            vec![Differing { reference: None, target: Some(2) }, Differing { reference: Some(4), target: Some(5) },]
-        );
-        assert!(align(&ours, &ours).is_empty());
-        // A target that stopped early: what it never sent is listed on the reference side.
-        assert_eq!(
-            align(&ours, &texts(&["a", "b"])),
-            vec![Differing { reference: Some(3), target: None }, Differing { reference: Some(4), target: None }]
-        );
     }
 }

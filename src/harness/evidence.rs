@@ -100,6 +100,9 @@ pub struct Evidence {
     /// For a property: the shrunk failing sequence, as the property's own JSON.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sequence: Option<serde_json::Value>,
+    /// A scenario's steps as they went (a differential run compares them; not reported).
+    #[serde(skip)]
+    pub steps: Vec<super::scenario::StepRecord>,
 }
 
 /// A shell word: single-quoted unless it needs no quoting.

@@ -102,16 +102,25 @@ pub fn check(expect: &Expect, resp: &HttpResponse, vars: &Vars) -> Result<(), St
         BodyShape::Text if blank => return Err("expected a body that says what is wrong, got none".into()),
         _ => {}
     }
-    // A body that is not JSON is its text, for the checks at "" (`contains`, `eq`, `ne`).
-    let body = json.unwrap_or_else(|| {
-        if blank { Value::Null } else { Value::String(String::from_utf8_lossy(&resp.body).into_owned()) }
-    });
+    // A body that is not JSON is its text, for the checks at "" (`contains`, `eq`, `ne`),
+    // read by line: `\r\n` as `\n`, a final newline dropped.
+    let body = json
+        .unwrap_or_else(|| if blank { Value::Null } else { Value::String(super::scenario::text_lines(&resp.body)) });
     for f in &expect.fields {
         let variable = f.value.as_ref().map(|v| render(v, vars)).transpose()?;
         let actual = match &variable {
             Some(v) => Some(v),
             None => body.pointer(&f.at),
         };
+        // `where` narrows an array to the elements that match partially.
+        let narrowed = match (&f.filter, actual) {
+            (Some(w), Some(Value::Array(items))) => {
+                let w = render(w, vars)?;
+                Some(Value::Array(items.iter().filter(|i| partial_match(&w, i)).cloned().collect()))
+            }
+            _ => None,
+        };
+        let actual = narrowed.as_ref().or(actual);
         let place = match &f.value {
             Some(v) => format!("value {}", text_of(v)),
             None => format!("`{}`", f.at),

@@ -21,11 +21,13 @@ pub mod replay;
 pub mod report;
 pub mod rules;
 pub mod scenario;
+pub mod selftest;
 pub mod snapshot;
 
-use crate::catalog::{Catalog, CheckKind, Level, Step, template};
-use crate::driver::{Capabilities, Control, InProcess, Target};
-use crate::reference::{self, Fault, Faults, Reference, Variant, Variants};
+pub use selftest::{SelftestReport, selftest};
+
+use crate::catalog::{Action, Catalog, CheckKind, Level, Path, Run, Step, template};
+use crate::driver::{Capabilities, Control, Target};
 
 /// How to run the suite.
 #[derive(Debug, Clone)]
@@ -85,9 +87,11 @@ pub fn missing(caps: &Capabilities, needs: &[String]) -> Option<String> {
 /// One runnable check.
 #[derive(Clone)]
 pub struct Case {
-    /// `rule-id::check-name`
+    /// `rule-id::check-name`, with `@path` for a check's runs after its first.
     pub name: String,
     pub rule_id: String,
+    /// The covered paths it exercises.
+    pub paths: Vec<Path>,
     pub level: Level,
     /// A property that generates from the seed (its verdict on a fault may depend on it).
     pub seeded: bool,
@@ -100,6 +104,9 @@ pub struct Case {
 pub enum Plan {
     Scenario {
         steps: Vec<Step>,
+        /// Run at n-1, n and n+1 of a limit, one round each.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        probe: Option<Probe>,
     },
     Property {
         property: String,
@@ -111,12 +118,21 @@ pub enum Plan {
     },
 }
 
+/// A limit a scenario probes: its parameter, n, and what the text says of n.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct Probe {
+    pub param: String,
+    pub n: i64,
+    pub at_limit: crate::catalog::AtLimit,
+}
+
 /// Where and how a plan runs.
 pub struct Execution<'a> {
     pub target: &'a dyn Target,
     pub caps: &'a Capabilities,
     pub options: &'a Options,
-    pub transport: &'a str,
+    /// The trial: which paths its generic steps take.
+    pub run: &'a Run,
     /// The profile's and rule's parameters.
     pub params: template::Vars,
     /// The group name scenarios use (`${name}`).
@@ -125,6 +141,8 @@ pub struct Execution<'a> {
     pub snapshot: Option<(String, String)>,
     /// How a property uses its generator.
     pub mode: property::Mode,
+    /// Normalize to what the protocol means (a differential run), not for a snapshot.
+    pub meaning: bool,
 }
 
 /// The checks of every rule that applies to `options.profile`, bound to `target`.
@@ -140,17 +158,16 @@ pub fn cases(
             continue;
         }
         for (check_index, check) in rule.checks.iter().enumerate() {
-            for transport in &check.transports {
-                let needs = needs_of(check, transport);
+            for (run_index, trial) in check.runs.iter().enumerate() {
+                let needs = needs_of(check, trial);
                 let run = match missing(&caps, &needs) {
                     Some(why) => Err(why),
                     None => {
                         let (catalog, target, caps, options) =
                             (catalog.clone(), target.clone(), caps.clone(), options.clone());
-                        let transport = transport.clone();
                         let f: CaseFn = Arc::new(move || {
                             let rule = &catalog.rules[rule_index];
-                            run_check(&catalog, rule, check_index, &transport, target.as_ref(), &caps, &options)
+                            run_check(&catalog, rule, check_index, run_index, target.as_ref(), &caps, &options)
                         });
                         Ok(f)
                     }
@@ -160,8 +177,9 @@ pub fn cases(
                     CheckKind::Scenario(_) => false,
                 };
                 out.push(Case {
-                    name: format!("{}::{}{}", rule.id, check.name, transport_suffix(transport)),
+                    name: trial_name(&rule.id, &check.name, trial),
                     rule_id: rule.id.clone(),
+                    paths: trial.paths.clone(),
                     level: rule.level,
                     seeded,
                     run,
@@ -178,12 +196,13 @@ fn run_check(
     catalog: &Catalog,
     rule: &crate::catalog::Rule,
     check_index: usize,
-    transport: &str,
+    run_index: usize,
     target: &dyn Target,
     caps: &Capabilities,
     options: &Options,
 ) -> CheckRun {
     let check = &rule.checks[check_index];
+    let trial = &check.runs[run_index];
     let params = parameters(catalog, rule, &options.profile, caps);
     let plan = match plan_of(rule, check_index, &params) {
         Ok(plan) => plan,
@@ -193,16 +212,17 @@ fn run_check(
         target,
         caps,
         options,
-        transport,
+        run: trial,
         params,
         name: format!("appUser-Chris-{}-{}", options.run_id, unique()),
         snapshot: options.snapshots.as_ref().map(|_| {
             (
-                format!("{}__{}{}", rule.id, check.name, transport_suffix(transport)),
+                format!("{}__{}{}", rule.id, check.name, trial.suffix),
                 format!("{} {} ({}): {}", rule.level, rule.id, check.name, rule.title),
             )
         }),
         mode: property::Mode::Search,
+        meaning: false,
     };
     let mut run = execute(&plan, &execution);
     if let Err(failure) = &run.result {
@@ -211,23 +231,36 @@ fn run_check(
     run
 }
 
-/// What a check needs of a target over `transport`: its own needs, the transport (beyond
-/// HTTP), and its property's.
-pub fn needs_of(check: &crate::catalog::Check, transport: &str) -> Vec<String> {
+/// What one trial of a check needs of a target: the check's own needs, what its generic
+/// steps take on the trial's paths (XMPP sends, client-side id_tokens, a second sender), and
+/// its property's.
+pub fn needs_of(check: &crate::catalog::Check, run: &Run) -> Vec<String> {
     let mut needs = check.needs.clone();
-    if transport != "http" {
-        needs.push(transport.to_string());
+    let steps: &[Step] = match &check.kind {
+        CheckKind::Scenario(steps) => steps,
+        CheckKind::Property { .. } => &[],
+    };
+    let has = |f: fn(&Action) -> bool| steps.iter().any(|s| f(&s.action));
+    if has(|a| matches!(a, Action::Send(_))) && run.delivery.is_xmpp() {
+        needs.push("xmpp".into());
+    }
+    if has(|a| matches!(a, Action::Manage { .. })) && run.endpoint == Path::Client {
+        needs.push("id_tokens".into());
+    }
+    if run.tenancy == Some(Path::TwoSenders) {
+        needs.push("senders".into());
     }
     if let CheckKind::Property { property, .. } = &check.kind {
         needs.extend(property::find(property).into_iter().flat_map(|p| p.needs.iter().map(|s| s.to_string())));
     }
+    needs.sort();
+    needs.dedup();
     needs
 }
 
-/// Trials and snapshots of a check over a transport other than HTTP carry its name:
-/// `rule::check@xmpp`.
-pub(crate) fn transport_suffix(transport: &str) -> String {
-    if transport == "http" { String::new() } else { format!("@{transport}") }
+/// A trial's name: `rule::check`, with `@path` for a check's runs after its first.
+pub fn trial_name(rule: &str, check: &str, run: &Run) -> String {
+    format!("{rule}::{check}{}", run.suffix)
 }
 
 /// The parameters a rule's checks see against a target: the profile's and the rule's, with
@@ -251,8 +284,22 @@ pub fn parameters(
 /// The plan of a rule's check with these parameters: its steps, or its property with the
 /// check's parameters rendered.
 pub fn plan_of(rule: &crate::catalog::Rule, check_index: usize, vars: &template::Vars) -> Result<Plan, String> {
-    match &rule.checks[check_index].kind {
-        CheckKind::Scenario(steps) => Ok(Plan::Scenario { steps: steps.clone() }),
+    let check = &rule.checks[check_index];
+    match &check.kind {
+        CheckKind::Scenario(steps) => {
+            let probe = match &check.probe {
+                None => None,
+                Some(param) => {
+                    let limit = rule.limit(param).ok_or_else(|| format!("`{param}` is not a limit of the rule"))?;
+                    let n = vars
+                        .get(param)
+                        .and_then(Value::as_i64)
+                        .ok_or_else(|| format!("the probed limit `{param}` has no whole-number value"))?;
+                    Some(Probe { param: param.clone(), n, at_limit: limit.at_limit })
+                }
+            };
+            Ok(Plan::Scenario { steps: steps.clone(), probe })
+        }
         CheckKind::Property { property, params } => {
             let mut rendered = serde_json::Map::new();
             for (k, v) in params {
@@ -269,23 +316,63 @@ pub fn execute(plan: &Plan, x: &Execution<'_>) -> CheckRun {
     let target = evidence::Recording { inner: x.target, log: &log };
     let mut evidence = evidence::Evidence::default();
     let result = match plan {
-        Plan::Scenario { steps } => {
+        Plan::Scenario { steps, probe } => {
             let control = Control { target: &target, caps: x.caps };
             let mut transcript = scenario::Transcript::default();
+            if x.meaning {
+                transcript.redactor = snapshot::Redactor::for_meaning();
+            }
+            let setup = scenario::Setup { control: &control, run: x.run, settings: x.options, log: &log };
             let result = control.new_sender().map_err(|e| format!("setting up a sender: {e}")).and_then(|sender| {
-                let mut vars = x.params.clone();
-                for (k, v) in [
-                    ("sender", sender.to_json()),
-                    ("name", Value::String(x.name.clone())),
-                    ("run", Value::String(x.options.run_id.clone())),
-                ] {
-                    transcript.redactor.learn(k, &v);
-                    vars.insert(k.to_string(), v);
+                let rounds: Vec<Option<(i64, Value)>> = match probe {
+                    None => vec![None],
+                    Some(p) => crate::catalog::coverage::probe_rounds(p.n, p.at_limit).into_iter().map(Some).collect(),
+                };
+                for (k, round) in rounds.iter().enumerate() {
+                    // Each round is the scenario afresh (its own names), for the same sender.
+                    let suffix = if round.is_some() { format!("-r{}", k + 1) } else { String::new() };
+                    let name = format!("{}{suffix}", x.name);
+                    let account = format!("{}@example.com", name.to_ascii_lowercase());
+                    let mut vars = x.params.clone();
+                    let mut builtins = vec![
+                        ("sender", sender.to_json()),
+                        ("name", Value::String(name)),
+                        ("account", Value::String(account)),
+                        ("run", Value::String(x.options.run_id.clone())),
+                        ("path", Value::String(x.run.delivery.name().to_string())),
+                        ("endpoint", Value::String(x.run.endpoint.name().to_string())),
+                    ];
+                    if let (Some((value, over)), Some(p)) = (round, probe) {
+                        builtins.push(("probe", Value::from(*value)));
+                        builtins.push(("over", over.clone()));
+                        transcript.text.push_str(&format!(
+                            "== round {}: {} = {value} (n = {}, over: {over})\n",
+                            k + 1,
+                            p.param,
+                            p.n
+                        ));
+                    }
+                    for (k, v) in builtins {
+                        if !matches!(k, "probe" | "over" | "path" | "endpoint") {
+                            transcript.redactor.learn(k, &v);
+                        }
+                        vars.insert(k.to_string(), v);
+                    }
+                    let why = |e: String| match round {
+                        Some((value, _)) => format!(
+                            "round {} ({} = {value}): {e}",
+                            k + 1,
+                            probe.as_ref().map_or("", |p| p.param.as_str())
+                        ),
+                        None => e,
+                    };
+                    scenario::run(&setup, steps, vars, &mut transcript).map_err(why)?;
                 }
-                scenario::run(&control, steps, vars, x.transport, x.options, &log, &mut transcript)
+                Ok(())
             });
             evidence.matched = std::mem::take(&mut transcript.matched);
             evidence.observed = transcript.observed;
+            evidence.steps = std::mem::take(&mut transcript.steps);
             result.and_then(|()| match (&x.options.snapshots, &x.snapshot) {
                 (Some(root), Some((name, description))) => {
                     let dir = snapshot::profile_dir(root, &x.options.profile);
@@ -396,131 +483,6 @@ pub fn run_cases(cases: &[Case], threads: usize) -> Vec<(String, Result<(), Stri
         };
         (case.name.clone(), r)
     })
-}
-
-/// What `gcmspec selftest` found.
-#[derive(Debug, Default)]
-pub struct SelftestReport {
-    /// Checks that failed against the clean reference (there should be none).
-    pub clean_failures: Vec<(String, String)>,
-    /// For each fault of a rule in the profile: the checks that caught it (none: missed).
-    pub faults: Vec<FaultVerdict>,
-    /// Rules of the profile that no fault breaks (there should be none).
-    pub rules_without_fault: Vec<String>,
-    /// For each legal variant: the checks that failed against it (there should be none).
-    pub variants: Vec<VariantVerdict>,
-}
-
-#[derive(Debug)]
-pub struct FaultVerdict {
-    pub fault: Fault,
-    pub caught_by: Vec<String>,
-    /// Caught only by properties that generate from the seed: another seed might miss it.
-    pub only_by_chance: bool,
-}
-
-#[derive(Debug)]
-pub struct VariantVerdict {
-    pub variant: Variant,
-    pub failures: Vec<(String, String)>,
-}
-
-impl SelftestReport {
-    /// Faults caught by a check that does not depend on the seed.
-    pub fn caught(&self) -> usize {
-        self.faults.iter().filter(|f| !f.caught_by.is_empty() && !f.only_by_chance).count()
-    }
-    pub fn variants_passed(&self) -> usize {
-        self.variants.iter().filter(|v| v.failures.is_empty()).count()
-    }
-    pub fn passed(&self) -> bool {
-        self.clean_failures.is_empty()
-            && self.caught() == self.faults.len()
-            && self.rules_without_fault.is_empty()
-            && self.variants_passed() == self.variants.len()
-    }
-    /// The closing line: `faults caught: X/Y, legal variants passed: A/B`.
-    pub fn summary(&self) -> String {
-        format!(
-            "faults caught: {}/{}, legal variants passed: {}/{}",
-            self.caught(),
-            self.faults.len(),
-            self.variants_passed(),
-            self.variants.len()
-        )
-    }
-}
-
-/// Runs the suite against the clean reference; each fault's rule against the reference with
-/// that fault (some check must fail); and the whole suite against the reference in each legal
-/// variant (every check must pass). Snapshots are off: a fault must be caught by a check, and
-/// a variant may answer in another shape.
-pub fn selftest(
-    catalog: &Arc<Catalog>,
-    config: &reference::Config,
-    options: &Options,
-    threads: usize,
-    mut progress: impl FnMut(&str),
-) -> SelftestReport {
-    let mut options = options.clone();
-    options.snapshots = None;
-    // The in-process reference answers at once; a fault that withholds an answer should not
-    // cost a network-sized wait.
-    options.xmpp_timeout = options.xmpp_timeout.min(std::time::Duration::from_millis(500));
-    let options = Arc::new(options);
-    let bind = |faults: Faults, variants: Variants| -> Vec<Case> {
-        let mut config = config.clone();
-        config.faults = faults;
-        config.variants = variants;
-        let target: Arc<dyn Target> = Arc::new(InProcess::new(Reference::new(config)));
-        let caps = Arc::new(Capabilities::probe(target.as_ref()).unwrap_or_default());
-        cases(catalog, target, caps, &options)
-    };
-    let failures = |cases: &[Case]| -> Vec<(String, String)> {
-        run_cases(cases, threads).into_iter().filter_map(|(name, r)| r.err().map(|e| (name, e))).collect()
-    };
-    let mut report = SelftestReport::default();
-    for (name, e) in failures(&bind(Faults::default(), Variants::default())) {
-        progress(&format!("clean reference FAILED {name}: {e}"));
-        report.clean_failures.push((name, e));
-    }
-    let in_profile = |id: &str| catalog.rule(id).is_some_and(|r| r.profiles.contains(&options.profile));
-    for rule in catalog.rules.iter().filter(|r| in_profile(&r.id)) {
-        if !Fault::ALL.iter().any(|f| f.rule_id() == rule.id) {
-            progress(&format!("rule  {:<40} NO FAULT: nothing shows that this rule bites", rule.id));
-            report.rules_without_fault.push(rule.id.clone());
-        }
-    }
-    for &fault in Fault::ALL.iter().filter(|f| in_profile(f.rule_id())) {
-        let cases: Vec<Case> = bind(Faults::new([fault]), Variants::default())
-            .into_iter()
-            .filter(|c| c.rule_id == fault.rule_id())
-            .collect();
-        let caught_by: Vec<String> = failures(&cases).into_iter().map(|(name, _)| name).collect();
-        let seeded = |name: &String| cases.iter().find(|c| &c.name == name).is_some_and(|c| c.seeded);
-        let only_by_chance = !caught_by.is_empty() && caught_by.iter().all(seeded);
-        let verdict = match (caught_by.is_empty(), only_by_chance) {
-            (true, _) => "NOT CAUGHT".to_string(),
-            (false, true) => format!("caught only by chance (a seeded property): {}", caught_by.join(", ")),
-            (false, false) => format!("caught by {}", caught_by.join(", ")),
-        };
-        progress(&format!("fault {:<48} ({}): {verdict}", fault.name(), fault.description()));
-        report.faults.push(FaultVerdict { fault, caught_by, only_by_chance });
-    }
-    for &variant in Variant::ALL {
-        let failures = failures(&bind(Faults::default(), Variants::new([variant])));
-        let verdict = if failures.is_empty() {
-            "passed".to_string()
-        } else {
-            format!(
-                "FAILED {}",
-                failures.iter().map(|(n, e)| format!("\n    {n}: {}", e.replace('\n', "\n      "))).collect::<String>()
-            )
-        };
-        progress(&format!("variant {:<30} ({}): {verdict}", variant.name(), variant.description()));
-        report.variants.push(VariantVerdict { variant, failures });
-    }
-    report
 }
 
 /// Checks what the pure loader cannot: that named properties exist and get their parameters.

@@ -12,7 +12,7 @@ use serde_json::Value;
 
 use super::evidence::{Evidence, Exchange};
 use super::{CheckRun, Execution, Options, Plan, execute, property};
-use crate::catalog::{Check, Level, Rule};
+use crate::catalog::{self, Check, Level, Rule, Run};
 use crate::driver::{Capabilities, Target};
 
 pub const SCHEMA: &str = "gcmspec-replay/1";
@@ -27,7 +27,12 @@ pub struct Replay {
     pub level: Level,
     pub title: String,
     pub profile: String,
+    /// `http` or `xmpp`: how the check's sends went (what replay files before paths said).
     pub transport: String,
+    /// The trial: the paths its generic steps took. Absent in files written before paths:
+    /// read from `transport`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run: Option<Run>,
     /// What the target must offer (control-API capabilities, `xmpp`) to run it.
     #[serde(default)]
     pub needs: Vec<String>,
@@ -59,17 +64,17 @@ impl Replay {
         if let Plan::Property { sequence, .. } = &mut plan {
             *sequence = evidence.sequence.clone();
         }
-        let suffix = if execution.transport == "http" { String::new() } else { format!("@{}", execution.transport) };
         Replay {
             schema: SCHEMA.into(),
-            name: format!("{}::{}{suffix}", rule.id, check.name),
+            name: super::trial_name(&rule.id, &check.name, execution.run),
             rule: rule.id.clone(),
             check: check.name.clone(),
             level: rule.level,
             title: rule.title.clone(),
             profile: execution.options.profile.clone(),
-            transport: execution.transport.to_string(),
-            needs: super::needs_of(check, execution.transport),
+            transport: if execution.run.delivery.is_xmpp() { "xmpp" } else { "http" }.into(),
+            run: Some(execution.run.clone()),
+            needs: super::needs_of(check, execution.run),
             target: execution.target.describe(),
             seed: execution.options.seed,
             strict: execution.options.strict,
@@ -119,15 +124,20 @@ impl Replay {
         options.strict = self.strict;
         // A replay checks behaviour; the snapshot is reviewed in the run that made it.
         options.snapshots = None;
+        let run = self.run.clone().unwrap_or_else(|| {
+            let delivery = if self.transport == "xmpp" { catalog::Path::Xmpp } else { catalog::Path::Token };
+            Run { delivery, ..Run::plain() }
+        });
         let execution = Execution {
             target,
             caps,
             options: &options,
-            transport: &self.transport,
+            run: &run,
             params: self.params.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
             name: format!("appUser-Chris-replay-{}", options.run_id),
             snapshot: None,
             mode: property::Mode::Search,
+            meaning: false,
         };
         execute(&self.plan, &execution)
     }

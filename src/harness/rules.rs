@@ -1,14 +1,15 @@
 //! What `gcmspec rules` tells a reader: every rule with its sources (by document title), its
-//! reading where the text is vague, the values its checks use under a profile, and what each
-//! check needs of a target over each transport. One stable serde type (`gcmspec-rules/1`)
-//! serves the text and the JSON output alike.
+//! reading where the text is vague, the values its checks use under a profile, the limits it
+//! probes, the matrix of the paths it covers (each cell run, by which trials; not applicable;
+//! or not run, and why), and what each trial needs of a target. One stable serde type
+//! (`gcmspec-rules/1`) serves the text and the JSON output alike.
 
 use std::collections::BTreeMap;
 
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::catalog::{Catalog, CheckKind, Level, Rule};
+use crate::catalog::{AtLimit, Catalog, CheckKind, Level, Path, Rule, Unit};
 
 pub const SCHEMA: &str = "gcmspec-rules/1";
 
@@ -16,8 +17,17 @@ pub const SCHEMA: &str = "gcmspec-rules/1";
 pub struct RulesView {
     pub schema: &'static str,
     pub profile: String,
+    /// The matrix's columns: every path, with what it is.
+    pub paths: Vec<PathView>,
     pub documents: Vec<DocumentView>,
     pub rules: Vec<RuleView>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct PathView {
+    pub path: Path,
+    pub axis: crate::catalog::Axis,
+    pub description: &'static str,
 }
 
 #[derive(Debug, Serialize)]
@@ -41,7 +51,30 @@ pub struct RuleView {
     /// The parameters its checks use, with their values under the chosen profile (and where
     /// the target may declare its own, `server_chosen`).
     pub params: BTreeMap<String, ParamView>,
+    /// Documented numbers its checks probe at n-1, n and n+1.
+    pub limits: Vec<LimitView>,
+    /// One cell per path (every path, in the order of `paths`).
+    pub matrix: Vec<Cell>,
     pub checks: Vec<CheckView>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct LimitView {
+    pub param: String,
+    pub unit: Unit,
+    pub at_limit: AtLimit,
+}
+
+/// Whether a rule's text covers a path, and what runs it.
+#[derive(Debug, Serialize)]
+pub struct Cell {
+    pub path: Path,
+    /// `run`, `not-applicable` (the text does not cover it) or `not-run` (it does; `reason`).
+    pub state: &'static str,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub trials: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -75,7 +108,14 @@ pub struct CheckView {
 #[derive(Debug, Serialize)]
 pub struct TrialView {
     pub name: String,
-    pub transport: String,
+    /// The covered paths it exercises.
+    pub paths: Vec<Path>,
+    /// How its generic steps go: the delivery path of its sends, the endpoint of its group
+    /// operations, its tenancy.
+    pub delivery: Path,
+    pub endpoint: Path,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tenancy: Option<Path>,
     pub needs: Vec<String>,
 }
 
@@ -84,7 +124,8 @@ pub fn view(catalog: &Catalog, profile: &str) -> RulesView {
     let documents =
         catalog.documents.values().map(|d| DocumentView { id: d.id.clone(), title: d.title.clone() }).collect();
     let rules = catalog.rules.iter().map(|r| rule_view(catalog, r, profile)).collect();
-    RulesView { schema: SCHEMA, profile: profile.to_string(), documents, rules }
+    let paths = Path::ALL.iter().map(|&p| PathView { path: p, axis: p.axis(), description: p.description() }).collect();
+    RulesView { schema: SCHEMA, profile: profile.to_string(), paths, documents, rules }
 }
 
 fn rule_view(catalog: &Catalog, rule: &Rule, profile: &str) -> RuleView {
@@ -119,17 +160,15 @@ fn rule_view(catalog: &Catalog, rule: &Rule, profile: &str) -> RuleView {
             };
             let seeded = property.as_deref().and_then(super::property::find).is_some_and(|p| p.seeded);
             let trials = c
-                .transports
+                .runs
                 .iter()
-                .map(|t| {
-                    let mut needs = super::needs_of(c, t);
-                    needs.sort();
-                    needs.dedup();
-                    TrialView {
-                        name: format!("{}::{}{}", rule.id, c.name, super::transport_suffix(t)),
-                        transport: t.clone(),
-                        needs,
-                    }
+                .map(|run| TrialView {
+                    name: super::trial_name(&rule.id, &c.name, run),
+                    paths: run.paths.clone(),
+                    delivery: run.delivery,
+                    endpoint: run.endpoint,
+                    tenancy: run.tenancy,
+                    needs: super::needs_of(c, run),
                 })
                 .collect();
             CheckView { name: c.name.clone(), kind, property, seeded, trials }
@@ -144,8 +183,87 @@ fn rule_view(catalog: &Catalog, rule: &Rule, profile: &str) -> RuleView {
         sources,
         reading: rule.interpretation.clone(),
         params,
+        limits: rule
+            .limits
+            .iter()
+            .map(|l| LimitView { param: l.param.clone(), unit: l.unit, at_limit: l.at_limit })
+            .collect(),
+        matrix: matrix(rule),
         checks,
     }
+}
+
+/// A rule's row of the matrix.
+pub fn matrix(rule: &Rule) -> Vec<Cell> {
+    Path::ALL
+        .iter()
+        .map(|&path| {
+            let trials: Vec<String> = rule
+                .runs_on(path)
+                .into_iter()
+                .map(|(c, r)| super::trial_name(&rule.id, &rule.checks[c].name, &rule.checks[c].runs[r]))
+                .collect();
+            let (state, reason) = match (rule.covers.contains(&path), trials.is_empty()) {
+                (false, _) => ("not-applicable", None),
+                (true, false) => ("run", None),
+                (true, true) => ("not-run", rule.not_run.get(&path).cloned()),
+            };
+            Cell { path, state, trials, reason }
+        })
+        .collect()
+}
+
+/// The matrix as a table: a row per rule, a column per path; `run` cells show how many
+/// trials run them, `-` is not applicable, `!` not run (the reasons follow the table).
+pub fn render_matrix(view: &RulesView) -> String {
+    let short = |p: Path| match p {
+        Path::Token => "tok",
+        Path::Multicast => "mul",
+        Path::Key => "key",
+        Path::PlainText => "txt",
+        Path::Xmpp => "xmp",
+        Path::XmppKey => "x-k",
+        Path::Server => "srv",
+        Path::Client => "cli",
+        Path::Lookup => "lkp",
+        Path::TwoDevices => "2dv",
+        Path::TwoSenders => "2sn",
+    };
+    let width = view.rules.iter().map(|r| r.id.len()).max().unwrap_or(10).max(10);
+    let mut out = format!("{:<width$} ", "rule (trials per path; - not applicable; ! not run)");
+    out = format!("{:<width$}", out.trim_end());
+    out.push('\n');
+    out.push_str(&format!("{:<width$}", ""));
+    for p in &view.paths {
+        out.push_str(&format!(" {:>3}", short(p.path)));
+    }
+    out.push('\n');
+    let mut reasons = Vec::new();
+    for r in view.rules.iter().filter(|r| r.applies) {
+        out.push_str(&format!("{:<width$}", r.id));
+        for cell in &r.matrix {
+            let mark = match cell.state {
+                "run" => cell.trials.len().to_string(),
+                "not-run" => {
+                    reasons.push(format!("  {} on {}: {}", r.id, cell.path, cell.reason.as_deref().unwrap_or("")));
+                    "!".into()
+                }
+                _ => "-".into(),
+            };
+            out.push_str(&format!(" {mark:>3}"));
+        }
+        out.push('\n');
+    }
+    out.push_str("\npaths:\n");
+    for p in &view.paths {
+        out.push_str(&format!("  {} = {} ({}): {}\n", short(p.path), p.path, p.axis, p.description));
+    }
+    if !reasons.is_empty() {
+        out.push_str("\nnot run, and why:\n");
+        out.push_str(&reasons.join("\n"));
+        out.push('\n');
+    }
+    out
 }
 
 /// Names a rule's checks refer to: in `${...}` expressions of their steps and parameters,
@@ -198,6 +316,25 @@ pub fn render_text(view: &RulesView) -> String {
                 .collect();
             out.push_str(&format!("    values: {}\n", params.join(", ")));
         }
+        for l in &r.limits {
+            let at = match l.at_limit {
+                AtLimit::Within => "n is within",
+                AtLimit::Either => "the text leaves n open",
+            };
+            out.push_str(&format!("    limit: {} in {} (probed at n-1, n, n+1; {at})\n", l.param, l.unit.name()));
+        }
+        let covered: Vec<String> = r
+            .matrix
+            .iter()
+            .filter(|c| c.state != "not-applicable")
+            .map(|c| match (&c.reason, c.state) {
+                (Some(why), _) => format!("{} (not run: {why})", c.path),
+                _ => c.path.to_string(),
+            })
+            .collect();
+        if !covered.is_empty() {
+            out.push_str(&format!("    covers: {}\n", covered.join(", ")));
+        }
         out.push_str(&format!("    profiles: {}\n", r.profiles.join(", ")));
         for c in &r.checks {
             let kind = match &c.property {
@@ -207,7 +344,12 @@ pub fn render_text(view: &RulesView) -> String {
             };
             for t in &c.trials {
                 let needs = if t.needs.is_empty() { "a sender".to_string() } else { t.needs.join(", ") };
-                out.push_str(&format!("    check {} ({kind}; needs {needs})\n", t.name));
+                let paths = if t.paths.is_empty() {
+                    String::new()
+                } else {
+                    format!("on {}; ", t.paths.iter().map(|p| p.name()).collect::<Vec<_>>().join(", "))
+                };
+                out.push_str(&format!("    check {} ({kind}; {paths}needs {needs})\n", t.name));
             }
         }
         out.push('\n');
@@ -216,5 +358,7 @@ pub fn render_text(view: &RulesView) -> String {
     for d in &view.documents {
         out.push_str(&format!("    {}: {}\n", d.id, d.title));
     }
+    out.push_str("\nThe paths each rule covers:\n\n");
+    out.push_str(&render_matrix(view));
     out
 }

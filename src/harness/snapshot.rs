@@ -42,6 +42,23 @@ const CLOCK_FIELDS: &[&str] = &["now_ms", "message_sent_timestamp"];
 /// Fields whose values are prose for a person, whose wording no document fixes.
 const PROSE_FIELDS: &[&str] = &["error_description"];
 
+/// What an answer means, beyond its wording: what a device received in any order (the order
+/// of delivery is not guaranteed) and without the inbox's optional cursor fields; an empty
+/// `failed_registration_ids` the same as none.
+fn meaning_of(mut v: Value) -> Value {
+    if let Some(o) = v.as_object_mut() {
+        if let Some(Value::Array(messages)) = o.get_mut("messages") {
+            messages.sort_by_key(|m| m.to_string());
+            o.remove("next");
+            o.remove("dropped");
+        }
+        if o.get("failed_registration_ids").and_then(Value::as_array).is_some_and(Vec::is_empty) {
+            o.remove("failed_registration_ids");
+        }
+    }
+    v
+}
+
 /// A body of `key=value` lines: the plain-text send format's answer.
 fn is_key_values(body: &[u8]) -> bool {
     std::str::from_utf8(body).is_ok_and(|t| {
@@ -81,6 +98,11 @@ impl Redactor {
     fn label_opaque(&mut self, field: &str, raw: &str) -> String {
         if let Some(l) = self.known.get(raw).or_else(|| self.seen.get(raw)) {
             return format!("<{l}>");
+        }
+        // For meaning, a value first seen in an answer is named by its field alone: its place
+        // in the run (which may order things otherwise) is no part of what it means.
+        if self.meaning {
+            return format!("<{field}>");
         }
         let n = self.counters.entry(field.to_string()).or_default();
         *n += 1;
@@ -133,6 +155,10 @@ impl Redactor {
             return "(no body)".into();
         }
         match serde_json::from_slice::<Value>(body) {
+            Ok(v) if self.meaning => {
+                let v = self.value(&v, None);
+                serde_json::to_string_pretty(&meaning_of(v)).unwrap_or_default()
+            }
             Ok(v) => serde_json::to_string_pretty(&self.value(&v, None)).unwrap_or_default(),
             Err(_) if self.meaning && !is_key_values(body) => "(not JSON) <text>".into(),
             Err(_) if is_key_values(body) => format!("(text) {}", self.key_values(&String::from_utf8_lossy(body))),
@@ -183,7 +209,14 @@ impl Redactor {
         // `application/json; charset=UTF-8` and `Application/JSON` mean `application/json`.
         let media_type = content_type.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
         let content_type = if self.meaning { media_type.as_str() } else { content_type };
-        out.push_str(&format!("\n-> {} {content_type}\n{}\n", resp.status, self.body(&resp.body)));
+        // A refusal's body says why, in JSON or text as the rule allows: the same meaning.
+        let body = if self.meaning && (400..500).contains(&resp.status) && !resp.body.is_empty() {
+            "<a body that says why>".to_string()
+        } else {
+            self.body(&resp.body)
+        };
+        let content_type = if self.meaning && (400..500).contains(&resp.status) { "-" } else { content_type };
+        out.push_str(&format!("\n-> {} {content_type}\n{body}\n", resp.status));
         out
     }
 }

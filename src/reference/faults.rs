@@ -15,6 +15,9 @@ use std::collections::BTreeSet;
 use std::fmt;
 use std::str::FromStr;
 
+pub use super::generated::{Generated, Off, WrongUnit};
+use crate::catalog::Path;
+
 macro_rules! faults {
     (@name $id:literal) => { $id };
     (@name $id:literal, $name:literal) => { concat!($id, ":", $name) };
@@ -53,11 +56,11 @@ faults! {
     KeyUnique => "group.key.unique": "mints one notification key per sender, so a second group takes over the first one's key",
     KeyUnguessable => "group.key.unguessable": "mints notification keys from a counter",
     MemberCap => "group.member-cap": "allows one member more than the cap",
-    MemberCapClientAdd => "group.member-cap" / "client-add": "checks the cap on server-side operations only: client-side adds grow a group past it",
     MemberCapHalfApplied => "group.member-cap" / "half-applied-add": "refuses an add past the cap, but only after adding the ids that still fit",
     AddMembers => "group.add.members": "answers add without adding",
     AddMembersOtherKey => "group.add.members" / "other-key": "answers an add with a fresh key that names no group",
     AddMembersNameAsKey => "group.add.members" / "name-as-key": "answers an add with the group's name as its notification_key",
+    AddMembersRekeyed => "group.add.members" / "rekeyed": "mints a new notification_key on every add: the group moves to it, and the key the app server saved stops working",
     RemoveMembers => "group.remove.members": "answers remove without removing",
     RemoveMembersOtherKey => "group.remove.members" / "other-key": "answers a remove with a fresh key that names no group",
     RemoveMembersAll => "group.remove.members" / "removes-all": "a remove takes every member out, not just the ids given",
@@ -93,8 +96,6 @@ faults! {
     PlainTextNoCanonical => "send.plain-text" / "no-canonical-line": "leaves the registration_id line out of a plain-text answer",
     PlainTextDropsData => "send.plain-text" / "drops-data": "delivers a plain-text send without its data.<key> fields",
     Accepted => "lifetime.accepted": "refuses sends to an offline device with Unavailable",
-    AcceptedGroup => "lifetime.accepted" / "group-offline-failed": "counts a group's offline members as failed, and stores nothing for them",
-    AcceptedXmpp => "lifetime.accepted" / "xmpp": "nacks XMPP sends to an offline device (SERVICE_UNAVAILABLE)",
     ConnectedNow => "lifetime.connected.delivered-now": "holds messages for an awake device until its next connectivity change",
     DelayWhileIdle => "lifetime.delay-while-idle": "delivers delay_while_idle messages to an idle device",
     OfflineStored => "lifetime.offline.delivered-on-connect": "keeps holding delay_while_idle messages after the device connects idle",
@@ -104,19 +105,16 @@ faults! {
     CollapseKeyLimit => "lifetime.collapse-key.limit": "keeps one collapse key fewer than the limit at a time",
     CollapseKeyCountsNoKey => "lifetime.collapse-key.limit" / "counts-no-key": "counts stored messages without a collapse key as one of the keys",
     CollapseKeyEverUsed => "lifetime.collapse-key.limit" / "keys-ever-used": "limits the collapse keys a device has ever been sent, not those stored at once: a fifth key is dropped forever",
-    CollapseKeyOverflow => "lifetime.collapse-key.overflow": "stores any number of collapse keys per device",
+    CollapseKeyOverflow => "lifetime.collapse-key.limit" / "unbounded": "stores any number of collapse keys per device",
     StoredLimit => "lifetime.stored-limit": "stores any number of messages and never sends deleted_messages",
     StoredLimitDropsOldest => "lifetime.stored-limit" / "drops-oldest": "past the limit drops only the oldest stored message (and sends deleted_messages)",
     StoredLimitCountsCollapsible => "lifetime.stored-limit" / "counts-collapsible": "counts collapsible messages toward the limit of non-collapsible ones",
     TtlRange => "lifetime.ttl.range": "accepts any time_to_live",
-    TtlRangeGroup => "lifetime.ttl.range" / "group-sends": "checks time_to_live on sends to registration ids only, not on sends to a notification key",
-    TtlRangeXmpp => "lifetime.ttl.range" / "xmpp": "checks time_to_live on HTTP sends only, not over XMPP",
     TtlDefault => "lifetime.ttl.default": "defaults time_to_live to one day",
     TtlExpiry => "lifetime.ttl.expiry": "delivers messages past their time to live",
     TtlZero => "lifetime.ttl.zero": "stores time_to_live 0 messages like any other",
-    TtlZeroGroup => "lifetime.ttl.zero" / "group-members": "stores a time_to_live 0 group message for the group's offline members",
-    TtlZeroXmpp => "lifetime.ttl.zero" / "xmpp": "stores time_to_live 0 messages sent over XMPP",
     ThrottleDelays => "lifetime.throttle.delays": "drops messages while the bucket is empty",
+    ThrottlePerApplication => "lifetime.throttle.per-application": "throttles an application's messages in one bucket, whatever their collapse key",
     ThrottleTtlZero => "lifetime.throttle.ttl-zero": "throttles time_to_live 0 messages, which drops them",
     ThrottleTtlZeroCollapse => "lifetime.throttle.ttl-zero" / "collapse-key": "throttles time_to_live 0 messages that carry a collapse key",
     ThrottleTtlZeroOwnBucket => "lifetime.throttle.ttl-zero" / "own-bucket": "throttles time_to_live 0 messages in a token bucket of their own",
@@ -125,7 +123,7 @@ faults! {
     MultipleSenders => "lifetime.multiple-senders": "lets only the first sender of a registration send",
     MultipleSendersNoLimit => "lifetime.multiple-senders" / "no-sender-limit": "registers an app for any number of senders, and every one can send",
     MultipleSendersForeignKey => "lifetime.multiple-senders" / "foreign-key": "lets any sender send to another sender's notification key",
-    ResponseFormat => "send.response.format": "lists results with the errors last, not in request order",
+    ResponseFormat => "send.response.format": "lists results with the errors last, not in request order, and leaves canonical_ids out",
     TargetExclusive => "send.target.exclusive": "accepts `to` and `registration_ids` together",
     RegistrationIdsLimit => "send.registration-ids.limit": "accepts any number of registration_ids",
     DryRun => "send.dry-run": "delivers dry_run messages",
@@ -160,8 +158,74 @@ faults! {
     XmppPipelined => "xmpp.downstream.pipelined": "refuses downstream messages past half the pending limit on a connection (QUOTA_EXCEEDED)",
 }
 
-/// The faults switched on in one reference instance.
-pub type Faults = Switches<Fault>;
+/// The faults switched on in one reference instance: designed ones, and ones generated from
+/// the coverage model ([`super::generated`]).
+#[derive(Debug, Clone, Default)]
+pub struct Faults {
+    designed: Switches<Fault>,
+    generated: BTreeSet<Generated>,
+}
+
+impl Faults {
+    pub fn new(designed: impl IntoIterator<Item = Fault>) -> Faults {
+        Faults { designed: Switches::new(designed), generated: BTreeSet::new() }
+    }
+
+    pub fn with_generated(mut self, generated: impl IntoIterator<Item = Generated>) -> Faults {
+        self.generated.extend(generated);
+        self
+    }
+
+    /// The designed fault, everywhere.
+    pub fn has(&self, f: Fault) -> bool {
+        self.designed.has(f)
+    }
+
+    /// The designed fault, everywhere or on this path only.
+    pub fn on(&self, f: Fault, path: Path) -> bool {
+        self.has(f) || self.generated.contains(&Generated::OnPath { fault: f, path })
+    }
+
+    /// The designed fault, everywhere or on some path: whether a request must be looked at
+    /// further before it is refused.
+    pub fn anywhere(&self, f: Fault) -> bool {
+        self.has(f) || self.generated.iter().any(|g| matches!(g, Generated::OnPath { fault, .. } if *fault == f))
+    }
+
+    /// How far a documented number is taken off (0: not at all).
+    pub fn delta(&self, param: &str) -> i64 {
+        self.generated
+            .iter()
+            .map(|g| match g {
+                Generated::Limit { param: p, delta, .. } if p == param => *delta,
+                _ => 0,
+            })
+            .sum()
+    }
+
+    /// The unit a documented number is wrongly counted in, if it is.
+    pub fn unit(&self, param: &str) -> Option<WrongUnit> {
+        self.generated.iter().find_map(|g| match g {
+            Generated::Unit { param: p, unit, .. } if p == param => Some(*unit),
+            _ => None,
+        })
+    }
+
+    /// Whether a rule's per-device (or per-application) state is shared the wrong way for
+    /// this tenancy.
+    pub fn scoped(&self, rule: &str, tenancy: Path) -> bool {
+        self.generated.contains(&Generated::Scope { rule: rule.to_string(), tenancy })
+    }
+
+    /// Every fault switched on, by name.
+    pub fn names(&self) -> Vec<String> {
+        self.designed.iter().map(|f| f.name().to_string()).chain(self.generated.iter().map(Generated::name)).collect()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.designed.0.is_empty() && self.generated.is_empty()
+    }
+}
 
 macro_rules! variants {
     ($($variant:ident => $name:literal: $what:literal,)*) => {
@@ -198,6 +262,8 @@ variants! {
     PlainTextErrors => "plain-text-errors": "answers every 4xx with a text/plain body, not JSON (the documents ask only that the body say why; real servers answered in text)",
     OtherErrorStatuses => "other-error-statuses": "refuses group operations with other 4xx statuses: 404 for an unknown key or name, 409 for a used name or a name that is not the key's, 403 for a client-side create, 422 past the member cap (the documents name none)",
     AlreadyExistsAnswered200 => "already-exists-200": "answers a second create with a used name 200 {\"error\": \"notification_key already exists\"}, as one report saw real servers do",
+    RefusesDuplicateIds => "refuses-duplicate-ids": "refuses a group request that lists a registration id twice (400: an invalid field), whatever the group's size",
+    PrunesUnregistered => "prunes-unregistered": "drops a member from its groups once a send finds it unregistered (after counting it as failed that once)",
     LargerThrottleBuckets => "larger-throttle-buckets": "token buckets three times as large, granting twice as many tokens twice as often (the documents give no sizes; declared in capabilities `params`)",
 }
 

@@ -6,8 +6,10 @@
 use serde_json::{Map, Value, json};
 
 use super::control;
-use super::faults::{Fault, Variant, Variants};
-use super::model::{ClientOp, GroupError, GroupOp, Message, Model, SendOutcome, SendResult, Target, send_outcome_json};
+use super::faults::{Fault, Variant, Variants, WrongUnit};
+use super::model::{
+    ClientOp, GroupError, GroupOp, Message, Model, Path, SendOutcome, SendResult, Target, Via, send_outcome_json,
+};
 use crate::wire::{HttpRequest, HttpResponse};
 
 /// Paths of the public protocol.
@@ -65,15 +67,22 @@ fn server_key(req: &HttpRequest) -> Option<&str> {
     scheme.eq_ignore_ascii_case("key=").then(|| key.trim()).filter(|k| !k.is_empty())
 }
 
-/// A 401 that clients recognise by its text, as they did the real service's ("Unauthorized"),
-/// and that tells a person why.
+/// A 401 as the real service sent it: a small HTML page titled Unauthorized. Clients that
+/// know the service recognise it by that text (fcm-node and fcm-push look for `"error":`
+/// first, and take a JSON error for another failure), so the reason a person needs is a
+/// paragraph of the page, worded without JSON.
 fn unauthorized(req: &HttpRequest) -> HttpResponse {
-    match req.header("authorization") {
-        None => HttpResponse::error(
-            401,
-            "Unauthorized: missing Authorization header: expected `Authorization: key=<server key>`",
-        ),
-        Some(_) => HttpResponse::error(401, "Unauthorized: the server key in the Authorization header is not valid"),
+    let why = match req.header("authorization") {
+        None => "The request has no Authorization header: send Authorization: key=&lt;server key&gt;.",
+        Some(_) => "The server key in the Authorization header is not one of this server's.",
+    };
+    HttpResponse {
+        status: 401,
+        headers: vec![("content-type".into(), "text/html; charset=UTF-8".into())],
+        body: format!(
+            "<HTML>\n<HEAD>\n<TITLE>Unauthorized</TITLE>\n</HEAD>\n<BODY BGCOLOR=\"#FFFFFF\" TEXT=\"#000000\">\n<H1>Unauthorized</H1>\n<H2>Error 401</H2>\n<P>{why}</P>\n</BODY>\n</HTML>\n"
+        )
+        .into_bytes(),
     }
 }
 
@@ -139,11 +148,12 @@ fn key_response(variants: &Variants, result: Result<String, GroupError>) -> Http
     }
 }
 
-/// Authenticates a server-side group request and returns its sender.
-fn group_sender(model: &Model, req: &HttpRequest) -> Result<String, HttpResponse> {
+/// Authenticates a server-side group request (`path`: an operation, or the lookup) and
+/// returns its sender.
+fn group_sender(model: &Model, req: &HttpRequest, path: Path) -> Result<String, HttpResponse> {
     let project_id = req.header("project_id").map(str::trim);
-    let sender = model.sender_for_group_request(server_key(req), project_id).ok_or_else(|| unauthorized(req))?;
-    if model.ignores_project_id() {
+    let sender = model.sender_for_group_request(server_key(req), project_id, path).ok_or_else(|| unauthorized(req))?;
+    if model.ignores_project_id(path) {
         return Ok(sender);
     }
     let other = model.variants().has(Variant::OtherErrorStatuses);
@@ -161,7 +171,7 @@ fn group_sender(model: &Model, req: &HttpRequest) -> Result<String, HttpResponse
 
 fn group_operation(model: &mut Model, req: &HttpRequest) -> HttpResponse {
     let parsed = (|| {
-        let sender = group_sender(model, req)?;
+        let sender = group_sender(model, req, Path::Server)?;
         let body = json_object(req)?;
         let operation = string_field(&body, "operation", true)?.unwrap_or_default();
         let name = string_field(&body, "notification_key_name", false)?;
@@ -171,7 +181,7 @@ fn group_operation(model: &mut Model, req: &HttpRequest) -> HttpResponse {
                 let key = string_field(&body, "notification_key", true)?.unwrap_or_default();
                 if operation == "add" { GroupOp::Add { key, name, ids } } else { GroupOp::Remove { key, name, ids } }
             }
-            other if other == "create" || model.faults().has(Fault::MalformedGroupRequest) => {
+            other if other == "create" || model.faults().on(Fault::MalformedGroupRequest, Path::Server) => {
                 let name = name.ok_or_else(|| HttpResponse::error(400, "missing field `notification_key_name`"))?;
                 GroupOp::Create { name, ids }
             }
@@ -197,11 +207,19 @@ fn group_operation(model: &mut Model, req: &HttpRequest) -> HttpResponse {
 }
 
 fn group_lookup(model: &mut Model, req: &HttpRequest) -> HttpResponse {
-    let sender = match group_sender(model, req) {
+    let sender = match group_sender(model, req, Path::Lookup) {
         Ok(s) => s,
         Err(resp) => return resp,
     };
     match req.query_param("notification_key_name") {
+        // The malformed-request fault, on the lookup: the sender's oldest group instead.
+        None if model.faults().on(Fault::MalformedGroupRequest, Path::Lookup) => {
+            let first = model.groups_of(&sender).into_values().next();
+            match first.and_then(|g| g["notification_key"].as_str().map(str::to_string)) {
+                Some(k) => HttpResponse::json(200, &json!({ "notification_key": k })),
+                None => HttpResponse::json(200, &json!({})),
+            }
+        }
         None => HttpResponse::error(400, "missing query parameter `notification_key_name`"),
         Some(name) => {
             let result = model.lookup(&sender, name);
@@ -229,6 +247,10 @@ fn client_group_operation(model: &mut Model, req: &HttpRequest) -> HttpResponse 
             "add" => ClientOp::Add,
             "remove" => ClientOp::Remove,
             "create" if model.faults().has(Fault::ClientNoCreate) => ClientOp::Add,
+            // The malformed-request fault, on the client side: any operation is an add.
+            other if other != "create" && model.faults().on(Fault::MalformedGroupRequest, Path::Client) => {
+                ClientOp::Add
+            }
             "create" => {
                 let status = if model.variants().has(Variant::OtherErrorStatuses) { 403 } else { 400 };
                 return Err(HttpResponse::error(
@@ -281,7 +303,7 @@ fn client_group_operation(model: &mut Model, req: &HttpRequest) -> HttpResponse 
 fn send(model: &mut Model, req: &HttpRequest) -> HttpResponse {
     // Authentication comes before validation: a stranger learns nothing about the body.
     let authenticated = server_key(req).and_then(|k| model.sender_for_key(k)).is_some();
-    if !authenticated && !model.faults().has(Fault::SendAuth) {
+    if !authenticated && !model.faults().anywhere(Fault::SendAuth) {
         return unauthorized(req);
     }
     let plain_text = req.header("content-type").is_some_and(|t| {
@@ -295,12 +317,12 @@ fn send(model: &mut Model, req: &HttpRequest) -> HttpResponse {
         Err(_) if model.faults().has(Fault::SendMalformed) => return HttpResponse::json(200, &json!({})),
         Err(resp) => return resp,
     };
-    let parsed = parse_send(model, &body);
+    let parsed = parse_send(model, &body, Via::Json);
     let (target, message) = match parsed {
         Ok(p) => p,
         Err(resp) => return resp,
     };
-    let Some(sender) = model.sender_for_send(server_key(req), &target) else { return unauthorized(req) };
+    let Some(sender) = model.sender_for_send(server_key(req), &target, message.via) else { return unauthorized(req) };
     let outcome = model.send(&sender, target, message);
     match send_outcome_json(&outcome, model.faults()) {
         (status, Some(body)) => HttpResponse::json(status, &body),
@@ -359,14 +381,14 @@ fn send_plain_text(model: &mut Model, req: &HttpRequest) -> HttpResponse {
     if !data.is_empty() {
         body.insert("data".into(), Value::Object(data));
     }
-    let (target, message) = match parse_send(model, &body) {
+    let (target, message) = match parse_send(model, &body, Via::PlainText) {
         Ok(p) => p,
         Err(resp) => {
             let why = resp.body_json().and_then(|b| b["error"].as_str().map(str::to_string)).unwrap_or_default();
             return text(resp.status, format!("Error={why}"));
         }
     };
-    let Some(sender) = model.sender_for_send(server_key(req), &target) else { return unauthorized(req) };
+    let Some(sender) = model.sender_for_send(server_key(req), &target, message.via) else { return unauthorized(req) };
     let outcome = model.send(&sender, target, message);
     if model.faults().has(Fault::PlainTextJsonAnswer) {
         let (status, body) = send_outcome_json(&outcome, model.faults());
@@ -392,7 +414,11 @@ fn send_plain_text(model: &mut Model, req: &HttpRequest) -> HttpResponse {
 
 /// A downstream send's JSON, as both transports take it: the target and the message, or a
 /// 400 that says what is wrong (the XMPP adapter turns it into a nack).
-pub(crate) fn parse_send(model: &Model, body: &Map<String, Value>) -> Result<(Target, Message), HttpResponse> {
+pub(crate) fn parse_send(
+    model: &Model,
+    body: &Map<String, Value>,
+    via: Via,
+) -> Result<(Target, Message), HttpResponse> {
     let exclusive = !model.faults().has(Fault::TargetExclusive);
     let target = match (body.get("to"), body.get("registration_ids")) {
         (Some(_), Some(_)) if exclusive => {
@@ -405,7 +431,12 @@ pub(crate) fn parse_send(model: &Model, body: &Map<String, Value>) -> Result<(Ta
             if ids.is_empty() {
                 return Err(HttpResponse::error(400, "`registration_ids` must not be empty (MissingRegistration)"));
             }
-            if ids.len() > max && !model.faults().has(Fault::RegistrationIdsLimit) {
+            // The fault that counts in the wrong unit counts only the entries that are ids.
+            let counted = match model.faults().unit("max_registration_ids") {
+                Some(WrongUnit::ValidIds) => ids.iter().filter(|id| model.is_registration_id(id)).count(),
+                _ => ids.len(),
+            };
+            if counted > max && !model.faults().has(Fault::RegistrationIdsLimit) {
                 return Err(HttpResponse::error(
                     400,
                     format!("`registration_ids` holds {} ids: at most {max} per request", ids.len()),
@@ -441,7 +472,7 @@ pub(crate) fn parse_send(model: &Model, body: &Map<String, Value>) -> Result<(Ta
         dry_run: flag("dry_run")?,
         restricted_package_name: string_field(body, "restricted_package_name", false)?,
         receipt_for: None,
-        xmpp: false,
+        via,
     };
     Ok((target, message))
 }

@@ -11,7 +11,29 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::faults::{Fault, Faults, Variant, Variants};
+use super::generated::rules;
 use super::limits::Limits;
+use crate::catalog::Path;
+
+/// What a device's queue needs of the model when it changes.
+pub struct Cx<'a> {
+    /// A sender's clock, in milliseconds.
+    pub now_of: &'a dyn Fn(&str) -> u64,
+    pub limits: &'a Limits,
+    pub faults: &'a Faults,
+    pub variants: &'a Variants,
+    /// What the faults that share a device's state with the sender's other devices need to
+    /// know of them (nothing, without those faults).
+    pub scope: Scope,
+}
+
+/// The sender's stored messages on its other devices, for the faults that keep a device's
+/// limits per sender.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Scope {
+    pub others_stored: usize,
+    pub others_keys: usize,
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
@@ -94,6 +116,8 @@ pub struct Queued {
     pub receipt: Option<String>,
     /// Its place among the messages stored for the device (set by [`Instance::offer`]).
     pub ticket: u64,
+    /// How it was sent (a fault that breaks a rule on one path looks at it).
+    pub path: Path,
 }
 
 impl Queued {
@@ -111,8 +135,11 @@ impl Queued {
 /// forgetting an idle bucket only grants its key a fresh one).
 pub(crate) const MAX_IDLE_BUCKETS: usize = 64;
 
+/// Token buckets by (sender, collapse key); `None` is the non-collapsible bucket.
+pub type Buckets = HashMap<(String, Option<String>), Bucket>;
+
 #[derive(Debug, Clone, Copy)]
-struct Bucket {
+pub struct Bucket {
     tokens: u64,
     last_grant_ms: u64,
     /// Messages have been waiting since the last grant: every grant since was used as it
@@ -159,11 +186,13 @@ pub struct Traffic {
     /// Messages stored for this device so far: the next one's ticket.
     stored: u64,
     /// Token buckets per (sender, collapse key); `None` is the non-collapsible bucket.
-    buckets: HashMap<(String, Option<String>), Bucket>,
+    buckets: Buckets,
     /// Delivered messages whose sender asked for a receipt: (sender, app message id, when).
     pub receipts: Vec<(String, String, u64)>,
     /// Collapse keys this device was ever sent (kept only by the fault that limits them).
     keys_ever: Vec<String>,
+    /// The path of the last message it took (the fault that delivers it again looks at it).
+    last_path: Option<Path>,
 }
 
 /// What a device that was never sent anything shows.
@@ -208,13 +237,16 @@ impl Instance {
         match self.connectivity {
             Connectivity::Offline => false,
             Connectivity::Awake => true,
-            Connectivity::Idle => !q.delay_while_idle || faults.has(Fault::DelayWhileIdle) || q.released,
+            Connectivity::Idle => !q.delay_while_idle || faults.on(Fault::DelayWhileIdle, q.path) || q.released,
         }
     }
 
-    /// Takes a token for this message's bucket, refilled on the sender's clock.
-    fn take_token(&mut self, q: &Queued, now_ms: u64, limits: &Limits) -> bool {
-        self.take_token_from((q.sender().to_string(), q.message.collapse_key.clone()), now_ms, limits)
+    /// Takes a token for this message's bucket (per application and collapse key), refilled
+    /// on the sender's clock.
+    fn take_token(&mut self, q: &Queued, now_ms: u64, cx: &Cx<'_>) -> bool {
+        let key =
+            if cx.faults.on(Fault::ThrottlePerApplication, q.path) { None } else { q.message.collapse_key.clone() };
+        self.take_token_from((q.sender().to_string(), key), now_ms, cx.limits)
     }
 
     fn take_token_from(&mut self, key: (String, Option<String>), now_ms: u64, limits: &Limits) -> bool {
@@ -269,35 +301,26 @@ impl Instance {
         }
     }
 
-    /// A message accepted for this device. `now_of` gives a sender's clock.
+    /// A message accepted for this device.
     ///
     /// Returns whether the whole queue must be pumped now (the store overflowed, and the
     /// device is owed a notice). Otherwise the newcomer has had its chance and nothing else
     /// can have changed: every message already waiting was blocked at this same time (each
     /// clock advance and connectivity change pumps), so a send costs the same with a hundred
     /// messages waiting as with none.
-    pub fn offer(
-        &mut self,
-        mut q: Queued,
-        now_of: &dyn Fn(&str) -> u64,
-        limits: &Limits,
-        faults: &Faults,
-        variants: &Variants,
-    ) -> bool {
-        let now_ms = now_of(q.sender());
+    pub fn offer(&mut self, mut q: Queued, cx: &Cx<'_>) -> bool {
+        let (faults, limits) = (cx.faults, cx.limits);
+        let now_ms = (cx.now_of)(q.sender());
         if !self.installed && self.connected() {
-            self.found_uninstalled(now_of, limits, faults, variants);
+            self.found_uninstalled(q.path, cx);
             return false;
-        }
-        if q.ttl_seconds == 0 && faults.has(Fault::TtlZero) {
-            q.ttl_seconds = limits.default_ttl_seconds;
         }
         if q.ttl_seconds == 0 {
             // "Now or never": never stored, never throttled.
-            let shared_bucket = faults.has(Fault::ThrottleTtlZero)
-                || (faults.has(Fault::ThrottleTtlZeroCollapse) && q.message.collapse_key.is_some());
-            let throttled = (shared_bucket && !self.take_token(&q, now_ms, limits))
-                || (faults.has(Fault::ThrottleTtlZeroOwnBucket)
+            let shared_bucket = faults.on(Fault::ThrottleTtlZero, q.path)
+                || (faults.on(Fault::ThrottleTtlZeroCollapse, q.path) && q.message.collapse_key.is_some());
+            let throttled = (shared_bucket && !self.take_token(&q, now_ms, cx))
+                || (faults.on(Fault::ThrottleTtlZeroOwnBucket, q.path)
                     && !self.take_token_from((q.sender().to_string(), Some("\0ttl0".into())), now_ms, limits));
             if self.can_receive(&q, faults) && !throttled {
                 self.take(q, now_ms);
@@ -307,43 +330,44 @@ impl Instance {
         self.traffic_mut().stored += 1;
         let ticket = self.traffic_mut().stored;
         q.ticket = ticket;
-        self.store(q, limits, faults, variants);
+        let path = q.path;
+        self.store(q, cx);
         if self.traffic_mut().deleted_notice.is_some() {
             return true;
         }
         let newcomer_waits = self.traffic_mut().pending.last().is_some_and(|p| p.ticket == ticket);
-        if newcomer_waits && self.connected() && !faults.has(Fault::ConnectedNow) {
+        if newcomer_waits && self.connected() && !faults.on(Fault::ConnectedNow, path) {
             let q = self.traffic_mut().pending.pop().expect("looked at above");
-            if let Some(q) = self.try_take(q, now_of, limits, faults) {
+            if let Some(q) = self.try_take(q, cx) {
                 self.traffic_mut().pending.push(q);
             }
         }
         // Idle buckets are trimmed in batches: a device sent a new collapse key every time
         // pays for a trim once every `MAX_IDLE_BUCKETS` sends, not on each.
         if self.traffic_mut().buckets.len() > 2 * MAX_IDLE_BUCKETS {
-            self.settle_buckets(now_of, limits);
+            self.settle_buckets(cx.now_of, limits);
         }
         false
     }
 
-    fn store(&mut self, q: Queued, limits: &Limits, faults: &Faults, variants: &Variants) {
+    fn store(&mut self, q: Queued, cx: &Cx<'_>) {
+        let (faults, limits, variants) = (cx.faults, cx.limits, cx.variants);
         match q.message.collapse_key.clone() {
-            Some(key) => self.store_collapsible(q, key, limits, faults, variants),
+            Some(key) => self.store_collapsible(q, key, cx),
             None => {
-                let stored = if faults.has(Fault::StoredLimitCountsCollapsible) {
-                    self.traffic_mut().pending.len()
-                } else {
-                    self.traffic_mut().pending.iter().filter(|p| p.message.collapse_key.is_none()).count()
+                // The faults that count another device's, or only this sender's, messages.
+                let own_only = faults.scoped(rules::STORED_LIMIT, Path::TwoSenders);
+                let counted = |p: &&Queued| {
+                    (p.message.collapse_key.is_none() || faults.has(Fault::StoredLimitCountsCollapsible))
+                        && (!own_only || p.sender() == q.sender())
                 };
+                let stored = self.traffic_mut().pending.iter().filter(counted).count() + cx.scope.others_stored;
+                let max = limits.max_stored_messages;
                 // "If the limit is reached" (the 100th) or "after that" (the 101st): both read.
-                let reached = if variants.has(Variant::DiscardOnReaching) {
-                    stored + 1 >= limits.max_stored_messages
-                } else {
-                    stored >= limits.max_stored_messages
-                };
-                if reached && !faults.has(Fault::StoredLimit) {
+                let reached = if variants.has(Variant::DiscardOnReaching) { stored + 1 >= max } else { stored >= max };
+                if reached && !faults.on(Fault::StoredLimit, q.path) {
                     self.traffic_mut().deleted_notice = Some(q.sender().to_string());
-                    if faults.has(Fault::StoredLimitDropsOldest) {
+                    if faults.on(Fault::StoredLimitDropsOldest, q.path) {
                         if let Some(oldest) =
                             self.traffic_mut().pending.iter().position(|p| p.message.collapse_key.is_none())
                         {
@@ -362,30 +386,34 @@ impl Instance {
 
     /// A send-to-sync message replaces the stored one of its collapse key; at most
     /// `max_collapse_keys` keys are stored at once.
-    fn store_collapsible(&mut self, q: Queued, key: String, limits: &Limits, faults: &Faults, variants: &Variants) {
+    fn store_collapsible(&mut self, q: Queued, key: String, cx: &Cx<'_>) {
+        let (faults, limits, variants) = (cx.faults, cx.limits, cx.variants);
+        let path = q.path;
         let same = |p: &Queued| p.sender() == q.sender() && p.message.collapse_key.as_deref() == Some(&key);
-        if faults.has(Fault::CollapseKeepsOld) && self.traffic_mut().pending.iter().any(same) {
+        if faults.on(Fault::CollapseKeepsOld, path) && self.traffic_mut().pending.iter().any(same) {
             return;
         }
-        if !faults.has(Fault::CollapseReplaces) {
+        if !faults.on(Fault::CollapseReplaces, path) {
             self.traffic_mut().pending.retain(|p| !same(p));
         }
-        if faults.has(Fault::CollapseKeyEverUsed) && !self.traffic_mut().keys_ever.contains(&key) {
+        if faults.on(Fault::CollapseKeyEverUsed, path) && !self.traffic_mut().keys_ever.contains(&key) {
             if self.traffic_mut().keys_ever.len() >= limits.max_collapse_keys {
                 return;
             }
             self.traffic_mut().keys_ever.push(key.clone());
         }
+        let sender = q.sender().to_string();
         self.traffic_mut().pending.push(q);
-        if faults.has(Fault::CollapseKeyOverflow) {
+        if faults.on(Fault::CollapseKeyOverflow, path) {
             return;
         }
-        let limit = if faults.has(Fault::CollapseKeyLimit) {
+        let limit = if faults.on(Fault::CollapseKeyLimit, path) {
             limits.max_collapse_keys.saturating_sub(1)
         } else {
             limits.max_collapse_keys
         };
-        let phantom = faults.has(Fault::CollapseKeyCountsNoKey);
+        let phantom = faults.on(Fault::CollapseKeyCountsNoKey, path);
+        let own_only = faults.scoped(rules::COLLAPSE_KEY_LIMIT, Path::TwoSenders);
         // Past the limit, drop a key: the documents promise nothing about which, so by
         // default the oldest, and in a variant the newest.
         loop {
@@ -393,12 +421,13 @@ impl Instance {
             for p in &self.traffic().pending {
                 if let Some(k) = p.message.collapse_key.as_deref()
                     && !keys.contains(&k)
+                    && (!own_only || p.sender() == sender)
                 {
                     keys.push(k);
                 }
             }
             let no_key = phantom && self.traffic().pending.iter().any(|p| p.message.collapse_key.is_none());
-            if keys.len() + usize::from(no_key) <= limit || keys.is_empty() {
+            if keys.len() + usize::from(no_key) + cx.scope.others_keys <= limit || keys.is_empty() {
                 break;
             }
             let dropped =
@@ -408,23 +437,17 @@ impl Instance {
     }
 
     /// The app was uninstalled and a delivery was attempted: drop everything, invalidate.
-    fn found_uninstalled(
-        &mut self,
-        now_of: &dyn Fn(&str) -> u64,
-        limits: &Limits,
-        faults: &Faults,
-        variants: &Variants,
-    ) {
+    fn found_uninstalled(&mut self, path: Path, cx: &Cx<'_>) {
         self.traffic_mut().pending.clear();
-        if faults.has(Fault::Uninstall) {
+        if cx.faults.on(Fault::Uninstall, path) {
             return;
         }
-        if variants.has(Variant::SlowUninstall) {
+        if cx.variants.has(Variant::SlowUninstall) {
             // "It might take a while for the registration ID be completely removed."
-            let delay_ms = limits.unregistration_propagation_seconds.saturating_mul(1000);
+            let delay_ms = cx.limits.unregistration_propagation_seconds.saturating_mul(1000);
             if self.invalid_from.is_none() {
                 self.invalid_from =
-                    Some(Box::new(self.senders.iter().map(|s| (s.to_string(), now_of(s) + delay_ms)).collect()));
+                    Some(Box::new(self.senders.iter().map(|s| (s.to_string(), (cx.now_of)(s) + delay_ms)).collect()));
             }
         } else {
             self.registered = false;
@@ -442,30 +465,33 @@ impl Instance {
 
     pub fn set_connectivity(&mut self, state: Connectivity, faults: &Faults) {
         let reconnect = self.connectivity == Connectivity::Offline && state != Connectivity::Offline;
-        if reconnect && !faults.has(Fault::OfflineStored) {
+        if reconnect {
             for p in &mut self.traffic_mut().pending {
-                p.released = true;
+                p.released |= !faults.on(Fault::OfflineStored, p.path);
             }
         }
+        let last = self.traffic().inbox.last().cloned();
         if reconnect
-            && faults.has(Fault::DeliveredOnce)
-            && let Some(last) = self.traffic_mut().inbox.last().cloned()
+            && let Some((last, path)) = last.and_then(|l| self.traffic().last_path.map(|p| (l, p)))
+            && faults.on(Fault::DeliveredOnce, path)
         {
             self.receive(last);
         }
         self.connectivity = state;
     }
 
-    /// Delivers what can be delivered now. `now_of` gives a sender's clock.
-    pub fn pump(&mut self, now_of: &dyn Fn(&str) -> u64, limits: &Limits, faults: &Faults, variants: &Variants) {
-        if !faults.has(Fault::TtlExpiry) {
-            self.traffic_mut().pending.retain(|q| !q.expired(now_of(q.sender())));
-        }
+    /// Delivers what can be delivered now.
+    pub fn pump(&mut self, cx: &Cx<'_>) {
+        let (faults, variants) = (cx.faults, cx.variants);
+        self.traffic_mut()
+            .pending
+            .retain(|q| faults.on(Fault::TtlExpiry, q.path) || !q.expired((cx.now_of)(q.sender())));
         if !self.connected() {
             return;
         }
         if !self.installed {
-            self.found_uninstalled(now_of, limits, faults, variants);
+            let path = self.traffic().pending.first().map_or(Path::Token, |q| q.path);
+            self.found_uninstalled(path, cx);
             return;
         }
         if let Some(sender) = self.traffic_mut().deleted_notice.take() {
@@ -479,32 +505,26 @@ impl Instance {
             queue.reverse();
         }
         for q in queue {
-            waiting.extend(self.try_take(q, now_of, limits, faults));
+            waiting.extend(self.try_take(q, cx));
         }
         if newest_first {
             waiting.reverse();
         }
         self.traffic_mut().pending = waiting;
-        self.settle_buckets(now_of, limits);
+        self.settle_buckets(cx.now_of, cx.limits);
     }
 
     /// Delivers one stored message if the device can take it now and its bucket has a token;
     /// gives it back if it must wait. (A throttled message is dropped by the fault that does.)
-    fn try_take(
-        &mut self,
-        q: Queued,
-        now_of: &dyn Fn(&str) -> u64,
-        limits: &Limits,
-        faults: &Faults,
-    ) -> Option<Queued> {
-        let now = now_of(q.sender());
-        if !self.can_receive(&q, faults) {
+    fn try_take(&mut self, q: Queued, cx: &Cx<'_>) -> Option<Queued> {
+        let now = (cx.now_of)(q.sender());
+        if !self.can_receive(&q, cx.faults) {
             Some(q)
-        } else if self.take_token(&q, now, limits) {
+        } else if self.take_token(&q, now, cx) {
             self.take(q, now);
             None
         } else {
-            (!faults.has(Fault::ThrottleDelays)).then_some(q)
+            (!cx.faults.on(Fault::ThrottleDelays, q.path)).then_some(q)
         }
     }
 
@@ -513,6 +533,7 @@ impl Instance {
         if let Some(id) = q.receipt {
             self.traffic_mut().receipts.push((q.message.from.clone(), id, now_ms));
         }
+        self.traffic_mut().last_path = Some(q.path);
         self.receive(q.message);
     }
 
@@ -539,6 +560,11 @@ impl Instance {
             self.traffic().inbox_start + over as u64,
             self.traffic().inbox_dropped + over as u64,
         )
+    }
+
+    /// Trades this device's token buckets for `other` (the fault that shares them).
+    pub fn swap_buckets(&mut self, other: &mut Buckets) {
+        std::mem::swap(&mut self.traffic_mut().buckets, other);
     }
 
     /// Token buckets held: bounded however many collapse keys the device was sent.

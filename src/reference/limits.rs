@@ -56,6 +56,25 @@ impl Limits {
         self
     }
 
+    /// The limits as the reference keeps them under the generated faults that take a number
+    /// one step off (`Faults::delta`, by parameter name).
+    pub fn with_faults(mut self, faults: &super::faults::Faults) -> Limits {
+        let off = |n: usize, param: &str| n.saturating_add_signed(faults.delta(param) as isize);
+        let off64 = |n: u64, param: &str| n.saturating_add_signed(faults.delta(param));
+        self.max_members = off(self.max_members, "max_members");
+        self.max_stored_messages = off(self.max_stored_messages, "max_stored_messages");
+        self.max_collapse_keys = off(self.max_collapse_keys, "max_collapse_keys");
+        self.max_ttl_seconds = off64(self.max_ttl_seconds, "max_ttl_seconds");
+        self.default_ttl_seconds = off64(self.default_ttl_seconds, "default_ttl_seconds");
+        self.max_payload_bytes = off(self.max_payload_bytes, "max_payload_bytes");
+        self.max_payload_bytes_ios = self.max_payload_bytes_ios.map(|n| off(n, "max_payload_bytes_ios"));
+        self.max_senders = off(self.max_senders, "max_senders");
+        self.max_registration_ids = off(self.max_registration_ids, "max_registration_ids");
+        self.max_pending_per_connection = off(self.max_pending_per_connection, "max_pending_per_connection");
+        self.throttle.initial_tokens = off64(self.throttle.initial_tokens, "throttle_initial_tokens");
+        self
+    }
+
     /// The numbers the documents leave to the server, by their profile parameter names: the
     /// control API's capabilities declare them so that checks use these, not the reference's.
     pub fn server_chosen(&self) -> Map<String, Value> {

@@ -20,6 +20,7 @@ pub mod ccs;
 pub mod clock;
 pub mod control;
 pub mod faults;
+pub mod generated;
 pub mod http;
 pub mod lifetime;
 pub mod limits;

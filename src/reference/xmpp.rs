@@ -15,7 +15,7 @@ use tokio::net::TcpListener;
 use super::Reference;
 use super::faults::{Fault, Variant};
 use super::http::parse_send;
-use super::model::{Model, SendOutcome, SendResult};
+use super::model::{Model, Path, SendOutcome, SendResult, Via};
 use crate::xmpp::{self as wire, Element, Event, StreamParser};
 
 /// Accepts app-server connections on `listener` until `shutdown` completes, within the
@@ -393,14 +393,13 @@ fn message(model: &mut Model, session: &mut Session, stanza: &Element) -> String
             &nack(&to, &message_id, "INVALID_JSON", "XMPP sends to one `to`; `registration_ids` is HTTP only"),
         );
     }
-    let (target, mut message) = match parse_send(model, &body) {
+    let (target, mut message) = match parse_send(model, &body, Via::Xmpp) {
         Ok(parsed) => parsed,
         Err(resp) => {
             let why = resp.body_json().and_then(|b| b["error"].as_str().map(str::to_string)).unwrap_or_default();
             return reply(stanza, &nack(&to, &message_id, "INVALID_JSON", &why));
         }
     };
-    message.xmpp = true;
     if body.get("delivery_receipt_requested") == Some(&Value::Bool(true)) {
         message.receipt_for = message_id.as_str().map(str::to_string);
     }
@@ -432,10 +431,10 @@ fn message(model: &mut Model, session: &mut Session, stanza: &Element) -> String
         // The device-group faults break both transports alike.
         SendOutcome::Group { success, failed } => {
             let mut counts = json!({ "success": success });
-            if !(failed.is_empty() && faults.has(Fault::SendSuccess)) {
+            if !(failed.is_empty() && faults.on(Fault::SendSuccess, Path::XmppKey)) {
                 counts["failure"] = json!(failed.len());
             }
-            if !failed.is_empty() && success > 0 && !faults.has(Fault::SendPartial) {
+            if !failed.is_empty() && success > 0 && !faults.on(Fault::SendPartial, Path::XmppKey) {
                 counts["failed_registration_ids"] = json!(failed);
             }
             group_answer(ack(counts))

@@ -15,7 +15,7 @@ fn selftest(profile: &'static str) -> Result<(), String> {
     if report.passed() {
         return Ok(());
     }
-    let missed: Vec<&str> = report.faults.iter().filter(|f| f.caught_by.is_empty()).map(|f| f.fault.name()).collect();
+    let missed: Vec<String> = report.faults.iter().filter(|f| !f.caught()).map(|f| f.fault.name()).collect();
     let failed_variants: Vec<String> = report
         .variants
         .iter()

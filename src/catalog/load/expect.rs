@@ -110,7 +110,13 @@ impl Cx<'_> {
                 if !(at.is_empty() || at.starts_with('/')) {
                     self.err(&item.span, &format!("{ff}.at"), "a JSON pointer starts with `/`");
                 }
-                let ops: Vec<_> = entries.iter().filter(|(k, _, _)| k != "at" && k != "value").collect();
+                let filter = item.get("where").map(|w| {
+                    let json = w.to_json();
+                    self.templates(&json, &format!("{ff}.where"), &w.span, defined);
+                    json
+                });
+                let ops: Vec<_> =
+                    entries.iter().filter(|(k, _, _)| k != "at" && k != "value" && k != "where").collect();
                 let [(op, ospan, v)] = ops.as_slice() else {
                     self.err(&item.span, &ff, "each field check has `at` (or `value`) and exactly one of: eq, ne, type, absent, len, min_len, max_len, set, contains, min_chars, some, none");
                     continue;
@@ -155,7 +161,7 @@ impl Cx<'_> {
                         continue;
                     }
                 };
-                fields.push(FieldCheck { at, value, op });
+                fields.push(FieldCheck { at, value, filter, op });
             }
         }
         Some(Expect { name, grade, status, status_class, body, fields })

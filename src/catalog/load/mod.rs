@@ -12,6 +12,7 @@ use super::*;
 
 mod expect;
 mod rule;
+mod runs;
 mod sources;
 mod step;
 
@@ -352,6 +353,7 @@ file = "doc.txt"
 id = "group.cap"
 title = "cap"
 level = "must"
+covers = ["server"]
 source = { document = "doc", section = "Limits", quote = "The maximum number of members is 20." }
 [[rule.check]]
 name = "over"
@@ -367,6 +369,101 @@ inbox = "${phones[0]}"
 "#)
         .unwrap();
         assert_eq!(c.rules[0].needs, vec!["inbox", "instances"]);
+        assert_eq!(c.rules[0].checks[0].runs[0].paths, vec![Path::Server]);
+    }
+
+    /// A rule in the coverage model's terms: its covers, and its checks' steps.
+    fn covered(covers: &str, extra: &str, checks: &str) -> String {
+        format!(
+            r#"
+[[rule]]
+id = "send.x"
+title = "t"
+level = "must"
+covers = {covers}
+{extra}
+source = {{ document = "doc", section = "Limits", quote = "The maximum number of members is 20." }}
+{checks}
+"#
+        )
+    }
+
+    const GENERIC: &str = r#"
+[[rule.check]]
+name = "generic"
+[[rule.check.step]]
+register = { as = "phones", count = 1 }
+[[rule.check.step]]
+audience = { as = "dest", devices = "${phones}" }
+[[rule.check.step]]
+send = { to = "${dest}", data = { n = "1" } }
+"#;
+
+    #[test]
+    fn a_check_written_once_runs_on_every_covered_path() {
+        let c = run(&covered(r#"["sends", "two-devices"]"#, "", GENERIC)).unwrap();
+        let runs = &c.rules[0].checks[0].runs;
+        let suffixes: Vec<&str> = runs.iter().map(|r| r.suffix.as_str()).collect();
+        assert_eq!(
+            suffixes,
+            ["", "@multicast", "@key", "@plain-text", "@xmpp", "@xmpp-key", "@two-devices"],
+            "{runs:?}"
+        );
+        assert_eq!(
+            (runs[2].delivery, runs[6].delivery, runs[6].tenancy),
+            (Path::Key, Path::Token, Some(Path::TwoDevices))
+        );
+    }
+
+    #[test]
+    fn a_covered_path_no_check_runs_needs_a_reason() {
+        let fixed = r#"
+[[rule.check]]
+name = "fixed"
+[[rule.check.step]]
+request = "POST /fcm/send"
+body = { to = "x" }
+"#;
+        let text = run(&covered(r#"["token", "xmpp"]"#, "", fixed)).unwrap_err().to_string();
+        assert!(text.contains("rule[send.x].covers: the rule covers `xmpp`"), "{text}");
+        // With the reason said, it loads; a reason for a path that runs is stale.
+        run(&covered(r#"["token", "xmpp"]"#, r#"not_run = { xmpp = "no XMPP form" }"#, fixed)).unwrap();
+        let text = run(&covered(r#"["token"]"#, r#"not_run = { token = "why not" }"#, fixed)).unwrap_err().to_string();
+        assert!(text.contains("not_run.token: `token` runs (check fixed)"), "{text}");
+    }
+
+    #[test]
+    fn a_check_cannot_name_a_path_its_steps_cannot_take() {
+        let to_key = r#"
+[[rule.check]]
+name = "to-a-key"
+paths = ["token", "two-senders"]
+[[rule.check.step]]
+request = "POST /gcm/notification"
+body = { operation = "create" }
+save = { key = "/notification_key" }
+[[rule.check.step]]
+send = { to = "${key}", data = { n = "1" } }
+"#;
+        let text = run(&covered(r#"["token", "key"]"#, "", to_key)).unwrap_err().to_string();
+        for needle in [
+            "check[to-a-key].paths: the check cannot run `token`: its sends can take only key, xmpp-key",
+            "check[to-a-key].paths: `two-senders` is not among the paths the rule covers (token, key)",
+        ] {
+            assert!(text.contains(needle), "missing {needle:?} in:\n{text}");
+        }
+    }
+
+    #[test]
+    fn every_limit_is_probed_and_every_probe_a_limit() {
+        let limit = "[[rule.limit]]\nparam = \"max_members\"\nunit = \"members\"";
+        let text = run(&covered("[]", "", &format!("{GENERIC}{limit}"))).unwrap_err().to_string();
+        for needle in ["limit[0].param: `max_members` is not a parameter", "no check probes `max_members`"] {
+            assert!(text.contains(needle), "missing {needle:?} in:\n{text}");
+        }
+        let probe = GENERIC.replace("name = \"generic\"", "name = \"generic\"\nprobe = \"cap\"");
+        let text = run(&covered(r#"["token"]"#, "", &probe)).unwrap_err().to_string();
+        assert!(text.contains("probe: `cap` is not a limit of the rule"), "{text}");
     }
 
     #[test]
@@ -407,6 +504,7 @@ expect = { status = 999, fields = [ { at = "/a", frobnicate = 1 } ] }
 id = "send.x"
 title = "t"
 level = "must"
+covers = []
 source = {{ document = "doc", section = "Limits", quote = "The maximum number of members is 20." }}
 [[rule.check]]
 name = "x"
@@ -428,8 +526,8 @@ expect = [
         .unwrap_err()
         .to_string();
         for needle in [
-            "rules.toml:13: rule[send.x].check[x].step[1].expect[1].name: an observed outcome needs a name",
-            "rules.toml:14: rule[send.x].check[x].step[1].expect[2].grade: expected \"documented\" or \"observed\"",
+            "rules.toml:14: rule[send.x].check[x].step[1].expect[1].name: an observed outcome needs a name",
+            "rules.toml:15: rule[send.x].check[x].step[1].expect[2].grade: expected \"documented\" or \"observed\"",
         ] {
             assert!(text.contains(needle), "missing {needle:?} in:\n{text}");
         }

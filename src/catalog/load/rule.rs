@@ -1,4 +1,5 @@
-//! A rule and its checks: ids, levels, sources, profiles, needs and parameters.
+//! A rule and its checks: ids, levels, sources, profiles, needs and parameters, what its
+//! text covers (paths, limits), and each check's paths and probe.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -8,6 +9,9 @@ use super::{Cx, valid_id};
 use crate::catalog::tree::{Node, NodeValue};
 use crate::catalog::*;
 
+/// The paths a check names, where it names them, and where (for the errors).
+pub(super) type Declared = (Vec<Path>, std::ops::Range<usize>);
+
 impl Cx<'_> {
     pub(super) fn rule(&mut self, node: &Node, catalog: &Catalog) -> Option<Rule> {
         let id = self.string(node, "id", "rule", true);
@@ -15,7 +19,20 @@ impl Cx<'_> {
         let entries = self.table(node, &field)?;
         self.only(
             entries,
-            &["id", "title", "level", "source", "interpretation", "profiles", "needs", "params", "check"],
+            &[
+                "id",
+                "title",
+                "level",
+                "source",
+                "interpretation",
+                "profiles",
+                "needs",
+                "params",
+                "covers",
+                "not_run",
+                "limit",
+                "check",
+            ],
             &field,
         );
         if let Some(id) = &id
@@ -101,14 +118,19 @@ impl Cx<'_> {
         }
         known.extend(profile_params.unwrap_or_default());
 
+        let covers = self.covers(node, &field);
+        let not_run = self.not_run(node, &field);
+        let limits = self.limits(node, &field, &known);
+
         let explicit = needs.clone();
 
         let mut checks = Vec::new();
+        let mut declared = Vec::new();
         match node.get("check").map(|n| &n.value) {
             Some(NodeValue::Array(items)) if !items.is_empty() => {
                 let mut names = BTreeSet::new();
                 for item in items {
-                    if let Some(c) = self.check(item, &field, &known, &explicit, &mut needs) {
+                    if let Some((c, paths)) = self.check(item, &field, &known, &explicit, &mut needs) {
                         if !names.insert(c.name.clone()) {
                             self.err(
                                 &item.span,
@@ -117,6 +139,7 @@ impl Cx<'_> {
                             );
                         }
                         checks.push(c);
+                        declared.push(paths);
                     }
                 }
             }
@@ -127,6 +150,7 @@ impl Cx<'_> {
             ),
             None => self.err(&node.span, &field, "missing `[[rule.check]]`: a rule without a check tests nothing"),
         }
+        self.runs(&field, &node.span, &covers, &not_run, &limits, &mut checks, &declared);
         Some(Rule {
             id: id?,
             title: title?,
@@ -136,9 +160,124 @@ impl Cx<'_> {
             profiles,
             needs: needs.into_iter().collect(),
             params,
+            covers,
+            not_run: not_run.into_iter().map(|(p, (why, _))| (p, why)).collect(),
+            limits,
             checks,
             location: Location { file: self.file.to_string(), line: self.line(&node.span) },
         })
+    }
+
+    /// `covers`: the paths the rule's text applies to, by name or alias, in order.
+    fn covers(&mut self, node: &Node, field: &str) -> Vec<Path> {
+        let Some(items) = self.strings(node, "covers", field) else {
+            self.err(
+                &node.span,
+                field,
+                "missing field `covers`: the paths the rule's text applies to (`[]` for none; `gcmspec rules` shows them)",
+            );
+            return Vec::new();
+        };
+        let mut out: Vec<Path> = Vec::new();
+        for (name, span) in items {
+            let paths = match (Path::expand_alias(&name), name.parse::<Path>()) {
+                (Some(ps), _) => ps,
+                (None, Ok(p)) => vec![p],
+                (None, Err(_)) => {
+                    let known: Vec<&str> =
+                        Path::ALL.iter().map(|p| p.name()).chain(Path::ALIASES.iter().copied()).collect();
+                    self.err(
+                        &span,
+                        &format!("{field}.covers"),
+                        &format!("unknown path `{name}` (known: {})", known.join(", ")),
+                    );
+                    continue;
+                }
+            };
+            for p in paths {
+                if out.contains(&p) {
+                    self.err(&span, &format!("{field}.covers"), &format!("`{p}` is named twice"));
+                } else {
+                    out.push(p);
+                }
+            }
+        }
+        out
+    }
+
+    /// `not_run`: covered paths no check runs, each with the reason.
+    fn not_run(&mut self, node: &Node, field: &str) -> BTreeMap<Path, (String, std::ops::Range<usize>)> {
+        let mut out = BTreeMap::new();
+        let Some(n) = node.get("not_run") else { return out };
+        let Some(entries) = self.table(n, &format!("{field}.not_run")) else { return out };
+        for (k, span, v) in entries {
+            let f = format!("{field}.not_run.{k}");
+            match (k.parse::<Path>(), v.as_str()) {
+                (Err(_), _) => self.err(span, &f, &format!("unknown path `{k}`")),
+                (Ok(_), None) => self.err(span, &f, "expected the reason, as a string"),
+                (Ok(_), Some(why)) if why.trim().is_empty() => self.err(span, &f, "the reason must say why"),
+                (Ok(p), Some(why)) => {
+                    out.insert(p, (why.to_string(), span.clone()));
+                }
+            }
+        }
+        out
+    }
+
+    /// `[[rule.limit]]`: documented numbers the checks probe, each a known parameter.
+    fn limits(&mut self, node: &Node, field: &str, known: &BTreeSet<String>) -> Vec<Limit> {
+        let Some(n) = node.get("limit") else { return Vec::new() };
+        let NodeValue::Array(items) = &n.value else {
+            self.err(&n.span, &format!("{field}.limit"), "expected an array of tables (`[[rule.limit]]`)");
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for (i, item) in items.iter().enumerate() {
+            let f = format!("{field}.limit[{i}]");
+            let Some(entries) = self.table(item, &f) else { continue };
+            self.only(entries, &["param", "unit", "at_limit"], &f);
+            let param = self.string(item, "param", &f, true);
+            if let Some(p) = &param
+                && !known.contains(p)
+            {
+                self.err(
+                    &item.span,
+                    &format!("{f}.param"),
+                    &format!("`{p}` is not a parameter of the rule or its profiles"),
+                );
+            }
+            let unit = self.string(item, "unit", &f, true).and_then(|u| {
+                let found = Unit::ALL.iter().copied().find(|x| x.name() == u);
+                if found.is_none() {
+                    let known: Vec<&str> = Unit::ALL.iter().map(|u| u.name()).collect();
+                    self.err(
+                        &item.span,
+                        &format!("{f}.unit"),
+                        &format!("unknown unit `{u}` (known: {})", known.join(", ")),
+                    );
+                }
+                found
+            });
+            let at_limit = match item.get("at_limit").map(|n| (n.as_str(), n)) {
+                None | Some((Some("within"), _)) => Some(AtLimit::Within),
+                Some((Some("either"), _)) => Some(AtLimit::Either),
+                Some((_, n)) => {
+                    self.err(
+                        &n.span,
+                        &format!("{f}.at_limit"),
+                        "expected \"within\" (n is within the limit) or \"either\" (the text leaves n open)",
+                    );
+                    None
+                }
+            };
+            if let (Some(param), Some(unit), Some(at_limit)) = (param, unit, at_limit) {
+                if out.iter().any(|l: &Limit| l.param == param) {
+                    self.err(&item.span, &format!("{f}.param"), &format!("`{param}` is declared twice"));
+                }
+                out.push(Limit { param, unit, at_limit });
+            }
+        }
+        out
     }
 
     pub(super) fn check(
@@ -148,29 +287,33 @@ impl Cx<'_> {
         known: &BTreeSet<String>,
         explicit: &BTreeSet<String>,
         rule_needs: &mut BTreeSet<String>,
-    ) -> Option<Check> {
+    ) -> Option<(Check, Option<Declared>)> {
         // Starts from the rule's explicit needs; what the steps imply is added below.
         let mut own: BTreeSet<String> = explicit.clone();
         let needs = &mut own;
         let name = self.string(node, "name", &format!("{rule_field}.check"), true);
         let field = format!("{rule_field}.check[{}]", name.as_deref().unwrap_or("?"));
         let entries = self.table(node, &field)?;
-        self.only(entries, &["name", "step", "property", "params", "transports"], &field);
-        let transports: Vec<String> = match self.strings(node, "transports", &field) {
-            None => vec!["http".to_string()],
-            Some(ts) => {
-                for (t, span) in &ts {
-                    if t != "http" && !TRANSPORTS.contains(&t.as_str()) {
-                        self.err(
-                            span,
-                            &format!("{field}.transports"),
-                            &format!("unknown transport `{t}` (http, {})", TRANSPORTS.join(", ")),
-                        );
-                    }
+        self.only(entries, &["name", "step", "property", "params", "paths", "probe"], &field);
+        // The paths it is limited to, when it names them; checked against its steps later.
+        let declared = self.strings(node, "paths", &field).map(|items| {
+            let span = node.get("paths").map_or(node.span.clone(), |n| n.span.clone());
+            let mut paths = Vec::new();
+            for (p, pspan) in items {
+                match (Path::expand_alias(&p), p.parse::<Path>()) {
+                    (Some(ps), _) => paths.extend(ps),
+                    (None, Ok(p)) => paths.push(p),
+                    (None, Err(e)) => self.err(&pspan, &format!("{field}.paths"), &e.to_string()),
                 }
-                ts.into_iter().map(|t| t.0).collect()
             }
-        };
+            (paths, span)
+        });
+        let probe = self.string(node, "probe", &field, false);
+        let mut known = known.clone();
+        if probe.is_some() {
+            known.extend(PROBE_VARS.iter().map(|v| v.to_string()));
+        }
+        let known = &known;
         if let Some(n) = &name
             && !n.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
         {
@@ -221,6 +364,8 @@ impl Cx<'_> {
             }
         };
         rule_needs.extend(own.iter().cloned());
-        Some(Check { name: name?, kind: kind?, transports, needs: own.into_iter().collect(), location })
+        let check =
+            Check { name: name?, kind: kind?, runs: Vec::new(), probe, needs: own.into_iter().collect(), location };
+        Some((check, declared))
     }
 }

@@ -34,6 +34,8 @@ impl Cx<'_> {
             "handled",
             "advance_clock",
             "send",
+            "audience",
+            "manage",
             "xmpp_connect",
             "xmpp_send",
             "xmpp_raw",
@@ -42,6 +44,7 @@ impl Cx<'_> {
             "xmpp_quiet",
             "xmpp_close",
             "drain",
+            "assert",
         ];
         let actions: Vec<_> = entries.iter().filter(|(k, _, _)| ACTIONS.contains(&k.as_str())).collect();
         let [(action_key, _, action_node)] = actions.as_slice() else {
@@ -52,8 +55,11 @@ impl Cx<'_> {
         if action_key == "request" {
             allowed.extend(["sender", "auth", "headers", "omit_headers", "query", "body", "raw_body", "repeat"]);
         }
-        if ["xmpp_post", "xmpp_receive", "upstream"].contains(&action_key.as_str()) {
+        if ["xmpp_post", "xmpp_receive", "upstream", "send", "manage"].contains(&action_key.as_str()) {
             allowed.push("repeat");
+        }
+        if action_key == "send" {
+            allowed.push("sender");
         }
         let repeat = node.get("repeat").map(|r| {
             let v = r.to_json();
@@ -200,8 +206,44 @@ impl Cx<'_> {
             "send" => {
                 self.table(action_node, &afield)?;
                 let v = action_node.to_json();
-                self.templates(&v, &afield, span, defined);
+                self.templates(&v, &afield, span, defined_here);
+                if v.get("to").is_none() {
+                    self.err(
+                        span,
+                        &afield,
+                        "a send names its recipients in `to`: an audience, a registration id or a notification key",
+                    );
+                }
+                if v.get("registration_ids").is_some() {
+                    self.err(
+                        span,
+                        &format!("{afield}.registration_ids"),
+                        "a send addresses `to` (an `audience` of several devices for several); the trial's path decides how: the multicast path sends `registration_ids`",
+                    );
+                }
                 Action::Send(v)
+            }
+            "audience" => {
+                self.table(action_node, &afield)?;
+                self.only(action_node.entries(), &["as", "devices"], &afield);
+                let name = self.var_name(action_node.get("as").unwrap_or(action_node), &format!("{afield}.as"))?;
+                let devices = self.required_template(action_node, "devices", &afield, defined)?;
+                defines.push(name.clone());
+                Action::Audience { name, devices }
+            }
+            "manage" => {
+                self.table(action_node, &afield)?;
+                self.only(action_node.entries(), &["op", "ids", "group"], &afield);
+                let op = self.string(action_node, "op", &afield, true)?;
+                if !["create", "add", "remove"].contains(&op.as_str()) {
+                    self.err(span, &format!("{afield}.op"), "expected \"create\", \"add\" or \"remove\"");
+                }
+                let ids = self.required_template(action_node, "ids", &afield, defined_here)?;
+                let group = action_node.get("group").map(Node::to_json);
+                if let Some(g) = &group {
+                    self.templates(g, &format!("{afield}.group"), span, defined_here);
+                }
+                Action::Manage { op, ids, group }
             }
             "xmpp_connect" => {
                 needs.insert("xmpp".into());
@@ -279,6 +321,16 @@ impl Cx<'_> {
                 self.sender_expr(&sender, span, &format!("{afield}.sender"), defined);
                 Action::Drain { sender }
             }
+            "assert" => {
+                let Some(what) = action_node.as_str().map(str::to_string) else {
+                    self.err(span, &afield, "expected what the step asserts, as text");
+                    return None;
+                };
+                if node.get("expect").is_none() {
+                    self.err(span, &afield, "an assert step needs `expect` (checks of `value = ...`)");
+                }
+                Action::Assert(what)
+            }
             _ => Action::Request(self.request(node, action_node, field, defined_here)?),
         };
         let expect = match node.get("expect").map(|e| (e, &e.value)) {
@@ -295,23 +347,37 @@ impl Cx<'_> {
             }
             Some((e, _)) => vec![self.expect(e, &format!("{field}.expect"), defined_here)?],
         };
-        if repeat.is_some() && !["request", "xmpp_post", "xmpp_receive", "upstream"].contains(&action_key.as_str()) {
+        if repeat.is_some()
+            && !["request", "xmpp_post", "xmpp_receive", "upstream", "send", "manage"].contains(&action_key.as_str())
+        {
             self.err(&node.span, &format!("{field}.repeat"), "only request steps repeat");
         }
         let mut save = Vec::new();
         if let Some(s) = node.get("save") {
             for (k, kspan, v) in self.table(s, &format!("{field}.save"))? {
                 match v.as_str() {
-                    Some(p) if p.is_empty() || p.starts_with('/') => save.push((k.clone(), p.to_string())),
-                    _ => {
-                        self.err(kspan, &format!("{field}.save.{k}"), "expected a JSON pointer (\"/notification_key\")")
+                    // A pointer ending in `?` may find nothing: the variable is then null.
+                    Some(p) if p.is_empty() || p.starts_with('/') || SAVE_SPECIALS.contains(&p) => {
+                        save.push((k.clone(), p.to_string()))
                     }
+                    _ => self.err(
+                        kspan,
+                        &format!("{field}.save.{k}"),
+                        &format!(
+                            "expected a JSON pointer (\"/notification_key\") or one of {}",
+                            SAVE_SPECIALS.join(", ")
+                        ),
+                    ),
                 }
                 defines.push(k.clone());
             }
         }
+        let sender = if action_key == "send" { self.string(node, "sender", field, false) } else { None };
+        if let Some(s) = &sender {
+            self.sender_expr(s, &node.span, &format!("{field}.sender"), defined_here);
+        }
         defined.extend(defines);
-        Some(Step { line: self.line(&node.span), action, expect, repeat, save })
+        Some(Step { line: self.line(&node.span), action, expect, repeat, save, sender })
     }
 
     /// The `on` of an XMPP step: a connection made earlier.

@@ -2,14 +2,15 @@
 //! client-side add/remove with an id_token, notification keys, the member cap.
 
 use super::*;
+use crate::reference::generated::rules;
 
 impl Model {
-    fn mint_key(&mut self, sender: &str) -> String {
+    fn mint_key(&mut self, sender: &str, path: Path) -> String {
         self.minted_keys += 1;
-        if self.fault(Fault::KeyUnique) {
+        if self.faults.on(Fault::KeyUnique, path) {
             return format!("APA91b-{sender}-group");
         }
-        if self.fault(Fault::KeyUnguessable) {
+        if self.faults.on(Fault::KeyUnguessable, path) {
             return format!("APA91b{:043}", self.minted_keys);
         }
         if self.variant(Variant::UuidKeys) {
@@ -23,8 +24,8 @@ impl Model {
         format!("APA91b{}", self.random_text(64))
     }
 
-    fn name_owner(&self, sender: &str, name: &str) -> Option<&String> {
-        if self.fault(Fault::NamePerSender) {
+    fn name_owner(&self, sender: &str, name: &str, path: Path) -> Option<&String> {
+        if self.faults.on(Fault::NamePerSender, path) {
             return self.group_names.iter().find(|((_, n), _)| n == name).map(|(_, k)| k);
         }
         self.group_names.get(&(sender.to_string(), name.to_string()))
@@ -33,10 +34,10 @@ impl Model {
     /// The registration ids of `ids` that may join a group of `sender`, deduplicated.
     /// A member is held by the id its instance is filed under where that is the id given, so
     /// that a million memberships cost a pointer each, not a copy of the id.
-    fn valid_ids(&self, sender: &str, ids: &[String]) -> Vec<Arc<str>> {
+    fn valid_ids(&self, sender: &str, ids: &[String], path: Path) -> Vec<Arc<str>> {
         let mut out: Vec<Arc<str>> = Vec::new();
         for id in ids {
-            let ok = self.fault(Fault::InvalidIdsDropped)
+            let ok = self.faults.on(Fault::InvalidIdsDropped, path)
                 || self
                     .instances
                     .get(self.resolve(id))
@@ -55,41 +56,62 @@ impl Model {
         self.resolve(a) == self.resolve(b)
     }
 
-    fn cap(&self) -> usize {
-        self.limits.max_members + usize::from(self.fault(Fault::MemberCap))
+    /// The member cap as kept on this endpoint: one more under the cap's fault there.
+    fn cap(&self, path: Path) -> usize {
+        self.limits.max_members + usize::from(self.faults.on(Fault::MemberCap, path))
+    }
+
+    /// Members a group would have, as counted against the cap: the devices, or under the
+    /// fault that counts a request's entries, every id listed (duplicates and members again).
+    fn counted(&self, devices: usize, listed: usize) -> usize {
+        if self.faults.unit("max_members") == Some(WrongUnit::RequestEntries) { listed } else { devices }
     }
 
     pub fn manage_group(&mut self, sender: &str, op: GroupOp) -> Result<String, GroupError> {
+        let path = Path::Server;
         match op {
-            GroupOp::Create { name, ids } => self.create_group(sender, name, &ids, None),
+            GroupOp::Create { name, ids } => self.create_group(sender, name, &ids, None, path),
             GroupOp::Add { key, name, ids } => {
-                self.check_key(sender, &key, name.as_deref())?;
+                let key = self.check_key(sender, &key, name.as_deref())?;
                 if self.fault(Fault::AddMembers) {
                     return Ok(key);
                 }
-                self.add_members(sender, &key, &ids, false)?;
+                self.add_members(sender, &key, &ids, path)?;
                 if self.fault(Fault::AddMembersOtherKey) {
-                    return Ok(self.mint_key(sender));
+                    return Ok(self.mint_key(sender, path));
                 }
                 if self.fault(Fault::AddMembersNameAsKey) {
                     return Ok(self.groups[&key].name.clone());
                 }
+                if self.fault(Fault::AddMembersRekeyed) {
+                    return Ok(self.rekey(&key, sender, path));
+                }
                 Ok(key)
             }
             GroupOp::Remove { key, name, ids } => {
-                self.check_key(sender, &key, name.as_deref())?;
+                let key = self.check_key(sender, &key, name.as_deref())?;
                 if self.fault(Fault::RemoveMembersAll) {
                     let everyone: Vec<String> = self.groups[&key].members.iter().map(|m| m.to_string()).collect();
-                    self.remove_members(&key, &everyone);
+                    self.remove_members(&key, &everyone, path);
                 } else if !self.fault(Fault::RemoveMembers) {
-                    self.remove_members(&key, &ids);
+                    self.remove_members(&key, &ids, path);
                 }
                 if self.fault(Fault::RemoveMembersOtherKey) {
-                    return Ok(self.mint_key(sender));
+                    return Ok(self.mint_key(sender, path));
                 }
                 Ok(key)
             }
         }
+    }
+
+    /// The fault that mints a new key on an add: the group moves to it, the old one dies.
+    fn rekey(&mut self, key: &str, sender: &str, path: Path) -> String {
+        let new = self.mint_key(sender, path);
+        if let Some(group) = self.groups.remove(key) {
+            self.group_names.insert((group.sender.clone(), group.name.clone()), new.clone());
+            self.groups.insert(new.clone(), group);
+        }
+        new
     }
 
     fn create_group(
@@ -98,21 +120,25 @@ impl Model {
         name: String,
         ids: &[String],
         owner: Option<String>,
+        path: Path,
     ) -> Result<String, GroupError> {
-        if let Some(existing) = self.name_owner(sender, &name).cloned() {
+        if let Some(existing) = self.name_owner(sender, &name, path).cloned() {
             if !self.fault(Fault::NameUnique) {
                 return Err(GroupError::AlreadyExists);
             }
             self.groups.remove(&existing);
         }
-        let members = self.valid_ids(sender, ids);
+        if self.variant(Variant::RefusesDuplicateIds) && has_duplicates(ids) {
+            return Err(GroupError::DuplicateIds);
+        }
+        let members = self.valid_ids(sender, ids, path);
         if members.is_empty() {
             return Err(GroupError::NoValidRegistrationIds);
         }
-        if members.len() > self.cap() {
+        if self.counted(members.len(), ids.len()) > self.cap(path) {
             return Err(GroupError::TooManyMembers { max: self.limits.max_members });
         }
-        let key = self.mint_key(sender);
+        let key = self.mint_key(sender, path);
         if let Some(taken) = self.groups.remove(&key) {
             // Only under the fault that mints one key per sender: the new group takes it.
             self.group_names.remove(&(taken.sender, taken.name));
@@ -122,36 +148,43 @@ impl Model {
         Ok(key)
     }
 
-    /// The key must name a group of this sender, and a given name must be that group's.
-    fn check_key(&self, sender: &str, key: &str, name: Option<&str>) -> Result<(), GroupError> {
-        let group = self.groups.get(key).filter(|g| g.sender == sender);
+    /// The key must name a group of this sender, and a given name must be that group's. The
+    /// key it stands for (another sender's, under the fault that takes it as this sender's).
+    fn check_key(&self, sender: &str, key: &str, name: Option<&str>) -> Result<String, GroupError> {
+        let foreign = self.faults.scoped(rules::KEY_NOT_FOUND, Path::TwoSenders);
+        let group = self.groups.get(key).filter(|g| g.sender == sender || foreign);
         let Some(group) = group else {
-            return if self.fault(Fault::KeyNotFound) { Ok(()) } else { Err(GroupError::NotFound) };
+            return if self.fault(Fault::KeyNotFound) { Ok(key.to_string()) } else { Err(GroupError::NotFound) };
         };
         match name {
             None if self.fault(Fault::NameOptional) => Err(GroupError::NameMismatch),
             Some(n) if n != group.name && !self.fault(Fault::NameMatchesKey) => Err(GroupError::NameMismatch),
-            _ => Ok(()),
+            _ => Ok(key.to_string()),
         }
     }
 
-    fn add_members(&mut self, sender: &str, key: &str, ids: &[String], client: bool) -> Result<(), GroupError> {
-        let new = self.valid_ids(sender, ids);
+    fn add_members(&mut self, sender: &str, key: &str, ids: &[String], path: Path) -> Result<(), GroupError> {
+        if self.variant(Variant::RefusesDuplicateIds) && has_duplicates(ids) {
+            return Err(GroupError::DuplicateIds);
+        }
+        let new = self.valid_ids(sender, ids, path);
         if new.is_empty() {
             return Err(GroupError::NoValidRegistrationIds);
         }
-        let cap = if client && self.fault(Fault::MemberCapClientAdd) { usize::MAX } else { self.cap() };
+        let cap = self.cap(path);
         let half_applied = self.fault(Fault::MemberCapHalfApplied);
         let max = self.limits.max_members;
         let Some(mut members) = self.groups.get(key).map(|g| g.members.clone()) else { return Ok(()) };
+        let listed = members.len() + ids.len();
         for id in new {
             // Adding another id of a member's device adds nothing.
             if !members.iter().any(|m| self.same_device(m, &id)) {
                 members.push(id);
             }
         }
+        let over = self.counted(members.len(), listed) > cap;
         let group = self.groups.get_mut(key).expect("looked up above");
-        if members.len() > cap {
+        if over {
             if half_applied {
                 members.truncate(cap);
                 group.members = members;
@@ -162,7 +195,7 @@ impl Model {
         Ok(())
     }
 
-    fn remove_members(&mut self, key: &str, ids: &[String]) {
+    pub(super) fn remove_members(&mut self, key: &str, ids: &[String], path: Path) {
         let devices: Vec<String> = ids.iter().map(|id| self.resolve(id).to_string()).collect();
         let resolved: Vec<String> = self
             .groups
@@ -176,7 +209,7 @@ impl Model {
             at += 1;
             !devices.contains(&resolved[at - 1])
         });
-        if group.members.is_empty() && !self.fault(Fault::RemoveLastDeletes) {
+        if group.members.is_empty() && !self.faults.on(Fault::RemoveLastDeletes, path) {
             let g = self.groups.remove(key).expect("present above");
             self.group_names.remove(&(g.sender, g.name));
         }
@@ -185,6 +218,13 @@ impl Model {
     pub fn lookup(&self, sender: &str, name: &str) -> Result<String, GroupError> {
         if self.fault(Fault::Lookup) {
             return Err(GroupError::NotFound);
+        }
+        if self.faults.scoped(rules::LOOKUP, Path::TwoSenders) {
+            // Names looked up in one namespace for every sender: the oldest group of the name.
+            let mut found: Vec<(&(String, String), &String)> =
+                self.group_names.iter().filter(|((_, n), _)| n == name).collect();
+            found.sort();
+            return found.first().map(|(_, k)| (*k).clone()).ok_or(GroupError::NotFound);
         }
         self.group_names.get(&(sender.to_string(), name.to_string())).cloned().ok_or(GroupError::NotFound)
     }
@@ -203,7 +243,8 @@ impl Model {
             _ if self.fault(Fault::ClientIdToken) && self.senders.contains_key(project_id) => String::new(),
             _ => return Err(GroupError::BadIdToken),
         };
-        let existing = self.group_names.get(&(project_id.to_string(), name.clone())).cloned();
+        let path = Path::Client;
+        let existing = self.name_owner(project_id, &name, path).cloned();
         if let Some(key) = &existing {
             let owner = self.groups[key].owner.as_deref();
             if owner != Some(account.as_str())
@@ -215,15 +256,20 @@ impl Model {
         }
         match (op, existing) {
             (ClientOp::Add, None) if self.fault(Fault::ClientAddCreates) => Err(GroupError::NotFound),
-            (ClientOp::Add, None) => self.create_group(project_id, name, &[id], Some(account)),
-            (ClientOp::Add, Some(key)) => self.add_members(project_id, &key, &[id], true).map(|()| key),
+            (ClientOp::Add, None) => self.create_group(project_id, name, &[id], Some(account), path),
+            (ClientOp::Add, Some(key)) => self.add_members(project_id, &key, &[id], path).map(|()| key),
             (ClientOp::Remove, None) => Err(GroupError::NotFound),
             (ClientOp::Remove, Some(key)) => {
                 if !self.fault(Fault::ClientRemove) {
-                    self.remove_members(&key, &[id]);
+                    self.remove_members(&key, &[id], path);
                 }
                 Ok(key)
             }
         }
     }
+}
+
+/// Whether a request lists some id twice.
+fn has_duplicates(ids: &[String]) -> bool {
+    ids.iter().enumerate().any(|(i, id)| ids[..i].contains(id))
 }

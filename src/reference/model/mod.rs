@@ -14,10 +14,11 @@ use serde_json::{Map, Value, json};
 
 use super::ccs::{AckError, Ccs, ForAppServer};
 use super::clock::Clock;
-use super::faults::{Fault, Faults, Variant, Variants};
+use super::faults::{Fault, Faults, Variant, Variants, WrongUnit};
+use super::lifetime::{Buckets, Instance, Queued};
 pub use super::lifetime::{Connectivity, Delivered, Platform};
-use super::lifetime::{Instance, Queued};
 pub use super::limits::{Limits, LimitsError, Throttle};
+pub use crate::catalog::Path;
 
 mod connection;
 mod groups;
@@ -66,6 +67,8 @@ pub enum GroupError {
     BadIdToken,
     #[error("the id_token's account does not own this group")]
     NotOwner,
+    #[error("registration_ids lists an id more than once")]
+    DuplicateIds,
 }
 
 /// A server-side group operation, as parsed from a request.
@@ -96,8 +99,35 @@ pub struct Message {
     pub restricted_package_name: Option<String>,
     /// XMPP only: the app server's message id, to report delivery with a receipt.
     pub receipt_for: Option<String>,
-    /// Sent over XMPP (the faults that break one transport only look at it).
-    pub xmpp: bool,
+    /// How it came: with its target, this is the delivery path (a fault that breaks a rule on
+    /// one path looks at it).
+    pub via: Via,
+}
+
+/// The form a send came in.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Via {
+    /// JSON over HTTP.
+    #[default]
+    Json,
+    /// The plain-text form over HTTP.
+    PlainText,
+    Xmpp,
+}
+
+impl Via {
+    /// The delivery path of a send in this form: to a notification key, or to registration
+    /// ids (one, or a list).
+    pub fn path(self, to_key: bool, multicast: bool) -> Path {
+        match (self, to_key) {
+            (Via::Xmpp, true) => Path::XmppKey,
+            (Via::Xmpp, false) => Path::Xmpp,
+            (Via::PlainText, _) => Path::PlainText,
+            (Via::Json, true) => Path::Key,
+            (Via::Json, false) if multicast => Path::Multicast,
+            (Via::Json, false) => Path::Token,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -116,8 +146,9 @@ pub enum SendOutcome {
     Group { success: usize, failed: Vec<String> },
     /// A send to a notification key whose every member failed.
     GroupFailed,
-    /// Per-registration results, in request order.
-    Multicast { multicast_id: u64, results: Vec<SendResult> },
+    /// Per-registration results, in request order. `bare`: the fault that leaves
+    /// canonical_ids out of the answer.
+    Multicast { multicast_id: u64, results: Vec<SendResult>, bare: bool },
     /// The message itself is invalid (`InvalidTtl`, `InvalidDataKey`, `MessageTooBig`). It
     /// still has a multicast id: clients test it for truth.
     Invalid { error: &'static str, group: bool, targets: usize, multicast_id: u64 },
@@ -153,7 +184,10 @@ pub struct InboxView<'a> {
 
 /// The whole state of a reference server.
 pub struct Model {
+    /// The numbers it keeps (the documented ones, unless a fault takes one off by one).
     limits: Limits,
+    /// The numbers it declares (capabilities): the documented ones, whatever the faults.
+    declared: Limits,
     clock: Box<dyn Clock>,
     /// Per-sender clock offsets: a trial moves its own sender's time, no one else's.
     offsets: HashMap<String, u64>,
@@ -178,12 +212,15 @@ pub struct Model {
     id_tokens: HashMap<String, IdToken>,
     minted_keys: u64,
     ccs: Ccs,
+    /// Token buckets shared by every device: only under the fault that throttles per sender.
+    shared_buckets: Buckets,
 }
 
 impl Model {
     pub fn new(limits: Limits, clock: Box<dyn Clock>, seed: u64, faults: Faults) -> Self {
         Model {
-            limits,
+            declared: limits.clone(),
+            limits: limits.with_faults(&faults),
             clock,
             offsets: HashMap::new(),
             rng: StdRng::seed_from_u64(seed),
@@ -200,6 +237,7 @@ impl Model {
             id_tokens: HashMap::new(),
             minted_keys: 0,
             ccs: Ccs::default(),
+            shared_buckets: Buckets::default(),
         }
     }
 
@@ -211,6 +249,11 @@ impl Model {
 
     pub fn limits(&self) -> &Limits {
         &self.limits
+    }
+
+    /// The numbers it says it keeps: what the capabilities declare.
+    pub fn declared_limits(&self) -> &Limits {
+        &self.declared
     }
 
     pub fn variants(&self) -> &Variants {
@@ -271,10 +314,11 @@ impl Model {
     fn pump(&mut self, registration_id: &str) {
         let base = self.clock.now_ms();
         let id = self.resolve(registration_id).to_string();
-        let offsets = &self.offsets;
+        let Model { instances, offsets, limits, faults, variants, shared_buckets, .. } = self;
         let now_of = |s: &str| base + offsets.get(s).copied().unwrap_or(0);
-        if let Some(inst) = self.instances.get_mut(id.as_str()) {
-            inst.pump(&now_of, &self.limits, &self.faults, &self.variants);
+        if let Some(inst) = instances.get_mut(id.as_str()) {
+            let cx = super::lifetime::Cx { now_of: &now_of, limits, faults, variants, scope: Default::default() };
+            sending::with_shared_buckets(inst, shared_buckets, faults, |i| i.pump(&cx));
         }
         self.note_waiting(&id);
         self.collect_receipts(Some(&id));
@@ -293,6 +337,11 @@ impl Model {
         self.senders.insert(Arc::from(sender_id.as_str()), server_key.clone());
         self.senders_by_key.insert(server_key.clone(), sender_id.clone());
         SenderCredentials { sender_id, server_key }
+    }
+
+    /// Whether an id is one of a registered app instance (old ids included).
+    pub fn is_registration_id(&self, id: &str) -> bool {
+        self.instances.contains_key(self.resolve(id))
     }
 
     pub fn has_sender(&self, sender_id: &str) -> bool {
@@ -446,26 +495,34 @@ impl Model {
     }
 
     /// Under the server-key fault, any known sender id is taken at its word.
-    pub fn sender_for_group_request(&self, server_key: Option<&str>, project_id: Option<&str>) -> Option<String> {
+    pub fn sender_for_group_request(
+        &self,
+        server_key: Option<&str>,
+        project_id: Option<&str>,
+        path: Path,
+    ) -> Option<String> {
         if let Some(s) = server_key.and_then(|k| self.sender_for_key(k)) {
             return Some(s.to_string());
         }
-        if self.fault(Fault::ServerKeyAuth) {
+        if self.faults.on(Fault::ServerKeyAuth, path) {
             return project_id.filter(|p| self.senders.contains_key(*p)).map(str::to_string);
         }
         None
     }
 
-    pub fn ignores_project_id(&self) -> bool {
-        self.fault(Fault::ProjectIdHeader)
+    pub fn ignores_project_id(&self, path: Path) -> bool {
+        self.faults.on(Fault::ProjectIdHeader, path)
     }
 
-    /// Under the send-auth fault, an unauthenticated send acts for the target's sender.
-    pub fn sender_for_send(&self, server_key: Option<&str>, target: &Target) -> Option<String> {
+    /// Under the send-auth fault (on the send's path), an unauthenticated send acts for the
+    /// target's sender.
+    pub fn sender_for_send(&self, server_key: Option<&str>, target: &Target, via: Via) -> Option<String> {
         if let Some(s) = server_key.and_then(|k| self.sender_for_key(k)) {
             return Some(s.to_string());
         }
-        if !self.fault(Fault::SendAuth) {
+        let to_key = matches!(target, Target::To(to) if self.groups.contains_key(to));
+        let path = via.path(to_key, matches!(target, Target::RegistrationIds(_)));
+        if !self.faults.on(Fault::SendAuth, path) {
             return None;
         }
         let first = match target {
@@ -499,13 +556,14 @@ pub fn is_reserved_data_key(key: &str) -> bool {
     key == "from" || key == "message_type" || key.starts_with("google") || key.starts_with("gcm")
 }
 
-/// Bytes of `data` keys and values (strings as text, other values as JSON).
-pub fn payload_bytes(message: &Message) -> usize {
-    match &message.data {
-        Some(Value::Object(data)) => {
-            data.iter().map(|(k, v)| k.len() + v.as_str().map_or_else(|| v.to_string().len(), str::len)).sum()
-        }
-        _ => 0,
+/// Bytes of `data` keys and values (strings as text, other values as JSON); in another unit
+/// under the faults that count it so.
+pub fn payload_bytes(message: &Message, unit: Option<WrongUnit>) -> usize {
+    let Some(Value::Object(data)) = &message.data else { return 0 };
+    let len = |s: &str| if unit == Some(WrongUnit::Characters) { s.chars().count() } else { s.len() };
+    match unit {
+        Some(WrongUnit::SerializedJson) => Value::Object(data.clone()).to_string().len(),
+        _ => data.iter().map(|(k, v)| len(k) + v.as_str().map_or_else(|| len(&v.to_string()), len)).sum(),
     }
 }
 

@@ -4,7 +4,9 @@
 use std::sync::Arc;
 
 use super::*;
-use crate::reference::lifetime::Content;
+use crate::reference::faults::WrongUnit;
+use crate::reference::generated::rules;
+use crate::reference::lifetime::{Content, Cx, Scope};
 
 impl Model {
     /// A multicast id: never 0 (clients test it for truth), within a signed 64-bit number.
@@ -17,25 +19,33 @@ impl Model {
     }
 
     /// Checks the message itself and returns its time to live in seconds.
-    fn check_message(&self, message: &Message, group: bool) -> Result<u64, &'static str> {
-        let unchecked = self.fault(Fault::TtlRange)
-            || (group && self.fault(Fault::TtlRangeGroup))
-            || (message.xmpp && self.fault(Fault::TtlRangeXmpp));
+    fn check_message(&self, message: &Message, path: Path) -> Result<u64, &'static str> {
+        let on = |f: Fault| self.faults.on(f, path);
         let ttl = match message.time_to_live {
-            None if self.fault(Fault::TtlDefault) => 86_400,
+            None if on(Fault::TtlDefault) => 86_400,
             None => self.limits.default_ttl_seconds,
-            Some(t) if unchecked => t.clamp(0, i64::MAX) as u64,
+            Some(t) if on(Fault::TtlRange) => t.clamp(0, i64::MAX) as u64,
             Some(t) => u64::try_from(t).ok().filter(|t| *t <= self.limits.max_ttl_seconds).ok_or("InvalidTtl")?,
         };
-        let reserved =
-            |k: &str| is_reserved_data_key(k) && !(k == "message_type" && self.fault(Fault::ReservedMessageType));
+        // The generated faults that keep a message one step too short or too long, or read
+        // its time to live in minutes (0 stays now or never).
+        let ttl = match message.time_to_live {
+            Some(t) if t > 0 => {
+                let minutes = self.faults.unit("ttl_seconds") == Some(WrongUnit::Minutes);
+                let ttl = if minutes { ttl.saturating_mul(60) } else { ttl };
+                ttl.saturating_add_signed(self.faults.delta("ttl_seconds")).max(1)
+            }
+            _ => ttl,
+        };
+        let reserved = |k: &str| is_reserved_data_key(k) && !(k == "message_type" && on(Fault::ReservedMessageType));
         if let Some(Value::Object(data)) = &message.data
-            && !self.fault(Fault::ReservedDataKeys)
+            && !on(Fault::ReservedDataKeys)
             && data.keys().any(|k| reserved(k))
         {
             return Err("InvalidDataKey");
         }
-        if payload_bytes(message) > self.limits.max_payload_bytes && !self.fault(Fault::PayloadLimit) {
+        let unit = self.faults.unit("max_payload_bytes");
+        if payload_bytes(message, unit) > self.limits.max_payload_bytes && !on(Fault::PayloadLimit) {
             return Err("MessageTooBig");
         }
         Ok(ttl)
@@ -43,6 +53,7 @@ impl Model {
 
     /// Accepts a message for one registration (or says why not), and lets the device take it
     /// if it can. Returns the canonical registration id when the given one is old.
+    #[allow(clippy::too_many_arguments)]
     fn deliver(
         &mut self,
         sender: &str,
@@ -50,51 +61,46 @@ impl Model {
         message: &Message,
         queued: Delivered,
         ttl: u64,
+        path: Path,
     ) -> Result<Option<String>, &'static str> {
         // Most ids have no newer one: only an old id costs a copy of the current one.
         let replaced = self.aliases.contains_key(registration_id).then(|| self.resolve(registration_id).to_string());
         let current = replaced.as_deref().unwrap_or(registration_id);
-        let canonical = replaced.clone().filter(|_| !self.fault(Fault::CanonicalId));
+        let canonical = replaced.clone().filter(|_| !self.faults.on(Fault::CanonicalId, path));
+        let scope = self.scope_of(sender, current);
         let now = self.now_ms(sender);
         let base = self.clock.now_ms();
         // One lookup of the instance, the model's other parts borrowed beside it: a group
         // send does this once per member.
-        let Model { instances, faults, limits, offsets, variants, waiting, .. } = self;
+        let Model { instances, faults, limits, offsets, variants, waiting, shared_buckets, .. } = self;
         let Some(instance) = instances.get_mut(current) else { return Err("InvalidRegistration") };
         instance.settle_registration(sender, now);
-        let senders = if faults.has(Fault::MultipleSenders) { &instance.senders[..1] } else { &instance.senders[..] };
+        let on = |f: Fault| faults.on(f, path);
+        let senders = if on(Fault::MultipleSenders) { &instance.senders[..1] } else { &instance.senders[..] };
         if !senders.iter().any(|s| **s == *sender) {
             return Err("MismatchSenderId");
         }
         if !instance.registered {
-            return Err(if faults.has(Fault::RegistrationErrors) { "InvalidRegistration" } else { "NotRegistered" });
+            return Err(if on(Fault::RegistrationErrors) { "InvalidRegistration" } else { "NotRegistered" });
         }
         if let Some(package) = &message.restricted_package_name
             && instance.package.as_deref() != Some(package.as_str())
-            && !faults.has(Fault::RestrictedPackage)
+            && !on(Fault::RestrictedPackage)
         {
             return Err("InvalidPackageName");
         }
         if instance.platform == Platform::Ios
             && let Some(limit) = limits.max_payload_bytes_ios
-            && payload_bytes(message) > limit
-            && !faults.has(Fault::PayloadLimitIos)
+            && payload_bytes(message, faults.unit("max_payload_bytes_ios")) > limit
+            && !on(Fault::PayloadLimitIos)
         {
             return Err("MessageTooBig");
         }
-        let group = queued.notification_key.is_some();
-        let refuses_offline = match (group, message.xmpp) {
-            (true, _) => faults.has(Fault::AcceptedGroup),
-            (false, true) => faults.has(Fault::AcceptedXmpp),
-            (false, false) => faults.has(Fault::Accepted),
-        };
-        if instance.connectivity == Connectivity::Offline && refuses_offline {
+        if instance.connectivity == Connectivity::Offline && on(Fault::Accepted) {
             return Err("Unavailable");
         }
-        let stores_ttl_zero =
-            (group && faults.has(Fault::TtlZeroGroup)) || (message.xmpp && faults.has(Fault::TtlZeroXmpp));
-        let ttl = if ttl == 0 && stores_ttl_zero { limits.default_ttl_seconds } else { ttl };
-        if message.dry_run && !faults.has(Fault::DryRun) {
+        let ttl = if ttl == 0 && on(Fault::TtlZero) { limits.default_ttl_seconds } else { ttl };
+        if message.dry_run && !on(Fault::DryRun) {
             return Ok(canonical);
         }
         let q = Queued {
@@ -105,13 +111,17 @@ impl Model {
             released: false,
             receipt: message.receipt_for.clone(),
             ticket: 0,
+            path,
         };
         let now_of = |s: &str| base + offsets.get(s).copied().unwrap_or(0);
         let collapse_key = q.message.collapse_key.clone();
-        let needs_pump = instance.offer(q, &now_of, limits, faults, variants);
+        let cx = Cx { now_of: &now_of, limits, faults, variants, scope };
+        let needs_pump = with_shared_buckets(instance, shared_buckets, faults, |i| i.offer(q, &cx));
         super::note_waiting(waiting, current, Some(instance));
         let receipts = !instance.traffic().receipts.is_empty();
-        let (across, held) = (faults.has(Fault::CollapseAcrossRegistrations), faults.has(Fault::ConnectedNow));
+        let across = faults.on(Fault::CollapseAcrossRegistrations, path)
+            || faults.scoped(crate::reference::generated::rules::COLLAPSE_REPLACES, Path::TwoDevices);
+        let held = faults.on(Fault::ConnectedNow, path);
         if let Some(key) = collapse_key.filter(|_| across) {
             for (_, other) in self.instances.iter_mut().filter(|(id, _)| ***id != *current) {
                 other
@@ -128,6 +138,31 @@ impl Model {
         Ok(canonical)
     }
 
+    /// What the faults that keep a device's limits per sender need of the sender's other
+    /// devices (nothing, without them: this costs a walk over every device).
+    fn scope_of(&self, sender: &str, current: &str) -> Scope {
+        let stored = self.faults.scoped(rules::STORED_LIMIT, Path::TwoDevices);
+        let keys = self.faults.scoped(rules::COLLAPSE_KEY_LIMIT, Path::TwoDevices);
+        if !stored && !keys {
+            return Scope::default();
+        }
+        let mut scope = Scope::default();
+        let mut seen: Vec<String> = Vec::new();
+        for (id, inst) in self.instances.iter().filter(|(id, _)| ***id != *current) {
+            for p in inst.traffic().pending.iter().filter(|p| p.sender() == sender) {
+                match &p.message.collapse_key {
+                    None if stored => scope.others_stored += 1,
+                    Some(k) if keys && !seen.contains(&format!("{id}/{k}")) => {
+                        seen.push(format!("{id}/{k}"));
+                        scope.others_keys += 1;
+                    }
+                    _ => {}
+                }
+            }
+        }
+        scope
+    }
+
     /// What every recipient of a message shares.
     fn content(sender: &str, message: &Message, notification_key: Option<&str>) -> Arc<Content> {
         Arc::new(Content {
@@ -141,7 +176,9 @@ impl Model {
     }
 
     pub fn send(&mut self, sender: &str, target: Target, message: Message) -> SendOutcome {
-        let foreign = self.fault(Fault::MultipleSendersForeignKey);
+        let to_key = matches!(&target, Target::To(to) if self.groups.contains_key(to));
+        let path = message.via.path(to_key, matches!(target, Target::RegistrationIds(_)));
+        let foreign = self.faults.on(Fault::MultipleSendersForeignKey, path);
         let group = match &target {
             Target::To(to) => self
                 .groups
@@ -150,7 +187,7 @@ impl Model {
                 .map(|g| (g.members.clone(), g.sender.clone())),
             Target::RegistrationIds(_) | Target::Missing => None,
         };
-        let ttl = match self.check_message(&message, group.is_some()) {
+        let ttl = match self.check_message(&message, path) {
             Ok(ttl) => ttl,
             Err(error) => {
                 let targets = match &target {
@@ -164,7 +201,7 @@ impl Model {
         if let Some((members, _)) = &group
             && self.variant(Variant::IosPayloadRefusesSend)
             && let Some(limit) = self.limits.max_payload_bytes_ios
-            && payload_bytes(&message) > limit
+            && payload_bytes(&message, self.faults.unit("max_payload_bytes_ios")) > limit
             && members.iter().any(|m| self.instances.get(self.resolve(m)).is_some_and(|i| i.platform == Platform::Ios))
         {
             let multicast_id = self.multicast_id();
@@ -178,6 +215,7 @@ impl Model {
             let mut success = 0;
             let mut failed = Vec::new();
             let mut only_unregistered = true;
+            let mut unregistered: Vec<String> = Vec::new();
             // Once per device: members joined before their device registered again may share it.
             let mut devices: Vec<Arc<str>> = Vec::with_capacity(members.len());
             for (i, member) in members.iter().enumerate() {
@@ -190,12 +228,17 @@ impl Model {
                 }
                 devices.push(device);
                 let queued = Delivered { message_id: message_id.clone(), content: content.clone() };
-                let delivered = if self.fault(Fault::SendFanOut) && i > 0 {
+                let delivered = if self.faults.on(Fault::SendFanOut, path) && i > 0 {
                     self.instances.get(self.resolve(member)).is_some_and(|m| m.registered)
                 } else {
-                    self.deliver(sender, member, &message, queued, ttl)
-                        .inspect_err(|e| only_unregistered &= *e == "NotRegistered")
-                        .is_ok()
+                    let result = self.deliver(sender, member, &message, queued, ttl, path);
+                    if let Err(e) = result {
+                        only_unregistered &= e == "NotRegistered";
+                        if e == "NotRegistered" {
+                            unregistered.push(member.to_string());
+                        }
+                    }
+                    result.is_ok()
                 };
                 if delivered {
                     success += 1;
@@ -203,7 +246,7 @@ impl Model {
                     failed.push(member.to_string());
                 }
             }
-            if !failed.is_empty() && self.fault(Fault::SendPartialCountsOnly) {
+            if !failed.is_empty() && self.faults.on(Fault::SendPartialCountsOnly, path) {
                 for member in members.iter().filter(|m| !failed.iter().any(|f| **f == ***m)) {
                     let id = self.resolve(member).to_string();
                     if let Some(inst) = self.instances.get_mut(id.as_str()) {
@@ -212,12 +255,16 @@ impl Model {
                     }
                 }
             }
-            if !failed.is_empty() && self.fault(Fault::SendPartialInverted) {
+            if !failed.is_empty() && self.faults.on(Fault::SendPartialInverted, path) {
                 failed =
                     members.iter().filter(|m| !failed.iter().any(|f| **f == ***m)).map(|m| m.to_string()).collect();
             }
-            let answered_with_counts =
-                self.fault(Fault::SendAllFailed) || (self.fault(Fault::SendAllFailedOtherCauses) && !only_unregistered);
+            // The variant that prunes what a send found unregistered: counted failed this once.
+            if self.variant(Variant::PrunesUnregistered) && !unregistered.is_empty() {
+                self.remove_members(key, &unregistered, path);
+            }
+            let answered_with_counts = self.faults.on(Fault::SendAllFailed, path)
+                || (self.faults.on(Fault::SendAllFailedOtherCauses, path) && !only_unregistered);
             if success == 0 && !answered_with_counts {
                 return SendOutcome::GroupFailed;
             }
@@ -231,6 +278,7 @@ impl Model {
                 return SendOutcome::Multicast {
                     multicast_id,
                     results: vec![SendResult::Error("MissingRegistration")],
+                    bare: false,
                 };
             }
         };
@@ -240,16 +288,16 @@ impl Model {
             .map(|id| {
                 let message_id = if message.dry_run { "fake_message_id".to_string() } else { self.message_id(sender) };
                 let queued = Delivered { message_id: message_id.as_str().into(), content: content.clone() };
-                match self.deliver(sender, id, &message, queued, ttl) {
+                match self.deliver(sender, id, &message, queued, ttl, path) {
                     Ok(canonical) => SendResult::Sent { message_id, canonical },
                     Err(e) => SendResult::Error(e),
                 }
             })
             .collect();
-        if self.fault(Fault::ResponseFormat) {
+        if self.faults.on(Fault::ResponseFormat, path) {
             results.sort_by_key(|r| matches!(r, SendResult::Error(_)));
         }
-        SendOutcome::Multicast { multicast_id, results }
+        SendOutcome::Multicast { multicast_id, results, bare: self.faults.on(Fault::ResponseFormat, path) }
     }
 
     // ---- upstream and dismissal (seeds 000, 001, 003) ----------------------------------
@@ -268,7 +316,8 @@ impl Model {
         }
         let (sender, members) = (group.sender.clone(), group.members.clone());
         let message = Message { data, ..Message::default() };
-        let ttl = self.check_message(&message, true).map_err(str::to_string)?;
+        // Upstream fans out as a send to the group would.
+        let ttl = self.check_message(&message, Path::Key).map_err(str::to_string)?;
         let message_id: Arc<str> = self.message_id(&sender).into();
         let content = Self::content(&sender, &message, Some(key));
         let mut reached = 0;
@@ -276,7 +325,7 @@ impl Model {
         let recipients: Vec<Arc<str>> = members.into_iter().filter(|m| echo || self.resolve(m) != me).collect();
         for member in &recipients {
             let queued = Delivered { message_id: message_id.clone(), content: content.clone() };
-            if self.deliver(&sender, member, &message, queued, ttl).is_ok() {
+            if self.deliver(&sender, member, &message, queued, ttl, Path::Key).is_ok() {
                 reached += 1;
             }
         }
@@ -321,6 +370,23 @@ impl Model {
     }
 }
 
+/// Runs `f` on an instance, its token buckets shared with every device of the model under the
+/// fault that throttles per sender rather than per application.
+pub(super) fn with_shared_buckets<R>(
+    instance: &mut Instance,
+    shared: &mut crate::reference::lifetime::Buckets,
+    faults: &Faults,
+    f: impl FnOnce(&mut Instance) -> R,
+) -> R {
+    if !faults.scoped(rules::THROTTLE_PER_APPLICATION, Path::TwoDevices) {
+        return f(instance);
+    }
+    instance.swap_buckets(shared);
+    let r = f(instance);
+    instance.swap_buckets(shared);
+    r
+}
+
 /// Renders a send outcome as the legacy HTTP API does: `(status, body)`.
 pub fn send_outcome_json(outcome: &SendOutcome, faults: &Faults) -> (u16, Option<Value>) {
     match outcome {
@@ -328,15 +394,15 @@ pub fn send_outcome_json(outcome: &SendOutcome, faults: &Faults) -> (u16, Option
         SendOutcome::Group { success, failed } => {
             let mut body = Map::new();
             body.insert("success".into(), json!(success));
-            if !(failed.is_empty() && faults.has(Fault::SendSuccess)) {
+            if !(failed.is_empty() && faults.on(Fault::SendSuccess, Path::Key)) {
                 body.insert("failure".into(), json!(failed.len()));
             }
-            if !failed.is_empty() && !faults.has(Fault::SendPartial) && *success > 0 {
+            if !failed.is_empty() && !faults.on(Fault::SendPartial, Path::Key) && *success > 0 {
                 body.insert("failed_registration_ids".into(), json!(failed));
             }
             (200, Some(Value::Object(body)))
         }
-        SendOutcome::Multicast { multicast_id, results } => {
+        SendOutcome::Multicast { multicast_id, results, bare } => {
             let success = results.iter().filter(|r| matches!(r, SendResult::Sent { .. })).count();
             let canonical = results.iter().filter(|r| matches!(r, SendResult::Sent { canonical: Some(_), .. })).count();
             let rendered: Vec<Value> = results
@@ -349,16 +415,17 @@ pub fn send_outcome_json(outcome: &SendOutcome, faults: &Faults) -> (u16, Option
                     SendResult::Error(e) => json!({ "error": e }),
                 })
                 .collect();
-            (
-                200,
-                Some(json!({
-                    "multicast_id": multicast_id,
-                    "success": success,
-                    "failure": results.len() - success,
-                    "canonical_ids": canonical,
-                    "results": rendered,
-                })),
-            )
+            let mut body = json!({
+                "multicast_id": multicast_id,
+                "success": success,
+                "failure": results.len() - success,
+                "canonical_ids": canonical,
+                "results": rendered,
+            });
+            if *bare {
+                body.as_object_mut().map(|b| b.remove("canonical_ids"));
+            }
+            (200, Some(body))
         }
         // A group response has no per-target results to put the error in.
         SendOutcome::Invalid { error, group: true, .. } => (400, Some(json!({ "error": error }))),
