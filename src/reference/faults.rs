@@ -262,8 +262,11 @@ variants! {
     PlainTextErrors => "plain-text-errors": "answers every 4xx with a text/plain body, not JSON (the documents ask only that the body say why; real servers answered in text)",
     OtherErrorStatuses => "other-error-statuses": "refuses group operations with other 4xx statuses: 404 for an unknown key or name, 409 for a used name or a name that is not the key's, 403 for a client-side create, 422 past the member cap (the documents name none)",
     AlreadyExistsAnswered200 => "already-exists-200": "answers a second create with a used name 200 {\"error\": \"notification_key already exists\"}, as one report saw real servers do",
+    OldIdsRetire => "old-ids-retire": "an old registration id stops working (NotRegistered) once its sender's clock has moved on from the re-registration (\"eventually the ID you're using will stop working\")",
+    RefusesReadds => "refuses-readds": "refuses (400) an add that lists a device already a member, and a remove that lists one that is not (the documents say nothing of either)",
     RefusesDuplicateIds => "refuses-duplicate-ids": "refuses a group request that lists a registration id twice (400: an invalid field), whatever the group's size",
     PrunesUnregistered => "prunes-unregistered": "drops a member from its groups once a send finds it unregistered (after counting it as failed that once)",
+    SmallerThrottleBuckets => "smaller-throttle-buckets": "token buckets of 5 initial tokens, granting 2 every 900 s (the documents give no sizes; declared in capabilities `params`)",
     LargerThrottleBuckets => "larger-throttle-buckets": "token buckets three times as large, granting twice as many tokens twice as often (the documents give no sizes; declared in capabilities `params`)",
 }
 

@@ -47,6 +47,9 @@ pub struct LimitsError {
 impl Limits {
     /// The limits a variant changes: only numbers the documents leave to the server.
     pub fn with_variants(mut self, variants: &Variants) -> Limits {
+        if variants.has(Variant::SmallerThrottleBuckets) {
+            self.throttle = Throttle { initial_tokens: 5, grant_tokens: 2, grant_interval_seconds: 900 };
+        }
         if variants.has(Variant::LargerThrottleBuckets) {
             let t = &mut self.throttle;
             t.initial_tokens = t.initial_tokens.saturating_mul(3);

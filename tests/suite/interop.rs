@@ -1,5 +1,6 @@
 //! Real clients against the reference: the `fcm-device-group` crate (device groups, HTTP),
-//! npm's `node-gcm` (sends, HTTP) and npm's `@xmpp/client` (the XMPP connection server),
+//! npm's `node-gcm`, `fcm-node` and `fcm-push` (sends, HTTP; the last two recognise the 401 by
+//! its text, as they did the real service's) and npm's `@xmpp/client` (the XMPP connection server),
 //! which `.ci/run` installs with `npm ci` in tests/interop, and PyPI's `python-gcm` (JSON and
 //! plain-text sends) and `slixmpp` (a CCS app server), which it installs into
 //! tests/interop/.venv.
@@ -126,6 +127,33 @@ async fn node_gcm(dir: std::path::PathBuf) -> Result<(), String> {
         if !(direct && group) {
             return Err(format!("{phone} should have the direct and the group message: {got:?}"));
         }
+    }
+    Ok(())
+}
+
+/// npm's fcm-node and fcm-push: a wrong key is their NotAuthorizedError (they know the real
+/// service's 401 page by its text), the right one sends.
+async fn fcm_clients(dir: std::path::PathBuf) -> Result<(), String> {
+    let server = Reference::start().await;
+    let (sender, phone) = server.reference().with_model(|m| {
+        let sender = m.create_sender();
+        let phone = m.register_instance(vec![sender.sender_id.clone()], None);
+        (sender, phone)
+    });
+    let args = vec!["fcm-clients.js".to_string(), server.url(), sender.server_key.clone(), phone.clone()];
+    let v = run_client(std::process::Command::new("node"), dir, args).await?;
+    for client in ["fcm_node", "fcm_push"] {
+        let (wrong, right) = (&v[client]["wrong"], &v[client]["right"]);
+        if wrong["err"] != "NotAuthorizedError" {
+            return Err(format!("{client} should report a wrong key as NotAuthorizedError: {v}"));
+        }
+        if !right["err"].is_null() || !right["id"].as_str().is_some_and(|id| id.contains("multicast_id")) {
+            return Err(format!("{client} should send with the right key: {v}"));
+        }
+    }
+    let got = server.reference().with_model(|m| m.inbox(&phone).map(|i| i.len())).unwrap_or_default();
+    if got != 2 {
+        return Err(format!("the phone should have one message from each client, has {got}: {v}"));
     }
     Ok(())
 }
@@ -324,6 +352,7 @@ pub fn trials() -> Vec<Trial> {
     vec![
         trial("interop::fcm-device-group::create-add-remove-lookup", || crate::block_on(fcm_device_group_client())),
         node_trial("interop::node-gcm::send-to-tokens-and-notification-key", "node-gcm", node_gcm),
+        node_trial("interop::fcm-node-and-fcm-push::recognise-a-wrong-key", "fcm-push", fcm_clients),
         node_trial("interop::xmpp-client::login-and-send", "@xmpp/client", xmpp_client),
         node_trial("interop::xmpp-client::login-and-send-over-tls", "@xmpp/client", xmpp_client_tls),
         python_trial("interop::python-gcm::json-and-plain-text-sends", python_gcm),

@@ -90,6 +90,7 @@ impl Model {
             }
             GroupOp::Remove { key, name, ids } => {
                 let key = self.check_key(sender, &key, name.as_deref())?;
+                self.refuse_non_members(&key, &ids)?;
                 if self.fault(Fault::RemoveMembersAll) {
                     let everyone: Vec<String> = self.groups[&key].members.iter().map(|m| m.to_string()).collect();
                     self.remove_members(&key, &everyone, path);
@@ -175,6 +176,10 @@ impl Model {
         let half_applied = self.fault(Fault::MemberCapHalfApplied);
         let max = self.limits.max_members;
         let Some(mut members) = self.groups.get(key).map(|g| g.members.clone()) else { return Ok(()) };
+        if self.variant(Variant::RefusesReadds) && new.iter().any(|id| members.iter().any(|m| self.same_device(m, id)))
+        {
+            return Err(GroupError::AlreadyMember);
+        }
         let listed = members.len() + ids.len();
         for id in new {
             // Adding another id of a member's device adds nothing.
@@ -193,6 +198,15 @@ impl Model {
         }
         group.members = members;
         Ok(())
+    }
+
+    /// The variant that refuses a remove naming a device that is not a member.
+    fn refuse_non_members(&self, key: &str, ids: &[String]) -> Result<(), GroupError> {
+        let Some(group) = self.groups.get(key).filter(|_| self.variant(Variant::RefusesReadds)) else { return Ok(()) };
+        match ids.iter().all(|id| group.members.iter().any(|m| self.same_device(m, id))) {
+            true => Ok(()),
+            false => Err(GroupError::NotAMember),
+        }
     }
 
     pub(super) fn remove_members(&mut self, key: &str, ids: &[String], path: Path) {
@@ -260,6 +274,7 @@ impl Model {
             (ClientOp::Add, Some(key)) => self.add_members(project_id, &key, &[id], path).map(|()| key),
             (ClientOp::Remove, None) => Err(GroupError::NotFound),
             (ClientOp::Remove, Some(key)) => {
+                self.refuse_non_members(&key, std::slice::from_ref(&id))?;
                 if !self.fault(Fault::ClientRemove) {
                     self.remove_members(&key, &[id], path);
                 }

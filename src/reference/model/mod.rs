@@ -69,6 +69,10 @@ pub enum GroupError {
     NotOwner,
     #[error("registration_ids lists an id more than once")]
     DuplicateIds,
+    #[error("a registration id is already a member of the group")]
+    AlreadyMember,
+    #[error("a registration id is not a member of the group")]
+    NotAMember,
 }
 
 /// A server-side group operation, as parsed from a request.
@@ -207,6 +211,9 @@ pub struct Model {
     inbox_limit: usize,
     /// Old registration id -> the one that replaced it (canonical ids).
     aliases: HashMap<String, String>,
+    /// Old registration id -> each sender's clock when it was replaced (the variant in which old
+    /// ids stop working once time has passed).
+    replaced_at: HashMap<String, Vec<(String, u64)>>,
     groups: HashMap<String, Group>,
     group_names: HashMap<(String, String), String>,
     id_tokens: HashMap<String, IdToken>,
@@ -232,6 +239,7 @@ impl Model {
             waiting: std::collections::BTreeSet::new(),
             inbox_limit: usize::MAX,
             aliases: HashMap::new(),
+            replaced_at: HashMap::new(),
             groups: HashMap::new(),
             group_names: HashMap::new(),
             id_tokens: HashMap::new(),
@@ -282,6 +290,15 @@ impl Model {
     /// A sender's clock, in milliseconds.
     pub fn now_ms(&self, sender: &str) -> u64 {
         self.clock.now_ms() + self.offsets.get(sender).copied().unwrap_or(0)
+    }
+
+    /// Whether an old id has stopped working for this sender (the variant that retires old ids
+    /// once time has passed since the re-registration).
+    fn retired(&self, registration_id: &str, sender: &str) -> bool {
+        self.replaced_at
+            .get(registration_id)
+            .and_then(|at| at.iter().find(|(s, _)| s == sender))
+            .is_some_and(|(_, t)| self.now_ms(sender) > *t)
     }
 
     /// The registration id a (possibly old) id stands for now.
@@ -416,6 +433,10 @@ impl Model {
         }
         let instance = self.instances.remove(current.as_str())?;
         let new = self.new_registration_id();
+        if self.variant(Variant::OldIdsRetire) {
+            let at = instance.senders.iter().map(|s| (s.to_string(), self.now_ms(s))).collect();
+            self.replaced_at.insert(current.clone(), at);
+        }
         self.instances.insert(Arc::from(new.as_str()), instance);
         if self.waiting.remove(&current) {
             self.waiting.insert(new.clone());

@@ -63,6 +63,9 @@ impl Model {
         ttl: u64,
         path: Path,
     ) -> Result<Option<String>, &'static str> {
+        if self.retired(registration_id, sender) {
+            return Err("NotRegistered");
+        }
         // Most ids have no newer one: only an old id costs a copy of the current one.
         let replaced = self.aliases.contains_key(registration_id).then(|| self.resolve(registration_id).to_string());
         let current = replaced.as_deref().unwrap_or(registration_id);
