@@ -27,7 +27,7 @@ pub(crate) struct SelftestArgs {
 pub(crate) struct RulesArgs {
     #[command(flatten)]
     spec: SpecArgs,
-    /// Print the catalogue as JSON (schema gcmspec-rules/1).
+    /// Print the catalogue as JSON (schema gcmspec-rules/2).
     #[arg(long)]
     json: bool,
     /// The profile whose values the rules show (default: fcm).

@@ -2,7 +2,7 @@
 //! reading where the text is vague, the values its checks use under a profile, the limits it
 //! probes, the matrix of the paths it covers (each cell run, by which trials; not applicable;
 //! or not run, and why), and what each trial needs of a target. One stable serde type
-//! (`gcmspec-rules/1`) serves the text and the JSON output alike.
+//! (`gcmspec-rules/2`) serves the text and the JSON output alike.
 
 use std::collections::BTreeMap;
 
@@ -11,7 +11,7 @@ use serde_json::Value;
 
 use crate::catalog::{AtLimit, Catalog, CheckKind, Level, Path, Rule, Unit};
 
-pub const SCHEMA: &str = "gcmspec-rules/1";
+pub const SCHEMA: &str = "gcmspec-rules/2";
 
 #[derive(Debug, Serialize)]
 pub struct RulesView {

@@ -127,6 +127,7 @@ faults! {
     TargetExclusive => "send.target.exclusive": "accepts `to` and `registration_ids` together",
     RegistrationIdsLimit => "send.registration-ids.limit": "accepts any number of registration_ids",
     DryRun => "send.dry-run": "delivers dry_run messages",
+    DryRunUnvalidated => "send.dry-run" / "unvalidated": "takes any dry_run send without checking the message",
     RestrictedPackage => "send.restricted-package": "ignores restricted_package_name",
     ReservedDataKeys => "send.data.reserved-keys": "accepts reserved data keys",
     ReservedMessageType => "send.data.reserved-message-type": "accepts message_type as a data key",

@@ -21,6 +21,9 @@ impl Model {
     /// Checks the message itself and returns its time to live in seconds.
     fn check_message(&self, message: &Message, path: Path) -> Result<u64, &'static str> {
         let on = |f: Fault| self.faults.on(f, path);
+        if message.dry_run && on(Fault::DryRunUnvalidated) {
+            return Ok(self.limits.default_ttl_seconds);
+        }
         let ttl = match message.time_to_live {
             None if on(Fault::TtlDefault) => 86_400,
             None => self.limits.default_ttl_seconds,
