@@ -340,6 +340,13 @@ file = "doc.txt"
         )])
     }
 
+    /// Every needle is in the loader's report.
+    fn assert_mentions(text: &str, needles: &[&str]) {
+        for needle in needles {
+            assert!(text.contains(needle), "missing {needle:?} in:\n{text}");
+        }
+    }
+
     fn run(rules: &str) -> Result<Catalog, SpecErrors> {
         let files =
             vec![("documents.toml".to_string(), DOCS.to_string()), ("rules.toml".to_string(), rules.to_string())];
@@ -446,21 +453,20 @@ save = { key = "/notification_key" }
 send = { to = "${key}", data = { n = "1" } }
 "#;
         let text = run(&covered(r#"["token", "key"]"#, "", to_key)).unwrap_err().to_string();
-        for needle in [
-            "check[to-a-key].paths: the check cannot run `token`: its sends can take only key, xmpp-key",
-            "check[to-a-key].paths: `two-senders` is not among the paths the rule covers (token, key)",
-        ] {
-            assert!(text.contains(needle), "missing {needle:?} in:\n{text}");
-        }
+        assert_mentions(
+            &text,
+            &[
+                "check[to-a-key].paths: the check cannot run `token`: its sends can take only key, xmpp-key",
+                "check[to-a-key].paths: `two-senders` is not among the paths the rule covers (token, key)",
+            ],
+        );
     }
 
     #[test]
     fn every_limit_is_probed_and_every_probe_a_limit() {
         let limit = "[[rule.limit]]\nparam = \"max_members\"\nunit = \"members\"";
         let text = run(&covered("[]", "", &format!("{GENERIC}{limit}"))).unwrap_err().to_string();
-        for needle in ["limit[0].param: `max_members` is not a parameter", "no check probes `max_members`"] {
-            assert!(text.contains(needle), "missing {needle:?} in:\n{text}");
-        }
+        assert_mentions(&text, &["limit[0].param: `max_members` is not a parameter", "no check probes `max_members`"]);
         let probe = GENERIC.replace("name = \"generic\"", "name = \"generic\"\nprobe = \"cap\"");
         let text = run(&covered(r#"["token"]"#, "", &probe)).unwrap_err().to_string();
         assert!(text.contains("probe: `cap` is not a limit of the rule"), "{text}");
@@ -483,16 +489,17 @@ expect = { status = 999, fields = [ { at = "/a", frobnicate = 1 } ] }
 "#)
         .unwrap_err();
         let text = errs.to_string();
-        for needle in [
-            "rules.toml:5: rule[Bad Id].level",
-            "rule[Bad Id].id: ids are lowercase",
-            "rules.toml:11: rule[Bad Id].check[x].step[1].body: `undefined_var` is not defined",
-            "rule[Bad Id].check[x].step[1].expect.status",
-            "expect.fields[0].frobnicate: unknown check",
-            "rules.toml:6: rule[Bad Id].source.quote: not found verbatim",
-        ] {
-            assert!(text.contains(needle), "missing {needle:?} in:\n{text}");
-        }
+        assert_mentions(
+            &text,
+            &[
+                "rules.toml:5: rule[Bad Id].level",
+                "rule[Bad Id].id: ids are lowercase",
+                "rules.toml:11: rule[Bad Id].check[x].step[1].body: `undefined_var` is not defined",
+                "rule[Bad Id].check[x].step[1].expect.status",
+                "expect.fields[0].frobnicate: unknown check",
+                "rules.toml:6: rule[Bad Id].source.quote: not found verbatim",
+            ],
+        );
     }
 
     #[test]
@@ -525,12 +532,13 @@ expect = [
         ))
         .unwrap_err()
         .to_string();
-        for needle in [
-            "rules.toml:14: rule[send.x].check[x].step[1].expect[1].name: an observed outcome needs a name",
-            "rules.toml:15: rule[send.x].check[x].step[1].expect[2].grade: expected \"documented\" or \"observed\"",
-        ] {
-            assert!(text.contains(needle), "missing {needle:?} in:\n{text}");
-        }
+        assert_mentions(
+            &text,
+            &[
+                "rules.toml:14: rule[send.x].check[x].step[1].expect[1].name: an observed outcome needs a name",
+                "rules.toml:15: rule[send.x].check[x].step[1].expect[2].grade: expected \"documented\" or \"observed\"",
+            ],
+        );
     }
 
     #[test]

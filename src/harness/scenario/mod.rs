@@ -285,63 +285,48 @@ fn run_step(
         }
         Action::Send(message) => {
             let cx = send_cx(setup, log, xmpp_timeout);
-            let times = repeat_count(step, &lane.vars).map_err(at)?;
-            for i in 0..times {
-                set_counter(step, &mut lane.vars, i);
-                let message = render(message, &lane.vars).map_err(at)?;
-                let from = step.sender.as_ref().map(|s| sender_value(s, &lane.vars)).transpose().map_err(at)?;
-                let label = repeat_label(&label, i, times);
-                let (exchanges, normal) = delivery::send(&cx, lane, message, from, &label).map_err(at)?;
-                let answer = json_answer(&normal);
-                let matched = expect_any(&step.expect, &answer, &lane.vars, strict).map_err(|e| {
-                    let shown: Vec<String> = exchanges.iter().map(|(_, q, r)| describe(q, r)).collect();
-                    at(format!(
-                        "send over the {} path{}: {e}\n{}\n  normalized: {normal}",
-                        setup.run.delivery,
-                        repeat_of(i, times),
-                        shown.join("\n")
-                    ))
-                })?;
-                transcript.note_match(n, matched);
-                let (req, _) = exchanges.last().map(|(_, q, r)| (q.clone(), r.clone())).unwrap_or_default();
-                judged.push((label.clone(), req, answer));
-                if i == 0 || i + 1 == times {
-                    shown.extend(exchanges);
-                }
-            }
-            lane.vars.remove(REPEAT_VAR);
+            let what = format!("send over the {} path", setup.run.delivery);
+            each_judged(
+                step,
+                n,
+                lane,
+                &label,
+                strict,
+                &at,
+                transcript,
+                &mut judged,
+                &mut shown,
+                &what,
+                |lane, label| {
+                    let message = render(message, &lane.vars)?;
+                    let from = step.sender.as_ref().map(|s| sender_value(s, &lane.vars)).transpose()?;
+                    delivery::send(&cx, lane, message, from, label)
+                },
+            )?;
         }
         Action::Manage { op, ids, group } => {
-            let times = repeat_count(step, &lane.vars).map_err(at)?;
-            for i in 0..times {
-                set_counter(step, &mut lane.vars, i);
-                let ids = ids_of(&render(ids, &lane.vars).map_err(at)?);
-                let default_group = if setup.run.endpoint == Path::Client { "account" } else { "name" };
-                let group = match group {
-                    Some(g) => text_of(&render(g, &lane.vars).map_err(at)?),
-                    None => text_of(&lane.vars[default_group]),
-                };
-                let label = repeat_label(&label, i, times);
-                let (exchanges, normal) =
-                    manage::manage(control, setup.run.endpoint, lane, op, &ids, &group, &label).map_err(at)?;
-                let answer = json_answer(&normal);
-                let matched = expect_any(&step.expect, &answer, &lane.vars, strict).map_err(|e| {
-                    let shown: Vec<String> = exchanges.iter().map(|(_, q, r)| describe(q, r)).collect();
-                    at(format!(
-                        "{op} on the {} endpoint{}: {e}\n{}\n  normalized: {normal}",
-                        setup.run.endpoint,
-                        repeat_of(i, times),
-                        shown.join("\n")
-                    ))
-                })?;
-                transcript.note_match(n, matched);
-                let (req, _) = exchanges.last().map(|(_, q, r)| (q.clone(), r.clone())).unwrap_or_default();
-                judged.push((label.clone(), req, answer));
-                if i == 0 || i + 1 == times {
-                    shown.extend(exchanges);
-                }
-            }
-            lane.vars.remove(REPEAT_VAR);
+            let what = format!("{op} on the {} endpoint", setup.run.endpoint);
+            each_judged(
+                step,
+                n,
+                lane,
+                &label,
+                strict,
+                &at,
+                transcript,
+                &mut judged,
+                &mut shown,
+                &what,
+                |lane, label| {
+                    let ids = ids_of(&render(ids, &lane.vars)?);
+                    let default_group = if setup.run.endpoint == Path::Client { "account" } else { "name" };
+                    let group = match group {
+                        Some(g) => text_of(&render(g, &lane.vars)?),
+                        None => text_of(&lane.vars[default_group]),
+                    };
+                    manage::manage(control, setup.run.endpoint, lane, op, &ids, &group, label)
+                },
+            )?;
         }
         Action::XmppConnect { name, sender, password, domain } => {
             let sender = sender_value(sender, &lane.vars).map_err(at)?;
@@ -512,6 +497,43 @@ fn run_step(
     let key = if lane.prefix.is_empty() { n.to_string() } else { format!("{n} {}", lane.prefix) };
     let outcome = (step.expect.len() > 1).then(|| outcomes.last().map(text_of)).flatten();
     transcript.steps.push(StepRecord { key, expected: !step.expect.is_empty(), outcome, text: record });
+    Ok(())
+}
+
+/// A `send` or `manage` step, once per repetition: `go` makes the exchanges on the trial's
+/// path and gives its normalized answer, which the step's expectations judge.
+#[allow(clippy::too_many_arguments)]
+fn each_judged(
+    step: &Step,
+    n: usize,
+    lane: &mut Lane,
+    label: &str,
+    strict: bool,
+    at: &dyn Fn(String) -> String,
+    transcript: &mut Transcript,
+    judged: &mut Vec<(String, HttpRequest, HttpResponse)>,
+    shown: &mut Exchanges,
+    what: &str,
+    mut go: impl FnMut(&mut Lane, &str) -> Result<(Exchanges, Value), String>,
+) -> Result<(), String> {
+    let times = repeat_count(step, &lane.vars).map_err(at)?;
+    for i in 0..times {
+        set_counter(step, &mut lane.vars, i);
+        let label = repeat_label(label, i, times);
+        let (exchanges, normal) = go(lane, &label).map_err(at)?;
+        let answer = json_answer(&normal);
+        let matched = expect_any(&step.expect, &answer, &lane.vars, strict).map_err(|e| {
+            let shown: Vec<String> = exchanges.iter().map(|(_, q, r)| describe(q, r)).collect();
+            at(format!("{what}{}: {e}\n{}\n  normalized: {normal}", repeat_of(i, times), shown.join("\n")))
+        })?;
+        transcript.note_match(n, matched);
+        let (req, _) = exchanges.last().map(|(_, q, r)| (q.clone(), r.clone())).unwrap_or_default();
+        judged.push((label.clone(), req, answer));
+        if i == 0 || i + 1 == times {
+            shown.extend(exchanges);
+        }
+    }
+    lane.vars.remove(REPEAT_VAR);
     Ok(())
 }
 
