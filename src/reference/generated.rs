@@ -49,6 +49,8 @@ pub enum WrongUnit {
     Minutes,
     /// Only the ids that are registrations, not every entry.
     ValidIds,
+    /// A number of seconds read as milliseconds.
+    Milliseconds,
 }
 
 impl WrongUnit {
@@ -59,6 +61,7 @@ impl WrongUnit {
             WrongUnit::RequestEntries => "request-entries",
             WrongUnit::Minutes => "minutes",
             WrongUnit::ValidIds => "valid-ids",
+            WrongUnit::Milliseconds => "milliseconds",
         }
     }
 
@@ -69,6 +72,7 @@ impl WrongUnit {
             WrongUnit::RequestEntries => "counts the ids a request lists, not the devices they make members",
             WrongUnit::Minutes => "reads time_to_live as minutes",
             WrongUnit::ValidIds => "counts only the entries that are registration ids",
+            WrongUnit::Milliseconds => "reads the number of seconds as milliseconds",
         }
     }
 }
@@ -96,7 +100,9 @@ fn reading(param: &str) -> Option<Reading> {
         | "max_senders"
         | "max_registration_ids"
         | "max_pending_per_connection"
-        | "throttle_initial_tokens" => Reading::Low,
+        | "throttle_initial_tokens"
+        | "throttle_grant_tokens"
+        | "throttle_grant_interval_seconds" => Reading::Low,
         _ => return None,
     })
 }
@@ -109,6 +115,7 @@ fn wrong_units(param: &str, unit: Unit) -> &'static [WrongUnit] {
         }
         ("max_members", Unit::Members) => &[WrongUnit::RequestEntries],
         ("ttl_seconds", Unit::Seconds) => &[WrongUnit::Minutes],
+        ("throttle_grant_interval_seconds", Unit::Seconds) => &[WrongUnit::Milliseconds],
         ("max_registration_ids", Unit::Ids) => &[WrongUnit::ValidIds],
         _ => &[],
     }

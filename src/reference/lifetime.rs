@@ -256,7 +256,7 @@ impl Instance {
             last_grant_ms: now_ms,
             backlog: false,
         });
-        let interval_ms = t.grant_interval_seconds.saturating_mul(1000).max(1);
+        let interval_ms = t.grant_interval_ms.max(1);
         let grants = now_ms.saturating_sub(bucket.last_grant_ms) / interval_ms;
         if grants > 0 {
             let granted = bucket.tokens.saturating_add(grants.saturating_mul(t.grant_tokens));
@@ -280,7 +280,7 @@ impl Instance {
         let waiting: std::collections::HashSet<(&str, Option<&str>)> =
             traffic.pending.iter().map(|q| (q.sender(), q.message.collapse_key.as_deref())).collect();
         let t = &limits.throttle;
-        let interval_ms = t.grant_interval_seconds.saturating_mul(1000).max(1);
+        let interval_ms = t.grant_interval_ms.max(1);
         let mut idle: Vec<((String, Option<String>), u64)> = Vec::new();
         for (key, bucket) in &mut traffic.buckets {
             if waiting.contains(&(key.0.as_str(), key.1.as_deref())) {

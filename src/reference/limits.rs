@@ -33,7 +33,9 @@ pub struct Limits {
 pub struct Throttle {
     pub initial_tokens: u64,
     pub grant_tokens: u64,
-    pub grant_interval_seconds: u64,
+    /// The declared interval is in whole seconds; kept in milliseconds, the clock's unit, so
+    /// that a fault can read it as milliseconds.
+    pub grant_interval_ms: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -48,13 +50,13 @@ impl Limits {
     /// The limits a variant changes: only numbers the documents leave to the server.
     pub fn with_variants(mut self, variants: &Variants) -> Limits {
         if variants.has(Variant::SmallerThrottleBuckets) {
-            self.throttle = Throttle { initial_tokens: 5, grant_tokens: 2, grant_interval_seconds: 900 };
+            self.throttle = Throttle { initial_tokens: 5, grant_tokens: 2, grant_interval_ms: 900_000 };
         }
         if variants.has(Variant::LargerThrottleBuckets) {
             let t = &mut self.throttle;
             t.initial_tokens = t.initial_tokens.saturating_mul(3);
             t.grant_tokens = t.grant_tokens.saturating_mul(2);
-            t.grant_interval_seconds = (t.grant_interval_seconds / 2).max(1);
+            t.grant_interval_ms = (t.grant_interval_ms / 2000).max(1) * 1000;
         }
         self
     }
@@ -74,7 +76,12 @@ impl Limits {
         self.max_senders = off(self.max_senders, "max_senders");
         self.max_registration_ids = off(self.max_registration_ids, "max_registration_ids");
         self.max_pending_per_connection = off(self.max_pending_per_connection, "max_pending_per_connection");
-        self.throttle.initial_tokens = off64(self.throttle.initial_tokens, "throttle_initial_tokens");
+        let t = &mut self.throttle;
+        t.initial_tokens = off64(t.initial_tokens, "throttle_initial_tokens");
+        t.grant_tokens = off64(t.grant_tokens, "throttle_grant_tokens");
+        let interval = off64(t.grant_interval_ms / 1000, "throttle_grant_interval_seconds");
+        let ms = faults.unit("throttle_grant_interval_seconds") == Some(super::faults::WrongUnit::Milliseconds);
+        t.grant_interval_ms = if ms { interval } else { interval.saturating_mul(1000) }.max(1);
         self
     }
 
@@ -85,7 +92,7 @@ impl Limits {
         let mut out = Map::new();
         out.insert("throttle_initial_tokens".into(), json!(t.initial_tokens));
         out.insert("throttle_grant_tokens".into(), json!(t.grant_tokens));
-        out.insert("throttle_grant_interval_seconds".into(), json!(t.grant_interval_seconds));
+        out.insert("throttle_grant_interval_seconds".into(), json!(t.grant_interval_ms / 1000));
         out
     }
 
@@ -123,7 +130,7 @@ impl Limits {
             throttle: Throttle {
                 initial_tokens: need("throttle_initial_tokens")?,
                 grant_tokens: need("throttle_grant_tokens")?,
-                grant_interval_seconds: need("throttle_grant_interval_seconds")?,
+                grant_interval_ms: need("throttle_grant_interval_seconds")?.saturating_mul(1000),
             },
         })
     }

@@ -620,7 +620,7 @@ mod tests {
             max_registration_ids: 10,
             max_pending_per_connection: 5,
             unregistration_propagation_seconds: 300,
-            throttle: Throttle { initial_tokens: 3, grant_tokens: 1, grant_interval_seconds: 60 },
+            throttle: Throttle { initial_tokens: 3, grant_tokens: 1, grant_interval_ms: 60_000 },
         };
         Model::new(limits, Box::new(VirtualClock::new()), 7, Faults::new(faults.iter().copied()))
     }
