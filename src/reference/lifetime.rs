@@ -324,6 +324,7 @@ impl Instance {
                     && !self.take_token_from((q.sender().to_string(), Some("\0ttl0".into())), now_ms, limits));
             if self.can_receive(&q, faults) && !throttled {
                 self.take(q, now_ms);
+                self.piggyback(cx);
             }
             return false;
         }
@@ -338,8 +339,9 @@ impl Instance {
         let newcomer_waits = self.traffic_mut().pending.last().is_some_and(|p| p.ticket == ticket);
         if newcomer_waits && self.connected() && !faults.on(Fault::ConnectedNow, path) {
             let q = self.traffic_mut().pending.pop().expect("looked at above");
-            if let Some(q) = self.try_take(q, cx) {
-                self.traffic_mut().pending.push(q);
+            match self.try_take(q, cx) {
+                Some(q) => self.traffic_mut().pending.push(q),
+                None => self.piggyback(cx),
             }
         }
         // Idle buckets are trimmed in batches: a device sent a new collapse key every time
@@ -512,6 +514,26 @@ impl Instance {
         }
         self.traffic_mut().pending = waiting;
         self.settle_buckets(cx.now_of, cx.limits);
+    }
+
+    /// In the piggyback variant, after a delivery that was not throttled: the messages that
+    /// wait only for a token go with it (seed 002 allows it, "for network and battery
+    /// efficiency reasons"), without spending tokens.
+    fn piggyback(&mut self, cx: &Cx<'_>) {
+        if !cx.variants.has(Variant::Piggyback) || self.traffic().pending.is_empty() {
+            return;
+        }
+        let queue = std::mem::take(&mut self.traffic_mut().pending);
+        let mut waiting = Vec::new();
+        for q in queue {
+            if self.can_receive(&q, cx.faults) {
+                let now = (cx.now_of)(q.sender());
+                self.take(q, now);
+            } else {
+                waiting.push(q);
+            }
+        }
+        self.traffic_mut().pending = waiting;
     }
 
     /// Delivers one stored message if the device can take it now and its bucket has a token;

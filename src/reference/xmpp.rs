@@ -369,6 +369,7 @@ fn message(model: &mut Model, session: &mut Session, stanza: &Element) -> String
         let code = if model.variants().has(Variant::OtherNackCodes) { "INVALID_JSON" } else { "BAD_ACK" };
         return match model.ccs_ack(conn, id) {
             Ok(()) => String::new(),
+            Err(_) if model.variants().has(Variant::SilentBadAck) => String::new(),
             Err(e) => reply(stanza, &nack(&to, &message_id, code, &format!("{kind}: {e}"))),
         };
     }

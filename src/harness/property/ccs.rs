@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 
 use proptest::collection::vec;
 use proptest::prelude::*;
-use serde_json::{Value, json};
+use serde_json::json;
 
 use super::{PropertyCx, exchange, run_sequences};
 use crate::wire::HttpRequest;
@@ -22,7 +22,7 @@ enum CcsOp {
     Sync(usize),
     /// Acks everything the n-th open connection holds.
     AckAll(usize),
-    /// Acks the n-th connection's oldest message on another connection: must be refused.
+    /// Acks the n-th connection's oldest message on another connection: it must not count.
     AckElsewhere(usize),
 }
 
@@ -67,26 +67,29 @@ fn run_ccs_case(cx: &PropertyCx<'_>, ops: &[CcsOp]) -> Result<(), String> {
     let mut generated: BTreeSet<String> = BTreeSet::new();
     let mut acked: BTreeSet<String> = BTreeSet::new();
     let mut received: BTreeSet<String> = BTreeSet::new();
+    // Left unacknowledged on a connection that closed (acked elsewhere at most): owed again.
+    let mut owed: BTreeSet<String> = BTreeSet::new();
 
     // Reads what connection `i` was sent before a ping's answer, checking each message.
     let sync = |conns: &mut Vec<Conn>,
                 i: usize,
                 acked: &BTreeSet<String>,
                 received: &mut BTreeSet<String>,
+                owed: &mut BTreeSet<String>,
                 generated: &BTreeSet<String>|
-     -> Result<Vec<Value>, String> {
+     -> Result<(), String> {
         let c = &mut conns[i];
         c.pings += 1;
         let ping = format!("ping-{}", c.pings);
         c.client.send_gcm(&ping, &json!({"to": "not-a-registration-id", "message_id": ping, "data": {}}))?;
-        let mut others = Vec::new();
         loop {
             let m = c.client.next_as_json()?;
             if m["message_id"] == ping.as_str() {
                 break;
             }
+            // A nack here answers a misplaced ack; the reference does not say whether one
+            // comes (BAD_ACK fits), so it is neither required nor refused.
             if m["message_type"] == "nack" {
-                others.push(m);
                 continue;
             }
             let id = m["message_id"].as_str().unwrap_or_default().to_string();
@@ -97,6 +100,7 @@ fn run_ccs_case(cx: &PropertyCx<'_>, ops: &[CcsOp]) -> Result<(), String> {
                 return Err(format!("{id} sent again after its ack was taken"));
             }
             received.insert(id.clone());
+            owed.remove(&id);
             c.unacked.push(id);
         }
         let id_sets: Vec<BTreeSet<&String>> = conns.iter().map(|c| c.unacked.iter().collect()).collect();
@@ -108,7 +112,7 @@ fn run_ccs_case(cx: &PropertyCx<'_>, ops: &[CcsOp]) -> Result<(), String> {
                 }
             }
         }
-        Ok(others)
+        Ok(())
     };
 
     for (n, op) in ops.iter().enumerate() {
@@ -139,12 +143,14 @@ fn run_ccs_case(cx: &PropertyCx<'_>, ops: &[CcsOp]) -> Result<(), String> {
             CcsOp::Connect => {}
             CcsOp::Close(k) => {
                 if let Some(i) = pick(k, &conns) {
-                    conns.remove(i).client.close();
+                    let closed = conns.remove(i);
+                    owed.extend(closed.unacked);
+                    closed.client.close();
                 }
             }
             CcsOp::Sync(k) => {
                 if let Some(i) = pick(k, &conns) {
-                    sync(&mut conns, i, &acked, &mut received, &generated).map_err(at)?;
+                    sync(&mut conns, i, &acked, &mut received, &mut owed, &generated).map_err(at)?;
                 }
             }
             CcsOp::AckAll(k) => {
@@ -165,26 +171,23 @@ fn run_ccs_case(cx: &PropertyCx<'_>, ops: &[CcsOp]) -> Result<(), String> {
                 let j = (i + 1) % conns.len();
                 let id = conns[i].unacked[0].clone();
                 conns[j].client.send_gcm("w", &json!({"to": phone, "message_id": id, "message_type": "ack"}))?;
-                let nacks = sync(&mut conns, j, &acked, &mut received, &generated).map_err(at)?;
-                // BAD_ACK fits; the reference ties no code to a misplaced ack, so any nack does.
-                if !nacks.iter().any(|m| m["message_id"] == id.as_str() && m["message_type"] == "nack") {
-                    return fail(format!(
-                        "an ack for {id} on connection {j} (it was sent on {i}) was not refused with a nack"
-                    ));
-                }
+                // It does not count: the id stays unacked on connection i, and is owed again
+                // once that closes (the final drain closes every connection).
+                sync(&mut conns, j, &acked, &mut received, &mut owed, &generated).map_err(at)?;
             }
         }
     }
 
     // Finally one connection takes and acks everything: nothing may be lost.
     for c in conns.drain(..) {
+        owed.extend(c.unacked);
         c.client.close();
     }
     conns.push(connect()?);
     for _round in 0..generated.len() / max_pending.max(1) + 3 {
-        sync(&mut conns, 0, &acked, &mut received, &generated).map_err(|e| format!("final drain: {e}"))?;
+        sync(&mut conns, 0, &acked, &mut received, &mut owed, &generated).map_err(|e| format!("final drain: {e}"))?;
         let taken = std::mem::take(&mut conns[0].unacked);
-        if taken.is_empty() && received.len() == generated.len() {
+        if taken.is_empty() && received.len() == generated.len() && owed.is_empty() {
             break;
         }
         for id in taken {
@@ -198,6 +201,14 @@ fn run_ccs_case(cx: &PropertyCx<'_>, ops: &[CcsOp]) -> Result<(), String> {
             "{} upstream message(s) never reached the app server: {:?}",
             lost.len(),
             lost.iter().take(5).collect::<Vec<_>>()
+        ));
+    }
+    if !owed.is_empty() {
+        return Err(format!(
+            "{} upstream message(s) left unacknowledged on a closed connection (acked, if at all, on another) \
+             were never sent again: {:?}",
+            owed.len(),
+            owed.iter().take(5).collect::<Vec<_>>()
         ));
     }
     Ok(())
