@@ -45,6 +45,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    quiet_snapshot_panics();
     match real_main() {
         Ok(code) => code,
         Err(e) => {
@@ -64,4 +65,22 @@ fn real_main() -> anyhow::Result<ExitCode> {
         Command::Replay(args) => cli::replay::replay(args),
         Command::Diff(args) => cli::diff::diff(*args),
     }
+}
+
+/// A snapshot mismatch is reported by insta as a panic, which the harness catches and turns
+/// into the check's failure; its "thread panicked at" line would read as a crash. Any other
+/// panic is still shown as one.
+fn quiet_snapshot_panics() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let payload = info.payload();
+        let text = payload
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| payload.downcast_ref::<&str>().copied())
+            .unwrap_or_default();
+        if !text.starts_with("snapshot assertion for ") {
+            default(info);
+        }
+    }));
 }

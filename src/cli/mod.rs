@@ -55,6 +55,10 @@ pub(crate) struct TargetArgs {
     /// Trust this CA certificate (PEM) for --xmpp-tls; without it any certificate is accepted.
     #[arg(long, value_name = "FILE", requires = "xmpp_tls")]
     xmpp_ca: Option<PathBuf>,
+    /// The token of a target started with `gcmspec serve --control-token` (or set
+    /// GCMSPEC_CONTROL_TOKEN), sent with its control-API requests.
+    #[arg(long, value_name = "TOKEN", env = "GCMSPEC_CONTROL_TOKEN", hide_env_values = true, requires = "target")]
+    control_token: Option<String>,
     /// Per-request timeout in seconds, for --target.
     #[arg(long, default_value_t = 10)]
     timeout: u64,
@@ -157,6 +161,9 @@ pub(crate) fn connect(args: &TargetArgs, catalog: &Catalog, profile: Option<&str
         }
         Some(url) => {
             let mut target = HttpTarget::new(url, Duration::from_secs(args.timeout))?;
+            if let Some(token) = &args.control_token {
+                target = target.with_control_token(token.clone());
+            }
             if let Some(x) = &args.xmpp {
                 let addr = std::net::ToSocketAddrs::to_socket_addrs(x.as_str())
                     .with_context(|| format!("--xmpp {x}"))?

@@ -84,9 +84,18 @@ pub(crate) fn run(mut args: RunArgs) -> anyhow::Result<ExitCode> {
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
         args.test.test_threads = Some(cores.max(REMOTE_THREADS));
     }
-    let default_snapshots = match args.to.target {
-        None => Some(Path::new(env!("CARGO_MANIFEST_DIR")).join("snapshots")).filter(|d| d.is_dir()),
-        Some(_) => None,
+    // The bundled reference's snapshots are in ./snapshots of a checkout (where --help says
+    // they are looked for), never in the tree the binary was built from. A legal variant
+    // answers otherwise by design: its run is not compared with the reference's snapshots.
+    let default_snapshots = match (&args.to.target, args.to.variants.is_empty()) {
+        (None, true) => Some(PathBuf::from("snapshots")).filter(|d| d.is_dir()),
+        (None, false) => {
+            if args.snapshots.is_none() && !args.no_snapshots {
+                eprintln!("gcmspec: legal variants answer otherwise by design: snapshots are not compared");
+            }
+            None
+        }
+        (Some(_), _) => None,
     };
     let profile = args
         .profile
@@ -111,6 +120,26 @@ pub(crate) fn run(mut args: RunArgs) -> anyhow::Result<ExitCode> {
     }
     let described = target.describe();
     let cases = harness::cases(&catalog, target, Arc::new(caps), &options);
+    // Read and checked before the run: a bad baseline is said at once.
+    let baseline = match &args.baseline {
+        None => None,
+        Some(path) => {
+            let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+            let baseline = harness::report::Baseline::parse(&text);
+            // An entry that names no check matches nothing: a typo, or a check since renamed.
+            let stale: Vec<&String> = baseline.0.iter().filter(|e| !cases.iter().any(|c| &c.name == *e)).collect();
+            if !stale.is_empty() {
+                bail!(
+                    "{}: {} {} no check of this suite (a typo, or a check renamed): {}",
+                    path.display(),
+                    stale.len(),
+                    if stale.len() == 1 { "entry names" } else { "entries name" },
+                    stale.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+                );
+            }
+            Some(baseline)
+        }
+    };
     let recorder = harness::report::Recorder::default();
     // The exit code comes from the graded report, not from libtest's count of failures.
     if progress::wanted(args.progress, &args.test) {
@@ -126,9 +155,8 @@ pub(crate) fn run(mut args: RunArgs) -> anyhow::Result<ExitCode> {
     if !args.no_replays {
         save_replays(&args.replays, &recorder.replays(), &mut report, &base_url, &replay_flags)?;
     }
-    if let Some(path) = &args.baseline {
-        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-        report.apply_baseline(&harness::report::Baseline::parse(&text));
+    if let Some(baseline) = &baseline {
+        report.apply_baseline(baseline);
     }
     if let Some(path) = &args.write_baseline {
         std::fs::write(path, report.baseline()).with_context(|| format!("writing {}", path.display()))?;
@@ -138,7 +166,7 @@ pub(crate) fn run(mut args: RunArgs) -> anyhow::Result<ExitCode> {
             .with_context(|| format!("writing {}", path.display()))?;
     }
     if let Some(path) = &args.junit {
-        std::fs::write(path, report.junit()).with_context(|| format!("writing {}", path.display()))?;
+        std::fs::write(path, report.junit(&replay_flags)).with_context(|| format!("writing {}", path.display()))?;
     }
     if let Some(path) = &args.html {
         let reproduce = harness::html::Reproduce { base_url: &base_url, replay_flags: &replay_flags };
@@ -183,7 +211,7 @@ pub(crate) fn run(mut args: RunArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::from(2));
     }
     if report.exit_code() == 2 {
-        eprintln!("gcmspec: no trial ran");
+        eprintln!("gcmspec: no trial ran{}", why_nothing_ran(&report, &cases, args.test.filter.as_deref()));
     }
     Ok(ExitCode::from(report.exit_code()))
 }
@@ -232,4 +260,47 @@ pub(crate) fn save_replays(
         }
     }
     Ok(())
+}
+
+/// What to do when nothing ran: a filter that matched nothing gets the nearest names; a
+/// target without the control API, the flags that let the checks needing only a sender run.
+fn why_nothing_ran(report: &harness::report::Report, cases: &[harness::Case], filter: Option<&str>) -> String {
+    use harness::report::Outcome;
+    let selected = report.results.iter().filter(|r| r.outcome != Outcome::Skipped).count();
+    if let Some(filter) = filter.filter(|_| selected == 0) {
+        let mut names: Vec<&str> = cases.iter().flat_map(|c| [c.rule_id.as_str(), c.name.as_str()]).collect();
+        names.sort_unstable();
+        names.dedup();
+        let mut near: Vec<(usize, &str)> = names.iter().map(|n| (edit_distance(filter, n), *n)).collect();
+        near.sort();
+        let shown: Vec<&str> = near.iter().take(3).map(|(_, n)| *n).collect();
+        return format!(
+            ": `{filter}` names no check. Did you mean {}? (`gcmspec rules` lists them all)",
+            shown.join(", ")
+        );
+    }
+    let unsupported = report.results.iter().filter(|r| r.outcome == Outcome::Unsupported);
+    if unsupported.clone().any(|r| r.message.as_deref().is_some_and(|m| m.contains("--api-key"))) {
+        return ": the target offers no control API, and no sender was given. Pass --api-key KEY --sender-id ID \
+                (a sender the server knows) to run the checks that need only a sender; docs/control-api.md says \
+                what a server offers for the rest"
+            .to_string();
+    }
+    String::new()
+}
+
+/// Levenshtein distance, in characters.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let above = row[j + 1];
+            row[j + 1] = (above + 1).min(row[j] + 1).min(diagonal + usize::from(ca != *cb));
+            diagonal = above;
+        }
+    }
+    row[b.len()]
 }

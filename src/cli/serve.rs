@@ -6,9 +6,19 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::Args;
 
-use gcmspec::reference::{self, ConnectionPolicy, Reference};
+use gcmspec::reference::{self, ConnectionPolicy, Reference, StoreCaps};
 
 use super::{SpecArgs, load, reference_config};
+
+/// A banner line. Whoever started the server may have stopped reading its output (a closed
+/// pipe): that must not stop, let alone panic, the server.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, $($arg)*).and_then(|()| out.flush());
+    }};
+}
 
 #[derive(Args)]
 pub(crate) struct ServeArgs {
@@ -45,6 +55,14 @@ pub(crate) struct ServeArgs {
     /// Offer only the public protocol, as a third-party server would.
     #[arg(long)]
     without_control_api: bool,
+    /// Require `Authorization: Bearer TOKEN` on every control-API request (for a reference
+    /// others can reach; `gcmspec run --control-token` sends it).
+    #[arg(long, value_name = "TOKEN", env = "GCMSPEC_CONTROL_TOKEN", hide_env_values = true)]
+    control_token: Option<String>,
+    /// Listen on addresses other machines can reach. Without it only loopback addresses
+    /// are accepted: the control API lets anyone who reaches it act as any sender.
+    #[arg(long)]
+    allow_remote: bool,
     /// Answer every HTTP request this many milliseconds late, to rehearse a slow server.
     #[arg(long, value_name = "MS", default_value_t = 0)]
     latency_ms: u64,
@@ -54,6 +72,9 @@ pub(crate) struct ServeArgs {
     /// Open connections each listener holds at most; more are closed when accepted.
     #[arg(long, value_name = "N", default_value_t = ConnectionPolicy::default().max_connections)]
     max_connections: usize,
+    /// Logged-in XMPP connections each sender holds at most; a login past it is refused.
+    #[arg(long, value_name = "N", default_value_t = ConnectionPolicy::default().max_connections_per_sender)]
+    max_connections_per_sender: usize,
     /// Seconds an HTTP request's headers may take, and an idle keep-alive connection may stay.
     #[arg(long, value_name = "SECONDS", default_value_t = ConnectionPolicy::default().header_timeout.as_secs_f64())]
     header_timeout: f64,
@@ -66,6 +87,24 @@ pub(crate) struct ServeArgs {
     /// Received messages kept per device for the control API (older ones are dropped).
     #[arg(long, value_name = "N", default_value_t = reference::Config::DEFAULT_INBOX_LIMIT)]
     inbox_limit: usize,
+    /// Senders the reference stores at most (507 past it).
+    #[arg(long, value_name = "N", default_value_t = StoreCaps::default().senders)]
+    max_senders: usize,
+    /// App instances (registration ids, old ones included) it stores at most.
+    #[arg(long, value_name = "N", default_value_t = StoreCaps::default().instances)]
+    max_devices: usize,
+    /// App instances registered for one sender at most.
+    #[arg(long, value_name = "N", default_value_t = StoreCaps::default().instances_per_sender)]
+    max_devices_per_sender: usize,
+    /// Device groups it stores at most.
+    #[arg(long, value_name = "N", default_value_t = StoreCaps::default().groups)]
+    max_groups: usize,
+    /// Device groups of one sender at most.
+    #[arg(long, value_name = "N", default_value_t = StoreCaps::default().groups_per_sender)]
+    max_groups_per_sender: usize,
+    /// id_tokens minted for one sender at most.
+    #[arg(long, value_name = "N", default_value_t = StoreCaps::default().id_tokens_per_sender)]
+    max_id_tokens_per_sender: usize,
     /// Seconds a logged-in XMPP connection may send nothing (or take nothing written to it).
     #[arg(long, value_name = "SECONDS", default_value_t = ConnectionPolicy::default().idle_timeout.as_secs_f64())]
     idle_timeout: f64,
@@ -75,14 +114,33 @@ pub(crate) fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let catalog = load(&args.spec)?;
     let profile = args.profile.clone().unwrap_or_else(|| gcmspec::bundled::DEFAULT_PROFILE.into());
     let mut config = reference_config(&catalog, &profile, &args.faults, &args.variants)?;
-    config.seed = args.seed.unwrap_or_else(random_seed);
+    config.seed = args.seed;
     config.control_api = !args.without_control_api;
+    config.control_token = args.control_token.clone().filter(|t| !t.is_empty());
+    let mut remote = false;
+    for addr in [Some(&args.http), args.xmpp.as_ref(), args.xmpp_tls.as_ref()].into_iter().flatten() {
+        remote |= reachable_from_elsewhere(addr, args.allow_remote)?;
+    }
+    if remote && config.control_api && config.control_token.is_none() {
+        eprintln!(
+            "gcmspec: warning: the control API has no --control-token: anyone who reaches it can act as any sender"
+        );
+    }
     config.latency = std::time::Duration::from_millis(args.latency_ms);
     config.one_at_a_time = args.one_at_a_time;
     config.inbox_limit = args.inbox_limit.max(1);
+    config.store = StoreCaps {
+        senders: args.max_senders.max(1),
+        instances: args.max_devices,
+        instances_per_sender: args.max_devices_per_sender,
+        groups: args.max_groups,
+        groups_per_sender: args.max_groups_per_sender,
+        id_tokens_per_sender: args.max_id_tokens_per_sender,
+    };
     let seconds = |s: f64| std::time::Duration::from_secs_f64(s.clamp(0.001, 86_400.0));
     config.connections = ConnectionPolicy {
         max_connections: args.max_connections.max(1),
+        max_connections_per_sender: args.max_connections_per_sender.max(1),
         header_timeout: seconds(args.header_timeout),
         body_timeout: seconds(args.body_timeout),
         login_timeout: seconds(args.login_timeout),
@@ -108,17 +166,19 @@ pub(crate) fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         let reference = Reference::new(config);
         // A sender ready to use, for clients that cannot call the control API.
         let sender = reference.with_model(|m| m.create_sender());
-        println!("gcmspec reference ({profile}) listening on http://{addr}{notes}");
-        println!("sender id {}, server key {}", sender.sender_id, sender.server_key);
+        say!("gcmspec reference ({profile}) listening on http://{addr}{notes}");
+        say!("sender id {}, server key {}", sender.sender_id, sender.server_key);
         let xmpp = match &args.xmpp {
             Some(x) => {
                 let l = tokio::net::TcpListener::bind(x).await.with_context(|| format!("binding {x}"))?;
-                println!("XMPP connection server on {} (plain TCP)", l.local_addr()?);
+                say!("XMPP connection server on {} (plain TCP)", l.local_addr()?);
                 Some(l)
             }
             None => None,
         };
         let (stop, stopped) = tokio::sync::watch::channel(false);
+        // Removed when serving ends (dropped at the end of this block).
+        let mut cert_file: Option<PrivateFile> = None;
         let on_stop = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
             let _ = rx.wait_for(|s| *s).await;
         };
@@ -136,27 +196,114 @@ pub(crate) fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
                 }
                 _ => {
                     let identity = gcmspec::tls::generate()?;
-                    let path = std::env::temp_dir().join(format!("gcmspec-xmpp-{}.pem", addr.port()));
-                    std::fs::write(&path, &identity.cert_pem).with_context(|| format!("writing {}", path.display()))?;
+                    let written = PrivateFile::create(&format!("xmpp-{}.pem", addr.port()), &identity.cert_pem)?;
+                    let path = written.path.clone();
+                    cert_file = Some(written);
                     (identity, path)
                 }
             };
             let config = gcmspec::tls::server_config(&identity)?;
-            println!("XMPP connection server on {addr} (direct TLS), certificate {}", where_.display());
+            say!("XMPP connection server on {addr} (direct TLS), certificate {}", where_.display());
             tokio::spawn(reference::xmpp::serve_tls(l, reference.clone(), config, on_stop(stopped.clone())));
         }
+        // After the listeners: tools read the first lines for the addresses.
+        match (args.without_control_api, &args.control_token) {
+            (true, _) => {}
+            (false, Some(_)) => say!(
+                "control API at http://{addr}{} (docs/control-api.md), requests need the --control-token",
+                reference::control::PREFIX
+            ),
+            (false, None) => say!(
+                "control API at http://{addr}{} (docs/control-api.md): no authentication, requests from this machine only",
+                reference::control::PREFIX
+            ),
+        }
+        say!("state is kept in memory only: it is gone when this process ends");
         let http = tokio::spawn(reference::serve(listener, reference, on_stop(stopped)));
-        let _ = tokio::signal::ctrl_c().await;
+        stop_signal().await;
         let _ = stop.send(true);
         http.await??;
+        drop(cert_file);
         Ok(ExitCode::SUCCESS)
     })
 }
 
-/// Unpredictable without a dependency: std's hasher keys come from the OS.
-pub(crate) fn random_seed() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0));
-    h.finish()
+/// Refuses an address other machines can reach unless `--allow-remote` says so, and warns
+/// when it does.
+fn reachable_from_elsewhere(addr: &str, allowed: bool) -> anyhow::Result<bool> {
+    let ips: Vec<std::net::IpAddr> = std::net::ToSocketAddrs::to_socket_addrs(addr)
+        .with_context(|| format!("resolving {addr}"))?
+        .map(|a| a.ip())
+        .collect();
+    if ips.iter().all(std::net::IpAddr::is_loopback) {
+        return Ok(false);
+    }
+    if !allowed {
+        anyhow::bail!(
+            "refusing to listen on {addr}: other machines could reach it, and through the control API act as any \
+             sender. Use a loopback address (127.0.0.1), or pass --allow-remote (with --control-token)"
+        );
+    }
+    eprintln!("gcmspec: warning: {addr} can be reached from other machines (--allow-remote)");
+    Ok(true)
+}
+
+/// A file in a directory of its own, made fresh (never one already there, nor through a
+/// symlink someone planted) and readable by this user only; both go when it is dropped.
+struct PrivateFile {
+    dir: PathBuf,
+    path: PathBuf,
+}
+
+impl PrivateFile {
+    fn create(name: &str, contents: &str) -> anyhow::Result<PrivateFile> {
+        use std::io::Write;
+        let base = std::env::temp_dir();
+        let mut attempt = 0u32;
+        let dir = loop {
+            let nonce: u64 = rand::RngExt::random(&mut rand::make_rng::<rand::rngs::StdRng>());
+            let dir = base.join(format!("gcmspec-{nonce:016x}"));
+            let mut builder = std::fs::DirBuilder::new();
+            #[cfg(unix)]
+            std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+            match builder.create(&dir) {
+                Ok(()) => break dir,
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && attempt < 8 => attempt += 1,
+                Err(e) => return Err(e).with_context(|| format!("creating {}", dir.display())),
+            }
+        };
+        let path = dir.join(name);
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let written = options.open(&path).and_then(|mut f| f.write_all(contents.as_bytes()));
+        let file = PrivateFile { dir, path };
+        written.with_context(|| format!("writing {}", file.path.display()))?;
+        Ok(file)
+    }
+}
+
+impl Drop for PrivateFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+        let _ = std::fs::remove_dir(&self.dir);
+    }
+}
+
+/// Ctrl-C, or (on Unix) SIGTERM as `kill` and service managers send: either stops serving
+/// cleanly (the generated certificate is removed).
+async fn stop_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
 }

@@ -31,6 +31,16 @@ pub enum TargetError {
     Deadline(Duration),
 }
 
+impl TargetError {
+    /// Whether a check's failure came from a run that had stopped (the target stopped
+    /// answering, or the deadline passed) rather than from what the target answered: the
+    /// check was not tried, and is reported so.
+    pub fn means_not_tried(failure: &str) -> bool {
+        failure.contains(": not tried")
+            && (failure.contains("the target stopped answering (") || failure.contains("the run's deadline ("))
+    }
+}
+
 pub trait Target: Send + Sync {
     /// A short name for reports: `in-process reference`, `http://127.0.0.1:4000`.
     fn describe(&self) -> String;
@@ -90,6 +100,8 @@ pub struct HttpTarget {
     runtime: tokio::runtime::Runtime,
     xmpp: Option<SocketAddr>,
     xmpp_tls: Option<std::sync::Arc<rustls::ClientConfig>>,
+    /// Sent with every control-API request, for a reference started with --control-token.
+    control_token: Option<String>,
 }
 
 impl HttpTarget {
@@ -111,12 +123,18 @@ impl HttpTarget {
             .enable_all()
             .build()
             .map_err(|e| TargetError::Connection { url: base.clone(), why: e.to_string() })?;
-        Ok(HttpTarget { base, client, runtime, xmpp: None, xmpp_tls: None })
+        Ok(HttpTarget { base, client, runtime, xmpp: None, xmpp_tls: None, control_token: None })
     }
 
     /// The server's XMPP connection server, for the XMPP rules.
     pub fn with_xmpp(mut self, addr: SocketAddr) -> Self {
         self.xmpp = Some(addr);
+        self
+    }
+
+    /// Control-API requests carry `Authorization: Bearer <token>`.
+    pub fn with_control_token(mut self, token: String) -> Self {
+        self.control_token = Some(token);
         self
     }
 
@@ -151,6 +169,9 @@ impl Target for HttpTarget {
         let mut builder = self.client.request(method, &url).body(req.body.clone());
         for (k, v) in &req.headers {
             builder = builder.header(k, v);
+        }
+        if let Some(token) = self.control_token.as_deref().filter(|_| req.path.starts_with(control::PREFIX)) {
+            builder = builder.header("authorization", format!("Bearer {token}"));
         }
         self.runtime.block_on(async {
             let resp = builder.send().await.map_err(conn)?;
@@ -306,6 +327,15 @@ impl Capabilities {
         let json = resp.body_json();
         let body = json.as_ref().filter(|b| resp.status == 200 && b["protocol"] == control::PROTOCOL);
         let mut caps = Capabilities::default();
+        if matches!(resp.status, 401 | 403) {
+            let why = json.as_ref().and_then(|b| b["error"].as_str().map(str::to_string));
+            caps.note = Some(format!(
+                "it refused the capabilities request ({}{}); a reference started with --control-token needs the same \
+                 --control-token here",
+                resp.status,
+                why.map(|w| format!(": {w}")).unwrap_or_default()
+            ));
+        }
         if resp.status == 200 && body.is_none() {
             let excerpt: String = String::from_utf8_lossy(&resp.body).chars().take(120).collect();
             caps.note = Some(match &json {
@@ -365,8 +395,12 @@ pub enum ControlError {
 impl Control<'_> {
     fn call(&self, method: &str, path: &str, body: Option<Value>) -> Result<HttpResponse, ControlError> {
         let mut req = HttpRequest::new(method, &format!("{}{path}", control::PREFIX));
-        if let Some(b) = body {
-            req = req.with_json(&b);
+        // A request that changes state is JSON, `{}` at least: the reference refuses any
+        // other (docs/control-api.md).
+        match body {
+            Some(b) => req = req.with_json(&b),
+            None if method != "GET" => req = req.with_json(&json!({})),
+            None => {}
         }
         let resp = self.target.exchange(&req)?;
         if !(200..300).contains(&resp.status) {

@@ -34,7 +34,9 @@ pub fn render(report: &Report, catalog: &Catalog, reproduce: &Reproduce<'_>) -> 
         catalog.rules.iter().filter_map(|rule| by_rule.get(rule.id.as_str()).map(|rs| (rule, rs))).collect();
     let s = &report.summary;
     let new_failures = s.graded_failures - s.known_failures;
-    let (verdict_class, verdict) = if report.exit_code() == 1 {
+    let (verdict_class, verdict) = if let Some(why) = &report.aborted {
+        ("fail", format!("NO CHECK RAN: {why}"))
+    } else if report.exit_code() == 1 {
         (
             "fail",
             format!(
@@ -317,6 +319,7 @@ fn outcome_word(o: Outcome) -> &'static str {
         Outcome::Failed => "failed",
         Outcome::Unsupported => "unsupported",
         Outcome::Skipped => "skipped",
+        Outcome::NotTried => "not-tried",
     }
 }
 

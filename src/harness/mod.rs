@@ -444,7 +444,15 @@ pub fn trials(cases: Vec<Case>, prefix: &str) -> Vec<Trial> {
                 Level::May => "may",
             };
             match case.run {
-                Ok(f) => Trial::test(name, move || f().result.map_err(Failed::from)).with_kind(kind),
+                // A check the stopped run never got to is shown ignored, not failed.
+                Ok(f) => Trial::ignorable_test(name, move || match f().result {
+                    Ok(()) => Ok(libtest_mimic::Completion::Completed),
+                    Err(e) if crate::driver::TargetError::means_not_tried(&e) => {
+                        Ok(libtest_mimic::Completion::ignored_with(e))
+                    }
+                    Err(e) => Err(Failed::from(e)),
+                })
+                .with_kind(kind),
                 Err(why) => Trial::test(name, move || Err(Failed::from(format!("unsupported: {why}"))))
                     .with_kind("unsupported")
                     .with_ignored_flag(true),

@@ -25,6 +25,9 @@ pub enum Outcome {
     Unsupported,
     /// Filtered out of this run.
     Skipped,
+    /// Not tried: the run had stopped (the target stopped answering, or the deadline passed).
+    #[serde(rename = "not-tried")]
+    NotTried,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -68,6 +71,9 @@ pub struct Summary {
     pub failed: usize,
     pub unsupported: usize,
     pub skipped: usize,
+    /// Not tried because the run had stopped (see `Outcome::NotTried`).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub not_tried: usize,
     /// Failures that fail the run.
     pub graded_failures: usize,
     /// Graded failures the baseline lists (they do not fail the run).
@@ -86,6 +92,10 @@ pub struct Report {
     pub profile: String,
     pub strict: bool,
     pub summary: Summary,
+    /// Why no check could start (the target's first answer never came, say): the run
+    /// exits 2, and the report says so rather than being left unwritten.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub aborted: Option<String>,
     pub results: Vec<CaseResult>,
 }
 
@@ -109,7 +119,11 @@ impl Recorder {
     /// The replays of the failed checks, by name.
     pub fn replays(&self) -> Vec<Replay> {
         let ran = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        ran.values().filter_map(|(run, _)| run.replay.as_deref().cloned()).collect()
+        // A check that was not tried has nothing to replay.
+        ran.values()
+            .filter(|(run, _)| !run.result.as_ref().is_err_and(|e| crate::driver::TargetError::means_not_tried(e)))
+            .filter_map(|(run, _)| run.replay.as_deref().cloned())
+            .collect()
     }
 
     /// The report for `cases`: what ran is passed or failed; what did not, unsupported (the
@@ -122,6 +136,11 @@ impl Recorder {
             .map(|c| {
                 let (outcome, message, duration_ms) = match (ran.get(&c.name), &c.run) {
                     (Some((CheckRun { result: Ok(()), .. }, ms)), _) => (Outcome::Passed, None, *ms),
+                    (Some((CheckRun { result: Err(e), .. }, ms)), _)
+                        if crate::driver::TargetError::means_not_tried(e) =>
+                    {
+                        (Outcome::NotTried, Some(e.clone()), *ms)
+                    }
                     (Some((CheckRun { result: Err(e), .. }, ms)), _) => (Outcome::Failed, Some(e.clone()), *ms),
                     (None, Err(why)) => (Outcome::Unsupported, Some(why.clone()), 0),
                     (None, Ok(_)) => (Outcome::Skipped, None, 0),
@@ -139,6 +158,7 @@ impl Recorder {
                     Outcome::Failed => summary.failed += 1,
                     Outcome::Unsupported => summary.unsupported += 1,
                     Outcome::Skipped => summary.skipped += 1,
+                    Outcome::NotTried => summary.not_tried += 1,
                 }
                 summary.graded_failures += usize::from(graded);
                 summary.observed += usize::from(outcome == Outcome::Passed && evidence.observed);
@@ -157,11 +177,32 @@ impl Recorder {
                 }
             })
             .collect();
-        Report { schema: SCHEMA, target: target.to_string(), profile: profile.to_string(), strict, summary, results }
+        Report {
+            schema: SCHEMA,
+            target: target.to_string(),
+            profile: profile.to_string(),
+            strict,
+            summary,
+            aborted: None,
+            results,
+        }
     }
 }
 
 impl Report {
+    /// The report of a run that could not start: no results, and why.
+    pub fn aborted(target: &str, profile: &str, strict: bool, why: String) -> Report {
+        Report {
+            schema: SCHEMA,
+            target: target.to_string(),
+            profile: profile.to_string(),
+            strict,
+            summary: Summary::default(),
+            aborted: Some(why),
+            results: Vec::new(),
+        }
+    }
+
     /// 0: every graded check passed (or failed as the baseline expects); 1: one failed;
     /// 2: nothing ran.
     pub fn exit_code(&self) -> u8 {
@@ -202,7 +243,17 @@ impl Report {
     }
 
     /// JUnit XML: a test suite per rule, a test case per check.
-    pub fn junit(&self) -> String {
+    /// `replay_flags` reach the same target again (`--target URL ...`), for the replay hint.
+    pub fn junit(&self, replay_flags: &str) -> String {
+        if let Some(why) = &self.aborted {
+            // One failing case, so that a CI job that reads the file sees why nothing ran.
+            return format!(
+                "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<testsuites name=\"gcmspec\" tests=\"1\" failures=\"1\">\n  \
+                 <testsuite name=\"gcmspec\" tests=\"1\" failures=\"1\">\n    <testcase name=\"the run could start\" classname=\"gcmspec\">\
+                 <failure message=\"{0}\" type=\"aborted\">{0}</failure></testcase>\n  </testsuite>\n</testsuites>\n",
+                escape(why)
+            );
+        }
         let mut by_rule: BTreeMap<&str, Vec<&CaseResult>> = BTreeMap::new();
         for r in &self.results {
             by_rule.entry(r.rule.as_str()).or_default().push(r);
@@ -214,7 +265,7 @@ impl Report {
             "<testsuites name=\"gcmspec\" tests=\"{}\" failures=\"{}\" skipped=\"{}\">\n",
             all.len(),
             count(&all, Outcome::Failed),
-            count(&all, Outcome::Unsupported) + count(&all, Outcome::Skipped)
+            count(&all, Outcome::Unsupported) + count(&all, Outcome::Skipped) + count(&all, Outcome::NotTried)
         ));
         for (rule, rs) in by_rule {
             out.push_str(&format!(
@@ -222,7 +273,7 @@ impl Report {
                 escape(rule),
                 rs.len(),
                 count(&rs, Outcome::Failed),
-                count(&rs, Outcome::Unsupported) + count(&rs, Outcome::Skipped)
+                count(&rs, Outcome::Unsupported) + count(&rs, Outcome::Skipped) + count(&rs, Outcome::NotTried)
             ));
             for r in rs {
                 let check = r.name.strip_prefix(&format!("{rule}::")).unwrap_or(&r.name);
@@ -245,13 +296,14 @@ impl Report {
                         format!("<skipped message=\"{}\"/>", escape(&format!("unsupported: {message}")))
                     }
                     Outcome::Skipped => "<skipped message=\"filtered out\"/>".to_string(),
+                    Outcome::NotTried => format!("<skipped message=\"{}\"/>", escape(&format!("not tried: {message}"))),
                 };
                 let mut notes = Vec::new();
                 if !r.evidence.matched.is_empty() {
                     notes.push(format!("accepted outcomes seen: {}", r.evidence.matched.join("; ")));
                 }
                 if let Some(replay) = &r.replay {
-                    notes.push(format!("replay: gcmspec replay {replay}"));
+                    notes.push(format!("replay: gcmspec replay {replay}{replay_flags}"));
                 }
                 let out_text = if notes.is_empty() {
                     String::new()

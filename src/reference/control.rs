@@ -5,12 +5,68 @@
 
 use serde_json::{Value, json};
 
-use super::model::{Connectivity, Model, NewInstance, Platform};
+use super::model::{Connectivity, Model, NewInstance, Platform, RegisterError, StoreFull};
 use crate::wire::{HttpRequest, HttpResponse};
 
 pub const PREFIX: &str = "/_gcmspec/v1/";
 /// The version string a server answers in `GET /_gcmspec/v1/capabilities`.
 pub const PROTOCOL: &str = "gcmspec-control/1";
+
+/// What keeps the control API to the harness that started the reference, before any route:
+/// with a token configured, the request must carry it; without one, a `Host` that names
+/// another site than this machine is refused (a web page open in a local browser, a DNS
+/// rebinding), and so is a POST without a JSON body type (a browser sends `text/plain` or a
+/// form cross-origin without asking first; JSON it must ask for).
+pub fn guard(token: Option<&str>, req: &HttpRequest) -> Result<(), HttpResponse> {
+    if let Some(token) = token {
+        let given = req.header("authorization").and_then(|v| v.trim().strip_prefix("Bearer ")).map(str::trim);
+        if given != Some(token) {
+            return Err(HttpResponse::error(
+                401,
+                "the control API of this reference needs `Authorization: Bearer <token>` (its --control-token)",
+            ));
+        }
+    } else if let Some(host) = req.header("host")
+        && !is_local_host(host)
+    {
+        return Err(HttpResponse::error(
+            403,
+            format!(
+                "the control API answers only requests for this machine (Host {host:?} names another site); \
+                 a reference others reach needs --control-token"
+            ),
+        ));
+    }
+    let json = req
+        .header("content-type")
+        .and_then(|c| c.split(';').next())
+        .is_some_and(|c| c.trim().eq_ignore_ascii_case("application/json"));
+    // POST is the one state-changing method a page may send cross-origin unasked; a PUT or
+    // DELETE makes the browser ask first, and the reference grants nothing.
+    if req.method == "POST" && !json {
+        return Err(HttpResponse::error(
+            415,
+            format!(
+                "{} on the control API needs `Content-Type: application/json` (a body of {{}} will do)",
+                req.method
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// A `Host` that can only mean this machine: `localhost` (or a name under it) or an address
+/// literal, with or without a port. A DNS name could be rebound to 127.0.0.1 by anyone.
+fn is_local_host(host: &str) -> bool {
+    let name = match host.strip_prefix('[') {
+        Some(v6) => return v6.split(']').next().is_some_and(|a| a.parse::<std::net::Ipv6Addr>().is_ok()),
+        None => {
+            host.rsplit_once(':').map_or(host, |(name, port)| if port.parse::<u16>().is_ok() { name } else { host })
+        }
+    };
+    let name = name.trim_end_matches('.').to_ascii_lowercase();
+    name == "localhost" || name.ends_with(".localhost") || name.parse::<std::net::Ipv4Addr>().is_ok()
+}
 
 pub fn handle(model: &mut Model, profile: &str, req: &HttpRequest) -> HttpResponse {
     let rest = &req.path[PREFIX.len()..];
@@ -27,7 +83,10 @@ pub fn handle(model: &mut Model, profile: &str, req: &HttpRequest) -> HttpRespon
                 "params": model.declared_limits().server_chosen(),
             }),
         ),
-        ("POST", ["senders"]) => HttpResponse::json(201, &json!(model.create_sender())),
+        ("POST", ["senders"]) => match model.try_create_sender() {
+            Ok(sender) => HttpResponse::json(201, &json!(sender)),
+            Err(full) => store_full(&full),
+        },
         ("POST", ["instances"]) => register(model, req).unwrap_or_else(|e| e),
         ("POST", ["id_tokens"]) => id_token(model, req).unwrap_or_else(|e| e),
         ("POST", ["instances", id, "connectivity"]) => connectivity(model, id, req).unwrap_or_else(|e| e),
@@ -38,10 +97,13 @@ pub fn handle(model: &mut Model, profile: &str, req: &HttpRequest) -> HttpRespon
                 unknown_instance(id)
             }
         }
-        ("POST", ["instances", id, "reregister"]) => match model.reregister(id) {
-            Some(new) => HttpResponse::json(201, &json!({ "registration_id": new })),
-            None => unknown_instance(id),
-        },
+        ("POST", ["instances", id, "reregister"]) => {
+            match model.room_to_reregister(id).map(|()| model.reregister(id)) {
+                Ok(Some(new)) => HttpResponse::json(201, &json!({ "registration_id": new })),
+                Ok(None) => unknown_instance(id),
+                Err(full) => store_full(&full),
+            }
+        }
         ("POST", ["instances", id, "upstream"]) => upstream(model, id, req).unwrap_or_else(|e| e),
         ("POST", ["instances", id, "handled"]) => handled(model, id, req).unwrap_or_else(|e| e),
         ("POST", ["senders", id, "clock"]) => clock(model, id, req).unwrap_or_else(|e| e),
@@ -212,19 +274,25 @@ fn register(model: &mut Model, req: &HttpRequest) -> Reply {
         },
     };
     let Some(count) = count else {
-        return Ok(match model.register(new) {
-            Ok(id) => HttpResponse::json(201, &json!({ "registration_id": id })),
-            Err(e) => HttpResponse::error(400, e),
-        });
+        return model
+            .register(new)
+            .map(|id| HttpResponse::json(201, &json!({ "registration_id": id })))
+            .map_err(refused);
     };
     let mut ids = Vec::with_capacity(count as usize);
+    // All or none: a batch that would pass a cap stores nothing.
+    model.room_for(&new.senders, count as usize).map_err(|full| store_full(&full))?;
     for _ in 0..count {
-        match model.register(new.clone()) {
-            Ok(id) => ids.push(id),
-            Err(e) => return Err(HttpResponse::error(400, e)),
-        }
+        ids.push(model.register(new.clone()).map_err(refused)?);
     }
     Ok(HttpResponse::json(201, &json!({ "registration_ids": ids })))
+}
+
+fn refused(e: RegisterError) -> HttpResponse {
+    match e {
+        RegisterError::Invalid(why) => HttpResponse::error(400, why),
+        RegisterError::Full(full) => store_full(&full),
+    }
 }
 
 /// Instances one `POST instances` may register (`count`): bounds the work of one request.
@@ -238,7 +306,60 @@ fn id_token(model: &mut Model, req: &HttpRequest) -> Reply {
         return Err(HttpResponse::error(400, "expected {\"sender_id\": ..., \"account\": ...}"));
     };
     Ok(match model.mint_id_token(sender, account) {
-        Some(token) => HttpResponse::json(201, &json!({ "id_token": token })),
-        None => HttpResponse::error(400, format!("unknown sender id {sender:?}")),
+        Ok(Some(token)) => HttpResponse::json(201, &json!({ "id_token": token })),
+        Ok(None) => HttpResponse::error(400, format!("unknown sender id {sender:?}")),
+        Err(full) => store_full(&full),
     })
+}
+
+/// A store cap reached: 507 Insufficient Storage, saying which cap and how to raise it.
+fn store_full(full: &StoreFull) -> HttpResponse {
+    HttpResponse::error(507, full)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn post(host: Option<&str>, content_type: Option<&str>, auth: Option<&str>) -> HttpRequest {
+        let mut req = HttpRequest::new("POST", &format!("{PREFIX}senders"));
+        req.body = b"{}".to_vec();
+        for (k, v) in [("host", host), ("content-type", content_type), ("authorization", auth)] {
+            if let Some(v) = v {
+                req = req.with_header(k, v);
+            }
+        }
+        req
+    }
+
+    #[test]
+    fn only_this_machine_reaches_the_control_api_without_a_token() {
+        let json = Some("application/json; charset=utf-8");
+        for host in [None, Some("127.0.0.1:4000"), Some("localhost:4000"), Some("[::1]:4000"), Some("app.localhost")] {
+            assert!(guard(None, &post(host, json, None)).is_ok(), "{host:?}");
+        }
+        // A page elsewhere (DNS rebinding names its own site).
+        for host in ["evil.example:4000", "evil.example", "127.0.0.1.evil.example", "localhost.evil.example:4000"] {
+            assert_eq!(guard(None, &post(Some(host), json, None)).unwrap_err().status, 403, "{host}");
+        }
+        // What a browser sends cross-origin without asking first.
+        for ct in [None, Some("text/plain"), Some("application/x-www-form-urlencoded"), Some("multipart/form-data")] {
+            assert_eq!(guard(None, &post(Some("127.0.0.1:4000"), ct, None)).unwrap_err().status, 415, "{ct:?}");
+        }
+        let get = HttpRequest::new("GET", &format!("{PREFIX}capabilities")).with_header("host", "127.0.0.1:4000");
+        assert!(guard(None, &get).is_ok());
+    }
+
+    #[test]
+    fn a_token_is_required_when_set() {
+        let json = Some("application/json");
+        assert_eq!(guard(Some("s3cret"), &post(None, json, None)).unwrap_err().status, 401);
+        assert_eq!(guard(Some("s3cret"), &post(None, json, Some("Bearer wrong"))).unwrap_err().status, 401);
+        // With the token, the reference may be reached by any name.
+        assert!(guard(Some("s3cret"), &post(Some("ci-runner.internal:4000"), json, Some("Bearer s3cret"))).is_ok());
+        assert_eq!(
+            guard(Some("s3cret"), &post(None, Some("text/plain"), Some("Bearer s3cret"))).unwrap_err().status,
+            415
+        );
+    }
 }

@@ -22,6 +22,8 @@ pub const SEND_PATHS: &[&str] = &["/gcm/send", "/fcm/send"];
 pub struct Site {
     pub profile: String,
     pub control_api: bool,
+    /// Required of every control-API request (`Authorization: Bearer ...`), when set.
+    pub control_token: Option<String>,
 }
 
 pub fn handle(model: &mut Model, site: &Site, req: &HttpRequest) -> HttpResponse {
@@ -46,6 +48,9 @@ fn route(model: &mut Model, site: &Site, req: &HttpRequest) -> HttpResponse {
     let path = req.path.as_str();
     let method = req.method.as_str();
     if path.starts_with(control::PREFIX) && site.control_api {
+        if let Err(refused) = control::guard(site.control_token.as_deref(), req) {
+            return refused;
+        }
         return control::handle(model, &site.profile, req);
     }
     match (method, path) {
@@ -130,6 +135,8 @@ fn group_error(variants: &Variants, e: GroupError) -> HttpResponse {
     let status = match e {
         GroupError::BadIdToken => 401,
         GroupError::NotOwner => 403,
+        // The reference's own store cap, not a rule of the protocol: 507 Insufficient Storage.
+        GroupError::StoreFull(_) => 507,
         GroupError::NotFound if other => 404,
         GroupError::AlreadyExists | GroupError::NameMismatch if other => 409,
         GroupError::TooManyMembers { .. } if other => 422,

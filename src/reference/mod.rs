@@ -31,6 +31,7 @@ use crate::catalog::Profile;
 use crate::wire::{HttpRequest, HttpResponse, parse_query};
 use clock::VirtualClock;
 pub use faults::{Fault, Faults, Variant, Variants};
+pub use model::StoreCaps;
 use model::{Limits, LimitsError, Model};
 
 /// How to build a reference server.
@@ -38,8 +39,9 @@ use model::{Limits, LimitsError, Model};
 pub struct Config {
     pub profile: String,
     pub limits: Limits,
-    /// Seeds every random value: keys, tokens, ids.
-    pub seed: u64,
+    /// Seeds every random value: keys, tokens, ids. `None` draws the generator's whole
+    /// state from the OS, so that nothing can be guessed (`serve` without `--seed`).
+    pub seed: Option<u64>,
     pub faults: Faults,
     /// Legal behaviours that differ from the reference's defaults.
     pub variants: Variants,
@@ -48,6 +50,9 @@ pub struct Config {
     /// Serve the control API (docs/control-api.md). Off, the server offers only the public
     /// protocol, like a third-party server would.
     pub control_api: bool,
+    /// When set, every control-API request must carry `Authorization: Bearer <token>`
+    /// (for a reference that others can reach; docs/control-api.md).
+    pub control_token: Option<String>,
     /// Every HTTP answer comes this late, to rehearse a slow server (none by default).
     pub latency: std::time::Duration,
     /// Answer one HTTP request at a time, latency included, like a single-threaded server.
@@ -57,13 +62,20 @@ pub struct Config {
     /// Received messages kept per device for the control API; older ones are dropped (a
     /// long-running fake must not grow without end).
     pub inbox_limit: usize,
+    /// How many senders, devices, groups and id_tokens it stores, in total and per sender.
+    pub store: StoreCaps,
 }
 
 /// What a peer may hold of a listener, and for how long (docs/robustness.md).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ConnectionPolicy {
-    /// Open connections per listener; more are closed as soon as they are accepted.
+    /// Open connections per listener; more are closed as soon as they are accepted. Of an
+    /// XMPP listener's, at most half may be not yet logged in, so that peers without
+    /// credentials cannot keep the app servers out.
     pub max_connections: usize,
+    /// XMPP: logged-in connections per sender; a login past it is refused, so that one
+    /// sender cannot hold the listener's whole cap.
+    pub max_connections_per_sender: usize,
     /// HTTP: a request's headers must arrive within this, and an idle keep-alive connection
     /// is closed after it.
     pub header_timeout: std::time::Duration,
@@ -81,6 +93,7 @@ impl Default for ConnectionPolicy {
         use std::time::Duration;
         ConnectionPolicy {
             max_connections: 512,
+            max_connections_per_sender: 32,
             header_timeout: Duration::from_secs(10),
             body_timeout: Duration::from_secs(30),
             login_timeout: Duration::from_secs(10),
@@ -98,15 +111,17 @@ impl Config {
         Ok(Config {
             profile: profile.name.clone(),
             limits: Limits::from_profile(profile)?,
-            seed: 0,
+            seed: Some(0),
             faults: Faults::default(),
             variants: Variants::default(),
             max_body_bytes: Self::DEFAULT_MAX_BODY_BYTES,
             control_api: true,
+            control_token: None,
             latency: std::time::Duration::ZERO,
             one_at_a_time: false,
             connections: ConnectionPolicy::default(),
             inbox_limit: Self::DEFAULT_INBOX_LIMIT,
+            store: StoreCaps::default(),
         })
     }
 
@@ -129,6 +144,8 @@ struct Shared {
     /// One permit when answering one request at a time.
     serial: Option<tokio::sync::Semaphore>,
     connections: ConnectionPolicy,
+    /// XMPP: logged-in connections per sender, over every listener.
+    logins: Mutex<std::collections::HashMap<String, usize>>,
 }
 
 /// A reference server's state, shared by every transport that serves it. Cheap to clone.
@@ -143,17 +160,23 @@ impl Reference {
         let limits = config.limits.with_variants(&config.variants);
         let model = Model::new(limits, Box::new(clock.clone()), config.seed, config.faults)
             .with_variants(config.variants)
-            .with_inbox_limit(config.inbox_limit);
+            .with_inbox_limit(config.inbox_limit)
+            .with_store_caps(config.store);
         Reference {
             shared: Arc::new(Shared {
                 model: Mutex::new(model),
                 changed: tokio::sync::Notify::new(),
                 clock,
-                site: http::Site { profile: config.profile, control_api: config.control_api },
+                site: http::Site {
+                    profile: config.profile,
+                    control_api: config.control_api,
+                    control_token: config.control_token,
+                },
                 max_body_bytes: config.max_body_bytes,
                 latency: config.latency,
                 serial: config.one_at_a_time.then(|| tokio::sync::Semaphore::new(1)),
                 connections: config.connections,
+                logins: Mutex::default(),
             }),
         }
     }
@@ -186,6 +209,18 @@ impl Reference {
 
     pub fn clock(&self) -> &VirtualClock {
         &self.shared.clock
+    }
+
+    /// Counts one more logged-in XMPP connection of `sender`, unless it has its share
+    /// (`max_connections_per_sender`); the slot is given back when the guard drops.
+    pub(crate) fn xmpp_login(&self, sender: &str) -> Option<LoginSlot> {
+        let mut logins = self.shared.logins.lock().unwrap_or_else(|e| e.into_inner());
+        let held = logins.entry(sender.to_string()).or_default();
+        if *held >= self.shared.connections.max_connections_per_sender {
+            return None;
+        }
+        *held += 1;
+        Some(LoginSlot { reference: self.clone(), sender: sender.to_string() })
     }
 
     /// The deadlines and caps its listeners apply.
@@ -435,4 +470,22 @@ async fn answer(reference: &Reference, request: Request) -> Response {
         *r.status_mut() = axum::http::StatusCode::INTERNAL_SERVER_ERROR;
         r
     })
+}
+
+/// One logged-in XMPP connection of a sender, counted toward its share until dropped.
+pub(crate) struct LoginSlot {
+    reference: Reference,
+    sender: String,
+}
+
+impl Drop for LoginSlot {
+    fn drop(&mut self) {
+        let mut logins = self.reference.shared.logins.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(held) = logins.get_mut(&self.sender) {
+            *held -= 1;
+            if *held == 0 {
+                logins.remove(&self.sender);
+            }
+        }
+    }
 }

@@ -12,10 +12,10 @@ use serde_json::{Map, Value, json};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpListener;
 
-use super::Reference;
 use super::faults::{Fault, Variant};
 use super::http::parse_send;
 use super::model::{Model, Path, SendOutcome, SendResult, Via};
+use super::{LoginSlot, Reference};
 use crate::xmpp::{self as wire, Element, Event, StreamParser};
 
 /// Accepts app-server connections on `listener` until `shutdown` completes, within the
@@ -26,16 +26,45 @@ pub async fn serve(
     reference: Reference,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let slots = Arc::new(tokio::sync::Semaphore::new(reference.connection_policy().max_connections));
+    let slots = Slots::new(reference.connection_policy().max_connections);
     super::accept_loop(listener, "XMPP", shutdown, move |socket| {
-        let Ok(slot) = slots.clone().try_acquire_owned() else { return };
+        let Some(slot) = slots.take() else { return };
         let reference = reference.clone();
         tokio::spawn(async move {
-            connection(socket, reference).await;
-            drop(slot);
+            serve_connection_from(socket, reference, tokio::time::Instant::now(), Some(slot)).await;
         });
     })
     .await
+}
+
+/// A listener's connection cap, of which at most half may be held by connections that have
+/// not logged in (they hold a second, "anonymous", permit until they do).
+#[derive(Clone)]
+struct Slots {
+    all: Arc<tokio::sync::Semaphore>,
+    anonymous: Arc<tokio::sync::Semaphore>,
+}
+
+/// One connection's place under its listener's cap.
+struct Slot {
+    _all: tokio::sync::OwnedSemaphorePermit,
+    anonymous: Option<tokio::sync::OwnedSemaphorePermit>,
+}
+
+impl Slots {
+    fn new(max: usize) -> Slots {
+        Slots {
+            all: Arc::new(tokio::sync::Semaphore::new(max)),
+            anonymous: Arc::new(tokio::sync::Semaphore::new(max.div_ceil(2))),
+        }
+    }
+
+    /// None when the listener is full, or holds its share of connections not logged in.
+    fn take(&self) -> Option<Slot> {
+        let anonymous = self.anonymous.clone().try_acquire_owned().ok()?;
+        let all = self.all.clone().try_acquire_owned().ok()?;
+        Some(Slot { _all: all, anonymous: Some(anonymous) })
+    }
 }
 
 /// Like [`serve`], with TLS from the first byte (as CCS did). The handshake counts toward the
@@ -47,24 +76,22 @@ pub async fn serve_tls(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let acceptor = tokio_rustls::TlsAcceptor::from(config);
-    let slots = Arc::new(tokio::sync::Semaphore::new(reference.connection_policy().max_connections));
+    let slots = Slots::new(reference.connection_policy().max_connections);
     super::accept_loop(listener, "XMPP (TLS)", shutdown, move |socket| {
-        let Ok(slot) = slots.clone().try_acquire_owned() else { return };
+        let Some(slot) = slots.take() else { return };
         let (acceptor, reference) = (acceptor.clone(), reference.clone());
         tokio::spawn(async move {
             let started = tokio::time::Instant::now();
             let deadline = reference.connection_policy().login_timeout;
             if let Ok(Ok(stream)) = tokio::time::timeout(deadline, acceptor.accept(socket)).await {
-                serve_connection_from(stream, reference, started).await;
+                serve_connection_from(stream, reference, started, Some(slot)).await;
             }
-            drop(slot);
         });
     })
     .await
 }
 
 /// Where a connection stands in the negotiation.
-#[derive(Debug)]
 struct Session {
     /// The authenticated sender, after SASL success.
     sender: Option<String>,
@@ -77,24 +104,32 @@ struct Session {
     sent: u64,
     /// The domain the app server logged in with.
     domain: &'static str,
+    /// Its sender's count of logged-in connections, after SASL success.
+    login: Option<LoginSlot>,
 }
 
 /// Serves one app-server connection to its end.
 pub async fn connection<S: AsyncRead + AsyncWrite + Unpin>(io: S, reference: Reference) {
-    serve_connection_from(io, reference, tokio::time::Instant::now()).await;
+    serve_connection_from(io, reference, tokio::time::Instant::now(), None).await;
 }
 
-/// Serves one connection that began at `started` (its login deadline runs from there).
+/// Serves one connection that began at `started` (its login deadline runs from there),
+/// holding `slot` of its listener's cap (when it has one) until it ends.
 async fn serve_connection_from<S: AsyncRead + AsyncWrite + Unpin>(
     mut io: S,
     reference: Reference,
     started: tokio::time::Instant,
+    mut slot: Option<Slot>,
 ) {
     let mut parser = StreamParser::default();
-    let mut session = Session { sender: None, conn: None, streams: 0, downstream: 0, sent: 0, domain: wire::DOMAIN };
+    let mut session =
+        Session { sender: None, conn: None, streams: 0, downstream: 0, sent: 0, domain: wire::DOMAIN, login: None };
     let policy = reference.connection_policy();
-    let mut deadlined = Deadlined { io: &mut io, write_timeout: policy.idle_timeout };
-    serve_connection(&mut deadlined, &reference, &mut parser, &mut session, started).await;
+    // Until it logs in, a peer's writes end at the login deadline too: one that never reads
+    // cannot hold its slot for the idle timeout.
+    let mut deadlined =
+        Deadlined { io: &mut io, write_timeout: policy.idle_timeout, until: Some(started + policy.login_timeout) };
+    serve_connection(&mut deadlined, &reference, &mut parser, &mut session, started, &mut slot).await;
     if let Some(conn) = session.conn {
         // What it had not acknowledged goes to the sender's other connections, or waits.
         reference.with_model(|m| m.ccs_disconnect(conn));
@@ -120,6 +155,7 @@ async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
     parser: &mut StreamParser,
     session: &mut Session,
     started: tokio::time::Instant,
+    slot: &mut Option<Slot>,
 ) {
     let policy = reference.connection_policy();
     let mut buf = vec![0u8; 16 * 1024];
@@ -139,7 +175,14 @@ async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
                 }
             };
             let bound = session.conn.is_some();
-            let (reply, close) = reference.with_model(|m| answer(m, session, event));
+            let (reply, close) = reference.with_model(|m| answer(m, session, event, reference));
+            if session.login.is_some() {
+                // Logged in: no longer one of the listener's anonymous connections.
+                io.until = None;
+                if let Some(s) = slot.as_mut() {
+                    s.anonymous = None;
+                }
+            }
             // What was queued before this stanza goes out before its reply (once bound: the
             // bind result itself must come first).
             if (bound && !flush_outbox(io, reference, session).await)
@@ -179,11 +222,15 @@ async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
 struct Deadlined<'a, S> {
     io: &'a mut S,
     write_timeout: std::time::Duration,
+    /// The login deadline, before login: no write outlasts it.
+    until: Option<tokio::time::Instant>,
 }
 
 impl<S: AsyncWrite + Unpin> Deadlined<'_, S> {
     async fn write_all(&mut self, bytes: &[u8]) -> std::io::Result<()> {
-        match tokio::time::timeout(self.write_timeout, self.io.write_all(bytes)).await {
+        let idle = tokio::time::Instant::now() + self.write_timeout;
+        let deadline = self.until.map_or(idle, |login| login.min(idle));
+        match tokio::time::timeout_at(deadline, self.io.write_all(bytes)).await {
             Ok(done) => done,
             Err(_) => Err(std::io::ErrorKind::TimedOut.into()),
         }
@@ -218,7 +265,7 @@ fn stream_error(condition: &str, text: &str) -> String {
 }
 
 /// The reply to one event, and whether the stream ends with it.
-fn answer(model: &mut Model, session: &mut Session, event: Event) -> (String, bool) {
+fn answer(model: &mut Model, session: &mut Session, event: Event, reference: &Reference) -> (String, bool) {
     match event {
         Event::StreamOpen(_) => {
             session.streams += 1;
@@ -242,7 +289,7 @@ fn answer(model: &mut Model, session: &mut Session, event: Event) -> (String, bo
         }
         Event::StreamClose => ("</stream:stream>".into(), true),
         Event::Stanza(stanza) => match (stanza.name.as_str(), &session.sender) {
-            ("auth", None) => authenticate(model, session, &stanza),
+            ("auth", None) => authenticate(model, session, &stanza, reference),
             (_, None) => (stream_error("not-authorized", "authenticate with SASL PLAIN first"), true),
             ("iq", Some(_)) => (iq(model, session, &stanza), false),
             ("presence", Some(_)) => (String::new(), false),
@@ -257,7 +304,7 @@ fn answer(model: &mut Model, session: &mut Session, event: Event) -> (String, bo
     }
 }
 
-fn authenticate(model: &mut Model, session: &mut Session, auth: &Element) -> (String, bool) {
+fn authenticate(model: &mut Model, session: &mut Session, auth: &Element, reference: &Reference) -> (String, bool) {
     let failure = |condition: &str| {
         (format!("<failure xmlns=\"{}\"><{condition}/></failure></stream:stream>", wire::SASL_NS), true)
     };
@@ -279,6 +326,9 @@ fn authenticate(model: &mut Model, session: &mut Session, auth: &Element) -> (St
     if !valid {
         return failure("not-authorized");
     }
+    // Its share of connections held: refused, as a server at its limit refuses a login.
+    let Some(login) = reference.xmpp_login(sender_id) else { return failure("temporary-auth-failure") };
+    session.login = Some(login);
     session.sender = Some(sender_id.to_string());
     session.domain = domain;
     (format!("<success xmlns=\"{}\"/>", wire::SASL_NS), false)

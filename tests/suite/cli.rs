@@ -29,7 +29,7 @@ fn gcmspec_in(dir: &std::path::Path, args: &[&str]) -> Result<(i32, String), Str
     Ok((out.status.code().unwrap_or(-1), text))
 }
 
-fn gcmspec(args: &[&str]) -> Result<(i32, String), String> {
+pub(crate) fn gcmspec(args: &[&str]) -> Result<(i32, String), String> {
     let dir = workdir()?;
     let result = gcmspec_in(&dir, args);
     let _ = std::fs::remove_dir_all(&dir);
@@ -47,7 +47,7 @@ fn expect_in(dir: &std::path::Path, args: &[&str], code: i32, needles: &[&str]) 
     }
 }
 
-fn expect(args: &[&str], code: i32, needles: &[&str]) -> Result<(), String> {
+pub(crate) fn expect(args: &[&str], code: i32, needles: &[&str]) -> Result<(), String> {
     let (got, text) = gcmspec(args)?;
     if got != code {
         return Err(format!("gcmspec {} exited {got}, expected {code}:\n{text}", args.join(" ")));
@@ -59,19 +59,19 @@ fn expect(args: &[&str], code: i32, needles: &[&str]) -> Result<(), String> {
 }
 
 /// `gcmspec serve` on an ephemeral port; killed on drop.
-struct Served {
+pub(crate) struct Served {
     child: Child,
-    url: String,
-    sender_id: String,
-    server_key: String,
+    pub(crate) url: String,
+    pub(crate) sender_id: String,
+    pub(crate) server_key: String,
     /// The XMPP address, when started with `--xmpp` or `--xmpp-tls`.
-    xmpp: String,
+    pub(crate) xmpp: String,
     /// The certificate file of `--xmpp-tls`.
-    certificate: String,
+    pub(crate) certificate: String,
 }
 
 impl Served {
-    fn start(extra: &[&str]) -> Result<Served, String> {
+    pub(crate) fn start(extra: &[&str]) -> Result<Served, String> {
         Self::start_limited(None, extra)
     }
 
@@ -99,7 +99,8 @@ impl Served {
         let stdout = child.stdout.take().ok_or("no stdout")?;
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().take(3) {
+            // Every line is read, so that the server never writes to a closed pipe.
+            for line in BufReader::new(stdout).lines() {
                 let _ = tx.send(line.unwrap_or_default());
             }
         });
@@ -127,9 +128,29 @@ impl Served {
     }
 }
 
+impl Served {
+    /// Stops the server as `kill` does (SIGTERM), so that it cleans up; true if it exited
+    /// within a few seconds.
+    pub(crate) fn terminate(&mut self) -> bool {
+        if let Ok(Some(_)) = self.child.try_wait() {
+            return true;
+        }
+        let _ = Command::new("kill").arg(self.child.id().to_string()).stderr(Stdio::null()).status();
+        for _ in 0..100 {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return true;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        false
+    }
+}
+
 impl Drop for Served {
     fn drop(&mut self) {
-        let _ = self.child.kill();
+        if !self.terminate() {
+            let _ = self.child.kill();
+        }
         let _ = self.child.wait();
     }
 }

@@ -15,17 +15,26 @@
 //! - `robustness`: nothing a client sends (HTTP or XMPP) makes the server answer 5xx or hang;
 //!   against a server that hangs, resets, answers garbage or a huge body, every check ends
 //!   within its timeout with a clear failure and the run completes.
+//! - `exposure`: who can reach `gcmspec serve`: loopback unless told, a control API a web
+//!   page cannot drive and a token can close, keys from the OS, a private certificate file.
+//! - `tenancy`: what one peer may hold of a shared reference: the login deadline on a peer
+//!   that never reads, each sender's share of the XMPP connections, caps on senders and
+//!   devices.
+//! - `readme`: README's walk-through figures are what the program gives.
 //! - `specs`: spec-file errors name file, line and field; the bundled files are all of specs/.
 
 use libtest_mimic::{Arguments, Failed, Trial};
 
 mod cli;
 mod conformance;
+mod exposure;
 mod interop;
+mod readme;
 mod report;
 mod robustness;
 mod selftest;
 mod specs;
+mod tenancy;
 
 /// A trial from a closure that returns a description of what went wrong.
 pub fn trial(name: &str, f: impl FnOnce() -> Result<(), String> + Send + 'static) -> Trial {
@@ -56,6 +65,9 @@ fn main() {
     trials.extend(robustness::trials());
     trials.extend(robustness::misbehaving_trials());
     trials.extend(specs::trials());
+    trials.extend(readme::trials());
+    trials.extend(tenancy::trials());
+    trials.extend(exposure::trials());
     let conclusion = libtest_mimic::run(&args, trials);
     // Servers started for the HTTP trials stop with the runtime.
     drop(runtime);

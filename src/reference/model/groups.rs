@@ -115,6 +115,13 @@ impl Model {
         new
     }
 
+    /// A group is gone: its sender holds one fewer.
+    fn forget_group(&mut self, group: &Group) {
+        if let Some(h) = self.held.get_mut(group.sender.as_str()) {
+            h.groups = h.groups.saturating_sub(1);
+        }
+    }
+
     fn create_group(
         &mut self,
         sender: &str,
@@ -127,7 +134,9 @@ impl Model {
             if !self.fault(Fault::NameUnique) {
                 return Err(GroupError::AlreadyExists);
             }
-            self.groups.remove(&existing);
+            if let Some(old) = self.groups.remove(&existing) {
+                self.forget_group(&old);
+            }
         }
         if self.variant(Variant::RefusesDuplicateIds) && has_duplicates(ids) {
             return Err(GroupError::DuplicateIds);
@@ -139,9 +148,25 @@ impl Model {
         if self.counted(members.len(), ids.len()) > self.cap(path) {
             return Err(GroupError::TooManyMembers { max: self.limits.max_members });
         }
+        if self.groups.len() >= self.caps.groups {
+            return Err(GroupError::StoreFull(StoreFull { what: "groups", max: self.caps.groups, flag: "groups" }));
+        }
+        self.hold(sender, |h, caps| {
+            if h.groups >= caps.groups_per_sender {
+                return Err(StoreFull {
+                    what: "groups per sender",
+                    max: caps.groups_per_sender,
+                    flag: "groups-per-sender",
+                });
+            }
+            h.groups += 1;
+            Ok(())
+        })
+        .map_err(GroupError::StoreFull)?;
         let key = self.mint_key(sender, path);
         if let Some(taken) = self.groups.remove(&key) {
             // Only under the fault that mints one key per sender: the new group takes it.
+            self.forget_group(&taken);
             self.group_names.remove(&(taken.sender, taken.name));
         }
         self.group_names.insert((sender.to_string(), name.clone()), key.clone());
@@ -225,6 +250,7 @@ impl Model {
         });
         if group.members.is_empty() && !self.faults.on(Fault::RemoveLastDeletes, path) {
             let g = self.groups.remove(key).expect("present above");
+            self.forget_group(&g);
             self.group_names.remove(&(g.sender, g.name));
         }
     }

@@ -26,6 +26,61 @@ mod sending;
 
 pub use sending::send_outcome_json;
 
+/// How much the model stores, in total and per sender, so that nothing a client can reach
+/// grows without bound (docs/robustness.md). Operational numbers, not the documents': a
+/// shared reference sets them with `serve --max-senders` and the like.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoreCaps {
+    pub senders: usize,
+    /// App instances (registration ids), in total and per sender they are registered for.
+    pub instances: usize,
+    pub instances_per_sender: usize,
+    pub groups: usize,
+    pub groups_per_sender: usize,
+    pub id_tokens_per_sender: usize,
+}
+
+impl Default for StoreCaps {
+    fn default() -> Self {
+        // Room for the load bench's million registrations and 50k groups, several times over
+        // the rest; a few hundred MB at the most.
+        StoreCaps {
+            senders: 100_000,
+            instances: 2_000_000,
+            instances_per_sender: 1_000_000,
+            groups: 200_000,
+            groups_per_sender: 100_000,
+            id_tokens_per_sender: 10_000,
+        }
+    }
+}
+
+/// A store cap was reached: the request is refused and nothing is stored.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("this reference stores at most {max} {what}; it holds them all (a larger --max-{flag} raises the cap)")]
+pub struct StoreFull {
+    pub what: &'static str,
+    pub max: usize,
+    pub flag: &'static str,
+}
+
+/// Why an app instance was not registered.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RegisterError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Full(#[from] StoreFull),
+}
+
+/// What one sender holds of the store.
+#[derive(Debug, Default, Clone, Copy)]
+struct Held {
+    instances: usize,
+    groups: usize,
+    id_tokens: usize,
+}
+
 /// Server credentials of one sender (a project).
 #[derive(Debug, Clone, Serialize)]
 pub struct SenderCredentials {
@@ -73,6 +128,8 @@ pub enum GroupError {
     AlreadyMember,
     #[error("a registration id is not a member of the group")]
     NotAMember,
+    #[error(transparent)]
+    StoreFull(StoreFull),
 }
 
 /// A server-side group operation, as parsed from a request.
@@ -196,6 +253,8 @@ pub struct Model {
     /// Per-sender clock offsets: a trial moves its own sender's time, no one else's.
     offsets: HashMap<String, u64>,
     rng: StdRng,
+    /// For message ids only (see [`Model::new`]).
+    message_ids: StdRng,
     faults: Faults,
     variants: Variants,
     /// Sender id -> server key. The ids are shared with every instance registered for them.
@@ -221,16 +280,24 @@ pub struct Model {
     ccs: Ccs,
     /// Token buckets shared by every device: only under the fault that throttles per sender.
     shared_buckets: Buckets,
+    caps: StoreCaps,
+    held: HashMap<Arc<str>, Held>,
 }
 
 impl Model {
-    pub fn new(limits: Limits, clock: Box<dyn Clock>, seed: u64, faults: Faults) -> Self {
+    /// `seed` makes every key, token and id reproducible; `None` seeds from the OS.
+    pub fn new(limits: Limits, clock: Box<dyn Clock>, seed: Option<u64>, faults: Faults) -> Self {
+        let mut rng = seed.map_or_else(rand::make_rng::<StdRng>, StdRng::seed_from_u64);
+        // Message ids are seen by every receiver: drawn from a generator of their own, they
+        // say nothing of the one that makes keys and tokens.
+        let message_ids = StdRng::from_rng(&mut rng);
         Model {
             declared: limits.clone(),
             limits: limits.with_faults(&faults),
             clock,
             offsets: HashMap::new(),
-            rng: StdRng::seed_from_u64(seed),
+            rng,
+            message_ids,
             faults,
             variants: Variants::default(),
             senders: HashMap::new(),
@@ -246,6 +313,8 @@ impl Model {
             minted_keys: 0,
             ccs: Ccs::default(),
             shared_buckets: Buckets::default(),
+            caps: StoreCaps::default(),
+            held: HashMap::new(),
         }
     }
 
@@ -343,7 +412,16 @@ impl Model {
 
     // ---- control: what the harness sets up -------------------------------------------
 
+    /// A new sender, for set-ups that stay far below the store caps (tests, the banner);
+    /// what a client asks for goes through [`Self::try_create_sender`].
     pub fn create_sender(&mut self) -> SenderCredentials {
+        self.try_create_sender().expect("a sender within the store caps")
+    }
+
+    pub fn try_create_sender(&mut self) -> Result<SenderCredentials, StoreFull> {
+        if self.senders.len() >= self.caps.senders {
+            return Err(StoreFull { what: "senders", max: self.caps.senders, flag: "senders" });
+        }
         let sender_id = loop {
             let id = self.rng.random_range(100_000_000_000u64..1_000_000_000_000).to_string();
             if !self.senders.contains_key(id.as_str()) {
@@ -353,7 +431,7 @@ impl Model {
         let server_key = format!("AIza{}", self.random_text(27));
         self.senders.insert(Arc::from(sender_id.as_str()), server_key.clone());
         self.senders_by_key.insert(server_key.clone(), sender_id.clone());
-        SenderCredentials { sender_id, server_key }
+        Ok(SenderCredentials { sender_id, server_key })
     }
 
     /// Whether an id is one of a registered app instance (old ids included).
@@ -371,20 +449,41 @@ impl Model {
             .expect("known senders, within the limit")
     }
 
+    /// Whether `n` more app instances of these senders fit under the store caps.
+    pub fn room_for(&self, senders: &[String], n: usize) -> Result<(), StoreFull> {
+        if self.instances.len().saturating_add(n) > self.caps.instances {
+            return Err(StoreFull { what: "app instances", max: self.caps.instances, flag: "devices" });
+        }
+        let per_sender = self.caps.instances_per_sender;
+        let full = |s: &String| self.held.get(s.as_str()).is_some_and(|h| h.instances.saturating_add(n) > per_sender);
+        if senders.iter().any(full) {
+            return Err(StoreFull { what: "app instances per sender", max: per_sender, flag: "devices-per-sender" });
+        }
+        Ok(())
+    }
+
     /// Registers an app instance and returns its registration id.
-    pub fn register(&mut self, new: NewInstance) -> Result<String, String> {
+    pub fn register(&mut self, new: NewInstance) -> Result<String, RegisterError> {
+        let invalid = |why: String| Err(RegisterError::Invalid(why));
         if new.senders.is_empty() {
-            return Err("an app instance needs at least one sender id".into());
+            return invalid("an app instance needs at least one sender id".into());
         }
         if new.senders.len() > self.limits.max_senders && !self.fault(Fault::MultipleSendersNoLimit) {
-            return Err(format!(
+            return invalid(format!(
                 "at most {} sender ids per registration, got {}",
                 self.limits.max_senders,
                 new.senders.len()
             ));
         }
         if let Some(unknown) = new.senders.iter().find(|s| !self.senders.contains_key(s.as_str())) {
-            return Err(format!("unknown sender id {unknown:?}"));
+            return invalid(format!("unknown sender id {unknown:?}"));
+        }
+        self.room_for(&new.senders, 1)?;
+        for s in &new.senders {
+            self.hold(s, |h, _| {
+                h.instances += 1;
+                Ok(())
+            })?;
         }
         let id = self.new_registration_id();
         let senders: Box<[Arc<str>]> = new
@@ -424,6 +523,21 @@ impl Model {
         self.instance_mut(registration_id).map(|i| i.installed = false).is_some()
     }
 
+    /// Whether a re-registration fits: the old id stays stored (as an alias), so it counts
+    /// as one more app instance of each of its senders.
+    pub fn room_to_reregister(&self, registration_id: &str) -> Result<(), StoreFull> {
+        let Some(instance) = self.instances.get(self.resolve(registration_id)) else { return Ok(()) };
+        if self.aliases.len() + self.instances.len() >= self.caps.instances {
+            return Err(StoreFull {
+                what: "registration ids, old ones included",
+                max: self.caps.instances,
+                flag: "devices",
+            });
+        }
+        let senders: Vec<String> = instance.senders.iter().map(|s| s.to_string()).collect();
+        self.room_for(&senders, 1)
+    }
+
     /// The app registers again on the same device: a new registration id replaces the old,
     /// which keeps working but answers with the new one as its canonical id.
     pub fn reregister(&mut self, registration_id: &str) -> Option<String> {
@@ -432,6 +546,9 @@ impl Model {
             return self.instances.contains_key(current.as_str()).then_some(current);
         }
         let instance = self.instances.remove(current.as_str())?;
+        for s in instance.senders.iter() {
+            self.held.entry(s.clone()).or_default().instances += 1;
+        }
         let new = self.new_registration_id();
         if self.variant(Variant::OldIdsRetire) {
             let at = instance.senders.iter().map(|s| (s.to_string(), self.now_ms(s))).collect();
@@ -486,17 +603,45 @@ impl Model {
         self
     }
 
+    pub fn with_store_caps(mut self, caps: StoreCaps) -> Self {
+        self.caps = caps;
+        self
+    }
+
+    /// What `sender` holds of the store, made room for by `f` if the caps allow.
+    fn hold(
+        &mut self,
+        sender: &str,
+        f: impl FnOnce(&mut Held, &StoreCaps) -> Result<(), StoreFull>,
+    ) -> Result<(), StoreFull> {
+        let Some(key) = self.senders.get_key_value(sender).map(|(k, _)| k.clone()) else { return Ok(()) };
+        let caps = self.caps;
+        f(self.held.entry(key).or_default(), &caps)
+    }
+
     pub fn account_of(&self, registration_id: &str) -> Option<&str> {
         self.instances.get(self.resolve(registration_id))?.account.as_deref()
     }
 
-    pub fn mint_id_token(&mut self, sender_id: &str, account: &str) -> Option<String> {
+    /// A new id_token of `account` for `sender_id`; `Ok(None)` if the sender is unknown.
+    pub fn mint_id_token(&mut self, sender_id: &str, account: &str) -> Result<Option<String>, StoreFull> {
         if !self.senders.contains_key(sender_id) {
-            return None;
+            return Ok(None);
         }
+        self.hold(sender_id, |h, caps| {
+            if h.id_tokens >= caps.id_tokens_per_sender {
+                return Err(StoreFull {
+                    what: "id_tokens per sender",
+                    max: caps.id_tokens_per_sender,
+                    flag: "id-tokens-per-sender",
+                });
+            }
+            h.id_tokens += 1;
+            Ok(())
+        })?;
         let token = format!("idt.{}", self.random_text(36));
         self.id_tokens.insert(token.clone(), IdToken { sender: sender_id.into(), account: account.into() });
-        Some(token)
+        Ok(Some(token))
     }
 
     /// The project an id_token was minted for (the fault that trusts it needs this).
@@ -622,7 +767,7 @@ mod tests {
             unregistration_propagation_seconds: 300,
             throttle: Throttle { initial_tokens: 3, grant_tokens: 1, grant_interval_ms: 60_000 },
         };
-        Model::new(limits, Box::new(VirtualClock::new()), 7, Faults::new(faults.iter().copied()))
+        Model::new(limits, Box::new(VirtualClock::new()), Some(7), Faults::new(faults.iter().copied()))
     }
 
     #[test]

@@ -11,11 +11,11 @@ use crate::reference::lifetime::{Content, Cx, Scope};
 impl Model {
     /// A multicast id: never 0 (clients test it for truth), within a signed 64-bit number.
     fn multicast_id(&mut self) -> u64 {
-        self.rng.random_range(1u64..i64::MAX as u64)
+        self.message_ids.random_range(1u64..i64::MAX as u64)
     }
 
     fn message_id(&mut self, sender: &str) -> String {
-        format!("0:{}%{:016x}", self.now_ms(sender), self.rng.random::<u64>())
+        format!("0:{}%{:016x}", self.now_ms(sender), self.message_ids.random::<u64>())
     }
 
     /// Checks the message itself and returns its time to live in seconds.

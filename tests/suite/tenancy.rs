@@ -1,0 +1,205 @@
+//! What one peer may hold of a shared reference: deadlines before login, and caps per
+//! tenant as well as per listener (docs/robustness.md).
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use gcmspec::driver::xmpp::{Auth, XmppClient};
+use gcmspec::reference::{Config, ConnectionPolicy, Reference, StoreCaps};
+use gcmspec::wire::{HttpRequest, HttpResponse};
+use libtest_mimic::Trial;
+use serde_json::{Value, json};
+
+use crate::{block_on, trial};
+
+fn config(policy: ConnectionPolicy) -> Config {
+    let mut config = Config::bundled();
+    config.connections = policy;
+    config
+}
+
+/// Whether a fresh connection gets a stream header back within `wait`.
+fn answers(addr: std::net::SocketAddr, wait: Duration) -> bool {
+    let Ok(mut s) = TcpStream::connect(addr) else { return false };
+    let _ = s.set_read_timeout(Some(wait));
+    if s.write_all(b"<stream:stream to='gcm.googleapis.com' version='1.0'>").is_err() {
+        return false;
+    }
+    let mut buf = [0u8; 512];
+    matches!(s.read(&mut buf), Ok(n) if n > 0 && String::from_utf8_lossy(&buf[..n]).contains("stream:stream"))
+}
+
+/// A peer that opens streams and never reads blocks the server's writes: it must lose its
+/// slot at the login deadline, not the idle one.
+async fn unread_writes_end_at_the_login_deadline() -> Result<(), String> {
+    let policy = ConnectionPolicy {
+        max_connections: 2,
+        login_timeout: Duration::from_millis(500),
+        idle_timeout: Duration::from_secs(600),
+        ..ConnectionPolicy::default()
+    };
+    let server = Reference::start_with(config(policy)).await.map_err(|e| e.to_string())?;
+    let addr = server.xmpp_address();
+    tokio::task::spawn_blocking(move || {
+        let mut hog = TcpStream::connect(addr).map_err(|e| e.to_string())?;
+        hog.set_write_timeout(Some(Duration::from_secs(5))).map_err(|e| e.to_string())?;
+        // Each stream header is answered with a header and features; nobody reads them.
+        let opens = "<stream:stream to='gcm.googleapis.com' version='1.0'>".repeat(20_000);
+        let _ = hog.write_all(opens.as_bytes());
+        // Half the cap (one) is for connections not logged in, and the hog has it.
+        let started = Instant::now();
+        while !answers(addr, Duration::from_millis(300)) {
+            if started.elapsed() > Duration::from_secs(5) {
+                return Err("a peer that never reads kept its slot past the 0.5 s login deadline".into());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        drop(hog);
+        Ok(())
+    })
+    .await
+    .map_err(|e| e.to_string())?
+}
+
+/// One sender cannot take every connection: past its share its logins are refused, and
+/// another sender still logs in.
+async fn one_sender_cannot_hold_the_cap() -> Result<(), String> {
+    let policy = ConnectionPolicy { max_connections: 8, max_connections_per_sender: 2, ..ConnectionPolicy::default() };
+    let server = Reference::start_with(config(policy)).await.map_err(|e| e.to_string())?;
+    let addr = server.xmpp_address();
+    let (greedy, other) = server.reference().with_model(|m| (m.create_sender(), m.create_sender()));
+    tokio::task::spawn_blocking(move || {
+        let login = |s: &gcmspec::reference::model::SenderCredentials| {
+            XmppClient::connect(addr, None, &s.sender_id, &s.server_key, Duration::from_secs(5))
+        };
+        let mut held = Vec::new();
+        for n in 0..2 {
+            match login(&greedy)? {
+                (Some(c), Auth::Success) => held.push(c),
+                (_, auth) => return Err(format!("login {n} within the share was refused: {auth:?}")),
+            }
+        }
+        match login(&greedy)? {
+            (_, Auth::Failure(why)) if why == "temporary-auth-failure" => {}
+            (_, auth) => return Err(format!("a third login of one sender (share 2): {auth:?}")),
+        }
+        if !matches!(login(&other)?, (Some(_), Auth::Success)) {
+            return Err("another sender could not log in beside the first's share".into());
+        }
+        // A closed connection gives its place back.
+        held.pop().ok_or("no connection held")?.close();
+        let started = Instant::now();
+        loop {
+            match login(&greedy)? {
+                (Some(_), Auth::Success) => return Ok(()),
+                _ if started.elapsed() < Duration::from_secs(5) => std::thread::sleep(Duration::from_millis(50)),
+                (_, auth) => return Err(format!("after closing one, a login is still refused: {auth:?}")),
+            }
+        }
+    })
+    .await
+    .map_err(|e| e.to_string())?
+}
+
+/// Every stored collection a client can grow has a cap in total and per sender: past it the
+/// request gets 507 naming the cap, nothing is stored, and other senders keep their room.
+fn the_store_is_capped_per_sender_and_in_total() -> Result<(), String> {
+    let mut config = Config::bundled();
+    config.store = StoreCaps {
+        senders: 3,
+        instances: 8,
+        instances_per_sender: 5,
+        groups: 3,
+        groups_per_sender: 2,
+        id_tokens_per_sender: 2,
+    };
+    let reference = Reference::new(config);
+    let post = |path: &str, body: Value| reference.handle(&HttpRequest::new("POST", path).with_json(&body));
+    let full = |what: &str, resp: &HttpResponse, flag: &str| -> Result<(), String> {
+        let says = resp.body_json().and_then(|b| b["error"].as_str().map(str::to_string)).unwrap_or_default();
+        if resp.status == 507 && says.contains(flag) {
+            Ok(())
+        } else {
+            Err(format!("{what}: {} {says:?}", resp.status))
+        }
+    };
+    let sender = |resp: HttpResponse| -> Result<(String, String), String> {
+        let b = resp.body_json().ok_or("a sender's body is not JSON")?;
+        Ok((b["sender_id"].as_str().unwrap_or_default().into(), b["server_key"].as_str().unwrap_or_default().into()))
+    };
+    let (a, a_key) = sender(post("/_gcmspec/v1/senders", json!({})))?;
+    let (b, b_key) = sender(post("/_gcmspec/v1/senders", json!({})))?;
+    sender(post("/_gcmspec/v1/senders", json!({})))?;
+    full("a fourth sender", &post("/_gcmspec/v1/senders", json!({})), "--max-senders")?;
+    let register = |s: &str, count: u64| post("/_gcmspec/v1/instances", json!({"sender_ids": [s], "count": count}));
+    let ids = |resp: HttpResponse| -> Vec<String> {
+        let b = resp.body_json().unwrap_or_default();
+        b["registration_ids"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|v| v.as_str().map(String::from)).collect())
+            .unwrap_or_default()
+    };
+    let a_ids = ids(register(&a, 5));
+    if a_ids.len() != 5 {
+        return Err(format!("five devices within the share: {a_ids:?}"));
+    }
+    full("a sixth device of one sender", &register(&a, 1), "--max-devices-per-sender")?;
+    // A batch that would pass the total stores nothing: the other sender still has room for 3.
+    full("a batch past the total", &register(&b, 4), "--max-devices")?;
+    let b_ids = ids(register(&b, 3));
+    if b_ids.len() != 3 {
+        return Err(format!("after a refused batch, the three that fit: {b_ids:?}"));
+    }
+    full("a ninth device", &register(&b, 1), "--max-devices")?;
+    full(
+        "a re-registration past the total",
+        &post(&format!("/_gcmspec/v1/instances/{}/reregister", b_ids[0]), json!({})),
+        "--max-devices",
+    )?;
+    // Groups: two per sender, three in all.
+    let create = |key: &str, name: &str, id: &str| {
+        reference.handle(
+            &HttpRequest::new("POST", "/gcm/notification")
+                .with_header("authorization", &format!("key={key}"))
+                .with_header("project_id", if key == a_key { &a } else { &b })
+                .with_json(&json!({"operation": "create", "notification_key_name": name, "registration_ids": [id]})),
+        )
+    };
+    for (n, name) in ["one", "two"].iter().enumerate() {
+        let resp = create(&a_key, name, &a_ids[n]);
+        if resp.status != 200 {
+            return Err(format!(
+                "group {name} within the share: {} {:?}",
+                resp.status,
+                String::from_utf8_lossy(&resp.body)
+            ));
+        }
+    }
+    full("a third group of one sender", &create(&a_key, "three", &a_ids[2]), "--max-groups-per-sender")?;
+    if create(&b_key, "b-one", &b_ids[0]).status != 200 {
+        return Err("another sender could not make a group beside the first's share".into());
+    }
+    full("a fourth group in all", &create(&b_key, "b-two", &b_ids[1]), "--max-groups")?;
+    let token = |s: &str| post("/_gcmspec/v1/id_tokens", json!({"sender_id": s, "account": "x@example.com"}));
+    for _ in 0..2 {
+        if token(&a).status != 201 {
+            return Err("an id_token within the share was refused".into());
+        }
+    }
+    full("a third id_token of one sender", &token(&a), "--max-id-tokens-per-sender")?;
+    if token(&b).status != 201 {
+        return Err("another sender could not mint an id_token".into());
+    }
+    Ok(())
+}
+
+pub fn trials() -> Vec<Trial> {
+    vec![
+        trial("tenancy::unread-writes-end-at-the-login-deadline", || {
+            block_on(unread_writes_end_at_the_login_deadline())
+        }),
+        trial("tenancy::one-sender-cannot-hold-the-xmpp-cap", || block_on(one_sender_cannot_hold_the_cap())),
+        trial("tenancy::the-store-is-capped-per-sender-and-in-total", the_store_is_capped_per_sender_and_in_total),
+    ]
+}
