@@ -135,7 +135,11 @@ impl Served {
         if let Ok(Some(_)) = self.child.try_wait() {
             return true;
         }
-        let _ = Command::new("kill").arg(self.child.id().to_string()).stderr(Stdio::null()).status();
+        // The shell's own `kill`: a fresh machine need not have a kill binary.
+        let _ = Command::new("sh")
+            .args(["-c", "kill -TERM \"$0\"", &self.child.id().to_string()])
+            .stderr(Stdio::null())
+            .status();
         for _ in 0..100 {
             if let Ok(Some(_)) = self.child.try_wait() {
                 return true;
