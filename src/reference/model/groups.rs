@@ -151,18 +151,8 @@ impl Model {
         if self.groups.len() >= self.caps.groups {
             return Err(GroupError::StoreFull(StoreFull { what: "groups", max: self.caps.groups, flag: "groups" }));
         }
-        self.hold(sender, |h, caps| {
-            if h.groups >= caps.groups_per_sender {
-                return Err(StoreFull {
-                    what: "groups per sender",
-                    max: caps.groups_per_sender,
-                    flag: "groups-per-sender",
-                });
-            }
-            h.groups += 1;
-            Ok(())
-        })
-        .map_err(GroupError::StoreFull)?;
+        let full = StoreFull { what: "groups per sender", max: self.caps.groups_per_sender, flag: "groups-per-sender" };
+        self.take_share(sender, |h| &mut h.groups, full).map_err(GroupError::StoreFull)?;
         let key = self.mint_key(sender, path);
         if let Some(taken) = self.groups.remove(&key) {
             // Only under the fault that mints one key per sender: the new group takes it.

@@ -479,11 +479,10 @@ impl Model {
             return invalid(format!("unknown sender id {unknown:?}"));
         }
         self.room_for(&new.senders, 1)?;
+        // room_for has checked every sender's share.
         for s in &new.senders {
-            self.hold(s, |h, _| {
-                h.instances += 1;
-                Ok(())
-            })?;
+            let any = StoreFull { what: "app instances per sender", max: usize::MAX, flag: "devices-per-sender" };
+            self.take_share(s, |h| &mut h.instances, any)?;
         }
         let id = self.new_registration_id();
         let senders: Box<[Arc<str>]> = new
@@ -608,15 +607,21 @@ impl Model {
         self
     }
 
-    /// What `sender` holds of the store, made room for by `f` if the caps allow.
-    fn hold(
+    /// Counts one more of what `share` picks of `sender`'s holdings, unless it has `full.max`
+    /// already (then `full` is the error). An unknown sender holds nothing.
+    fn take_share(
         &mut self,
         sender: &str,
-        f: impl FnOnce(&mut Held, &StoreCaps) -> Result<(), StoreFull>,
+        share: fn(&mut Held) -> &mut usize,
+        full: StoreFull,
     ) -> Result<(), StoreFull> {
         let Some(key) = self.senders.get_key_value(sender).map(|(k, _)| k.clone()) else { return Ok(()) };
-        let caps = self.caps;
-        f(self.held.entry(key).or_default(), &caps)
+        let held = share(self.held.entry(key).or_default());
+        if *held >= full.max {
+            return Err(full);
+        }
+        *held += 1;
+        Ok(())
     }
 
     pub fn account_of(&self, registration_id: &str) -> Option<&str> {
@@ -628,17 +633,9 @@ impl Model {
         if !self.senders.contains_key(sender_id) {
             return Ok(None);
         }
-        self.hold(sender_id, |h, caps| {
-            if h.id_tokens >= caps.id_tokens_per_sender {
-                return Err(StoreFull {
-                    what: "id_tokens per sender",
-                    max: caps.id_tokens_per_sender,
-                    flag: "id-tokens-per-sender",
-                });
-            }
-            h.id_tokens += 1;
-            Ok(())
-        })?;
+        let max = self.caps.id_tokens_per_sender;
+        let full = StoreFull { what: "id_tokens per sender", max, flag: "id-tokens-per-sender" };
+        self.take_share(sender_id, |h| &mut h.id_tokens, full)?;
         let token = format!("idt.{}", self.random_text(36));
         self.id_tokens.insert(token.clone(), IdToken { sender: sender_id.into(), account: account.into() });
         Ok(Some(token))
