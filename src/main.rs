@@ -49,7 +49,7 @@ fn main() -> ExitCode {
     match real_main() {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", gcmspec::driver::error_chain(e.as_ref()));
             ExitCode::from(2)
         }
     }

@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::Args;
 
-use gcmspec::driver::InProcess;
+use gcmspec::driver::{InProcess, Target};
 use gcmspec::harness::{self, Options};
 use gcmspec::reference::Reference;
 
@@ -43,7 +43,7 @@ pub(crate) fn diff(args: DiffArgs) -> anyhow::Result<ExitCode> {
     if args.to.target.is_none() && args.to.faults.is_empty() && args.to.variants.is_empty() {
         bail!("diff compares the reference with --target URL (or with itself under --fault NAME or --variant NAME)");
     }
-    let Connected { target, caps, .. } = connect(&args.to, &catalog, args.profile.as_deref())?;
+    let Connected { target, caps, .. } = connect(&args.to, &catalog, args.profile.as_deref(), None)?;
     let profile = args
         .profile
         .clone()

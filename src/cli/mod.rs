@@ -10,7 +10,7 @@ use anyhow::{Context, bail};
 use clap::Args;
 
 use gcmspec::catalog::Catalog;
-use gcmspec::driver::{Capabilities, HttpTarget, InProcess, Sender, Target};
+use gcmspec::driver::{Capabilities, HttpTarget, InProcess, Sender, Target, Watched};
 use gcmspec::harness;
 use gcmspec::reference::{self, Fault, Faults, Reference, Variant, Variants};
 
@@ -19,6 +19,7 @@ pub(crate) mod progress;
 pub(crate) mod replay;
 pub(crate) mod rules;
 pub(crate) mod run;
+pub(crate) mod selection;
 pub(crate) mod serve;
 
 #[derive(Args)]
@@ -144,20 +145,30 @@ pub(crate) fn parse_faults(catalog: &Catalog, names: &[String]) -> anyhow::Resul
 
 /// A reached target: the in-process reference (with `--fault`s) or a server at `--target`.
 pub(crate) struct Connected {
-    target: Arc<dyn Target>,
+    /// The target under the run's deadline (none for commands without one).
+    target: Arc<Watched>,
     caps: Capabilities,
     /// What curl commands address: the target, or where `gcmspec serve` listens by default.
     base_url: String,
 }
 
-pub(crate) fn connect(args: &TargetArgs, catalog: &Catalog, profile: Option<&str>) -> anyhow::Result<Connected> {
-    let (target, mut caps, base_url): (Arc<dyn Target>, Capabilities, String) = match &args.target {
+/// Reaches the target and asks what it offers. `deadline` covers the run from here, the
+/// first request included: a target that never answers it ends the run at the deadline.
+pub(crate) fn connect(
+    args: &TargetArgs,
+    catalog: &Catalog,
+    profile: Option<&str>,
+    deadline: Option<Duration>,
+) -> anyhow::Result<Connected> {
+    let watch = |target: Arc<dyn Target>| Arc::new(Watched::new(target, deadline));
+    let (target, mut caps, base_url): (Arc<Watched>, Capabilities, String) = match &args.target {
         None => {
             let profile = profile.unwrap_or(gcmspec::bundled::DEFAULT_PROFILE);
             let target =
                 InProcess::new(Reference::new(reference_config(catalog, profile, &args.faults, &args.variants)?));
-            let caps = Capabilities::probe(&target)?;
-            (Arc::new(target), caps, "http://127.0.0.1:4000".into())
+            let target = watch(Arc::new(target));
+            let caps = Capabilities::probe(target.as_ref())?;
+            (target, caps, "http://127.0.0.1:4000".into())
         }
         Some(url) => {
             let mut target = HttpTarget::new(url, Duration::from_secs(args.timeout))?;
@@ -180,8 +191,9 @@ pub(crate) fn connect(args: &TargetArgs, catalog: &Catalog, profile: Option<&str
                     target = target.with_xmpp_tls(gcmspec::tls::client_config(ca.as_deref())?);
                 }
             }
-            let caps = Capabilities::probe(&target).with_context(|| format!("probing {url}"))?;
-            (Arc::new(target), caps, url.trim_end_matches('/').to_string())
+            let target = watch(Arc::new(target));
+            let caps = Capabilities::probe(target.as_ref()).with_context(|| format!("probing {url}"))?;
+            (target, caps, url.trim_end_matches('/').to_string())
         }
     };
     if let (Some(key), Some(id)) = (&args.api_key, &args.sender_id) {

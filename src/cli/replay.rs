@@ -7,6 +7,7 @@ use std::time::Duration;
 use anyhow::bail;
 use clap::Args;
 
+use gcmspec::driver::Target;
 use gcmspec::harness::{self, Options};
 
 use super::{Connected, SpecArgs, TargetArgs, connect, load, run_id};
@@ -47,7 +48,7 @@ pub(crate) fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     }
     let mut still_failing = 0;
     for (file, r) in args.files.iter().zip(&replays) {
-        let Connected { target, caps, .. } = connect(&args.to, &catalog, Some(&r.profile))?;
+        let Connected { target, caps, .. } = connect(&args.to, &catalog, Some(&r.profile), None)?;
         if let Some(why) = r.unsupported(&caps) {
             bail!("cannot replay {} ({}) against {}: {why}", r.name, file.display(), target.describe());
         }

@@ -10,9 +10,19 @@ use clap::Args;
 
 use gcmspec::harness::{self, Options};
 
-use super::{Connected, SpecArgs, TargetArgs, connect, load, progress, run_id};
+use super::{Connected, SpecArgs, TargetArgs, connect, load, progress, run_id, selection};
 
 #[derive(Args)]
+#[command(after_help = "\
+Examples:
+  gcmspec run                                   the bundled reference, in this process
+  gcmspec run --target http://127.0.0.1:4000    a server with the control API (docs/control-api.md)
+  gcmspec run --target URL --api-key KEY --sender-id ID
+                                                a server without it: the checks a sender can run
+  gcmspec run group.member-cap --json r.json    one rule's checks, with a report
+
+Exit status: 0 every MUST check passed, 1 a graded check failed, 2 nothing ran or the run
+stopped (unreachable target, --deadline).")]
 pub(crate) struct RunArgs {
     #[command(flatten)]
     spec: SpecArgs,
@@ -67,33 +77,34 @@ pub(crate) struct RunArgs {
     #[arg(long, value_name = "SECONDS")]
     deadline: Option<f64>,
     #[command(flatten)]
-    test: libtest_mimic::Arguments,
+    checks: selection::Selection,
 }
 
 /// Checks run side by side against a server over the network: they mostly wait, so more of
 /// them than there are cores (`--test-threads` still decides).
 const REMOTE_THREADS: usize = 8;
 
-pub(crate) fn run(mut args: RunArgs) -> anyhow::Result<ExitCode> {
+pub(crate) fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let catalog = Arc::new(load(&args.spec)?);
-    let Connected { target, caps, base_url } = match connect(&args.to, &catalog, args.profile.as_deref()) {
-        Ok(connected) => connected,
-        Err(e) => {
-            // A CI job that expects its reports gets them, saying why nothing ran.
-            let why = format!("{e:#}");
-            let target = args.to.target.clone().unwrap_or_else(|| "in-process reference".into());
-            let profile = args.profile.clone().unwrap_or_else(|| gcmspec::bundled::DEFAULT_PROFILE.into());
-            let report = harness::report::Report::aborted(&target, &profile, args.strict, why);
-            write_reports(&args, &report, &catalog, &target, "")?;
-            return Err(e);
-        }
-    };
     let deadline = args.deadline.map(|s| Duration::from_secs_f64(s.max(0.0)));
-    let watched = Arc::new(gcmspec::driver::Watched::new(target, deadline));
+    let Connected { target: watched, caps, base_url } =
+        match connect(&args.to, &catalog, args.profile.as_deref(), deadline) {
+            Ok(connected) => connected,
+            Err(e) => {
+                // A CI job that expects its reports gets them, saying why nothing ran.
+                let why = gcmspec::driver::error_chain(e.as_ref());
+                let target = args.to.target.clone().unwrap_or_else(|| "in-process reference".into());
+                let profile = args.profile.clone().unwrap_or_else(|| gcmspec::bundled::DEFAULT_PROFILE.into());
+                let report = harness::report::Report::aborted(&target, &profile, args.strict, why);
+                write_reports(&args, &report, &catalog, &target, "")?;
+                return Err(e);
+            }
+        };
     let target: Arc<dyn gcmspec::driver::Target> = watched.clone();
-    if args.to.target.is_some() && args.test.test_threads.is_none() {
+    let mut test = args.checks.libtest();
+    if args.to.target.is_some() && test.test_threads.is_none() {
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-        args.test.test_threads = Some(cores.max(REMOTE_THREADS));
+        test.test_threads = Some(cores.max(REMOTE_THREADS));
     }
     // The bundled reference's snapshots are in ./snapshots of a checkout (where --help says
     // they are looked for), never in the tree the binary was built from. A legal variant
@@ -126,7 +137,7 @@ pub(crate) fn run(mut args: RunArgs) -> anyhow::Result<ExitCode> {
         run_id: run_id(),
         strict: args.strict,
     });
-    if !args.test.list {
+    if !test.list {
         eprintln!("gcmspec: {} rules, profile {}, target {}", catalog.rules.len(), options.profile, target.describe());
     }
     let described = target.describe();
@@ -153,12 +164,12 @@ pub(crate) fn run(mut args: RunArgs) -> anyhow::Result<ExitCode> {
     };
     let recorder = harness::report::Recorder::default();
     // The exit code comes from the graded report, not from libtest's count of failures.
-    if progress::wanted(args.progress, &args.test) {
-        progress::run(&cases, &recorder, &args.test);
+    if progress::wanted(args.progress, &test) {
+        progress::run(&cases, &recorder, &test);
     } else {
-        let _ = libtest_mimic::run(&args.test, harness::recorded_trials(&cases, &recorder));
+        let _ = libtest_mimic::run(&test, harness::recorded_trials(&cases, &recorder));
     }
-    if args.test.list {
+    if test.list {
         return Ok(ExitCode::SUCCESS);
     }
     let mut report = recorder.report(&cases, &described, &options.profile, args.strict);
@@ -211,7 +222,7 @@ pub(crate) fn run(mut args: RunArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::from(2));
     }
     if report.exit_code() == 2 {
-        eprintln!("gcmspec: no trial ran{}", why_nothing_ran(&report, &cases, args.test.filter.as_deref()));
+        eprintln!("gcmspec: no trial ran{}", why_nothing_ran(&report, &cases, test.filter.as_deref()));
     }
     Ok(ExitCode::from(report.exit_code()))
 }

@@ -53,6 +53,10 @@ pub trait Target: Send + Sync {
     fn xmpp_tls(&self) -> Option<std::sync::Arc<rustls::ClientConfig>> {
         None
     }
+    /// When the run's deadline passes, and how long it was: an XMPP exchange with this target
+    /// waits no longer than that. No default: a wrapper that forgot to pass it on would let
+    /// XMPP exchanges outlive the run.
+    fn deadline(&self) -> Option<(std::time::Instant, Duration)>;
 }
 
 /// The bundled reference, called directly for HTTP (no sockets, same adapter code). Its
@@ -75,6 +79,9 @@ impl InProcess {
 impl Target for InProcess {
     fn describe(&self) -> String {
         "in-process reference".into()
+    }
+    fn deadline(&self) -> Option<(std::time::Instant, Duration)> {
+        None
     }
     fn exchange(&self, req: &HttpRequest) -> Result<HttpResponse, TargetError> {
         Ok(self.reference.handle(req))
@@ -153,6 +160,10 @@ impl Target for HttpTarget {
         }
     }
 
+    fn deadline(&self) -> Option<(std::time::Instant, Duration)> {
+        None
+    }
+
     fn xmpp_address(&self) -> Option<SocketAddr> {
         self.xmpp
     }
@@ -163,7 +174,7 @@ impl Target for HttpTarget {
 
     fn exchange(&self, req: &HttpRequest) -> Result<HttpResponse, TargetError> {
         let url = format!("{}{}", self.base, req.path_and_query());
-        let conn = |e: reqwest::Error| TargetError::Connection { url: url.clone(), why: error_chain(&e) };
+        let conn = |e: reqwest::Error| TargetError::Connection { url: url.clone(), why: error_chain(&e.without_url()) };
         let method = reqwest::Method::from_bytes(req.method.as_bytes())
             .map_err(|e| TargetError::Connection { url: url.clone(), why: e.to_string() })?;
         let mut builder = self.client.request(method, &url).body(req.body.clone());
@@ -277,14 +288,23 @@ impl Target for Watched {
     fn xmpp_tls(&self) -> Option<std::sync::Arc<rustls::ClientConfig>> {
         self.inner.xmpp_tls()
     }
+
+    fn deadline(&self) -> Option<(std::time::Instant, Duration)> {
+        self.deadline
+    }
 }
 
-fn error_chain(e: &dyn std::error::Error) -> String {
+/// An error and its causes on one line, each said once: a cause whose words its error
+/// already gives (`cannot read F: {source}` over that source) is not said again.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut src = e.source();
     while let Some(inner) = src {
-        s.push_str(": ");
-        s.push_str(&inner.to_string());
+        let said = inner.to_string();
+        if !s.contains(&said) {
+            s.push_str(": ");
+            s.push_str(&said);
+        }
         src = inner.source();
     }
     s

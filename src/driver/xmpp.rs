@@ -55,6 +55,10 @@ pub struct XmppClient {
     stream: Stream,
     parser: StreamParser,
     timeout: Duration,
+    /// The run's deadline (when it passes, and how long it was): no read waits past it.
+    cutoff: Option<(Instant, Duration)>,
+    /// The first bytes the server sent, kept to tell a TLS endpoint from broken XML.
+    first_bytes: Vec<u8>,
 }
 
 /// How SASL ended.
@@ -65,11 +69,28 @@ pub enum Auth {
     Failure(String),
 }
 
+/// What an exchange cut by the run's deadline says: the check was not tried.
+fn deadline_passed(d: Duration) -> String {
+    super::TargetError::Deadline(d).to_string()
+}
+
 impl XmppClient {
     pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(3);
 
-    fn open(addr: SocketAddr, tls: Option<Arc<rustls::ClientConfig>>, timeout: Duration) -> Result<XmppClient, String> {
-        let tcp = TcpStream::connect_timeout(&addr, timeout).map_err(|e| format!("cannot reach XMPP {addr}: {e}"))?;
+    fn open(
+        addr: SocketAddr,
+        tls: Option<Arc<rustls::ClientConfig>>,
+        timeout: Duration,
+        cutoff: Option<(Instant, Duration)>,
+    ) -> Result<XmppClient, String> {
+        let wait = match cutoff {
+            Some((at, d)) => match at.checked_duration_since(Instant::now()).filter(|left| !left.is_zero()) {
+                Some(left) => left.min(timeout),
+                None => return Err(deadline_passed(d)),
+            },
+            None => timeout,
+        };
+        let tcp = TcpStream::connect_timeout(&addr, wait).map_err(|e| format!("cannot reach XMPP {addr}: {e}"))?;
         tcp.set_nodelay(true).map_err(|e| e.to_string())?;
         let stream = match tls {
             None => Stream::Plain(tcp),
@@ -79,7 +100,7 @@ impl XmppClient {
                 Stream::Tls(Box::new(rustls::StreamOwned::new(conn, tcp)))
             }
         };
-        Ok(XmppClient { stream, parser: StreamParser::default(), timeout })
+        Ok(XmppClient { stream, parser: StreamParser::default(), timeout, cutoff, first_bytes: Vec::new() })
     }
 
     fn write(&mut self, xml: &str) -> Result<(), String> {
@@ -122,7 +143,15 @@ impl XmppClient {
         password: &str,
         timeout: Duration,
     ) -> Result<(Option<XmppClient>, Auth), String> {
-        let mut c = Self::open(addr, tls, timeout)?;
+        Self::log_in(Self::open(addr, tls, timeout, None)?, sender_id, domain, password)
+    }
+
+    fn log_in(
+        mut c: XmppClient,
+        sender_id: &str,
+        domain: &str,
+        password: &str,
+    ) -> Result<(Option<XmppClient>, Auth), String> {
         c.open_stream()?;
         let credentials = wire::base64_encode(format!("\0{sender_id}@{domain}\0{password}").as_bytes());
         c.write(&format!("<auth mechanism=\"PLAIN\" xmlns=\"{}\">{credentials}</auth>", wire::SASL_NS))?;
@@ -167,30 +196,53 @@ impl XmppClient {
         timeout: Duration,
     ) -> Result<(Option<XmppClient>, Auth), String> {
         let addr = target.xmpp_address().ok_or("the target has no XMPP endpoint")?;
-        Self::connect_in(addr, target.xmpp_tls(), sender_id, domain, password, timeout)
+        Self::log_in(Self::open(addr, target.xmpp_tls(), timeout, target.deadline())?, sender_id, domain, password)
     }
 
     /// The next event, waiting at most the timeout.
+    /// The next event, waiting at most the timeout (and never past the run's deadline).
     pub fn next_event(&mut self) -> Result<Event, String> {
-        let deadline = Instant::now() + self.timeout;
+        let until = Instant::now() + self.timeout;
         let mut buf = [0u8; 16 * 1024];
         loop {
-            if let Some(e) = self.parser.next_event().map_err(|e| e.to_string())? {
-                return Ok(e);
+            match self.parser.next_event() {
+                Ok(Some(e)) => return Ok(e),
+                Ok(None) => {}
+                Err(e) => return Err(format!("{e}{}", self.tls_hint())),
             }
-            let left = deadline.saturating_duration_since(Instant::now());
+            let now = Instant::now();
+            if let Some((_, d)) = self.cutoff.filter(|(at, _)| *at <= now) {
+                return Err(deadline_passed(d));
+            }
+            let left = until.saturating_duration_since(now);
             if left.is_zero() {
                 return Err(format!("no answer from the XMPP server within {:?}", self.timeout));
             }
-            self.stream.tcp().set_read_timeout(Some(left)).map_err(|e| e.to_string())?;
+            let wait = self.cutoff.map_or(left, |(at, _)| left.min(at.saturating_duration_since(now)));
+            self.stream.tcp().set_read_timeout(Some(wait.max(Duration::from_millis(1)))).map_err(|e| e.to_string())?;
             match self.stream.read(&mut buf) {
                 Ok(0) => return Err("the XMPP server closed the connection".into()),
-                Ok(n) => self.parser.feed(&buf[..n]),
-                Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
-                    return Err(format!("no answer from the XMPP server within {:?}", self.timeout));
+                Ok(n) => {
+                    if self.first_bytes.len() < 2 {
+                        let take = n.min(2 - self.first_bytes.len());
+                        self.first_bytes.extend_from_slice(&buf[..take]);
+                    }
+                    self.parser.feed(&buf[..n])
                 }
+                Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
                 Err(e) => return Err(format!("XMPP read: {e}")),
             }
+        }
+    }
+
+    /// A plain connection whose first bytes are a TLS record (a handshake or an alert, version
+    /// 3.x) met an endpoint that takes TLS from the first byte.
+    fn tls_hint(&self) -> &'static str {
+        let tls_record = matches!(self.first_bytes.as_slice(), [0x15 | 0x16, 0x03, ..]);
+        if tls_record && matches!(self.stream, Stream::Plain(_)) {
+            " (the server answered with TLS: try --xmpp-tls)"
+        } else {
+            ""
         }
     }
 
@@ -230,7 +282,10 @@ impl XmppClient {
             let _ = s.flush();
         }
         let _ = self.stream.tcp().shutdown(std::net::Shutdown::Write);
-        let deadline = Instant::now() + self.timeout;
+        let mut deadline = Instant::now() + self.timeout;
+        if let Some((at, _)) = self.cutoff {
+            deadline = deadline.min(at);
+        }
         let mut buf = [0u8; 4096];
         while let Some(left) = deadline.checked_duration_since(Instant::now()).filter(|d| !d.is_zero()) {
             let _ = self.stream.tcp().set_read_timeout(Some(left));

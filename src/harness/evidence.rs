@@ -82,6 +82,9 @@ impl Target for Recording<'_> {
     fn xmpp_tls(&self) -> Option<std::sync::Arc<rustls::ClientConfig>> {
         self.inner.xmpp_tls()
     }
+    fn deadline(&self) -> Option<(std::time::Instant, std::time::Duration)> {
+        self.inner.deadline()
+    }
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

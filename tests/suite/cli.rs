@@ -455,6 +455,48 @@ pub fn trials() -> Vec<Trial> {
                 &["xmpp.auth.sasl-plain::server-key-accepted", "xmpp.receipt::after-the-device-connects", " 0 failed"],
             )
         }),
+        trial("cli::run-help-is-gcmspecs-own", || {
+            // It used to be libtest's: no program name, flags that do nothing here.
+            let (code, text) = gcmspec(&["run", "--help"])?;
+            let stray = ["--bench", "-Z ", "--logfile", "--show-output", "USAGE: [OPTIONS]", "Usefull"];
+            match stray.iter().find(|s| text.contains(**s)) {
+                Some(s) => Err(format!("run --help shows {s:?}:\n{text}")),
+                None if code != 0 || !text.contains("Usage: gcmspec run") || !text.contains("Examples:") => {
+                    Err(format!("exit {code}:\n{text}"))
+                }
+                None => Ok(()),
+            }
+        }),
+        trial("cli::libtest-flags-that-mean-something-still-work", || {
+            expect(
+                &["run", "--format", "terse", "--skip", "@", "--exact", "group.member-cap::create-over-cap"],
+                0,
+                &["gcmspec: 1 passed, 0 failed"],
+            )
+        }),
+        trial("cli::an-error-is-said-once", || {
+            // A cause its error already quotes, or a URL said twice, used to be printed again.
+            for (args, said) in [
+                (vec!["run", "--specs", "/nonexistent-gcmspec-dir"], "No such file"),
+                (vec!["run", "--target", "http://127.0.0.1:1"], "127.0.0.1:1/_gcmspec/v1/capabilities"),
+            ] {
+                let (code, text) = gcmspec(&args)?;
+                if code != 2 || text.matches(said).count() != 1 {
+                    return Err(format!(
+                        "gcmspec {} exited {code}, saying {said:?} other than once:\n{text}",
+                        args.join(" ")
+                    ));
+                }
+            }
+            Ok(())
+        }),
+        trial("cli::plain-xmpp-against-tls-says-try-xmpp-tls", || {
+            // A TLS endpoint answers plain XML with an alert record, which used to read only
+            // as "malformed XML".
+            let served = Served::start(&["--xmpp-tls", "127.0.0.1:0"])?;
+            let args = ["run", "--target", &served.url, "--xmpp", &served.xmpp, "xmpp.auth.sasl-plain"];
+            expect(&args, 1, &["the server answered with TLS: try --xmpp-tls"])
+        }),
         trial("cli::run-target-against-faulty-serve", || {
             let served = Served::start(&["--fault", "send.group.partial"])?;
             expect(&["run", "--target", &served.url], 1, &["send.group.partial::two-of-three-refuse", "FAILED"])

@@ -90,6 +90,9 @@ impl Target for RealServerQuirks {
     fn describe(&self) -> String {
         "the reference, answering 400 as real servers did".into()
     }
+    fn deadline(&self) -> Option<(std::time::Instant, std::time::Duration)> {
+        self.0.deadline()
+    }
     fn exchange(
         &self,
         req: &gcmspec::wire::HttpRequest,
@@ -173,6 +176,9 @@ struct OwnWords(InProcess);
 impl Target for OwnWords {
     fn describe(&self) -> String {
         "the reference in its own words, with one bug".into()
+    }
+    fn deadline(&self) -> Option<(std::time::Instant, std::time::Duration)> {
+        self.0.deadline()
     }
     fn exchange(
         &self,

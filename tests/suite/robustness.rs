@@ -265,8 +265,10 @@ enum Misbehaviour {
     CapabilitiesThenHang,
     /// Answers capabilities 200 with something that is not JSON.
     BadCapabilities,
-    /// Never answers.
+    /// Never answers protocol requests (the capability probe gets 404).
     Hang,
+    /// Never answers anything, the capability probe included.
+    HangAll,
     /// Closes the connection without a word.
     Reset,
     /// Answers bytes that are not HTTP.
@@ -288,6 +290,10 @@ fn misbehaving_server(how: Misbehaviour) -> Result<std::net::SocketAddr, String>
                 let mut byte = [0u8; 1];
                 while !head.ends_with(b"\r\n\r\n") && stream.read(&mut byte).map(|n| n == 1).unwrap_or(false) {
                     head.push(byte[0]);
+                }
+                if matches!(how, Misbehaviour::HangAll) {
+                    std::thread::sleep(std::time::Duration::from_secs(120));
+                    return;
                 }
                 if String::from_utf8_lossy(&head).contains("/_gcmspec/") {
                     let body: &[u8] = match how {
@@ -311,9 +317,10 @@ fn misbehaving_server(how: Misbehaviour) -> Result<std::net::SocketAddr, String>
                     return;
                 }
                 match how {
-                    Misbehaviour::Hang | Misbehaviour::CapabilitiesThenHang | Misbehaviour::BadCapabilities => {
-                        std::thread::sleep(std::time::Duration::from_secs(60))
-                    }
+                    Misbehaviour::Hang
+                    | Misbehaviour::HangAll
+                    | Misbehaviour::CapabilitiesThenHang
+                    | Misbehaviour::BadCapabilities => std::thread::sleep(std::time::Duration::from_secs(60)),
                     Misbehaviour::Reset => drop(stream),
                     Misbehaviour::Garbage => {
                         let _ = stream.write_all(b"\x00\x01\x02 this is not HTTP \xff\r\n\r\n");
@@ -404,6 +411,49 @@ pub fn misbehaving_trials() -> Vec<Trial> {
             }
             Ok(())
         }),
+        trial("robustness::the-deadline-covers-the-first-request", || {
+            // The capability probe is the run's first request: a target that never answers it
+            // used to hold the run for the whole --timeout, and no report was written.
+            let addr = misbehaving_server(Misbehaviour::HangAll)?;
+            let dir = scratch_dir("first-request")?;
+            let (out, took) =
+                run_in(&dir, &["--target", &format!("http://{addr}"), "--timeout", "60", "--deadline", "2"])?;
+            let report = std::fs::read_to_string(dir.join("r.json"));
+            let _ = std::fs::remove_dir_all(&dir);
+            let text = String::from_utf8_lossy(&out.stderr).into_owned();
+            if out.status.code() != Some(2) || !text.contains("the run's deadline (2s) passed") || report.is_err() {
+                return Err(format!("exit {:?} after {took:?}, report {}:\n{text}", out.status.code(), report.is_ok()));
+            }
+            // A bound of the test, not a timing of gcmspec: far below the 60 s timeout.
+            if took > std::time::Duration::from_secs(30) {
+                return Err(format!("the run took {took:?} with a deadline of 2 s"));
+            }
+            Ok(())
+        }),
+        trial("robustness::the-deadline-cuts-xmpp-exchanges", || {
+            // An XMPP endpoint that takes the connection and never says a word: each login
+            // waits --xmpp-timeout, unless the run's deadline comes first.
+            let addr = misbehaving_server(Misbehaviour::Hang)?;
+            let xmpp = silent_listener()?;
+            let dir = scratch_dir("xmpp-deadline")?;
+            let (out, took) = run_in(
+                &dir,
+                &["--target", &format!("http://{addr}"), "--xmpp", &xmpp.to_string()]
+                    .into_iter()
+                    .chain(["--api-key", "AIzaFake", "--sender-id", "123456789012", "--timeout", "60"])
+                    .chain(["--xmpp-timeout", "30", "--deadline", "3", "xmpp"])
+                    .collect::<Vec<_>>(),
+            )?;
+            let _ = std::fs::remove_dir_all(&dir);
+            let text = String::from_utf8_lossy(&out.stderr).into_owned();
+            if out.status.code() != Some(2) || !text.contains("the run's deadline (3s) passed") {
+                return Err(format!("exit {:?} after {took:?}:\n{text}", out.status.code()));
+            }
+            if took > std::time::Duration::from_secs(25) {
+                return Err(format!("the run took {took:?} with a deadline of 3 s and XMPP timeouts of 30 s"));
+            }
+            Ok(())
+        }),
         trial("robustness::capabilities-not-json-is-said", || {
             against_misbehaving(
                 Misbehaviour::BadCapabilities,
@@ -412,4 +462,36 @@ pub fn misbehaving_trials() -> Vec<Trial> {
             )
         }),
     ]
+}
+
+fn scratch_dir(what: &str) -> Result<std::path::PathBuf, String> {
+    let dir = std::env::temp_dir().join(format!("gcmspec-{what}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    Ok(dir)
+}
+
+/// `gcmspec run ARGS` in `dir`, with a JSON report `r.json` and neither snapshots nor replays.
+fn run_in(dir: &std::path::Path, args: &[&str]) -> Result<(std::process::Output, std::time::Duration), String> {
+    let start = std::time::Instant::now();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_gcmspec"))
+        .arg("run")
+        .args(args)
+        .args(["--no-snapshots", "--no-replays", "--json", "r.json"])
+        .current_dir(dir)
+        .output()
+        .map_err(|e| e.to_string())?;
+    Ok((out, start.elapsed()))
+}
+
+/// A listener on 127.0.0.1:0 that takes every connection and never writes to it.
+fn silent_listener() -> Result<std::net::SocketAddr, String> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in listener.incoming().flatten() {
+            held.push(stream);
+        }
+    });
+    Ok(addr)
 }
