@@ -190,7 +190,7 @@ impl Connection {
 /// `key` is the server key and `project` the sender id (group requests need both).
 fn request(method: &str, path: &str, (key, project): (&str, &str), body: &str) -> Vec<u8> {
     format!(
-        "{method} {path} HTTP/1.1\r\nhost: load\r\nauthorization: key={key}\r\nproject_id: {project}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+        "{method} {path} HTTP/1.1\r\nhost: 127.0.0.1\r\nauthorization: key={key}\r\nproject_id: {project}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
         body.len()
     )
     .into_bytes()
@@ -354,14 +354,14 @@ fn send_request(server: &Server, body: &Value) -> Vec<u8> {
 
 // ---- scenarios ----------------------------------------------------------------------
 
-struct Row {
-    name: &'static str,
+struct Row<'a> {
+    name: &'a str,
     figures: Figures,
     rss_mb: f64,
     note: String,
 }
 
-fn print_row(row: &Row, yardstick: f64) {
+fn print_row(row: &Row<'_>, yardstick: f64) {
     let Row { name, figures: f, rss_mb, note } = row;
     println!(
         "{name:<28} {:>9.0}/s {:>6.2} {:>7.2} {:>8.1} {:>6.2}x  {}{note}",
@@ -429,6 +429,60 @@ fn throughput(wants: &dyn Fn(&str) -> bool) {
         let note = format!("{connections} XMPP connections, a full window each; acked messages");
         print_row(&Row { name: "XMPP sends", figures, rss_mb: server.rss_mb(), note }, base);
     }
+}
+
+/// What `--state FILE` costs: the same sends with and without it (each answer waits for its
+/// input to be on disk; commits are grouped), then how long a restart takes to resume.
+fn state_cost() {
+    let seconds = seconds();
+    let dir = std::env::temp_dir().join(format!("gcmspec-load-state-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("a temporary directory");
+    let file = dir.join("reference.state");
+    println!("--state: the same load without and with a state file ({}), {seconds} s each", file.display());
+    println!("{:<28} {:>11} {:>6} {:>7} {:>8} {:>7}", "scenario", "requests", "p50 ms", "p99 ms", "RSS MB", "ratio");
+    let file_arg = file.display().to_string();
+    // Each scenario's rate without a state file: the ratio column of the second pass.
+    let mut without: Vec<f64> = Vec::new();
+    for (label, extra) in [("", vec![]), (" --state", vec!["--state", file_arg.as_str()])] {
+        let server = Server::reference(&extra);
+        let ids = register(&server, 21);
+        let mut n = 0;
+        let mut row = |name: &str, figures: Figures, note: String| {
+            let rate = figures.per_second();
+            let base = *without.get(n).unwrap_or(&rate);
+            print_row(&Row { name: &format!("{name}{label}"), figures, rss_mb: server.rss_mb(), note }, base);
+            if label.is_empty() {
+                without.push(rate);
+            }
+            n += 1;
+        };
+        let body = json!({"to": ids[0], "data": {"score": "5x1", "time": "15:10"}});
+        row(
+            "send to one token",
+            drive(server.http, same(send_request(&server, &body)), seconds, None, &mut |_| {}),
+            String::new(),
+        );
+        let key = create_group(&server, "load-20", &ids[1..21]);
+        let body = json!({"to": key, "data": {"score": "5x1"}});
+        row(
+            "send to a 20-member key",
+            drive(server.http, same(send_request(&server, &body)), seconds, None, &mut |_| {}),
+            String::new(),
+        );
+        row("XMPP sends", xmpp_sends(&server, &ids[0], seconds).0, "acked messages".into());
+    }
+    println!("(ratio: to the same scenario without --state)");
+    let size = std::fs::metadata(&file).map_or(0, |m| m.len());
+    let start = Instant::now();
+    let server = Server::reference(&["--state", &file_arg]);
+    println!(
+        "restart on that file ({:.1} MB): serving again after {:.2} s (snapshot read, journal replayed)",
+        size as f64 / 1e6,
+        start.elapsed().as_secs_f64()
+    );
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// Each connection creates a group, adds a member, removes them all (which deletes it).
@@ -642,6 +696,9 @@ fn main() {
     let scenario = |name: &str| wants("throughput") || wants(name);
     if ["throughput", "one-token", "group-send", "multicast", "group-ops", "xmpp"].iter().any(|p| wants(p)) {
         throughput(&scenario);
+    }
+    if wants("state") {
+        state_cost();
     }
     if wants("memory") {
         memory();

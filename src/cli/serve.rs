@@ -44,6 +44,15 @@ pub(crate) struct ServeArgs {
     /// Seed for keys and tokens (default: random, so keys cannot be guessed).
     #[arg(long)]
     seed: Option<u64>,
+    /// Keep what the server accepts in FILE (created if missing) and take it back up from
+    /// there when started again: senders, devices, groups, messages, acks. Without it, state
+    /// is kept in memory only.
+    #[arg(long, value_name = "FILE")]
+    state: Option<PathBuf>,
+    /// Journal bytes the state file keeps before it folds them into a snapshot of the whole
+    /// state (once the snapshot is larger, its size instead).
+    #[arg(long, value_name = "BYTES", default_value_t = reference::Config::DEFAULT_STATE_JOURNAL_BYTES, requires = "state")]
+    state_journal_bytes: u64,
     /// Break this rule (repeatable), to see a client or the suite catch it: a rule id, or
     /// rule-id:what (`gcmspec selftest --list`).
     #[arg(long = "fault", value_name = "FAULT")]
@@ -129,6 +138,7 @@ pub(crate) fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     config.latency = std::time::Duration::from_millis(args.latency_ms);
     config.one_at_a_time = args.one_at_a_time;
     config.inbox_limit = args.inbox_limit.max(1);
+    config.state_journal_bytes = args.state_journal_bytes;
     config.store = StoreCaps {
         senders: args.max_senders.max(1),
         instances: args.max_devices,
@@ -163,9 +173,16 @@ pub(crate) fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         if !faults.is_empty() {
             notes.push_str(&format!(" with faults: {}", faults.join(", ")));
         }
-        let reference = Reference::new(config);
-        // A sender ready to use, for clients that cannot call the control API.
-        let sender = reference.with_model(|m| m.create_sender());
+        let reference = match &args.state {
+            None => Reference::new(config),
+            Some(path) => Reference::with_state(config, path)?,
+        };
+        // A sender ready to use, for clients that cannot call the control API (a restarted
+        // server shows the one it made first).
+        let sender = match reference.first_sender() {
+            Some(sender) => sender,
+            None => reference.create_sender()?,
+        };
         say!("gcmspec reference ({profile}) listening on http://{addr}{notes}");
         say!("sender id {}, server key {}", sender.sender_id, sender.server_key);
         let xmpp = match &args.xmpp {
@@ -218,7 +235,11 @@ pub(crate) fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
                 reference::control::PREFIX
             ),
         }
-        say!("state is kept in memory only: it is gone when this process ends");
+        match reference.state_file() {
+            None => say!("state is kept in memory only: it is gone when this process ends"),
+            Some((path, 0)) => say!("state is kept in {} (a new file)", path.display()),
+            Some((path, n)) => say!("state is kept in {}: resumed from its {n} inputs", path.display()),
+        }
         let http = tokio::spawn(reference::serve(listener, reference, on_stop(stopped)));
         stop_signal().await;
         let _ = stop.send(true);

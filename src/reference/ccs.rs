@@ -9,13 +9,13 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use serde_json::{Value, json};
 
 /// A message for the app server that must be acknowledged.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ForAppServer {
     pub message_id: String,
     pub json: Value,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
 struct Connection {
     sender: String,
     draining: bool,
@@ -34,7 +34,7 @@ pub enum AckError {
     Unknown(String),
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct Ccs {
     /// Grows whenever something is queued for a connection, so the transport knows to look.
     generation: u64,
@@ -66,6 +66,10 @@ impl Ccs {
             queue.push_front(m);
         }
         self.dispatch(&c.sender, max_unacked);
+    }
+
+    pub fn connections(&self) -> Vec<u64> {
+        self.connections.keys().copied().collect()
     }
 
     pub fn is_draining(&self, conn: u64) -> bool {

@@ -58,14 +58,15 @@ pub enum Connectivity {
 /// A message as the device received it.
 /// A message as the device received it. What every recipient of one send shares is held
 /// once: a send to a group of 20 or a multicast to 1000 copies no payload, only pointers.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(from = "FlatDelivered")]
 pub struct Delivered {
     pub message_id: Arc<str>,
     pub content: Arc<Content>,
 }
 
 /// What a message says, shared by all its recipients.
-#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct Content {
     pub from: String,
     /// `deleted_messages` for the notice that the store overflowed.
@@ -102,8 +103,22 @@ impl Serialize for Delivered {
     }
 }
 
+/// What [`Delivered`]'s Serialize writes, read back (a state file's snapshot).
+#[derive(Deserialize)]
+struct FlatDelivered {
+    message_id: String,
+    #[serde(flatten)]
+    content: Content,
+}
+
+impl From<FlatDelivered> for Delivered {
+    fn from(f: FlatDelivered) -> Delivered {
+        Delivered { message_id: Arc::from(f.message_id), content: Arc::new(f.content) }
+    }
+}
+
 /// A message waiting on the server for one device.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Queued {
     pub message: Delivered,
     pub delay_while_idle: bool,
@@ -138,7 +153,7 @@ pub(crate) const MAX_IDLE_BUCKETS: usize = 64;
 /// Token buckets by (sender, collapse key); `None` is the non-collapsible bucket.
 pub type Buckets = HashMap<(String, Option<String>), Bucket>;
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 pub struct Bucket {
     tokens: u64,
     last_grant_ms: u64,
@@ -150,7 +165,7 @@ pub struct Bucket {
 /// One app on one device. Kept small: a million registered devices that were never sent
 /// anything cost little more than their ids (what they have been sent is in [`Traffic`],
 /// allocated with the first message).
-#[derive(Debug)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct Instance {
     pub senders: Box<[Arc<str>]>,
     pub account: Option<Box<str>>,
@@ -170,7 +185,7 @@ pub struct Instance {
 }
 
 /// What a device has been sent: its inbox, its stored messages and its throttling state.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Serialize, Deserialize)]
 pub struct Traffic {
     /// What the device received, oldest first, as the control API shows it: at most
     /// `inbox_limit` are kept (see [`Instance::receive`]).
@@ -186,6 +201,7 @@ pub struct Traffic {
     /// Messages stored for this device so far: the next one's ticket.
     stored: u64,
     /// Token buckets per (sender, collapse key); `None` is the non-collapsible bucket.
+    #[serde(with = "crate::reference::state::pairs")]
     buckets: Buckets,
     /// Delivered messages whose sender asked for a receipt: (sender, app message id, when).
     pub receipts: Vec<(String, String, u64)>,

@@ -25,6 +25,7 @@ pub mod http;
 pub mod lifetime;
 pub mod limits;
 pub mod model;
+pub mod state;
 pub mod xmpp;
 
 use crate::catalog::Profile;
@@ -64,6 +65,9 @@ pub struct Config {
     pub inbox_limit: usize,
     /// How many senders, devices, groups and id_tokens it stores, in total and per sender.
     pub store: StoreCaps,
+    /// With a state file: journal bytes it keeps before folding them into a snapshot (more,
+    /// once the snapshot is larger; [`state`]).
+    pub state_journal_bytes: u64,
 }
 
 /// What a peer may hold of a listener, and for how long (docs/robustness.md).
@@ -106,6 +110,7 @@ impl Config {
     pub const DEFAULT_MAX_BODY_BYTES: usize = 1 << 20;
     /// Far more than any check reads (the most is a few hundred).
     pub const DEFAULT_INBOX_LIMIT: usize = 1000;
+    pub const DEFAULT_STATE_JOURNAL_BYTES: u64 = 64 << 20;
 
     pub fn from_profile(profile: &Profile) -> Result<Config, LimitsError> {
         Ok(Config {
@@ -122,6 +127,7 @@ impl Config {
             connections: ConnectionPolicy::default(),
             inbox_limit: Self::DEFAULT_INBOX_LIMIT,
             store: StoreCaps::default(),
+            state_journal_bytes: Self::DEFAULT_STATE_JOURNAL_BYTES,
         })
     }
 
@@ -146,6 +152,13 @@ struct Shared {
     connections: ConnectionPolicy,
     /// XMPP: logged-in connections per sender, over every listener.
     logins: Mutex<std::collections::HashMap<String, usize>>,
+    /// `--state`: the journal the model's inputs are kept in, if any.
+    state: Option<state::StateFile>,
+    /// Inputs taken under the model's lock, for the journal (only with `state`).
+    tape: Mutex<Vec<state::Input>>,
+    /// Set when the journal could not be written: the server then takes no more requests,
+    /// since what it holds would no longer be what a restart gives back.
+    broken: Mutex<Option<String>>,
 }
 
 /// A reference server's state, shared by every transport that serves it. Cheap to clone.
@@ -156,12 +169,19 @@ pub struct Reference {
 
 impl Reference {
     pub fn new(config: Config) -> Reference {
+        Self::build(config, None, None)
+    }
+
+    fn build(config: Config, seed: Option<state::Seed>, state: Option<state::StateFile>) -> Reference {
         let clock = VirtualClock::new();
         let limits = config.limits.with_variants(&config.variants);
-        let model = Model::new(limits, Box::new(clock.clone()), config.seed, config.faults)
+        let mut model = Model::new(limits, Box::new(clock.clone()), config.seed, config.faults)
             .with_variants(config.variants)
             .with_inbox_limit(config.inbox_limit)
             .with_store_caps(config.store);
+        if let Some(seed) = seed {
+            model = model.reseeded(seed.rng());
+        }
         Reference {
             shared: Arc::new(Shared {
                 model: Mutex::new(model),
@@ -177,6 +197,9 @@ impl Reference {
                 serial: config.one_at_a_time.then(|| tokio::sync::Semaphore::new(1)),
                 connections: config.connections,
                 logins: Mutex::default(),
+                state,
+                tape: Mutex::default(),
+                broken: Mutex::default(),
             }),
         }
     }
@@ -186,20 +209,82 @@ impl Reference {
         if req.body.len() > self.shared.max_body_bytes {
             return too_large(self.shared.max_body_bytes);
         }
-        let result = catch_unwind(AssertUnwindSafe(|| self.with_model(|m| http::handle(m, &self.shared.site, req))));
-        result.unwrap_or_else(|_| HttpResponse::error(500, "internal error in the reference server"))
+        if let Some(why) = self.broken() {
+            return HttpResponse::error(503, format!("the reference stopped taking requests: {why}"));
+        }
+        // Reads of the control API change nothing, nor does a request refused for who sent it
+        // or how (no key, a foreign Host, no JSON): neither is kept, so that nobody without
+        // credentials can grow the journal.
+        let read = req.method == "GET" && req.path.starts_with(control::PREFIX);
+        let result = catch_unwind(AssertUnwindSafe(|| {
+            self.with_model(|m| {
+                let resp = http::handle(m, &self.shared.site, req);
+                if !read && !matches!(resp.status, 401 | 403 | 405 | 413 | 415) {
+                    self.record(|| state::Input::http(req));
+                }
+                resp
+            })
+        }));
+        let resp = result.unwrap_or_else(|_| HttpResponse::error(500, "internal error in the reference server"));
+        match self.broken() {
+            // The answer would claim what a restart would not give back.
+            Some(why) => HttpResponse::error(503, format!("the reference stopped taking requests: {why}")),
+            None => resp,
+        }
     }
 
     /// Direct access to the model, for tests that set up state without HTTP.
     pub fn with_model<R>(&self, f: impl FnOnce(&mut Model) -> R) -> R {
+        let (result, unsettled) = self.with_model_unsettled(f);
+        self.settle(unsettled);
+        result
+    }
+
+    /// Like [`Self::with_model`], leaving the journal's sync (and the wake-up of XMPP writers)
+    /// to [`Self::settle`]: a transport that answers several inputs at once syncs once for all.
+    /// Nothing an input did may be told to anyone before it is settled.
+    pub(crate) fn with_model_unsettled<R>(&self, f: impl FnOnce(&mut Model) -> R) -> (R, Unsettled) {
         // A panic inside the lock was already turned into a 500; the state is still usable.
         let mut guard = self.shared.model.lock().unwrap_or_else(|e| e.into_inner());
         let before = guard.ccs_generation();
         let result = f(&mut guard);
-        if guard.ccs_generation() != before {
+        let upto = self.shared.state.as_ref().and_then(|state| {
+            let tape = std::mem::take(&mut *self.shared.tape.lock().unwrap_or_else(|e| e.into_inner()));
+            if tape.is_empty() {
+                return None;
+            }
+            let upto = state.queue(&tape);
+            // Folded under the lock, so that the snapshot is the state after every input
+            // numbered so far (theirs included: they are committed with it).
+            if state.compaction_due() {
+                let folded = guard
+                    .snapshot()
+                    .map_err(|e| e.to_string())
+                    .and_then(|bytes| state.compact(&bytes).map_err(|e| e.to_string()));
+                if let Err(why) = folded {
+                    self.break_off(why);
+                }
+            }
+            Some(upto)
+        });
+        let changed = guard.ccs_generation() != before;
+        (result, Unsettled { upto, changed })
+    }
+
+    /// Puts what the inputs did on disk, then wakes the XMPP writers it concerns.
+    pub(crate) fn settle(&self, unsettled: Unsettled) {
+        if let (Some(state), Some(upto)) = (&self.shared.state, unsettled.upto)
+            && let Err(e) = off_the_runtime(|| state.sync(upto))
+        {
+            self.break_off(e.to_string());
+        }
+        if unsettled.changed {
             self.shared.changed.notify_waiters();
         }
-        result
+    }
+
+    fn break_off(&self, why: String) {
+        self.shared.broken.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert(why);
     }
 
     /// Completes after the model next queues something for an XMPP connection.
@@ -470,6 +555,30 @@ async fn answer(reference: &Reference, request: Request) -> Response {
         *r.status_mut() = axum::http::StatusCode::INTERNAL_SERVER_ERROR;
         r
     })
+}
+
+/// What [`Reference::with_model_unsettled`] leaves to do: the journal's sync up to `upto`, and
+/// whether XMPP writers have something new.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct Unsettled {
+    upto: Option<u64>,
+    changed: bool,
+}
+
+impl Unsettled {
+    pub(crate) fn and(self, other: Unsettled) -> Unsettled {
+        Unsettled { upto: self.upto.max(other.upto), changed: self.changed || other.changed }
+    }
+}
+
+/// Runs `f`, which waits for the disk, without holding up the other tasks of a multi-thread
+/// runtime (they move to another worker meanwhile, and their inputs join the same commit).
+fn off_the_runtime<R>(f: impl FnOnce() -> R) -> R {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
+        _ => f(),
+    }
 }
 
 /// One logged-in XMPP connection of a sender, counted toward its share until dropped.

@@ -15,7 +15,7 @@ use tokio::net::TcpListener;
 use super::faults::{Fault, Variant};
 use super::http::parse_send;
 use super::model::{Model, Path, SendOutcome, SendResult, Via};
-use super::{LoginSlot, Reference};
+use super::{LoginSlot, Reference, state};
 use crate::xmpp::{self as wire, Element, Event, StreamParser};
 
 /// Accepts app-server connections on `listener` until `shutdown` completes, within the
@@ -132,7 +132,10 @@ async fn serve_connection_from<S: AsyncRead + AsyncWrite + Unpin>(
     serve_connection(&mut deadlined, &reference, &mut parser, &mut session, started, &mut slot).await;
     if let Some(conn) = session.conn {
         // What it had not acknowledged goes to the sender's other connections, or waits.
-        reference.with_model(|m| m.ccs_disconnect(conn));
+        reference.with_model(|m| {
+            reference.record(|| state::Input::CcsDisconnect { conn });
+            m.ccs_disconnect(conn)
+        });
     }
     // Close gracefully, briefly: our side first (TLS close_notify, then FIN), then read what
     // the peer still sends until it closes. Dropping a socket with unread data resets it, and
@@ -165,17 +168,25 @@ async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
         let notified = reference.changed();
         tokio::pin!(notified);
         notified.as_mut().enable();
+        // Everything the events read so far call for is answered at once: their inputs go to
+        // the journal in one sync, and nothing is written before it.
+        let mut out = String::new();
+        let mut unsettled = super::Unsettled::default();
+        let mut close = false;
         loop {
             let event = match parser.next_event() {
                 Ok(Some(e)) => e,
                 Ok(None) => break,
                 Err(e) => {
-                    let _ = io.write_all(stream_error("not-well-formed", &e.to_string()).as_bytes()).await;
+                    reference.settle(unsettled);
+                    out.push_str(&stream_error("not-well-formed", &e.to_string()));
+                    let _ = io.write_all(out.as_bytes()).await;
                     return;
                 }
             };
             let bound = session.conn.is_some();
-            let (reply, close) = reference.with_model(|m| answer(m, session, event, reference));
+            let ((reply, ends), u) = reference.with_model_unsettled(|m| answer(m, session, event, reference));
+            unsettled = unsettled.and(u);
             if session.login.is_some() {
                 // Logged in: no longer one of the listener's anonymous connections.
                 io.until = None;
@@ -185,12 +196,23 @@ async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
             }
             // What was queued before this stanza goes out before its reply (once bound: the
             // bind result itself must come first).
-            if (bound && !flush_outbox(io, reference, session).await)
-                || io.write_all(reply.as_bytes()).await.is_err()
-                || close
-            {
-                return;
+            if bound {
+                unsettled = unsettled.and(take_outbox(reference, session, &mut out));
             }
+            out.push_str(&reply);
+            if ends {
+                close = true;
+                break;
+            }
+        }
+        reference.settle(unsettled);
+        if let Some(why) = reference.broken() {
+            // Not kept: nothing these stanzas did may be acknowledged.
+            let _ = io.write_all(stream_error("internal-server-error", &why).as_bytes()).await;
+            return;
+        }
+        if (!out.is_empty() && io.write_all(out.as_bytes()).await.is_err()) || close {
+            return;
         }
         if !flush_outbox(io, reference, session).await {
             return;
@@ -243,16 +265,28 @@ async fn flush_outbox<S: AsyncWrite + Unpin>(
     reference: &Reference,
     session: &mut Session,
 ) -> bool {
-    let Some(conn) = session.conn else { return true };
-    let outbox = reference.with_model(|m| m.ccs_take(conn));
+    let mut out = String::new();
+    let unsettled = take_outbox(reference, session, &mut out);
+    reference.settle(unsettled);
+    reference.broken().is_none() && (out.is_empty() || io.write_all(out.as_bytes()).await.is_ok())
+}
+
+/// Takes what waits for this connection into `out`, as stanzas (to be written once settled).
+fn take_outbox(reference: &Reference, session: &mut Session, out: &mut String) -> super::Unsettled {
+    let Some(conn) = session.conn else { return super::Unsettled::default() };
+    let (outbox, unsettled) = reference.with_model_unsettled(|m| {
+        let outbox = m.ccs_take(conn);
+        // Taking nothing changes nothing: not kept.
+        if !outbox.is_empty() {
+            reference.record(|| state::Input::CcsTake { conn });
+        }
+        outbox
+    });
     for json in outbox {
         session.sent += 1;
-        let stanza = wire::gcm_message(&format!("ccs-{}", session.sent), &json.to_string());
-        if io.write_all(stanza.as_bytes()).await.is_err() {
-            return false;
-        }
+        out.push_str(&wire::gcm_message(&format!("ccs-{}", session.sent), &json.to_string()));
     }
-    true
+    unsettled
 }
 
 fn stream_error(condition: &str, text: &str) -> String {
@@ -291,12 +325,12 @@ fn answer(model: &mut Model, session: &mut Session, event: Event, reference: &Re
         Event::Stanza(stanza) => match (stanza.name.as_str(), &session.sender) {
             ("auth", None) => authenticate(model, session, &stanza, reference),
             (_, None) => (stream_error("not-authorized", "authenticate with SASL PLAIN first"), true),
-            ("iq", Some(_)) => (iq(model, session, &stanza), false),
+            ("iq", Some(_)) => (iq(model, session, &stanza, reference), false),
             ("presence", Some(_)) => (String::new(), false),
             ("message", Some(_)) if session.conn.is_none() => {
                 (stream_error("not-authorized", "bind a resource before sending messages"), true)
             }
-            ("message", Some(_)) => (message(model, session, &stanza), false),
+            ("message", Some(_)) => (message(model, session, &stanza, reference), false),
             (other, Some(_)) => {
                 (stream_error("unsupported-stanza-type", &format!("<{other}> is not a stanza here")), true)
             }
@@ -334,12 +368,13 @@ fn authenticate(model: &mut Model, session: &mut Session, auth: &Element, refere
     (format!("<success xmlns=\"{}\"/>", wire::SASL_NS), false)
 }
 
-fn iq(model: &mut Model, session: &mut Session, stanza: &Element) -> String {
+fn iq(model: &mut Model, session: &mut Session, stanza: &Element, reference: &Reference) -> String {
     let id = wire::escape(stanza.attr("id").unwrap_or(""));
     let sender = session.sender.clone().unwrap_or_default();
     if let Some(bind) = stanza.child("bind") {
         // Bound: from now on the connection takes upstream messages, receipts and control.
         if session.conn.is_none() {
+            reference.record(|| state::Input::CcsConnect { sender: sender.clone() });
             session.conn = Some(model.ccs_connect(&sender));
         }
         let resource =
@@ -386,7 +421,7 @@ fn ccs_error(error: &str) -> &'static str {
     }
 }
 
-fn message(model: &mut Model, session: &mut Session, stanza: &Element) -> String {
+fn message(model: &mut Model, session: &mut Session, stanza: &Element, reference: &Reference) -> String {
     let (Some(sender), Some(conn)) = (session.sender.clone(), session.conn) else { return String::new() };
     let Some(payload) = stanza.gcm_payload() else {
         return if model.faults().has(Fault::XmppBadRequest) {
@@ -417,6 +452,7 @@ fn message(model: &mut Model, session: &mut Session, stanza: &Element) -> String
         // a receipt, on the connection that received it.
         let id = message_id.as_str().unwrap_or_default();
         let code = if model.variants().has(Variant::OtherNackCodes) { "INVALID_JSON" } else { "BAD_ACK" };
+        reference.record(|| state::Input::CcsAck { conn, message_id: id.to_string() });
         return match model.ccs_ack(conn, id) {
             Ok(()) => String::new(),
             Err(_) if model.variants().has(Variant::SilentBadAck) => String::new(),
@@ -478,6 +514,11 @@ fn message(model: &mut Model, session: &mut Session, stanza: &Element) -> String
         }
         a
     };
+    reference.record(|| state::Input::XmppSend {
+        sender: sender.clone(),
+        target: target.clone(),
+        message: message.clone(),
+    });
     let json = match model.send(&sender, target, message) {
         // The device-group faults break both transports alike.
         SendOutcome::Group { success, failed } => {

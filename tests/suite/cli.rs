@@ -129,6 +129,12 @@ impl Served {
 }
 
 impl Served {
+    /// Stops the server at once, as `kill -9` does: it gets no chance to write anything more.
+    pub(crate) fn kill(&mut self) -> Result<(), String> {
+        self.child.kill().map_err(|e| e.to_string())?;
+        self.child.wait().map(drop).map_err(|e| e.to_string())
+    }
+
     /// Stops the server as `kill` does (SIGTERM), so that it cleans up; true if it exited
     /// within a few seconds.
     pub(crate) fn terminate(&mut self) -> bool {

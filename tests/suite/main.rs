@@ -20,6 +20,8 @@
 //! - `tenancy`: what one peer may hold of a shared reference: the login deadline on a peer
 //!   that never reads, each sender's share of the XMPP connections, caps on senders and
 //!   devices.
+//! - `state`: `serve --state FILE` after `kill -9`: senders, devices, groups, stored and
+//!   received messages (HTTP and XMPP) come back; new credentials are never old ones.
 //! - `readme`: README's walk-through figures are what the program gives.
 //! - `specs`: spec-file errors name file, line and field; the bundled files are all of specs/.
 
@@ -34,6 +36,7 @@ mod report;
 mod robustness;
 mod selftest;
 mod specs;
+mod state;
 mod tenancy;
 
 /// A trial from a closure that returns a description of what went wrong.
@@ -68,6 +71,7 @@ fn main() {
     trials.extend(readme::trials());
     trials.extend(tenancy::trials());
     trials.extend(exposure::trials());
+    trials.extend(state::trials());
     let conclusion = libtest_mimic::run(&args, trials);
     // Servers started for the HTTP trials stop with the runtime.
     drop(runtime);

@@ -80,6 +80,11 @@ impl Model {
         self.ccs.take_outbox(conn)
     }
 
+    /// The XMPP connections open now.
+    pub fn ccs_connections(&self) -> Vec<u64> {
+        self.ccs.connections()
+    }
+
     pub fn ccs_is_draining(&self, conn: u64) -> bool {
         self.ccs.is_draining(conn)
     }

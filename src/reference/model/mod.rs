@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use rand::rngs::StdRng;
 use rand::{Rng, RngExt, SeedableRng};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
 use super::ccs::{AckError, Ccs, ForAppServer};
@@ -23,6 +23,7 @@ pub use crate::catalog::Path;
 mod connection;
 mod groups;
 mod sending;
+mod snapshot;
 
 pub use sending::send_outcome_json;
 
@@ -74,7 +75,7 @@ pub enum RegisterError {
 }
 
 /// What one sender holds of the store.
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Default, Clone, Copy, Serialize, Deserialize)]
 struct Held {
     instances: usize,
     groups: usize,
@@ -88,7 +89,7 @@ pub struct SenderCredentials {
     pub server_key: String,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Serialize, Deserialize)]
 struct Group {
     sender: String,
     name: String,
@@ -98,7 +99,7 @@ struct Group {
     owner: Option<String>,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Serialize, Deserialize)]
 struct IdToken {
     sender: String,
     account: String,
@@ -148,7 +149,7 @@ pub enum ClientOp {
 }
 
 /// A downstream message, its fields parsed by the transport and checked here.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct Message {
     pub collapse_key: Option<String>,
     pub data: Option<Value>,
@@ -166,7 +167,7 @@ pub struct Message {
 }
 
 /// The form a send came in.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Via {
     /// JSON over HTTP.
     #[default]
@@ -191,7 +192,7 @@ impl Via {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum Target {
     To(String),
     RegistrationIds(Vec<String>),
@@ -274,6 +275,7 @@ pub struct Model {
     /// ids stop working once time has passed).
     replaced_at: HashMap<String, Vec<(String, u64)>>,
     groups: HashMap<String, Group>,
+    /// (sender, name) -> notification key.
     group_names: HashMap<(String, String), String>,
     id_tokens: HashMap<String, IdToken>,
     minted_keys: u64,
@@ -282,6 +284,8 @@ pub struct Model {
     shared_buckets: Buckets,
     caps: StoreCaps,
     held: HashMap<Arc<str>, Held>,
+    /// The sender made first (`serve`'s banner shows it again after a restart).
+    first_sender: Option<Arc<str>>,
 }
 
 impl Model {
@@ -315,7 +319,21 @@ impl Model {
             shared_buckets: Buckets::default(),
             caps: StoreCaps::default(),
             held: HashMap::new(),
+            first_sender: None,
         }
+    }
+
+    /// The same model, drawing keys, tokens and ids from `rng` (a state file's seed).
+    pub fn reseeded(mut self, mut rng: StdRng) -> Self {
+        self.message_ids = StdRng::from_rng(&mut rng);
+        self.rng = rng;
+        self
+    }
+
+    /// The sender made first.
+    pub fn first_sender(&self) -> Option<SenderCredentials> {
+        let id = self.first_sender.as_ref()?;
+        Some(SenderCredentials { sender_id: id.to_string(), server_key: self.senders.get(id)?.clone() })
     }
 
     /// The same model, behaving as these legal variants say.
@@ -429,7 +447,9 @@ impl Model {
             }
         };
         let server_key = format!("AIza{}", self.random_text(27));
-        self.senders.insert(Arc::from(sender_id.as_str()), server_key.clone());
+        let id: Arc<str> = Arc::from(sender_id.as_str());
+        self.first_sender.get_or_insert_with(|| id.clone());
+        self.senders.insert(id, server_key.clone());
         self.senders_by_key.insert(server_key.clone(), sender_id.clone());
         Ok(SenderCredentials { sender_id, server_key })
     }

@@ -1,0 +1,250 @@
+//! `serve --state FILE`: what a crash (`kill -9`) keeps. Each trial starts a server on a
+//! fresh file, has it accept things over HTTP, the control API and XMPP, kills it without
+//! warning, starts it again on the same file and asks for everything back.
+
+use libtest_mimic::Trial;
+use serde_json::{Value, json};
+
+use gcmspec::driver::xmpp::XmppClient;
+use gcmspec::driver::{HttpTarget, Target};
+use gcmspec::wire::HttpRequest;
+
+use crate::cli::Served;
+use crate::trial;
+
+struct Api {
+    target: HttpTarget,
+}
+
+impl Api {
+    fn new(url: &str) -> Result<Api, String> {
+        Ok(Api { target: HttpTarget::new(url, std::time::Duration::from_secs(10)).map_err(|e| e.to_string())? })
+    }
+
+    /// A request as `sender` (its key, and its id as `project_id`), or anonymous.
+    fn call(
+        &self,
+        method: &str,
+        path: &str,
+        sender: Option<(&str, &str)>,
+        body: Option<Value>,
+    ) -> Result<(u16, Value), String> {
+        let (path, query) = path.split_once('?').unwrap_or((path, ""));
+        let mut req = HttpRequest::new(method, path);
+        req.query = gcmspec::wire::parse_query(query);
+        if let Some(body) = body {
+            req = req.with_json(&body);
+        }
+        if let Some((id, key)) = sender {
+            req = req.with_header("authorization", &format!("key={key}")).with_header("project_id", id);
+        }
+        let resp = self.target.exchange(&req).map_err(|e| e.to_string())?;
+        Ok((resp.status, resp.body_json().unwrap_or(Value::Null)))
+    }
+
+    fn control(&self, method: &str, path: &str, body: Value) -> Result<Value, String> {
+        let (status, json) = self.call(method, &format!("/_gcmspec/v1/{path}"), None, Some(body))?;
+        if !(200..300).contains(&status) {
+            return Err(format!("{method} {path}: {status} {json}"));
+        }
+        Ok(json)
+    }
+
+    fn register(&self, sender: &str) -> Result<String, String> {
+        let made = self.control("POST", "instances", json!({ "sender_ids": [sender] }))?;
+        Ok(made["registration_id"].as_str().unwrap_or_default().to_string())
+    }
+
+    fn inbox(&self, id: &str) -> Result<Vec<Value>, String> {
+        let (_, json) = self.call("GET", &format!("/_gcmspec/v1/instances/{id}/messages"), None, None)?;
+        Ok(json["messages"].as_array().cloned().unwrap_or_default())
+    }
+}
+
+/// Stops the server at once, with no chance to write anything more (`kill -9`).
+fn crash(served: &mut Served) -> Result<(), String> {
+    served.kill()
+}
+
+fn text_of(v: &Value) -> String {
+    v.as_str().unwrap_or_default().to_string()
+}
+
+/// Everything accepted before the crash is there after it; the new process makes new
+/// credentials, never the old ones again (even with a fixed --seed).
+fn a_crash_keeps_what_was_accepted(seed: Option<&str>, extra: &[&str]) -> Result<(), String> {
+    let dir = std::env::temp_dir().join(format!(
+        "gcmspec-state-{}-{}-{}",
+        std::process::id(),
+        seed.unwrap_or("os"),
+        extra.len()
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    let file = dir.join("reference.state");
+    let file_arg = file.display().to_string();
+    let mut args = vec!["--state", &file_arg, "--xmpp", "127.0.0.1:0"];
+    if let Some(s) = seed {
+        args.extend(["--seed", s]);
+    }
+    args.extend(extra);
+    let mut first = Served::start(&args)?;
+    let api = Api::new(&first.url)?;
+    let made = api.control("POST", "senders", json!({}))?;
+    let (sender, key) = (text_of(&made["sender_id"]), text_of(&made["server_key"]));
+    let (awake, offline) = (api.register(&sender)?, api.register(&sender)?);
+    api.control("POST", &format!("instances/{offline}/connectivity"), json!({ "state": "offline" }))?;
+    let me = Some((sender.as_str(), key.as_str()));
+    let (status, group) = api.call(
+        "POST",
+        "/gcm/notification",
+        me,
+        Some(json!({ "operation": "create", "notification_key_name": "kept", "registration_ids": [awake, offline] })),
+    )?;
+    let group_key = text_of(&group["notification_key"]);
+    if status != 200 || group_key.is_empty() {
+        return Err(format!("create: {status} {group}"));
+    }
+    let (status, sent) =
+        api.call("POST", "/fcm/send", me, Some(json!({ "to": group_key, "data": { "n": "http" } })))?;
+    if status != 200 {
+        return Err(format!("send to the group: {status} {sent}"));
+    }
+    // Over XMPP: the server's ack is its word that it took the message.
+    let xmpp: std::net::SocketAddr = first.xmpp.parse().map_err(|e| format!("{e}: {:?}", first.xmpp))?;
+    let (client, auth) = XmppClient::connect(xmpp, None, &sender, &key, std::time::Duration::from_secs(5))?;
+    let mut client = client.ok_or(format!("XMPP login refused: {auth:?}"))?;
+    client.send_gcm("x-1", &json!({ "to": awake, "message_id": "x-1", "data": { "n": "xmpp" } }))?;
+    let ack = client.next_as_json()?;
+    if ack["message_type"] != "ack" {
+        return Err(format!("XMPP send not acked: {ack}"));
+    }
+    let banner = (first.sender_id.clone(), first.server_key.clone());
+    crash(&mut first)?;
+    drop(client);
+
+    let second = Served::start(&args)?;
+    let api = Api::new(&second.url)?;
+    let mut problems = Vec::new();
+    if (second.sender_id.clone(), second.server_key.clone()) != banner {
+        problems.push(format!("the banner's sender changed: {banner:?} before, {:?} after", second.sender_id));
+    }
+    let texts = |msgs: &[Value]| msgs.iter().map(|m| text_of(&m["data"]["n"])).collect::<Vec<_>>();
+    let got = texts(&api.inbox(&awake)?);
+    if got != ["http", "xmpp"] {
+        problems.push(format!("the awake device's inbox after the crash: {got:?}, expected [http, xmpp]"));
+    }
+    // The offline member's stored message is delivered when it connects.
+    api.control("POST", &format!("instances/{offline}/connectivity"), json!({ "state": "awake" }))?;
+    let got = texts(&api.inbox(&offline)?);
+    if got != ["http"] {
+        problems.push(format!("the offline member's stored message after the crash: {got:?}, expected [http]"));
+    }
+    let me = Some((sender.as_str(), key.as_str()));
+    let (status, found) = api.call("GET", "/gcm/notification?notification_key_name=kept", me, None)?;
+    if status != 200 || found["notification_key"] != group_key.as_str() {
+        problems.push(format!("the group's name after the crash: {status} {found}"));
+    }
+    let (status, sent) =
+        api.call("POST", "/fcm/send", me, Some(json!({ "to": group_key, "data": { "n": "after" } })))?;
+    if status != 200 || sent["success"] != 2 {
+        problems.push(format!("the sender's key and group after the crash: {status} {sent}"));
+    }
+    let fresh = api.control("POST", "senders", json!({}))?;
+    if [&sender, &banner.0].contains(&&text_of(&fresh["sender_id"])) || text_of(&fresh["server_key"]) == key {
+        problems.push(format!("a sender made after the restart got old credentials: {fresh}"));
+    }
+    drop(second);
+    let _ = std::fs::remove_dir_all(&dir);
+    if problems.is_empty() { Ok(()) } else { Err(problems.join("\n")) }
+}
+
+/// A file made under other faults would not replay to the same state: refused, saying why.
+fn another_configuration_is_refused() -> Result<(), String> {
+    let dir = std::env::temp_dir().join(format!("gcmspec-state-config-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    let file = dir.join("reference.state").display().to_string();
+    drop(Served::start(&["--state", &file])?);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_gcmspec"))
+        .args(["serve", "--http", "127.0.0.1:0", "--state", &file, "--fault", "group.member-cap"])
+        .output()
+        .map_err(|e| e.to_string())?;
+    let text = String::from_utf8_lossy(&out.stderr).into_owned();
+    let _ = std::fs::remove_dir_all(&dir);
+    if out.status.code() != Some(2) || !text.contains("was written by a server started otherwise") {
+        return Err(format!("exit {:?}: {text}", out.status.code()));
+    }
+    Ok(())
+}
+
+/// Sends in flight on four connections when the server is killed: every send answered 200
+/// before the kill is in the device's inbox after the restart.
+fn every_answered_send_survives_a_kill() -> Result<(), String> {
+    let dir = std::env::temp_dir().join(format!("gcmspec-state-kill-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    let file = dir.join("reference.state").display().to_string();
+    let args = ["--state", &file, "--inbox-limit", "100000", "--state-journal-bytes", "20000"];
+    let mut first = Served::start(&args)?;
+    let api = Api::new(&first.url)?;
+    let device = api.register(&first.sender_id)?;
+    let answered = std::sync::Mutex::new(Vec::new());
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let (url, key, id) = (first.url.clone(), first.server_key.clone(), first.sender_id.clone());
+    std::thread::scope(|scope| -> Result<(), String> {
+        for t in 0..4 {
+            let (url, key, id, device, answered, stop) = (&url, &key, &id, &device, &answered, &stop);
+            scope.spawn(move || {
+                let Ok(api) = Api::new(url) else { return };
+                for n in 0.. {
+                    if stop.load(std::sync::atomic::Ordering::SeqCst) {
+                        break;
+                    }
+                    // A collapse key of its own: throttling (per key) holds none back.
+                    let n = format!("{t}-{n}");
+                    let body = json!({ "to": device, "collapse_key": n, "data": { "n": n } });
+                    match api.call("POST", "/fcm/send", Some((id.as_str(), key.as_str())), Some(body)) {
+                        Ok((200, _)) => answered.lock().unwrap_or_else(|e| e.into_inner()).push(n),
+                        _ => break,
+                    }
+                }
+            });
+        }
+        std::thread::sleep(std::time::Duration::from_millis(700));
+        let killed = crash(&mut first);
+        stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        killed
+    })?;
+    let answered = answered.into_inner().unwrap_or_else(|e| e.into_inner());
+    let second = Served::start(&args)?;
+    let api = Api::new(&second.url)?;
+    let kept: std::collections::HashSet<String> =
+        api.inbox(&device)?.iter().map(|m| text_of(&m["data"]["n"])).collect();
+    let lost: Vec<&String> = answered.iter().filter(|n| !kept.contains(*n)).collect();
+    drop(second);
+    let _ = std::fs::remove_dir_all(&dir);
+    if answered.len() < 20 {
+        return Err(format!("only {} sends were answered before the kill: the test tried too little", answered.len()));
+    }
+    if !lost.is_empty() {
+        return Err(format!("{} of {} answered sends are gone after the kill: {lost:?}", lost.len(), answered.len()));
+    }
+    Ok(())
+}
+
+pub fn trials() -> Vec<Trial> {
+    vec![
+        trial("state::a-crash-keeps-what-was-accepted", || a_crash_keeps_what_was_accepted(None, &[])),
+        trial("state::a-crash-keeps-what-was-accepted-with-a-fixed-seed", || {
+            a_crash_keeps_what_was_accepted(Some("7"), &[])
+        }),
+        // A snapshot after every few inputs: what the journal held is in the snapshots, and a
+        // crash between them loses nothing either.
+        trial("state::a-crash-keeps-what-was-accepted-across-snapshots", || {
+            a_crash_keeps_what_was_accepted(Some("7"), &["--state-journal-bytes", "1"])
+        }),
+        trial("state::another-configuration-is-refused", another_configuration_is_refused),
+        trial("state::every-answered-send-survives-a-kill", every_answered_send_survives_a_kill),
+    ]
+}
