@@ -398,7 +398,21 @@ impl Capabilities {
     }
 }
 
-/// Typed calls to the control API of a target.
+/// Typed calls to the control API of a target: what a harness (or your own test) uses to
+/// set up senders and devices on any server that offers it (docs/control-api.md).
+///
+/// ```
+/// use gcmspec::driver::{Capabilities, Control, InProcess};
+/// use gcmspec::reference::{Config, Reference};
+///
+/// // Any Target: the in-process reference here, `HttpTarget::new(url, timeout)` for a server.
+/// let target = InProcess::new(Reference::new(Config::bundled()));
+/// let caps = Capabilities::probe(&target).unwrap();
+/// let control = Control { target: &target, caps: &caps };
+/// let sender = control.new_sender().unwrap();
+/// let phone = control.register(&[sender.id.clone()], None, None, None).unwrap();
+/// control.set_connectivity(&phone, "offline").unwrap();
+/// ```
 pub struct Control<'a> {
     pub target: &'a dyn Target,
     pub caps: &'a Capabilities,

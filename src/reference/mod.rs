@@ -205,6 +205,22 @@ impl Reference {
     }
 
     /// Answers one HTTP request. Never panics: a bug in the model becomes a 500.
+    ///
+    /// In-process, no socket: the same adapter `serve` runs behind its listener.
+    ///
+    /// ```
+    /// use gcmspec::reference::{Config, Reference};
+    /// use gcmspec::wire::HttpRequest;
+    ///
+    /// let reference = Reference::new(Config::bundled());
+    /// let sender = reference.create_sender().unwrap();
+    /// let send = HttpRequest::new("POST", "/fcm/send")
+    ///     .with_header("authorization", &format!("key={}", sender.server_key))
+    ///     .with_json(&serde_json::json!({"to": "no-such-token", "data": {"a": "b"}}));
+    /// let answer = reference.handle(&send);
+    /// assert_eq!(answer.status, 200);
+    /// assert_eq!(answer.body_json().unwrap()["results"][0]["error"], "InvalidRegistration");
+    /// ```
     pub fn handle(&self, req: &HttpRequest) -> HttpResponse {
         if req.body.len() > self.shared.max_body_bytes {
             return too_large(self.shared.max_body_bytes);
@@ -233,7 +249,25 @@ impl Reference {
         }
     }
 
-    /// Direct access to the model, for tests that set up state without HTTP.
+    /// Direct access to the model, for tests that set up state without HTTP (and read what
+    /// devices received). It holds the model's lock for the call: keep `f` short.
+    ///
+    /// ```
+    /// use gcmspec::reference::{Config, Reference};
+    ///
+    /// let reference = Reference::new(Config::bundled());
+    /// let (sender, phone) = reference.with_model(|m| {
+    ///     let sender = m.create_sender();
+    ///     let phone = m.register_instance(vec![sender.sender_id.clone()], None);
+    ///     (sender, phone)
+    /// });
+    /// assert!(reference.with_model(|m| m.is_registration_id(&phone)));
+    /// assert_eq!(reference.with_model(|m| m.inbox(&phone).map(<[_]>::len)), Some(0));
+    /// # let _ = sender;
+    /// ```
+    ///
+    /// What `f` changes is not kept by a state file ([`Self::with_state`]): that keeps only
+    /// what comes through the transports.
     pub fn with_model<R>(&self, f: impl FnOnce(&mut Model) -> R) -> R {
         let (result, unsettled) = self.with_model_unsettled(f);
         self.settle(unsettled);

@@ -112,6 +112,21 @@ impl Reference {
     /// A reference whose accepted state is kept in `path` (docs/robustness.md): a new file
     /// starts empty; an existing one gives back everything the server it was made by had
     /// accepted, its keys and ids included.
+    ///
+    /// ```
+    /// use gcmspec::reference::{Config, Reference};
+    ///
+    /// let dir = std::env::temp_dir().join(format!("gcmspec-doc-{}", std::process::id()));
+    /// std::fs::create_dir_all(&dir).unwrap();
+    /// let file = dir.join("reference.state");
+    /// let first = Reference::with_state(Config::bundled(), &file).unwrap();
+    /// let sender = first.create_sender().unwrap();
+    /// drop(first);
+    /// // Started again on the file: the same sender, and its key still works.
+    /// let again = Reference::with_state(Config::bundled(), &file).unwrap();
+    /// assert_eq!(again.first_sender().unwrap().server_key, sender.server_key);
+    /// # std::fs::remove_dir_all(&dir).unwrap();
+    /// ```
     pub fn with_state(config: Config, path: &std::path::Path) -> Result<Reference, StateError> {
         let seed = match config.seed {
             Some(s) => Seed::Fixed(s),
