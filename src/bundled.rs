@@ -17,6 +17,11 @@ macro_rules! files {
 /// The spec files, as `specs/` held them when this binary was built, in the order
 /// [`catalog_from_dir`] reads them (by name), so both give the same rule order.
 pub const SPEC_FILES: &[(&str, &str)] = files![
+    "specs/app-server-groups.toml",
+    "specs/app-server-lifetime.toml",
+    "specs/app-server-retry.toml",
+    "specs/app-server-sends.toml",
+    "specs/app-server-xmpp.toml",
     "specs/documents.toml",
     "specs/groups-client.toml",
     "specs/groups-send.toml",

@@ -29,13 +29,20 @@
 //! The `gcmspec` binary (`src/main.rs`, a module per command in `src/cli/`) is a thin CLI over
 //! these.
 
+pub mod appserver;
 pub mod bundled;
 pub mod catalog;
 pub mod driver;
 pub mod harness;
 pub mod reference;
 pub mod tls;
+pub mod verdicts;
 pub mod wire;
 pub mod xmpp;
 
 pub use reference::{Reference, RunningReference};
+
+/// docs/app-servers.md: judging app servers with the reference's journal and verdicts (its
+/// Rust example runs as a doctest).
+#[doc = include_str!("../docs/app-servers.md")]
+pub mod app_servers_guide {}

@@ -61,6 +61,11 @@ impl HttpRequest {
         self.with_header("content-type", "application/json")
     }
 
+    pub fn with_query(mut self, name: &str, value: &str) -> Self {
+        self.query.push((name.to_string(), value.to_string()));
+        self
+    }
+
     pub fn query_param(&self, name: &str) -> Option<&str> {
         self.query.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
     }
@@ -149,6 +154,19 @@ fn decode(s: &str) -> String {
 
 fn hex(b: u8) -> Option<u8> {
     (b as char).to_digit(16).map(|d| d as u8)
+}
+
+/// Whether a `data` key is reserved for the service (protocol-notes.md: `from`, anything
+/// starting with `google` or `gcm`, `message_type`): the server refuses it, an app server
+/// must not send it.
+pub fn is_reserved_data_key(key: &str) -> bool {
+    key == "from" || key == "message_type" || key.starts_with("google") || key.starts_with("gcm")
+}
+
+/// A message's payload as the limit counts it: the bytes of its `data` keys and values
+/// (a string value's text, any other value's JSON).
+pub fn data_payload_bytes(data: &serde_json::Map<String, serde_json::Value>) -> usize {
+    data.iter().map(|(k, v)| k.len() + v.as_str().map_or_else(|| v.to_string().len(), str::len)).sum()
 }
 
 #[cfg(test)]

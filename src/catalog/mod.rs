@@ -31,6 +31,16 @@ impl Catalog {
         self.rules.iter().find(|r| r.id == id)
     }
 
+    /// The rules that bind servers: what `gcmspec run` checks.
+    pub fn server_rules(&self) -> impl Iterator<Item = &Rule> {
+        self.rules.iter().filter(|r| r.party == Party::Server)
+    }
+
+    /// The rules that bind app servers: what the reference grades from its journal.
+    pub fn app_server_rules(&self) -> impl Iterator<Item = &Rule> {
+        self.rules.iter().filter(|r| r.party == Party::AppServer)
+    }
+
     /// The variables a scenario of `rule` sees before its first step under `profile`:
     /// the profile's parameters, then the rule's own.
     pub fn parameters(&self, rule: &Rule, profile: &str) -> BTreeMap<String, Value> {
@@ -115,12 +125,70 @@ impl fmt::Display for Location {
     }
 }
 
+/// Which party a rule binds: the two the documents address.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Party {
+    /// A server that implements the protocol (GCM/FCM, its HTTP and connection servers):
+    /// judged by checks that `gcmspec run` sends it.
+    #[default]
+    Server,
+    /// The "3rd-party server" (app server, or the client library it uses): judged by a
+    /// grader over the journal of what it sent the reference and what it was answered.
+    AppServer,
+}
+
+impl Party {
+    pub fn name(self) -> &'static str {
+        match self {
+            Party::Server => "server",
+            Party::AppServer => "app-server",
+        }
+    }
+}
+
+impl fmt::Display for Party {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The graders an app-server rule may name (`grader = "..."`): each reads the journal of one
+/// sender's exchanges with the reference (`crate::verdicts`), with the rule's parameters.
+pub const GRADERS: &[&str] = &[
+    "ttl-range",
+    "target-exclusive",
+    "id-count",
+    "payload-size",
+    "reserved-keys",
+    "stale-id",
+    "collapse-keys",
+    "group-key-saved",
+    "group-one-app",
+    "group-before-send",
+    "retry",
+    "retry-after",
+    "backoff",
+    "resent-success",
+    "message-id",
+    "acks",
+    "ack-connection",
+    "draining",
+    "pending-limit",
+];
+
 /// One documented rule, with the checks that test it.
 #[derive(Debug, Clone, Serialize)]
 pub struct Rule {
     pub id: String,
     pub title: String,
     pub level: Level,
+    /// Who the rule binds. A server rule has checks; an app-server rule a grader.
+    pub party: Party,
+    /// For an app-server rule: the grader that judges the journal (one of [`GRADERS`]),
+    /// reading the rule's `params`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub grader: Option<String>,
     pub sources: Vec<SourceRef>,
     /// How the rule reads where the documents are vague, and so what the checks accept.
     pub interpretation: Option<String>,
@@ -154,6 +222,11 @@ impl Rule {
 
     pub fn limit(&self, param: &str) -> Option<&Limit> {
         self.limits.iter().find(|l| l.param == param)
+    }
+
+    /// Whether `gcmspec run` tests it against servers (an app-server rule is graded instead).
+    pub fn binds_server(&self) -> bool {
+        self.party == Party::Server
     }
 }
 
@@ -479,6 +552,10 @@ pub const CAPABILITIES: &[&str] = &[
     "dismiss",
     "clock",
     "drain",
+    // What judges app servers (docs/app-servers.md): no server rule needs them.
+    "journal",
+    "verdicts",
+    "script",
 ];
 
 /// Variables every scenario has before its first step: the trial's sender, a group name

@@ -119,7 +119,8 @@ pub(crate) fn reference_config(
             catalog.profiles.keys().cloned().collect::<Vec<_>>().join(", ")
         )
     })?;
-    let mut config = reference::Config::from_profile(p)?;
+    let _ = p;
+    let mut config = reference::Config::from_catalog(catalog, profile).map_err(anyhow::Error::msg)?;
     config.faults = parse_faults(catalog, faults)?;
     config.variants = Variants::new(variants.iter().map(|v| v.parse::<Variant>()).collect::<Result<Vec<_>, _>>()?);
     Ok(config)

@@ -27,7 +27,7 @@ pub(crate) struct SelftestArgs {
 pub(crate) struct RulesArgs {
     #[command(flatten)]
     spec: SpecArgs,
-    /// Print the catalogue as JSON (schema gcmspec-rules/2).
+    /// Print the catalogue as JSON (schema gcmspec-rules/3).
     #[arg(long)]
     json: bool,
     /// The profile whose values the rules show (default: fcm).
@@ -70,8 +70,9 @@ pub(crate) fn lint(args: SpecArgs) -> anyhow::Result<ExitCode> {
     let catalog = load(&args)?;
     let checks: usize = catalog.rules.iter().map(|r| r.checks.len()).sum();
     println!(
-        "ok: {} rules, {checks} checks, {} profiles, {} documents",
-        catalog.rules.len(),
+        "ok: {} server rules with {checks} checks, {} app-server rules with graders, {} profiles, {} documents",
+        catalog.server_rules().count(),
+        catalog.app_server_rules().count(),
         catalog.profiles.len(),
         catalog.documents.len()
     );

@@ -138,7 +138,12 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         strict: args.strict,
     });
     if !test.list {
-        eprintln!("gcmspec: {} rules, profile {}, target {}", catalog.rules.len(), options.profile, target.describe());
+        eprintln!(
+            "gcmspec: {} rules, profile {}, target {}",
+            catalog.server_rules().count(),
+            options.profile,
+            target.describe()
+        );
     }
     let described = target.describe();
     let cases = harness::cases(&catalog, target, Arc::new(caps), &options);

@@ -6,7 +6,8 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::Args;
 
-use gcmspec::reference::{self, ConnectionPolicy, Reference, StoreCaps};
+use gcmspec::reference::journal::JournalCaps;
+use gcmspec::reference::{self, ClockKind, ConnectionPolicy, Reference, StoreCaps};
 
 use super::{SpecArgs, load, reference_config};
 
@@ -117,6 +118,27 @@ pub(crate) struct ServeArgs {
     /// Seconds a logged-in XMPP connection may send nothing (or take nothing written to it).
     #[arg(long, value_name = "SECONDS", default_value_t = ConnectionPolicy::default().idle_timeout.as_secs_f64())]
     idle_timeout: f64,
+    /// Which time drives throttling, time to live and the timing of retries: `virtual` moves
+    /// only when a sender's clock is advanced (control API); `wall` is the machine's.
+    #[arg(long, value_enum, default_value = "virtual")]
+    clock: Clock,
+    /// At shutdown, write each journaled sender's app-server verdicts to DIR as
+    /// SENDER.json, SENDER.xml (JUnit) and SENDER.html, in the formats `gcmspec run` writes.
+    #[arg(long, value_name = "DIR")]
+    report: Option<PathBuf>,
+    /// Senders whose exchanges are journaled and graded at once; past it, the least recently
+    /// active one's journal goes.
+    #[arg(long, value_name = "N", default_value_t = JournalCaps::default().senders)]
+    max_journals: usize,
+    /// Entries one sender's journal shows (older ones are dropped, and were graded).
+    #[arg(long, value_name = "N", default_value_t = JournalCaps::default().entries)]
+    journal_entries: usize,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Clock {
+    Virtual,
+    Wall,
 }
 
 pub(crate) fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
@@ -147,6 +169,18 @@ pub(crate) fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         groups_per_sender: args.max_groups_per_sender,
         id_tokens_per_sender: args.max_id_tokens_per_sender,
     };
+    config.clock = match args.clock {
+        Clock::Virtual => ClockKind::Virtual,
+        Clock::Wall => ClockKind::Wall,
+    };
+    config.journal_caps = JournalCaps {
+        senders: args.max_journals.max(1),
+        entries: args.journal_entries.max(1),
+        ..JournalCaps::default()
+    };
+    if let Some(dir) = &args.report {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
     let seconds = |s: f64| std::time::Duration::from_secs_f64(s.clamp(0.001, 86_400.0));
     config.connections = ConnectionPolicy {
         max_connections: args.max_connections.max(1),
@@ -235,18 +269,63 @@ pub(crate) fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
                 reference::control::PREFIX
             ),
         }
+        let clock = match reference.clock() {
+            ClockKind::Virtual => "virtual (it moves when a sender's clock is advanced)",
+            ClockKind::Wall => "the machine's",
+        };
+        say!(
+            "app servers are journaled and graded: GET {}senders/SENDER/verdicts (docs/app-servers.md); clock: {clock}",
+            reference::control::PREFIX
+        );
         match reference.state_file() {
             None => say!("state is kept in memory only: it is gone when this process ends"),
             Some((path, 0)) => say!("state is kept in {} (a new file)", path.display()),
             Some((path, n)) => say!("state is kept in {}: resumed from its {n} inputs", path.display()),
         }
-        let http = tokio::spawn(reference::serve(listener, reference, on_stop(stopped)));
+        let ticking = reference.clone();
+        let clock = tokio::spawn({
+            let stopped = on_stop(stopped.clone());
+            async move { ticking.run_clock(stopped).await }
+        });
+        let http = tokio::spawn(reference::serve(listener, reference.clone(), on_stop(stopped)));
         stop_signal().await;
         let _ = stop.send(true);
         http.await??;
+        let _ = clock.await;
         drop(cert_file);
+        if let Some(dir) = &args.report {
+            let written = write_reports(&reference, &catalog, &profile, &addr.to_string(), dir)?;
+            say!("wrote the verdicts of {written} app server(s) to {}", dir.display());
+        }
         Ok(ExitCode::SUCCESS)
     })
+}
+
+/// Each journaled sender's verdicts as JSON, JUnit and HTML in `dir`; how many senders.
+fn write_reports(
+    reference: &Reference,
+    catalog: &gcmspec::catalog::Catalog,
+    profile: &str,
+    addr: &str,
+    dir: &std::path::Path,
+) -> anyhow::Result<usize> {
+    use gcmspec::harness::{html, report::Report};
+    let mut senders = reference.journaled_senders();
+    senders.sort();
+    for sender in &senders {
+        let Some(verdicts) = reference.verdicts(sender) else { continue };
+        let target = format!("the app server of sender {sender}, as the reference at http://{addr} saw it");
+        let report = Report::of_verdicts(&verdicts, &reference.journal_entries(sender), &target, profile);
+        let write = |ext: &str, text: String| {
+            let path = dir.join(format!("{sender}.{ext}"));
+            std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))
+        };
+        write("json", serde_json::to_string_pretty(&report)? + "\n")?;
+        write("xml", report.junit(""))?;
+        let base = format!("http://{addr}");
+        write("html", html::render(&report, catalog, &html::Reproduce { base_url: &base, replay_flags: "" }))?;
+    }
+    Ok(senders.len())
 }
 
 /// Refuses an address other machines can reach unless `--allow-remote` says so, and warns

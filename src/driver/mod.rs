@@ -552,6 +552,11 @@ impl Control<'_> {
             .map(|_| ())
     }
 
+    /// Moves the sender's clock by milliseconds (a client's wait, on a virtual clock).
+    pub fn advance_clock_ms(&self, sender_id: &str, ms: u64) -> Result<(), ControlError> {
+        self.call("POST", &format!("senders/{sender_id}/clock"), Some(json!({ "advance_ms": ms }))).map(|_| ())
+    }
+
     /// The raw inbox exchange, so that scenarios can check and snapshot it.
     pub fn inbox(&self, registration_id: &str) -> Result<(HttpRequest, HttpResponse), ControlError> {
         let req = HttpRequest::new("GET", &format!("{}instances/{registration_id}/messages", control::PREFIX));

@@ -78,9 +78,10 @@ pub fn render(report: &Report, catalog: &Catalog, reproduce: &Reproduce<'_>) -> 
         ("known", s.known_failures, "known (baseline)"),
         ("unsupported", s.unsupported, "unsupported"),
         ("skipped", s.skipped, "skipped"),
+        ("not-exercised", s.not_exercised, "not exercised"),
     ] {
         // Counts that only sometimes apply are shown when they do.
-        if n == 0 && matches!(class, "observed" | "known") {
+        if n == 0 && matches!(class, "observed" | "known" | "not-exercised") {
             continue;
         }
         let _ = writeln!(out, "<li class=\"{class}\"><b>{n}</b> {label}</li>");
@@ -308,6 +309,8 @@ fn rule_outcome(results: &[&CaseResult]) -> Outcome {
         Outcome::Passed
     } else if any(Outcome::Unsupported) {
         Outcome::Unsupported
+    } else if any(Outcome::NotExercised) {
+        Outcome::NotExercised
     } else {
         Outcome::Skipped
     }
@@ -320,6 +323,7 @@ fn outcome_word(o: Outcome) -> &'static str {
         Outcome::Unsupported => "unsupported",
         Outcome::Skipped => "skipped",
         Outcome::NotTried => "not-tried",
+        Outcome::NotExercised => "not-exercised",
     }
 }
 
@@ -335,7 +339,7 @@ code, pre { font: 12.5px/1.4 ui-monospace, "SFMono-Regular", Menlo, Consolas, mo
 .tiles li { border: 1px solid var(--line); border-radius: 6px; padding: .3rem .7rem; }
 .tiles b { font-size: 1.2rem; margin-right: .2rem; }
 .tiles .passed b { color: var(--pass); } .tiles .failed b, .tiles .graded b { color: var(--fail); }
-.tiles .unsupported b { color: var(--unsup); } .tiles .skipped b, .tiles .known b { color: var(--skip); }
+.tiles .unsupported b { color: var(--unsup); } .tiles .skipped b, .tiles .known b, .tiles .not-exercised b { color: var(--skip); }
 .filters button { margin-left: .3rem; border: 1px solid var(--line); background: #f6f8fa; border-radius: 5px; padding: .15rem .6rem; cursor: pointer; }
 .filters button[aria-pressed=true] { background: #0969da; color: #fff; border-color: #0969da; }
 table { border-collapse: collapse; width: 100%; margin: 1rem 0 2rem; }
@@ -349,10 +353,10 @@ span.check.failed.known { background: #ffebe9; color: var(--fail); }
 span.check.passed.observed { border-style: dashed; background: #fff8c5; }
 .tiles .observed b { color: var(--unsup); }
 span.check.unsupported { color: var(--unsup); border-color: #d4a72c; background: #fff8c5; }
-span.check.skipped { color: var(--skip); border-color: var(--line); }
+span.check.skipped, span.check.not-exercised { color: var(--skip); border-color: var(--line); }
 .badge { display: inline-block; border-radius: 2em; padding: 0 .55rem; font-size: 12px; font-weight: 600; color: #fff; }
 .badge.passed { background: var(--pass); } .badge.failed { background: var(--fail); }
-.badge.unsupported { background: var(--unsup); } .badge.skipped { background: var(--skip); }
+.badge.unsupported { background: var(--unsup); } .badge.skipped, .badge.not-exercised { background: var(--skip); }
 details.rule { border: 1px solid var(--line); border-radius: 6px; margin: .5rem 0; padding: .3rem .8rem; }
 details.rule.failed { border-color: var(--fail); }
 details.rule > summary { cursor: pointer; font-weight: 600; padding: .2rem 0; }

@@ -28,6 +28,9 @@ pub enum Outcome {
     /// Not tried: the run had stopped (the target stopped answering, or the deadline passed).
     #[serde(rename = "not-tried")]
     NotTried,
+    /// An app-server rule whose situation the journal never showed (verdict reports).
+    #[serde(rename = "not-exercised")]
+    NotExercised,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -74,6 +77,9 @@ pub struct Summary {
     /// Not tried because the run had stopped (see `Outcome::NotTried`).
     #[serde(skip_serializing_if = "is_zero")]
     pub not_tried: usize,
+    /// App-server rules the journal gave no occasion to judge (verdict reports).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub not_exercised: usize,
     /// Failures that fail the run.
     pub graded_failures: usize,
     /// Graded failures the baseline lists (they do not fail the run).
@@ -159,6 +165,7 @@ impl Recorder {
                     Outcome::Unsupported => summary.unsupported += 1,
                     Outcome::Skipped => summary.skipped += 1,
                     Outcome::NotTried => summary.not_tried += 1,
+                    Outcome::NotExercised => summary.not_exercised += 1,
                 }
                 summary.graded_failures += usize::from(graded);
                 summary.observed += usize::from(outcome == Outcome::Passed && evidence.observed);
@@ -265,7 +272,10 @@ impl Report {
             "<testsuites name=\"gcmspec\" tests=\"{}\" failures=\"{}\" skipped=\"{}\">\n",
             all.len(),
             count(&all, Outcome::Failed),
-            count(&all, Outcome::Unsupported) + count(&all, Outcome::Skipped) + count(&all, Outcome::NotTried)
+            count(&all, Outcome::Unsupported)
+                + count(&all, Outcome::Skipped)
+                + count(&all, Outcome::NotTried)
+                + count(&all, Outcome::NotExercised)
         ));
         for (rule, rs) in by_rule {
             out.push_str(&format!(
@@ -273,7 +283,10 @@ impl Report {
                 escape(rule),
                 rs.len(),
                 count(&rs, Outcome::Failed),
-                count(&rs, Outcome::Unsupported) + count(&rs, Outcome::Skipped) + count(&rs, Outcome::NotTried)
+                count(&rs, Outcome::Unsupported)
+                    + count(&rs, Outcome::Skipped)
+                    + count(&rs, Outcome::NotTried)
+                    + count(&rs, Outcome::NotExercised)
             ));
             for r in rs {
                 let check = r.name.strip_prefix(&format!("{rule}::")).unwrap_or(&r.name);
@@ -297,6 +310,9 @@ impl Report {
                     }
                     Outcome::Skipped => "<skipped message=\"filtered out\"/>".to_string(),
                     Outcome::NotTried => format!("<skipped message=\"{}\"/>", escape(&format!("not tried: {message}"))),
+                    Outcome::NotExercised => {
+                        format!("<skipped message=\"{}\"/>", escape(&format!("not exercised: {message}")))
+                    }
                 };
                 let mut notes = Vec::new();
                 if !r.evidence.matched.is_empty() {
@@ -332,5 +348,103 @@ impl Baseline {
                 .map(str::to_string)
                 .collect(),
         )
+    }
+}
+
+impl Report {
+    /// An app server's verdicts as a report, in the formats `gcmspec run` writes: one result
+    /// per app-server rule (`rule::journal`), a violated MUST graded; the journal entries a
+    /// violation cites, where the journal still holds them, as its exchanges.
+    pub fn of_verdicts(
+        verdicts: &crate::verdicts::Verdicts,
+        entries: &[crate::verdicts::Entry],
+        target: &str,
+        profile: &str,
+    ) -> Report {
+        use crate::verdicts::Outcome as Verdict;
+        let mut summary = Summary::default();
+        let results = verdicts
+            .rules
+            .iter()
+            .map(|r| {
+                let outcome = match r.outcome {
+                    Verdict::Passed => Outcome::Passed,
+                    Verdict::Violated => Outcome::Failed,
+                    Verdict::NotExercised => Outcome::NotExercised,
+                };
+                let graded = outcome == Outcome::Failed && r.level == Level::Must;
+                match outcome {
+                    Outcome::Passed => summary.passed += 1,
+                    Outcome::Failed => summary.failed += 1,
+                    _ => summary.not_exercised += 1,
+                }
+                summary.graded_failures += usize::from(graded);
+                let mut lines: Vec<String> = r.violations.iter().map(|v| v.message.clone()).collect();
+                if r.violations_total > r.violations.len() as u64 {
+                    lines.push(format!("... {} violations in all", r.violations_total));
+                }
+                lines.extend(r.note.clone());
+                let cited: Vec<u64> = r.violations.iter().flat_map(|v| v.entries.iter().copied()).collect();
+                let exchanges = entries.iter().filter(|e| cited.contains(&e.seq)).map(exchange_of).collect();
+                CaseResult {
+                    name: format!("{}::journal", r.id),
+                    rule: r.id.clone(),
+                    level: r.level,
+                    outcome,
+                    graded,
+                    known: false,
+                    message: (!lines.is_empty()).then(|| lines.join("\n")),
+                    duration_ms: 0,
+                    evidence: Evidence { exchanges, ..Evidence::default() },
+                    exchanges_omitted: 0,
+                    replay: None,
+                }
+            })
+            .collect();
+        Report {
+            schema: SCHEMA,
+            target: target.to_string(),
+            profile: profile.to_string(),
+            strict: false,
+            summary,
+            aborted: None,
+            results,
+        }
+    }
+}
+
+/// A journal entry in the shape a report shows exchanges: HTTP as it was, XMPP as a request
+/// of method `XMPP` (what happened) with the stanza as its body.
+fn exchange_of(entry: &crate::verdicts::Entry) -> super::evidence::Exchange {
+    use crate::verdicts::What;
+    use crate::wire::{HttpRequest, HttpResponse};
+    let xmpp = |what: &str, body: String| super::evidence::Exchange {
+        request: HttpRequest {
+            method: "XMPP".into(),
+            path: format!("#{} {what}", entry.seq),
+            body: body.into_bytes(),
+            ..HttpRequest::default()
+        },
+        response: HttpResponse { status: 200, headers: vec![("content-type".into(), "xmpp".into())], body: Vec::new() },
+    };
+    match &entry.what {
+        What::Http { request, response, .. } => super::evidence::Exchange {
+            request: HttpRequest {
+                method: request.method.clone().unwrap_or_default(),
+                path: request.path.clone().unwrap_or_default(),
+                query: Vec::new(),
+                headers: request.headers.clone(),
+                body: request.body.clone().into_bytes(),
+            },
+            response: HttpResponse {
+                status: response.status.unwrap_or(0),
+                headers: response.headers.clone(),
+                body: response.body.clone().into_bytes(),
+            },
+        },
+        What::XmppReceived { stanza, .. } => xmpp("received from the app server", stanza.to_string()),
+        What::XmppSent { stanza } => xmpp("sent to the app server", stanza.to_string()),
+        What::XmppOpened => xmpp("connection opened", String::new()),
+        What::XmppClosed => xmpp("connection closed", String::new()),
     }
 }

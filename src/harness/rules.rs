@@ -2,16 +2,16 @@
 //! reading where the text is vague, the values its checks use under a profile, the limits it
 //! probes, the matrix of the paths it covers (each cell run, by which trials; not applicable;
 //! or not run, and why), and what each trial needs of a target. One stable serde type
-//! (`gcmspec-rules/2`) serves the text and the JSON output alike.
+//! (`gcmspec-rules/3`) serves the text and the JSON output alike.
 
 use std::collections::BTreeMap;
 
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::catalog::{AtLimit, Catalog, CheckKind, Level, Path, Rule, Unit};
+use crate::catalog::{AtLimit, Catalog, CheckKind, Level, Party, Path, Rule, Unit};
 
-pub const SCHEMA: &str = "gcmspec-rules/2";
+pub const SCHEMA: &str = "gcmspec-rules/3";
 
 #[derive(Debug, Serialize)]
 pub struct RulesView {
@@ -41,6 +41,12 @@ pub struct RuleView {
     pub id: String,
     pub title: String,
     pub level: Level,
+    /// Who it binds: `server` (checked by `gcmspec run`) or `app-server` (graded from the
+    /// reference's journal of what an app server sent).
+    pub party: Party,
+    /// An app-server rule's grader.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub grader: Option<String>,
     /// The profiles it holds in; `applies` says whether the chosen one is among them.
     pub profiles: Vec<String>,
     pub applies: bool,
@@ -69,7 +75,8 @@ pub struct LimitView {
 #[derive(Debug, Serialize)]
 pub struct Cell {
     pub path: Path,
-    /// `run`, `not-applicable` (the text does not cover it) or `not-run` (it does; `reason`).
+    /// `run`, `not-applicable` (the text does not cover it) or `not-run` (it does; `reason`);
+    /// for an app-server rule, `graded` (its grader reads what an app server does there).
     pub state: &'static str,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub trials: Vec<String>,
@@ -178,6 +185,8 @@ fn rule_view(catalog: &Catalog, rule: &Rule, profile: &str) -> RuleView {
         id: rule.id.clone(),
         title: rule.title.clone(),
         level: rule.level,
+        party: rule.party,
+        grader: rule.grader.clone(),
         profiles: rule.profiles.clone(),
         applies: rule.profiles.iter().any(|p| p == profile),
         sources,
@@ -205,6 +214,7 @@ pub fn matrix(rule: &Rule) -> Vec<Cell> {
                 .collect();
             let (state, reason) = match (rule.covers.contains(&path), trials.is_empty()) {
                 (false, _) => ("not-applicable", None),
+                (true, _) if rule.party == Party::AppServer => ("graded", None),
                 (true, false) => ("run", None),
                 (true, true) => ("not-run", rule.not_run.get(&path).cloned()),
             };
@@ -230,7 +240,8 @@ pub fn render_matrix(view: &RulesView) -> String {
         Path::TwoSenders => "2sn",
     };
     let width = view.rules.iter().map(|r| r.id.len()).max().unwrap_or(10).max(10);
-    let mut out = format!("{:<width$} ", "rule (trials per path; - not applicable; ! not run)");
+    let mut out =
+        format!("{:<width$} ", "rule (trials per path; g graded from the journal; - not applicable; ! not run)");
     out = format!("{:<width$}", out.trim_end());
     out.push('\n');
     out.push_str(&format!("{:<width$}", ""));
@@ -244,6 +255,7 @@ pub fn render_matrix(view: &RulesView) -> String {
         for cell in &r.matrix {
             let mark = match cell.state {
                 "run" => cell.trials.len().to_string(),
+                "graded" => "g".into(),
                 "not-run" => {
                     reasons.push(format!("  {} on {}: {}", r.id, cell.path, cell.reason.as_deref().unwrap_or("")));
                     "!".into()
@@ -298,7 +310,7 @@ pub fn render_text(view: &RulesView) -> String {
     out.push_str(&format!("Rules under profile {} (documents below).\n\n", view.profile));
     for r in &view.rules {
         let not_here = if r.applies { String::new() } else { format!(" (not in profile {})", view.profile) };
-        out.push_str(&format!("{} [{}] {}{not_here}\n", r.id, r.level, r.title));
+        out.push_str(&format!("{} [{}, {}] {}{not_here}\n", r.id, r.level, r.party, r.title));
         for s in &r.sources {
             out.push_str(&format!("    from {} ({}), {}:\n      \"{}\"\n", s.title, s.document, s.section, s.quote));
         }
@@ -336,6 +348,11 @@ pub fn render_text(view: &RulesView) -> String {
             out.push_str(&format!("    covers: {}\n", covered.join(", ")));
         }
         out.push_str(&format!("    profiles: {}\n", r.profiles.join(", ")));
+        if let Some(grader) = &r.grader {
+            out.push_str(&format!(
+                "    graded by {grader}, from the journal of what an app server sends the reference\n"
+            ));
+        }
         for c in &r.checks {
             let kind = match &c.property {
                 Some(p) if c.seeded => format!("property {p}, random from the seed"),

@@ -172,7 +172,7 @@ pub fn selftest(
         report.clean_failures.push((name, e));
     }
     let in_profile = |id: &str| catalog.rule(id).is_some_and(|r| r.profiles.contains(&options.profile));
-    for rule in catalog.rules.iter().filter(|r| in_profile(&r.id)) {
+    for rule in catalog.server_rules().filter(|r| in_profile(&r.id)) {
         if !Fault::ALL.iter().any(|f| f.rule_id() == rule.id) {
             progress(&format!("rule  {:<40} NO FAULT: nothing shows that this rule bites", rule.id));
             report.rules_without_fault.push(rule.id.clone());

@@ -36,3 +36,39 @@ impl Clock for VirtualClock {
         self.0.load(Ordering::SeqCst)
     }
 }
+
+/// Which clock a reference keeps: virtual (time moves only when a sender's clock is
+/// advanced through the control API) or the machine's.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ClockKind {
+    #[default]
+    Virtual,
+    /// Real time drives throttling grants, time-to-live expiry, propagation windows and the
+    /// timing of retries (`serve --clock wall`); a sender's clock may still be advanced.
+    Wall,
+}
+
+/// The machine's clock. A state file's replay pins it to the time each input was taken at,
+/// so that the same inputs give the same state again.
+#[derive(Debug, Clone, Default)]
+pub struct WallClock(Arc<AtomicU64>);
+
+impl WallClock {
+    /// Reads `ms` from now on (`None`: the machine's clock again).
+    pub fn pin(&self, ms: Option<u64>) {
+        self.0.store(ms.unwrap_or(0), Ordering::SeqCst);
+    }
+
+    pub fn live_ms() -> u64 {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+    }
+}
+
+impl Clock for WallClock {
+    fn now_ms(&self) -> u64 {
+        match self.0.load(Ordering::SeqCst) {
+            0 => Self::live_ms(),
+            pinned => pinned,
+        }
+    }
+}

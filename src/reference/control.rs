@@ -5,6 +5,8 @@
 
 use serde_json::{Value, json};
 
+use super::http::Site;
+use super::model::script::Scripted;
 use super::model::{Connectivity, Model, NewInstance, Platform, RegisterError, StoreFull};
 use crate::wire::{HttpRequest, HttpResponse};
 
@@ -68,9 +70,17 @@ fn is_local_host(host: &str) -> bool {
     name == "localhost" || name.ends_with(".localhost") || name.parse::<std::net::Ipv4Addr>().is_ok()
 }
 
-pub fn handle(model: &mut Model, profile: &str, req: &HttpRequest) -> HttpResponse {
+pub fn handle(model: &mut Model, site: &Site, req: &HttpRequest) -> HttpResponse {
+    let profile = site.profile.as_str();
     let rest = &req.path[PREFIX.len()..];
     let parts: Vec<&str> = rest.split('/').collect();
+    // A sender's journal, verdicts and scripts are its own: they need its server key (or,
+    // on a reference with a control token, that token, which the guard has checked).
+    if let ["senders", id, "journal" | "verdicts" | "script", ..] = parts.as_slice()
+        && let Err(refused) = own_sender(model, site, id, req)
+    {
+        return refused;
+    }
     match (req.method.as_str(), parts.as_slice()) {
         ("GET", ["capabilities"]) => HttpResponse::json(
             200,
@@ -119,6 +129,20 @@ pub fn handle(model: &mut Model, profile: &str, req: &HttpRequest) -> HttpRespon
             }
         }
         ("GET", ["instances", id, "messages"]) => inbox(model, id, req).unwrap_or_else(|e| e),
+        ("GET", ["senders", id, "journal"]) => journal(model, id, req).unwrap_or_else(|e| e),
+        ("GET", ["senders", id, "verdicts"]) => {
+            let now = crate::verdicts::Stamp { at_ms: model.now_ms(id), wall_ms: super::journal::wall_ms() };
+            match model.journals.verdicts(id, now) {
+                Some(v) => HttpResponse::json(200, &v.to_json()),
+                None => journals_off(),
+            }
+        }
+        ("POST", ["senders", id, "script"]) => script(model, id, req).unwrap_or_else(|e| e),
+        ("GET", ["senders", id, "script"]) => HttpResponse::json(200, &json!({ "scripts": model.scripts(id) })),
+        ("DELETE", ["senders", id, "script"]) => {
+            model.clear_scripts(id);
+            HttpResponse::empty(204)
+        }
         ("DELETE", ["instances", id, "messages"]) => {
             if model.clear_inbox(id) {
                 HttpResponse::empty(204)
@@ -132,6 +156,67 @@ pub fn handle(model: &mut Model, profile: &str, req: &HttpRequest) -> HttpRespon
 
 /// A control handler's answer; errors are responses too, so `?` can return them.
 type Reply = Result<HttpResponse, HttpResponse>;
+
+/// The request may read or script `sender`: it names a known sender, and carries that
+/// sender's server key (`Authorization: key=...`), unless the reference has a control token.
+fn own_sender(model: &Model, site: &Site, sender: &str, req: &HttpRequest) -> Result<(), HttpResponse> {
+    if !model.has_sender(sender) {
+        return Err(HttpResponse::error(404, format!("unknown sender id {sender:?}")));
+    }
+    if site.control_token.is_some() {
+        return Ok(());
+    }
+    match super::http::server_key(req).and_then(|k| model.sender_for_key(k)) {
+        Some(s) if s == sender => Ok(()),
+        _ => Err(HttpResponse::error(
+            403,
+            "a sender's journal, verdicts and scripts need its server key: `Authorization: key=<server key>`",
+        )),
+    }
+}
+
+fn journals_off() -> HttpResponse {
+    HttpResponse::error(404, "this reference keeps no journals (it has no app-server rules)")
+}
+
+/// A sender's journal: from the cursor `after` (a `next`), or from the oldest entry kept.
+fn journal(model: &Model, sender: &str, req: &HttpRequest) -> Reply {
+    if !model.journals.enabled() {
+        return Err(journals_off());
+    }
+    let after = match req.query_param("after") {
+        None => None,
+        Some(a) => {
+            Some(a.parse::<u64>().map_err(|_| HttpResponse::error(400, "`after` must be a whole number (a `next`)"))?)
+        }
+    };
+    let Some(view) = model.journals.view(sender, after) else {
+        return Ok(HttpResponse::json(200, &json!({ "entries": [], "next": 0 })));
+    };
+    let mut body = json!({ "entries": view.entries, "next": view.next });
+    if view.dropped > 0 {
+        body["dropped"] = json!(view.dropped);
+    }
+    Ok(HttpResponse::json(200, &body))
+}
+
+/// A scripted answer: `{"kind": ..., "times": N}` or `"for_seconds": S` (docs/control-api.md).
+fn script(model: &mut Model, sender: &str, req: &HttpRequest) -> Reply {
+    let b = body(req)?;
+    let answer = Scripted::parse(&b).map_err(|e| HttpResponse::error(400, e))?;
+    let count = |k: &str| match b.get(k) {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => v
+            .as_u64()
+            .filter(|n| *n >= 1)
+            .map(Some)
+            .ok_or_else(|| HttpResponse::error(400, format!("`{k}` must be a whole number of at least 1"))),
+    };
+    let (times, for_seconds) = (count("times")?, count("for_seconds")?);
+    let what = answer.describe();
+    let id = model.add_script(sender, answer, times, for_seconds).map_err(|e| HttpResponse::error(400, e))?;
+    Ok(HttpResponse::json(201, &json!({ "id": id, "answer": what })))
+}
 
 fn unknown_instance(id: &str) -> HttpResponse {
     HttpResponse::error(404, format!("no app instance with registration id {id:?}"))
@@ -193,10 +278,24 @@ fn upstream(model: &mut Model, id: &str, req: &HttpRequest) -> Reply {
         && !(fcm_refused && domain == crate::xmpp::FCM_DOMAIN)
     {
         let message_id = b.get("message_id").and_then(Value::as_str).map(str::to_string);
-        return match model.upstream_to_app_server(id, sender, data, message_id) {
-            Ok(message_id) => Ok(HttpResponse::json(200, &json!({ "message_id": message_id }))),
-            Err(e) => Err(HttpResponse::error(400, e)),
+        // `copies`: the same message sent more than once, as the connection server did when
+        // it had no ack (the app server must ack each copy).
+        let copies = match b.get("copies") {
+            None | Some(Value::Null) => 1,
+            Some(v) => v
+                .as_u64()
+                .filter(|n| (1..=MAX_UPSTREAM_COPIES).contains(n))
+                .ok_or_else(|| HttpResponse::error(400, format!("`copies` must be 1 to {MAX_UPSTREAM_COPIES}")))?,
         };
+        let first = model
+            .upstream_to_app_server(id, sender, data.clone(), message_id)
+            .map_err(|e| HttpResponse::error(400, e))?;
+        for _ in 1..copies {
+            model
+                .upstream_to_app_server(id, sender, data.clone(), Some(first.clone()))
+                .map_err(|e| HttpResponse::error(400, e))?;
+        }
+        return Ok(HttpResponse::json(200, &json!({ "message_id": first })));
     }
     Ok(match model.upstream_to_group(id, to, data) {
         Ok(_) => HttpResponse::empty(204),
@@ -217,10 +316,18 @@ fn handled(model: &mut Model, id: &str, req: &HttpRequest) -> Reply {
 
 fn clock(model: &mut Model, sender: &str, req: &HttpRequest) -> Reply {
     let b = body(req)?;
-    let Some(seconds) = b.get("advance_seconds").and_then(Value::as_u64) else {
-        return Err(HttpResponse::error(400, "expected {\"advance_seconds\": <whole seconds>}"));
+    // Whole seconds, or milliseconds (what a test that stands in for a client's wait needs).
+    let ms = match (b.get("advance_seconds").and_then(Value::as_u64), b.get("advance_ms").and_then(Value::as_u64)) {
+        (Some(s), None) => s.saturating_mul(1000),
+        (None, Some(ms)) => ms,
+        _ => {
+            return Err(HttpResponse::error(
+                400,
+                "expected {\"advance_seconds\": <whole seconds>} or {\"advance_ms\": <milliseconds>}",
+            ));
+        }
     };
-    Ok(match model.advance_clock(sender, seconds) {
+    Ok(match model.advance_clock_ms(sender, ms) {
         Some(now_ms) => HttpResponse::json(200, &json!({ "now_ms": now_ms })),
         None => HttpResponse::error(404, format!("unknown sender id {sender:?}")),
     })
@@ -294,6 +401,9 @@ fn refused(e: RegisterError) -> HttpResponse {
         RegisterError::Full(full) => store_full(&full),
     }
 }
+
+/// Copies of one upstream message `POST .../upstream` may send.
+pub const MAX_UPSTREAM_COPIES: u64 = 10;
 
 /// Instances one `POST instances` may register (`count`): bounds the work of one request.
 pub const MAX_REGISTER_AT_ONCE: u64 = 10_000;

@@ -152,7 +152,7 @@ pub struct Unmade {
 pub fn generated(catalog: &Catalog) -> (Vec<Generated>, Vec<Unmade>) {
     let mut out = Vec::new();
     let mut unmade = Vec::new();
-    for rule in &catalog.rules {
+    for rule in catalog.server_rules() {
         let designed = Fault::ALL.iter().copied().find(|f| f.name() == rule.id);
         for axis in [Axis::Delivery, Axis::Group] {
             let run: Vec<Path> =

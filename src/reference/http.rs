@@ -51,7 +51,7 @@ fn route(model: &mut Model, site: &Site, req: &HttpRequest) -> HttpResponse {
         if let Err(refused) = control::guard(site.control_token.as_deref(), req) {
             return refused;
         }
-        return control::handle(model, &site.profile, req);
+        return control::handle(model, site, req);
     }
     match (method, path) {
         ("POST", p) if GROUP_PATHS.contains(&p) => group_operation(model, req),
@@ -65,8 +65,45 @@ fn route(model: &mut Model, site: &Site, req: &HttpRequest) -> HttpResponse {
     }
 }
 
+/// Whether a request is one of the public protocol's, which the journal keeps (the control
+/// API's are the test's own doing).
+pub fn journaled(req: &HttpRequest) -> bool {
+    let p = req.path.as_str();
+    SEND_PATHS.contains(&p) || GROUP_PATHS.contains(&p) || p == CLIENT_GROUP_PATH
+}
+
+/// The sender a request of the public protocol acts for: its server key's, or on the
+/// client-side endpoint (no key) its `project_id`'s.
+pub fn sender_of(model: &Model, req: &HttpRequest) -> Option<String> {
+    if let Some(sender) = server_key(req).and_then(|k| model.sender_for_key(k)) {
+        return Some(sender.to_string());
+    }
+    let project = req.header("project_id").map(str::trim).filter(|p| model.has_sender(p))?;
+    (req.path == CLIENT_GROUP_PATH).then(|| project.to_string())
+}
+
+/// A scripted 5xx (`POST .../script`), with its Retry-After: delta-seconds, or an HTTP date
+/// from the wall clock (the one an app server compares it with), rounded up.
+fn scripted_status(model: &mut Model, sender: &str, send: bool) -> Option<HttpResponse> {
+    let (status, retry_after) = model.scripted_status(sender, send)?;
+    let mut resp = HttpResponse {
+        status,
+        headers: vec![("content-type".into(), "text/html; charset=UTF-8".into())],
+        body: format!("<HTML><HEAD><TITLE>Error {status}</TITLE></HEAD><BODY><H1>Error {status}</H1><P>The service is unavailable now: try again later.</P></BODY></HTML>\n").into_bytes(),
+    };
+    match retry_after {
+        Some(super::model::script::RetryAfter::Seconds(s)) => resp.headers.push(("retry-after".into(), s.to_string())),
+        Some(super::model::script::RetryAfter::DateIn(s)) => {
+            let at = super::journal::wall_ms() + s * 1000;
+            resp.headers.push(("retry-after".into(), crate::verdicts::events::http_date(at)));
+        }
+        None => {}
+    }
+    Some(resp)
+}
+
 /// The server key of `Authorization: key=...`, if the header has that form.
-fn server_key(req: &HttpRequest) -> Option<&str> {
+pub(crate) fn server_key(req: &HttpRequest) -> Option<&str> {
     let v = req.header("authorization")?.trim();
     let (scheme, key) = v.split_at_checked(4)?;
     scheme.eq_ignore_ascii_case("key=").then(|| key.trim()).filter(|k| !k.is_empty())
@@ -179,6 +216,9 @@ fn group_sender(model: &Model, req: &HttpRequest, path: Path) -> Result<String, 
 fn group_operation(model: &mut Model, req: &HttpRequest) -> HttpResponse {
     let parsed = (|| {
         let sender = group_sender(model, req, Path::Server)?;
+        if let Some(resp) = scripted_status(model, &sender, false) {
+            return Err(resp);
+        }
         let body = json_object(req)?;
         let operation = string_field(&body, "operation", true)?.unwrap_or_default();
         let name = string_field(&body, "notification_key_name", false)?;
@@ -203,6 +243,9 @@ fn group_operation(model: &mut Model, req: &HttpRequest) -> HttpResponse {
     })();
     match parsed {
         Ok((sender, op)) => {
+            if let GroupOp::Create { ids, .. } | GroupOp::Add { ids, .. } = &op {
+                model.observe_devices(ids);
+            }
             let create = matches!(op, GroupOp::Create { .. });
             match model.manage_group(&sender, op) {
                 Ok(_) if create && model.faults().has(Fault::CreateReturnsKey) => HttpResponse::json(200, &json!({})),
@@ -218,6 +261,9 @@ fn group_lookup(model: &mut Model, req: &HttpRequest) -> HttpResponse {
         Ok(s) => s,
         Err(resp) => return resp,
     };
+    if let Some(resp) = scripted_status(model, &sender, false) {
+        return resp;
+    }
     match req.query_param("notification_key_name") {
         // The malformed-request fault, on the lookup: the sender's oldest group instead.
         None if model.faults().on(Fault::MalformedGroupRequest, Path::Lookup) => {
@@ -312,6 +358,11 @@ fn send(model: &mut Model, req: &HttpRequest) -> HttpResponse {
     let authenticated = server_key(req).and_then(|k| model.sender_for_key(k)).is_some();
     if !authenticated && !model.faults().anywhere(Fault::SendAuth) {
         return unauthorized(req);
+    }
+    if let Some(sender) = server_key(req).and_then(|k| model.sender_for_key(k)).map(str::to_string)
+        && let Some(resp) = scripted_status(model, &sender, true)
+    {
+        return resp;
     }
     let plain_text = req.header("content-type").is_some_and(|t| {
         t.split(';').next().unwrap_or_default().trim().eq_ignore_ascii_case("application/x-www-form-urlencoded")

@@ -22,6 +22,7 @@ pub mod control;
 pub mod faults;
 pub mod generated;
 pub mod http;
+pub mod journal;
 pub mod lifetime;
 pub mod limits;
 pub mod model;
@@ -30,7 +31,8 @@ pub mod xmpp;
 
 use crate::catalog::Profile;
 use crate::wire::{HttpRequest, HttpResponse, parse_query};
-use clock::VirtualClock;
+pub use clock::ClockKind;
+use clock::{VirtualClock, WallClock};
 pub use faults::{Fault, Faults, Variant, Variants};
 pub use model::StoreCaps;
 use model::{Limits, LimitsError, Model};
@@ -68,6 +70,14 @@ pub struct Config {
     /// With a state file: journal bytes it keeps before folding them into a snapshot (more,
     /// once the snapshot is larger; [`state`]).
     pub state_journal_bytes: u64,
+    /// The app-server rules each sender's exchanges are journaled and graded against
+    /// ([`journal`]); `None` journals nothing.
+    pub app_rules: Option<Arc<crate::verdicts::Rulebook>>,
+    /// How much the journals keep.
+    pub journal_caps: journal::JournalCaps,
+    /// Virtual time (the default: it moves when a sender's clock is advanced) or the
+    /// machine's ([`run_clock`] then lets what waits on time happen by itself).
+    pub clock: ClockKind,
 }
 
 /// What a peer may hold of a listener, and for how long (docs/robustness.md).
@@ -128,7 +138,18 @@ impl Config {
             inbox_limit: Self::DEFAULT_INBOX_LIMIT,
             store: StoreCaps::default(),
             state_journal_bytes: Self::DEFAULT_STATE_JOURNAL_BYTES,
+            app_rules: bundled_rulebook(&profile.name),
+            journal_caps: journal::JournalCaps::default(),
+            clock: ClockKind::Virtual,
         })
+    }
+
+    /// The configuration for `profile` of `catalog`, its app-server rules included.
+    pub fn from_catalog(catalog: &crate::catalog::Catalog, profile: &str) -> Result<Config, String> {
+        let p = catalog.profiles.get(profile).ok_or_else(|| format!("unknown profile `{profile}`"))?;
+        let mut config = Config::from_profile(p).map_err(|e| e.to_string())?;
+        config.app_rules = Some(Arc::new(crate::verdicts::Rulebook::from_catalog(catalog, profile)?));
+        Ok(config)
     }
 
     /// The bundled specs' default profile (`fcm`).
@@ -139,11 +160,31 @@ impl Config {
     }
 }
 
+/// The bundled specs' app-server rules under `profile`, read once per process.
+fn bundled_rulebook(profile: &str) -> Option<Arc<crate::verdicts::Rulebook>> {
+    static BOOKS: std::sync::OnceLock<std::collections::BTreeMap<String, Arc<crate::verdicts::Rulebook>>> =
+        std::sync::OnceLock::new();
+    BOOKS
+        .get_or_init(|| {
+            let Ok(catalog) = crate::bundled::catalog() else { return Default::default() };
+            catalog
+                .profiles
+                .keys()
+                .filter_map(|p| Some((p.clone(), Arc::new(crate::verdicts::Rulebook::from_catalog(&catalog, p).ok()?))))
+                .collect()
+        })
+        .get(profile)
+        .cloned()
+}
+
 struct Shared {
     model: Mutex<Model>,
     /// Woken when the model queues something for an XMPP connection.
     changed: tokio::sync::Notify,
-    clock: VirtualClock,
+    /// With the machine's clock: it, to be pinned while a state file replays, and the time
+    /// the journal last noted (a state file keeps each input's time).
+    wall: Option<WallClock>,
+    noted_ms: std::sync::atomic::AtomicU64,
     site: http::Site,
     max_body_bytes: usize,
     latency: std::time::Duration,
@@ -173,12 +214,17 @@ impl Reference {
     }
 
     fn build(config: Config, seed: Option<state::Seed>, state: Option<state::StateFile>) -> Reference {
-        let clock = VirtualClock::new();
+        let wall = (config.clock == ClockKind::Wall).then(WallClock::default);
+        let clock: Box<dyn clock::Clock> = match &wall {
+            Some(w) => Box::new(w.clone()),
+            None => Box::new(VirtualClock::new()),
+        };
         let limits = config.limits.with_variants(&config.variants);
-        let mut model = Model::new(limits, Box::new(clock.clone()), config.seed, config.faults)
+        let mut model = Model::new(limits, clock, config.seed, config.faults)
             .with_variants(config.variants)
             .with_inbox_limit(config.inbox_limit)
-            .with_store_caps(config.store);
+            .with_store_caps(config.store)
+            .with_journals(journal::Journals::new(config.app_rules.clone(), config.journal_caps));
         if let Some(seed) = seed {
             model = model.reseeded(seed.rng());
         }
@@ -186,7 +232,8 @@ impl Reference {
             shared: Arc::new(Shared {
                 model: Mutex::new(model),
                 changed: tokio::sync::Notify::new(),
-                clock,
+                wall,
+                noted_ms: Default::default(),
                 site: http::Site {
                     profile: config.profile,
                     control_api: config.control_api,
@@ -222,6 +269,13 @@ impl Reference {
     /// assert_eq!(answer.body_json().unwrap()["results"][0]["error"], "InvalidRegistration");
     /// ```
     pub fn handle(&self, req: &HttpRequest) -> HttpResponse {
+        self.handle_on(req, None)
+    }
+
+    /// Like [`Self::handle`], for a request that came on an HTTP connection (the journal
+    /// tells connections apart: a request on the connection that carried an answer, or on
+    /// one opened after it, was sent after that answer was read).
+    pub fn handle_on(&self, req: &HttpRequest, connection: Option<HttpConnection>) -> HttpResponse {
         if req.body.len() > self.shared.max_body_bytes {
             return too_large(self.shared.max_body_bytes);
         }
@@ -234,9 +288,16 @@ impl Reference {
         let read = req.method == "GET" && req.path.starts_with(control::PREFIX);
         let result = catch_unwind(AssertUnwindSafe(|| {
             self.with_model(|m| {
+                let journaled = http::journaled(req);
+                if journaled {
+                    m.observe();
+                }
                 let resp = http::handle(m, &self.shared.site, req);
                 if !read && !matches!(resp.status, 401 | 403 | 405 | 413 | 415) {
                     self.record(|| state::Input::http(req));
+                }
+                if journaled {
+                    self.journal_http(m, req, &resp, connection);
                 }
                 resp
             })
@@ -246,6 +307,26 @@ impl Reference {
             // The answer would claim what a restart would not give back.
             Some(why) => HttpResponse::error(503, format!("the reference stopped taking requests: {why}")),
             None => resp,
+        }
+    }
+
+    /// Journals an exchange of the public protocol under the sender it authenticated as.
+    fn journal_http(&self, m: &mut Model, req: &HttpRequest, resp: &HttpResponse, connection: Option<HttpConnection>) {
+        let seen = m.observed();
+        if resp.status == 401 {
+            return;
+        }
+        let Some(sender) = http::sender_of(m, req) else { return };
+        let what = crate::verdicts::What::Http {
+            request: journal::request_message(req),
+            response: journal::response_message(resp),
+            scripted: (!seen.scripted.is_empty()).then(|| seen.scripted.join("; ")),
+            facts: seen.facts,
+        };
+        let stamp = crate::verdicts::Stamp { at_ms: m.now_ms(&sender), wall_ms: journal::wall_ms() };
+        let connection = connection.map(|c| (crate::verdicts::Conn::Http(c.id), c.opened_wall_ms));
+        if let Some(entry) = m.journals.record(&sender, stamp, connection, what) {
+            self.record(|| state::Input::Observed { sender, entry });
         }
     }
 
@@ -326,8 +407,33 @@ impl Reference {
         self.shared.changed.notified()
     }
 
-    pub fn clock(&self) -> &VirtualClock {
-        &self.shared.clock
+    /// Which clock it keeps.
+    pub fn clock(&self) -> ClockKind {
+        if self.shared.wall.is_some() { ClockKind::Wall } else { ClockKind::Virtual }
+    }
+
+    /// Lets time pass by itself: with the machine's clock, what waits on time (throttled and
+    /// held messages, expiries) is looked at every `TICK`, until `shutdown` completes. With
+    /// the virtual clock there is nothing to do.
+    pub async fn run_clock(&self, shutdown: impl Future<Output = ()>) {
+        const TICK: std::time::Duration = std::time::Duration::from_millis(100);
+        if self.shared.wall.is_none() {
+            return;
+        }
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                () = &mut shutdown => return,
+                () = tokio::time::sleep(TICK) => {}
+            }
+            let (_, unsettled) = self.with_model_unsettled(|m| {
+                if m.has_waiting() {
+                    self.record(|| state::Input::Tick);
+                    m.tick();
+                }
+            });
+            self.settle(unsettled);
+        }
     }
 
     /// Counts one more logged-in XMPP connection of `sender`, unless it has its share
@@ -408,7 +514,9 @@ impl Reference {
         };
         tokio::spawn(serve(listener, reference.clone(), stopped(rx.clone())));
         tokio::spawn(xmpp::serve(xmpp_listener, reference.clone(), stopped(rx.clone())));
-        tokio::spawn(xmpp::serve_tls(tls_listener, reference.clone(), tls, stopped(rx)));
+        tokio::spawn(xmpp::serve_tls(tls_listener, reference.clone(), tls, stopped(rx.clone())));
+        let ticking = reference.clone();
+        tokio::spawn(async move { ticking.run_clock(stopped(rx)).await });
         Ok(RunningReference {
             reference,
             addr,
@@ -493,10 +601,14 @@ pub async fn serve(
     let policy = reference.connection_policy();
     let app = Router::new().fallback(adapter).with_state(reference);
     let slots = Arc::new(tokio::sync::Semaphore::new(policy.max_connections));
+    let connections = std::sync::atomic::AtomicU64::new(0);
     accept_loop(listener, "HTTP", shutdown, move |socket| {
         // Over the cap: closed at once, so the ones held cannot starve the rest.
         let Ok(slot) = slots.clone().try_acquire_owned() else { return };
-        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        // Numbered, so that the journal can tell which requests shared a connection.
+        let n = connections.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+        let connection = HttpConnection { id: n, opened_wall_ms: journal::wall_ms() };
+        let service = hyper_util::service::TowerToHyperService::new(app.clone().layer(axum::Extension(connection)));
         tokio::spawn(async move {
             let mut builder = hyper::server::conn::http1::Builder::new();
             builder.timer(hyper_util::rt::TokioTimer::new()).header_read_timeout(policy.header_timeout);
@@ -557,7 +669,15 @@ async fn adapter(State(reference): State<Reference>, request: Request) -> Respon
     response
 }
 
+/// The HTTP connection a request came on: its number, and when it was accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HttpConnection {
+    pub id: u64,
+    pub opened_wall_ms: u64,
+}
+
 async fn answer(reference: &Reference, request: Request) -> Response {
+    let connection = request.extensions().get::<HttpConnection>().copied();
     let (parts, body) = request.into_parts();
     let max = reference.shared.max_body_bytes;
     let deadline = reference.shared.connections.body_timeout;
@@ -577,7 +697,7 @@ async fn answer(reference: &Reference, request: Request) -> Response {
                     .collect(),
                 body: bytes.to_vec(),
             };
-            reference.handle(&req)
+            reference.handle_on(&req, connection)
         }
     };
     let mut builder = Response::builder().status(response.status);

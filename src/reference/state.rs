@@ -81,6 +81,23 @@ pub enum Input {
     },
     /// The process started again: every XMPP connection it had is gone.
     Restarted,
+    /// An exchange journaled for an app server's verdicts (the request that made it, if any,
+    /// is an input of its own: this one changes only the journal).
+    Observed {
+        sender: String,
+        entry: crate::verdicts::Entry,
+    },
+    /// With the machine's clock: what waits on time was looked at.
+    Tick,
+    /// With the machine's clock: the time the inputs after it were taken at.
+    Clock {
+        at_ms: u64,
+    },
+    /// An XMPP downstream message took a scripted nack (`hold` false) or a held ack.
+    XmppScripted {
+        sender: String,
+        hold: bool,
+    },
 }
 
 impl Input {
@@ -148,7 +165,13 @@ impl Reference {
                 })?;
             }
             for input in &inputs {
+                if let (Input::Clock { at_ms }, Some(wall)) = (input, &reference.shared.wall) {
+                    wall.pin(Some(*at_ms));
+                }
                 apply(m, &reference.shared.site, input);
+            }
+            if let Some(wall) = &reference.shared.wall {
+                wall.pin(None);
             }
             Ok::<(), StateError>(())
         })?;
@@ -166,7 +189,16 @@ impl Reference {
     /// where the journal's order is the model's.
     pub(crate) fn record(&self, input: impl FnOnce() -> Input) {
         if self.shared.state.is_some() {
-            self.shared.tape.lock().unwrap_or_else(|e| e.into_inner()).push(input());
+            let mut tape = self.shared.tape.lock().unwrap_or_else(|e| e.into_inner());
+            // With the machine's clock, the time each input was taken at goes first (once per
+            // millisecond it moved), so that a replay sees the time it saw.
+            if self.shared.wall.is_some() {
+                let now = super::clock::WallClock::live_ms();
+                if self.shared.noted_ms.swap(now, std::sync::atomic::Ordering::SeqCst) != now {
+                    tape.push(Input::Clock { at_ms: now });
+                }
+            }
+            tape.push(input());
         }
     }
 
@@ -229,8 +261,11 @@ impl Seed {
 /// What a journal's replay depends on besides its inputs: a file made under another profile,
 /// other faults or other limits would not replay to the same state.
 pub fn fingerprint(config: &Config) -> String {
+    // The machine's clock is named (inputs then carry their times); the virtual one is not,
+    // so that files made before there was a choice still open.
+    let clock = if config.clock == super::ClockKind::Wall { ", clock wall" } else { "" };
     format!(
-        "profile {}, limits {:?}, faults {:?}, variants {:?}, inbox limit {}, store {:?}",
+        "profile {}, limits {:?}, faults {:?}, variants {:?}, inbox limit {}, store {:?}{clock}",
         config.profile, config.limits, config.faults, config.variants, config.inbox_limit, config.store
     )
 }
@@ -260,6 +295,16 @@ pub(crate) fn apply(model: &mut Model, site: &Site, input: &Input) {
             model.send(sender, target.clone(), message.clone());
         }
         Input::Restarted => apply_restart(model),
+        Input::Observed { sender, entry } => model.journals.restore(sender, entry.clone()),
+        Input::Tick => model.tick(),
+        // Read by the replay, which pins the clock to it.
+        Input::Clock { .. } => {}
+        Input::XmppScripted { sender, hold: false } => {
+            model.scripted_nack(sender);
+        }
+        Input::XmppScripted { sender, hold: true } => {
+            model.scripted_hold(sender);
+        }
     }
 }
 

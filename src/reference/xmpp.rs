@@ -106,6 +106,14 @@ struct Session {
     domain: &'static str,
     /// Its sender's count of logged-in connections, after SASL success.
     login: Option<LoginSlot>,
+    /// When it was bound (wall clock, ms), for the journal.
+    opened_wall_ms: u64,
+    /// What the stanza being answered got back, as JSON (for the journal).
+    replied: Vec<Value>,
+    /// Whether that stanza was a downstream message (its ack may be held back).
+    downstream_reply: bool,
+    /// Acks held back by a script, with when each is written.
+    held: Vec<(tokio::time::Instant, String, Vec<Value>)>,
 }
 
 /// Serves one app-server connection to its end.
@@ -122,8 +130,19 @@ async fn serve_connection_from<S: AsyncRead + AsyncWrite + Unpin>(
     mut slot: Option<Slot>,
 ) {
     let mut parser = StreamParser::default();
-    let mut session =
-        Session { sender: None, conn: None, streams: 0, downstream: 0, sent: 0, domain: wire::DOMAIN, login: None };
+    let mut session = Session {
+        sender: None,
+        conn: None,
+        streams: 0,
+        downstream: 0,
+        sent: 0,
+        domain: wire::DOMAIN,
+        login: None,
+        opened_wall_ms: 0,
+        replied: Vec::new(),
+        downstream_reply: false,
+        held: Vec::new(),
+    };
     let policy = reference.connection_policy();
     // Until it logs in, a peer's writes end at the login deadline too: one that never reads
     // cannot hold its slot for the idle timeout.
@@ -134,7 +153,8 @@ async fn serve_connection_from<S: AsyncRead + AsyncWrite + Unpin>(
         // What it had not acknowledged goes to the sender's other connections, or waits.
         reference.with_model(|m| {
             reference.record(|| state::Input::CcsDisconnect { conn });
-            m.ccs_disconnect(conn)
+            m.ccs_disconnect(conn);
+            journal(m, &reference, &session, crate::verdicts::What::XmppClosed);
         });
     }
     // Close gracefully, briefly: our side first (TLS close_notify, then FIN), then read what
@@ -222,7 +242,14 @@ async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
             None => (started + policy.login_timeout, "no login within the deadline"),
             Some(_) => (last_heard + policy.idle_timeout, "idle past the deadline"),
         };
+        // Acks a script holds back are written when their time comes.
+        let release = session.held.iter().map(|h| h.0).min();
         tokio::select! {
+            () = sleep_until_some(release) => {
+                if !release_held(io, reference, session).await {
+                    return;
+                }
+            }
             read = io.io.read(&mut buf) => match read {
                 Ok(0) | Err(_) => return,
                 Ok(n) => {
@@ -236,6 +263,44 @@ async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
                 return;
             }
         }
+    }
+}
+
+async fn sleep_until_some(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Writes the held acks whose time has come; false if the socket is gone.
+async fn release_held<S: AsyncWrite + Unpin>(
+    io: &mut Deadlined<'_, S>,
+    reference: &Reference,
+    session: &mut Session,
+) -> bool {
+    let now = tokio::time::Instant::now();
+    let (due, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut session.held).into_iter().partition(|h| h.0 <= now);
+    session.held = kept;
+    let mut out = String::new();
+    reference.with_model(|m| {
+        for (_, xml, jsons) in due {
+            out.push_str(&xml);
+            for json in jsons {
+                journal(m, reference, session, crate::verdicts::What::XmppSent { stanza: json });
+            }
+        }
+    });
+    io.write_all(out.as_bytes()).await.is_ok()
+}
+
+/// Journals an XMPP exchange of a bound connection under its sender.
+fn journal(m: &mut Model, reference: &Reference, session: &Session, what: crate::verdicts::What) {
+    let (Some(sender), Some(conn)) = (&session.sender, session.conn) else { return };
+    let stamp = crate::verdicts::Stamp { at_ms: m.now_ms(sender), wall_ms: super::journal::wall_ms() };
+    let connection = Some((crate::verdicts::Conn::Xmpp(conn), session.opened_wall_ms));
+    if let Some(entry) = m.journals.record(sender, stamp, connection, what) {
+        reference.record(|| state::Input::Observed { sender: sender.clone(), entry });
     }
 }
 
@@ -279,6 +344,9 @@ fn take_outbox(reference: &Reference, session: &mut Session, out: &mut String) -
         // Taking nothing changes nothing: not kept.
         if !outbox.is_empty() {
             reference.record(|| state::Input::CcsTake { conn });
+        }
+        for json in &outbox {
+            journal(m, reference, session, crate::verdicts::What::XmppSent { stanza: json.clone() });
         }
         outbox
     });
@@ -330,7 +398,7 @@ fn answer(model: &mut Model, session: &mut Session, event: Event, reference: &Re
             ("message", Some(_)) if session.conn.is_none() => {
                 (stream_error("not-authorized", "bind a resource before sending messages"), true)
             }
-            ("message", Some(_)) => (message(model, session, &stanza, reference), false),
+            ("message", Some(_)) => (message_journaled(model, session, &stanza, reference), false),
             (other, Some(_)) => {
                 (stream_error("unsupported-stanza-type", &format!("<{other}> is not a stanza here")), true)
             }
@@ -376,6 +444,8 @@ fn iq(model: &mut Model, session: &mut Session, stanza: &Element, reference: &Re
         if session.conn.is_none() {
             reference.record(|| state::Input::CcsConnect { sender: sender.clone() });
             session.conn = Some(model.ccs_connect(&sender));
+            session.opened_wall_ms = super::journal::wall_ms();
+            journal(model, reference, session, crate::verdicts::What::XmppOpened);
         }
         let resource =
             bind.child("resource").map(Element::text).filter(|r| !r.is_empty()).unwrap_or_else(|| "gcmspec".into());
@@ -403,8 +473,44 @@ fn stanza_error(stanza: &Element, condition: &str) -> String {
     )
 }
 
-fn reply(stanza: &Element, json: &Value) -> String {
+fn reply(session: &mut Session, stanza: &Element, json: &Value) -> String {
+    session.replied.push(json.clone());
     wire::gcm_message(stanza.attr("id").unwrap_or(""), &json.to_string())
+}
+
+/// A `<gcm>` message from the app server, answered, with both journaled; a downstream
+/// message's answer may be held back by a script (late acks).
+fn message_journaled(model: &mut Model, session: &mut Session, stanza: &Element, reference: &Reference) -> String {
+    model.observe();
+    session.replied.clear();
+    session.downstream_reply = false;
+    let xml = message(model, session, stanza, reference);
+    let seen = model.observed();
+    let payload = stanza.gcm_payload().map(|p| serde_json::from_str::<Value>(&p).unwrap_or(Value::String(p)));
+    if let Some(payload) = payload {
+        let scripted = (!seen.scripted.is_empty()).then(|| seen.scripted.join("; "));
+        journal(
+            model,
+            reference,
+            session,
+            crate::verdicts::What::XmppReceived { stanza: payload, scripted, facts: seen.facts },
+        );
+    }
+    let replied = std::mem::take(&mut session.replied);
+    if session.downstream_reply
+        && !xml.is_empty()
+        && let Some(sender) = session.sender.clone()
+        && let Some(ms) = model.scripted_hold(&sender)
+    {
+        reference.record(|| state::Input::XmppScripted { sender, hold: true });
+        let at = tokio::time::Instant::now() + std::time::Duration::from_millis(ms);
+        session.held.push((at, xml, replied));
+        return String::new();
+    }
+    for json in replied {
+        journal(model, reference, session, crate::verdicts::What::XmppSent { stanza: json });
+    }
+    xml
 }
 
 fn nack(from: &str, message_id: &Value, error: &str, description: &str) -> Value {
@@ -417,6 +523,9 @@ fn ccs_error(error: &str) -> &'static str {
         "NotRegistered" => "DEVICE_UNREGISTERED",
         "InvalidRegistration" | "MismatchSenderId" => "BAD_REGISTRATION",
         "Unavailable" => "SERVICE_UNAVAILABLE",
+        "InternalServerError" => "INTERNAL_SERVER_ERROR",
+        "DeviceMessageRateExceeded" => "DEVICE_MESSAGE_RATE_EXCEEDED",
+        "TopicsMessageRateExceeded" => "TOPICS_MESSAGE_RATE_EXCEEDED",
         _ => "INVALID_JSON",
     }
 }
@@ -425,7 +534,7 @@ fn message(model: &mut Model, session: &mut Session, stanza: &Element, reference
     let (Some(sender), Some(conn)) = (session.sender.clone(), session.conn) else { return String::new() };
     let Some(payload) = stanza.gcm_payload() else {
         return if model.faults().has(Fault::XmppBadRequest) {
-            reply(stanza, &nack("", &Value::Null, "INVALID_JSON", "no gcm payload"))
+            reply(session, stanza, &nack("", &Value::Null, "INVALID_JSON", "no gcm payload"))
         } else {
             stanza_error(stanza, "bad-request")
         };
@@ -440,10 +549,10 @@ fn message(model: &mut Model, session: &mut Session, stanza: &Element, reference
         Ok(Value::Object(o)) => o,
         _ if model.faults().has(Fault::XmppInvalidJson) => return String::new(),
         _ if model.faults().has(Fault::XmppInvalidJsonAcked) => {
-            return reply(stanza, &json!({ "message_type": "ack", "from": "", "message_id": Value::Null }));
+            return reply(session, stanza, &json!({ "message_type": "ack", "from": "", "message_id": Value::Null }));
         }
         _ if model.variants().has(Variant::InvalidJsonStanzaError) => return stanza_error(stanza, "bad-request"),
-        _ => return reply(stanza, &nack("", &Value::Null, "INVALID_JSON", &why)),
+        _ => return reply(session, stanza, &nack("", &Value::Null, "INVALID_JSON", &why)),
     };
     let message_id = body.get("message_id").cloned().unwrap_or(Value::Null);
     let to = body.get("to").and_then(Value::as_str).unwrap_or("").to_string();
@@ -456,26 +565,33 @@ fn message(model: &mut Model, session: &mut Session, stanza: &Element, reference
         return match model.ccs_ack(conn, id) {
             Ok(()) => String::new(),
             Err(_) if model.variants().has(Variant::SilentBadAck) => String::new(),
-            Err(e) => reply(stanza, &nack(&to, &message_id, code, &format!("{kind}: {e}"))),
+            Err(e) => reply(session, stanza, &nack(&to, &message_id, code, &format!("{kind}: {e}"))),
         };
     }
     if !message_id.is_string() {
         return reply(
+            session,
             stanza,
             &nack(&to, &message_id, "INVALID_JSON", "missing `message_id`: every downstream message needs one"),
         );
     }
+    session.downstream_reply = true;
+    if let Some(code) = model.scripted_nack(&sender) {
+        reference.record(|| state::Input::XmppScripted { sender: sender.clone(), hold: false });
+        return reply(session, stanza, &nack(&to, &message_id, code, "scripted: the service could not take it now"));
+    }
     if model.ccs_is_draining(conn) && !model.faults().has(Fault::XmppDrainingRefusesNew) {
         let code =
             if model.variants().has(Variant::OtherNackCodes) { "SERVICE_UNAVAILABLE" } else { "CONNECTION_DRAINING" };
-        return reply(stanza, &nack(&to, &message_id, code, "this connection is draining: open a new one"));
+        return reply(session, stanza, &nack(&to, &message_id, code, "this connection is draining: open a new one"));
     }
     session.downstream += 1;
     if model.faults().has(Fault::XmppPipelined) && session.downstream > model.limits().max_pending_per_connection / 2 {
-        return reply(stanza, &nack(&to, &message_id, "QUOTA_EXCEEDED", "too many pending messages"));
+        return reply(session, stanza, &nack(&to, &message_id, "QUOTA_EXCEEDED", "too many pending messages"));
     }
     if body.contains_key("registration_ids") {
         return reply(
+            session,
             stanza,
             &nack(&to, &message_id, "INVALID_JSON", "XMPP sends to one `to`; `registration_ids` is HTTP only"),
         );
@@ -484,7 +600,7 @@ fn message(model: &mut Model, session: &mut Session, stanza: &Element, reference
         Ok(parsed) => parsed,
         Err(resp) => {
             let why = resp.body_json().and_then(|b| b["error"].as_str().map(str::to_string)).unwrap_or_default();
-            return reply(stanza, &nack(&to, &message_id, "INVALID_JSON", &why));
+            return reply(session, stanza, &nack(&to, &message_id, "INVALID_JSON", &why));
         }
     };
     if body.get("delivery_receipt_requested") == Some(&Value::Bool(true)) {
@@ -551,5 +667,5 @@ fn message(model: &mut Model, session: &mut Session, stanza: &Element, reference
         },
         SendOutcome::Invalid { error, .. } => nack(&to, &message_id, "INVALID_JSON", error),
     };
-    reply(stanza, &json)
+    reply(session, stanza, &json)
 }

@@ -288,8 +288,44 @@ fn member_cap_failures() -> Vec<String> {
         .to_vec()
 }
 
+/// `serve --report DIR`: at shutdown, each sender's verdicts as JSON, JUnit and HTML.
+fn serve_writes_verdict_reports() -> Result<(), String> {
+    let dir = std::env::temp_dir().join(format!("gcmspec-verdict-reports-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut served = Served::start(&["--report", &dir.display().to_string()])?;
+    let target =
+        gcmspec::driver::HttpTarget::new(&served.url, std::time::Duration::from_secs(10)).map_err(|e| e.to_string())?;
+    let send = gcmspec::wire::HttpRequest::new("POST", "/fcm/send")
+        .with_header("authorization", &format!("key={}", served.server_key))
+        .with_json(&serde_json::json!({ "to": "somebody", "time_to_live": -1, "data": { "a": "b" } }));
+    gcmspec::driver::Target::exchange(&target, &send).map_err(|e| e.to_string())?;
+    if !served.terminate() {
+        return Err("serve did not stop on SIGTERM".into());
+    }
+    let read = |ext: &str| {
+        let path = dir.join(format!("{}.{ext}", served.sender_id));
+        std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))
+    };
+    let json: serde_json::Value = serde_json::from_str(&read("json")?).map_err(|e| e.to_string())?;
+    let ttl = json["results"].as_array().into_iter().flatten().find(|r| r["rule"] == "app.send.ttl-range");
+    let ttl = ttl.ok_or("no app.send.ttl-range in the JSON report")?;
+    if ttl["outcome"] != "failed" || ttl["graded"] != true || json["summary"]["graded_failures"] != 1 {
+        return Err(format!("the JSON report: {json}"));
+    }
+    let junit = read("xml")?;
+    if !junit.contains("classname=\"app.send.ttl-range\"") || !junit.contains("<failure") {
+        return Err(format!("the JUnit report: {junit}"));
+    }
+    if !read("html")?.contains("time_to_live -1") {
+        return Err("the HTML report does not show the violation".into());
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
 pub fn trials() -> Vec<Trial> {
     vec![
+        trial("cli::serve-writes-verdict-reports", serve_writes_verdict_reports),
         trial("cli::run-in-process-passes", || expect(&["run"], 0, &["test result: ok"])),
         trial("cli::run-with-a-fault-fails-its-rule", || {
             expect(
@@ -304,7 +340,7 @@ pub fn trials() -> Vec<Trial> {
             let member_cap = |profile: &str| -> Result<serde_json::Value, String> {
                 let (code, out) = gcmspec(&["rules", "--json", "--profile", profile])?;
                 let json: serde_json::Value = serde_json::from_str(&out).map_err(|e| format!("{e}: {out}"))?;
-                if code != 0 || json["schema"] != "gcmspec-rules/2" {
+                if code != 0 || json["schema"] != "gcmspec-rules/3" {
                     return Err(format!("exit {code}, schema {}", json["schema"]));
                 }
                 let rules = json["rules"].as_array().cloned().unwrap_or_default();

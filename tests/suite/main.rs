@@ -24,9 +24,13 @@
 //!   received messages (HTTP and XMPP) come back; new credentials are never old ones.
 //! - `readme`: README's walk-through figures are what the program gives.
 //! - `specs`: spec-file errors name file, line and field; the bundled files are all of specs/.
+//! - `app_servers`: every app-server rule on every path it covers, under both clocks: the
+//!   reference client passes each case, its fault for the case fails exactly that rule, and
+//!   each legal variant passes.
 
 use libtest_mimic::{Arguments, Failed, Trial};
 
+mod app_servers;
 mod cli;
 mod conformance;
 mod exposure;
@@ -72,6 +76,7 @@ fn main() {
     trials.extend(tenancy::trials());
     trials.extend(exposure::trials());
     trials.extend(state::trials());
+    trials.extend(app_servers::trials(&runtime));
     let conclusion = libtest_mimic::run(&args, trials);
     // Servers started for the HTTP trials stop with the runtime.
     drop(runtime);

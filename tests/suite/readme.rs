@@ -75,6 +75,68 @@ fn bare_server() -> Result<(), String> {
     Ok(())
 }
 
+/// The fake section's example: an app server that retries a 503 after 1 s, when Retry-After
+/// said 10, gets the verdicts README shows; and README counts the app-server rules right.
+fn fake_server_figures() -> Result<(), String> {
+    use gcmspec::reference::{Config, Reference};
+    use gcmspec::wire::HttpRequest;
+    use serde_json::json;
+    let rules = gcmspec::verdicts::Rulebook::bundled().rules.len();
+    let stated_rules = stated("graded\nagainst the ", " app-server rules (`gcmspec rules")?;
+    if rules != stated_rules {
+        return Err(format!("README says {stated_rules} app-server rules; there are {rules}"));
+    }
+    let reference = Reference::new(Config::bundled());
+    let sender = reference.create_sender().map_err(|e| e.to_string())?;
+    let key = format!("key={}", sender.server_key);
+    let control = |path: &str, body: serde_json::Value| {
+        let req = HttpRequest::new("POST", &format!("/_gcmspec/v1/{path}"))
+            .with_header("authorization", &key)
+            .with_json(&body);
+        reference.handle(&req)
+    };
+    control(
+        &format!("senders/{}/script", sender.sender_id),
+        json!({"kind": "status", "status": 503, "retry_after": 10}),
+    );
+    let phone = control("instances", json!({"sender_ids": [sender.sender_id]})).body_json().unwrap_or_default()
+        ["registration_id"]
+        .clone();
+    let send = || {
+        let req = HttpRequest::new("POST", "/fcm/send")
+            .with_header("authorization", &key)
+            .with_json(&json!({"to": phone, "data": {"n": "1"}}));
+        reference.handle(&req).status
+    };
+    send();
+    control(&format!("senders/{}/clock", sender.sender_id), json!({"advance_ms": 1000}));
+    send();
+    let v = reference.verdicts(&sender.sender_id).ok_or("no verdicts")?.to_json();
+    let summary = &v["summary"];
+    let line = format!(
+        "\"summary\":{{\"passed\":{},\"violated\":{},\"not_exercised\":{},\"must_violated\":{}}}",
+        summary["passed"], summary["violated"], summary["not_exercised"], summary["must_violated"]
+    );
+    if !README.contains(&line) {
+        return Err(format!("README's fake-server example should show {line}"));
+    }
+    let message = v["rules"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|r| r["id"] == "app.retry.after")
+        .map(|r| r["violations"][0]["message"].clone());
+    let message = message.and_then(|m| m.as_str().map(str::to_string)).ok_or("no app.retry.after violation")?;
+    if !README.contains(&message) {
+        return Err(format!("README's fake-server example should quote: {message}"));
+    }
+    Ok(())
+}
+
 pub fn trials() -> Vec<Trial> {
-    vec![trial("readme::walk-through-figures", walk_through), trial("readme::bare-server-figures", bare_server)]
+    vec![
+        trial("readme::walk-through-figures", walk_through),
+        trial("readme::bare-server-figures", bare_server),
+        trial("readme::fake-server-figures", fake_server_figures),
+    ]
 }

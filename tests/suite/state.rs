@@ -233,6 +233,101 @@ fn every_answered_send_survives_a_kill() -> Result<(), String> {
     Ok(())
 }
 
+/// A send as `sender` to `to`, in-process.
+fn send(reference: &gcmspec::Reference, key: &str, body: Value) -> u16 {
+    let req =
+        HttpRequest::new("POST", "/fcm/send").with_header("authorization", &format!("key={key}")).with_json(&body);
+    reference.handle(&req).status
+}
+
+fn fresh_file(name: &str) -> Result<std::path::PathBuf, String> {
+    let dir = std::env::temp_dir().join(format!("gcmspec-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    Ok(dir.join("reference.state"))
+}
+
+/// The journals and their grading are state too: a reference started again on the file gives
+/// the same verdicts and journal, whether it replays inputs or reads a snapshot.
+fn journals_survive_a_restart(journal_bytes: u64) -> Result<(), String> {
+    use gcmspec::reference::{Config, Reference};
+    let file = fresh_file(&format!("journals-{journal_bytes}"))?;
+    let config = || Config { state_journal_bytes: journal_bytes, ..Config::bundled() };
+    let first = Reference::with_state(config(), &file).map_err(|e| e.to_string())?;
+    let sender = first.create_sender().map_err(|e| e.to_string())?;
+    let (id, key) = (sender.sender_id.clone(), sender.server_key.clone());
+    let script = HttpRequest::new("POST", &format!("/_gcmspec/v1/senders/{id}/script"))
+        .with_header("authorization", &format!("key={key}"))
+        .with_json(&json!({ "kind": "status", "status": 503, "retry_after": 30 }));
+    let phone = {
+        let req = HttpRequest::new("POST", "/_gcmspec/v1/instances").with_json(&json!({ "sender_ids": [id] }));
+        text_of(&first.handle(&req).body_json().unwrap_or_default()["registration_id"])
+    };
+    if first.handle(&script).status != 201 {
+        return Err("the script was refused".into());
+    }
+    for body in [
+        json!({ "to": phone, "data": { "n": "1" } }),
+        json!({ "to": phone, "data": { "n": "1" } }),
+        json!({ "to": phone, "time_to_live": -3, "data": { "n": "2" } }),
+    ] {
+        send(&first, &key, body);
+    }
+    let before = first.verdicts(&id).ok_or("no verdicts before")?;
+    let journal_before = first.journal(&id, None).ok_or("no journal before")?;
+    drop(first);
+    let again = Reference::with_state(config(), &file).map_err(|e| e.to_string())?;
+    let after = again.verdicts(&id).ok_or("no verdicts after the restart")?;
+    let journal_after = again.journal(&id, None).ok_or("no journal after the restart")?;
+    if before.violated() != ["app.retry.after", "app.send.ttl-range"] {
+        return Err(format!("before the restart: {:?}", before.violated()));
+    }
+    if after != before || journal_after.entries != journal_before.entries {
+        return Err(format!(
+            "after the restart the verdicts or the journal differ:\n{}\n{}",
+            before.to_json(),
+            after.to_json()
+        ));
+    }
+    // And the journal goes on from where it was.
+    send(&again, &key, json!({ "to": phone, "data": { "n": "3" } }));
+    let next = again.journal(&id, Some(journal_after.next)).ok_or("no journal")?;
+    if next.entries.len() != 1 || next.entries[0]["seq"] != json!(journal_after.next) {
+        return Err(format!("the journal after the restart: {:?}", next.entries));
+    }
+    Ok(())
+}
+
+/// On the machine's clock, a replay sees each input at the time it came: a message that
+/// reached a device before it expired still did, however much later the file is read.
+fn the_wall_clock_replays_as_it_was() -> Result<(), String> {
+    use gcmspec::reference::{ClockKind, Config, Reference};
+    let file = fresh_file("wall")?;
+    let config = || Config { clock: ClockKind::Wall, ..Config::bundled() };
+    let first = Reference::with_state(config(), &file).map_err(|e| e.to_string())?;
+    let sender = first.create_sender().map_err(|e| e.to_string())?;
+    let control = |r: &Reference, path: &str, body: Value| {
+        let req = HttpRequest::new("POST", &format!("/_gcmspec/v1/{path}")).with_json(&body);
+        r.handle(&req).body_json().unwrap_or_default()
+    };
+    let phone = text_of(&control(&first, "instances", json!({ "sender_ids": [sender.sender_id] }))["registration_id"]);
+    control(&first, &format!("instances/{phone}/connectivity"), json!({ "state": "offline" }));
+    send(&first, &sender.server_key, json!({ "to": phone, "time_to_live": 1, "data": { "a": "b" } }));
+    control(&first, &format!("instances/{phone}/connectivity"), json!({ "state": "awake" }));
+    let received = |r: &Reference| r.with_model(|m| m.inbox(&phone).map_or(0, <[_]>::len));
+    if received(&first) != 1 {
+        return Err("the message did not arrive in time".into());
+    }
+    drop(first);
+    // Past the message's time to live: read now, it would have expired before the device woke.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let again = Reference::with_state(config(), &file).map_err(|e| e.to_string())?;
+    match received(&again) {
+        1 => Ok(()),
+        n => Err(format!("after the replay the device holds {n} messages, not 1")),
+    }
+}
+
 pub fn trials() -> Vec<Trial> {
     vec![
         trial("state::a-crash-keeps-what-was-accepted", || a_crash_keeps_what_was_accepted(None, &[])),
@@ -246,5 +341,8 @@ pub fn trials() -> Vec<Trial> {
         }),
         trial("state::another-configuration-is-refused", another_configuration_is_refused),
         trial("state::every-answered-send-survives-a-kill", every_answered_send_survives_a_kill),
+        trial("state::journals-and-verdicts-survive-a-restart", || journals_survive_a_restart(64 << 20)),
+        trial("state::journals-and-verdicts-survive-a-snapshot", || journals_survive_a_restart(1)),
+        trial("state::the-wall-clock-replays-as-it-was", the_wall_clock_replays_as_it_was),
     ]
 }

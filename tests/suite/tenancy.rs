@@ -194,6 +194,64 @@ fn the_store_is_capped_per_sender_and_in_total() -> Result<(), String> {
     Ok(())
 }
 
+/// A sender's journal keeps its newest entries (the rest counted as dropped, and graded all
+/// the same); the reference keeps the journals of its most recently active senders; and one
+/// sender cannot read or script another's.
+fn journals_are_bounded_and_each_senders_own() -> Result<(), String> {
+    use gcmspec::reference::journal::JournalCaps;
+    let mut config = Config::bundled();
+    config.journal_caps = JournalCaps { entries: 5, bytes: 1 << 20, senders: 2 };
+    let reference = Reference::new(config);
+    let senders: Vec<_> =
+        (0..3).map(|_| reference.create_sender()).collect::<Result<_, _>>().map_err(|e| e.to_string())?;
+    let send = |s: &gcmspec::reference::model::SenderCredentials, ttl: i64| {
+        let req = HttpRequest::new("POST", "/fcm/send")
+            .with_header("authorization", &format!("key={}", s.server_key))
+            .with_json(&json!({ "to": "nobody", "time_to_live": ttl, "data": { "a": "b" } }));
+        reference.handle(&req);
+    };
+    for i in 0..8 {
+        send(&senders[0], if i == 0 { -1 } else { 60 });
+    }
+    let journal = reference.journal(&senders[0].sender_id, None).ok_or("no journal")?;
+    if journal.entries.len() != 5 || journal.dropped != 3 || journal.next != 8 {
+        return Err(format!("kept {}, dropped {}, next {}", journal.entries.len(), journal.dropped, journal.next));
+    }
+    let verdicts = reference.verdicts(&senders[0].sender_id).ok_or("no verdicts")?;
+    let ttl = verdicts.rule("app.send.ttl-range").ok_or("no ttl rule")?;
+    if ttl.exercised != 8 || ttl.violations_total != 1 || verdicts.journal.dropped != 3 {
+        return Err(format!("a dropped entry was not graded: {}", verdicts.to_json()));
+    }
+    // Another sender's key reads nothing of it, nor scripts it.
+    for (method, what, body) in [
+        ("GET", "journal", None),
+        ("GET", "verdicts", None),
+        ("POST", "script", Some(json!({"kind": "status", "status": 503}))),
+    ] {
+        let mut req = HttpRequest::new(method, &format!("/_gcmspec/v1/senders/{}/{what}", senders[0].sender_id))
+            .with_header("authorization", &format!("key={}", senders[1].server_key));
+        if let Some(b) = body {
+            req = req.with_json(&b);
+        }
+        let status = reference.handle(&req).status;
+        if status != 403 {
+            return Err(format!("{method} {what} with another sender's key: {status}, not 403"));
+        }
+    }
+    // Two journals at most: the least recently active goes when a third sender sends.
+    send(&senders[1], 60);
+    send(&senders[0], 60);
+    send(&senders[2], 60);
+    let mut kept = reference.journaled_senders();
+    kept.sort();
+    let mut expected = vec![senders[0].sender_id.clone(), senders[2].sender_id.clone()];
+    expected.sort();
+    if kept != expected {
+        return Err(format!("journals kept for {kept:?}, not {expected:?}"));
+    }
+    Ok(())
+}
+
 pub fn trials() -> Vec<Trial> {
     vec![
         trial("tenancy::unread-writes-end-at-the-login-deadline", || {
@@ -201,5 +259,6 @@ pub fn trials() -> Vec<Trial> {
         }),
         trial("tenancy::one-sender-cannot-hold-the-xmpp-cap", || block_on(one_sender_cannot_hold_the_cap())),
         trial("tenancy::the-store-is-capped-per-sender-and-in-total", the_store_is_capped_per_sender_and_in_total),
+        trial("tenancy::journals-are-bounded-and-each-senders-own", journals_are_bounded_and_each_senders_own),
     ]
 }

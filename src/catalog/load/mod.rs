@@ -122,6 +122,9 @@ pub fn load(files: &[(String, String)], sources: &BTreeMap<String, String>) -> R
         }
     }
 
+    // Server rules first, then the app server's: each in the files' order.
+    catalog.rules.sort_by_key(|r| r.party);
+
     if errors.is_empty() {
         Ok(catalog)
     } else {

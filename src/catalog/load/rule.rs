@@ -23,6 +23,8 @@ impl Cx<'_> {
                 "id",
                 "title",
                 "level",
+                "party",
+                "grader",
                 "source",
                 "interpretation",
                 "profiles",
@@ -45,6 +47,33 @@ impl Cx<'_> {
             );
         }
         let title = self.string(node, "title", &field, true);
+        let party = match node.get("party").map(|n| (n.as_str(), n)) {
+            None | Some((Some("server"), _)) => Party::Server,
+            Some((Some("app-server"), _)) => Party::AppServer,
+            Some((_, n)) => {
+                self.err(&n.span, &format!("{field}.party"), "expected \"server\" (the default) or \"app-server\"");
+                Party::Server
+            }
+        };
+        let grader = self.string(node, "grader", &field, false);
+        match (&grader, party) {
+            (Some(g), Party::AppServer) if !GRADERS.contains(&g.as_str()) => self.err(
+                &node.get("grader").map_or(node.span.clone(), |n| n.span.clone()),
+                &format!("{field}.grader"),
+                &format!("unknown grader `{g}` (known: {})", GRADERS.join(", ")),
+            ),
+            (None, Party::AppServer) => self.err(
+                &node.span,
+                &field,
+                "missing field `grader`: an app-server rule is judged by a grader of the journal",
+            ),
+            (Some(_), Party::Server) => self.err(
+                &node.get("grader").map_or(node.span.clone(), |n| n.span.clone()),
+                &format!("{field}.grader"),
+                "only an app-server rule (`party = \"app-server\"`) has a grader; a server rule has checks",
+            ),
+            _ => {}
+        }
         let level = match node.get("level").map(|n| (n.as_str(), n)) {
             Some((Some("must"), _)) => Some(Level::Must),
             Some((Some("should"), _)) => Some(Level::Should),
@@ -127,6 +156,13 @@ impl Cx<'_> {
         let mut checks = Vec::new();
         let mut declared = Vec::new();
         match node.get("check").map(|n| &n.value) {
+            // An app-server rule is graded from the journal, not checked by requests.
+            Some(_) if party == Party::AppServer => self.err(
+                &node.get("check")?.span,
+                &format!("{field}.check"),
+                "an app-server rule has a `grader`, not checks: the reference judges what the app server sends",
+            ),
+            None if party == Party::AppServer => {}
             Some(NodeValue::Array(items)) if !items.is_empty() => {
                 let mut names = BTreeSet::new();
                 for item in items {
@@ -150,11 +186,18 @@ impl Cx<'_> {
             ),
             None => self.err(&node.span, &field, "missing `[[rule.check]]`: a rule without a check tests nothing"),
         }
-        self.runs(&field, &node.span, &covers, &not_run, &limits, &mut checks, &declared);
+        if party == Party::Server {
+            self.runs(&field, &node.span, &covers, &not_run, &limits, &mut checks, &declared);
+        } else if !not_run.is_empty() {
+            let span = node.get("not_run").map_or(node.span.clone(), |n| n.span.clone());
+            self.err(&span, &format!("{field}.not_run"), "an app-server rule's grader reads every path it covers");
+        }
         Some(Rule {
             id: id?,
             title: title?,
             level: level?,
+            party,
+            grader,
             sources,
             interpretation,
             profiles,

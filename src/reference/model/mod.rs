@@ -22,6 +22,7 @@ pub use crate::catalog::Path;
 
 mod connection;
 mod groups;
+pub mod script;
 mod sending;
 mod snapshot;
 
@@ -286,6 +287,23 @@ pub struct Model {
     held: HashMap<Arc<str>, Held>,
     /// The sender made first (`serve`'s banner shows it again after a restart).
     first_sender: Option<Arc<str>>,
+    /// Scripted answers waiting, per sender ([`script`]).
+    scripts: HashMap<String, Vec<script::Script>>,
+    next_script: u64,
+    /// Results a script imposes on the send in progress, by registration id.
+    forced: HashMap<String, &'static str>,
+    /// What the request in progress shows the journal, while one is being journaled.
+    observation: Option<Observation>,
+    /// What each sender's app server exchanged with the reference, graded.
+    pub journals: super::journal::Journals,
+}
+
+/// What the model tells the journal about a request while it handles it: the facts of the
+/// devices concerned, and the scripted answers that shaped it.
+#[derive(Debug, Default)]
+pub struct Observation {
+    pub facts: crate::verdicts::Facts,
+    pub scripted: Vec<String>,
 }
 
 impl Model {
@@ -320,7 +338,66 @@ impl Model {
             caps: StoreCaps::default(),
             held: HashMap::new(),
             first_sender: None,
+            scripts: HashMap::new(),
+            next_script: 0,
+            forced: HashMap::new(),
+            observation: None,
+            journals: Default::default(),
         }
+    }
+
+    /// Journals exchanges and grades them against `book` (the app-server rules).
+    pub fn with_journals(mut self, journals: super::journal::Journals) -> Self {
+        self.journals = journals;
+        self
+    }
+
+    /// Starts collecting what the journal needs of the request about to be handled.
+    pub fn observe(&mut self) {
+        self.observation = self.journals.enabled().then(Observation::default);
+    }
+
+    /// What was collected since [`Self::observe`].
+    pub fn observed(&mut self) -> Observation {
+        self.observation.take().unwrap_or_default()
+    }
+
+    /// Notes, while observing, what the reference knows of the devices a request names.
+    pub fn observe_devices(&mut self, ids: &[String]) {
+        if self.observation.is_none() {
+            return;
+        }
+        let facts: Vec<crate::verdicts::Device> = ids.iter().map(|id| self.device_facts(id, None, None)).collect();
+        if let Some(o) = &mut self.observation {
+            o.facts.devices.extend(facts);
+        }
+    }
+
+    /// What the reference knows of one device: for a send from `sender` with `collapse_key`,
+    /// how many collapse keys of that sender it holds for the device.
+    fn device_facts(&self, id: &str, sender: Option<&str>, collapse_key: Option<&str>) -> crate::verdicts::Device {
+        let instance = self.instances.get(self.resolve(id));
+        let mut d = crate::verdicts::Device {
+            id: id.to_string(),
+            known: instance.is_some(),
+            ios: instance.is_some_and(|i| i.platform == Platform::Ios),
+            package: instance.and_then(|i| i.package.as_deref().map(str::to_string)),
+            ..Default::default()
+        };
+        if let (Some(i), Some(sender), Some(key)) = (instance, sender, collapse_key) {
+            let mut keys: Vec<&str> = i
+                .traffic()
+                .pending
+                .iter()
+                .filter(|p| p.sender() == sender)
+                .filter_map(|p| p.message.content.collapse_key.as_deref())
+                .collect();
+            keys.sort_unstable();
+            keys.dedup();
+            d.holds_key = keys.contains(&key);
+            d.held_keys = Some(keys.len() - usize::from(d.holds_key));
+        }
+        d
     }
 
     /// The same model, drawing keys, tokens and ids from `rng` (a state file's seed).
@@ -400,6 +477,16 @@ impl Model {
     fn instance_mut(&mut self, registration_id: &str) -> Option<&mut Instance> {
         let id = self.resolve(registration_id).to_string();
         self.instances.get_mut(id.as_str()).map(|b| &mut **b)
+    }
+
+    /// Whether some device has messages waiting on time or connectivity.
+    pub fn has_waiting(&self) -> bool {
+        !self.waiting.is_empty()
+    }
+
+    /// Time has passed by itself (the machine's clock): what waited on it happens now.
+    pub fn tick(&mut self) {
+        self.pump_all();
     }
 
     /// Lets every device take what it can now (after a change of time or connectivity).
@@ -591,10 +678,15 @@ impl Model {
 
     /// Moves one sender's clock forward; expiries and throttle grants follow.
     pub fn advance_clock(&mut self, sender: &str, seconds: u64) -> Option<u64> {
+        self.advance_clock_ms(sender, seconds.saturating_mul(1000))
+    }
+
+    /// Moves one sender's clock forward by milliseconds.
+    pub fn advance_clock_ms(&mut self, sender: &str, ms: u64) -> Option<u64> {
         if !self.senders.contains_key(sender) {
             return None;
         }
-        *self.offsets.entry(sender.to_string()).or_default() += seconds.saturating_mul(1000);
+        *self.offsets.entry(sender.to_string()).or_default() += ms;
         self.pump_all();
         Some(self.now_ms(sender))
     }
@@ -735,9 +827,7 @@ fn note_waiting(waiting: &mut std::collections::BTreeSet<String>, id: &str, inst
 }
 
 /// `from`, `message_type`, and anything starting with `google` or `gcm` are the server's.
-pub fn is_reserved_data_key(key: &str) -> bool {
-    key == "from" || key == "message_type" || key.starts_with("google") || key.starts_with("gcm")
-}
+pub use crate::wire::is_reserved_data_key;
 
 /// Bytes of `data` keys and values (strings as text, other values as JSON); in another unit
 /// under the faults that count it so.
@@ -746,7 +836,10 @@ pub fn payload_bytes(message: &Message, unit: Option<WrongUnit>) -> usize {
     let len = |s: &str| if unit == Some(WrongUnit::Characters) { s.chars().count() } else { s.len() };
     match unit {
         Some(WrongUnit::SerializedJson) => Value::Object(data.clone()).to_string().len(),
-        _ => data.iter().map(|(k, v)| len(k) + v.as_str().map_or_else(|| len(&v.to_string()), len)).sum(),
+        Some(WrongUnit::Characters) => {
+            data.iter().map(|(k, v)| len(k) + v.as_str().map_or_else(|| len(&v.to_string()), len)).sum()
+        }
+        _ => crate::wire::data_payload_bytes(data),
     }
 }
 

@@ -66,6 +66,17 @@ impl Model {
         ttl: u64,
         path: Path,
     ) -> Result<Option<String>, &'static str> {
+        if self.observation.is_some() {
+            let d = self.device_facts(registration_id, Some(sender), message.collapse_key.as_deref());
+            if let Some(o) = &mut self.observation {
+                o.facts.devices.push(d);
+            }
+        }
+        if !self.forced.is_empty()
+            && let Some(e) = self.forced.get(registration_id).or_else(|| self.forced.get(self.resolve(registration_id)))
+        {
+            return Err(e);
+        }
         if self.retired(registration_id, sender) {
             return Err("NotRegistered");
         }
@@ -181,7 +192,21 @@ impl Model {
         })
     }
 
+    /// A downstream send from `sender`: the scripts for its ids or key take effect first,
+    /// and while a request is observed, what the reference knows of each device it reaches
+    /// is noted for the journal.
     pub fn send(&mut self, sender: &str, target: Target, message: Message) -> SendOutcome {
+        self.apply_send_scripts(sender, &target);
+        if let Some(o) = &mut self.observation {
+            o.facts.to_key =
+                matches!(&target, Target::To(to) if self.groups.get(to).is_some_and(|g| g.sender == sender));
+        }
+        let outcome = self.send_unscripted(sender, target, message);
+        self.forced.clear();
+        outcome
+    }
+
+    fn send_unscripted(&mut self, sender: &str, target: Target, message: Message) -> SendOutcome {
         let to_key = matches!(&target, Target::To(to) if self.groups.contains_key(to));
         let path = message.via.path(to_key, matches!(target, Target::RegistrationIds(_)));
         let foreign = self.faults.on(Fault::MultipleSendersForeignKey, path);

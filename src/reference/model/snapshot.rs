@@ -38,6 +38,13 @@ pub struct Snapshot {
     shared_buckets: Buckets,
     held: HashMap<Arc<str>, Held>,
     first_sender: Option<Arc<str>>,
+    #[serde(default)]
+    scripts: HashMap<String, Vec<super::script::Script>>,
+    #[serde(default)]
+    next_script: u64,
+    /// The journals and their grading (absent in files made before they existed).
+    #[serde(default)]
+    journals: serde_json::Value,
 }
 
 /// [`Snapshot`], borrowed: written without copying the model.
@@ -62,6 +69,9 @@ struct SnapshotRef<'a> {
     shared_buckets: &'a Buckets,
     held: &'a HashMap<Arc<str>, Held>,
     first_sender: &'a Option<Arc<str>>,
+    scripts: &'a HashMap<String, Vec<super::script::Script>>,
+    next_script: u64,
+    journals: serde_json::Value,
 }
 
 impl Model {
@@ -93,6 +103,9 @@ impl Model {
             shared_buckets: &self.shared_buckets,
             held: &self.held,
             first_sender: &self.first_sender,
+            scripts: &self.scripts,
+            next_script: self.next_script,
+            journals: self.journals.snapshot(),
         })
     }
 
@@ -116,6 +129,11 @@ impl Model {
         self.shared_buckets = s.shared_buckets;
         self.held = s.held;
         self.first_sender = s.first_sender;
+        self.scripts = s.scripts;
+        self.next_script = s.next_script;
+        if !s.journals.is_null() {
+            self.journals.restore_snapshot(s.journals).map_err(serde::de::Error::custom)?;
+        }
         Ok(())
     }
 }

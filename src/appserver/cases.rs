@@ -1,0 +1,502 @@
+//! A case for each app-server rule on each path its text covers: it registers devices and
+//! scripts the reference's answers through the control API, asks a [`Client`] to act on
+//! that path, lets time pass where the rule waits on it, and reads the sender's verdicts.
+//!
+//! The same cases judge the project's reference client (correct, and broken one duty at a
+//! time: [`Case::fault`]) and, through a driver, real client libraries. A covered path with
+//! no case is a gap the test suite refuses ([`missing`]).
+
+use std::sync::Arc;
+
+use serde_json::{Value, json};
+
+use super::{AppFault, Client, ClientError, Command, Outgoing, To, Via};
+use crate::catalog::Path;
+use crate::driver::{Capabilities, Control, Sender, Target};
+use crate::verdicts::{Numbers, RuleVerdict, Rulebook, Verdicts};
+use crate::wire::HttpRequest;
+
+/// One rule on one path.
+#[derive(Clone)]
+pub struct Case {
+    pub rule: String,
+    pub path: Path,
+    /// `rule@path`.
+    pub name: String,
+    /// What the client must be able to do: `xmpp`, `groups`, `plain-text`, `multicast`.
+    pub needs: Vec<&'static str>,
+    /// The reference client's fault that breaks this rule on this path.
+    pub fault: AppFault,
+    steps: Steps,
+}
+
+type Steps = fn(&mut Run<'_>, Path) -> Result<(), String>;
+/// Which fault of the reference client breaks a rule on a path.
+type Breaks = fn(Path) -> AppFault;
+
+/// A rule's cases: their steps, and the fault that breaks it (by path).
+fn recipe(rule: &str) -> Option<(Steps, Breaks)> {
+    Some(match rule {
+        "app.send.ttl-range" => (ttl_range, |_| AppFault::TtlOutOfRange),
+        "app.send.one-target-field" => (plain_send, |_| AppFault::BothTargetFields),
+        "app.send.registration-ids-count" => (many_ids, |_| AppFault::UnsplitIds),
+        "app.send.payload-limit" => (payload, |_| AppFault::OversizedPayload),
+        "app.send.reserved-keys" => (plain_send, |_| AppFault::ReservedKey),
+        "app.canonical-id.replace" => (canonical, |_| AppFault::IgnoresCanonical),
+        "app.not-registered.delete" => (not_registered, |_| AppFault::KeepsNotRegistered),
+        "app.collapse-key.limit" => (collapse_offline, |_| AppFault::CollapseKeyPerMessageOffline),
+        "app.collapse-key.in-flight" => (collapse_awake, |_| AppFault::CollapseKeyPerMessage),
+        "app.group.save-key" => (save_key, |_| AppFault::RecreatesGroups),
+        "app.group.name-per-app" => (two_apps, |_| AppFault::OneGroupPerUser),
+        "app.group.create-before-send" => (before_send, |p| match p {
+            Path::Server => AppFault::AddsUnobtainedTokens,
+            _ => AppFault::SendsToGroupName,
+        }),
+        "app.group.retry" => (group_retry, |_| AppFault::NeverRetriesGroups),
+        "app.retry.server-error" => (server_error, |_| AppFault::NeverRetries),
+        "app.retry.after" => (retry_after, |_| AppFault::IgnoresRetryAfter),
+        "app.retry.backoff" => (backoff, |_| AppFault::NoBackoff),
+        "app.retry.only-failures" => (plain_send, |_| AppFault::ResendsSuccesses),
+        "app.xmpp.message-id" => (message_ids, |_| AppFault::ReusesMessageIds),
+        "app.xmpp.ack-upstream" => (upstream, |_| AppFault::NeverAcksUpstream),
+        "app.xmpp.ack-receipts" => (receipts, |_| AppFault::NeverAcksReceipts),
+        "app.xmpp.ack-own-connection" => (two_connections, |_| AppFault::AcksOnOtherConnection),
+        "app.xmpp.draining" => (draining, |_| AppFault::IgnoresDraining),
+        "app.xmpp.pending-limit" => (pending, |_| AppFault::NoFlowControl),
+        _ => return None,
+    })
+}
+
+/// Every app-server rule of `book` on every path it covers that has a case.
+pub fn catalogue(book: &Rulebook) -> Vec<Case> {
+    let mut out = Vec::new();
+    for rule in &book.rules {
+        let Some((steps, fault)) = recipe(&rule.id) else { continue };
+        for &path in &rule.covers {
+            out.push(Case {
+                rule: rule.id.clone(),
+                path,
+                name: format!("{}@{path}", rule.id),
+                needs: needs(path),
+                fault: fault(path),
+                steps,
+            });
+        }
+    }
+    out
+}
+
+/// Covered paths of `book`'s rules that no case runs.
+pub fn missing(book: &Rulebook) -> Vec<String> {
+    book.rules.iter().filter(|r| recipe(&r.id).is_none()).map(|r| r.id.clone()).collect()
+}
+
+fn needs(path: Path) -> Vec<&'static str> {
+    match path {
+        Path::Xmpp => vec!["xmpp"],
+        Path::XmppKey => vec!["xmpp", "groups"],
+        Path::Key | Path::Server => vec!["groups"],
+        Path::PlainText => vec!["plain-text"],
+        Path::Multicast => vec!["multicast"],
+        _ => Vec::new(),
+    }
+}
+
+/// Where the cases run: the reference (HTTP, its control API, its XMPP endpoint), and how
+/// time passes for the client's waits.
+pub struct Env {
+    pub target: Arc<dyn Target>,
+    pub caps: Capabilities,
+    /// The documents' numbers the cases probe (the profile's).
+    pub numbers: Numbers,
+}
+
+/// How a case ended.
+#[derive(Debug, Clone)]
+pub struct Ended {
+    /// Its rule's verdict, once the steps ran.
+    pub verdict: Option<RuleVerdict>,
+    /// Every rule the client violated meanwhile.
+    pub violated: Vec<String>,
+    pub verdicts: Option<Verdicts>,
+    /// The case could not be run (set-up failed), or the client cannot do what it needs.
+    pub error: Option<String>,
+    pub unsupported: Option<String>,
+}
+
+impl Case {
+    /// Runs the case with a fresh sender; `client` makes the client for that sender.
+    pub fn run(&self, env: &Env, client: &mut dyn FnMut(&Sender) -> Box<dyn Client>) -> Ended {
+        let control = Control { target: &*env.target, caps: &env.caps };
+        let mut ended = Ended { verdict: None, violated: Vec::new(), verdicts: None, error: None, unsupported: None };
+        let sender = match control.new_sender() {
+            Ok(s) => s,
+            Err(e) => {
+                ended.error = Some(format!("a sender: {e}"));
+                return ended;
+            }
+        };
+        let mut client = client(&sender);
+        let mut run =
+            Run { env, control, sender: sender.clone(), client: &mut *client, user: format!("user{}", sender.id) };
+        match (self.steps)(&mut run, self.path) {
+            Ok(()) => {}
+            Err(e) if e.starts_with("unsupported: ") => {
+                ended.unsupported = Some(e["unsupported: ".len()..].to_string())
+            }
+            Err(e) => ended.error = Some(e),
+        }
+        let _ = run.client.run(&Command::XmppClose);
+        match run.verdicts() {
+            Ok(v) => {
+                ended.verdict = v.rule(&self.rule).cloned();
+                ended.violated = v.violated().into_iter().map(str::to_string).collect();
+                ended.verdicts = Some(v);
+            }
+            Err(e) => ended.error = Some(ended.error.take().map_or(e.clone(), |x| format!("{x}; {e}"))),
+        }
+        ended
+    }
+}
+
+/// One case as it runs.
+pub struct Run<'a> {
+    env: &'a Env,
+    control: Control<'a>,
+    sender: Sender,
+    client: &'a mut dyn Client,
+    user: String,
+}
+
+impl Run<'_> {
+    fn devices(&self, n: usize, package: Option<&str>) -> Result<Vec<String>, String> {
+        let package = package.map(|p| json!(p));
+        (0..n)
+            .map(|_| self.control.register(std::slice::from_ref(&self.sender.id), None, None, package.as_ref()))
+            .collect::<Result<_, _>>()
+            .map_err(|e| e.to_string())
+    }
+
+    /// A control-API call about this sender, with its key.
+    fn own(&self, method: &str, what: &str, body: Option<Value>) -> Result<Value, String> {
+        let mut req = HttpRequest::new(
+            method,
+            &format!("{}senders/{}/{what}", crate::reference::control::PREFIX, self.sender.id),
+        )
+        .with_header("authorization", &format!("key={}", self.sender.key));
+        if let Some(b) = body {
+            req = req.with_json(&b);
+        }
+        let resp = self.env.target.exchange(&req).map_err(|e| e.to_string())?;
+        if !(200..300).contains(&resp.status) {
+            return Err(format!("{method} {what}: {} {}", resp.status, String::from_utf8_lossy(&resp.body)));
+        }
+        Ok(resp.body_json().unwrap_or(Value::Null))
+    }
+
+    fn script(&self, answer: Value) -> Result<(), String> {
+        self.own("POST", "script", Some(answer)).map(|_| ())
+    }
+
+    fn verdicts(&self) -> Result<Verdicts, String> {
+        let v = self.own("GET", "verdicts", None)?;
+        serde_json::from_value(v).map_err(|e| format!("the verdicts: {e}"))
+    }
+
+    /// Lets time pass on the sender's clock (past a rule's window, say).
+    fn advance(&self, seconds: u64) -> Result<(), String> {
+        self.control.advance_clock(&self.sender.id, seconds).map_err(|e| e.to_string())
+    }
+
+    fn ask(&mut self, command: Command) -> Result<Value, String> {
+        match self.client.run(&command) {
+            Ok(v) => Ok(v),
+            Err(ClientError::Unsupported(why)) => Err(format!("unsupported: {why}")),
+            Err(ClientError::Failed(why)) => Err(why),
+        }
+    }
+
+    /// Asks, and takes a refusal as an answer: a client may rightly refuse to send.
+    fn try_ask(&mut self, command: Command) -> Result<(), String> {
+        match self.ask(command) {
+            Err(e) if e.starts_with("unsupported: ") => Err(e),
+            _ => Ok(()),
+        }
+    }
+
+    /// The devices as the path addresses them (a group made for them on the key paths).
+    fn to(&mut self, path: Path, devices: &[String]) -> Result<(To, Via), String> {
+        let group = || To::Group { user: self.user.clone(), app: None };
+        Ok(match path {
+            Path::Multicast => (To::Tokens(devices.to_vec()), Via::Json),
+            Path::PlainText => (To::Token(devices[0].clone()), Via::PlainText),
+            Path::Xmpp => (To::Token(devices[0].clone()), Via::Xmpp),
+            Path::Key | Path::XmppKey => {
+                let to = group();
+                self.ask(Command::CreateGroup { user: self.user.clone(), app: None, tokens: devices.to_vec() })?;
+                (to, if path == Path::Key { Via::Json } else { Via::Xmpp })
+            }
+            _ => (To::Token(devices[0].clone()), Via::Json),
+        })
+    }
+
+    /// The notification key of the case's group (made by [`Self::to`] on a key path).
+    fn verdicts_key(&self) -> Result<String, String> {
+        let req = HttpRequest::new("GET", "/gcm/notification")
+            .with_header("authorization", &format!("key={}", self.sender.key))
+            .with_header("project_id", &self.sender.id)
+            .with_query("notification_key_name", &self.user);
+        let resp = self.env.target.exchange(&req).map_err(|e| e.to_string())?;
+        resp.body_json()
+            .and_then(|b| b["notification_key"].as_str().map(str::to_string))
+            .ok_or_else(|| format!("the case's group: {}", resp.status))
+    }
+
+    fn send(&mut self, to: &To, via: Via, message: Outgoing) -> Result<Value, String> {
+        self.ask(Command::Send { to: to.clone(), message, via })
+    }
+}
+
+fn data(text: &str) -> Outgoing {
+    let mut m = Outgoing::default();
+    m.data.insert("text".into(), json!(text));
+    m
+}
+
+fn plain_send(run: &mut Run<'_>, path: Path) -> Result<(), String> {
+    let devices = run.devices(2, None)?;
+    let (to, via) = run.to(path, &devices)?;
+    run.try_ask(Command::Send { to, via, message: data("hello") })
+}
+
+fn ttl_range(run: &mut Run<'_>, path: Path) -> Result<(), String> {
+    let max = run.env.numbers.max_ttl_seconds as i64;
+    let devices = run.devices(2, None)?;
+    let (to, via) = run.to(path, &devices)?;
+    // At the bound: within it; one past: a client should refuse.
+    run.try_ask(Command::Send {
+        to: to.clone(),
+        via,
+        message: Outgoing { time_to_live: Some(max), ..data("at the bound") },
+    })?;
+    run.try_ask(Command::Send { to, via, message: Outgoing { time_to_live: Some(max + 1), ..data("past it") } })
+}
+
+fn many_ids(run: &mut Run<'_>, _path: Path) -> Result<(), String> {
+    let max = run.env.numbers.max_registration_ids;
+    let ids = register_many(run, max + 1)?;
+    run.try_ask(Command::Send { to: To::Tokens(ids), via: Via::Json, message: data("to all") })
+}
+
+fn register_many(run: &Run<'_>, n: usize) -> Result<Vec<String>, String> {
+    let req = HttpRequest::new("POST", &format!("{}instances", crate::reference::control::PREFIX))
+        .with_json(&json!({ "sender_ids": [run.sender.id], "count": n }));
+    let resp = run.env.target.exchange(&req).map_err(|e| e.to_string())?;
+    let ids = resp.body_json().and_then(|b| serde_json::from_value::<Vec<String>>(b["registration_ids"].clone()).ok());
+    ids.ok_or_else(|| format!("registering {n} devices: {}", resp.status))
+}
+
+fn payload(run: &mut Run<'_>, path: Path) -> Result<(), String> {
+    let max = run.env.numbers.max_payload_bytes;
+    let devices = run.devices(2, None)?;
+    let (to, via) = run.to(path, &devices)?;
+    let sized = |n: usize| {
+        let mut m = Outgoing::default();
+        m.data.insert("d".into(), json!("x".repeat(n - 1)));
+        m
+    };
+    run.try_ask(Command::Send { to: to.clone(), via, message: sized(max) })?;
+    run.try_ask(Command::Send { to, via, message: sized(max + 1) })
+}
+
+/// A device's id is answered with a canonical id (the app registered again); the client
+/// sends to the device again, or lists it in a group, a moment later.
+fn canonical(run: &mut Run<'_>, path: Path) -> Result<(), String> {
+    stale(run, path, json!({ "kind": "canonical" }))
+}
+
+fn not_registered(run: &mut Run<'_>, path: Path) -> Result<(), String> {
+    stale(run, path, json!({ "kind": "not-registered" }))
+}
+
+fn stale(run: &mut Run<'_>, path: Path, mut script: Value) -> Result<(), String> {
+    let devices = run.devices(2, None)?;
+    script["registration_id"] = json!(devices[0]);
+    run.script(script)?;
+    let send_path = if path == Path::Server { Path::Token } else { path };
+    let (to, via) = run.to(send_path, &devices)?;
+    run.send(&to, via, data("first"))?;
+    // Past anything that could have been in flight when the answer came.
+    run.advance(2)?;
+    if path == Path::Server {
+        run.try_ask(Command::CreateGroup { user: run.user.clone(), app: None, tokens: devices })
+    } else {
+        run.try_ask(Command::Send { to, via, message: data("second") })
+    }
+}
+
+/// Five messages, all under one collapse key, to a device that is offline (the server holds
+/// what it is sent) or awake.
+fn collapse(run: &mut Run<'_>, path: Path, offline: bool) -> Result<(), String> {
+    let devices = run.devices(1, None)?;
+    if offline {
+        run.control.set_connectivity(&devices[0], "offline").map_err(|e| e.to_string())?;
+    }
+    let (to, via) = run.to(path, &devices)?;
+    for i in 0..=run.env.numbers.max_collapse_keys {
+        let m = Outgoing { collapse_key: Some("sync".into()), ..data(&format!("update {i}")) };
+        run.try_ask(Command::Send { to: to.clone(), via, message: m })?;
+    }
+    Ok(())
+}
+
+fn collapse_offline(run: &mut Run<'_>, path: Path) -> Result<(), String> {
+    collapse(run, path, true)
+}
+
+fn collapse_awake(run: &mut Run<'_>, path: Path) -> Result<(), String> {
+    collapse(run, path, false)
+}
+
+fn save_key(run: &mut Run<'_>, _path: Path) -> Result<(), String> {
+    let devices = run.devices(3, None)?;
+    let user = run.user.clone();
+    run.ask(Command::CreateGroup { user: user.clone(), app: None, tokens: devices[..2].to_vec() })?;
+    run.ask(Command::AddToGroup { user: user.clone(), app: None, tokens: devices[2..].to_vec() })?;
+    run.ask(Command::RemoveFromGroup { user, app: None, tokens: devices[..1].to_vec() }).map(|_| ())
+}
+
+/// One user with two apps of the project: a mail app and a chat app.
+fn two_apps(run: &mut Run<'_>, _path: Path) -> Result<(), String> {
+    let mail = run.devices(1, Some("com.example.mail"))?;
+    let chat = run.devices(1, Some("com.example.chat"))?;
+    let user = run.user.clone();
+    run.ask(Command::CreateGroup { user: user.clone(), app: Some("mail".into()), tokens: mail })?;
+    run.ask(Command::CreateGroup { user, app: Some("chat".into()), tokens: chat }).map(|_| ())
+}
+
+fn before_send(run: &mut Run<'_>, path: Path) -> Result<(), String> {
+    let devices = run.devices(2, None)?;
+    if path == Path::Server {
+        return run.ask(Command::CreateGroup { user: run.user.clone(), app: None, tokens: devices }).map(|_| ());
+    }
+    let (to, via) = run.to(path, &devices)?;
+    run.try_ask(Command::Send { to, via, message: data("to the group") })
+}
+
+/// Retry windows are long: the case moves the sender's clock past them before reading.
+fn past_windows(run: &mut Run<'_>) -> Result<(), String> {
+    run.advance(601)
+}
+
+fn group_retry(run: &mut Run<'_>, path: Path) -> Result<(), String> {
+    let devices = run.devices(2, None)?;
+    let (to, via) = run.to(path, &devices)?;
+    let key = run.verdicts_key()?;
+    run.script(json!({ "kind": "group-failure", "notification_key": key, "members": 1 }))?;
+    run.try_ask(Command::Send { to, via, message: data("to the group") })?;
+    past_windows(run)
+}
+
+fn server_error(run: &mut Run<'_>, path: Path) -> Result<(), String> {
+    let devices = run.devices(2, None)?;
+    let (to, via) = run.to(path, &devices)?;
+    run.script(match path {
+        Path::Xmpp => json!({ "kind": "nack", "error": "SERVICE_UNAVAILABLE" }),
+        Path::Multicast => json!({ "kind": "error", "error": "Unavailable", "registration_id": devices[1] }),
+        Path::PlainText => json!({ "kind": "status", "status": 500 }),
+        _ => json!({ "kind": "status", "status": 503 }),
+    })?;
+    run.try_ask(Command::Send { to, via, message: data("again later") })?;
+    past_windows(run)
+}
+
+fn retry_after(run: &mut Run<'_>, path: Path) -> Result<(), String> {
+    let devices = run.devices(2, None)?;
+    let (to, via) = run.to(path, &devices)?;
+    // Longer than the reference client's first back-off, so that ignoring it shows.
+    let after = if path == Path::Multicast { "retry_after_date" } else { "retry_after" };
+    let mut script = json!({ "kind": "status", "status": 503 });
+    script[after] = json!(3);
+    run.script(script)?;
+    run.try_ask(Command::Send { to, via, message: data("after a while") })
+}
+
+fn backoff(run: &mut Run<'_>, path: Path) -> Result<(), String> {
+    let devices = run.devices(2, None)?;
+    let (to, via) = run.to(path, &devices)?;
+    let script = match path {
+        Path::Xmpp => json!({ "kind": "nack", "error": "SERVICE_UNAVAILABLE", "times": 2 }),
+        Path::XmppKey | Path::Key => {
+            json!({ "kind": "group-failure", "notification_key": run.verdicts_key()?, "times": 2 })
+        }
+        Path::Multicast => {
+            json!({ "kind": "error", "error": "Unavailable", "registration_id": devices[0], "times": 2 })
+        }
+        _ => json!({ "kind": "status", "status": 503, "times": 2 }),
+    };
+    run.script(script)?;
+    run.try_ask(Command::Send { to, via, message: data("backing off") })
+}
+
+fn message_ids(run: &mut Run<'_>, path: Path) -> Result<(), String> {
+    let devices = run.devices(2, None)?;
+    let (to, via) = run.to(path, &devices)?;
+    run.send(&to, via, data("first"))?;
+    run.ask(Command::XmppClose)?;
+    run.send(&to, via, data("second")).map(|_| ())
+}
+
+fn upstream(run: &mut Run<'_>, _path: Path) -> Result<(), String> {
+    let devices = run.devices(1, None)?;
+    run.ask(Command::XmppListen { seconds: 0.1, connections: None })?;
+    let body =
+        json!({ "to": format!("{}@{}", run.sender.id, crate::xmpp::DOMAIN), "data": { "hi": "there" }, "copies": 2 });
+    let req =
+        HttpRequest::new("POST", &format!("{}instances/{}/upstream", crate::reference::control::PREFIX, devices[0]))
+            .with_json(&body);
+    let resp = run.env.target.exchange(&req).map_err(|e| e.to_string())?;
+    if resp.status != 200 {
+        return Err(format!("upstream: {} {}", resp.status, String::from_utf8_lossy(&resp.body)));
+    }
+    run.ask(Command::XmppListen { seconds: 0.5, connections: None })?;
+    // Long enough on the sender's clock that nothing was still on its way at the close.
+    run.advance(2)?;
+    run.ask(Command::XmppClose).map(|_| ())
+}
+
+fn receipts(run: &mut Run<'_>, _path: Path) -> Result<(), String> {
+    let devices = run.devices(1, None)?;
+    let message = Outgoing { receipt: true, ..data("tell me") };
+    run.send(&To::Token(devices[0].clone()), Via::Xmpp, message)?;
+    run.ask(Command::XmppListen { seconds: 0.5, connections: None })?;
+    run.advance(2)?;
+    run.ask(Command::XmppClose).map(|_| ())
+}
+
+fn two_connections(run: &mut Run<'_>, _path: Path) -> Result<(), String> {
+    let devices = run.devices(1, None)?;
+    run.ask(Command::XmppListen { seconds: 0.1, connections: Some(2) })?;
+    let to = format!("{}@{}", run.sender.id, crate::xmpp::DOMAIN);
+    run.control.upstream(&devices[0], &to, Some(&json!({ "hi": "there" }))).map_err(|e| e.to_string())?;
+    run.ask(Command::XmppListen { seconds: 0.5, connections: Some(2) })?;
+    run.advance(2)?;
+    run.ask(Command::XmppClose).map(|_| ())
+}
+
+fn draining(run: &mut Run<'_>, path: Path) -> Result<(), String> {
+    let devices = run.devices(2, None)?;
+    let (to, via) = run.to(path, &devices)?;
+    run.send(&to, via, data("before"))?;
+    run.control.drain(&run.sender.id).map_err(|e| e.to_string())?;
+    run.ask(Command::XmppListen { seconds: 0.3, connections: None })?;
+    run.try_ask(Command::Send { to, via, message: data("after") })
+}
+
+fn pending(run: &mut Run<'_>, path: Path) -> Result<(), String> {
+    let devices = run.devices(2, None)?;
+    let (to, _) = run.to(path, &devices)?;
+    let count = run.env.numbers.max_pending_per_connection + 20;
+    run.script(json!({ "kind": "hold-acks", "release_after_ms": 300, "times": count }))?;
+    run.ask(Command::XmppBurst { to, count, message: data("burst") }).map(|_| ())
+}

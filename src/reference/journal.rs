@@ -1,0 +1,247 @@
+//! What each sender's app server exchanged with the reference, kept for the control API
+//! (`GET .../senders/{id}/journal`) and graded as it comes against the app-server rules
+//! (`GET .../senders/{id}/verdicts`, `serve --report`).
+//!
+//! Bounded like everything a client can grow: a sender's journal keeps its newest
+//! [`JournalCaps::entries`] entries within [`JournalCaps::bytes`] (older ones are dropped and
+//! counted, as for inboxes: they were graded all the same), and the reference keeps the
+//! journals of at most [`JournalCaps::senders`] senders, the least recently active going first.
+//! Grading costs what an entry holds, never what the reference stores.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use crate::verdicts::{Conn, Entry, Grading, JournalCount, Rulebook, Stamp, Verdicts, What};
+
+/// How much the journals keep (docs/robustness.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct JournalCaps {
+    /// Entries one sender's journal shows at most.
+    pub entries: usize,
+    /// Bytes (bodies and headers, roughly) one sender's journal keeps at most.
+    pub bytes: usize,
+    /// Senders whose journals are kept; past it, the least recently active one's goes.
+    pub senders: usize,
+}
+
+impl Default for JournalCaps {
+    fn default() -> Self {
+        JournalCaps { entries: 1000, bytes: 512 * 1024, senders: 256 }
+    }
+}
+
+/// One sender's journal and grading.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct SenderJournal {
+    entries: VecDeque<Entry>,
+    bytes: usize,
+    next_seq: u64,
+    dropped: u64,
+    grading: Grading,
+    /// When it was last written to (a count of writes over all journals), for eviction.
+    touched: u64,
+}
+
+/// Every sender's journal.
+#[derive(Debug, Clone, Default)]
+pub struct Journals {
+    book: Option<Arc<Rulebook>>,
+    caps: JournalCaps,
+    senders: HashMap<String, SenderJournal>,
+    writes: u64,
+    /// Journals evicted to make room, in total.
+    pub evicted: u64,
+}
+
+/// A journal read from a cursor (`GET .../journal?after=N`).
+pub struct JournalView {
+    pub entries: Vec<Value>,
+    /// The cursor for what comes later.
+    pub next: u64,
+    /// Entries the caps dropped before they could be read from here.
+    pub dropped: u64,
+}
+
+impl Journals {
+    /// Journals graded against `book`; without one, nothing is journaled.
+    pub fn new(book: Option<Arc<Rulebook>>, caps: JournalCaps) -> Journals {
+        Journals { book, caps, ..Journals::default() }
+    }
+
+    pub fn enabled(&self) -> bool {
+        self.book.is_some()
+    }
+
+    /// Journals and grades one exchange of `sender`'s; returns the entry (to be kept by a
+    /// state file), or nothing when journals are off.
+    pub fn record(&mut self, sender: &str, stamp: Stamp, connection: Option<(Conn, u64)>, what: What) -> Option<Entry> {
+        self.book.as_ref()?;
+        let seq = self.senders.get(sender).map_or(0, |j| j.next_seq);
+        let (connection, connection_opened_ms) = (connection.map(|c| c.0), connection.map(|c| c.1));
+        let entry = Entry { seq, stamp, connection, connection_opened_ms, what };
+        self.restore(sender, entry.clone());
+        Some(entry)
+    }
+
+    /// Takes an entry made before (a state file's), grading it as it was then.
+    pub fn restore(&mut self, sender: &str, mut entry: Entry) {
+        let Some(book) = self.book.clone() else { return };
+        if !self.senders.contains_key(sender) && self.senders.len() >= self.caps.senders {
+            self.evict_one();
+        }
+        self.writes += 1;
+        let j = self.senders.entry(sender.to_string()).or_default();
+        j.touched = self.writes;
+        j.next_seq = j.next_seq.max(entry.seq + 1);
+        j.grading.feed(&book, &entry);
+        // Graded whole; kept cut.
+        if let What::Http { request, response, .. } = &mut entry.what {
+            request.cut();
+            response.cut();
+        }
+        j.bytes += entry.weight();
+        j.entries.push_back(entry);
+        while j.entries.len() > self.caps.entries || (j.bytes > self.caps.bytes && j.entries.len() > 1) {
+            if let Some(old) = j.entries.pop_front() {
+                j.bytes = j.bytes.saturating_sub(old.weight());
+                j.dropped += 1;
+            }
+        }
+    }
+
+    fn evict_one(&mut self) {
+        if let Some(oldest) = self.senders.iter().min_by_key(|(_, j)| j.touched).map(|(s, _)| s.clone()) {
+            self.senders.remove(&oldest);
+            self.evicted += 1;
+        }
+    }
+
+    /// `sender`'s journal from the cursor `after` (or from its oldest kept entry).
+    pub fn view(&self, sender: &str, after: Option<u64>) -> Option<JournalView> {
+        let j = self.senders.get(sender)?;
+        let first = j.entries.front().map_or(j.next_seq, |e| e.seq);
+        let from = after.unwrap_or(0).max(first);
+        let entries = j.entries.iter().filter(|e| e.seq >= from).map(Entry::to_json).collect();
+        let dropped = match after {
+            None => j.dropped,
+            Some(a) => first.saturating_sub(a).min(j.dropped),
+        };
+        Some(JournalView { entries, next: j.next_seq, dropped })
+    }
+
+    /// Every app-server rule's verdict for `sender` as of `now` (a sender that has sent
+    /// nothing has exercised no rule).
+    pub fn verdicts(&mut self, sender: &str, now: Stamp) -> Option<Verdicts> {
+        let book = self.book.clone()?;
+        Some(match self.senders.get_mut(sender) {
+            Some(j) => {
+                let count = JournalCount { entries: j.next_seq, dropped: j.dropped };
+                j.grading.verdicts(&book, sender, now, count)
+            }
+            None => Grading::default().verdicts(&book, sender, now, JournalCount::default()),
+        })
+    }
+
+    /// The entries `sender`'s journal still holds.
+    pub fn entries(&self, sender: &str) -> Vec<Entry> {
+        self.senders.get(sender).map(|j| j.entries.iter().cloned().collect()).unwrap_or_default()
+    }
+
+    /// The senders with a journal, in no order.
+    pub fn senders(&self) -> Vec<String> {
+        self.senders.keys().cloned().collect()
+    }
+
+    pub fn rulebook(&self) -> Option<&Rulebook> {
+        self.book.as_deref()
+    }
+
+    /// What a state file's snapshot keeps of them.
+    pub fn snapshot(&self) -> Value {
+        json!({ "senders": &self.senders, "writes": self.writes, "evicted": self.evicted })
+    }
+
+    pub fn restore_snapshot(&mut self, v: Value) -> Result<(), String> {
+        #[derive(Deserialize)]
+        struct Kept {
+            senders: HashMap<String, SenderJournal>,
+            writes: u64,
+            evicted: u64,
+        }
+        let kept: Kept = serde_json::from_value(v).map_err(|e| e.to_string())?;
+        (self.senders, self.writes, self.evicted) = (kept.senders, kept.writes, kept.evicted);
+        Ok(())
+    }
+}
+
+/// The wall clock, as journal stamps take it.
+pub fn wall_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+/// An HTTP request as a journal keeps it: its credentials left out.
+pub fn request_message(req: &crate::wire::HttpRequest) -> crate::verdicts::entry::Message {
+    crate::verdicts::entry::Message {
+        method: Some(req.method.clone()),
+        path: Some(req.path_and_query()),
+        headers: req.headers.iter().filter(|(k, _)| !k.eq_ignore_ascii_case("authorization")).cloned().collect(),
+        body: String::from_utf8_lossy(&req.body).into_owned(),
+        ..Default::default()
+    }
+}
+
+pub fn response_message(resp: &crate::wire::HttpResponse) -> crate::verdicts::entry::Message {
+    crate::verdicts::entry::Message {
+        status: Some(resp.status),
+        headers: resp.headers.clone(),
+        body: String::from_utf8_lossy(&resp.body).into_owned(),
+        ..Default::default()
+    }
+}
+
+impl super::Reference {
+    /// Every app-server rule's verdict for what `sender_id`'s app server exchanged with this
+    /// reference so far (`None` for an unknown sender, or with no app-server rules).
+    ///
+    /// ```
+    /// use gcmspec::reference::{Config, Reference};
+    /// use gcmspec::wire::HttpRequest;
+    ///
+    /// let reference = Reference::new(Config::bundled());
+    /// let sender = reference.create_sender().unwrap();
+    /// let send = HttpRequest::new("POST", "/fcm/send")
+    ///     .with_header("authorization", &format!("key={}", sender.server_key))
+    ///     .with_json(&serde_json::json!({"to": "some-token", "time_to_live": -1}));
+    /// reference.handle(&send);
+    /// let verdicts = reference.verdicts(&sender.sender_id).unwrap();
+    /// assert_eq!(verdicts.violated(), ["app.send.ttl-range"]);
+    /// assert!(verdicts.must_violations()[0].contains("time_to_live -1"));
+    /// ```
+    pub fn verdicts(&self, sender_id: &str) -> Option<Verdicts> {
+        self.with_model(|m| {
+            if !m.has_sender(sender_id) {
+                return None;
+            }
+            let now = Stamp { at_ms: m.now_ms(sender_id), wall_ms: wall_ms() };
+            m.journals.verdicts(sender_id, now)
+        })
+    }
+
+    /// `sender_id`'s journal, from the cursor `after` (as the control API shows it).
+    pub fn journal(&self, sender_id: &str, after: Option<u64>) -> Option<JournalView> {
+        self.with_model(|m| m.journals.view(sender_id, after))
+    }
+
+    /// The entries `sender_id`'s journal still holds (what a report cites).
+    pub fn journal_entries(&self, sender_id: &str) -> Vec<Entry> {
+        self.with_model(|m| m.journals.entries(sender_id))
+    }
+
+    /// The senders whose exchanges are journaled.
+    pub fn journaled_senders(&self) -> Vec<String> {
+        self.with_model(|m| m.journals.senders())
+    }
+}

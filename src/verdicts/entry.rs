@@ -1,0 +1,233 @@
+//! One journaled exchange between an app server and the reference, as plain data: what the
+//! reference saw and answered, when, on which connection, and what it knew of the devices
+//! concerned at that moment (`Facts`). Entries are what the control API's journal shows and
+//! what the graders read; nothing here knows a transport's types.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+/// When something happened, on both clocks: the sender's (virtual or wall, with the sender's
+/// advances) and the machine's. Timing rules take whichever moved more, so that a test may
+/// either sleep or advance the reference's clock.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stamp {
+    pub at_ms: u64,
+    pub wall_ms: u64,
+}
+
+impl Stamp {
+    /// Milliseconds from `earlier` to `self`, on whichever clock moved more.
+    pub fn since(self, earlier: Stamp) -> u64 {
+        self.at_ms.saturating_sub(earlier.at_ms).max(self.wall_ms.saturating_sub(earlier.wall_ms))
+    }
+}
+
+/// The connection an exchange came on: HTTP keep-alive connections and XMPP streams are
+/// numbered apart. `None`: in-process (`Reference::handle`), one caller at a time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(tag = "transport", content = "id", rename_all = "lowercase")]
+pub enum Conn {
+    Http(u64),
+    Xmpp(u64),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Entry {
+    pub seq: u64,
+    #[serde(flatten)]
+    pub stamp: Stamp,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub connection: Option<Conn>,
+    /// When that connection was opened (wall clock, ms): a request on a connection opened
+    /// after an answer was written cannot have been sent before it was read.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub connection_opened_ms: Option<u64>,
+    #[serde(flatten)]
+    pub what: What,
+}
+
+/// What was exchanged.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum What {
+    /// An HTTP request of the public protocol and its answer.
+    Http {
+        request: Message,
+        response: Message,
+        /// The scripted answer that shaped it, if one did (`POST .../script`).
+        #[serde(skip_serializing_if = "Option::is_none", default)]
+        scripted: Option<String>,
+        #[serde(skip_serializing_if = "Facts::is_empty", default)]
+        facts: Facts,
+    },
+    /// An XMPP connection logged in and bound (`opened`) or ended (`closed`).
+    XmppOpened,
+    XmppClosed,
+    /// A `<gcm>` payload the app server sent (a downstream message, or its ack of something
+    /// the server sent it).
+    XmppReceived {
+        stanza: Value,
+        #[serde(skip_serializing_if = "Option::is_none", default)]
+        scripted: Option<String>,
+        #[serde(skip_serializing_if = "Facts::is_empty", default)]
+        facts: Facts,
+    },
+    /// A `<gcm>` payload the server wrote to the app server (an ack or nack, an upstream
+    /// message, a receipt, a control message).
+    XmppSent {
+        stanza: Value,
+    },
+}
+
+/// An HTTP request or response as journaled: the authorization header is not kept (it
+/// carries the sender's key), and a body longer than [`Message::BODY_KEPT`] is cut.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Message {
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub method: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub path: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub status: Option<u16>,
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub headers: Vec<(String, String)>,
+    /// The body as text (lossy UTF-8).
+    #[serde(skip_serializing_if = "String::is_empty", default)]
+    pub body: String,
+    /// Bytes of body left out past [`Message::BODY_KEPT`].
+    #[serde(skip_serializing_if = "is_zero", default)]
+    pub body_cut: usize,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
+}
+
+impl Message {
+    /// Body bytes a journal entry keeps: far more than any protocol message this project's
+    /// checks send, little enough that a journal's cap holds many.
+    pub const BODY_KEPT: usize = 16 * 1024;
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+
+    /// The body as JSON, if it is JSON.
+    pub fn json(&self) -> Option<Value> {
+        serde_json::from_str(&self.body).ok()
+    }
+
+    /// Cuts the body to what a journal keeps (on a character boundary).
+    pub fn cut(&mut self) {
+        if self.body.len() > Self::BODY_KEPT {
+            let mut at = Self::BODY_KEPT;
+            while !self.body.is_char_boundary(at) {
+                at -= 1;
+            }
+            self.body_cut = self.body.len() - at;
+            self.body.truncate(at);
+        }
+    }
+
+    /// Roughly what it costs to keep, for the journal's byte caps.
+    pub fn weight(&self) -> usize {
+        64 + self.body.len() + self.headers.iter().map(|(k, v)| k.len() + v.len() + 8).sum::<usize>()
+    }
+}
+
+/// What the reference knew when it took a send or a group operation: whether `to` named a
+/// notification key, and about each device concerned. The app server cannot see these; the
+/// graders of rules read "as the server sees it" use them.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Facts {
+    /// A send whose `to` was one of the sender's notification keys.
+    #[serde(skip_serializing_if = "std::ops::Not::not", default)]
+    pub to_key: bool,
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub devices: Vec<Device>,
+}
+
+impl Facts {
+    pub fn is_empty(&self) -> bool {
+        !self.to_key && self.devices.is_empty()
+    }
+
+    pub fn device(&self, id: &str) -> Option<&Device> {
+        self.devices.iter().find(|d| d.id == id)
+    }
+}
+
+/// One device a send reached or a group operation named, as the reference knew it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Device {
+    /// The registration id as the request named it (a group member's, for a key).
+    pub id: String,
+    /// Some device was ever given this id (the current one, or an older one of it).
+    pub known: bool,
+    #[serde(skip_serializing_if = "std::ops::Not::not", default)]
+    pub ios: bool,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub package: Option<String>,
+    /// For a send with a collapse key: how many distinct collapse keys of this sender, other
+    /// than this send's, the reference held for the device (stored, not delivered) just
+    /// before, and whether it held this send's key too.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub held_keys: Option<usize>,
+    #[serde(skip_serializing_if = "std::ops::Not::not", default)]
+    pub holds_key: bool,
+}
+
+impl Entry {
+    /// The entry as the control API shows it: bodies that are JSON shown as JSON.
+    pub fn to_json(&self) -> Value {
+        let mut v = serde_json::to_value(self).unwrap_or_else(|_| json!({}));
+        for side in ["request", "response"] {
+            if let Some(m) = v.get_mut(side)
+                && let Some(Value::String(text)) = m.get("body")
+                && let Ok(parsed) = serde_json::from_str::<Value>(text)
+            {
+                m["body"] = parsed;
+            }
+        }
+        v
+    }
+
+    /// Roughly what it costs to keep.
+    pub fn weight(&self) -> usize {
+        match &self.what {
+            What::Http { request, response, facts, .. } => {
+                request.weight() + response.weight() + facts.devices.len() * 96
+            }
+            What::XmppReceived { stanza, .. } | What::XmppSent { stanza } => 64 + stanza.to_string().len(),
+            What::XmppOpened | What::XmppClosed => 64,
+        }
+    }
+
+    /// A line naming the entry in a violation's text.
+    pub fn describe(&self) -> String {
+        let conn = match self.connection {
+            Some(Conn::Http(n)) => format!(" (HTTP connection {n})"),
+            Some(Conn::Xmpp(n)) => format!(" (XMPP connection {n})"),
+            None => String::new(),
+        };
+        let what = match &self.what {
+            What::Http { request, response, .. } => format!(
+                "{} {} answered {}",
+                request.method.as_deref().unwrap_or("?"),
+                request.path.as_deref().unwrap_or("?"),
+                response.status.unwrap_or(0)
+            ),
+            What::XmppOpened => "XMPP connection opened".into(),
+            What::XmppClosed => "XMPP connection closed".into(),
+            What::XmppReceived { stanza, .. } => format!("XMPP message from the app server {stanza}"),
+            What::XmppSent { stanza } => format!("XMPP message to the app server {stanza}"),
+        };
+        format!("#{} at {}{conn}: {what}", self.seq, clock_text(self.stamp.at_ms))
+    }
+}
+
+/// A sender-clock time as `HH:MM:SS.mmm` (UTC): what violations quote.
+pub fn clock_text(ms: u64) -> String {
+    let s = ms / 1000;
+    format!("{:02}:{:02}:{:02}.{:03}", (s / 3600) % 24, (s / 60) % 60, s % 60, ms % 1000)
+}

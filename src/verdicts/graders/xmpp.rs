@@ -1,0 +1,296 @@
+//! The connection server's side of the app server's duties: message ids, acks for what the
+//! server sends (on the connection that received it), draining, and flow control.
+
+use std::collections::HashMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::{at, secs};
+use crate::verdicts::entry::{Conn, Stamp};
+use crate::verdicts::events::{Event, ToAck};
+use crate::verdicts::{Bounded, RuleLog};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct IdUse {
+    fingerprint: u64,
+    seq: u64,
+    acked: bool,
+}
+
+/// `message-id`: present on every downstream message, and never reused for another message.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub(crate) struct MessageIds {
+    ids: Bounded<IdUse>,
+}
+
+impl MessageIds {
+    pub fn feed(&mut self, event: &Event, log: &mut RuleLog) {
+        match event {
+            Event::Sent(s) if s.xmpp() => {
+                log.exercised += 1;
+                let Some(id) = &s.message_id else {
+                    log.violate(s.stamp, vec![s.seq], format!("#{} at {} had no message_id", s.seq, at(s.stamp)));
+                    return;
+                };
+                if let Some(used) = self.ids.get(id) {
+                    let why = if used.fingerprint != s.fingerprint {
+                        Some("another message")
+                    } else if used.acked {
+                        Some("a message already acked")
+                    } else {
+                        None
+                    };
+                    if let Some(why) = why {
+                        log.violate(
+                            s.stamp,
+                            vec![used.seq, s.seq],
+                            format!(
+                                "#{} at {} reused message_id {id:?}, the id of {why} (#{})",
+                                s.seq,
+                                at(s.stamp),
+                                used.seq
+                            ),
+                        );
+                    }
+                }
+                self.ids.insert(id.clone(), IdUse { fingerprint: s.fingerprint, seq: s.seq, acked: false });
+            }
+            Event::Answered(s, a) if s.xmpp() && a.acked => {
+                if let Some(used) = s.message_id.as_deref().and_then(|id| self.ids.get_mut(id)) {
+                    used.acked = true;
+                }
+            }
+            _ => {}
+        }
+    }
+
+    pub fn note(&self) -> Option<String> {
+        self.ids.forgot_note("message ids")
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Unacked {
+    conn: u64,
+    message_id: String,
+    seq: u64,
+    stamp: Stamp,
+}
+
+/// `acks`: every upstream message (or receipt) written to a connection is acked on it.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub(crate) struct Acks {
+    /// By `conn:message_id:copy`.
+    open: Bounded<Unacked>,
+    copies: u64,
+}
+
+impl Acks {
+    pub fn feed(&mut self, kind: ToAck, in_flight_ms: u64, event: &Event, log: &mut RuleLog) {
+        match event {
+            Event::ToAck { seq, stamp, conn, message_id, kind: k } if *k == kind => {
+                self.copies += 1;
+                let u = Unacked { conn: *conn, message_id: message_id.clone(), seq: *seq, stamp: *stamp };
+                self.open.insert(format!("{conn}:{message_id}:{}", self.copies), u);
+            }
+            Event::AppAck { conn, message_id, .. } => {
+                // One copy per ack (a message sent twice needs two); an ack on another
+                // connection than the message's is app.xmpp.ack-own-connection's to judge.
+                let mut one = true;
+                let on_this = self.open.take_where(|u| {
+                    let hit = one && u.conn == *conn && u.message_id == *message_id;
+                    one &= !hit;
+                    hit
+                });
+                let taken = if on_this.is_empty() {
+                    let mut one = true;
+                    self.open.take_where(|u| {
+                        let hit = one && u.message_id == *message_id;
+                        one &= !hit;
+                        hit
+                    })
+                } else {
+                    on_this
+                };
+                log.exercised += taken.len() as u64;
+            }
+            Event::Closed { seq, stamp, conn } => {
+                // A copy written just before the close was still in flight: the server sends
+                // it again on another connection, and that copy carries the duty.
+                for u in self.open.take_where(|u| u.conn == *conn) {
+                    if stamp.since(u.stamp) < in_flight_ms {
+                        continue;
+                    }
+                    log.exercised += 1;
+                    log.violate(
+                        *stamp,
+                        vec![u.seq, *seq],
+                        format!(
+                            "{} {:?} was written at {} (#{}) and connection {conn} closed at {} (#{seq}) without its ack",
+                            what(kind),
+                            u.message_id,
+                            at(u.stamp),
+                            u.seq,
+                            at(*stamp)
+                        ),
+                    );
+                }
+            }
+            _ => {}
+        }
+    }
+
+    pub fn settle(&mut self, kind: ToAck, within_ms: u64, now: Stamp, log: &mut RuleLog) {
+        for u in self.open.take_where(|u| now.since(u.stamp) > within_ms) {
+            log.exercised += 1;
+            log.violate(
+                now,
+                vec![u.seq],
+                format!(
+                    "{} {:?} was written at {} (#{}) and not acked within {}",
+                    what(kind),
+                    u.message_id,
+                    at(u.stamp),
+                    u.seq,
+                    secs(within_ms)
+                ),
+            );
+        }
+    }
+
+    pub fn note(&self) -> Option<String> {
+        let open = self.open.len();
+        let waiting = (open > 0).then(|| format!("{open} message(s) awaiting their ack"));
+        [waiting, self.open.forgot_note("messages")].into_iter().flatten().reduce(|a, b| format!("{a}; {b}"))
+    }
+}
+
+fn what(kind: ToAck) -> &'static str {
+    match kind {
+        ToAck::Upstream => "the upstream message",
+        ToAck::Receipt => "the receipt",
+    }
+}
+
+/// `ack-connection`: an ack comes on a connection the message was written to.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub(crate) struct AckConnection {
+    /// Message id -> the connections it was written to, with the entry.
+    written: Bounded<Vec<(u64, u64)>>,
+}
+
+impl AckConnection {
+    pub fn feed(&mut self, event: &Event, log: &mut RuleLog) {
+        match event {
+            Event::ToAck { seq, conn, message_id, .. } => {
+                let on = self.written.entry_or(message_id, Vec::new);
+                if !on.iter().any(|(c, _)| c == conn) {
+                    on.push((*conn, *seq));
+                }
+            }
+            Event::AppAck { seq, stamp, conn, message_id } => {
+                let Some(on) = self.written.get(message_id) else { return };
+                log.exercised += 1;
+                if !on.iter().any(|(c, _)| c == conn) {
+                    let (first, first_seq) = on[0];
+                    log.violate(
+                        *stamp,
+                        vec![first_seq, *seq],
+                        format!(
+                            "#{seq} at {} acked {message_id:?} on connection {conn}; it was written to connection {first} (#{first_seq})",
+                            at(*stamp)
+                        ),
+                    );
+                }
+            }
+            _ => {}
+        }
+    }
+
+    pub fn note(&self) -> Option<String> {
+        self.written.forgot_note("message ids")
+    }
+}
+
+/// `draining`: nothing new on a connection after CONNECTION_DRAINING.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub(crate) struct Draining {
+    /// Connection -> the entry that told it to drain.
+    draining: Bounded<(u64, Stamp)>,
+    reopened: bool,
+}
+
+impl Draining {
+    pub fn feed(&mut self, event: &Event, log: &mut RuleLog) {
+        match event {
+            Event::Draining { seq, stamp, conn } => {
+                log.exercised += 1;
+                self.reopened = false;
+                self.draining.insert(conn.to_string(), (*seq, *stamp));
+            }
+            Event::Opened { .. } => self.reopened = true,
+            Event::Closed { conn, .. } => {
+                self.draining.remove(&conn.to_string());
+            }
+            Event::Sent(s) => {
+                let Some(Conn::Xmpp(conn)) = s.conn else { return };
+                let Some((told, told_at)) = self.draining.get(&conn.to_string()).copied() else { return };
+                log.violate(
+                    s.stamp,
+                    vec![told, s.seq],
+                    format!(
+                        "connection {conn} was told to drain at {} (#{told}), and #{} at {} sent a new message on it",
+                        at(told_at),
+                        s.seq,
+                        at(s.stamp)
+                    ),
+                );
+            }
+            _ => {}
+        }
+    }
+
+    pub fn note(&self) -> Option<String> {
+        (self.draining.len() > 0 && !self.reopened)
+            .then(|| "no new connection was opened after CONNECTION_DRAINING (the text gives no time for it)".into())
+    }
+}
+
+/// `pending-limit`: downstream messages read on a connection and not yet answered.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub(crate) struct PendingLimit {
+    pending: HashMap<u64, usize>,
+}
+
+impl PendingLimit {
+    pub fn feed(&mut self, max: usize, event: &Event, log: &mut RuleLog) {
+        match event {
+            Event::Sent(s) => {
+                let Some(Conn::Xmpp(conn)) = s.conn else { return };
+                log.exercised += 1;
+                let n = self.pending.entry(conn).or_default();
+                if *n >= max {
+                    log.violate(
+                        s.stamp,
+                        vec![s.seq],
+                        format!(
+                            "#{} at {} came on connection {conn} while {n} messages there awaited their ack (at most {max})",
+                            s.seq,
+                            at(s.stamp)
+                        ),
+                    );
+                }
+                *n += 1;
+            }
+            Event::Replied { conn, .. } => {
+                if let Some(n) = self.pending.get_mut(conn) {
+                    *n = n.saturating_sub(1);
+                }
+            }
+            Event::Closed { conn, .. } => {
+                self.pending.remove(conn);
+            }
+            _ => {}
+        }
+    }
+}

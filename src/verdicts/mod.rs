@@ -1,0 +1,372 @@
+//! Verdicts on an app server: the rules that bind the "3rd-party server" (`party =
+//! "app-server"` in `specs/`), graded from the journal of what one sender exchanged with the
+//! reference.
+//!
+//! Pure and incremental: [`Grading::feed`] takes each [`entry::Entry`] as it is journaled
+//! and costs what that entry holds, never what the reference stores; [`Grading::verdicts`]
+//! says, for every app-server rule, `passed`, `violated` (with the exchanges that show it)
+//! or `not-exercised`. What a grader keeps is bounded (at most [`TRACKED`] ids, keys or
+//! messages per rule and sender); past that, the oldest are forgotten and the verdict says so.
+//!
+//! The numbers come from the spec profile, the readings' own from each rule's `params`
+//! ([`Rulebook::from_catalog`]): nothing here is a literal of the documents.
+
+use std::collections::{HashMap, VecDeque};
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+pub mod entry;
+pub mod events;
+mod graders;
+
+use crate::catalog::{Catalog, Level, Path};
+pub use entry::{Conn, Device, Entry, Facts, Stamp, What};
+use events::{Event, Reader};
+use graders::{Config, State};
+
+/// The `schema` of a verdicts document; bumped on any incompatible change.
+pub const SCHEMA: &str = "gcmspec-verdicts/1";
+
+/// Ids, keys or messages one grader keeps per sender at most (the oldest go first).
+pub const TRACKED: usize = 10_000;
+
+/// Violations a verdict shows in full per rule (all are counted).
+const SHOWN: usize = 20;
+
+/// The documents' numbers the graders judge by, from a profile.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Numbers {
+    pub max_ttl_seconds: u64,
+    pub default_ttl_seconds: u64,
+    pub max_registration_ids: usize,
+    pub max_payload_bytes: usize,
+    pub max_payload_bytes_ios: Option<usize>,
+    pub max_collapse_keys: usize,
+    pub max_pending_per_connection: usize,
+}
+
+/// The app-server rules of a catalogue under one profile, each with its grader configured.
+#[derive(Debug, Clone)]
+pub struct Rulebook {
+    pub rules: Vec<BookRule>,
+    pub numbers: Numbers,
+}
+
+#[derive(Debug, Clone)]
+pub struct BookRule {
+    pub id: String,
+    pub title: String,
+    pub level: Level,
+    pub covers: Vec<Path>,
+    config: Config,
+}
+
+impl Rulebook {
+    /// Reads the app-server rules and their parameters; every problem at once.
+    pub fn from_catalog(catalog: &Catalog, profile: &str) -> Result<Rulebook, String> {
+        let p = catalog.profiles.get(profile).ok_or_else(|| format!("unknown profile `{profile}`"))?;
+        let mut problems = Vec::new();
+        let mut num = |name: &str| match p.params.get(name).and_then(|v| v.value.as_u64()) {
+            Some(n) => n,
+            None => {
+                problems.push(format!("profile `{profile}` has no number `{name}`"));
+                0
+            }
+        };
+        let numbers = Numbers {
+            max_ttl_seconds: num("max_ttl_seconds"),
+            default_ttl_seconds: num("default_ttl_seconds"),
+            max_registration_ids: num("max_registration_ids") as usize,
+            max_payload_bytes: num("max_payload_bytes") as usize,
+            max_payload_bytes_ios: p
+                .params
+                .get("max_payload_bytes_ios")
+                .and_then(|v| v.value.as_u64())
+                .map(|n| n as usize),
+            max_collapse_keys: num("max_collapse_keys") as usize,
+            max_pending_per_connection: num("max_pending_per_connection") as usize,
+        };
+        let mut rules = Vec::new();
+        for rule in catalog.app_server_rules().filter(|r| r.profiles.iter().any(|x| x == profile)) {
+            let grader = rule.grader.as_deref().unwrap_or_default();
+            match Config::of(grader, &rule.params) {
+                Ok(config) => rules.push(BookRule {
+                    id: rule.id.clone(),
+                    title: rule.title.clone(),
+                    level: rule.level,
+                    covers: rule.covers.clone(),
+                    config,
+                }),
+                Err(why) => problems.push(format!("{}: rule[{}]: {why}", rule.location, rule.id)),
+            }
+        }
+        if problems.is_empty() { Ok(Rulebook { rules, numbers }) } else { Err(problems.join("\n")) }
+    }
+
+    /// The bundled catalogue's, under its default profile.
+    pub fn bundled() -> Rulebook {
+        let catalog = crate::bundled::catalog().expect("the bundled specs are checked by the test suite");
+        Rulebook::from_catalog(&catalog, crate::bundled::DEFAULT_PROFILE)
+            .expect("the bundled app-server rules are checked by the test suite")
+    }
+}
+
+/// One violation: what happened, and the journal entries that show it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Violation {
+    pub message: String,
+    /// Sequence numbers of the entries it cites (the journal's `seq`).
+    pub entries: Vec<u64>,
+    /// When it was seen (the sender's clock).
+    pub at_ms: u64,
+}
+
+/// What one rule has seen so far.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RuleLog {
+    pub exercised: u64,
+    pub violations: Vec<Violation>,
+    pub violations_total: u64,
+}
+
+impl RuleLog {
+    pub(crate) fn violate(&mut self, at: Stamp, entries: Vec<u64>, message: String) {
+        self.violations_total += 1;
+        if self.violations.len() < SHOWN {
+            self.violations.push(Violation { message, entries, at_ms: at.at_ms });
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Outcome {
+    Passed,
+    Violated,
+    NotExercised,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RuleVerdict {
+    pub id: String,
+    pub title: String,
+    pub level: Level,
+    pub outcome: Outcome,
+    /// How many times the app server met the situation the rule is about.
+    pub exercised: u64,
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub violations: Vec<Violation>,
+    #[serde(skip_serializing_if = "is_zero", default)]
+    pub violations_total: u64,
+    /// What is still open (a failure within its retry window, a message awaiting its ack),
+    /// or what was forgotten past the grader's bound.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub note: Option<String>,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Summary {
+    pub passed: usize,
+    pub violated: usize,
+    pub not_exercised: usize,
+    /// Violated rules at level MUST: what fails a test.
+    pub must_violated: usize,
+}
+
+/// Every app-server rule's verdict for one sender (`GET .../senders/{id}/verdicts`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Verdicts {
+    pub schema: String,
+    pub sender_id: String,
+    /// The journal they were graded from: entries seen, and how many of them its cap no
+    /// longer shows (they were graded all the same).
+    pub journal: JournalCount,
+    pub summary: Summary,
+    pub rules: Vec<RuleVerdict>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct JournalCount {
+    pub entries: u64,
+    pub dropped: u64,
+}
+
+impl Verdicts {
+    pub fn rule(&self, id: &str) -> Option<&RuleVerdict> {
+        self.rules.iter().find(|r| r.id == id)
+    }
+
+    /// The rules violated, by id.
+    pub fn violated(&self) -> Vec<&str> {
+        self.rules.iter().filter(|r| r.outcome == Outcome::Violated).map(|r| r.id.as_str()).collect()
+    }
+
+    /// Each MUST violation, a line each: empty when the app server kept every MUST it met.
+    pub fn must_violations(&self) -> Vec<String> {
+        self.rules
+            .iter()
+            .filter(|r| r.outcome == Outcome::Violated && r.level == Level::Must)
+            .flat_map(|r| r.violations.iter().map(move |v| format!("{}: {}", r.id, v.message)))
+            .collect()
+    }
+
+    pub fn to_json(&self) -> Value {
+        serde_json::to_value(self).unwrap_or(Value::Null)
+    }
+}
+
+/// One sender's grading: the events read so far and each rule's state and log.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Grading {
+    reader: Reader,
+    states: Vec<State>,
+    logs: Vec<RuleLog>,
+}
+
+impl Grading {
+    /// Grades one more entry (entries come in journal order).
+    pub fn feed(&mut self, book: &Rulebook, entry: &Entry) {
+        self.fit(book);
+        for event in self.reader.read(entry) {
+            let at = stamp_of(&event);
+            for (i, rule) in book.rules.iter().enumerate() {
+                self.states[i].settle(&rule.config, &book.numbers, at, &mut self.logs[i]);
+                self.states[i].feed(&rule.config, &book.numbers, &event, &mut self.logs[i]);
+            }
+        }
+    }
+
+    /// Every rule's verdict as of `now`: what has waited past its time is judged then.
+    pub fn verdicts(&mut self, book: &Rulebook, sender_id: &str, now: Stamp, journal: JournalCount) -> Verdicts {
+        self.fit(book);
+        let mut summary = Summary::default();
+        let mut rules = Vec::new();
+        for (i, rule) in book.rules.iter().enumerate() {
+            self.states[i].settle(&rule.config, &book.numbers, now, &mut self.logs[i]);
+            let log = &self.logs[i];
+            let outcome = if log.violations_total > 0 {
+                Outcome::Violated
+            } else if log.exercised > 0 {
+                Outcome::Passed
+            } else {
+                Outcome::NotExercised
+            };
+            match outcome {
+                Outcome::Passed => summary.passed += 1,
+                Outcome::Violated => summary.violated += 1,
+                Outcome::NotExercised => summary.not_exercised += 1,
+            }
+            summary.must_violated += usize::from(outcome == Outcome::Violated && rule.level == Level::Must);
+            rules.push(RuleVerdict {
+                id: rule.id.clone(),
+                title: rule.title.clone(),
+                level: rule.level,
+                outcome,
+                exercised: log.exercised,
+                violations: log.violations.clone(),
+                violations_total: log.violations_total,
+                note: self.states[i].note(),
+            });
+        }
+        Verdicts { schema: SCHEMA.into(), sender_id: sender_id.to_string(), journal, summary, rules }
+    }
+
+    /// One state and log per rule, in the rulebook's order (a grading restored from a state
+    /// file made under the same rules has them already).
+    fn fit(&mut self, book: &Rulebook) {
+        if self.states.len() != book.rules.len() {
+            self.states = book.rules.iter().map(|r| State::new(&r.config)).collect();
+            self.logs = vec![RuleLog::default(); book.rules.len()];
+        }
+    }
+}
+
+fn stamp_of(event: &Event) -> Stamp {
+    match event {
+        Event::Sent(s) => s.stamp,
+        Event::Answered(_, a) => a.stamp,
+        Event::Group(g) => g.stamp,
+        Event::Lookup { stamp, .. }
+        | Event::Opened { stamp, .. }
+        | Event::Closed { stamp, .. }
+        | Event::Replied { stamp, .. }
+        | Event::ToAck { stamp, .. }
+        | Event::AppAck { stamp, .. }
+        | Event::Draining { stamp, .. } => *stamp,
+    }
+}
+
+/// A map that keeps its newest [`TRACKED`] entries, and says whether it forgot any.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct Bounded<V> {
+    map: HashMap<String, V>,
+    order: VecDeque<String>,
+    pub forgot: u64,
+}
+
+impl<V> Default for Bounded<V> {
+    fn default() -> Self {
+        Bounded { map: HashMap::new(), order: VecDeque::new(), forgot: 0 }
+    }
+}
+
+impl<V> Bounded<V> {
+    pub fn get(&self, k: &str) -> Option<&V> {
+        self.map.get(k)
+    }
+
+    pub fn get_mut(&mut self, k: &str) -> Option<&mut V> {
+        self.map.get_mut(k)
+    }
+
+    pub fn insert(&mut self, k: String, v: V) {
+        if self.map.insert(k.clone(), v).is_none() {
+            self.order.push_back(k);
+        }
+        // Keys removed meanwhile leave stale names in `order`; they are skipped here, and
+        // compacted once they make up half of it.
+        while self.map.len() > TRACKED {
+            match self.order.pop_front() {
+                Some(old) if self.map.remove(&old).is_some() => self.forgot += 1,
+                Some(_) => {}
+                None => break,
+            }
+        }
+        if self.order.len() > 2 * TRACKED.max(self.map.len()) {
+            let map = &self.map;
+            self.order.retain(|k| map.contains_key(k));
+        }
+    }
+
+    pub fn entry_or(&mut self, k: &str, make: impl FnOnce() -> V) -> &mut V {
+        if !self.map.contains_key(k) {
+            self.insert(k.to_string(), make());
+        }
+        self.map.get_mut(k).expect("just inserted")
+    }
+
+    pub fn remove(&mut self, k: &str) -> Option<V> {
+        self.map.remove(k)
+    }
+
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// Removes and returns the entries `pick` chooses, oldest first.
+    pub fn take_where(&mut self, mut pick: impl FnMut(&V) -> bool) -> Vec<V> {
+        let keys: Vec<String> =
+            self.order.iter().filter(|k| self.map.get(*k).is_some_and(&mut pick)).cloned().collect();
+        keys.iter().filter_map(|k| self.map.remove(k)).collect()
+    }
+
+    /// A note when the bound made it forget something.
+    pub fn forgot_note(&self, what: &str) -> Option<String> {
+        (self.forgot > 0).then(|| format!("{} {what} forgotten past the bound of {TRACKED}", self.forgot))
+    }
+}
