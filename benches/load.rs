@@ -51,7 +51,9 @@ struct Server {
 impl Server {
     fn reference(extra: &[&str]) -> Server {
         let mut command = Command::new(env!("CARGO_BIN_EXE_gcmspec"));
-        command.args(["serve", "--seed", "1", "--http", "127.0.0.1:0", "--xmpp", "127.0.0.1:0"]).args(extra);
+        command.args(["serve", "--seed", "1", "--http", "127.0.0.1:0", "--xmpp", "127.0.0.1:0"]);
+        // One sender holds the whole load: its share is the whole store.
+        command.args(["--max-devices-per-sender", "2000000", "--max-groups-per-sender", "200000"]).args(extra);
         Server::start(command)
     }
 

@@ -29,7 +29,8 @@ struct Cli {
 enum Command {
     /// Run the conformance suite (default target: the in-process reference).
     Run(Box<RunArgs>),
-    /// Serve the reference over HTTP until interrupted.
+    /// Serve the reference (HTTP, and XMPP when asked) until interrupted: a stateful fake
+    /// that also journals and judges the app servers that use it.
     Serve(ServeArgs),
     /// Run the suite against the clean reference and against each rule's fault.
     Selftest(SelftestArgs),

@@ -57,6 +57,23 @@ impl Catalog {
     pub fn server_chosen(&self, param: &str) -> bool {
         self.profiles.values().any(|p| p.params.get(param).is_some_and(|p| p.server_chosen))
     }
+
+    /// What is wrong with the numbers a target declares (`params` of its capabilities), if
+    /// anything: each must be one the server chooses, a whole number in its declared range.
+    pub fn check_declared(&self, declared: &BTreeMap<String, Value>) -> Result<(), String> {
+        let mut problems = Vec::new();
+        for (k, v) in declared {
+            let range = self.profiles.values().find_map(|p| p.params.get(k).filter(|p| p.server_chosen)?.declared);
+            match (range, v.as_u64()) {
+                (None, _) => problems.push(format!("`{k}` is not a number the server chooses")),
+                (Some((lo, hi)), Some(n)) if (lo..=hi).contains(&n) => {}
+                (Some((lo, hi)), _) => {
+                    problems.push(format!("`{k}` is {v}: expected a whole number from {lo} to {hi}"))
+                }
+            }
+        }
+        if problems.is_empty() { Ok(()) } else { Err(problems.join("; ")) }
+    }
 }
 
 /// A source document that quotes are taken from.
@@ -86,6 +103,9 @@ pub struct Param {
     /// The documents give no number: this is the reference's choice, and a target may
     /// declare its own in the control API's capabilities (`params`).
     pub server_chosen: bool,
+    /// For a number the server chooses: the range a target may declare (`declared`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub declared: Option<(u64, u64)>,
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -179,7 +179,43 @@ fn int(e: &Expr, vars: &Vars) -> Result<i64, TemplateError> {
 }
 
 fn eval_err(e: &Expr, why: &str) -> TemplateError {
-    TemplateError::Eval { expr: format!("{e:?}"), why: why.to_string() }
+    TemplateError::Eval { expr: e.to_string(), why: why.to_string() }
+}
+
+/// An expression as it is written in a spec file (`${...}` without the braces).
+impl std::fmt::Display for Expr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Expr::Int(n) => write!(f, "{n}"),
+            Expr::Call(func, args) => {
+                let name = match func {
+                    Func::Text => "text",
+                    Func::Utf8 => "utf8",
+                    Func::Ids => "ids",
+                    Func::Min => "min",
+                    Func::Max => "max",
+                };
+                let args: Vec<String> = args.iter().map(Expr::to_string).collect();
+                write!(f, "{name}({})", args.join(", "))
+            }
+            Expr::Path { root, access } => {
+                write!(f, "{root}")?;
+                for a in access {
+                    match a {
+                        Access::Field(k) => write!(f, ".{k}")?,
+                        Access::Index(i) => write!(f, "[{i}]")?,
+                        Access::Slice(lo, hi) => {
+                            let side = |e: &Option<Expr>| e.as_ref().map(Expr::to_string).unwrap_or_default();
+                            write!(f, "[{}..{}]", side(lo), side(hi))?
+                        }
+                    }
+                }
+                Ok(())
+            }
+            Expr::Add(a, b) => write!(f, "{a} + {b}"),
+            Expr::Sub(a, b) => write!(f, "{a} - {b}"),
+        }
+    }
 }
 
 struct Parser<'a> {
@@ -453,5 +489,14 @@ mod tests {
         assert!(matches!(render(&json!("${phones[9]}"), &vars()), Err(TemplateError::Eval { .. })));
         assert!(matches!(Expr::parse("a +"), Err(TemplateError::Syntax { .. })));
         assert!(split("${unclosed").is_err());
+    }
+
+    #[test]
+    fn an_expression_prints_as_it_is_written() {
+        for text in ["phones[0]", "a.b[1..]", "xs[..n - 1]", "min(max_members, 3) + 2", "utf8(max_payload_bytes)"] {
+            let e = Expr::parse(text).unwrap();
+            assert_eq!(Expr::parse(&e.to_string()).unwrap(), e, "{text} printed as {e}");
+        }
+        assert_eq!(Expr::parse("throttle_initial_tokens").unwrap().to_string(), "throttle_initial_tokens");
     }
 }

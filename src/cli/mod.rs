@@ -61,11 +61,19 @@ pub(crate) struct TargetArgs {
     #[arg(long, value_name = "TOKEN", env = "GCMSPEC_CONTROL_TOKEN", hide_env_values = true, requires = "target")]
     control_token: Option<String>,
     /// Per-request timeout in seconds, for --target.
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
     timeout: u64,
     /// Seconds an XMPP step waits for the server's answer.
-    #[arg(long, default_value_t = 3.0)]
+    #[arg(long, default_value_t = 3.0, value_parser = positive_seconds)]
     xmpp_timeout: f64,
+}
+
+/// A number of seconds above zero.
+pub(crate) fn positive_seconds(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v > 0.0 && v.is_finite() => Ok(v),
+        _ => Err(format!("{s:?} is not a number of seconds above 0")),
+    }
 }
 
 impl TargetArgs {
@@ -90,6 +98,11 @@ impl TargetArgs {
         }
         if let Some(ca) = &self.xmpp_ca {
             out.push_str(&format!(" --xmpp-ca {}", ca.display()));
+        }
+        // The token itself is a secret a report must not carry: the command reads it from
+        // the environment, where `--control-token` also looks.
+        if self.control_token.is_some() {
+            out.push_str(" --control-token \"$GCMSPEC_CONTROL_TOKEN\"");
         }
         out
     }
@@ -194,9 +207,35 @@ pub(crate) fn connect(
             }
             let target = watch(Arc::new(target));
             let caps = Capabilities::probe(target.as_ref()).with_context(|| format!("probing {url}"))?;
+            // Numbers the target declares for itself are checked once, not by every check.
+            catalog
+                .check_declared(&caps.params)
+                .map_err(|why| anyhow::anyhow!("{url} declares numbers the checks cannot use: {why}"))?;
+            // An XMPP endpoint that does not speak XMPP is one error, not a failure per check.
+            if target.xmpp_address().is_some() {
+                let wait = Duration::from_secs_f64(args.xmpp_timeout);
+                gcmspec::driver::xmpp::XmppClient::probe(target.as_ref(), wait).map_err(anyhow::Error::msg)?;
+            }
             (target, caps, url.trim_end_matches('/').to_string())
         }
     };
+    // A control API that says it makes senders must make one: one that answers without a
+    // sender (`200 {}` to everything) would fail every check in its set-up.
+    if caps.has("senders") && args.target.is_some() {
+        let made = gcmspec::driver::Control { target: target.as_ref(), caps: &caps }.new_sender();
+        match made {
+            Ok(_) => {}
+            // No answer at all is the target's silence, said as such.
+            Err(gcmspec::driver::ControlError::Target(e)) => {
+                anyhow::bail!("the target stopped answering: making a sender (POST senders): {e}")
+            }
+            Err(e) => {
+                caps.control.retain(|c| c == "xmpp");
+                caps.params.clear();
+                caps.note = Some(format!("it offers `senders` but making one failed ({e})"));
+            }
+        }
+    }
     if let (Some(key), Some(id)) = (&args.api_key, &args.sender_id) {
         caps.static_sender = Some(Sender { id: id.clone(), key: key.clone() });
     }

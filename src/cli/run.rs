@@ -35,7 +35,7 @@ pub(crate) struct RunArgs {
     #[arg(long, default_value_t = 0)]
     seed: u64,
     /// Cases per property (overrides the specs).
-    #[arg(long)]
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
     cases: Option<u32>,
     /// Compare normalized responses with the snapshots in DIR, a profile other than fcm's in
     /// DIR/PROFILE (default for the in-process reference: ./snapshots).
@@ -72,8 +72,8 @@ pub(crate) struct RunArgs {
     /// A progress bar (auto: on a terminal, outside CI) or libtest's line per check.
     #[arg(long, value_enum, default_value = "auto")]
     progress: progress::Progress,
-    /// Seconds the whole run may take: past it, checks not yet done fail at once, the reports
-    /// are written with what ran, and the run exits 2.
+    /// Seconds the whole run may take: past it, checks not yet done are not tried (reported
+    /// `not-tried`), the reports are written with what ran, and the run exits 2.
     #[arg(long, value_name = "SECONDS")]
     deadline: Option<f64>,
     #[command(flatten)]
@@ -110,7 +110,15 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     // they are looked for), never in the tree the binary was built from. A legal variant
     // answers otherwise by design: its run is not compared with the reference's snapshots.
     let default_snapshots = match (&args.to.target, args.to.variants.is_empty()) {
-        (None, true) => Some(PathBuf::from("snapshots")).filter(|d| d.is_dir()),
+        (None, true) => {
+            let dir = PathBuf::from("snapshots");
+            if !dir.is_dir() && args.snapshots.is_none() && !args.no_snapshots && !test.list {
+                eprintln!(
+                    "gcmspec: no ./snapshots here (a checkout has them): responses are not compared with snapshots"
+                );
+            }
+            Some(dir).filter(|d| d.is_dir())
+        }
         (None, false) => {
             if args.snapshots.is_none() && !args.no_snapshots {
                 eprintln!("gcmspec: legal variants answer otherwise by design: snapshots are not compared");
@@ -126,6 +134,11 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         .unwrap_or_else(|| gcmspec::bundled::DEFAULT_PROFILE.into());
     if !catalog.profiles.contains_key(&profile) {
         bail!("unknown profile `{profile}`");
+    }
+    // A directory named on purpose must be there: a typo would otherwise write a snapshot
+    // file per check into a new tree, and fail them all.
+    if let Some(dir) = args.snapshots.as_ref().filter(|d| !d.is_dir()) {
+        bail!("--snapshots {}: no such directory (--no-snapshots compares none)", dir.display());
     }
     let snapshots = if args.no_snapshots { None } else { args.snapshots.clone().or(default_snapshots) };
     let options = Arc::new(Options {
@@ -172,15 +185,29 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     if progress::wanted(args.progress, &test) {
         progress::run(&cases, &recorder, &test);
     } else {
-        let _ = libtest_mimic::run(&test, harness::recorded_trials(&cases, &recorder));
+        // A reader that stopped early (`gcmspec run --list | head`) is no error: libtest-mimic
+        // panics on the closed pipe, and the run goes on to its reports without printing.
+        let trials = harness::recorded_trials(&cases, &recorder);
+        let _ = quiet_on_closed_stdout(|| libtest_mimic::run(&test, trials));
     }
     if test.list {
         return Ok(ExitCode::SUCCESS);
     }
     let mut report = recorder.report(&cases, &described, &options.profile, args.strict);
+    if watched.stopped().is_some() {
+        report.unanswered_not_tried();
+    }
     let replay_flags = args.to.flags();
     if !args.no_replays {
-        save_replays(&args.replays, &recorder.replays(), &mut report, &base_url, &replay_flags)?;
+        // Only what failed has a replay (not what the stop left untried).
+        let failed: std::collections::BTreeSet<&str> = report
+            .results
+            .iter()
+            .filter(|r| r.outcome == harness::report::Outcome::Failed)
+            .map(|r| r.name.as_str())
+            .collect();
+        let replays: Vec<_> = recorder.replays().into_iter().filter(|r| failed.contains(r.name.as_str())).collect();
+        save_replays(&args.replays, &replays, &mut report, &base_url, &replay_flags)?;
     }
     if let Some(baseline) = &baseline {
         report.apply_baseline(baseline);
@@ -227,7 +254,7 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::from(2));
     }
     if report.exit_code() == 2 {
-        eprintln!("gcmspec: no trial ran{}", why_nothing_ran(&report, &cases, test.filter.as_deref()));
+        eprintln!("gcmspec: no trial ran{}", why_nothing_ran(&report, &cases, test.filter.as_deref(), test.exact));
     }
     Ok(ExitCode::from(report.exit_code()))
 }
@@ -262,7 +289,11 @@ pub(crate) fn save_replays(
         const SHOWN: usize = 4;
         let shown = &replay.exchanges[replay.exchanges.len().saturating_sub(SHOWN)..];
         eprintln!("\ngcmspec: FAILED {}\n  replay: gcmspec replay {}{replay_flags}", replay.name, path.display());
-        if replay.exchanges.iter().any(|x| !x.is_xmpp()) {
+        // The in-process reference has no address for curl to reach, nor keys any other
+        // server knows.
+        if !replay_flags.contains("--target") {
+            eprintln!("  (in-process: to follow it with curl, run it against `gcmspec serve` with --target)");
+        } else if replay.exchanges.iter().any(|x| !x.is_xmpp()) {
             let earlier = replay.exchanges.len() - shown.len();
             let note = if earlier > 0 {
                 format!(" (the last {}; all {} with `gcmspec replay --curl`)", shown.len(), replay.exchanges.len())
@@ -278,13 +309,52 @@ pub(crate) fn save_replays(
     Ok(())
 }
 
+/// Runs `f`; a panic on writing to a closed stdout (a broken pipe) is kept quiet and
+/// returned as `None`, any other goes on as it would.
+fn quiet_on_closed_stdout<R>(f: impl FnOnce() -> R) -> Option<R> {
+    let closed = |payload: &dyn std::any::Any| {
+        let text = payload.downcast_ref::<String>().map(String::as_str).or(payload.downcast_ref::<&str>().copied());
+        text.is_some_and(|t| t.contains("Broken pipe") || t.contains("BrokenPipe"))
+    };
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if !closed(info.payload()) {
+            default(info);
+        }
+    }));
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+    let _ = std::panic::take_hook();
+    match result {
+        Ok(r) => Some(r),
+        Err(payload) if closed(&*payload) => None,
+        Err(payload) => std::panic::resume_unwind(payload),
+    }
+}
+
 /// What to do when nothing ran: a filter that matched nothing gets the nearest names; a
 /// target without the control API, the flags that let the checks needing only a sender run.
-fn why_nothing_ran(report: &harness::report::Report, cases: &[harness::Case], filter: Option<&str>) -> String {
+fn why_nothing_ran(
+    report: &harness::report::Report,
+    cases: &[harness::Case],
+    filter: Option<&str>,
+    exact: bool,
+) -> String {
     use harness::report::Outcome;
     let selected = report.results.iter().filter(|r| r.outcome != Outcome::Skipped).count();
     if let Some(filter) = filter.filter(|_| selected == 0) {
-        let mut names: Vec<&str> = cases.iter().flat_map(|c| [c.rule_id.as_str(), c.name.as_str()]).collect();
+        // With --exact a rule id matches nothing: its checks' whole names do.
+        let of_rule: Vec<&str> = cases.iter().filter(|c| c.rule_id == filter).map(|c| c.name.as_str()).collect();
+        if exact && !of_rule.is_empty() {
+            return format!(
+                ": `{filter}` is a rule; with --exact, name one of its checks whole ({}), or leave out --exact",
+                of_rule.iter().take(3).copied().collect::<Vec<_>>().join(", ")
+            );
+        }
+        let mut names: Vec<&str> = if exact {
+            cases.iter().map(|c| c.name.as_str()).collect()
+        } else {
+            cases.iter().flat_map(|c| [c.rule_id.as_str(), c.name.as_str()]).collect()
+        };
         names.sort_unstable();
         names.dedup();
         let mut near: Vec<(usize, &str)> = names.iter().map(|n| (edit_distance(filter, n), *n)).collect();

@@ -24,7 +24,7 @@ pub(crate) struct Selection {
     #[arg(long)]
     pub list: bool,
     /// Checks run side by side (default: the cores; against --target, 8 at least).
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = at_least_one)]
     pub test_threads: Option<usize>,
     /// Also try the checks the target cannot support (they fail saying what is missing).
     #[arg(long)]
@@ -64,5 +64,13 @@ impl Selection {
             nocapture: self.nocapture,
             ..Arguments::default()
         }
+    }
+}
+
+/// A count of at least 1.
+fn at_least_one(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err(format!("{s:?} is not a whole number of at least 1")),
     }
 }

@@ -35,11 +35,12 @@ pub(crate) struct ServeArgs {
     #[arg(long, value_name = "ADDR")]
     xmpp_tls: Option<String>,
     /// Certificate (PEM) for --xmpp-tls; without it one is generated and written out.
-    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    #[arg(long, value_name = "FILE", requires_all = ["tls_key", "xmpp_tls"])]
     tls_cert: Option<PathBuf>,
     /// Private key (PEM) that goes with --tls-cert.
-    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    #[arg(long, value_name = "FILE", requires_all = ["tls_cert", "xmpp_tls"])]
     tls_key: Option<PathBuf>,
+    /// The revision of the documents to serve (`fcm`: 20 members per group; `gcm-2013`: 10).
     #[arg(long)]
     profile: Option<String>,
     /// Seed for keys and tokens (default: random, so keys cannot be guessed).
@@ -80,10 +81,10 @@ pub(crate) struct ServeArgs {
     #[arg(long)]
     one_at_a_time: bool,
     /// Open connections each listener holds at most; more are closed when accepted.
-    #[arg(long, value_name = "N", default_value_t = ConnectionPolicy::default().max_connections)]
+    #[arg(long, value_name = "N", default_value_t = ConnectionPolicy::default().max_connections, value_parser = at_least_one)]
     max_connections: usize,
     /// Logged-in XMPP connections each sender holds at most; a login past it is refused.
-    #[arg(long, value_name = "N", default_value_t = ConnectionPolicy::default().max_connections_per_sender)]
+    #[arg(long, value_name = "N", default_value_t = ConnectionPolicy::default().max_connections_per_sender, value_parser = at_least_one)]
     max_connections_per_sender: usize,
     /// Seconds an HTTP request's headers may take, and an idle keep-alive connection may stay.
     #[arg(long, value_name = "SECONDS", default_value_t = ConnectionPolicy::default().header_timeout.as_secs_f64())]
@@ -97,6 +98,10 @@ pub(crate) struct ServeArgs {
     /// Received messages kept per device for the control API (older ones are dropped).
     #[arg(long, value_name = "N", default_value_t = reference::Config::DEFAULT_INBOX_LIMIT)]
     inbox_limit: usize,
+    /// Received messages kept over every device: past it, a device that receives keeps only
+    /// its newest one.
+    #[arg(long, value_name = "N", default_value_t = StoreCaps::default().received)]
+    max_received: u64,
     /// Senders the reference stores at most (507 past it).
     #[arg(long, value_name = "N", default_value_t = StoreCaps::default().senders)]
     max_senders: usize,
@@ -135,6 +140,14 @@ pub(crate) struct ServeArgs {
     journal_entries: usize,
 }
 
+/// A count of at least 1 (a listener that takes no connection serves nobody).
+fn at_least_one(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err(format!("{s:?} is not a whole number of at least 1")),
+    }
+}
+
 #[derive(Clone, Copy, clap::ValueEnum)]
 enum Clock {
     Virtual,
@@ -142,6 +155,14 @@ enum Clock {
 }
 
 pub(crate) fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    // redb asserts on some damage to a state file; the library catches that and says the file
+    // is damaged, so the assertion's own message is only noise here.
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if !info.location().is_some_and(|l| l.file().contains("redb")) {
+            default_hook(info);
+        }
+    }));
     let catalog = load(&args.spec)?;
     let profile = args.profile.clone().unwrap_or_else(|| gcmspec::bundled::DEFAULT_PROFILE.into());
     let mut config = reference_config(&catalog, &profile, &args.faults, &args.variants)?;
@@ -163,6 +184,7 @@ pub(crate) fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     config.state_journal_bytes = args.state_journal_bytes;
     config.store = StoreCaps {
         senders: args.max_senders.max(1),
+        received: args.max_received,
         instances: args.max_devices,
         instances_per_sender: args.max_devices_per_sender,
         groups: args.max_groups,
@@ -207,6 +229,39 @@ pub(crate) fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         if !faults.is_empty() {
             notes.push_str(&format!(" with faults: {}", faults.join(", ")));
         }
+        // Everything that can fail is done before the banner: a tool that reads the banner
+        // takes it to mean the server is up.
+        let xmpp = match &args.xmpp {
+            Some(x) => Some(tokio::net::TcpListener::bind(x).await.with_context(|| format!("binding {x}"))?),
+            None => None,
+        };
+        let mut cert_file: Option<PrivateFile> = None;
+        let xmpp_tls = match &args.xmpp_tls {
+            Some(x) => {
+                let l = tokio::net::TcpListener::bind(x).await.with_context(|| format!("binding {x}"))?;
+                let port = l.local_addr()?.port();
+                let (identity, where_) = match (&args.tls_cert, &args.tls_key) {
+                    (Some(cert), Some(key)) => {
+                        let read =
+                            |f: &PathBuf| std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()));
+                        (gcmspec::tls::Identity { cert_pem: read(cert)?, key_pem: read(key)? }, cert.clone())
+                    }
+                    _ => {
+                        let identity = gcmspec::tls::generate()?;
+                        let written = PrivateFile::create(&format!("xmpp-{port}.pem"), &identity.cert_pem)?;
+                        let path = written.path.clone();
+                        cert_file = Some(written);
+                        (identity, path)
+                    }
+                };
+                let tls = gcmspec::tls::server_config(&identity).with_context(|| match &args.tls_cert {
+                    Some(cert) => format!("--tls-cert {} with its --tls-key", cert.display()),
+                    None => "the generated certificate".into(),
+                })?;
+                Some((l, tls, where_))
+            }
+            None => None,
+        };
         let reference = match &args.state {
             None => Reference::new(config),
             Some(path) => Reference::with_state(config, path)?,
@@ -219,43 +274,17 @@ pub(crate) fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         };
         say!("gcmspec reference ({profile}) listening on http://{addr}{notes}");
         say!("sender id {}, server key {}", sender.sender_id, sender.server_key);
-        let xmpp = match &args.xmpp {
-            Some(x) => {
-                let l = tokio::net::TcpListener::bind(x).await.with_context(|| format!("binding {x}"))?;
-                say!("XMPP connection server on {} (plain TCP)", l.local_addr()?);
-                Some(l)
-            }
-            None => None,
-        };
         let (stop, stopped) = tokio::sync::watch::channel(false);
-        // Removed when serving ends (dropped at the end of this block).
-        let mut cert_file: Option<PrivateFile> = None;
         let on_stop = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
             let _ = rx.wait_for(|s| *s).await;
         };
         if let Some(l) = xmpp {
+            say!("XMPP connection server on {} (plain TCP)", l.local_addr()?);
             tokio::spawn(reference::xmpp::serve(l, reference.clone(), on_stop(stopped.clone())));
         }
-        if let Some(x) = &args.xmpp_tls {
-            let l = tokio::net::TcpListener::bind(x).await.with_context(|| format!("binding {x}"))?;
-            let addr = l.local_addr()?;
-            let (identity, where_) = match (&args.tls_cert, &args.tls_key) {
-                (Some(cert), Some(key)) => {
-                    let read =
-                        |f: &PathBuf| std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()));
-                    (gcmspec::tls::Identity { cert_pem: read(cert)?, key_pem: read(key)? }, cert.clone())
-                }
-                _ => {
-                    let identity = gcmspec::tls::generate()?;
-                    let written = PrivateFile::create(&format!("xmpp-{}.pem", addr.port()), &identity.cert_pem)?;
-                    let path = written.path.clone();
-                    cert_file = Some(written);
-                    (identity, path)
-                }
-            };
-            let config = gcmspec::tls::server_config(&identity)?;
-            say!("XMPP connection server on {addr} (direct TLS), certificate {}", where_.display());
-            tokio::spawn(reference::xmpp::serve_tls(l, reference.clone(), config, on_stop(stopped.clone())));
+        if let Some((l, tls, where_)) = xmpp_tls {
+            say!("XMPP connection server on {} (direct TLS), certificate {}", l.local_addr()?, where_.display());
+            tokio::spawn(reference::xmpp::serve_tls(l, reference.clone(), tls, on_stop(stopped.clone())));
         }
         // After the listeners: tools read the first lines for the addresses.
         match (args.without_control_api, &args.control_token) {
@@ -280,7 +309,15 @@ pub(crate) fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         match reference.state_file() {
             None => say!("state is kept in memory only: it is gone when this process ends"),
             Some((path, 0)) => say!("state is kept in {} (a new file)", path.display()),
-            Some((path, n)) => say!("state is kept in {}: resumed from its {n} inputs", path.display()),
+            Some((path, n)) => {
+                say!("state is kept in {}: resumed from its {n} inputs", path.display());
+                if args.seed.is_some() {
+                    eprintln!(
+                        "gcmspec: note: {} goes on from the seed it was made with; --seed applies to a new file",
+                        path.display()
+                    );
+                }
+            }
         }
         let ticking = reference.clone();
         let clock = tokio::spawn({
@@ -391,16 +428,18 @@ impl Drop for PrivateFile {
     }
 }
 
-/// Ctrl-C, or (on Unix) SIGTERM as `kill` and service managers send: either stops serving
-/// cleanly (the generated certificate is removed).
+/// Ctrl-C, or (on Unix) SIGTERM as `kill` and service managers send, or SIGHUP: each stops
+/// serving cleanly (the generated certificate is removed).
 async fn stop_signal() {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
-        if let Ok(mut term) = signal(SignalKind::terminate()) {
+        // SIGHUP too: closing the terminal it runs in stops it as cleanly.
+        if let (Ok(mut term), Ok(mut hup)) = (signal(SignalKind::terminate()), signal(SignalKind::hangup())) {
             tokio::select! {
                 _ = tokio::signal::ctrl_c() => {}
                 _ = term.recv() => {}
+                _ = hup.recv() => {}
             }
             return;
         }

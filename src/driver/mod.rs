@@ -121,8 +121,11 @@ impl HttpTarget {
         if !base.starts_with("http://") || reqwest::Url::parse(&base).is_err() {
             return Err(TargetError::BadUrl(url.to_string()));
         }
+        // A redirect is the server's answer, judged as such: following it would judge another
+        // server, and would carry the request's headers there.
         let client = reqwest::Client::builder()
             .timeout(timeout)
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| TargetError::Connection { url: base.clone(), why: e.to_string() })?;
         let runtime = tokio::runtime::Builder::new_multi_thread()

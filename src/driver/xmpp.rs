@@ -92,6 +92,10 @@ impl XmppClient {
         };
         let tcp = TcpStream::connect_timeout(&addr, wait).map_err(|e| format!("cannot reach XMPP {addr}: {e}"))?;
         tcp.set_nodelay(true).map_err(|e| e.to_string())?;
+        // Until each read sets its own: the TLS handshake runs inside the first write, and a
+        // server that accepts and never speaks must not hold it past the timeout.
+        tcp.set_read_timeout(Some(wait)).map_err(|e| e.to_string())?;
+        tcp.set_write_timeout(Some(wait)).map_err(|e| e.to_string())?;
         let stream = match tls {
             None => Stream::Plain(tcp),
             Some(config) => {
@@ -104,7 +108,23 @@ impl XmppClient {
     }
 
     fn write(&mut self, xml: &str) -> Result<(), String> {
-        self.stream.write_all(xml.as_bytes()).map_err(|e| format!("XMPP write: {e}"))
+        self.stream.write_all(xml.as_bytes()).map_err(|e| match e.kind() {
+            // With TLS the handshake happens here: a server that never answers it times out.
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => {
+                format!("no answer from the XMPP server within {:?}", self.timeout)
+            }
+            _ => format!("XMPP write: {e}"),
+        })
+    }
+
+    /// Whether the XMPP endpoint `target` declares speaks XMPP: a stream header and its
+    /// features come back (over TLS when the target says so), within `timeout`.
+    pub fn probe(target: &dyn super::Target, timeout: Duration) -> Result<(), String> {
+        let addr = target.xmpp_address().ok_or("the target has no XMPP endpoint")?;
+        let mut c = Self::open(addr, target.xmpp_tls(), timeout, target.deadline())?;
+        let result = c.open_stream();
+        let _ = c.stream.tcp().shutdown(std::net::Shutdown::Both);
+        result.map_err(|e| format!("the XMPP endpoint {addr}: {e}"))
     }
 
     fn open_stream(&mut self) -> Result<(), String> {

@@ -197,6 +197,23 @@ impl Recorder {
 }
 
 impl Report {
+    /// When the target stopped answering: a check that failed only because its exchange got
+    /// no answer (it was in flight when the target stopped) was not tried, not failed.
+    pub fn unanswered_not_tried(&mut self) {
+        let s = &mut self.summary;
+        for r in &mut self.results {
+            let unanswered = r.message.as_deref().is_some_and(|m| m.contains("cannot reach "));
+            if r.outcome == Outcome::Failed && unanswered {
+                r.outcome = Outcome::NotTried;
+                s.failed -= 1;
+                s.not_tried += 1;
+                s.graded_failures -= usize::from(r.graded);
+                r.graded = false;
+                r.evidence.exchanges.clear();
+            }
+        }
+    }
+
     /// The report of a run that could not start: no results, and why.
     pub fn aborted(target: &str, profile: &str, strict: bool, why: String) -> Report {
         Report {

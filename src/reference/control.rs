@@ -21,7 +21,13 @@ pub const PROTOCOL: &str = "gcmspec-control/1";
 /// form cross-origin without asking first; JSON it must ask for).
 pub fn guard(token: Option<&str>, req: &HttpRequest) -> Result<(), HttpResponse> {
     if let Some(token) = token {
-        let given = req.header("authorization").and_then(|v| v.trim().strip_prefix("Bearer ")).map(str::trim);
+        // The scheme is case-insensitive (RFC 9110); the token is not.
+        let given = req
+            .header("authorization")
+            .map(str::trim)
+            .and_then(|v| v.split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, token)| token.trim());
         if given != Some(token) {
             return Err(HttpResponse::error(
                 401,
@@ -465,6 +471,10 @@ mod tests {
         let json = Some("application/json");
         assert_eq!(guard(Some("s3cret"), &post(None, json, None)).unwrap_err().status, 401);
         assert_eq!(guard(Some("s3cret"), &post(None, json, Some("Bearer wrong"))).unwrap_err().status, 401);
+        assert_eq!(guard(Some("s3cret"), &post(None, json, Some("Basic s3cret"))).unwrap_err().status, 401);
+        for scheme in ["bearer", "BEARER", "Bearer"] {
+            assert!(guard(Some("s3cret"), &post(None, json, Some(&format!("{scheme} s3cret")))).is_ok(), "{scheme}");
+        }
         // With the token, the reference may be reached by any name.
         assert!(guard(Some("s3cret"), &post(Some("ci-runner.internal:4000"), json, Some("Bearer s3cret"))).is_ok());
         assert_eq!(

@@ -162,6 +162,44 @@ pub struct Bucket {
     backlog: bool,
 }
 
+/// How many received messages the control API can show: the newest `per_device` of each
+/// device, and `in_all` over every device. Past `in_all`, a device that receives keeps only
+/// its newest message: the total stays within `in_all` plus one per device.
+#[derive(Debug)]
+pub struct Kept {
+    pub per_device: usize,
+    pub in_all: u64,
+    used: std::sync::atomic::AtomicU64,
+}
+
+impl Kept {
+    pub fn new(per_device: usize, in_all: u64) -> Arc<Kept> {
+        Arc::new(Kept { per_device: per_device.max(1), in_all, used: Default::default() })
+    }
+
+    /// No limit (a device made before its model sets one shares this).
+    pub fn unlimited() -> Arc<Kept> {
+        static UNLIMITED: std::sync::LazyLock<Arc<Kept>> = std::sync::LazyLock::new(|| Kept::new(usize::MAX, u64::MAX));
+        UNLIMITED.clone()
+    }
+
+    /// Received messages kept now, over every device.
+    pub fn used(&self) -> u64 {
+        self.used.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    pub(crate) fn add(&self, n: u64) {
+        self.used.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn sub(&self, n: u64) {
+        let _ =
+            self.used.fetch_update(std::sync::atomic::Ordering::Relaxed, std::sync::atomic::Ordering::Relaxed, |u| {
+                Some(u.saturating_sub(n))
+            });
+    }
+}
+
 /// One app on one device. Kept small: a million registered devices that were never sent
 /// anything cost little more than their ids (what they have been sent is in [`Traffic`],
 /// allocated with the first message).
@@ -176,8 +214,10 @@ pub struct Instance {
     /// False once the app is uninstalled; the server notices on its next delivery attempt.
     pub installed: bool,
     pub connectivity: Connectivity,
-    /// Messages kept for the control API to show; older ones are dropped.
-    pub inbox_limit: usize,
+    /// How many received messages are kept for the control API: per device and in all
+    /// (shared by every device of the model).
+    #[serde(skip, default = "Kept::unlimited")]
+    pub kept: Arc<Kept>,
     /// When an unregistration or an uninstall takes effect, per sender clock, where it does
     /// not at once (the delayed-unregistration and slow-uninstall variants).
     pub invalid_from: Option<Box<Vec<(String, u64)>>>,
@@ -224,7 +264,7 @@ impl Instance {
             registered: true,
             installed: true,
             connectivity: Connectivity::Awake,
-            inbox_limit: usize::MAX,
+            kept: Kept::unlimited(),
             invalid_from: None,
             traffic: None,
         }
@@ -580,19 +620,31 @@ impl Instance {
     /// costs O(1) however long the device has been receiving.
     pub fn receive(&mut self, message: Delivered) {
         self.traffic_mut().inbox.push(message);
-        let limit = self.inbox_limit.max(1);
-        if self.traffic_mut().inbox.len() >= limit.saturating_mul(2) {
-            let excess = self.traffic_mut().inbox.len() - limit;
-            self.traffic_mut().inbox.drain(..excess);
-            self.traffic_mut().inbox_start += excess as u64;
-            self.traffic_mut().inbox_dropped += excess as u64;
+        let kept = self.kept.clone();
+        kept.add(1);
+        let limit = kept.per_device.max(1);
+        let len = self.traffic().inbox.len();
+        // Past the total, this device keeps its newest message only.
+        let excess = if kept.used() > kept.in_all {
+            len - 1
+        } else if len >= limit.saturating_mul(2) {
+            len - limit
+        } else {
+            0
+        };
+        if excess > 0 {
+            let t = self.traffic_mut();
+            t.inbox.drain(..excess);
+            t.inbox_start += excess as u64;
+            t.inbox_dropped += excess as u64;
+            kept.sub(excess as u64);
         }
     }
 
     /// The newest `inbox_limit` messages received, with the position of the first (how many
     /// came before it) and how many the limit dropped in all.
     pub fn inbox(&self) -> (&[Delivered], u64, u64) {
-        let over = self.traffic().inbox.len().saturating_sub(self.inbox_limit);
+        let over = self.traffic().inbox.len().saturating_sub(self.kept.per_device);
         (
             &self.traffic().inbox[over..],
             self.traffic().inbox_start + over as u64,
@@ -612,8 +664,15 @@ impl Instance {
 
     /// Forgets what the device received (the control API's clear); positions go on.
     pub fn clear_inbox(&mut self) {
-        self.traffic_mut().inbox_start += self.traffic_mut().inbox.len() as u64;
+        let n = self.traffic().inbox.len();
+        self.kept.sub(n as u64);
+        self.traffic_mut().inbox_start += n as u64;
         self.traffic_mut().inbox.clear();
+    }
+
+    /// Messages held in the inbox buffer (what counts toward the total kept).
+    pub fn inbox_held(&self) -> usize {
+        self.traffic().inbox.len()
     }
 
     /// The group keys of the kept messages with this id.
@@ -629,7 +688,9 @@ impl Instance {
     /// Takes back a message that was never meant to arrive (the fault that counts without
     /// delivering).
     pub fn unreceive(&mut self, message_id: &str) {
+        let before = self.traffic().inbox.len();
         self.traffic_mut().inbox.retain(|d| *d.message_id != *message_id);
+        self.kept.sub((before - self.traffic().inbox.len()) as u64);
     }
 
     /// A group message handled elsewhere leaves this device's unsent queue.

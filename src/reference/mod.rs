@@ -26,6 +26,7 @@ pub mod journal;
 pub mod lifetime;
 pub mod limits;
 pub mod model;
+mod slots;
 pub mod state;
 pub mod xmpp;
 

@@ -270,6 +270,27 @@ pub fn fingerprint(config: &Config) -> String {
     )
 }
 
+/// The settings two fingerprints differ in, as the flags that set them.
+fn differences(was: &str, now: &str) -> String {
+    const PARTS: [(&str, &str); 7] = [
+        ("profile ", "--profile"),
+        (", limits ", "the profile's numbers"),
+        (", faults ", "--fault"),
+        (", variants ", "--variant"),
+        (", inbox limit ", "--inbox-limit"),
+        (", store ", "the --max-* caps"),
+        (", clock ", "--clock"),
+    ];
+    let part = |text: &str, i: usize| -> String {
+        let Some(start) = text.find(PARTS[i].0) else { return String::new() };
+        let rest = &text[start + PARTS[i].0.len()..];
+        let end = PARTS[i + 1..].iter().filter_map(|(label, _)| rest.find(label)).min().unwrap_or(rest.len());
+        rest[..end].to_string()
+    };
+    let differ: Vec<&str> = (0..PARTS.len()).filter(|&i| part(was, i) != part(now, i)).map(|i| PARTS[i].1).collect();
+    if differ.is_empty() { "another version of gcmspec".into() } else { differ.join(", ") }
+}
+
 /// Applies one journalled input, as it was applied when it came.
 pub(crate) fn apply(model: &mut Model, site: &Site, input: &Input) {
     match input {
@@ -321,10 +342,10 @@ pub enum StateError {
     #[error("state file {path}: {why}")]
     Store { path: String, why: String },
     #[error(
-        "state file {path} was written by a server started otherwise ({was}); start it with the same \
-         profile, faults, variants and limits, or give a new file"
+        "state file {path} was written by a server started with other settings: {differs}; start it \
+         with the settings it was made with, or give a new file"
     )]
-    OtherConfig { path: String, was: String },
+    OtherConfig { path: String, differs: String },
     #[error("state file {path}, input {at}: {why}")]
     Corrupt { path: String, at: u64, why: String },
 }
@@ -359,6 +380,20 @@ impl StateFile {
     /// Opens (or creates) the file. A new file takes `seed` and `config`; an existing one
     /// must have been made under the same `config`, and gives back its own seed.
     pub fn open(path: &Path, seed: Seed, config: &str, journal_allowance: u64) -> Result<Opened, StateError> {
+        // redb asserts (panics) on some damage, a truncated file among them: that is a
+        // damaged file, said as such, not a crash.
+        let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            Self::open_unguarded(path, seed, config, journal_allowance)
+        }));
+        opened.unwrap_or_else(|_| {
+            Err(StateError::Store {
+                path: path.display().to_string(),
+                why: "the file is damaged: the store gave up reading it (truncated, or overwritten?)".into(),
+            })
+        })
+    }
+
+    fn open_unguarded(path: &Path, seed: Seed, config: &str, journal_allowance: u64) -> Result<Opened, StateError> {
         let shown = path.display().to_string();
         let store = |e: &dyn std::fmt::Display| StateError::Store { path: shown.clone(), why: e.to_string() };
         // It holds every sender's server key: readable by its owner only.
@@ -380,7 +415,7 @@ impl StateFile {
                     }
                     let was = String::from_utf8_lossy(&get("config").unwrap_or_default()).into_owned();
                     if was != config {
-                        return Err(StateError::OtherConfig { path: shown, was });
+                        return Err(StateError::OtherConfig { path: shown, differs: differences(&was, config) });
                     }
                     let seed = get("seed")
                         .and_then(|s| Seed::from_bytes(&s))

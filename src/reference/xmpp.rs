@@ -15,6 +15,7 @@ use tokio::net::TcpListener;
 use super::faults::{Fault, Variant};
 use super::http::parse_send;
 use super::model::{Model, Path, SendOutcome, SendResult, Via};
+use super::slots::{Slot, Slots};
 use super::{LoginSlot, Reference, state};
 use crate::xmpp::{self as wire, Element, Event, StreamParser};
 
@@ -35,36 +36,6 @@ pub async fn serve(
         });
     })
     .await
-}
-
-/// A listener's connection cap, of which at most half may be held by connections that have
-/// not logged in (they hold a second, "anonymous", permit until they do).
-#[derive(Clone)]
-struct Slots {
-    all: Arc<tokio::sync::Semaphore>,
-    anonymous: Arc<tokio::sync::Semaphore>,
-}
-
-/// One connection's place under its listener's cap.
-struct Slot {
-    _all: tokio::sync::OwnedSemaphorePermit,
-    anonymous: Option<tokio::sync::OwnedSemaphorePermit>,
-}
-
-impl Slots {
-    fn new(max: usize) -> Slots {
-        Slots {
-            all: Arc::new(tokio::sync::Semaphore::new(max)),
-            anonymous: Arc::new(tokio::sync::Semaphore::new(max.div_ceil(2))),
-        }
-    }
-
-    /// None when the listener is full, or holds its share of connections not logged in.
-    fn take(&self) -> Option<Slot> {
-        let anonymous = self.anonymous.clone().try_acquire_owned().ok()?;
-        let all = self.all.clone().try_acquire_owned().ok()?;
-        Some(Slot { _all: all, anonymous: Some(anonymous) })
-    }
 }
 
 /// Like [`serve`], with TLS from the first byte (as CCS did). The handshake counts toward the
@@ -244,7 +215,14 @@ async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
         };
         // Acks a script holds back are written when their time comes.
         let release = session.held.iter().map(|h| h.0).min();
+        // Not logged in yet, it may be told to make room for a newer connection.
+        let evicted = slot.as_ref().and_then(|s| s.anonymous.as_ref()).map(|p| p.evicted.clone());
         tokio::select! {
+            () = evicted_by(evicted.as_deref()) => {
+                let why = "too many connections have not logged in: the oldest makes room";
+                let _ = io.write_all(stream_error("policy-violation", why).as_bytes()).await;
+                return;
+            }
             () = sleep_until_some(release) => {
                 if !release_held(io, reference, session).await {
                     return;
@@ -263,6 +241,13 @@ async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
                 return;
             }
         }
+    }
+}
+
+async fn evicted_by(signal: Option<&tokio::sync::Notify>) {
+    match signal {
+        Some(n) => n.notified().await,
+        None => std::future::pending().await,
     }
 }
 

@@ -138,12 +138,17 @@ impl Served {
     /// Stops the server as `kill` does (SIGTERM), so that it cleans up; true if it exited
     /// within a few seconds.
     pub(crate) fn terminate(&mut self) -> bool {
+        self.signal("TERM")
+    }
+
+    /// Sends the signal (`TERM`, `HUP`, `INT`); true if the server exited within a few seconds.
+    pub(crate) fn signal(&mut self, name: &str) -> bool {
         if let Ok(Some(_)) = self.child.try_wait() {
             return true;
         }
         // The shell's own `kill`: a fresh machine need not have a kill binary.
         let _ = Command::new("sh")
-            .args(["-c", "kill -TERM \"$0\"", &self.child.id().to_string()])
+            .args(["-c", &format!("kill -{name} \"$0\""), &self.child.id().to_string()])
             .stderr(Stdio::null())
             .status();
         for _ in 0..100 {
@@ -534,10 +539,10 @@ pub fn trials() -> Vec<Trial> {
         }),
         trial("cli::plain-xmpp-against-tls-says-try-xmpp-tls", || {
             // A TLS endpoint answers plain XML with an alert record, which used to read only
-            // as "malformed XML".
+            // as "malformed XML" (and then failed every XMPP check): one error, before any.
             let served = Served::start(&["--xmpp-tls", "127.0.0.1:0"])?;
             let args = ["run", "--target", &served.url, "--xmpp", &served.xmpp, "xmpp.auth.sasl-plain"];
-            expect(&args, 1, &["the server answered with TLS: try --xmpp-tls"])
+            expect(&args, 2, &["the XMPP endpoint", "the server answered with TLS: try --xmpp-tls"])
         }),
         trial("cli::run-target-against-faulty-serve", || {
             let served = Served::start(&["--fault", "send.group.partial"])?;
@@ -556,7 +561,7 @@ pub fn trials() -> Vec<Trial> {
                 &dir,
                 &faulty,
                 1,
-                &["replay: gcmspec replay gcmspec-replays/", "as curl", "curl -sS -X POST"],
+                &["replay: gcmspec replay gcmspec-replays/", "in-process: to follow it with curl"],
             )?;
             let mut files: Vec<String> = std::fs::read_dir(dir.join("gcmspec-replays"))
                 .map_err(|e| e.to_string())?

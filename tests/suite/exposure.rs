@@ -78,7 +78,7 @@ fn keys_come_from_the_os_unless_seeded() -> Result<(), String> {
     Ok(())
 }
 
-fn the_certificate_is_private_and_removed() -> Result<(), String> {
+fn the_certificate_is_private_and_removed(signal: &str) -> Result<(), String> {
     let mut served = Served::start(&["--xmpp-tls", "127.0.0.1:0"])?;
     let cert = std::path::PathBuf::from(&served.certificate);
     let dir = cert.parent().ok_or("no directory")?.to_path_buf();
@@ -90,8 +90,8 @@ fn the_certificate_is_private_and_removed() -> Result<(), String> {
             return Err(format!("{} is readable by others", cert.display()));
         }
     }
-    if !served.terminate() {
-        return Err("serve did not stop on SIGTERM".into());
+    if !served.signal(signal) {
+        return Err(format!("serve did not stop on SIG{signal}"));
     }
     if cert.exists() || dir.exists() {
         return Err(format!("{} is still there after the server stopped", cert.display()));
@@ -113,7 +113,8 @@ pub fn trials() -> Vec<Trial> {
         trial("exposure::a-web-page-cannot-drive-the-control-api", a_web_page_cannot_drive_the_control_api),
         trial("exposure::a-token-closes-the-control-api", a_token_closes_the_control_api),
         trial("exposure::keys-come-from-the-os-unless-seeded", keys_come_from_the_os_unless_seeded),
-        trial("exposure::the-certificate-is-private-and-removed", the_certificate_is_private_and_removed),
+        trial("exposure::the-certificate-is-private-and-removed", || the_certificate_is_private_and_removed("TERM")),
+        trial("exposure::the-certificate-is-removed-on-sighup", || the_certificate_is_private_and_removed("HUP")),
         trial("exposure::serve-help-names-the-guards", the_banner_says_what_is_served),
     ]
 }

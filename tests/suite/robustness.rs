@@ -259,7 +259,7 @@ pub fn trials() -> Vec<Trial> {
 }
 
 /// How a fake server misbehaves on every protocol request.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Misbehaviour {
     /// Answers capabilities as a control API would, then nothing at all.
     CapabilitiesThenHang,
@@ -275,6 +275,10 @@ enum Misbehaviour {
     Garbage,
     /// Answers a body larger than any the protocol has.
     Huge,
+    /// A control API that says it makes senders, and answers `200 {}` to every call.
+    EmptyControl,
+    /// Capabilities that declare a throttle bucket of 2^64 - 1 tokens.
+    HugeParams,
 }
 
 /// A server on 127.0.0.1:0 that answers the capability probe with 404 (no control API) and
@@ -296,7 +300,15 @@ fn misbehaving_server(how: Misbehaviour) -> Result<std::net::SocketAddr, String>
                     return;
                 }
                 if String::from_utf8_lossy(&head).contains("/_gcmspec/") {
+                    let capabilities = String::from_utf8_lossy(&head).contains("capabilities");
                     let body: &[u8] = match how {
+                        Misbehaviour::EmptyControl if !capabilities => b"{}",
+                        Misbehaviour::EmptyControl => {
+                            br#"{"protocol": "gcmspec-control/1", "profile": "fcm", "capabilities": ["senders", "instances", "inbox"]}"#
+                        }
+                        Misbehaviour::HugeParams => {
+                            br#"{"protocol": "gcmspec-control/1", "profile": "fcm", "capabilities": ["senders"], "params": {"throttle_initial_tokens": 18446744073709551615}}"#
+                        }
                         Misbehaviour::CapabilitiesThenHang => {
                             br#"{"protocol": "gcmspec-control/1", "profile": "fcm", "capabilities": ["senders", "instances", "inbox", "unregister", "id_tokens", "connectivity", "clock"]}"#
                         }
@@ -306,7 +318,7 @@ fn misbehaving_server(how: Misbehaviour) -> Result<std::net::SocketAddr, String>
                             return;
                         }
                     };
-                    if !String::from_utf8_lossy(&head).contains("capabilities") {
+                    if !capabilities && how != Misbehaviour::EmptyControl {
                         // Everything else of the control API: silence.
                         std::thread::sleep(std::time::Duration::from_secs(60));
                         return;
@@ -320,7 +332,9 @@ fn misbehaving_server(how: Misbehaviour) -> Result<std::net::SocketAddr, String>
                     Misbehaviour::Hang
                     | Misbehaviour::HangAll
                     | Misbehaviour::CapabilitiesThenHang
-                    | Misbehaviour::BadCapabilities => std::thread::sleep(std::time::Duration::from_secs(60)),
+                    | Misbehaviour::BadCapabilities
+                    | Misbehaviour::EmptyControl
+                    | Misbehaviour::HugeParams => std::thread::sleep(std::time::Duration::from_secs(60)),
                     Misbehaviour::Reset => drop(stream),
                     Misbehaviour::Garbage => {
                         let _ = stream.write_all(b"\x00\x01\x02 this is not HTTP \xff\r\n\r\n");
@@ -346,7 +360,13 @@ fn against_misbehaving(how: Misbehaviour, code: i32, needles: &[&str]) -> Result
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
     let mut args =
         vec!["run", "--target", &url, "--timeout", "1", "--no-snapshots", "--no-replays", "--json", "r.json"];
-    if !matches!(how, Misbehaviour::CapabilitiesThenHang | Misbehaviour::BadCapabilities) {
+    if !matches!(
+        how,
+        Misbehaviour::CapabilitiesThenHang
+            | Misbehaviour::BadCapabilities
+            | Misbehaviour::EmptyControl
+            | Misbehaviour::HugeParams
+    ) {
         args.extend(["--api-key", "AIzaFake", "--sender-id", "123456789012"]);
     }
     let start = std::time::Instant::now();
@@ -451,6 +471,39 @@ pub fn misbehaving_trials() -> Vec<Trial> {
             }
             if took > std::time::Duration::from_secs(25) {
                 return Err(format!("the run took {took:?} with a deadline of 3 s and XMPP timeouts of 30 s"));
+            }
+            Ok(())
+        }),
+        trial("robustness::a-control-api-that-makes-no-sender-is-said", || {
+            against_misbehaving(Misbehaviour::EmptyControl, 2, &["offers `senders` but making one failed"])
+        }),
+        trial("robustness::declared-numbers-out-of-range-are-one-error", || {
+            against_misbehaving(
+                Misbehaviour::HugeParams,
+                2,
+                &["declares numbers the checks cannot use", "`throttle_initial_tokens` is 18446744073709551615"],
+            )
+        }),
+        trial("robustness::a-silent-xmpp-endpoint-is-one-error", || {
+            // Plain and with TLS (whose handshake used to wait without end): one error, at once.
+            let served = crate::cli::Served::start(&[])?;
+            let xmpp = silent_listener()?.to_string();
+            for tls in [false, true] {
+                let dir = scratch_dir(&format!("silent-xmpp-{tls}"))?;
+                let mut args = vec!["--target", &served.url, "--xmpp", &xmpp, "--xmpp-timeout", "1"];
+                if tls {
+                    args.push("--xmpp-tls");
+                }
+                let (out, took) = run_in(&dir, &args)?;
+                let report = std::fs::read_to_string(dir.join("r.json"));
+                let _ = std::fs::remove_dir_all(&dir);
+                let text = String::from_utf8_lossy(&out.stderr).into_owned();
+                if out.status.code() != Some(2) || !text.contains("the XMPP endpoint") || report.is_err() {
+                    return Err(format!("tls {tls}: exit {:?} after {took:?}:\n{text}", out.status.code()));
+                }
+                if took > std::time::Duration::from_secs(20) {
+                    return Err(format!("tls {tls}: the run took {took:?} with an XMPP timeout of 1 s"));
+                }
             }
             Ok(())
         }),

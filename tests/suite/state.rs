@@ -172,8 +172,31 @@ fn another_configuration_is_refused() -> Result<(), String> {
         .map_err(|e| e.to_string())?;
     let text = String::from_utf8_lossy(&out.stderr).into_owned();
     let _ = std::fs::remove_dir_all(&dir);
-    if out.status.code() != Some(2) || !text.contains("was written by a server started otherwise") {
+    // It names the setting that differs, and no more (no dump of the configuration).
+    if out.status.code() != Some(2) || !text.contains("with other settings: --fault;") || text.contains("Limits {") {
         return Err(format!("exit {:?}: {text}", out.status.code()));
+    }
+    Ok(())
+}
+
+/// A damaged file (cut short) is an error that says so, not a crash.
+fn a_damaged_file_is_refused() -> Result<(), String> {
+    let file = fresh_file("damaged")?;
+    let reference =
+        gcmspec::Reference::with_state(gcmspec::reference::Config::bundled(), &file).map_err(|e| e.to_string())?;
+    for _ in 0..3 {
+        reference.create_sender().map_err(|e| e.to_string())?;
+    }
+    drop(reference);
+    let bytes = std::fs::read(&file).map_err(|e| e.to_string())?;
+    std::fs::write(&file, &bytes[..4096.min(bytes.len())]).map_err(|e| e.to_string())?;
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_gcmspec"))
+        .args(["serve", "--http", "127.0.0.1:0", "--state", &file.display().to_string()])
+        .output()
+        .map_err(|e| e.to_string())?;
+    let text = String::from_utf8_lossy(&out.stderr).into_owned();
+    if out.status.code() != Some(2) || !text.contains("damaged") || text.contains("panicked") {
+        return Err(format!("a truncated file: exit {:?}: {text}", out.status.code()));
     }
     Ok(())
 }
@@ -340,6 +363,7 @@ pub fn trials() -> Vec<Trial> {
             a_crash_keeps_what_was_accepted(Some("7"), &["--state-journal-bytes", "1"])
         }),
         trial("state::another-configuration-is-refused", another_configuration_is_refused),
+        trial("state::a-damaged-file-is-refused", a_damaged_file_is_refused),
         trial("state::every-answered-send-survives-a-kill", every_answered_send_survives_a_kill),
         trial("state::journals-and-verdicts-survive-a-restart", || journals_survive_a_restart(64 << 20)),
         trial("state::journals-and-verdicts-survive-a-snapshot", || journals_survive_a_restart(1)),

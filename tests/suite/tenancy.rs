@@ -33,8 +33,10 @@ fn answers(addr: std::net::SocketAddr, wait: Duration) -> bool {
 /// A peer that opens streams and never reads blocks the server's writes: it must lose its
 /// slot at the login deadline, not the idle one.
 async fn unread_writes_end_at_the_login_deadline() -> Result<(), String> {
+    // A cap of one: the next connection waits for the hog's place itself (not merely for its
+    // place among the connections not logged in, which a newcomer could take).
     let policy = ConnectionPolicy {
-        max_connections: 2,
+        max_connections: 1,
         login_timeout: Duration::from_millis(500),
         idle_timeout: Duration::from_secs(600),
         ..ConnectionPolicy::default()
@@ -47,7 +49,7 @@ async fn unread_writes_end_at_the_login_deadline() -> Result<(), String> {
         // Each stream header is answered with a header and features; nobody reads them.
         let opens = "<stream:stream to='gcm.googleapis.com' version='1.0'>".repeat(20_000);
         let _ = hog.write_all(opens.as_bytes());
-        // Half the cap (one) is for connections not logged in, and the hog has it.
+        // The hog holds the listener's one place.
         let started = Instant::now();
         while !answers(addr, Duration::from_millis(300)) {
             if started.elapsed() > Duration::from_secs(5) {
@@ -102,11 +104,58 @@ async fn one_sender_cannot_hold_the_cap() -> Result<(), String> {
     .map_err(|e| e.to_string())?
 }
 
+/// Peers without credentials that open connection after connection (never logging in) hold
+/// at most half a listener: each newcomer takes the place of the oldest of them, so an app
+/// server always gets its turn to log in.
+async fn anonymous_peers_cannot_keep_an_app_server_out() -> Result<(), String> {
+    let policy = ConnectionPolicy { max_connections: 8, ..ConnectionPolicy::default() };
+    let server = Reference::start_with(config(policy)).await.map_err(|e| e.to_string())?;
+    let addr = server.xmpp_address();
+    let sender = server.reference().with_model(|m| m.create_sender());
+    tokio::task::spawn_blocking(move || {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        // Four peers at a time, each reopened as soon as it is closed.
+        let flood: Vec<_> = (0..4)
+            .map(|_| {
+                let stop = stop.clone();
+                std::thread::spawn(move || {
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        if let Ok(mut s) = TcpStream::connect(addr) {
+                            let _ = s.set_read_timeout(Some(Duration::from_millis(200)));
+                            let mut buf = [0u8; 64];
+                            while matches!(s.read(&mut buf), Ok(n) if n > 0) {}
+                        }
+                    }
+                })
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(200));
+        let mut logged_in = 0;
+        for _ in 0..10 {
+            if let Ok((Some(c), Auth::Success)) =
+                XmppClient::connect(addr, None, &sender.sender_id, &sender.server_key, Duration::from_secs(2))
+            {
+                logged_in += 1;
+                c.close();
+            }
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        flood.into_iter().for_each(|t| drop(t.join()));
+        match logged_in {
+            10 => Ok(()),
+            n => Err(format!("under a flood of peers that never log in, {n} of 10 logins succeeded")),
+        }
+    })
+    .await
+    .map_err(|e| e.to_string())?
+}
+
 /// Every stored collection a client can grow has a cap in total and per sender: past it the
 /// request gets 507 naming the cap, nothing is stored, and other senders keep their room.
 fn the_store_is_capped_per_sender_and_in_total() -> Result<(), String> {
     let mut config = Config::bundled();
     config.store = StoreCaps {
+        received: 6,
         senders: 3,
         instances: 8,
         instances_per_sender: 5,
@@ -130,9 +179,11 @@ fn the_store_is_capped_per_sender_and_in_total() -> Result<(), String> {
     };
     let (a, a_key) = sender(post("/_gcmspec/v1/senders", json!({})))?;
     let (b, b_key) = sender(post("/_gcmspec/v1/senders", json!({})))?;
-    sender(post("/_gcmspec/v1/senders", json!({})))?;
+    let (c, _) = sender(post("/_gcmspec/v1/senders", json!({})))?;
     full("a fourth sender", &post("/_gcmspec/v1/senders", json!({})), "--max-senders")?;
     let register = |s: &str, count: u64| post("/_gcmspec/v1/instances", json!({"sender_ids": [s], "count": count}));
+    // A new sender's first batch past its share stores nothing (the total below stays whole).
+    full("a first batch past one sender's share", &register(&c, 6), "--max-devices-per-sender")?;
     let ids = |resp: HttpResponse| -> Vec<String> {
         let b = resp.body_json().unwrap_or_default();
         b["registration_ids"]
@@ -145,6 +196,25 @@ fn the_store_is_capped_per_sender_and_in_total() -> Result<(), String> {
         return Err(format!("five devices within the share: {a_ids:?}"));
     }
     full("a sixth device of one sender", &register(&a, 1), "--max-devices-per-sender")?;
+    // Received messages: six kept in all. Past that, a device that receives keeps its newest.
+    let send = |to: &str, n: usize| {
+        let req = HttpRequest::new("POST", "/fcm/send")
+            .with_header("authorization", &format!("key={a_key}"))
+            .with_json(&json!({"to": to, "data": {"n": n.to_string()}}));
+        reference.handle(&req)
+    };
+    let shown = |id: &str| {
+        let req = HttpRequest::new("GET", &format!("/_gcmspec/v1/instances/{id}/messages"));
+        reference.handle(&req).body_json().unwrap_or_default()["messages"].as_array().map_or(0, Vec::len)
+    };
+    for n in 0..5 {
+        send(&a_ids[0], n);
+        send(&a_ids[1], n);
+    }
+    let kept = (shown(&a_ids[0]), shown(&a_ids[1]));
+    if kept.0 + kept.1 > 6 + 1 || kept.1 != 1 {
+        return Err(format!("received messages kept past the total of 6: {kept:?}"));
+    }
     // A batch that would pass the total stores nothing: the other sender still has room for 3.
     full("a batch past the total", &register(&b, 4), "--max-devices")?;
     let b_ids = ids(register(&b, 3));
@@ -258,6 +328,9 @@ pub fn trials() -> Vec<Trial> {
             block_on(unread_writes_end_at_the_login_deadline())
         }),
         trial("tenancy::one-sender-cannot-hold-the-xmpp-cap", || block_on(one_sender_cannot_hold_the_cap())),
+        trial("tenancy::anonymous-peers-cannot-keep-an-app-server-out", || {
+            block_on(anonymous_peers_cannot_keep_an_app_server_out())
+        }),
         trial("tenancy::the-store-is-capped-per-sender-and-in-total", the_store_is_capped_per_sender_and_in_total),
         trial("tenancy::journals-are-bounded-and-each-senders-own", journals_are_bounded_and_each_senders_own),
     ]

@@ -129,12 +129,41 @@ impl Cx<'_> {
                     false
                 }
             };
-            // A parameter is a table of `value` (and `chosen_by`) plus its source.
-            let source_part: Vec<_> =
-                v.entries().iter().filter(|(k, _, _)| k != "value" && k != "chosen_by").cloned().collect();
+            // What a target may declare for a number of its own choosing: a range the checks
+            // can work with (a bucket of a billion tokens would have them send a billion).
+            let declared = match v.get("declared") {
+                None => None,
+                Some(n) => match n
+                    .to_json()
+                    .as_array()
+                    .map(|a| a.iter().map(serde_json::Value::as_u64).collect::<Vec<_>>())
+                {
+                    Some(r) if matches!(r.as_slice(), [Some(lo), Some(hi)] if lo <= hi) => {
+                        Some((r[0].unwrap_or(0), r[1].unwrap_or(0)))
+                    }
+                    _ => {
+                        self.err(&n.span, &format!("{pfield}.declared"), "expected [lowest, highest], whole numbers");
+                        None
+                    }
+                },
+            };
+            if server_chosen && declared.is_none() {
+                self.err(
+                    &v.span,
+                    &pfield,
+                    "a number chosen by the server needs `declared`: the range a target may declare",
+                );
+            }
+            // A parameter is a table of `value` (and `chosen_by`, `declared`) plus its source.
+            let source_part: Vec<_> = v
+                .entries()
+                .iter()
+                .filter(|(k, _, _)| k != "value" && k != "chosen_by" && k != "declared")
+                .cloned()
+                .collect();
             let source = self.source(&Node { span: v.span.clone(), value: NodeValue::Table(source_part) }, &pfield);
             if let (Some(value), Some(source)) = (value, source) {
-                params.insert(k.clone(), Param { value, source, server_chosen });
+                params.insert(k.clone(), Param { value, source, server_chosen, declared });
             }
         }
         params

@@ -34,6 +34,9 @@ pub use sending::send_outcome_json;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StoreCaps {
     pub senders: usize,
+    /// Received messages kept for the control API over every device (each device keeps its
+    /// newest `inbox_limit`): past it, a device that receives keeps only its newest one.
+    pub received: u64,
     /// App instances (registration ids), in total and per sender they are registered for.
     pub instances: usize,
     pub instances_per_sender: usize,
@@ -44,14 +47,15 @@ pub struct StoreCaps {
 
 impl Default for StoreCaps {
     fn default() -> Self {
-        // Room for the load bench's million registrations and 50k groups, several times over
-        // the rest; a few hundred MB at the most.
+        // A sender's share is a quarter of each total, so that no two tenants can fill one;
+        // a load test with a million devices for one sender raises it (the load bench does).
         StoreCaps {
             senders: 100_000,
+            received: 2_000_000,
             instances: 2_000_000,
-            instances_per_sender: 1_000_000,
+            instances_per_sender: 500_000,
             groups: 200_000,
-            groups_per_sender: 100_000,
+            groups_per_sender: 50_000,
             id_tokens_per_sender: 10_000,
         }
     }
@@ -268,8 +272,8 @@ pub struct Model {
     /// The instances with messages waiting (stored, held or throttled): what a clock advance
     /// has to look at, so that it costs the waiting messages, not every instance registered.
     waiting: std::collections::BTreeSet<String>,
-    /// Received messages kept per device for the control API.
-    inbox_limit: usize,
+    /// Received messages kept for the control API, per device and in all.
+    kept: Arc<super::lifetime::Kept>,
     /// Old registration id -> the one that replaced it (canonical ids).
     aliases: HashMap<String, String>,
     /// Old registration id -> each sender's clock when it was replaced (the variant in which old
@@ -326,7 +330,7 @@ impl Model {
             senders_by_key: HashMap::new(),
             instances: HashMap::new(),
             waiting: std::collections::BTreeSet::new(),
-            inbox_limit: usize::MAX,
+            kept: super::lifetime::Kept::unlimited(),
             aliases: HashMap::new(),
             replaced_at: HashMap::new(),
             groups: HashMap::new(),
@@ -562,7 +566,8 @@ impl Model {
             return Err(StoreFull { what: "app instances", max: self.caps.instances, flag: "devices" });
         }
         let per_sender = self.caps.instances_per_sender;
-        let full = |s: &String| self.held.get(s.as_str()).is_some_and(|h| h.instances.saturating_add(n) > per_sender);
+        // A sender that holds nothing yet has its whole share to fill, not an unlimited one.
+        let full = |s: &String| self.held.get(s.as_str()).map_or(0, |h| h.instances).saturating_add(n) > per_sender;
         if senders.iter().any(full) {
             return Err(StoreFull { what: "app instances per sender", max: per_sender, flag: "devices-per-sender" });
         }
@@ -598,7 +603,7 @@ impl Model {
             .map(|s| self.senders.get_key_value(s.as_str()).map_or_else(|| Arc::from(s.as_str()), |(k, _)| k.clone()))
             .collect();
         let mut instance = Instance::new(senders, new.account, new.package, new.platform);
-        instance.inbox_limit = self.inbox_limit;
+        instance.kept = self.kept.clone();
         self.instances.insert(Arc::from(id.as_str()), Box::new(instance));
         Ok(id)
     }
@@ -710,11 +715,12 @@ impl Model {
 
     /// Keeps at most this many received messages per device (older ones are dropped).
     pub fn with_inbox_limit(mut self, limit: usize) -> Self {
-        self.inbox_limit = limit.max(1);
+        self.kept = super::lifetime::Kept::new(limit, self.kept.in_all);
         self
     }
 
     pub fn with_store_caps(mut self, caps: StoreCaps) -> Self {
+        self.kept = super::lifetime::Kept::new(self.kept.per_device, caps.received);
         self.caps = caps;
         self
     }

@@ -118,6 +118,11 @@ impl Model {
         self.senders = s.senders;
         self.senders_by_key = s.senders_by_key;
         self.instances = s.instances;
+        // What each device keeps counts toward the model's total again.
+        for inst in self.instances.values_mut() {
+            inst.kept = self.kept.clone();
+            self.kept.add(inst.inbox_held() as u64);
+        }
         self.waiting = s.waiting;
         self.aliases = s.aliases;
         self.replaced_at = s.replaced_at;
