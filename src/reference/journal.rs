@@ -75,15 +75,23 @@ impl Journals {
         self.book.is_some()
     }
 
-    /// Journals and grades one exchange of `sender`'s; returns the entry (to be kept by a
-    /// state file), or nothing when journals are off.
-    pub fn record(&mut self, sender: &str, stamp: Stamp, connection: Option<(Conn, u64)>, what: What) -> Option<Entry> {
+    /// Journals and grades one exchange of `sender`'s; with `keep` (a state file), returns
+    /// the entry as it was graded, for the file to keep.
+    pub fn record(
+        &mut self,
+        sender: &str,
+        stamp: Stamp,
+        connection: Option<(Conn, u64)>,
+        what: What,
+        keep: bool,
+    ) -> Option<Entry> {
         self.book.as_ref()?;
         let seq = self.senders.get(sender).map_or(0, |j| j.next_seq);
         let (connection, connection_opened_ms) = (connection.map(|c| c.0), connection.map(|c| c.1));
         let entry = Entry { seq, stamp, connection, connection_opened_ms, what };
-        self.restore(sender, entry.clone());
-        Some(entry)
+        let kept = keep.then(|| entry.clone());
+        self.restore(sender, entry);
+        kept
     }
 
     /// Takes an entry made before (a state file's), grading it as it was then.

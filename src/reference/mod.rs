@@ -326,7 +326,7 @@ impl Reference {
         };
         let stamp = crate::verdicts::Stamp { at_ms: m.now_ms(&sender), wall_ms: journal::wall_ms() };
         let connection = connection.map(|c| (crate::verdicts::Conn::Http(c.id), c.opened_wall_ms));
-        if let Some(entry) = m.journals.record(&sender, stamp, connection, what) {
+        if let Some(entry) = m.journals.record(&sender, stamp, connection, what, self.keeps_state()) {
             self.record(|| state::Input::Observed { sender, entry });
         }
     }
@@ -397,6 +397,11 @@ impl Reference {
         if unsettled.changed {
             self.shared.changed.notify_waiters();
         }
+    }
+
+    /// Whether a state file keeps the inputs (and so wants journal entries whole).
+    pub(crate) fn keeps_state(&self) -> bool {
+        self.shared.state.is_some()
     }
 
     fn break_off(&self, why: String) {

@@ -302,44 +302,61 @@ fn stamp_of(event: &Event) -> Stamp {
 }
 
 /// A map that keeps its newest [`TRACKED`] entries, and says whether it forgot any.
+///
+/// Insertion order is kept in a queue of (insertion number, key): a key removed and inserted
+/// again has a new number, and the queue's older mention of it is stale (skipped, and
+/// compacted away once stale mentions are most of the queue), so every operation costs O(1)
+/// amortized however often a key comes and goes.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct Bounded<V> {
-    map: HashMap<String, V>,
-    order: VecDeque<String>,
+    map: HashMap<String, (u64, V)>,
+    order: VecDeque<(u64, String)>,
+    next: u64,
     pub forgot: u64,
 }
 
 impl<V> Default for Bounded<V> {
     fn default() -> Self {
-        Bounded { map: HashMap::new(), order: VecDeque::new(), forgot: 0 }
+        Bounded { map: HashMap::new(), order: VecDeque::new(), next: 0, forgot: 0 }
     }
 }
 
 impl<V> Bounded<V> {
     pub fn get(&self, k: &str) -> Option<&V> {
-        self.map.get(k)
+        self.map.get(k).map(|(_, v)| v)
     }
 
     pub fn get_mut(&mut self, k: &str) -> Option<&mut V> {
-        self.map.get_mut(k)
+        self.map.get_mut(k).map(|(_, v)| v)
+    }
+
+    fn live(&self, (n, k): &(u64, String)) -> bool {
+        self.map.get(k).is_some_and(|(m, _)| m == n)
     }
 
     pub fn insert(&mut self, k: String, v: V) {
-        if self.map.insert(k.clone(), v).is_none() {
-            self.order.push_back(k);
+        match self.map.get_mut(&k) {
+            // Already there: the value changes, its place in the order does not.
+            Some(slot) => slot.1 = v,
+            None => {
+                self.next += 1;
+                self.map.insert(k.clone(), (self.next, v));
+                self.order.push_back((self.next, k));
+            }
         }
-        // Keys removed meanwhile leave stale names in `order`; they are skipped here, and
-        // compacted once they make up half of it.
         while self.map.len() > TRACKED {
             match self.order.pop_front() {
-                Some(old) if self.map.remove(&old).is_some() => self.forgot += 1,
+                Some(e) if self.live(&e) => {
+                    self.map.remove(&e.1);
+                    self.forgot += 1;
+                }
                 Some(_) => {}
                 None => break,
             }
         }
-        if self.order.len() > 2 * TRACKED.max(self.map.len()) {
+        if self.order.len() > 2 * self.map.len().max(64) {
             let map = &self.map;
-            self.order.retain(|k| map.contains_key(k));
+            self.order.retain(|(n, k)| map.get(k).is_some_and(|(m, _)| m == n));
         }
     }
 
@@ -347,11 +364,11 @@ impl<V> Bounded<V> {
         if !self.map.contains_key(k) {
             self.insert(k.to_string(), make());
         }
-        self.map.get_mut(k).expect("just inserted")
+        self.get_mut(k).expect("just inserted")
     }
 
     pub fn remove(&mut self, k: &str) -> Option<V> {
-        self.map.remove(k)
+        self.map.remove(k).map(|(_, v)| v)
     }
 
     pub fn len(&self) -> usize {
@@ -360,13 +377,47 @@ impl<V> Bounded<V> {
 
     /// Removes and returns the entries `pick` chooses, oldest first.
     pub fn take_where(&mut self, mut pick: impl FnMut(&V) -> bool) -> Vec<V> {
-        let keys: Vec<String> =
-            self.order.iter().filter(|k| self.map.get(*k).is_some_and(&mut pick)).cloned().collect();
-        keys.iter().filter_map(|k| self.map.remove(k)).collect()
+        let keys: Vec<String> = self
+            .order
+            .iter()
+            .filter(|e| self.live(e) && self.map.get(&e.1).is_some_and(|(_, v)| pick(v)))
+            .map(|(_, k)| k.clone())
+            .collect();
+        keys.iter().filter_map(|k| self.remove(k)).collect()
     }
 
     /// A note when the bound made it forget something.
     pub fn forgot_note(&self, what: &str) -> Option<String> {
         (self.forgot > 0).then(|| format!("{} {what} forgotten past the bound of {TRACKED}", self.forgot))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_key_that_comes_and_goes_costs_nothing_more() {
+        let mut b: Bounded<u32> = Bounded::default();
+        for i in 0..100_000 {
+            b.insert("k".into(), i);
+            b.remove("k");
+        }
+        // The order holds stale mentions only up to a small multiple of what is live.
+        assert!(b.order.len() <= 2 * 64 + 1, "{}", b.order.len());
+        b.insert("a".into(), 1);
+        b.insert("b".into(), 2);
+        assert_eq!(b.take_where(|v| *v == 1), vec![1]);
+        assert_eq!(b.len(), 1);
+    }
+
+    #[test]
+    fn past_the_bound_the_oldest_go() {
+        let mut b: Bounded<usize> = Bounded::default();
+        for i in 0..TRACKED + 5 {
+            b.insert(i.to_string(), i);
+        }
+        assert_eq!((b.len(), b.forgot), (TRACKED, 5));
+        assert!(b.get("0").is_none() && b.get(&TRACKED.to_string()).is_some());
     }
 }
