@@ -382,10 +382,12 @@ fn send(model: &mut Model, req: &HttpRequest) -> HttpResponse {
     };
     let Some(sender) = model.sender_for_send(server_key(req), &target, message.via) else { return unauthorized(req) };
     let outcome = model.send(&sender, target, message);
-    match send_outcome_json(&outcome, model.faults()) {
+    let resp = match send_outcome_json(&outcome, model.faults()) {
         (status, Some(body)) => HttpResponse::json(status, &body),
         (status, None) => HttpResponse::empty(status),
-    }
+    };
+    model.observe_send(body, &outcome);
+    resp
 }
 
 /// The plain-text send format (protocol-notes.md): `registration_id=<one id>&collapse_key=..&

@@ -84,18 +84,23 @@ impl Journals {
         connection: Option<(Conn, u64)>,
         what: What,
         keep: bool,
+        prepared: Option<crate::verdicts::events::Prepared>,
     ) -> Option<Entry> {
         self.book.as_ref()?;
         let seq = self.senders.get(sender).map_or(0, |j| j.next_seq);
         let (connection, connection_opened_ms) = (connection.map(|c| c.0), connection.map(|c| c.1));
         let entry = Entry { seq, stamp, connection, connection_opened_ms, what };
         let kept = keep.then(|| entry.clone());
-        self.restore(sender, entry);
+        self.take(sender, entry, prepared);
         kept
     }
 
     /// Takes an entry made before (a state file's), grading it as it was then.
-    pub fn restore(&mut self, sender: &str, mut entry: Entry) {
+    pub fn restore(&mut self, sender: &str, entry: Entry) {
+        self.take(sender, entry, None);
+    }
+
+    fn take(&mut self, sender: &str, mut entry: Entry, prepared: Option<crate::verdicts::events::Prepared>) {
         let Some(book) = self.book.clone() else { return };
         if !self.senders.contains_key(sender) && self.senders.len() >= self.caps.senders {
             self.evict_one();
@@ -104,7 +109,7 @@ impl Journals {
         let j = self.senders.entry(sender.to_string()).or_default();
         j.touched = self.writes;
         j.next_seq = j.next_seq.max(entry.seq + 1);
-        j.grading.feed(&book, &entry);
+        j.grading.feed(&book, &entry, prepared);
         // Graded whole; kept cut.
         if let What::Http { request, response, .. } = &mut entry.what {
             request.cut();

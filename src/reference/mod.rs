@@ -326,7 +326,7 @@ impl Reference {
         };
         let stamp = crate::verdicts::Stamp { at_ms: m.now_ms(&sender), wall_ms: journal::wall_ms() };
         let connection = connection.map(|c| (crate::verdicts::Conn::Http(c.id), c.opened_wall_ms));
-        if let Some(entry) = m.journals.record(&sender, stamp, connection, what, self.keeps_state()) {
+        if let Some(entry) = m.journals.record(&sender, stamp, connection, what, self.keeps_state(), seen.prepared) {
             self.record(|| state::Input::Observed { sender, entry });
         }
     }

@@ -284,7 +284,7 @@ fn journal(m: &mut Model, reference: &Reference, session: &Session, what: crate:
     let (Some(sender), Some(conn)) = (&session.sender, session.conn) else { return };
     let stamp = crate::verdicts::Stamp { at_ms: m.now_ms(sender), wall_ms: super::journal::wall_ms() };
     let connection = Some((crate::verdicts::Conn::Xmpp(conn), session.opened_wall_ms));
-    if let Some(entry) = m.journals.record(sender, stamp, connection, what, reference.keeps_state()) {
+    if let Some(entry) = m.journals.record(sender, stamp, connection, what, reference.keeps_state(), None) {
         reference.record(|| state::Input::Observed { sender: sender.clone(), entry });
     }
 }

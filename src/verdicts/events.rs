@@ -197,6 +197,25 @@ pub enum Event {
     },
 }
 
+/// A send as the adapter already parsed it, and its answer as the model gave it: grading
+/// takes these instead of parsing the journal entry's bodies again (the entry still holds
+/// them, for readers and for a state file's replay, which parses them).
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    pub body: Map<String, Value>,
+    pub answer: PreparedAnswer,
+}
+
+#[derive(Debug, Clone)]
+pub enum PreparedAnswer {
+    /// Per target, in order: taken (with a canonical id, if any) or the error.
+    Results(Vec<Result<Option<String>, String>>),
+    /// A send to a notification key: the members that failed, and whether any took it.
+    Group { failed: Vec<String>, success: usize },
+    /// A send to a notification key that no member took (a 503).
+    GroupFailed,
+}
+
 /// XMPP sends read but not yet answered, per connection and message id: their answers come
 /// in a later entry. Bounded: an app server that never gets answers cannot grow it.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -208,8 +227,9 @@ pub struct Reader {
 impl Reader {
     const KEPT: usize = 4096;
 
-    /// The events an entry stands for, in order.
-    pub fn read(&mut self, entry: &Entry) -> Vec<Event> {
+    /// The events an entry stands for, in order; `prepared`, when the adapter has them, the
+    /// send and its answer already parsed.
+    pub fn read(&mut self, entry: &Entry, prepared: Option<Prepared>) -> Vec<Event> {
         let (seq, stamp, conn) = (entry.seq, entry.stamp, entry.connection);
         let opened = entry.connection_opened_ms;
         let xmpp_conn = match conn {
@@ -218,7 +238,10 @@ impl Reader {
         };
         match &entry.what {
             What::Http { request, response, facts, .. } => {
-                let mut events = http(seq, stamp, conn, request, response, facts);
+                let mut events = match prepared {
+                    Some(p) => prepared_send(seq, stamp, conn, p, facts),
+                    None => http(seq, stamp, conn, request, response, facts),
+                };
                 for e in &mut events {
                     match e {
                         Event::Sent(s) | Event::Answered(s, _) => s.conn_opened_ms = opened,
@@ -372,17 +395,72 @@ fn http(
     }
 }
 
+/// A JSON send the adapter parsed, with the model's answer.
+fn prepared_send(seq: u64, stamp: Stamp, conn: Option<Conn>, p: Prepared, facts: &Facts) -> Vec<Event> {
+    let body = &p.body;
+    let path = match (facts.to_key, body.contains_key("registration_ids") && !body.contains_key("to")) {
+        (true, _) => Path::Key,
+        (false, true) => Path::Multicast,
+        (false, false) => Path::Token,
+    };
+    let sent = sent_of(seq, stamp, conn, path, body, facts.clone());
+    let mut a = Answer { seq, stamp, conn, ..Answer::default() };
+    match p.answer {
+        PreparedAnswer::Results(results) => {
+            a.results = sent.targets().into_iter().map(str::to_string).zip(results).collect();
+            if !a.results.is_empty() && a.results.iter().all(|(_, r)| matches!(r, Err(e) if refusing(e))) {
+                a.refused = true;
+            }
+        }
+        PreparedAnswer::Group { failed, success } => {
+            a.all_members_failed = success == 0 && !failed.is_empty();
+            a.failed_members = failed;
+        }
+        PreparedAnswer::GroupFailed => a.all_members_failed = true,
+    }
+    vec![Event::Sent(sent.clone()), Event::Answered(sent, a)]
+}
+
 fn strings(v: Option<&Value>) -> Option<Vec<String>> {
     v.and_then(Value::as_array).map(|a| a.iter().filter_map(|x| x.as_str().map(str::to_string)).collect())
 }
 
 fn fingerprint(data: Option<&Value>, notification: Option<&Value>, collapse_key: Option<&str>) -> u64 {
-    // serde_json keeps object keys sorted: equal messages print alike.
     let mut h = std::hash::DefaultHasher::new();
-    data.map(Value::to_string).hash(&mut h);
-    notification.map(Value::to_string).hash(&mut h);
+    for v in [data, notification] {
+        match v {
+            Some(v) => hash_value(v, &mut h),
+            None => 0u8.hash(&mut h),
+        }
+    }
     collapse_key.hash(&mut h);
     h.finish()
+}
+
+/// Hashes a JSON value by what it is, without printing it (serde_json keeps an object's keys
+/// sorted, so equal values hash alike). Nesting is walked with a stack: no recursion on what a
+/// client sent.
+fn hash_value(v: &Value, h: &mut impl Hasher) {
+    let mut stack = vec![v];
+    while let Some(v) = stack.pop() {
+        match v {
+            Value::Null => 1u8.hash(h),
+            Value::Bool(b) => (2u8, b).hash(h),
+            Value::Number(n) => (3u8, n.as_f64().map(f64::to_bits), n.as_i64()).hash(h),
+            Value::String(s) => (4u8, s).hash(h),
+            Value::Array(a) => {
+                (5u8, a.len()).hash(h);
+                stack.extend(a.iter().rev());
+            }
+            Value::Object(o) => {
+                (6u8, o.len()).hash(h);
+                for (k, _) in o {
+                    k.hash(h);
+                }
+                stack.extend(o.values().rev());
+            }
+        }
+    }
 }
 
 fn sent_of(seq: u64, stamp: Stamp, conn: Option<Conn>, path: Path, body: &Map<String, Value>, facts: Facts) -> Sent {

@@ -131,10 +131,11 @@ pub struct RuleLog {
 }
 
 impl RuleLog {
-    pub(crate) fn violate(&mut self, at: Stamp, entries: Vec<u64>, message: String) {
+    /// One more violation; its text is made only if it is among those shown.
+    pub(crate) fn violate(&mut self, at: Stamp, entries: Vec<u64>, message: impl FnOnce() -> String) {
         self.violations_total += 1;
         if self.violations.len() < SHOWN {
-            self.violations.push(Violation { message, entries, at_ms: at.at_ms });
+            self.violations.push(Violation { message: message(), entries, at_ms: at.at_ms });
         }
     }
 }
@@ -229,10 +230,11 @@ pub struct Grading {
 }
 
 impl Grading {
-    /// Grades one more entry (entries come in journal order).
-    pub fn feed(&mut self, book: &Rulebook, entry: &Entry) {
+    /// Grades one more entry (entries come in journal order); `prepared`, the send the
+    /// adapter already parsed, spares parsing the entry's bodies again.
+    pub fn feed(&mut self, book: &Rulebook, entry: &Entry, prepared: Option<events::Prepared>) {
         self.fit(book);
-        for event in self.reader.read(entry) {
+        for event in self.reader.read(entry, prepared) {
             let at = stamp_of(&event);
             for (i, rule) in book.rules.iter().enumerate() {
                 self.states[i].settle(&rule.config, &book.numbers, at, &mut self.logs[i]);

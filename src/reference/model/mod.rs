@@ -308,6 +308,8 @@ pub struct Model {
 pub struct Observation {
     pub facts: crate::verdicts::Facts,
     pub scripted: Vec<String>,
+    /// A JSON send as the adapter parsed it, with the model's answer.
+    pub prepared: Option<crate::verdicts::events::Prepared>,
 }
 
 impl Model {
@@ -364,6 +366,35 @@ impl Model {
     /// What was collected since [`Self::observe`].
     pub fn observed(&mut self) -> Observation {
         self.observation.take().unwrap_or_default()
+    }
+
+    /// Notes, while observing, a JSON send and the model's answer to it, so that grading need
+    /// not parse them again. Not under faults: a fault may render the answer otherwise, and
+    /// grading judges what the app server was answered.
+    pub fn observe_send(&mut self, body: Map<String, Value>, outcome: &SendOutcome) {
+        use crate::verdicts::events::{Prepared, PreparedAnswer};
+        if self.observation.is_none() || !self.faults.is_empty() {
+            return;
+        }
+        let answer = match outcome {
+            SendOutcome::Multicast { results, bare: false, .. } => PreparedAnswer::Results(
+                results
+                    .iter()
+                    .map(|r| match r {
+                        SendResult::Sent { canonical, .. } => Ok(canonical.clone()),
+                        SendResult::Error(e) => Err(e.to_string()),
+                    })
+                    .collect(),
+            ),
+            SendOutcome::Group { success, failed } => {
+                PreparedAnswer::Group { failed: failed.clone(), success: *success }
+            }
+            SendOutcome::GroupFailed => PreparedAnswer::GroupFailed,
+            _ => return,
+        };
+        if let Some(o) = &mut self.observation {
+            o.prepared = Some(Prepared { body, answer });
+        }
     }
 
     /// Notes, while observing, what the reference knows of the devices a request names.

@@ -41,7 +41,7 @@ impl Groups {
                             log.violate(
                                 g.stamp,
                                 vec![known.given_seq, g.seq],
-                                format!(
+                                || format!(
                                     "the key for {name:?} was given at {} (#{}), and #{} at {} asked to create {name:?} again",
                                     at(known.given_at),
                                     known.given_seq,
@@ -58,7 +58,7 @@ impl Groups {
                             log.violate(
                                 g.stamp,
                                 vec![known.given_seq, g.seq],
-                                format!(
+                                || format!(
                                     "#{} at {} named {name:?} with key {key:?}, which the service never gave for it (it gave {} at #{})",
                                     g.seq,
                                     at(g.stamp),
@@ -96,7 +96,7 @@ impl Groups {
                     log.violate(
                         g.stamp,
                         vec![first_seq, g.seq],
-                        format!(
+                        || format!(
                             "#{} at {} put a device of app {other:?} in {name:?}, a group of app {first:?} (since #{first_seq})",
                             g.seq,
                             at(g.stamp)
@@ -120,16 +120,14 @@ impl Groups {
                     .map(String::as_str)
                     .collect();
                 if !unknown.is_empty() {
-                    log.violate(
-                        g.stamp,
-                        vec![g.seq],
+                    log.violate(g.stamp, vec![g.seq], || {
                         format!(
                             "#{} at {} listed {} in a group: no device was ever given that token",
                             g.seq,
                             at(g.stamp),
                             unknown.join(", ")
-                        ),
-                    );
+                        )
+                    });
                 }
             }
             (Config::GroupBeforeSend, Event::Sent(s)) => {
@@ -143,7 +141,7 @@ impl Groups {
                     log.violate(
                         s.stamp,
                         vec![named.given_seq, s.seq],
-                        format!(
+                        || format!(
                             "#{} at {} was sent to {to:?}, the name of a group (named at #{}), not to its notification_key",
                             s.seq,
                             at(s.stamp),

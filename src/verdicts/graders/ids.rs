@@ -85,11 +85,9 @@ impl StaleIds {
             After::Canonical => format!("the canonical id {} was returned for {id}", m.by),
             After::NotRegistered => format!("NotRegistered was returned for {id}"),
         };
-        log.violate(
-            stamp,
-            vec![m.seq, seq],
-            format!("{told} at {} (#{}), and #{seq} at {} {how} again", at(m.stamp), m.seq, at(stamp)),
-        );
+        log.violate(stamp, vec![m.seq, seq], || {
+            format!("{told} at {} (#{}), and #{seq} at {} {how} again", at(m.stamp), m.seq, at(stamp))
+        });
     }
 
     pub fn note(&self) -> Option<String> {

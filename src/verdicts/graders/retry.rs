@@ -80,17 +80,15 @@ impl Retries {
     pub fn settle(&mut self, within_ms: u64, now: Stamp, log: &mut RuleLog) {
         for f in self.open.take_where(|f| now.since(f.stamp) > within_ms + f.retry_after_ms) {
             log.exercised += 1;
-            log.violate(
-                now,
-                vec![f.seq],
+            log.violate(now, vec![f.seq], || {
                 format!(
                     "the send answered at {} (#{}) failed for {} and was not sent again within {}",
                     at(f.stamp),
                     f.seq,
                     f.targets.join(", "),
                     secs(within_ms + f.retry_after_ms)
-                ),
-            );
+                )
+            });
         }
     }
 
@@ -138,9 +136,7 @@ impl RetryAfter {
                 log.exercised += 1;
                 let waited = sent.stamp.since(f.stamp);
                 if waited + slack_ms < f.retry_after_ms {
-                    log.violate(
-                        sent.stamp,
-                        vec![f.seq, sent.seq],
+                    log.violate(sent.stamp, vec![f.seq, sent.seq], || {
                         format!(
                             "the answer at {} (#{}) said Retry-After {}, and #{} sent the message again {} later",
                             at(f.stamp),
@@ -148,8 +144,8 @@ impl RetryAfter {
                             secs(f.retry_after_ms),
                             sent.seq,
                             secs(waited)
-                        ),
-                    );
+                        )
+                    });
                 }
                 self.told.remove(&sent.fingerprint.to_string());
             }
@@ -217,17 +213,15 @@ impl Backoff {
                         None => format!("a first retry waits at least {}", secs(first_wait_ms)),
                         Some(p) => format!("the wait before was {}: this one should have been twice that", secs(p)),
                     };
-                    log.violate(
-                        sent.stamp,
-                        vec![f.seq, sent.seq],
+                    log.violate(sent.stamp, vec![f.seq, sent.seq], || {
                         format!(
                             "#{} sent the message again {} after it failed at {} (#{}); {why}",
                             sent.seq,
                             secs(waited),
                             at(f.stamp),
                             f.seq
-                        ),
-                    );
+                        )
+                    });
                 }
             }
             _ => {}
@@ -281,7 +275,7 @@ impl ResentSuccess {
                 log.violate(
                     sent.stamp,
                     vec![seq, sent.seq],
-                    format!(
+                    || format!(
                         "the send answered at {} (#{seq}) was taken by every target, and #{} sent it to them again {} later",
                         at(stamp),
                         sent.seq,

@@ -17,16 +17,12 @@ pub(super) fn feed(config: &Config, n: &Numbers, event: &Event, log: &mut RuleLo
             log.exercised += 1;
             match ttl {
                 Ttl::Whole(t) if (0..=n.max_ttl_seconds as i64).contains(t) => {}
-                Ttl::Whole(t) => log.violate(
-                    s.stamp,
-                    seq,
-                    format!("#{} asked for time_to_live {t}: outside 0 to {} seconds", s.seq, n.max_ttl_seconds),
-                ),
-                Ttl::Other(text) => log.violate(
-                    s.stamp,
-                    seq,
-                    format!("#{} asked for time_to_live {text}: not a whole number of seconds", s.seq),
-                ),
+                Ttl::Whole(t) => log.violate(s.stamp, seq, || {
+                    format!("#{} asked for time_to_live {t}: outside 0 to {} seconds", s.seq, n.max_ttl_seconds)
+                }),
+                Ttl::Other(text) => log.violate(s.stamp, seq, || {
+                    format!("#{} asked for time_to_live {text}: not a whole number of seconds", s.seq)
+                }),
             }
         }
         Config::TargetExclusive => {
@@ -35,18 +31,16 @@ pub(super) fn feed(config: &Config, n: &Numbers, event: &Event, log: &mut RuleLo
             }
             log.exercised += 1;
             if s.to.is_some() && s.ids_len.is_some() {
-                log.violate(s.stamp, seq, format!("#{} named both `to` and `registration_ids`", s.seq));
+                log.violate(s.stamp, seq, || format!("#{} named both `to` and `registration_ids`", s.seq));
             }
         }
         Config::IdCount => {
             let Some(len) = s.ids_len.filter(|_| !s.xmpp()) else { return };
             log.exercised += 1;
             if len == 0 || len > n.max_registration_ids {
-                log.violate(
-                    s.stamp,
-                    seq,
-                    format!("#{} listed {len} registration_ids: the range is 1 to {}", s.seq, n.max_registration_ids),
-                );
+                log.violate(s.stamp, seq, || {
+                    format!("#{} listed {len} registration_ids: the range is 1 to {}", s.seq, n.max_registration_ids)
+                });
             }
         }
         Config::PayloadSize => payload(s, n, log),
@@ -56,7 +50,7 @@ pub(super) fn feed(config: &Config, n: &Numbers, event: &Event, log: &mut RuleLo
             }
             log.exercised += 1;
             if !s.reserved.is_empty() {
-                log.violate(s.stamp, seq, format!("#{} used reserved data key(s) {}", s.seq, s.reserved.join(", ")));
+                log.violate(s.stamp, seq, || format!("#{} used reserved data key(s) {}", s.seq, s.reserved.join(", ")));
             }
         }
         _ => {}
@@ -69,23 +63,19 @@ fn payload(s: &Sent, n: &Numbers, log: &mut RuleLog) {
     }
     log.exercised += 1;
     if s.payload_bytes > n.max_payload_bytes {
-        log.violate(
-            s.stamp,
-            vec![s.seq],
-            format!("#{} carried {} bytes of data: the limit is {}", s.seq, s.payload_bytes, n.max_payload_bytes),
-        );
+        log.violate(s.stamp, vec![s.seq], || {
+            format!("#{} carried {} bytes of data: the limit is {}", s.seq, s.payload_bytes, n.max_payload_bytes)
+        });
         return;
     }
     let Some(ios) = n.max_payload_bytes_ios.filter(|limit| s.payload_bytes > *limit) else { return };
     if let Some(device) = s.facts.devices.iter().find(|d| d.ios) {
-        log.violate(
-            s.stamp,
-            vec![s.seq],
+        log.violate(s.stamp, vec![s.seq], || {
             format!(
                 "#{} carried {} bytes of data to the iOS device {}: the limit there is {ios}",
                 s.seq, s.payload_bytes, device.id
-            ),
-        );
+            )
+        });
     }
 }
 
@@ -133,15 +123,9 @@ impl CollapseKeys {
             }
         }
         if !over.is_empty() {
-            log.violate(
-                s.stamp,
-                vec![s.seq],
-                format!(
-                    "#{} gave collapse key {key:?} to a device past the limit of {max}: {}",
-                    s.seq,
-                    over.join("; ")
-                ),
-            );
+            log.violate(s.stamp, vec![s.seq], || {
+                format!("#{} gave collapse key {key:?} to a device past the limit of {max}: {}", s.seq, over.join("; "))
+            });
         }
     }
 

@@ -29,7 +29,7 @@ impl MessageIds {
             Event::Sent(s) if s.xmpp() => {
                 log.exercised += 1;
                 let Some(id) = &s.message_id else {
-                    log.violate(s.stamp, vec![s.seq], format!("#{} at {} had no message_id", s.seq, at(s.stamp)));
+                    log.violate(s.stamp, vec![s.seq], || format!("#{} at {} had no message_id", s.seq, at(s.stamp)));
                     return;
                 };
                 if let Some(used) = self.ids.get(id) {
@@ -41,16 +41,14 @@ impl MessageIds {
                         None
                     };
                     if let Some(why) = why {
-                        log.violate(
-                            s.stamp,
-                            vec![used.seq, s.seq],
+                        log.violate(s.stamp, vec![used.seq, s.seq], || {
                             format!(
                                 "#{} at {} reused message_id {id:?}, the id of {why} (#{})",
                                 s.seq,
                                 at(s.stamp),
                                 used.seq
-                            ),
-                        );
+                            )
+                        });
                     }
                 }
                 self.ids.insert(id.clone(), IdUse { fingerprint: s.fingerprint, seq: s.seq, acked: false });
@@ -125,7 +123,7 @@ impl Acks {
                     log.violate(
                         *stamp,
                         vec![u.seq, *seq],
-                        format!(
+                        || format!(
                             "{} {:?} was written at {} (#{}) and connection {conn} closed at {} (#{seq}) without its ack",
                             what(kind),
                             u.message_id,
@@ -143,9 +141,7 @@ impl Acks {
     pub fn settle(&mut self, kind: ToAck, within_ms: u64, now: Stamp, log: &mut RuleLog) {
         for u in self.open.take_where(|u| now.since(u.stamp) > within_ms) {
             log.exercised += 1;
-            log.violate(
-                now,
-                vec![u.seq],
+            log.violate(now, vec![u.seq], || {
                 format!(
                     "{} {:?} was written at {} (#{}) and not acked within {}",
                     what(kind),
@@ -153,8 +149,8 @@ impl Acks {
                     at(u.stamp),
                     u.seq,
                     secs(within_ms)
-                ),
-            );
+                )
+            });
         }
     }
 
@@ -196,7 +192,7 @@ impl AckConnection {
                     log.violate(
                         *stamp,
                         vec![first_seq, *seq],
-                        format!(
+                        || format!(
                             "#{seq} at {} acked {message_id:?} on connection {conn}; it was written to connection {first} (#{first_seq})",
                             at(*stamp)
                         ),
@@ -235,16 +231,14 @@ impl Draining {
             Event::Sent(s) => {
                 let Some(Conn::Xmpp(conn)) = s.conn else { return };
                 let Some((told, told_at)) = self.draining.get(&conn.to_string()).copied() else { return };
-                log.violate(
-                    s.stamp,
-                    vec![told, s.seq],
+                log.violate(s.stamp, vec![told, s.seq], || {
                     format!(
                         "connection {conn} was told to drain at {} (#{told}), and #{} at {} sent a new message on it",
                         at(told_at),
                         s.seq,
                         at(s.stamp)
-                    ),
-                );
+                    )
+                });
             }
             _ => {}
         }
@@ -273,7 +267,7 @@ impl PendingLimit {
                     log.violate(
                         s.stamp,
                         vec![s.seq],
-                        format!(
+                        || format!(
                             "#{} at {} came on connection {conn} while {n} messages there awaited their ack (at most {max})",
                             s.seq,
                             at(s.stamp)
