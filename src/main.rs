@@ -8,7 +8,9 @@ use clap::{Parser, Subcommand};
 mod cli;
 
 use cli::SpecArgs;
+use cli::client::{ClientArgs, MatrixArgs};
 use cli::diff::DiffArgs;
+use cli::reference_client::ReferenceClientArgs;
 use cli::replay::ReplayArgs;
 use cli::rules::{RulesArgs, SelftestArgs};
 use cli::run::RunArgs;
@@ -38,6 +40,14 @@ enum Command {
     Lint(SpecArgs),
     /// List every rule with its level, source and checks.
     Rules(RulesArgs),
+    /// Judge a client library, through its driver, against the app-server rules.
+    Client(Box<ClientArgs>),
+    /// Make docs/client-matrix.md from the libraries' results files.
+    Matrix(MatrixArgs),
+    /// The project's own app server behind the driver contract (`gcmspec client --driver
+    /// "gcmspec reference-client"`), correct or broken one duty at a time.
+    #[command(hide = true)]
+    ReferenceClient(ReferenceClientArgs),
     /// Run saved failures (replay files) again and say whether they still fail.
     Replay(ReplayArgs),
     /// Run the same checks and generated sequences against the reference and a target, and
@@ -63,6 +73,9 @@ fn real_main() -> anyhow::Result<ExitCode> {
         Command::Selftest(args) => cli::rules::selftest(args),
         Command::Lint(args) => cli::rules::lint(args),
         Command::Rules(args) => cli::rules::rules(args),
+        Command::Client(args) => cli::client::client(*args),
+        Command::Matrix(args) => cli::client::matrix(args),
+        Command::ReferenceClient(args) => cli::reference_client::reference_client(args),
         Command::Replay(args) => cli::replay::replay(args),
         Command::Diff(args) => cli::diff::diff(*args),
     }

@@ -23,8 +23,15 @@ pub struct Case {
     pub path: Path,
     /// `rule@path`.
     pub name: String,
-    /// What the client must be able to do: `xmpp`, `groups`, `plain-text`, `multicast`.
+    /// What a driven library must be able to do for it: abilities of the driver contract
+    /// (`http`, `multicast`, `group-send`, `xmpp`, ...: [`super::contract::ABILITIES`]).
     pub needs: Vec<&'static str>,
+    /// Set when the rule is the caller's duty alone on this path (what the app does with
+    /// tokens and names), which a library it calls cannot break: why. `gcmspec client`
+    /// leaves such cases out.
+    pub caller_only: Option<&'static str>,
+    /// What the case does, for a person.
+    pub what: &'static str,
     /// The reference client's fault that breaks this rule on this path.
     pub fault: AppFault,
     steps: Steps,
@@ -34,50 +41,124 @@ type Steps = fn(&mut Run<'_>, Path) -> Result<(), String>;
 /// Which fault of the reference client breaks a rule on a path.
 type Breaks = fn(Path) -> AppFault;
 
-/// A rule's cases: their steps, and the fault that breaks it (by path).
-fn recipe(rule: &str) -> Option<(Steps, Breaks)> {
+/// A rule's cases: their steps, the fault that breaks it (by path), and what they do.
+fn recipe(rule: &str) -> Option<(Steps, Breaks, &'static str)> {
     Some(match rule {
-        "app.send.ttl-range" => (ttl_range, |_| AppFault::TtlOutOfRange),
-        "app.send.one-target-field" => (plain_send, |_| AppFault::BothTargetFields),
-        "app.send.registration-ids-count" => (many_ids, |_| AppFault::UnsplitIds),
-        "app.send.payload-limit" => (payload, |_| AppFault::OversizedPayload),
-        "app.send.reserved-keys" => (plain_send, |_| AppFault::ReservedKey),
-        "app.canonical-id.replace" => (canonical, |_| AppFault::IgnoresCanonical),
-        "app.not-registered.delete" => (not_registered, |_| AppFault::KeepsNotRegistered),
-        "app.collapse-key.limit" => (collapse_offline, |_| AppFault::CollapseKeyPerMessageOffline),
-        "app.collapse-key.in-flight" => (collapse_awake, |_| AppFault::CollapseKeyPerMessage),
-        "app.group.save-key" => (save_key, |_| AppFault::RecreatesGroups),
-        "app.group.name-per-app" => (two_apps, |_| AppFault::OneGroupPerUser),
-        "app.group.create-before-send" => (before_send, |p| match p {
-            Path::Server => AppFault::AddsUnobtainedTokens,
-            _ => AppFault::SendsToGroupName,
-        }),
-        "app.group.retry" => (group_retry, |_| AppFault::NeverRetriesGroups),
-        "app.retry.server-error" => (server_error, |_| AppFault::NeverRetries),
-        "app.retry.after" => (retry_after, |_| AppFault::IgnoresRetryAfter),
-        "app.retry.backoff" => (backoff, |_| AppFault::NoBackoff),
-        "app.retry.only-failures" => (plain_send, |_| AppFault::ResendsSuccesses),
-        "app.xmpp.message-id" => (message_ids, |_| AppFault::ReusesMessageIds),
-        "app.xmpp.ack-upstream" => (upstream, |_| AppFault::NeverAcksUpstream),
-        "app.xmpp.ack-receipts" => (receipts, |_| AppFault::NeverAcksReceipts),
-        "app.xmpp.ack-own-connection" => (two_connections, |_| AppFault::AcksOnOtherConnection),
-        "app.xmpp.draining" => (draining, |_| AppFault::IgnoresDraining),
-        "app.xmpp.pending-limit" => (pending, |_| AppFault::NoFlowControl),
+        "app.send.ttl-range" => {
+            (ttl_range, |_| AppFault::TtlOutOfRange, "asks for a send with time_to_live at the bound, then one past it")
+        }
+        "app.send.one-target-field" => (plain_send, |_| AppFault::BothTargetFields, "asks for one send"),
+        "app.send.registration-ids-count" => {
+            (many_ids, |_| AppFault::UnsplitIds, "asks for one message to one more token than a request may name")
+        }
+        "app.send.payload-limit" => {
+            (payload, |_| AppFault::OversizedPayload, "asks for data of the limit's size, then one byte more")
+        }
+        "app.send.reserved-keys" => {
+            (reserved, |_| AppFault::ReservedKey, "asks for a send, then one whose data has the reserved key `from`")
+        }
+        "app.canonical-id.replace" => (
+            canonical,
+            |_| AppFault::IgnoresCanonical,
+            "the service answers a canonical id for a token; the device is sent to (or grouped) again",
+        ),
+        "app.not-registered.delete" => (
+            not_registered,
+            |_| AppFault::KeepsNotRegistered,
+            "the service answers NotRegistered for a token; the device is sent to (or grouped) again",
+        ),
+        "app.collapse-key.limit" => (
+            collapse_offline,
+            |_| AppFault::CollapseKeyPerMessageOffline,
+            "five messages under one collapse key to an offline device",
+        ),
+        "app.collapse-key.in-flight" => {
+            (collapse_awake, |_| AppFault::CollapseKeyPerMessage, "five messages under one collapse key")
+        }
+        "app.group.save-key" => {
+            (save_key, |_| AppFault::RecreatesGroups, "asks to create a group, add a member, remove one")
+        }
+        "app.group.name-per-app" => {
+            (two_apps, |_| AppFault::OneGroupPerUser, "asks for a group of one user in each of two apps")
+        }
+        "app.group.create-before-send" => (
+            before_send,
+            |p| match p {
+                Path::Server => AppFault::AddsUnobtainedTokens,
+                _ => AppFault::SendsToGroupName,
+            },
+            "asks for a group and a send to it",
+        ),
+        "app.group.retry" => (
+            group_retry,
+            |_| AppFault::NeverRetriesGroups,
+            "the service answers a group send with one member failed (the documented partial success)",
+        ),
+        "app.retry.server-error" => (
+            server_error,
+            |_| AppFault::NeverRetries,
+            "the service answers 503 (500 in plain text, Unavailable in a multicast, a nack over XMPP) once",
+        ),
+        "app.retry.after" => (
+            retry_after,
+            |_| AppFault::IgnoresRetryAfter,
+            "the service answers 503 with Retry-After of 3 seconds (an HTTP date in a multicast)",
+        ),
+        "app.retry.backoff" => (backoff, |_| AppFault::NoBackoff, "the service fails the send twice, then takes it"),
+        "app.retry.only-failures" => {
+            (plain_send, |_| AppFault::ResendsSuccesses, "asks for one send, which the service takes")
+        }
+        "app.xmpp.message-id" => {
+            (message_ids, |_| AppFault::ReusesMessageIds, "two sends, on two connections one after the other")
+        }
+        "app.xmpp.ack-upstream" => (
+            upstream,
+            |_| AppFault::NeverAcksUpstream,
+            "a device sends an upstream message, twice (as the service does)",
+        ),
+        "app.xmpp.ack-receipts" => {
+            (receipts, |_| AppFault::NeverAcksReceipts, "a send that asks for a delivery receipt")
+        }
+        "app.xmpp.ack-own-connection" => (
+            two_connections,
+            |_| AppFault::AcksOnOtherConnection,
+            "an upstream message arrives while the app server holds two connections",
+        ),
+        "app.xmpp.draining" => {
+            (draining, |_| AppFault::IgnoresDraining, "the service sends CONNECTION_DRAINING; then a send is asked for")
+        }
+        "app.xmpp.pending-limit" => (
+            pending,
+            |_| AppFault::NoFlowControl,
+            "asks for 20 more messages than may be pending, while the service holds its acks",
+        ),
         _ => return None,
     })
+}
+
+/// Whether a rule is the caller's duty alone on a path: what a library is handed (tokens,
+/// names, keys) is the caller's, so a library it calls cannot break it.
+fn caller_only(rule: &str, path: Path) -> Option<&'static str> {
+    match (rule, path) {
+        ("app.group.name-per-app", _) => Some("the caller names its groups"),
+        ("app.group.create-before-send", _) => Some("the caller obtains the tokens and the key a library is handed"),
+        _ => None,
+    }
 }
 
 /// Every app-server rule of `book` on every path it covers that has a case.
 pub fn catalogue(book: &Rulebook) -> Vec<Case> {
     let mut out = Vec::new();
     for rule in &book.rules {
-        let Some((steps, fault)) = recipe(&rule.id) else { continue };
+        let Some((steps, fault, what)) = recipe(&rule.id) else { continue };
         for &path in &rule.covers {
             out.push(Case {
                 rule: rule.id.clone(),
                 path,
                 name: format!("{}@{path}", rule.id),
-                needs: needs(path),
+                needs: needs(&rule.id, path),
+                caller_only: caller_only(&rule.id, path),
+                what,
                 fault: fault(path),
                 steps,
             });
@@ -91,14 +172,18 @@ pub fn missing(book: &Rulebook) -> Vec<String> {
     book.rules.iter().filter(|r| recipe(&r.id).is_none()).map(|r| r.id.clone()).collect()
 }
 
-fn needs(path: Path) -> Vec<&'static str> {
+/// What a library must do for a rule's case on a path. Groups a library cannot make, its
+/// caller makes (correctly): a group send needs only `group-send`.
+fn needs(rule: &str, path: Path) -> Vec<&'static str> {
+    if rule == "app.group.save-key" {
+        return vec!["group-management"];
+    }
     match path {
-        Path::Xmpp => vec!["xmpp"],
-        Path::XmppKey => vec!["xmpp", "groups"],
-        Path::Key | Path::Server => vec!["groups"],
+        Path::Xmpp | Path::XmppKey => vec!["xmpp"],
+        Path::Key => vec!["group-send"],
         Path::PlainText => vec!["plain-text"],
         Path::Multicast => vec!["multicast"],
-        _ => Vec::new(),
+        _ => vec!["http"],
     }
 }
 
@@ -119,6 +204,8 @@ pub struct Ended {
     /// Every rule the client violated meanwhile.
     pub violated: Vec<String>,
     pub verdicts: Option<Verdicts>,
+    /// The sender's journal: what the client sent and was answered.
+    pub entries: Vec<crate::verdicts::Entry>,
     /// The case could not be run (set-up failed), or the client cannot do what it needs.
     pub error: Option<String>,
     pub unsupported: Option<String>,
@@ -126,9 +213,16 @@ pub struct Ended {
 
 impl Case {
     /// Runs the case with a fresh sender; `client` makes the client for that sender.
-    pub fn run(&self, env: &Env, client: &mut dyn FnMut(&Sender) -> Box<dyn Client>) -> Ended {
+    pub fn run(&self, env: &Env, client: &mut MakeClient<'_>) -> Ended {
         let control = Control { target: &*env.target, caps: &env.caps };
-        let mut ended = Ended { verdict: None, violated: Vec::new(), verdicts: None, error: None, unsupported: None };
+        let mut ended = Ended {
+            verdict: None,
+            violated: Vec::new(),
+            verdicts: None,
+            entries: Vec::new(),
+            error: None,
+            unsupported: None,
+        };
         let sender = match control.new_sender() {
             Ok(s) => s,
             Err(e) => {
@@ -136,7 +230,13 @@ impl Case {
                 return ended;
             }
         };
-        let mut client = client(&sender);
+        let mut client = match client(&sender) {
+            Ok(c) => c,
+            Err(e) => {
+                ended.error = Some(e);
+                return ended;
+            }
+        };
         let mut run =
             Run { env, control, sender: sender.clone(), client: &mut *client, user: format!("user{}", sender.id) };
         match (self.steps)(&mut run, self.path) {
@@ -155,9 +255,17 @@ impl Case {
             }
             Err(e) => ended.error = Some(ended.error.take().map_or(e.clone(), |x| format!("{x}; {e}"))),
         }
+        if let Ok(j) = run.own("GET", "journal", None) {
+            let shown = j["entries"].as_array().cloned().unwrap_or_default();
+            ended.entries = shown.into_iter().filter_map(crate::verdicts::Entry::from_json).collect();
+        }
         ended
     }
 }
+
+/// Makes the client of a case for its fresh sender (a driver process is started here), or
+/// says why it could not.
+pub type MakeClient<'a> = dyn FnMut(&Sender) -> Result<Box<dyn Client>, String> + 'a;
 
 /// One case as it runs.
 pub struct Run<'a> {
@@ -267,6 +375,16 @@ fn plain_send(run: &mut Run<'_>, path: Path) -> Result<(), String> {
     let devices = run.devices(2, None)?;
     let (to, via) = run.to(path, &devices)?;
     run.try_ask(Command::Send { to, via, message: data("hello") })
+}
+
+fn reserved(run: &mut Run<'_>, path: Path) -> Result<(), String> {
+    let devices = run.devices(2, None)?;
+    let (to, via) = run.to(path, &devices)?;
+    run.try_ask(Command::Send { to: to.clone(), via, message: data("hello") })?;
+    // A key the documents reserve: a client should refuse it, not pass it on.
+    let mut m = data("from me");
+    m.data.insert("from".into(), json!("app"));
+    run.try_ask(Command::Send { to, via, message: m })
 }
 
 fn ttl_range(run: &mut Run<'_>, path: Path) -> Result<(), String> {

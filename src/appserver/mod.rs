@@ -15,7 +15,13 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 pub mod cases;
+pub mod contract;
+pub mod driven_library;
+pub mod library_suite;
+pub mod matrix;
 pub mod reference_client;
+pub mod speaks_contract;
+mod store;
 mod xmpp_session;
 
 /// What an app server is asked to do.
@@ -71,6 +77,9 @@ pub enum To {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         app: Option<String>,
     },
+    /// A device group by the notification key its caller kept (a driven library is handed
+    /// the key, not the user).
+    Key(String),
 }
 
 /// How a send goes.

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Map, Value, json};
 
+use super::store::Store;
 use super::xmpp_session::{Session, SessionFaults};
 use super::{AppFault, AppVariant, Client, ClientError, Command, Outgoing, To, Via};
 use crate::driver::{Sender, Target};
@@ -35,10 +36,8 @@ pub struct ReferenceClient {
     faults: BTreeSet<AppFault>,
     variants: BTreeSet<AppVariant>,
     wait: Wait,
-    /// The token it stores for each device (by the token first given): `None` once deleted.
-    tokens: HashMap<String, Option<String>>,
-    /// notification_key_name -> the key it was given.
-    groups: HashMap<String, String>,
+    /// The tokens and group keys it keeps.
+    store: Store,
     /// Per device token: its collapse keys in use, with when their message expires.
     collapse: HashMap<String, Vec<(String, u64)>>,
     started: Instant,
@@ -58,8 +57,7 @@ impl ReferenceClient {
             faults: BTreeSet::new(),
             variants: BTreeSet::new(),
             wait,
-            tokens: HashMap::new(),
-            groups: HashMap::new(),
+            store: Store::default(),
             collapse: HashMap::new(),
             started: Instant::now(),
             waited_ms: 0,
@@ -85,10 +83,7 @@ impl ReferenceClient {
 
     /// The token stored for a device (a canonical id replaces it); `None` once deleted.
     pub fn token(&self, given: &str) -> Option<String> {
-        match self.tokens.get(given) {
-            Some(stored) => stored.clone(),
-            None => Some(given.to_string()),
-        }
+        self.store.token(given)
     }
 
     fn now_ms(&self) -> u64 {
@@ -200,7 +195,7 @@ impl ReferenceClient {
     /// The key of a group this client made, or one a lookup finds.
     fn key_of(&mut self, name: &str) -> Result<String, ClientError> {
         if !self.variants.contains(&AppVariant::LooksUpKeys)
-            && let Some(k) = self.groups.get(name)
+            && let Some(k) = self.store.key(name)
         {
             return Ok(k.clone());
         }
@@ -211,14 +206,14 @@ impl ReferenceClient {
         let resp = self.target.exchange(&req).map_err(|e| ClientError::Failed(e.to_string()))?;
         let key = resp.body_json().and_then(|b| b["notification_key"].as_str().map(str::to_string));
         let key = key.ok_or_else(|| ClientError::Failed(format!("no group named {name:?}: {}", resp.status)))?;
-        self.groups.insert(name.to_string(), key.clone());
+        self.store.keep_key(name, &key);
         Ok(key)
     }
 
     fn manage(&mut self, op: &str, user: &str, app: Option<&str>, tokens: &[String]) -> Result<Value, ClientError> {
         let name = self.group_name(user, app);
         // A group it has the key of gets the tokens added, not made again.
-        let op = if op == "create" && self.groups.contains_key(&name) { "add" } else { op };
+        let op = if op == "create" && self.store.key(&name).is_some() { "add" } else { op };
         let mut ids: Vec<String> = tokens.iter().filter_map(|t| self.token(t)).collect();
         let mut body = json!({ "operation": op, "notification_key_name": name });
         if op == "create" {
@@ -231,7 +226,7 @@ impl ReferenceClient {
                 // It forgot the key: it asks to create the group to get one.
                 let again = json!({ "operation": "create", "notification_key_name": name, "registration_ids": ids });
                 self.post("/gcm/notification", &again)?;
-                self.groups.remove(&name);
+                self.store.drop_key(&name);
             }
             body["notification_key"] = json!(self.key_of(&name)?);
         }
@@ -240,7 +235,7 @@ impl ReferenceClient {
         let answer = resp.body_json().unwrap_or(Value::Null);
         match answer["notification_key"].as_str() {
             Some(key) if resp.status == 200 => {
-                self.groups.insert(name.clone(), key.to_string());
+                self.store.keep_key(&name, key);
                 Ok(json!({ "notification_key_name": name, "notification_key": key }))
             }
             _ if op == "create" && answer["error"].as_str().is_some_and(|e| e.contains("already exists")) => {
@@ -273,6 +268,7 @@ impl ReferenceClient {
                 let to = if self.has(AppFault::SendsToGroupName) { name } else { self.key_of(&name)? };
                 (Vec::new(), Some(to))
             }
+            To::Key(key) => (Vec::new(), Some(key.clone())),
         };
         if devices.is_empty() && group.is_none() {
             return Err(ClientError::Failed("not sent: no stored token for it (deleted)".into()));
@@ -540,12 +536,7 @@ impl ReferenceClient {
 
     /// A token the service said is old (`Some(canonical)`) or gone (`None`).
     fn forget(&mut self, id: &str, replaced_by: Option<String>) {
-        for stored in self.tokens.values_mut() {
-            if stored.as_deref() == Some(id) {
-                *stored = replaced_by.clone();
-            }
-        }
-        self.tokens.entry(id.to_string()).or_insert(replaced_by);
+        self.store.forget(id, replaced_by);
     }
 }
 
@@ -605,6 +596,7 @@ impl Client for ReferenceClient {
                         let name = self.group_name(user, app.as_deref());
                         self.key_of(&name)?
                     }
+                    To::Key(key) => key.clone(),
                     To::Tokens(_) => return Err(ClientError::Unsupported("XMPP sends to one `to`".into())),
                 };
                 let fields = self.fields(message);

@@ -14,8 +14,10 @@ use gcmspec::driver::{Capabilities, HttpTarget, InProcess, Sender, Target, Watch
 use gcmspec::harness;
 use gcmspec::reference::{self, Fault, Faults, Reference, Variant, Variants};
 
+pub(crate) mod client;
 pub(crate) mod diff;
 pub(crate) mod progress;
+pub(crate) mod reference_client;
 pub(crate) mod replay;
 pub(crate) mod rules;
 pub(crate) mod run;

@@ -99,7 +99,9 @@ pub fn run(cases: &[Case], recorder: &Recorder, args: &libtest_mimic::Arguments)
             st.running.retain(|n| *n != case.name);
             st.done += 1;
             if let Err(message) = result.as_ref().map_err(|e| e.as_str()) {
-                if gcmspec::driver::TargetError::means_not_tried(message) {
+                if gcmspec::driver::TargetError::means_not_tried(message)
+                    || gcmspec::harness::report::not_judged(message).is_some()
+                {
                     return;
                 }
                 let message = message.to_string();

@@ -29,8 +29,32 @@ pub(crate) struct ReplayArgs {
 pub(crate) fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     let catalog = load(&args.spec)?;
     let mut replays = Vec::new();
+    let mut clients = Vec::new();
     for file in &args.files {
+        // A client library's failed case (`gcmspec client`) runs again through its driver.
+        let text = std::fs::read_to_string(file).unwrap_or_default();
+        if let Ok(r) = serde_json::from_str::<super::client::ClientReplay>(&text)
+            && r.schema == super::client::REPLAY_SCHEMA
+        {
+            clients.push((file.clone(), r));
+            continue;
+        }
         replays.push(harness::replay::Replay::read(file)?);
+    }
+    if !clients.is_empty() {
+        if !replays.is_empty() {
+            bail!("replay server checks and client cases in separate runs: they take different flags");
+        }
+        let mut still_failing = 0;
+        for (file, r) in &clients {
+            if args.curl {
+                println!("# {} ({}), failed with {}:", r.name, file.display(), r.driver);
+                print!("{}", harness::evidence::curl_script(&r.exchanges, "http://127.0.0.1:4000", None));
+                continue;
+            }
+            still_failing += usize::from(!super::client::replay(r, file)?);
+        }
+        return Ok(if still_failing > 0 { ExitCode::from(1) } else { ExitCode::SUCCESS });
     }
     let base = args.to.target.clone().unwrap_or_else(|| "http://127.0.0.1:4000".into());
     if args.curl {

@@ -311,7 +311,7 @@ pub(crate) fn save_replays(
 
 /// Runs `f`; a panic on writing to a closed stdout (a broken pipe) is kept quiet and
 /// returned as `None`, any other goes on as it would.
-fn quiet_on_closed_stdout<R>(f: impl FnOnce() -> R) -> Option<R> {
+pub(crate) fn quiet_on_closed_stdout<R>(f: impl FnOnce() -> R) -> Option<R> {
     let closed = |payload: &dyn std::any::Any| {
         let text = payload.downcast_ref::<String>().map(String::as_str).or(payload.downcast_ref::<&str>().copied());
         text.is_some_and(|t| t.contains("Broken pipe") || t.contains("BrokenPipe"))
@@ -391,7 +391,13 @@ fn edit_distance(a: &str, b: &str) -> usize {
     row[b.len()]
 }
 
-/// Writes the `--json`, `--junit` and `--html` reports that were asked for.
+/// Where the reports go: `--json`, `--junit`, `--html`.
+pub(crate) struct ReportFiles<'a> {
+    pub json: Option<&'a Path>,
+    pub junit: Option<&'a Path>,
+    pub html: Option<&'a Path>,
+}
+
 fn write_reports(
     args: &RunArgs,
     report: &harness::report::Report,
@@ -399,14 +405,26 @@ fn write_reports(
     base_url: &str,
     replay_flags: &str,
 ) -> anyhow::Result<()> {
-    if let Some(path) = &args.json {
+    let files = ReportFiles { json: args.json.as_deref(), junit: args.junit.as_deref(), html: args.html.as_deref() };
+    write_report_files(&files, report, catalog, base_url, replay_flags)
+}
+
+/// Writes the reports that were asked for.
+pub(crate) fn write_report_files(
+    files: &ReportFiles<'_>,
+    report: &harness::report::Report,
+    catalog: &gcmspec::catalog::Catalog,
+    base_url: &str,
+    replay_flags: &str,
+) -> anyhow::Result<()> {
+    if let Some(path) = files.json {
         std::fs::write(path, serde_json::to_string_pretty(report)?)
             .with_context(|| format!("writing {}", path.display()))?;
     }
-    if let Some(path) = &args.junit {
+    if let Some(path) = files.junit {
         std::fs::write(path, report.junit(replay_flags)).with_context(|| format!("writing {}", path.display()))?;
     }
-    if let Some(path) = &args.html {
+    if let Some(path) = files.html {
         let reproduce = harness::html::Reproduce { base_url, replay_flags };
         std::fs::write(path, harness::html::render(report, catalog, &reproduce))
             .with_context(|| format!("writing {}", path.display()))?;

@@ -447,7 +447,7 @@ pub fn trials(cases: Vec<Case>, prefix: &str) -> Vec<Trial> {
                 // A check the stopped run never got to is shown ignored, not failed.
                 Ok(f) => Trial::ignorable_test(name, move || match f().result {
                     Ok(()) => Ok(libtest_mimic::Completion::Completed),
-                    Err(e) if crate::driver::TargetError::means_not_tried(&e) => {
+                    Err(e) if crate::driver::TargetError::means_not_tried(&e) || report::not_judged(&e).is_some() => {
                         Ok(libtest_mimic::Completion::ignored_with(e))
                     }
                     Err(e) => Err(Failed::from(e)),

@@ -102,7 +102,33 @@ pub struct Report {
     /// exits 2, and the report says so rather than being left unwritten.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub aborted: Option<String>,
+    /// The client library judged (`gcmspec client`), as its driver named it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub library: Option<Library>,
     pub results: Vec<CaseResult>,
+}
+
+/// A client library behind its driver.
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
+pub struct Library {
+    pub library: String,
+    pub version: String,
+    /// The command that started its driver.
+    pub driver: String,
+    /// What the driver offers (docs/client-drivers.md).
+    pub supports: Vec<String>,
+    /// `wall` or `virtual`: the reference's clock.
+    pub clock: String,
+}
+
+/// A check that was run but not judged says so at the start of its failure text: the
+/// situation its rule is about never arose (`not exercised: `), or the client could not be
+/// asked what the check needs (`unsupported: `). Client-library cases end this way.
+pub fn not_judged(failure: &str) -> Option<(Outcome, &str)> {
+    failure
+        .strip_prefix("not exercised: ")
+        .map(|m| (Outcome::NotExercised, m))
+        .or_else(|| failure.strip_prefix("unsupported: ").map(|m| (Outcome::Unsupported, m)))
 }
 
 /// How one check ended, and how long it took in milliseconds.
@@ -146,6 +172,10 @@ impl Recorder {
                         if crate::driver::TargetError::means_not_tried(e) =>
                     {
                         (Outcome::NotTried, Some(e.clone()), *ms)
+                    }
+                    (Some((CheckRun { result: Err(e), .. }, ms)), _) if not_judged(e).is_some() => {
+                        let (outcome, why) = not_judged(e).expect("just matched");
+                        (outcome, Some(why.to_string()), *ms)
                     }
                     (Some((CheckRun { result: Err(e), .. }, ms)), _) => (Outcome::Failed, Some(e.clone()), *ms),
                     (None, Err(why)) => (Outcome::Unsupported, Some(why.clone()), 0),
@@ -191,6 +221,7 @@ impl Recorder {
             strict,
             summary,
             aborted: None,
+            library: None,
             results,
         }
     }
@@ -223,6 +254,7 @@ impl Report {
             strict,
             summary: Summary::default(),
             aborted: Some(why),
+            library: None,
             results: Vec::new(),
         }
     }
@@ -425,6 +457,7 @@ impl Report {
             strict: false,
             summary,
             aborted: None,
+            library: None,
             results,
         }
     }
@@ -432,7 +465,7 @@ impl Report {
 
 /// A journal entry in the shape a report shows exchanges: HTTP as it was, XMPP as a request
 /// of method `XMPP` (what happened) with the stanza as its body.
-fn exchange_of(entry: &crate::verdicts::Entry) -> super::evidence::Exchange {
+pub fn exchange_of(entry: &crate::verdicts::Entry) -> super::evidence::Exchange {
     use crate::verdicts::What;
     use crate::wire::{HttpRequest, HttpResponse};
     let xmpp = |what: &str, body: String| super::evidence::Exchange {

@@ -192,6 +192,18 @@ impl Entry {
         v
     }
 
+    /// An entry as [`Self::to_json`] showed it (the control API's journal), read back.
+    pub fn from_json(mut v: Value) -> Option<Entry> {
+        for side in ["request", "response"] {
+            if let Some(m) = v.get_mut(side)
+                && let Some(body) = m.get("body").filter(|b| !b.is_string() && !b.is_null())
+            {
+                m["body"] = Value::String(body.to_string());
+            }
+        }
+        serde_json::from_value(v).ok()
+    }
+
     /// Roughly what it costs to keep.
     pub fn weight(&self) -> usize {
         match &self.what {

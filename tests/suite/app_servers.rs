@@ -85,14 +85,14 @@ fn every_rule_has_cases(book: &Rulebook) -> Result<(), String> {
 
 fn judge(server: &Server, case: &Case, book: &Rulebook, kind: As) -> Result<(), String> {
     let env = Env { target: server.target.clone(), caps: server.caps.clone(), numbers: book.numbers.clone() };
-    let mut make = |sender: &Sender| -> Box<dyn Client> {
+    let mut make = |sender: &Sender| -> Result<Box<dyn Client>, String> {
         let wait = waiter(server, sender);
         let client = ReferenceClient::new(server.target.clone(), sender.clone(), book.numbers.clone(), wait);
-        Box::new(match kind {
+        Ok(Box::new(match kind {
             As::Correct => client,
             As::Faulty(f) => client.with_fault(f),
             As::Variant(v) => client.with_variant(v),
-        })
+        }))
     };
     let ended = case.run(&env, &mut make);
     if let Some(e) = &ended.error {
