@@ -74,10 +74,15 @@ class Reference:
     @classmethod
     def start(cls, clock="virtual", xmpp=True, extra_args=(), timeout=30):
         """Starts ``gcmspec serve`` on ephemeral loopback ports and waits for its banner."""
-        args = [binary(), "serve", "--http", "127.0.0.1:0", "--clock", clock]
-        if xmpp:
+        extra = list(extra_args)
+        given = {a.split("=", 1)[0] for a in extra if a.startswith("--")}
+        args = [binary(), "serve", "--clock", clock]
+        # Addresses in extra_args take the place of the ephemeral ones.
+        if "--http" not in given:
+            args += ["--http", "127.0.0.1:0"]
+        if xmpp and "--xmpp" not in given:
             args += ["--xmpp", "127.0.0.1:0"]
-        args += list(extra_args)
+        args += extra
         process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         lines = []
         done = threading.Event()
@@ -171,9 +176,12 @@ class Reference:
         query = "" if after is None else "?after=%d" % after
         return self.control("GET", "senders/%s/journal%s" % (sender.sender_id, query), sender=sender)
 
-    def verdicts(self, sender):
-        """Every app-server rule's verdict on what ``sender``'s app server did so far."""
-        return self.control("GET", "senders/%s/verdicts" % sender.sender_id, sender=sender)
+    def verdicts(self, sender, settled=False):
+        """Every app-server rule's verdict on what ``sender``'s app server did so far. With
+        ``settled``, as if every window had closed: a retry or an ack still awaited counts as
+        missed (what to read when the app server is done)."""
+        query = "?settled=true" if settled else ""
+        return self.control("GET", "senders/%s/verdicts%s" % (sender.sender_id, query), sender=sender)
 
 
 def must_violations(verdicts):

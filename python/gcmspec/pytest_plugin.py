@@ -3,6 +3,11 @@ when the app server under test breaks a MUST rule (docs/app-servers.md).
 
 Loaded by pytest on its own once gcmspec is installed (entry point ``pytest11``). The
 fixture ``gcmspec`` gives each test a fresh sender on a server started once per session.
+
+When the test body returns, the verdicts are read settled: as if every window had closed,
+so an upstream message never acked, or a failure never retried, counts as missed even if
+the test did not wait for it. Rules the test named with ``expect_violation`` must have
+been violated.
 """
 
 import pytest
@@ -18,6 +23,12 @@ def pytest_addoption(parser):
         choices=["virtual", "wall"],
         help="the reference's clock: virtual (moves when advanced) or wall (the machine's)",
     )
+    parser.addini(
+        "gcmspec_serve_args",
+        type="args",
+        default=[],
+        help="more arguments for `gcmspec serve` (e.g. --http 127.0.0.1:48000 --seed 7)",
+    )
 
 
 def pytest_configure(config):
@@ -27,7 +38,10 @@ def pytest_configure(config):
 @pytest.fixture(scope="session")
 def gcmspec_server(request):
     """The reference, started once per session."""
-    ref = Reference.start(clock=request.config.getoption("--gcmspec-clock"))
+    ref = Reference.start(
+        clock=request.config.getoption("--gcmspec-clock"),
+        extra_args=request.config.getini("gcmspec_serve_args"),
+    )
     yield ref
     ref.stop()
 
@@ -60,19 +74,30 @@ class Fake:
     def journal(self, after=None):
         return self.reference.journal(self.sender, after)
 
-    def verdicts(self):
-        return self.reference.verdicts(self.sender)
+    def verdicts(self, settled=False):
+        return self.reference.verdicts(self.sender, settled=settled)
 
     def control(self, method, path, body=None):
         return self.reference.control(method, path, body, sender=self.sender)
 
     def expect_violation(self, rule_id):
-        """This test means the app server to break ``rule_id``: it does not fail for it."""
+        """This test means the app server to break ``rule_id``: the test fails unless it
+        does (and not for it)."""
+        known = [r["id"] for r in self.verdicts()["rules"]]
+        if rule_id not in known:
+            raise ValueError("no app-server rule %r (known: %s)" % (rule_id, ", ".join(known)))
         self.expected.add(rule_id)
 
-    def unexpected_must_violations(self):
-        lines = must_violations(self.verdicts())
-        return [l for l in lines if l.split(":", 1)[0] not in self.expected]
+    def problems(self):
+        """What fails the test: MUST violations not expected, and expected violations that
+        did not happen, from the settled verdicts."""
+        verdicts = self.verdicts(settled=True)
+        lines = [l for l in must_violations(verdicts) if l.split(":", 1)[0] not in self.expected]
+        outcomes = {r["id"]: r["outcome"] for r in verdicts["rules"]}
+        for rule_id in sorted(self.expected):
+            if outcomes.get(rule_id) != "violated":
+                lines.append("%s: expected to be violated, it was %s" % (rule_id, outcomes.get(rule_id)))
+        return lines
 
 
 @pytest.fixture
@@ -83,14 +108,24 @@ def gcmspec(gcmspec_server):
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_call(item):
-    # A test that failed on its own is reported as it failed.
-    result = yield
     fake = getattr(item, "funcargs", {}).get("gcmspec")
+    try:
+        result = yield
+    except BaseException:
+        # A test that failed on its own is reported as it failed, with what gcmspec saw.
+        if isinstance(fake, Fake):
+            try:
+                seen = must_violations(fake.verdicts(settled=True))
+            except GcmspecError as e:
+                seen = ["(could not read the verdicts: %s)" % e]
+            if seen:
+                item.add_report_section("call", "gcmspec MUST violations", "\n".join(seen))
+        raise
     if isinstance(fake, Fake):
         try:
-            broken = fake.unexpected_must_violations()
+            problems = fake.problems()
         except GcmspecError as e:
             raise AssertionError("gcmspec: could not read the verdicts: %s" % e) from None
-        if broken:
-            raise AssertionError("the app server broke MUST rules:\n" + "\n".join(broken))
+        if problems:
+            raise AssertionError("the app server, as gcmspec judged it:\n" + "\n".join(problems))
     return result

@@ -146,6 +146,8 @@ pub enum AppFault {
     IgnoresRetryAfter,
     NoBackoff,
     ResendsSuccesses,
+    /// After some ids of a multicast fail, sends to the whole list again.
+    RetriesWholeList,
     ReusesMessageIds,
     NeverAcksUpstream,
     NeverAcksReceipts,
@@ -174,6 +176,7 @@ impl AppFault {
         AppFault::IgnoresRetryAfter,
         AppFault::NoBackoff,
         AppFault::ResendsSuccesses,
+        AppFault::RetriesWholeList,
         AppFault::ReusesMessageIds,
         AppFault::NeverAcksUpstream,
         AppFault::NeverAcksReceipts,
@@ -222,6 +225,10 @@ impl AppFault {
             AppFault::ResendsSuccesses => {
                 ("app.retry.only-failures", "takes a success for a failure and sends the message again")
             }
+            AppFault::RetriesWholeList => (
+                "app.retry.only-failures:whole-list",
+                "after some ids of a multicast fail, sends to every id of the list again",
+            ),
             AppFault::ReusesMessageIds => ("app.xmpp.message-id", "numbers XMPP messages per connection, from 1 again"),
             AppFault::NeverAcksUpstream => ("app.xmpp.ack-upstream", "never acks upstream messages"),
             AppFault::NeverAcksReceipts => ("app.xmpp.ack-receipts", "never acks delivery receipts"),
@@ -268,6 +275,10 @@ pub enum AppVariant {
     JitteredBackoff,
     /// Opens a new XMPP connection for each burst of messages, closing the last one.
     ConnectionPerBurst,
+    /// Marks each retry with the attempt's number in its data (`attempt`).
+    MarksRetries,
+    /// Tries a message twice at most: one retry, then it gives up.
+    GivesUpAfterOneRetry,
 }
 
 impl AppVariant {
@@ -276,6 +287,8 @@ impl AppVariant {
         AppVariant::LooksUpKeys,
         AppVariant::JitteredBackoff,
         AppVariant::ConnectionPerBurst,
+        AppVariant::MarksRetries,
+        AppVariant::GivesUpAfterOneRetry,
     ];
 
     pub fn name(self) -> &'static str {
@@ -284,6 +297,8 @@ impl AppVariant {
             AppVariant::LooksUpKeys => "looks-up-keys",
             AppVariant::JitteredBackoff => "jittered-backoff",
             AppVariant::ConnectionPerBurst => "connection-per-burst",
+            AppVariant::MarksRetries => "marks-retries",
+            AppVariant::GivesUpAfterOneRetry => "gives-up-after-one-retry",
         }
     }
 }

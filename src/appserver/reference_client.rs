@@ -81,6 +81,23 @@ impl ReferenceClient {
         self.faults.contains(&f)
     }
 
+    /// Sends of one message before it gives up.
+    fn attempts(&self) -> u32 {
+        if self.variants.contains(&AppVariant::GivesUpAfterOneRetry) { 2 } else { ATTEMPTS }
+    }
+
+    /// A retry's fields: the message's, marked with the attempt under that variant.
+    fn retry_fields(&self, fields: &Map<String, Value>, attempt: u32) -> Map<String, Value> {
+        let mut f = fields.clone();
+        if attempt > 1
+            && self.variants.contains(&AppVariant::MarksRetries)
+            && let Some(Value::Object(data)) = f.get_mut("data")
+        {
+            data.insert("attempt".into(), json!(attempt.to_string()));
+        }
+        f
+    }
+
     /// The token stored for a device (a canonical id replaces it); `None` once deleted.
     pub fn token(&self, given: &str) -> Option<String> {
         self.store.token(given)
@@ -303,7 +320,9 @@ impl ReferenceClient {
     ) -> Result<Vec<Value>, ClientError> {
         let mut pending: Vec<String> = ids.to_vec();
         let mut done: HashMap<String, Value> = HashMap::new();
-        for attempt in 1..=ATTEMPTS {
+        let attempts = self.attempts();
+        for attempt in 1..=attempts {
+            let fields = &self.retry_fields(fields, attempt);
             let resp = self.post_ids(&pending, fields, via, list)?;
             let mut again = Vec::new();
             let mut retry_after = None;
@@ -332,12 +351,12 @@ impl ReferenceClient {
                     done.insert(id.clone(), r);
                 }
             }
-            if again.is_empty() || self.has(AppFault::NeverRetries) || attempt == ATTEMPTS {
+            if again.is_empty() || self.has(AppFault::NeverRetries) || attempt == attempts {
                 break;
             }
             let wait = self.backoff(attempt, retry_after);
             self.pause(wait);
-            pending = again;
+            pending = if self.has(AppFault::RetriesWholeList) { ids.to_vec() } else { again };
         }
         Ok(ids
             .iter()
@@ -393,8 +412,9 @@ impl ReferenceClient {
     fn send_group(&mut self, key: &str, fields: &Map<String, Value>) -> Result<Value, ClientError> {
         let mut to = json!(key);
         let mut last = Value::Null;
-        for attempt in 1..=ATTEMPTS {
-            let mut body = Value::Object(fields.clone());
+        let attempts = self.attempts();
+        for attempt in 1..=attempts {
+            let mut body = Value::Object(self.retry_fields(fields, attempt));
             match &to {
                 Value::Array(_) => body["registration_ids"] = to.clone(),
                 _ => body["to"] = to.clone(),
@@ -435,7 +455,7 @@ impl ReferenceClient {
                 None
             };
             let Some(next) = again else { break };
-            if self.has(AppFault::NeverRetriesGroups) || attempt == ATTEMPTS {
+            if self.has(AppFault::NeverRetriesGroups) || attempt == attempts {
                 break;
             }
             let wait = self.backoff(attempt, retry_after);
@@ -456,8 +476,9 @@ impl ReferenceClient {
         let mut results = Vec::new();
         // Members of the group that failed, still to be tried one by one.
         let mut members: Vec<String> = Vec::new();
-        for attempt in 1..=ATTEMPTS {
-            let mut message = Value::Object(fields.clone());
+        let attempts = self.attempts();
+        for attempt in 1..=attempts {
+            let mut message = Value::Object(self.retry_fields(&fields, attempt));
             message["to"] = json!(to);
             if receipt {
                 message["delivery_receipt_requested"] = json!(true);
@@ -471,7 +492,7 @@ impl ReferenceClient {
                 .unwrap_or_default();
             match answer["message_type"].as_str() {
                 Some("ack") if !failed.is_empty() && group.as_deref() == Some(to.as_str()) => {
-                    if self.has(AppFault::NeverRetriesGroups) || attempt == ATTEMPTS {
+                    if self.has(AppFault::NeverRetriesGroups) || attempt == attempts {
                         break;
                     }
                     // Over XMPP a message goes to one `to`: the failed members one by one,
@@ -507,7 +528,7 @@ impl ReferenceClient {
             let retryable = matches!(code, "SERVICE_UNAVAILABLE" | "INTERNAL_SERVER_ERROR" | "CONNECTION_DRAINING")
                 || (group.is_some() && answer["message_type"] == "nack");
             let never = if group.is_some() { AppFault::NeverRetriesGroups } else { AppFault::NeverRetries };
-            if !retryable || self.has(never) || attempt == ATTEMPTS {
+            if !retryable || self.has(never) || attempt == attempts {
                 break;
             }
             let wait = self.backoff(attempt, None);

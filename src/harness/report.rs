@@ -359,6 +359,9 @@ impl Report {
                     }
                     Outcome::Skipped => "<skipped message=\"filtered out\"/>".to_string(),
                     Outcome::NotTried => format!("<skipped message=\"{}\"/>", escape(&format!("not tried: {message}"))),
+                    Outcome::NotExercised if message.is_empty() => {
+                        "<skipped message=\"not exercised: the situation the rule is about never came up\"/>".into()
+                    }
                     Outcome::NotExercised => {
                         format!("<skipped message=\"{}\"/>", escape(&format!("not exercised: {message}")))
                     }

@@ -138,7 +138,14 @@ pub fn handle(model: &mut Model, site: &Site, req: &HttpRequest) -> HttpResponse
         ("GET", ["senders", id, "journal"]) => journal(model, id, req).unwrap_or_else(|e| e),
         ("GET", ["senders", id, "verdicts"]) => {
             let now = crate::verdicts::Stamp { at_ms: model.now_ms(id), wall_ms: super::journal::wall_ms() };
-            match model.journals.verdicts(id, now) {
+            // `settled`: as a test reads them when it is done, every window closed (a retry
+            // or an ack still awaited is then a violation); the journal itself is untouched.
+            let verdicts = match req.query_param("settled") {
+                None | Some("false" | "0") => model.journals.verdicts(id, now),
+                Some("true" | "1") => model.journals.settled_verdicts(id),
+                Some(_) => return HttpResponse::error(400, "`settled` is true or false"),
+            };
+            match verdicts {
                 Some(v) => HttpResponse::json(200, &v.to_json()),
                 None => journals_off(),
             }
@@ -166,12 +173,14 @@ type Reply = Result<HttpResponse, HttpResponse>;
 /// The request may read or script `sender`: it names a known sender, and carries that
 /// sender's server key (`Authorization: key=...`), unless the reference has a control token.
 fn own_sender(model: &Model, site: &Site, sender: &str, req: &HttpRequest) -> Result<(), HttpResponse> {
-    if !model.has_sender(sender) {
-        return Err(HttpResponse::error(404, format!("unknown sender id {sender:?}")));
-    }
     if site.control_token.is_some() {
-        return Ok(());
+        return match model.has_sender(sender) {
+            true => Ok(()),
+            false => Err(HttpResponse::error(404, format!("unknown sender id {sender:?}"))),
+        };
     }
+    // Without the sender's key, an unknown sender and another's look alike: sender ids are
+    // not to be probed.
     match super::http::server_key(req).and_then(|k| model.sender_for_key(k)) {
         Some(s) if s == sender => Ok(()),
         _ => Err(HttpResponse::error(
@@ -220,7 +229,10 @@ fn script(model: &mut Model, sender: &str, req: &HttpRequest) -> Reply {
     };
     let (times, for_seconds) = (count("times")?, count("for_seconds")?);
     let what = answer.describe();
-    let id = model.add_script(sender, answer, times, for_seconds).map_err(|e| HttpResponse::error(400, e))?;
+    let id = model.add_script(sender, answer, times, for_seconds).map_err(|e| match e {
+        super::model::script::ScriptError::Full(why) => HttpResponse::error(507, why),
+        super::model::script::ScriptError::UnknownSender(why) => HttpResponse::error(404, why),
+    })?;
     Ok(HttpResponse::json(201, &json!({ "id": id, "answer": what })))
 }
 
@@ -333,6 +345,16 @@ fn clock(model: &mut Model, sender: &str, req: &HttpRequest) -> Reply {
             ));
         }
     };
+    if ms > model.clock_room_ms(sender) {
+        return Err(HttpResponse::error(
+            400,
+            format!(
+                "a sender's clock goes at most {} ms ahead of the reference's in all; this one may move {} ms more",
+                Model::MAX_CLOCK_OFFSET_MS,
+                model.clock_room_ms(sender)
+            ),
+        ));
+    }
     Ok(match model.advance_clock_ms(sender, ms) {
         Some(now_ms) => HttpResponse::json(200, &json!({ "now_ms": now_ms })),
         None => HttpResponse::error(404, format!("unknown sender id {sender:?}")),

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use crate::verdicts::{Conn, Entry, Grading, JournalCount, Rulebook, Stamp, Verdicts, What};
+use crate::verdicts::{Conn, Entry, Grading, JournalCount, Remains, Rulebook, Stamp, Verdicts, What};
 
 /// How much the journals keep (docs/robustness.md).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,6 +54,8 @@ pub struct Journals {
     writes: u64,
     /// Journals evicted to make room, in total.
     pub evicted: u64,
+    /// What evicted journals had found, by sender (the newest of them, bounded).
+    gone: crate::verdicts::Bounded<Remains>,
 }
 
 /// A journal read from a cursor (`GET .../journal?after=N`).
@@ -126,10 +128,29 @@ impl Journals {
     }
 
     fn evict_one(&mut self) {
-        if let Some(oldest) = self.senders.iter().min_by_key(|(_, j)| j.touched).map(|(s, _)| s.clone()) {
-            self.senders.remove(&oldest);
-            self.evicted += 1;
+        let Some(oldest) = self.senders.iter().min_by_key(|(_, j)| j.touched).map(|(s, _)| s.clone()) else {
+            return;
+        };
+        // Judged as of its last entry: what it had found is kept, merged with what an
+        // earlier eviction of the same sender had.
+        match self.verdicts_at_last(&oldest) {
+            Some(before) if !before.violated.is_empty() => self.gone.insert(oldest.clone(), before),
+            _ => {}
         }
+        self.senders.remove(&oldest);
+        self.evicted += 1;
+    }
+
+    fn verdicts_at_last(&mut self, sender: &str) -> Option<Remains> {
+        let book = self.book.clone()?;
+        let j = self.senders.get_mut(sender)?;
+        let last = j.entries.back().map(|e| e.stamp).unwrap_or_default();
+        let count = JournalCount { entries: j.next_seq, dropped: j.dropped, evicted_entries: 0 };
+        let mut v = j.grading.verdicts(&book, sender, last, count);
+        if let Some(earlier) = self.gone.get(sender) {
+            v.carry(earlier);
+        }
+        Some(Remains::of(&v))
     }
 
     /// `sender`'s journal from the cursor `after` (or from its oldest kept entry).
@@ -149,13 +170,36 @@ impl Journals {
     /// nothing has exercised no rule).
     pub fn verdicts(&mut self, sender: &str, now: Stamp) -> Option<Verdicts> {
         let book = self.book.clone()?;
-        Some(match self.senders.get_mut(sender) {
+        let mut v = match self.senders.get_mut(sender) {
             Some(j) => {
-                let count = JournalCount { entries: j.next_seq, dropped: j.dropped };
+                let count = JournalCount { entries: j.next_seq, dropped: j.dropped, evicted_entries: 0 };
                 j.grading.verdicts(&book, sender, now, count)
             }
             None => Grading::default().verdicts(&book, sender, now, JournalCount::default()),
-        })
+        };
+        if let Some(before) = self.gone.get(sender) {
+            v.carry(before);
+        }
+        Some(v)
+    }
+
+    /// `sender`'s verdicts as if every window had closed (an open retry or ack is judged as
+    /// missed), from a copy of its grading: the journal goes on as it was.
+    pub fn settled_verdicts(&self, sender: &str) -> Option<Verdicts> {
+        let book = self.book.clone()?;
+        // Far enough that every window has passed, far from overflowing.
+        let end = Stamp { at_ms: u64::MAX / 4, wall_ms: u64::MAX / 4 };
+        let mut v = match self.senders.get(sender) {
+            Some(j) => {
+                let count = JournalCount { entries: j.next_seq, dropped: j.dropped, evicted_entries: 0 };
+                j.grading.clone().verdicts(&book, sender, end, count)
+            }
+            None => Grading::default().verdicts(&book, sender, end, JournalCount::default()),
+        };
+        if let Some(before) = self.gone.get(sender) {
+            v.carry(before);
+        }
+        Some(v)
     }
 
     /// The entries `sender`'s journal still holds.
@@ -163,9 +207,12 @@ impl Journals {
         self.senders.get(sender).map(|j| j.entries.iter().cloned().collect()).unwrap_or_default()
     }
 
-    /// The senders with a journal, in no order.
+    /// The senders with a journal, or whose evicted journal had found violations, in no
+    /// order.
     pub fn senders(&self) -> Vec<String> {
-        self.senders.keys().cloned().collect()
+        let mut out: Vec<String> = self.senders.keys().cloned().collect();
+        out.extend(self.gone.keys().filter(|s| !self.senders.contains_key(*s)).cloned());
+        out
     }
 
     pub fn rulebook(&self) -> Option<&Rulebook> {
@@ -174,7 +221,7 @@ impl Journals {
 
     /// What a state file's snapshot keeps of them.
     pub fn snapshot(&self) -> Value {
-        json!({ "senders": &self.senders, "writes": self.writes, "evicted": self.evicted })
+        json!({ "senders": &self.senders, "writes": self.writes, "evicted": self.evicted, "gone": &self.gone })
     }
 
     pub fn restore_snapshot(&mut self, v: Value) -> Result<(), String> {
@@ -183,9 +230,11 @@ impl Journals {
             senders: HashMap<String, SenderJournal>,
             writes: u64,
             evicted: u64,
+            #[serde(default)]
+            gone: crate::verdicts::Bounded<Remains>,
         }
         let kept: Kept = serde_json::from_value(v).map_err(|e| e.to_string())?;
-        (self.senders, self.writes, self.evicted) = (kept.senders, kept.writes, kept.evicted);
+        (self.senders, self.writes, self.evicted, self.gone) = (kept.senders, kept.writes, kept.evicted, kept.gone);
         Ok(())
     }
 }

@@ -470,6 +470,12 @@ fn message_journaled(model: &mut Model, session: &mut Session, stanza: &Element,
     session.replied.clear();
     session.downstream_reply = false;
     let xml = message(model, session, stanza, reference);
+    // A held ack is part of how the message was answered: decided before the entry is made,
+    // so that the entry names the script.
+    let hold = match (&session.sender, session.downstream_reply && !xml.is_empty()) {
+        (Some(sender), true) => model.scripted_hold(sender),
+        _ => None,
+    };
     let seen = model.observed();
     let payload = stanza.gcm_payload().map(|p| serde_json::from_str::<Value>(&p).unwrap_or(Value::String(p)));
     if let Some(payload) = payload {
@@ -482,11 +488,7 @@ fn message_journaled(model: &mut Model, session: &mut Session, stanza: &Element,
         );
     }
     let replied = std::mem::take(&mut session.replied);
-    if session.downstream_reply
-        && !xml.is_empty()
-        && let Some(sender) = session.sender.clone()
-        && let Some(ms) = model.scripted_hold(&sender)
-    {
+    if let (Some(ms), Some(sender)) = (hold, session.sender.clone()) {
         reference.record(|| state::Input::XmppScripted { sender, hold: true });
         let at = tokio::time::Instant::now() + std::time::Duration::from_millis(ms);
         session.held.push((at, xml, replied));
@@ -563,7 +565,11 @@ fn message(model: &mut Model, session: &mut Session, stanza: &Element, reference
     session.downstream_reply = true;
     if let Some(code) = model.scripted_nack(&sender) {
         reference.record(|| state::Input::XmppScripted { sender: sender.clone(), hold: false });
-        return reply(session, stanza, &nack(&to, &message_id, code, "scripted: the service could not take it now"));
+        let why = match code {
+            "SERVICE_UNAVAILABLE" | "INTERNAL_SERVER_ERROR" => "scripted: the service could not take it now",
+            _ => "scripted",
+        };
+        return reply(session, stanza, &nack(&to, &message_id, code, why));
     }
     if model.ccs_is_draining(conn) && !model.faults().has(Fault::XmppDrainingRefusesNew) {
         let code =

@@ -166,6 +166,9 @@ pub struct Device {
     pub known: bool,
     #[serde(skip_serializing_if = "std::ops::Not::not", default)]
     pub ios: bool,
+    /// The device it is had unregistered (a send to it fails whenever it is tried).
+    #[serde(skip_serializing_if = "std::ops::Not::not", default)]
+    pub unregistered: bool,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub package: Option<String>,
     /// For a send with a collapse key: how many distinct collapse keys of this sender, other

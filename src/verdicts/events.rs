@@ -34,6 +34,11 @@ pub struct Sent {
     pub reserved: Vec<String>,
     /// What makes two sends the same message: data, notification and collapse key.
     pub fingerprint: u64,
+    /// The same, part by part (each data key with its value, the notification, the collapse
+    /// key; at most [`PARTS`]): what tells a retry that adds or changes a field (an attempt
+    /// counter, a timestamp) from another message. See [`Sent::like`].
+    #[serde(default)]
+    pub parts: Vec<u64>,
     pub dry_run: bool,
     /// XMPP: the app server's id for it.
     pub message_id: Option<String>,
@@ -64,6 +69,21 @@ impl Sent {
             Some(Ttl::Whole(t)) => (*t).max(0) as u64 * 1000,
             _ => default_seconds * 1000,
         }
+    }
+
+    /// Whether this send may be a message with `parts` sent again: at least half of those
+    /// parts unchanged (a retry may add a field or change one, a timestamp say). Lenient: it
+    /// decides that a failure was retried.
+    pub fn like(&self, parts: &[u64]) -> bool {
+        let kept = parts.iter().filter(|p| self.parts.contains(p)).count();
+        2 * kept >= parts.len()
+    }
+
+    /// Whether this send surely is a message with `parts` sent again: every one of them
+    /// unchanged (fields added, an attempt counter say, are allowed). Strict: it decides which
+    /// send's timing a retry rule judges, so that another message is never judged as one.
+    pub fn again(&self, parts: &[u64]) -> bool {
+        parts.iter().all(|p| self.parts.contains(p))
     }
 
     pub fn to_key(&self) -> bool {
@@ -425,6 +445,34 @@ fn strings(v: Option<&Value>) -> Option<Vec<String>> {
     v.and_then(Value::as_array).map(|a| a.iter().filter_map(|x| x.as_str().map(str::to_string)).collect())
 }
 
+/// Parts of a message [`Sent::parts`] keeps: enough to tell messages apart, few enough that
+/// every failure a grader holds stays small.
+pub const PARTS: usize = 16;
+
+fn parts(data: Option<&Map<String, Value>>, notification: Option<&Value>, collapse_key: Option<&str>) -> Vec<u64> {
+    let mut out = Vec::new();
+    let mut part = |name: &str, v: Option<&Value>, text: Option<&str>| {
+        let mut h = std::hash::DefaultHasher::new();
+        name.hash(&mut h);
+        if let Some(v) = v {
+            hash_value(v, &mut h);
+        }
+        text.hash(&mut h);
+        out.push(h.finish());
+    };
+    if let Some(n) = notification {
+        part("\0notification", Some(n), None);
+    }
+    if let Some(k) = collapse_key {
+        part("\0collapse_key", None, Some(k));
+    }
+    for (k, v) in data.into_iter().flatten() {
+        part(k, Some(v), None);
+    }
+    out.truncate(PARTS);
+    out
+}
+
 fn fingerprint(data: Option<&Value>, notification: Option<&Value>, collapse_key: Option<&str>) -> u64 {
     let mut h = std::hash::DefaultHasher::new();
     for v in [data, notification] {
@@ -467,9 +515,13 @@ fn sent_of(seq: u64, stamp: Stamp, conn: Option<Conn>, path: Path, body: &Map<St
     let data = body.get("data").filter(|d| d.is_object());
     let data_map = data.and_then(Value::as_object);
     let collapse_key = body.get("collapse_key").and_then(Value::as_str).map(str::to_string);
+    // 60.0 is a whole number of seconds too.
     let ttl = body.get("time_to_live").filter(|v| !v.is_null()).map(|v| match v.as_i64() {
         Some(n) => Ttl::Whole(n),
-        None => Ttl::Other(v.to_string()),
+        None => match v.as_f64() {
+            Some(f) if f.fract() == 0.0 && f.abs() < 9.0e15 => Ttl::Whole(f as i64),
+            _ => Ttl::Other(v.to_string()),
+        },
     });
     Sent {
         seq,
@@ -484,6 +536,7 @@ fn sent_of(seq: u64, stamp: Stamp, conn: Option<Conn>, path: Path, body: &Map<St
         payload_bytes: data_map.map_or(0, data_payload_bytes),
         reserved: data_map.map(|d| d.keys().filter(|k| is_reserved_data_key(k)).cloned().collect()).unwrap_or_default(),
         fingerprint: fingerprint(data, body.get("notification"), collapse_key.as_deref()),
+        parts: parts(data_map, body.get("notification"), collapse_key.as_deref()),
         collapse_key,
         dry_run: body.get("dry_run") == Some(&Value::Bool(true)),
         message_id: body.get("message_id").and_then(Value::as_str).map(str::to_string),
@@ -673,10 +726,16 @@ fn xmpp_answer(seq: u64, stamp: Stamp, conn: Option<Conn>, sent: &Sent, json: &M
         }
         _ => {
             let code = json.get("error").and_then(Value::as_str).unwrap_or_default();
-            if sent.to_key() {
-                // Seed 003: a key whose every member failed is nacked.
+            let for_now = matches!(code, "SERVICE_UNAVAILABLE" | "INTERNAL_SERVER_ERROR" | "CONNECTION_DRAINING");
+            if sent.to_key() && (for_now || code == "DEVICE_UNREGISTERED") {
+                // Seed 003: a key whose every member failed is nacked (SERVICE_UNAVAILABLE;
+                // a service seen to say DEVICE_UNREGISTERED when no member is registered).
                 a.all_members_failed = true;
-            } else if matches!(code, "SERVICE_UNAVAILABLE" | "INTERNAL_SERVER_ERROR" | "CONNECTION_DRAINING") {
+            } else if sent.to_key() {
+                // The message itself was refused (INVALID_JSON, BAD_REGISTRATION, ...):
+                // sending it again as it is would not help.
+                a.refused = true;
+            } else if for_now {
                 a.server_error = true;
             } else if code == "DEVICE_UNREGISTERED" {
                 a.results.push((target, Err("NotRegistered".into())));

@@ -195,6 +195,36 @@ pub struct Verdicts {
 pub struct JournalCount {
     pub entries: u64,
     pub dropped: u64,
+    /// Entries of an earlier journal of this sender's that was evicted to make room for
+    /// other senders: its exchanges are gone, its violations are carried over.
+    #[serde(skip_serializing_if = "is_zero", default)]
+    pub evicted_entries: u64,
+}
+
+/// What is kept of a sender's journal once it is evicted: how long it was, and the rules it
+/// had violated (how often, and the first violation's text), so that a verdict never turns
+/// clean by losing its evidence.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Remains {
+    pub entries: u64,
+    pub violated: Vec<(String, u64, String)>,
+}
+
+impl Remains {
+    pub fn of(v: &Verdicts) -> Remains {
+        Remains {
+            entries: v.journal.entries + v.journal.evicted_entries,
+            violated: v
+                .rules
+                .iter()
+                .filter(|r| r.outcome == Outcome::Violated)
+                .map(|r| {
+                    let first = r.violations.first().map(|x| x.message.clone()).unwrap_or_default();
+                    (r.id.clone(), r.violations_total.max(1), first)
+                })
+                .collect(),
+        }
+    }
 }
 
 impl Verdicts {
@@ -218,6 +248,37 @@ impl Verdicts {
 
     pub fn to_json(&self) -> Value {
         serde_json::to_value(self).unwrap_or(Value::Null)
+    }
+
+    /// Carries over what an evicted journal of the same sender had found.
+    pub fn carry(&mut self, before: &Remains) {
+        self.journal.evicted_entries += before.entries;
+        for (id, count, first) in &before.violated {
+            let Some(r) = self.rules.iter_mut().find(|r| &r.id == id) else { continue };
+            r.violations.insert(
+                0,
+                Violation {
+                    message: format!(
+                        "before this sender's journal was evicted (to make room for other senders' journals), \
+                         {count} violation(s); the first: {first}"
+                    ),
+                    entries: Vec::new(),
+                    at_ms: 0,
+                },
+            );
+            r.violations_total += count;
+            r.outcome = Outcome::Violated;
+        }
+        let mut summary = Summary::default();
+        for r in &self.rules {
+            match r.outcome {
+                Outcome::Passed => summary.passed += 1,
+                Outcome::Violated => summary.violated += 1,
+                Outcome::NotExercised => summary.not_exercised += 1,
+            }
+            summary.must_violated += usize::from(r.outcome == Outcome::Violated && r.level == Level::Must);
+        }
+        self.summary = summary;
     }
 }
 
@@ -375,6 +436,10 @@ impl<V> Bounded<V> {
 
     pub fn len(&self) -> usize {
         self.map.len()
+    }
+
+    pub fn keys(&self) -> impl Iterator<Item = &String> {
+        self.map.keys()
     }
 
     /// Removes and returns the entries `pick` chooses, oldest first.

@@ -27,6 +27,8 @@
 //! - `app_servers`: every app-server rule on every path it covers, under both clocks: the
 //!   reference client passes each case, its fault for the case fails exactly that rule, and
 //!   each legal variant passes.
+//! - `verdict_readings`: the app-server rules at their edges: legal app servers the verdicts
+//!   must not blame, settled verdicts, the bounds of the clock and of scripts.
 
 use libtest_mimic::{Arguments, Failed, Trial};
 
@@ -42,6 +44,7 @@ mod selftest;
 mod specs;
 mod state;
 mod tenancy;
+mod verdict_readings;
 
 /// A trial from a closure that returns a description of what went wrong.
 pub fn trial(name: &str, f: impl FnOnce() -> Result<(), String> + Send + 'static) -> Trial {
@@ -77,6 +80,7 @@ fn main() {
     trials.extend(exposure::trials());
     trials.extend(state::trials());
     trials.extend(app_servers::trials(&runtime));
+    trials.extend(verdict_readings::trials());
     let conclusion = libtest_mimic::run(&args, trials);
     // Servers started for the HTTP trials stop with the runtime.
     drop(runtime);

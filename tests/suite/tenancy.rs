@@ -319,6 +319,31 @@ fn journals_are_bounded_and_each_senders_own() -> Result<(), String> {
     if kept != expected {
         return Err(format!("journals kept for {kept:?}, not {expected:?}"));
     }
+    // An evicted journal's violations stay: the verdict does not turn clean, even after the
+    // sender comes back and keeps the rule.
+    send(&senders[1], 60);
+    send(&senders[2], 60);
+    let v = reference.verdicts(&senders[0].sender_id).ok_or("no verdicts")?;
+    let ttl = v.rule("app.send.ttl-range").ok_or("no ttl rule")?;
+    if ttl.outcome != gcmspec::verdicts::Outcome::Violated || v.journal.evicted_entries != 9 {
+        return Err(format!("an evicted journal's violation was lost: {}", v.to_json()));
+    }
+    if !reference.journaled_senders().contains(&senders[0].sender_id) {
+        return Err("an evicted sender with violations is left out of the reports".into());
+    }
+    send(&senders[0], 60);
+    let v = reference.verdicts(&senders[0].sender_id).ok_or("no verdicts")?;
+    if v.rule("app.send.ttl-range").map(|r| r.outcome) != Some(gcmspec::verdicts::Outcome::Violated) {
+        return Err(format!("a returning sender's verdict turned clean: {}", v.to_json()));
+    }
+    // Without its key, a sender that exists and one that does not look alike.
+    for id in [senders[0].sender_id.as_str(), "999999999999"] {
+        let req = HttpRequest::new("GET", &format!("/_gcmspec/v1/senders/{id}/verdicts"));
+        let status = reference.handle(&req).status;
+        if status != 403 {
+            return Err(format!("verdicts of {id} without a key: {status}, not 403"));
+        }
+    }
     Ok(())
 }
 

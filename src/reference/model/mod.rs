@@ -416,6 +416,7 @@ impl Model {
             id: id.to_string(),
             known: instance.is_some(),
             ios: instance.is_some_and(|i| i.platform == Platform::Ios),
+            unregistered: instance.is_some_and(|i| !i.registered),
             package: instance.and_then(|i| i.package.as_deref().map(str::to_string)),
             ..Default::default()
         };
@@ -488,7 +489,7 @@ impl Model {
 
     /// A sender's clock, in milliseconds.
     pub fn now_ms(&self, sender: &str) -> u64 {
-        self.clock.now_ms() + self.offsets.get(sender).copied().unwrap_or(0)
+        self.clock.now_ms().saturating_add(self.offsets.get(sender).copied().unwrap_or(0))
     }
 
     /// Whether an old id has stopped working for this sender (the variant that retires old ids
@@ -541,7 +542,7 @@ impl Model {
         let base = self.clock.now_ms();
         let id = self.resolve(registration_id).to_string();
         let Model { instances, offsets, limits, faults, variants, shared_buckets, .. } = self;
-        let now_of = |s: &str| base + offsets.get(s).copied().unwrap_or(0);
+        let now_of = |s: &str| base.saturating_add(offsets.get(s).copied().unwrap_or(0));
         if let Some(inst) = instances.get_mut(id.as_str()) {
             let cx = super::lifetime::Cx { now_of: &now_of, limits, faults, variants, scope: Default::default() };
             sending::with_shared_buckets(inst, shared_buckets, faults, |i| i.pump(&cx));
@@ -717,12 +718,23 @@ impl Model {
         self.advance_clock_ms(sender, seconds.saturating_mul(1000))
     }
 
-    /// Moves one sender's clock forward by milliseconds.
+    /// How far ahead of the reference's clock a sender's clock may be moved: a century, far
+    /// past any time to live or retry window, and far from overflowing a millisecond count.
+    pub const MAX_CLOCK_OFFSET_MS: u64 = 100 * 365 * 24 * 3600 * 1000;
+
+    /// How far `sender`'s clock may still be moved forward.
+    pub fn clock_room_ms(&self, sender: &str) -> u64 {
+        Self::MAX_CLOCK_OFFSET_MS - self.offsets.get(sender).copied().unwrap_or(0).min(Self::MAX_CLOCK_OFFSET_MS)
+    }
+
+    /// Moves one sender's clock forward by milliseconds (no further than
+    /// [`Self::MAX_CLOCK_OFFSET_MS`] ahead in all).
     pub fn advance_clock_ms(&mut self, sender: &str, ms: u64) -> Option<u64> {
         if !self.senders.contains_key(sender) {
             return None;
         }
-        *self.offsets.entry(sender.to_string()).or_default() += ms;
+        let offset = self.offsets.entry(sender.to_string()).or_default();
+        *offset = offset.saturating_add(ms).min(Self::MAX_CLOCK_OFFSET_MS);
         self.pump_all();
         Some(self.now_ms(sender))
     }

@@ -128,7 +128,15 @@ impl Scripted {
                     .filter(|s| (500..=599).contains(s))
                     .ok_or("`status` must be a 5xx: what the notes say means \"retry later\"")?
                     as u16;
-                let seconds = |k: &str| body.get(k).map(|v| v.as_u64().ok_or(format!("`{k}` must be whole seconds")));
+                // A year: longer than any test waits, short enough for any date arithmetic.
+                const MAX_RETRY_AFTER: u64 = 365 * 24 * 3600;
+                let seconds = |k: &str| {
+                    body.get(k).map(|v| {
+                        v.as_u64()
+                            .filter(|s| *s <= MAX_RETRY_AFTER)
+                            .ok_or(format!("`{k}` must be whole seconds, at most {MAX_RETRY_AFTER} (a year)"))
+                    })
+                };
                 let retry_after = match (seconds("retry_after"), seconds("retry_after_date")) {
                     (Some(_), Some(_)) => return Err("give `retry_after` or `retry_after_date`, not both".into()),
                     (Some(s), None) => Some(RetryAfter::Seconds(s?)),
@@ -184,23 +192,25 @@ impl Script {
 }
 
 impl Model {
-    /// Adds a script for `sender`: for the next `times` uses, or for `for_seconds` of its
-    /// clock (one use when neither is given).
+    /// Scripts an answer for `sender`'s next requests: `times` of them (1 by default), or
+    /// those within `for_seconds` (at most `times` of them, when both are given).
     pub fn add_script(
         &mut self,
         sender: &str,
         answer: Scripted,
         times: Option<u64>,
         for_seconds: Option<u64>,
-    ) -> Result<u64, String> {
+    ) -> Result<u64, ScriptError> {
         if !self.senders.contains_key(sender) {
-            return Err(format!("unknown sender id {sender:?}"));
+            return Err(ScriptError::UnknownSender(format!("unknown sender id {sender:?}")));
         }
         let now = self.now_ms(sender);
         let scripts = self.scripts.entry(sender.to_string()).or_default();
         scripts.retain(|s| s.until_ms.is_none_or(|u| u > now));
         if scripts.len() >= MAX_SCRIPTS_PER_SENDER {
-            return Err(format!("a sender has at most {MAX_SCRIPTS_PER_SENDER} scripts waiting: DELETE them first"));
+            return Err(ScriptError::Full(format!(
+                "a sender has at most {MAX_SCRIPTS_PER_SENDER} scripts waiting: DELETE them first"
+            )));
         }
         self.next_script += 1;
         let until_ms = for_seconds.map(|s| now.saturating_add(s.saturating_mul(1000)));
@@ -354,4 +364,12 @@ impl Model {
             o.scripted.push(what);
         }
     }
+}
+
+/// Why a script was not taken.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ScriptError {
+    UnknownSender(String),
+    /// The sender's scripts are at their cap (507, as every cap).
+    Full(String),
 }

@@ -38,7 +38,7 @@ pub(crate) enum Config {
     MessageId,
     Acks { kind: ToAck, within_ms: u64, in_flight_ms: u64 },
     AckConnection,
-    Draining,
+    Draining { in_flight_ms: u64 },
     PendingLimit,
 }
 
@@ -92,7 +92,7 @@ impl Config {
                 in_flight_ms: number("in_flight_ms")?,
             },
             "ack-connection" => Config::AckConnection,
-            "draining" => Config::Draining,
+            "draining" => Config::Draining { in_flight_ms: number("in_flight_ms")? },
             "pending-limit" => Config::PendingLimit,
             other => return Err(format!("no grader `{other}`")),
         })
@@ -136,7 +136,7 @@ impl State {
             Config::MessageId => State::MessageId(Default::default()),
             Config::Acks { .. } => State::Acks(Default::default()),
             Config::AckConnection => State::AckConnection(Default::default()),
-            Config::Draining => State::Draining(Default::default()),
+            Config::Draining { .. } => State::Draining(Default::default()),
             Config::PendingLimit => State::PendingLimit(Default::default()),
         }
     }
@@ -147,16 +147,16 @@ impl State {
             (State::StaleId(s), Config::StaleId { after, in_flight_ms }) => s.feed(*after, *in_flight_ms, event, log),
             (State::CollapseKeys(s), Config::CollapseKeys { held }) => s.feed(*held, n, event, log),
             (State::Groups(s), c) => s.feed(c, event, log),
-            (State::Retry(s), Config::Retry { group, .. }) => s.feed(*group, event, log),
-            (State::RetryAfter(s), Config::RetryAfter { slack_ms }) => s.feed(*slack_ms, event, log),
+            (State::Retry(s), Config::Retry { group, .. }) => s.feed(*group, n, event, log),
+            (State::RetryAfter(s), Config::RetryAfter { slack_ms }) => s.feed(*slack_ms, n, event, log),
             (State::Backoff(s), Config::Backoff { first_wait_ms, tolerance }) => {
-                s.feed(*first_wait_ms, *tolerance, event, log)
+                s.feed(*first_wait_ms, *tolerance, n, event, log)
             }
             (State::ResentSuccess(s), Config::ResentSuccess { within_ms }) => s.feed(*within_ms, event, log),
             (State::MessageId(s), _) => s.feed(event, log),
             (State::Acks(s), Config::Acks { kind, in_flight_ms, .. }) => s.feed(*kind, *in_flight_ms, event, log),
             (State::AckConnection(s), _) => s.feed(event, log),
-            (State::Draining(s), _) => s.feed(event, log),
+            (State::Draining(s), Config::Draining { in_flight_ms }) => s.feed(*in_flight_ms, event, log),
             (State::PendingLimit(s), _) => s.feed(n.max_pending_per_connection, event, log),
             // A state restored for other rules than these: start it again.
             (state, config) => *state = State::new(config),

@@ -6,11 +6,16 @@ use serde::{Deserialize, Serialize};
 use super::{at, secs};
 use crate::verdicts::entry::Stamp;
 use crate::verdicts::events::{Answer, Event, Sent};
-use crate::verdicts::{Bounded, RuleLog};
+use crate::verdicts::{Bounded, Numbers, RuleLog};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Failure {
-    fingerprint: u64,
+    /// The failed message, part by part ([`Sent::parts`]).
+    #[serde(default)]
+    parts: Vec<u64>,
+    /// A send to a notification key: the key (a retry to it is one too).
+    #[serde(default)]
+    key: Option<String>,
     /// Sending the message to any of these is a retry.
     targets: Vec<String>,
     seq: u64,
@@ -21,8 +26,10 @@ struct Failure {
 
 /// The targets to try again after a failed send, if it failed: for `group`, a send to a
 /// notification key that failed for some member (again to the key or to that member) or all
-/// of them; otherwise a server error or an Unavailable result of a send to ids.
-fn failed(group: bool, sent: &Sent, answer: &Answer) -> Option<Vec<String>> {
+/// of them; otherwise a server error or an Unavailable result of a send to ids. A member that
+/// cannot take the message whenever it is sent (no device has its id, the device is no longer
+/// registered, an iOS device and a payload past its limit) is no failure to retry.
+fn failed(group: bool, sent: &Sent, answer: &Answer, n: &Numbers) -> Option<Vec<String>> {
     if sent.dry_run || group != sent.to_key() {
         return None;
     }
@@ -31,10 +38,15 @@ fn failed(group: bool, sent: &Sent, answer: &Answer) -> Option<Vec<String>> {
         if answer.all_members_failed {
             return Some(vec![key]);
         }
-        if answer.failed_members.is_empty() {
+        let lasting = |id: &str| {
+            sent.facts.device(id).is_some_and(|d| {
+                !d.known || d.unregistered || (d.ios && n.max_payload_bytes_ios.is_some_and(|l| sent.payload_bytes > l))
+            })
+        };
+        let mut targets: Vec<String> = answer.failed_members.iter().filter(|m| !lasting(m)).cloned().collect();
+        if targets.is_empty() {
             return None;
         }
-        let mut targets = answer.failed_members.clone();
         targets.push(key);
         return Some(targets);
     }
@@ -42,35 +54,57 @@ fn failed(group: bool, sent: &Sent, answer: &Answer) -> Option<Vec<String>> {
     (!targets.is_empty()).then_some(targets)
 }
 
-fn retries(sent: &Sent, f: &Failure) -> bool {
-    sent.fingerprint == f.fingerprint
-        && sent.seq > f.seq
-        && sent.targets().iter().any(|t| f.targets.iter().any(|x| x == t))
+/// Whether `sent` tries a failure again: a later send of the message to a target that failed
+/// (or, after a canonical id, to the id that replaced it).
+fn retries(sent: &Sent, f: &Failure, strict: bool) -> bool {
+    let same = if strict { sent.again(&f.parts) } else { sent.like(&f.parts) };
+    same && sent.seq > f.seq && sent.targets().iter().any(|t| f.targets.iter().any(|x| x == t))
 }
 
-/// `retry`: every failure is followed by a retry within the window.
+/// `retry`: every failure is followed by a retry within the window. A retry that fails too
+/// need not be tried again: the documents ask for a retry, not for retrying for ever.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub(crate) struct Retries {
     open: Bounded<Failure>,
+    /// Sends that were retries, until answered.
+    #[serde(default)]
+    retrying: Bounded<()>,
+    /// A canonical id answered for an id: a retry to either is one.
+    #[serde(default)]
+    renamed: Bounded<String>,
 }
 
 impl Retries {
-    pub fn feed(&mut self, group: bool, event: &Event, log: &mut RuleLog) {
+    pub fn feed(&mut self, group: bool, n: &Numbers, event: &Event, log: &mut RuleLog) {
         match event {
             Event::Answered(sent, answer) => {
-                if let Some(targets) = failed(group, sent, answer) {
+                for (id, r) in &answer.results {
+                    if let Ok(Some(canonical)) = r {
+                        self.renamed.insert(id.clone(), canonical.clone());
+                    }
+                }
+                if self.retrying.remove(&sent.seq.to_string()).is_some() {
+                    return;
+                }
+                if let Some(mut targets) = failed(group, sent, answer, n) {
+                    let canonical: Vec<String> = targets.iter().filter_map(|t| self.renamed.get(t).cloned()).collect();
+                    targets.extend(canonical);
                     let f = Failure {
-                        fingerprint: sent.fingerprint,
+                        parts: sent.parts.clone(),
+                        key: sent.to_key().then(|| sent.to.clone()).flatten(),
                         targets,
                         seq: answer.seq,
                         stamp: answer.stamp,
                         retry_after_ms: answer.retry_after_ms.unwrap_or(0),
                     };
-                    self.open.insert(format!("{}:{}", sent.fingerprint, answer.seq), f);
+                    self.open.insert(answer.seq.to_string(), f);
                 }
             }
             Event::Sent(sent) => {
-                let done = self.open.take_where(|f| retries(sent, f));
+                let done = self.open.take_where(|f| retries(sent, f, false));
+                if !done.is_empty() {
+                    self.retrying.insert(sent.seq.to_string(), ());
+                }
                 log.exercised += done.len() as u64;
             }
             _ => {}
@@ -80,12 +114,17 @@ impl Retries {
     pub fn settle(&mut self, within_ms: u64, now: Stamp, log: &mut RuleLog) {
         for f in self.open.take_where(|f| now.since(f.stamp) > within_ms + f.retry_after_ms) {
             log.exercised += 1;
+            let members: Vec<&str> =
+                f.targets.iter().map(String::as_str).filter(|t| Some(*t) != f.key.as_deref()).collect();
+            let whom = match (&f.key, members.is_empty()) {
+                (Some(key), true) => format!("every member of the group {key}"),
+                _ => members.join(", "),
+            };
             log.violate(now, vec![f.seq], || {
                 format!(
-                    "the send answered at {} (#{}) failed for {} and was not sent again within {}",
+                    "the send answered at {} (#{}) failed for {whom} and was not sent again within {}",
                     at(f.stamp),
                     f.seq,
-                    f.targets.join(", "),
                     secs(within_ms + f.retry_after_ms)
                 )
             });
@@ -99,40 +138,63 @@ impl Retries {
     }
 }
 
+/// A failure at one target: what a retry to it is judged against.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-struct Told {
-    failure: Failure,
+struct AtTarget {
+    parts: Vec<u64>,
+    seq: u64,
+    stamp: Stamp,
+    retry_after_ms: u64,
+    /// The wait before the retry that failed last (none before the first retry).
+    last_wait_ms: Option<u64>,
+}
+
+/// Failures by target, a record per target so that a retry is found by where it goes.
+fn by_target(map: &mut Bounded<AtTarget>, n: &Numbers, targets: &[String], make: impl Fn(&str) -> AtTarget) {
+    for t in targets.iter().take(n.max_registration_ids) {
+        map.insert(t.clone(), make(t));
+    }
+}
+
+/// The failure `sent` surely retries (the same message, to a target that failed), if any:
+/// its record, taken out for every target of `sent` it covers.
+fn retried(map: &mut Bounded<AtTarget>, sent: &Sent) -> Option<AtTarget> {
+    let mut found: Option<AtTarget> = None;
+    for t in sent.targets() {
+        let matches = map.get(t).is_some_and(|f| f.seq < sent.seq && sent.again(&f.parts));
+        if matches && let Some(f) = map.remove(t) {
+            found = found.or(Some(f));
+        }
+    }
+    found
 }
 
 /// `retry-after`: no retry sooner than the Retry-After said.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub(crate) struct RetryAfter {
-    told: Bounded<Told>,
+    #[serde(default)]
+    told: Bounded<AtTarget>,
 }
 
 impl RetryAfter {
-    pub fn feed(&mut self, slack_ms: u64, event: &Event, log: &mut RuleLog) {
+    pub fn feed(&mut self, slack_ms: u64, n: &Numbers, event: &Event, log: &mut RuleLog) {
         match event {
             Event::Answered(sent, answer) => {
                 let Some(wait) = answer.retry_after_ms else { return };
                 if sent.dry_run || !(answer.server_error || answer.all_members_failed) {
                     return;
                 }
-                let failure = Failure {
-                    fingerprint: sent.fingerprint,
-                    targets: sent.targets().into_iter().map(str::to_string).collect(),
+                let targets: Vec<String> = sent.targets().into_iter().map(str::to_string).collect();
+                by_target(&mut self.told, n, &targets, |_| AtTarget {
+                    parts: sent.parts.clone(),
                     seq: answer.seq,
                     stamp: answer.stamp,
                     retry_after_ms: wait,
-                };
-                self.told.insert(sent.fingerprint.to_string(), Told { failure });
+                    last_wait_ms: None,
+                });
             }
             Event::Sent(sent) => {
-                let Some(told) = self.told.get(&sent.fingerprint.to_string()) else { return };
-                let f = &told.failure;
-                if !retries(sent, f) {
-                    return;
-                }
+                let Some(f) = retried(&mut self.told, sent) else { return };
                 log.exercised += 1;
                 let waited = sent.stamp.since(f.stamp);
                 if waited + slack_ms < f.retry_after_ms {
@@ -147,7 +209,6 @@ impl RetryAfter {
                         )
                     });
                 }
-                self.told.remove(&sent.fingerprint.to_string());
             }
             _ => {}
         }
@@ -158,58 +219,46 @@ impl RetryAfter {
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct Chain {
-    failure: Failure,
-    /// The wait before the retry that failed last (none before the first retry).
-    last_wait_ms: Option<u64>,
-}
-
 /// `backoff`: the waits between a message's failures and its retries double.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub(crate) struct Backoff {
-    chains: Bounded<Chain>,
+    #[serde(default)]
+    failures: Bounded<AtTarget>,
+    /// The wait before each retry in flight, by the retry's send.
+    #[serde(default)]
+    waits: Bounded<u64>,
 }
 
 impl Backoff {
-    pub fn feed(&mut self, first_wait_ms: u64, tolerance: f64, event: &Event, log: &mut RuleLog) {
+    pub fn feed(&mut self, first_wait_ms: u64, tolerance: f64, n: &Numbers, event: &Event, log: &mut RuleLog) {
         match event {
             Event::Answered(sent, answer) => {
-                let key = sent.fingerprint.to_string();
-                let Some(targets) = failed(true, sent, answer).or_else(|| failed(false, sent, answer)) else {
-                    self.chains.remove(&key);
-                    return;
-                };
-                let last_wait_ms = self.chains.get(&key).and_then(|c| c.last_wait_ms);
-                let failure = Failure {
-                    fingerprint: sent.fingerprint,
-                    targets,
+                let last_wait_ms = self.waits.remove(&sent.seq.to_string());
+                let targets = failed(true, sent, answer, n).or_else(|| failed(false, sent, answer, n));
+                let Some(targets) = targets else { return };
+                by_target(&mut self.failures, n, &targets, |_| AtTarget {
+                    parts: sent.parts.clone(),
                     seq: answer.seq,
                     stamp: answer.stamp,
                     retry_after_ms: answer.retry_after_ms.unwrap_or(0),
-                };
-                self.chains.insert(key, Chain { failure, last_wait_ms });
+                    last_wait_ms,
+                });
             }
             Event::Sent(sent) => {
-                let Some(chain) = self.chains.get_mut(&sent.fingerprint.to_string()) else { return };
-                let f = &chain.failure;
-                if !retries(sent, f) {
-                    return;
-                }
+                let Some(f) = retried(&mut self.failures, sent) else { return };
                 let waited = sent.stamp.since(f.stamp);
-                let previous = chain.last_wait_ms;
-                chain.last_wait_ms = Some(waited);
+                self.waits.insert(sent.seq.to_string(), waited);
                 // A wait a Retry-After set is that rule's; the next doubles from it.
                 if f.retry_after_ms > 0 {
                     return;
                 }
                 log.exercised += 1;
-                let least = match previous {
+                let least = match f.last_wait_ms {
                     None => first_wait_ms,
                     Some(p) => ((2 * p) as f64 * (1.0 - tolerance)) as u64,
                 };
                 if waited < least {
-                    let why = match previous {
+                    let why = match f.last_wait_ms {
                         None => format!("a first retry waits at least {}", secs(first_wait_ms)),
                         Some(p) => format!("the wait before was {}: this one should have been twice that", secs(p)),
                     };
@@ -229,7 +278,7 @@ impl Backoff {
     }
 
     pub fn note(&self) -> Option<String> {
-        self.chains.forgot_note("failed messages")
+        self.failures.forgot_note("failed messages")
     }
 }
 
@@ -240,7 +289,8 @@ struct Taken {
     stamp: Stamp,
 }
 
-/// `resent-success`: a message every target took is not sent to them again.
+/// `resent-success`: a message is not sent again to a target that took it: after a send every
+/// target took, or, after a multicast some ids failed, to the ids that did not.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub(crate) struct ResentSuccess {
     taken: Bounded<Taken>,
@@ -253,35 +303,47 @@ impl ResentSuccess {
                 if sent.collapse_key.is_some() || sent.dry_run {
                     return;
                 }
-                if took_all(sent, answer) {
-                    log.exercised += 1;
-                    let targets = sent.targets().into_iter().map(str::to_string).collect();
-                    self.taken
-                        .insert(sent.fingerprint.to_string(), Taken { targets, seq: answer.seq, stamp: answer.stamp });
+                let targets: Vec<String> = if took_all(sent, answer) {
+                    sent.targets().into_iter().map(str::to_string).collect()
+                } else if !sent.to_key() && !answer.server_error && !answer.refused {
+                    answer.results.iter().filter(|(_, r)| r.is_ok()).map(|(id, _)| id.clone()).collect()
+                } else {
+                    Vec::new()
+                };
+                if targets.is_empty() {
+                    return;
                 }
+                log.exercised += 1;
+                let key = sent.fingerprint.to_string();
+                // A retry of the ids that failed, taken in turn, adds to what was taken.
+                let mut all = self.taken.get(&key).map(|t| t.targets.clone()).unwrap_or_default();
+                all.extend(targets.into_iter().filter(|t| !all.contains(t)).collect::<Vec<_>>());
+                self.taken.insert(key, Taken { targets: all, seq: answer.seq, stamp: answer.stamp });
             }
             Event::Sent(sent) if sent.collapse_key.is_none() && !sent.dry_run => {
-                let Some(t) = self.taken.get(&sent.fingerprint.to_string()) else { return };
-                let again = sent.targets().iter().any(|x| t.targets.iter().any(|y| y == x));
-                if !again || sent.seq <= t.seq {
+                let key = sent.fingerprint.to_string();
+                let Some(t) = self.taken.get(&key) else { return };
+                let again: Vec<&str> =
+                    sent.targets().into_iter().filter(|x| t.targets.iter().any(|y| y == x)).collect();
+                if again.is_empty() || sent.seq <= t.seq {
                     return;
                 }
                 let (seq, stamp) = (t.seq, t.stamp);
-                self.taken.remove(&sent.fingerprint.to_string());
                 let waited = sent.stamp.since(stamp);
                 if waited > within_ms {
+                    self.taken.remove(&key);
                     return;
                 }
-                log.violate(
-                    sent.stamp,
-                    vec![seq, sent.seq],
-                    || format!(
-                        "the send answered at {} (#{seq}) was taken by every target, and #{} sent it to them again {} later",
+                let shown = again.iter().take(3).copied().collect::<Vec<_>>().join(", ");
+                let more = if again.len() > 3 { format!(" and {} more", again.len() - 3) } else { String::new() };
+                log.violate(sent.stamp, vec![seq, sent.seq], || {
+                    format!(
+                        "the send answered at {} (#{seq}) was taken by {shown}{more}, and #{} sent it to them again {} later",
                         at(stamp),
                         sent.seq,
                         secs(waited)
-                    ),
-                );
+                    )
+                });
             }
             _ => {}
         }

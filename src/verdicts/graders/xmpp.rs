@@ -12,7 +12,9 @@ use crate::verdicts::{Bounded, RuleLog};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct IdUse {
-    fingerprint: u64,
+    /// The message, part by part: a retry may change a field and still be it.
+    #[serde(default)]
+    parts: Vec<u64>,
     seq: u64,
     acked: bool,
 }
@@ -28,12 +30,13 @@ impl MessageIds {
         match event {
             Event::Sent(s) if s.xmpp() => {
                 log.exercised += 1;
-                let Some(id) = &s.message_id else {
-                    log.violate(s.stamp, vec![s.seq], || format!("#{} at {} had no message_id", s.seq, at(s.stamp)));
+                let Some(id) = s.message_id.as_ref().filter(|id| !id.is_empty()) else {
+                    let what = if s.message_id.is_some() { "an empty message_id" } else { "no message_id" };
+                    log.violate(s.stamp, vec![s.seq], || format!("#{} at {} had {what}", s.seq, at(s.stamp)));
                     return;
                 };
                 if let Some(used) = self.ids.get(id) {
-                    let why = if used.fingerprint != s.fingerprint {
+                    let why = if !s.like(&used.parts) {
                         Some("another message")
                     } else if used.acked {
                         Some("a message already acked")
@@ -51,7 +54,7 @@ impl MessageIds {
                         });
                     }
                 }
-                self.ids.insert(id.clone(), IdUse { fingerprint: s.fingerprint, seq: s.seq, acked: false });
+                self.ids.insert(id.clone(), IdUse { parts: s.parts.clone(), seq: s.seq, acked: false });
             }
             Event::Answered(s, a) if s.xmpp() && a.acked => {
                 if let Some(used) = s.message_id.as_deref().and_then(|id| self.ids.get_mut(id)) {
@@ -217,7 +220,7 @@ pub(crate) struct Draining {
 }
 
 impl Draining {
-    pub fn feed(&mut self, event: &Event, log: &mut RuleLog) {
+    pub fn feed(&mut self, in_flight_ms: u64, event: &Event, log: &mut RuleLog) {
         match event {
             Event::Draining { seq, stamp, conn } => {
                 log.exercised += 1;
@@ -231,6 +234,10 @@ impl Draining {
             Event::Sent(s) => {
                 let Some(Conn::Xmpp(conn)) = s.conn else { return };
                 let Some((told, told_at)) = self.draining.get(&conn.to_string()).copied() else { return };
+                // Written before the app server could have read the control: in flight.
+                if s.stamp.since(told_at) <= in_flight_ms {
+                    return;
+                }
                 log.violate(s.stamp, vec![told, s.seq], || {
                     format!(
                         "connection {conn} was told to drain at {} (#{told}), and #{} at {} sent a new message on it",

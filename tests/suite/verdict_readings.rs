@@ -1,0 +1,185 @@
+//! Readings of the app-server rules at their edges, each a legal app server the verdicts
+//! must not blame (or a broken one they must), found by trying the rules as their users do:
+//! a member that fails whenever it is tried needs no retry, a retry may go to the canonical
+//! id that replaced a failed member, a verdict read settled judges what is still open, and
+//! the clock and scripts refuse values past their bounds.
+
+use gcmspec::reference::{Config, Reference};
+use gcmspec::verdicts::{Outcome, Verdicts};
+use gcmspec::wire::HttpRequest;
+use libtest_mimic::Trial;
+use serde_json::{Value, json};
+
+use crate::trial;
+
+struct App {
+    reference: Reference,
+    id: String,
+    key: String,
+}
+
+impl App {
+    fn new() -> App {
+        let reference = Reference::new(Config::bundled());
+        let s = reference.create_sender().expect("a sender");
+        App { reference, id: s.sender_id, key: s.server_key }
+    }
+
+    fn call(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+        let (path, query) = path.split_once('?').unwrap_or((path, ""));
+        let mut req = HttpRequest::new(method, path)
+            .with_header("authorization", &format!("key={}", self.key))
+            .with_header("project_id", &self.id);
+        for (k, v) in query.split('&').filter_map(|p| p.split_once('=')) {
+            req = req.with_query(k, v);
+        }
+        if let Some(b) = body {
+            req = req.with_json(&b);
+        }
+        let resp = self.reference.handle(&req);
+        (resp.status, resp.body_json().unwrap_or(Value::Null))
+    }
+
+    fn control(&self, method: &str, what: &str, body: Option<Value>) -> (u16, Value) {
+        self.call(method, &format!("/_gcmspec/v1/{what}"), body)
+    }
+
+    fn device(&self, platform: &str) -> String {
+        let body = json!({ "sender_ids": [self.id], "platform": platform });
+        self.control("POST", "instances", Some(body)).1["registration_id"].as_str().unwrap_or_default().to_string()
+    }
+
+    fn group(&self, ids: &[String]) -> String {
+        let body = json!({ "operation": "create", "notification_key_name": "u", "registration_ids": ids });
+        self.call("POST", "/gcm/notification", Some(body)).1["notification_key"].as_str().unwrap_or_default().into()
+    }
+
+    fn send(&self, body: Value) -> Value {
+        self.call("POST", "/fcm/send", Some(body)).1
+    }
+
+    fn settled(&self) -> Result<Verdicts, String> {
+        let (status, v) = self.control("GET", &format!("senders/{}/verdicts?settled=true", self.id), None);
+        if status != 200 {
+            return Err(format!("settled verdicts: {status} {v}"));
+        }
+        serde_json::from_value(v).map_err(|e| e.to_string())
+    }
+}
+
+fn outcome(v: &Verdicts, rule: &str) -> Option<Outcome> {
+    v.rule(rule).map(|r| r.outcome)
+}
+
+/// An iOS member sent more than its limit fails whenever it is tried: the partial failure
+/// asks for no retry (nor would a member whose device no longer exists).
+fn lasting_member_failures_need_no_retry() -> Result<(), String> {
+    let app = App::new();
+    let (a, b, c) = (app.device("android"), app.device("android"), app.device("ios"));
+    let key = app.group(&[a, b, c.clone()]);
+    let answer = app.send(json!({ "to": key, "data": { "d": "x".repeat(3000) } }));
+    if answer["failed_registration_ids"] != json!([c]) {
+        return Err(format!("expected the iOS member {c} to fail for its size: {answer}"));
+    }
+    let v = app.settled()?;
+    if outcome(&v, "app.group.retry") == Some(Outcome::Violated) {
+        return Err(format!("a retry was asked of members that fail whenever tried: {}", v.to_json()));
+    }
+    Ok(())
+}
+
+/// After a canonical id replaced a member's id, retrying the failed member at the new id is
+/// the retry (and the only one the canonical-id rule allows).
+fn a_retry_may_go_to_the_canonical_id() -> Result<(), String> {
+    let app = App::new();
+    let (a, b) = (app.device("android"), app.device("android"));
+    let key = app.group(&[a.clone(), b.clone()]);
+    app.control(
+        "POST",
+        &format!("senders/{}/script", app.id),
+        Some(json!({ "kind": "canonical", "registration_id": a })),
+    );
+    let answer = app.send(json!({ "to": a, "data": { "m": "1" } }));
+    let renamed = answer["results"][0]["registration_id"].as_str().ok_or(format!("no canonical id: {answer}"))?;
+    app.control(
+        "POST",
+        &format!("senders/{}/script", app.id),
+        Some(json!({ "kind": "group-failure", "notification_key": key, "members": 1 })),
+    );
+    let answer = app.send(json!({ "to": key, "data": { "m": "2" } }));
+    if answer["failed_registration_ids"] != json!([a]) {
+        return Err(format!("expected {a} to fail: {answer}"));
+    }
+    app.control("POST", &format!("senders/{}/clock", app.id), Some(json!({ "advance_seconds": 2 })));
+    app.send(json!({ "to": renamed, "data": { "m": "2", "attempt": "2" } }));
+    let v = app.settled()?;
+    for rule in ["app.group.retry", "app.canonical-id.replace"] {
+        if outcome(&v, rule) != Some(Outcome::Passed) {
+            return Err(format!("{rule} is not passed: {}", v.to_json()));
+        }
+    }
+    Ok(())
+}
+
+/// Read settled, a failure never retried is missed; read as of now, it is still open.
+fn settled_verdicts_judge_what_is_open() -> Result<(), String> {
+    let app = App::new();
+    let a = app.device("android");
+    app.control("POST", &format!("senders/{}/script", app.id), Some(json!({ "kind": "status", "status": 503 })));
+    app.send(json!({ "to": a, "data": { "m": "1" } }));
+    let (_, now) = app.control("GET", &format!("senders/{}/verdicts", app.id), None);
+    let open = now["rules"].as_array().and_then(|r| r.iter().find(|r| r["id"] == "app.retry.server-error")).cloned();
+    if open.as_ref().map(|r| r["outcome"].clone()) != Some(json!("not-exercised")) {
+        return Err(format!("as of now the failure is still open: {open:?}"));
+    }
+    let v = app.settled()?;
+    if outcome(&v, "app.retry.server-error") != Some(Outcome::Violated) {
+        return Err(format!("settled, the failure never retried is missed: {}", v.to_json()));
+    }
+    // The journal goes on: read as of now again, it is still open.
+    let (_, again) = app.control("GET", &format!("senders/{}/verdicts", app.id), None);
+    if again["summary"] != now["summary"] {
+        return Err(format!("a settled read changed the verdicts: {} then {}", now["summary"], again["summary"]));
+    }
+    Ok(())
+}
+
+/// A clock advance or a Retry-After past their bounds is refused, said, and changes nothing.
+fn bounds_of_the_clock_and_scripts() -> Result<(), String> {
+    let app = App::new();
+    let clock = format!("senders/{}/clock", app.id);
+    let (status, before) = app.control("POST", &clock, Some(json!({ "advance_ms": 0 })));
+    for huge in [json!({ "advance_ms": u64::MAX }), json!({ "advance_seconds": 1u64 << 63 })] {
+        let (status, body) = app.control("POST", &clock, Some(huge.clone()));
+        if status != 400 {
+            return Err(format!("{huge}: {status} {body}, not 400"));
+        }
+    }
+    let (_, after) = app.control("POST", &clock, Some(json!({ "advance_ms": 0 })));
+    if status != 200 || before["now_ms"] != after["now_ms"] {
+        return Err(format!("the clock moved: {before} then {after}"));
+    }
+    let script = format!("senders/{}/script", app.id);
+    let (status, body) =
+        app.control("POST", &script, Some(json!({ "kind": "status", "status": 503, "retry_after_date": 1u64 << 63 })));
+    if status != 400 {
+        return Err(format!("a Retry-After date 2^63 s ahead: {status} {body}, not 400"));
+    }
+    for i in 0..=64 {
+        let (status, body) = app.control("POST", &script, Some(json!({ "kind": "status", "status": 503 })));
+        let expected = if i < 64 { 201 } else { 507 };
+        if status != expected {
+            return Err(format!("script {}: {status} {body}, not {expected}", i + 1));
+        }
+    }
+    Ok(())
+}
+
+pub fn trials() -> Vec<Trial> {
+    vec![
+        trial("verdict-readings::lasting-member-failures-need-no-retry", lasting_member_failures_need_no_retry),
+        trial("verdict-readings::a-retry-may-go-to-the-canonical-id", a_retry_may_go_to_the_canonical_id),
+        trial("verdict-readings::settled-verdicts-judge-what-is-open", settled_verdicts_judge_what_is_open),
+        trial("verdict-readings::bounds-of-the-clock-and-scripts", bounds_of_the_clock_and_scripts),
+    ]
+}
