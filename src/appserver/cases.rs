@@ -48,9 +48,11 @@ fn recipe(rule: &str) -> Option<(Steps, Breaks, &'static str)> {
             (ttl_range, |_| AppFault::TtlOutOfRange, "asks for a send with time_to_live at the bound, then one past it")
         }
         "app.send.one-target-field" => (plain_send, |_| AppFault::BothTargetFields, "asks for one send"),
-        "app.send.registration-ids-count" => {
-            (many_ids, |_| AppFault::UnsplitIds, "asks for one message to one more token than a request may name")
-        }
+        "app.send.registration-ids-count" => (
+            many_ids,
+            |_| AppFault::UnsplitIds,
+            "asks for one message to as many tokens as a request may name, then to one more",
+        ),
         "app.send.payload-limit" => {
             (payload, |_| AppFault::OversizedPayload, "asks for data of the limit's size, then one byte more")
         }
@@ -325,15 +327,17 @@ impl Run<'_> {
         match self.client.run(&command) {
             Ok(v) => Ok(v),
             Err(ClientError::Unsupported(why)) => Err(format!("unsupported: {why}")),
-            Err(ClientError::Failed(why)) => Err(why),
+            Err(ClientError::Failed(why) | ClientError::Broken(why)) => Err(why),
         }
     }
 
-    /// Asks, and takes a refusal as an answer: a client may rightly refuse to send.
+    /// Asks, and takes a refusal as an answer: a client may rightly refuse to send. A
+    /// client that could not be asked (a driver gone) is no refusal.
     fn try_ask(&mut self, command: Command) -> Result<(), String> {
-        match self.ask(command) {
-            Err(e) if e.starts_with("unsupported: ") => Err(e),
-            _ => Ok(()),
+        match self.client.run(&command) {
+            Ok(_) | Err(ClientError::Failed(_)) => Ok(()),
+            Err(ClientError::Unsupported(why)) => Err(format!("unsupported: {why}")),
+            Err(ClientError::Broken(why)) => Err(why),
         }
     }
 
@@ -408,7 +412,9 @@ fn ttl_range(run: &mut Run<'_>, path: Path) -> Result<(), String> {
 fn many_ids(run: &mut Run<'_>, _path: Path) -> Result<(), String> {
     let max = run.env.numbers.max_registration_ids;
     let ids = register_many(run, max + 1)?;
-    run.try_ask(Command::Send { to: To::Tokens(ids), via: Via::Json, message: data("to all") })
+    // At the bound: one request may name them all; one more: split, or refused.
+    run.try_ask(Command::Send { to: To::Tokens(ids[..max].to_vec()), via: Via::Json, message: data("to all") })?;
+    run.try_ask(Command::Send { to: To::Tokens(ids), via: Via::Json, message: data("to all and one") })
 }
 
 fn register_many(run: &Run<'_>, n: usize) -> Result<Vec<String>, String> {

@@ -112,7 +112,7 @@ impl Running {
             hello: Hello { contract: String::new(), library: String::new(), version: String::new(), supports: vec![] },
             timeout: driver.timeout,
         };
-        let first = running.next_line(Instant::now() + driver.timeout, "its hello line")?;
+        let first = running.next_line(Instant::now() + driver.timeout, "hello line")?;
         let hello: Hello = serde_json::from_str(&first)
             .map_err(|e| running.broke(&format!("its first line is not a hello ({e}): {}", clip(&first))))?;
         if let Some(problem) = hello.problem() {
@@ -289,7 +289,7 @@ impl DrivenLibrary {
     /// Asks the driver, and waits for its reply.
     fn ask(&mut self, op: Op) -> Result<Value, ClientError> {
         if let Some(why) = &self.ended {
-            return Err(ClientError::Failed(why.clone()));
+            return Err(ClientError::Broken(why.clone()));
         }
         self.next_id += 1;
         let id = self.next_id;
@@ -320,7 +320,7 @@ impl DrivenLibrary {
                 self.note(format!("! {why}"));
                 self.ended = Some(why.clone());
                 self.process = None;
-                return Err(ClientError::Failed(why));
+                return Err(ClientError::Broken(why));
             }
         };
         self.note(format!("< {line}"));

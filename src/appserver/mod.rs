@@ -119,8 +119,13 @@ pub trait Client: Send {
 pub enum ClientError {
     #[error("unsupported: {0}")]
     Unsupported(String),
+    /// It would not, or could not (a refusal to send something invalid is one).
     #[error("{0}")]
     Failed(String),
+    /// What stands between gcmspec and the client broke (a driver that is late, exits or
+    /// breaks its contract): never a refusal, always the case's failure.
+    #[error("{0}")]
+    Broken(String),
 }
 
 /// A duty of the app-server rules the reference client breaks, named by the rule's id (one

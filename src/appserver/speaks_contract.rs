@@ -57,7 +57,9 @@ fn answer(client: &mut dyn Client, id: u64, op: Op, hides: Hides) -> Reply {
     let reply = |r: Result<Value, ClientError>| match r {
         Ok(v) => Reply { id, returned: Some(v), raised: None, unsupported: None },
         Err(ClientError::Unsupported(why)) => Reply { id, returned: None, raised: None, unsupported: Some(why) },
-        Err(ClientError::Failed(why)) => Reply { id, returned: None, raised: Some(why), unsupported: None },
+        Err(ClientError::Failed(why) | ClientError::Broken(why)) => {
+            Reply { id, returned: None, raised: Some(why), unsupported: None }
+        }
     };
     let command = match op {
         Op::Send { to, via, message } => Command::Send { to: to_of(to), message: outgoing(message), via },

@@ -388,11 +388,8 @@ pub(crate) fn matrix(args: MatrixArgs) -> anyhow::Result<ExitCode> {
     }
     let cases: Vec<_> =
         gcmspec::appserver::cases::catalogue(&book).into_iter().filter(|c| c.caller_only.is_none()).collect();
-    let command = format!(
-        "gcmspec matrix {}{}",
-        args.files.iter().map(|f| f.display().to_string()).collect::<Vec<_>>().join(" "),
-        args.out.as_ref().map(|o| format!(" --out {}", o.display())).unwrap_or_default()
-    );
+    let command =
+        format!("gcmspec matrix {}", args.files.iter().map(|f| f.display().to_string()).collect::<Vec<_>>().join(" "));
     let text = matrix::render(&catalog, &cases, &rows, &command);
     match &args.out {
         Some(path) => std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?,

@@ -27,6 +27,10 @@
 //! - `app_servers`: every app-server rule on every path it covers, under both clocks: the
 //!   reference client passes each case, its fault for the case fails exactly that rule, and
 //!   each legal variant passes.
+//! - `clients`: client libraries through their drivers (`gcmspec client`): the reference
+//!   client behind the driver contract passes every case and each fault fails its rule alone;
+//!   node-gcm, python-gcm and the slixmpp CCS sample are held to their recorded verdicts;
+//!   docs/client-matrix.md is generated from them; broken drivers are said and ended.
 //! - `verdict_readings`: the app-server rules at their edges: legal app servers the verdicts
 //!   must not blame, settled verdicts, the bounds of the clock and of scripts.
 
@@ -34,6 +38,7 @@ use libtest_mimic::{Arguments, Failed, Trial};
 
 mod app_servers;
 mod cli;
+mod clients;
 mod conformance;
 mod exposure;
 mod interop;
@@ -81,6 +86,7 @@ fn main() {
     trials.extend(state::trials());
     trials.extend(app_servers::trials(&runtime));
     trials.extend(verdict_readings::trials());
+    trials.extend(clients::trials(&runtime));
     let conclusion = libtest_mimic::run(&args, trials);
     // Servers started for the HTTP trials stop with the runtime.
     drop(runtime);
