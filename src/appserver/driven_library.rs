@@ -5,10 +5,13 @@
 //!
 //! Everything the driver does is bounded: a deadline on its hello and on every reply, a cap
 //! on a line and on the stderr kept, and a driver that is late, exits or breaks the contract
-//! is ended (its whole process group) and said, never waited on.
+//! is ended (its whole process group) and said, never waited on. Requests are written by a
+//! thread of their own, so that a driver that stops reading its stdin blocks that thread
+//! until the deadline ends the driver, never the run.
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::process::{Child, ChildStdin, Command as Process, Stdio};
+use std::process::{Child, Command as Process, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -35,9 +38,22 @@ pub struct DriverCommand {
     pub env: Vec<(String, String)>,
     /// How long its hello and each reply may take.
     pub timeout: Duration,
+    /// Cases in which the driver broke down (late, exited, or left the contract): shared by
+    /// every case of a run, for its exit code.
+    pub breakdowns: Arc<AtomicUsize>,
 }
 
 impl DriverCommand {
+    /// A driver started by `command` (a shell command line).
+    pub fn new(command: impl Into<String>, env: Vec<(String, String)>, timeout: Duration) -> DriverCommand {
+        DriverCommand { command: command.into(), env, timeout, breakdowns: Arc::default() }
+    }
+
+    /// In how many cases the driver broke down so far.
+    pub fn breakdowns(&self) -> usize {
+        self.breakdowns.load(Ordering::Relaxed)
+    }
+
     /// Starts the driver once (for `sender`, as every start is) to read its hello line,
     /// and ends it.
     pub fn hello(&self, sender: &Sender) -> Result<Hello, String> {
@@ -55,7 +71,9 @@ impl DriverCommand {
             ("GCMSPEC_API_KEY", sender.key.as_str()),
             ("GCMSPEC_CASE", case),
         ];
-        let process = Running::start(self, &env)?;
+        let process = Running::start(self, &env).inspect_err(|_| {
+            self.breakdowns.fetch_add(1, Ordering::Relaxed);
+        })?;
         Ok(DrivenLibrary {
             hello: process.hello.clone(),
             process: Some(process),
@@ -65,6 +83,7 @@ impl DriverCommand {
             next_id: 0,
             transcript: Arc::new(Mutex::new(Vec::new())),
             ended: None,
+            breakdowns: self.breakdowns.clone(),
         })
     }
 }
@@ -73,7 +92,8 @@ impl DriverCommand {
 /// deadline), the end of its stderr.
 struct Running {
     child: Child,
-    stdin: Option<ChildStdin>,
+    /// To the thread that writes its stdin; dropped to close it.
+    stdin: Option<mpsc::Sender<String>>,
     lines: Receiver<Result<String, String>>,
     stderr: Arc<Mutex<Vec<u8>>>,
     hello: Hello,
@@ -96,7 +116,11 @@ impl Running {
         #[cfg(unix)]
         std::os::unix::process::CommandExt::process_group(&mut process, 0);
         let mut child = process.spawn().map_err(|e| format!("starting the driver `{}`: {e}", driver.command))?;
-        let stdin = child.stdin.take();
+        let stdin = child.stdin.take().map(|pipe| {
+            let (tx, rx) = mpsc::channel::<String>();
+            std::thread::spawn(move || write_lines(pipe, rx));
+            tx
+        });
         let stdout = child.stdout.take().expect("piped");
         let stderr_pipe = child.stderr.take().expect("piped");
         let (tx, lines) = mpsc::channel();
@@ -114,7 +138,7 @@ impl Running {
         };
         let first = running.next_line(Instant::now() + driver.timeout, "hello line")?;
         let hello: Hello = serde_json::from_str(&first)
-            .map_err(|e| running.broke(&format!("its first line is not a hello ({e}): {}", clip(&first))))?;
+            .map_err(|e| running.broke(&format!("its first JSON line is not a hello ({e}): {}", clip(&first))))?;
         if let Some(problem) = hello.problem() {
             return Err(running.broke(&problem));
         }
@@ -128,7 +152,9 @@ impl Running {
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.lines.recv_timeout(left) {
-                Ok(Ok(line)) if line.trim_start().starts_with('{') => return Ok(line),
+                Ok(Ok(line)) if serde_json::from_str::<serde_json::Map<String, Value>>(&line).is_ok() => {
+                    return Ok(line);
+                }
                 Ok(Ok(_)) => continue,
                 Ok(Err(why)) => return Err(self.broke(&why)),
                 Err(RecvTimeoutError::Timeout) => {
@@ -161,13 +187,11 @@ impl Running {
         }
     }
 
+    /// Hands a line to the writing thread: it never blocks here; a driver that does not read
+    /// is found by the reply's deadline.
     fn send(&mut self, line: &str) -> Result<(), String> {
-        let Some(stdin) = self.stdin.as_mut() else { return Err("the driver has ended".into()) };
-        stdin
-            .write_all(line.as_bytes())
-            .and_then(|_| stdin.write_all(b"\n"))
-            .and_then(|_| stdin.flush())
-            .map_err(|e| format!("writing to the driver: {e}"))
+        let Some(stdin) = self.stdin.as_ref() else { return Err("the driver has ended".into()) };
+        stdin.send(format!("{line}\n")).map_err(|_| self.said("it closed its stdin"))
     }
 
     /// Closes its stdin (a driver exits at its end), gives it a moment, then ends its group.
@@ -199,6 +223,15 @@ fn kill_group(child: &mut Child) {
     }
     let _ = child.kill();
     let _ = child.wait();
+}
+
+/// Writes each line to the driver's stdin until it closes it or the lines end.
+fn write_lines(mut stdin: std::process::ChildStdin, lines: Receiver<String>) {
+    for line in lines {
+        if stdin.write_all(line.as_bytes()).and_then(|_| stdin.flush()).is_err() {
+            return;
+        }
+    }
 }
 
 /// Reads stdout a line at a time, each at most [`contract::MAX_LINE`] bytes.
@@ -262,6 +295,7 @@ pub struct DrivenLibrary {
     transcript: Transcript,
     /// Why the driver can be asked nothing more.
     ended: Option<String>,
+    breakdowns: Arc<AtomicUsize>,
 }
 
 impl DrivenLibrary {
@@ -311,6 +345,9 @@ impl DrivenLibrary {
                 if reply.id == id {
                     break Ok((line, reply));
                 }
+                if reply.id > id || reply.id == 0 {
+                    break Err(process.broke(&format!("it replied to request {}, which was not asked", reply.id)));
+                }
                 // A reply to an earlier request, late: the driver went on after its deadline.
             }
         });
@@ -320,6 +357,7 @@ impl DrivenLibrary {
                 self.note(format!("! {why}"));
                 self.ended = Some(why.clone());
                 self.process = None;
+                self.breakdowns.fetch_add(1, Ordering::Relaxed);
                 return Err(ClientError::Broken(why));
             }
         };

@@ -284,6 +284,8 @@ pub enum AppVariant {
     MarksRetries,
     /// Tries a message twice at most: one retry, then it gives up.
     GivesUpAfterOneRetry,
+    /// Backs off from half a second, not one (the documents give no first wait).
+    ShortFirstWait,
 }
 
 impl AppVariant {
@@ -294,6 +296,7 @@ impl AppVariant {
         AppVariant::ConnectionPerBurst,
         AppVariant::MarksRetries,
         AppVariant::GivesUpAfterOneRetry,
+        AppVariant::ShortFirstWait,
     ];
 
     pub fn name(self) -> &'static str {
@@ -304,6 +307,7 @@ impl AppVariant {
             AppVariant::ConnectionPerBurst => "connection-per-burst",
             AppVariant::MarksRetries => "marks-retries",
             AppVariant::GivesUpAfterOneRetry => "gives-up-after-one-retry",
+            AppVariant::ShortFirstWait => "short-first-wait",
         }
     }
 }

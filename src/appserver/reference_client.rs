@@ -119,6 +119,8 @@ impl ReferenceClient {
         } else if self.variants.contains(&AppVariant::JitteredBackoff) {
             self.jitter = (self.jitter * 31 + 7) % 16;
             FIRST_WAIT * 3u32.pow(attempt - 1) * (100 + self.jitter as u32) / 100
+        } else if self.variants.contains(&AppVariant::ShortFirstWait) {
+            FIRST_WAIT / 2 * 2u32.pow(attempt - 1)
         } else {
             FIRST_WAIT * 2u32.pow(attempt - 1)
         };

@@ -127,7 +127,7 @@ fn serve_for(args: &ClientArgs, catalog: &gcmspec::catalog::Catalog) -> anyhow::
         ("GCMSPEC_CLOCK".to_string(), clock.to_string()),
         ("GCMSPEC_PROFILE".to_string(), args.profile.clone()),
     ];
-    let driver = DriverCommand { command: args.driver.clone(), env, timeout };
+    let driver = DriverCommand::new(args.driver.clone(), env, timeout);
     let sender = gcmspec::driver::Control { target: &*target, caps: &caps }.new_sender()?;
     let hello = driver.hello(&sender).map_err(|e| anyhow::anyhow!("{e}"))?;
     let suite = LibrarySuite { env: Env { target, caps, numbers: book.numbers.clone() }, driver, hello, book };
@@ -255,6 +255,16 @@ pub(crate) fn client(args: ClientArgs) -> anyhow::Result<ExitCode> {
     if deadline.is_some_and(|d| Instant::now() >= d) && s.not_tried > 0 {
         eprintln!("gcmspec: the run's deadline passed; the cases not begun by then were not tried");
         return Ok(ExitCode::from(2));
+    }
+    // A driver that broke down judged nothing in those cases: never a clean run, whatever
+    // the levels of their rules.
+    let broken = suite.driver.breakdowns();
+    if broken > 0 {
+        eprintln!(
+            "gcmspec: the driver broke down in {broken} case(s) (late, exited, or off the contract; each failed case says \
+             which): fix the driver, or record the outcomes with --results and hold them with --expect"
+        );
+        return Ok(ExitCode::from(report.exit_code().max(1)));
     }
     Ok(ExitCode::from(report.exit_code()))
 }

@@ -9,7 +9,8 @@
 //! - `clients::the-matrix-is-generated`: docs/client-matrix.md is what `gcmspec matrix` makes
 //!   of those files.
 //! - `clients::broken-drivers::*`: a driver that never says hello, speaks another contract,
-//!   hangs or exits is said in a line, and the run ends within its timeouts.
+//!   hangs, never reads its stdin, exits or answers what was not asked is said in a line,
+//!   the run ends within its timeouts, and never exits 0.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -46,7 +47,7 @@ struct Served {
 
 fn suite(served: &Served, command: String) -> Result<LibrarySuite, String> {
     let book = Rulebook::bundled();
-    let driver = DriverCommand { command, env: served.env.clone(), timeout: Duration::from_secs(30) };
+    let driver = DriverCommand::new(command, served.env.clone(), Duration::from_secs(30));
     let sender = Control { target: &*served.target, caps: &served.caps }.new_sender().map_err(|e| e.to_string())?;
     let hello = driver.hello(&sender)?;
     let env = Env { target: served.target.clone(), caps: served.caps.clone(), numbers: book.numbers.clone() };
@@ -162,12 +163,17 @@ fn readme_figures() -> Result<(), String> {
 }
 
 /// A driver that breaks the contract is said, and the run ends within its timeouts.
-fn broken_driver(script: String, code: i32, said: &'static str) -> impl FnOnce() -> Result<(), String> {
+fn broken_driver(
+    script: String,
+    rule: &'static str,
+    code: i32,
+    said: &'static str,
+) -> impl FnOnce() -> Result<(), String> {
     move || {
         let started = Instant::now();
         let out = Command::new(BIN)
             .args(["client", "--driver", &script, "--timeout", "1", "--no-replays", "--progress", "never", "-q"])
-            .args(["app.send.ttl-range@token"])
+            .args([rule])
             .current_dir(std::env::temp_dir())
             .output()
             .map_err(|e| e.to_string())?;
@@ -194,25 +200,43 @@ pub fn trials(runtime: &tokio::runtime::Runtime) -> Vec<Trial> {
     out.push(trial("clients::the-matrix-is-generated", the_matrix_is_generated));
     out.push(trial("clients::readme-figures", readme_figures));
     let hello = r#"echo '{"contract":"gcmspec-driver/1","library":"x","version":"1","supports":["http"]}'"#;
+    let multicast = hello.replace(r#"["http"]"#, r#"["http","multicast"]"#);
+    let (must, should, large) =
+        ("app.send.ttl-range@token", "app.retry.after@token", "app.send.registration-ids-count@multicast");
     let broken = [
-        ("no-hello", "sleep 30".to_string(), 2, "gave no hello line within 1 s"),
+        ("no-hello", "sleep 30".to_string(), must, 2, "gave no hello line within 1 s"),
         (
             "another-contract",
             r#"echo '{"contract":"gcmspec-driver/9","library":"x","version":"1"}'; cat >/dev/null"#.to_string(),
+            must,
             2,
             "gcmspec-driver/9",
         ),
-        ("hangs", format!("{hello}; sleep 30"), 1, "gave no reply to request 1 within 1 s"),
-        ("exits", format!("{hello}; read line; echo oops >&2; exit 3"), 1, "exited (exit status: 3)"),
+        ("hangs", format!("{hello}; sleep 30"), must, 1, "gave no reply to request 1 within 1 s"),
+        // A SHOULD rule's case fails only with --strict, but a driver that broke down is never
+        // a clean run.
+        ("hangs-on-a-should", format!("{hello}; sleep 30"), should, 1, "the driver broke down in 1 case"),
+        // A request larger than a pipe holds, to a driver that never reads: the write must not
+        // hold the run past the reply's deadline.
+        ("never-reads-a-large-request", format!("{multicast}; sleep 30"), large, 1, "gave no reply to request 1"),
+        ("exits", format!("{hello}; read line; echo oops >&2; exit 3"), must, 1, "exited (exit status: 3)"),
         (
             "answers-another-id",
             format!("{hello}; read line; echo 'a log line'; echo '{{\"id\": 99}}'; sleep 30"),
+            must,
             1,
-            "gave no reply to request 1",
+            "it replied to request 99, which was not asked",
+        ),
+        (
+            "prints-broken-json",
+            format!("{hello}; read line; echo '{{broken json'; sleep 30"),
+            must,
+            1,
+            "gave no reply to request 1 within 1 s",
         ),
     ];
-    for (name, script, code, said) in broken {
-        out.push(trial(&format!("clients::broken-drivers::{name}"), broken_driver(script, code, said)));
+    for (name, script, rule, code, said) in broken {
+        out.push(trial(&format!("clients::broken-drivers::{name}"), broken_driver(script, rule, code, said)));
     }
     out
 }
