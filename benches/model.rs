@@ -1,6 +1,7 @@
 //! What the model costs: a clock advance as instances pile up (it should grow with the
 //! messages waiting, not with the instances registered), and one request handled in-process,
-//! parsing and rendering included (what a served request spends holding the model).
+//! parsing and rendering included (what a served request spends holding the model), with and
+//! without the app-server journal and its grading.
 //!
 //! `cargo bench --bench model` (a release build). Prints figures; asserts nothing about speed.
 
@@ -22,8 +23,18 @@ fn main() {
 }
 
 fn one_request() {
+    for journaled in [true, false] {
+        let mut config = Config::bundled();
+        if !journaled {
+            config.journal_caps.senders = 0;
+        }
+        println!("{}", if journaled { "journaled and graded (the default):" } else { "nothing journaled:" });
+        one_request_with(Reference::new(config));
+    }
+}
+
+fn one_request_with(reference: Reference) {
     use gcmspec::wire::HttpRequest;
-    let reference = Reference::new(Config::bundled());
     let (sender, ids) = reference.with_model(|m| {
         let sender = m.create_sender();
         let ids: Vec<String> = (0..1020).map(|_| m.register_instance(vec![sender.sender_id.clone()], None)).collect();
@@ -61,7 +72,7 @@ fn one_request() {
         for _ in 0..times {
             assert_eq!(reference.handle(&request).status, 200);
         }
-        println!("{name:<28} handled in-process: {:?} each", start.elapsed() / times);
+        println!("  {name:<28} handled in-process: {:?} each", start.elapsed() / times);
     }
 }
 

@@ -7,6 +7,10 @@ use clap::{Parser, Subcommand};
 
 mod cli;
 
+/// Why not the system allocator: Cargo.toml (measured in benches/load).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use cli::SpecArgs;
 use cli::client::{ClientArgs, MatrixArgs};
 use cli::diff::DiffArgs;

@@ -86,6 +86,10 @@ pub(crate) struct ServeArgs {
     /// Logged-in XMPP connections each sender holds at most; a login past it is refused.
     #[arg(long, value_name = "N", default_value_t = ConnectionPolicy::default().max_connections_per_sender, value_parser = at_least_one)]
     max_connections_per_sender: usize,
+    /// Threads that serve requests (default: one per core). The model takes one request at a
+    /// time whatever this is; more threads only help while others wait on sockets.
+    #[arg(long, value_name = "N", value_parser = at_least_one)]
+    threads: Option<usize>,
     /// Seconds an HTTP request's headers may take, and an idle keep-alive connection may stay.
     #[arg(long, value_name = "SECONDS", default_value_t = ConnectionPolicy::default().header_timeout.as_secs_f64())]
     header_timeout: f64,
@@ -132,7 +136,7 @@ pub(crate) struct ServeArgs {
     #[arg(long, value_name = "DIR")]
     report: Option<PathBuf>,
     /// Senders whose exchanges are journaled and graded at once; past it, the least recently
-    /// active one's journal goes.
+    /// active one's journal goes. 0: journal and grade nothing (no verdicts).
     #[arg(long, value_name = "N", default_value_t = JournalCaps::default().senders)]
     max_journals: usize,
     /// Entries one sender's journal shows (older ones are dropped, and were graded).
@@ -195,11 +199,8 @@ pub(crate) fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         Clock::Virtual => ClockKind::Virtual,
         Clock::Wall => ClockKind::Wall,
     };
-    config.journal_caps = JournalCaps {
-        senders: args.max_journals.max(1),
-        entries: args.journal_entries.max(1),
-        ..JournalCaps::default()
-    };
+    config.journal_caps =
+        JournalCaps { senders: args.max_journals, entries: args.journal_entries.max(1), ..JournalCaps::default() };
     if let Some(dir) = &args.report {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
@@ -212,8 +213,13 @@ pub(crate) fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         login_timeout: seconds(args.login_timeout),
         idle_timeout: seconds(args.idle_timeout),
     };
-    let runtime = tokio::runtime::Runtime::new()?;
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = args.threads {
+        runtime.worker_threads(n.min(512));
+    }
+    let runtime = runtime.enable_all().build()?;
     runtime.block_on(async {
+        let stopping = stop_signal();
         let listener =
             tokio::net::TcpListener::bind(&args.http).await.with_context(|| format!("binding {}", args.http))?;
         let addr = listener.local_addr()?;
@@ -325,7 +331,7 @@ pub(crate) fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             async move { ticking.run_clock(stopped).await }
         });
         let http = tokio::spawn(reference::serve(listener, reference.clone(), on_stop(stopped)));
-        stop_signal().await;
+        stopping.await;
         let _ = stop.send(true);
         http.await??;
         let _ = clock.await;
@@ -429,20 +435,28 @@ impl Drop for PrivateFile {
 }
 
 /// Ctrl-C, or (on Unix) SIGTERM as `kill` and service managers send, or SIGHUP: each stops
-/// serving cleanly (the generated certificate is removed).
-async fn stop_signal() {
+/// serving cleanly (the generated certificate is removed). The handlers are installed when
+/// this is called, not when it is first awaited: called before the banner, a signal sent as
+/// soon as the banner is read is not lost to the default action (which would leave the
+/// certificate behind).
+fn stop_signal() -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
         // SIGHUP too: closing the terminal it runs in stops it as cleanly.
-        if let (Ok(mut term), Ok(mut hup)) = (signal(SignalKind::terminate()), signal(SignalKind::hangup())) {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-                _ = hup.recv() => {}
-            }
-            return;
+        if let (Ok(mut int), Ok(mut term), Ok(mut hup)) =
+            (signal(SignalKind::interrupt()), signal(SignalKind::terminate()), signal(SignalKind::hangup()))
+        {
+            return Box::pin(async move {
+                tokio::select! {
+                    _ = int.recv() => {}
+                    _ = term.recv() => {}
+                    _ = hup.recv() => {}
+                }
+            });
         }
     }
-    let _ = tokio::signal::ctrl_c().await;
+    Box::pin(async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
 }

@@ -57,6 +57,13 @@ pub trait Target: Send + Sync {
     /// waits no longer than that. No default: a wrapper that forgot to pass it on would let
     /// XMPP exchanges outlive the run.
     fn deadline(&self) -> Option<(std::time::Instant, Duration)>;
+    /// Whether nothing happens here unless asked: the in-process reference on its virtual
+    /// clock, which writes whatever a connection is owed before answering its next stanza.
+    /// Then a check that listens for silence asks and reads the answer instead of waiting
+    /// (`XmppClient::quiet_by_asking`). A wrapper that does not say so only waits longer.
+    fn time_is_virtual(&self) -> bool {
+        false
+    }
 }
 
 /// The bundled reference, called directly for HTTP (no sockets, same adapter code). Its
@@ -77,6 +84,10 @@ impl InProcess {
 }
 
 impl Target for InProcess {
+    fn time_is_virtual(&self) -> bool {
+        self.reference.clock() == crate::reference::ClockKind::Virtual
+    }
+
     fn describe(&self) -> String {
         "in-process reference".into()
     }
@@ -290,6 +301,10 @@ impl Target for Watched {
 
     fn xmpp_tls(&self) -> Option<std::sync::Arc<rustls::ClientConfig>> {
         self.inner.xmpp_tls()
+    }
+
+    fn time_is_virtual(&self) -> bool {
+        self.inner.time_is_virtual()
     }
 
     fn deadline(&self) -> Option<(std::time::Instant, Duration)> {

@@ -76,6 +76,9 @@ impl Target for Recording<'_> {
         }
         result
     }
+    fn time_is_virtual(&self) -> bool {
+        self.inner.time_is_virtual()
+    }
     fn xmpp_address(&self) -> Option<SocketAddr> {
         self.inner.xmpp_address()
     }

@@ -34,6 +34,10 @@ pub struct Redactor {
     counters: BTreeMap<String, usize>,
     /// Compare what the protocol means, not how it is worded: differential runs set this.
     meaning: bool,
+    /// `known` and `seen` by length, longest first, made when first needed after a change:
+    /// a transcript of a 1000-entry multicast redacts thousands of strings against a
+    /// thousand ids, and sorting them for each string cost a check most of its time.
+    by_length: std::cell::RefCell<Option<Vec<(String, String)>>>,
 }
 
 /// Fields whose values are clock readings: they differ with the moment a run was made.
@@ -86,8 +90,9 @@ impl Redactor {
     /// Remembers every string in a variable's value under a label derived from its name.
     pub fn learn(&mut self, label: &str, value: &Value) {
         match value {
-            Value::String(s) if !s.is_empty() => {
-                self.known.entry(s.clone()).or_insert_with(|| label.to_string());
+            Value::String(s) if !s.is_empty() && !self.known.contains_key(s) => {
+                self.known.insert(s.clone(), label.to_string());
+                self.by_length.replace(None);
             }
             Value::Array(items) => items.iter().enumerate().for_each(|(i, v)| self.learn(&format!("{label}[{i}]"), v)),
             Value::Object(o) => o.iter().for_each(|(k, v)| self.learn(&format!("{label}.{k}"), v)),
@@ -108,16 +113,36 @@ impl Redactor {
         *n += 1;
         let label = format!("{field}#{n}");
         self.seen.insert(raw.to_string(), label.clone());
+        self.by_length.replace(None);
         format!("<{label}>")
     }
 
     /// Redacts known values anywhere in a text (error messages quote ids).
     pub fn text(&self, s: &str) -> String {
-        let mut known: Vec<_> = self.known.iter().chain(self.seen.iter()).collect();
-        known.sort_by_key(|(v, _)| std::cmp::Reverse(v.len()));
+        // The whole text a known value: the common case (an id in a list), and what the
+        // replacements below would give.
+        if s.len() >= 4
+            && let Some(label) = self.known.get(s).or_else(|| self.seen.get(s))
+        {
+            return format!("<{label}>");
+        }
+        let mut cached = self.by_length.borrow_mut();
+        let by_length = cached.get_or_insert_with(|| {
+            let mut all: Vec<(String, String)> = self
+                .known
+                .iter()
+                .chain(self.seen.iter())
+                .filter(|(v, _)| v.len() >= 4)
+                .map(|(v, l)| (v.clone(), l.clone()))
+                .collect();
+            all.sort_by_key(|(v, _)| std::cmp::Reverse(v.len()));
+            all
+        });
         let mut out = s.to_string();
-        for (v, label) in known {
-            if v.len() >= 4 {
+        // Values longer than the text cannot be in it.
+        let from = by_length.partition_point(|(v, _)| v.len() > s.len());
+        for (v, label) in &by_length[from..] {
+            if out.contains(v.as_str()) {
                 out = out.replace(v.as_str(), &format!("<{label}>"));
             }
         }

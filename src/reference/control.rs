@@ -191,7 +191,7 @@ fn own_sender(model: &Model, site: &Site, sender: &str, req: &HttpRequest) -> Re
 }
 
 fn journals_off() -> HttpResponse {
-    HttpResponse::error(404, "this reference keeps no journals (it has no app-server rules)")
+    HttpResponse::error(404, "this reference keeps no journals (no app-server rules, or `serve --max-journals 0`)")
 }
 
 /// A sender's journal: from the cursor `after` (a `next`), or from the oldest entry kept.

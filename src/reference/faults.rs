@@ -215,7 +215,10 @@ impl Faults {
     /// Whether a rule's per-device (or per-application) state is shared the wrong way for
     /// this tenancy.
     pub fn scoped(&self, rule: &str, tenancy: Path) -> bool {
-        self.generated.contains(&Generated::Scope { rule: rule.to_string(), tenancy })
+        // Asked on every stored message: no allocation to find it off.
+        self.generated
+            .iter()
+            .any(|g| matches!(g, Generated::Scope { rule: r, tenancy: t } if r == rule && *t == tenancy))
     }
 
     /// Every fault switched on, by name.

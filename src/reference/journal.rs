@@ -68,8 +68,10 @@ pub struct JournalView {
 }
 
 impl Journals {
-    /// Journals graded against `book`; without one, nothing is journaled.
+    /// Journals graded against `book`; without one, or with room for no sender's journal,
+    /// nothing is journaled.
     pub fn new(book: Option<Arc<Rulebook>>, caps: JournalCaps) -> Journals {
+        let book = book.filter(|_| caps.senders > 0);
         Journals { book, caps, ..Journals::default() }
     }
 

@@ -54,6 +54,11 @@ pub enum Ttl {
 }
 
 impl Sent {
+    /// Whom it was addressed to, without collecting them.
+    pub fn each_target(&self) -> impl Iterator<Item = &str> {
+        self.to.iter().map(String::as_str).chain(self.ids.iter().flatten().map(String::as_str))
+    }
+
     /// Whom it was addressed to: `to`, or the ids listed.
     pub fn targets(&self) -> Vec<&str> {
         let mut out: Vec<&str> = self.to.iter().map(String::as_str).collect();

@@ -1,6 +1,8 @@
 //! Retries: a failed message sent again (the same data, notification and collapse key, to
 //! a target that failed), not sooner than a Retry-After, each wait twice the one before.
 
+use std::collections::HashSet;
+
 use serde::{Deserialize, Serialize};
 
 use super::{at, secs};
@@ -17,7 +19,7 @@ struct Failure {
     #[serde(default)]
     key: Option<String>,
     /// Sending the message to any of these is a retry.
-    targets: Vec<String>,
+    targets: HashSet<String>,
     seq: u64,
     stamp: Stamp,
     /// A Retry-After extends the window by its own length.
@@ -58,7 +60,7 @@ fn failed(group: bool, sent: &Sent, answer: &Answer, n: &Numbers) -> Option<Vec<
 /// (or, after a canonical id, to the id that replaced it).
 fn retries(sent: &Sent, f: &Failure, strict: bool) -> bool {
     let same = if strict { sent.again(&f.parts) } else { sent.like(&f.parts) };
-    same && sent.seq > f.seq && sent.targets().iter().any(|t| f.targets.iter().any(|x| x == t))
+    same && sent.seq > f.seq && sent.each_target().any(|t| f.targets.contains(t))
 }
 
 /// `retry`: every failure is followed by a retry within the window. A retry that fails too
@@ -92,7 +94,7 @@ impl Retries {
                     let f = Failure {
                         parts: sent.parts.clone(),
                         key: sent.to_key().then(|| sent.to.clone()).flatten(),
-                        targets,
+                        targets: targets.into_iter().collect(),
                         seq: answer.seq,
                         stamp: answer.stamp,
                         retry_after_ms: answer.retry_after_ms.unwrap_or(0),
@@ -114,8 +116,9 @@ impl Retries {
     pub fn settle(&mut self, within_ms: u64, now: Stamp, log: &mut RuleLog) {
         for f in self.open.take_where(|f| now.since(f.stamp) > within_ms + f.retry_after_ms) {
             log.exercised += 1;
-            let members: Vec<&str> =
+            let mut members: Vec<&str> =
                 f.targets.iter().map(String::as_str).filter(|t| Some(*t) != f.key.as_deref()).collect();
+            members.sort_unstable();
             let whom = match (&f.key, members.is_empty()) {
                 (Some(key), true) => format!("every member of the group {key}"),
                 _ => members.join(", "),
@@ -284,7 +287,7 @@ impl Backoff {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Taken {
-    targets: Vec<String>,
+    targets: HashSet<String>,
     seq: u64,
     stamp: Stamp,
 }
@@ -303,10 +306,10 @@ impl ResentSuccess {
                 if sent.collapse_key.is_some() || sent.dry_run {
                     return;
                 }
-                let targets: Vec<String> = if took_all(sent, answer) {
-                    sent.targets().into_iter().map(str::to_string).collect()
+                let targets: Vec<&str> = if took_all(sent, answer) {
+                    sent.each_target().collect()
                 } else if !sent.to_key() && !answer.server_error && !answer.refused {
-                    answer.results.iter().filter(|(_, r)| r.is_ok()).map(|(id, _)| id.clone()).collect()
+                    answer.results.iter().filter(|(_, r)| r.is_ok()).map(|(id, _)| id.as_str()).collect()
                 } else {
                     Vec::new()
                 };
@@ -316,15 +319,21 @@ impl ResentSuccess {
                 log.exercised += 1;
                 let key = sent.fingerprint.to_string();
                 // A retry of the ids that failed, taken in turn, adds to what was taken.
-                let mut all = self.taken.get(&key).map(|t| t.targets.clone()).unwrap_or_default();
-                all.extend(targets.into_iter().filter(|t| !all.contains(t)).collect::<Vec<_>>());
-                self.taken.insert(key, Taken { targets: all, seq: answer.seq, stamp: answer.stamp });
+                match self.taken.get_mut(&key) {
+                    Some(t) => {
+                        t.targets.extend(targets.into_iter().map(str::to_string));
+                        (t.seq, t.stamp) = (answer.seq, answer.stamp);
+                    }
+                    None => {
+                        let targets = targets.into_iter().map(str::to_string).collect();
+                        self.taken.insert(key, Taken { targets, seq: answer.seq, stamp: answer.stamp });
+                    }
+                }
             }
             Event::Sent(sent) if sent.collapse_key.is_none() && !sent.dry_run => {
                 let key = sent.fingerprint.to_string();
                 let Some(t) = self.taken.get(&key) else { return };
-                let again: Vec<&str> =
-                    sent.targets().into_iter().filter(|x| t.targets.iter().any(|y| y == x)).collect();
+                let again: Vec<&str> = sent.each_target().filter(|x| t.targets.contains(*x)).collect();
                 if again.is_empty() || sent.seq <= t.seq {
                     return;
                 }
