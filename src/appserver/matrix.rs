@@ -33,7 +33,7 @@ impl Results {
             .results
             .iter()
             .filter(|r| !matches!(r.outcome, Outcome::Skipped | Outcome::NotTried))
-            .map(|r| (r.name.clone(), outcome_name(r.outcome).to_string()))
+            .map(|r| (r.name.clone(), r.outcome.name().to_string()))
             .collect();
         Some(Results {
             schema: RESULTS_SCHEMA.into(),
@@ -75,17 +75,6 @@ impl Results {
             }
         }
         out
-    }
-}
-
-fn outcome_name(o: Outcome) -> &'static str {
-    match o {
-        Outcome::Passed => "passed",
-        Outcome::Failed => "failed",
-        Outcome::Unsupported => "unsupported",
-        Outcome::Skipped => "skipped",
-        Outcome::NotTried => "not-tried",
-        Outcome::NotExercised => "not-exercised",
     }
 }
 

@@ -58,15 +58,8 @@ pub(crate) struct ClientArgs {
     /// SHOULD cases fail the run too.
     #[arg(long)]
     strict: bool,
-    /// Write the results as JSON (schema gcmspec-report/1, docs/report.md).
-    #[arg(long, value_name = "FILE")]
-    json: Option<PathBuf>,
-    /// Write the results as JUnit XML.
-    #[arg(long, value_name = "FILE")]
-    junit: Option<PathBuf>,
-    /// Write a self-contained HTML report.
-    #[arg(long, value_name = "FILE")]
-    html: Option<PathBuf>,
+    #[command(flatten)]
+    reports: ReportFiles,
     /// Write each case's outcome (schema gcmspec-client-results/1): the expected verdicts
     /// for --expect, and a row of `gcmspec matrix`.
     #[arg(long, value_name = "FILE")]
@@ -137,7 +130,7 @@ fn serve_for(args: &ClientArgs, catalog: &gcmspec::catalog::Catalog) -> anyhow::
 pub(crate) fn client(args: ClientArgs) -> anyhow::Result<ExitCode> {
     let catalog = load(&args.spec)?;
     let started = Instant::now();
-    let files = ReportFiles { json: args.json.as_deref(), junit: args.junit.as_deref(), html: args.html.as_deref() };
+    let files = &args.reports;
     let expected = match &args.expect {
         None => None,
         Some(path) => {
@@ -151,7 +144,7 @@ pub(crate) fn client(args: ClientArgs) -> anyhow::Result<ExitCode> {
             // A CI job that expects its reports gets them, saying why nothing ran.
             let why = gcmspec::driver::error_chain(e.as_ref());
             let report = Report::aborted(&format!("the driver `{}`", args.driver), &args.profile, args.strict, why);
-            write_report_files(&files, &report, &catalog, "", "")?;
+            write_report_files(files, &report, &catalog, "", "")?;
             return Err(e);
         }
     };
@@ -213,7 +206,7 @@ pub(crate) fn client(args: ClientArgs) -> anyhow::Result<ExitCode> {
     if !args.no_replays {
         save_replays(&args.replays, &mut report, &args.driver, &replay_flags)?;
     }
-    write_report_files(&files, &report, &catalog, &served.url, &replay_flags)?;
+    write_report_files(files, &report, &catalog, &served.url, &replay_flags)?;
     let results = Results::of(&report).expect("a client report names its library");
     if let Some(path) = &args.results {
         std::fs::write(path, results.to_json()).with_context(|| format!("writing {}", path.display()))?;

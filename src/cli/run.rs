@@ -48,15 +48,8 @@ pub(crate) struct RunArgs {
     /// documented answers, not those real servers were merely seen to give.
     #[arg(long)]
     strict: bool,
-    /// Write the results as JSON (schema gcmspec-report/1, docs/report.md).
-    #[arg(long, value_name = "FILE")]
-    json: Option<PathBuf>,
-    /// Write the results as JUnit XML.
-    #[arg(long, value_name = "FILE")]
-    junit: Option<PathBuf>,
-    /// Write a self-contained HTML report: rules and outcomes, quotes, exchanges, reproductions.
-    #[arg(long, value_name = "FILE")]
-    html: Option<PathBuf>,
+    #[command(flatten)]
+    reports: ReportFiles,
     /// Known failures (one `rule::check` a line): only failures not listed fail the run.
     #[arg(long, value_name = "FILE")]
     baseline: Option<PathBuf>,
@@ -391,11 +384,18 @@ fn edit_distance(a: &str, b: &str) -> usize {
     row[b.len()]
 }
 
-/// Where the reports go: `--json`, `--junit`, `--html`.
-pub(crate) struct ReportFiles<'a> {
-    pub json: Option<&'a Path>,
-    pub junit: Option<&'a Path>,
-    pub html: Option<&'a Path>,
+/// Where the reports go: `--json`, `--junit`, `--html` (`run` and `client` alike).
+#[derive(clap::Args)]
+pub(crate) struct ReportFiles {
+    /// Write the results as JSON (schema gcmspec-report/1, docs/report.md).
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+    /// Write the results as JUnit XML.
+    #[arg(long, value_name = "FILE")]
+    pub junit: Option<PathBuf>,
+    /// Write a self-contained HTML report: rules and outcomes, quotes, exchanges, reproductions.
+    #[arg(long, value_name = "FILE")]
+    pub html: Option<PathBuf>,
 }
 
 fn write_reports(
@@ -405,26 +405,26 @@ fn write_reports(
     base_url: &str,
     replay_flags: &str,
 ) -> anyhow::Result<()> {
-    let files = ReportFiles { json: args.json.as_deref(), junit: args.junit.as_deref(), html: args.html.as_deref() };
-    write_report_files(&files, report, catalog, base_url, replay_flags)
+    let files = &args.reports;
+    write_report_files(files, report, catalog, base_url, replay_flags)
 }
 
 /// Writes the reports that were asked for.
 pub(crate) fn write_report_files(
-    files: &ReportFiles<'_>,
+    files: &ReportFiles,
     report: &harness::report::Report,
     catalog: &gcmspec::catalog::Catalog,
     base_url: &str,
     replay_flags: &str,
 ) -> anyhow::Result<()> {
-    if let Some(path) = files.json {
+    if let Some(path) = &files.json {
         std::fs::write(path, serde_json::to_string_pretty(report)?)
             .with_context(|| format!("writing {}", path.display()))?;
     }
-    if let Some(path) = files.junit {
+    if let Some(path) = &files.junit {
         std::fs::write(path, report.junit(replay_flags)).with_context(|| format!("writing {}", path.display()))?;
     }
-    if let Some(path) = files.html {
+    if let Some(path) = &files.html {
         let reproduce = harness::html::Reproduce { base_url, replay_flags };
         std::fs::write(path, harness::html::render(report, catalog, &reproduce))
             .with_context(|| format!("writing {}", path.display()))?;

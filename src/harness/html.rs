@@ -110,7 +110,7 @@ pub fn render(report: &Report, catalog: &Catalog, reproduce: &Reproduce<'_>) -> 
             "<tr class=\"rule {o}\" data-rule=\"{id}\"><td><a href=\"#rule-{id}\">{id}</a></td><td>{}</td><td>{}</td><td>",
             rule.level,
             escape(&rule.title),
-            o = outcome_word(outcome),
+            o = outcome.name(),
             id = escape(&rule.id),
         );
         for r in results.iter() {
@@ -119,19 +119,19 @@ pub fn render(report: &Report, catalog: &Catalog, reproduce: &Reproduce<'_>) -> 
             let tip = match r.message.as_deref().and_then(|m| m.lines().next()) {
                 Some(m) => m,
                 None if observed => "passed on an answer real servers gave, not the documented one",
-                None => outcome_word(r.outcome),
+                None => r.outcome.name(),
             };
             let _ = write!(
                 out,
                 "<span class=\"check {}{}{}\" title=\"{}\">{}</span> ",
-                outcome_word(r.outcome),
+                r.outcome.name(),
                 if r.known { " known" } else { "" },
                 if observed { " observed" } else { "" },
                 escape(tip),
                 escape(check)
             );
         }
-        let _ = writeln!(out, "</td><td><span class=\"badge {o}\">{o}</span></td></tr>", o = outcome_word(outcome));
+        let _ = writeln!(out, "</td><td><span class=\"badge {o}\">{o}</span></td></tr>", o = outcome.name());
     }
     out.push_str("</tbody>\n</table>\n");
 
@@ -144,7 +144,7 @@ pub fn render(report: &Report, catalog: &Catalog, reproduce: &Reproduce<'_>) -> 
              <code>{id}</code> <span class=\"level\">{}</span> {}</summary>\n",
             rule.level,
             escape(&rule.title),
-            o = outcome_word(outcome),
+            o = outcome.name(),
             id = escape(&rule.id),
             open = if outcome == Outcome::Failed { " open" } else { "" },
         );
@@ -186,7 +186,7 @@ fn check_section(out: &mut String, r: &CaseResult, reproduce: &Reproduce<'_>) {
         "<section class=\"check {o}\" data-check=\"{name}\">\n<h3><span class=\"badge {o}\">{o}</span> {check} \
          <small>{grade}{sep}{} ms</small></h3>\n",
         r.duration_ms,
-        o = outcome_word(r.outcome),
+        o = r.outcome.name(),
         name = escape(&r.name),
         check = escape(check),
         sep = if grade.is_empty() { "" } else { " · " },
@@ -313,17 +313,6 @@ fn rule_outcome(results: &[&CaseResult]) -> Outcome {
         Outcome::NotExercised
     } else {
         Outcome::Skipped
-    }
-}
-
-fn outcome_word(o: Outcome) -> &'static str {
-    match o {
-        Outcome::Passed => "passed",
-        Outcome::Failed => "failed",
-        Outcome::Unsupported => "unsupported",
-        Outcome::Skipped => "skipped",
-        Outcome::NotTried => "not-tried",
-        Outcome::NotExercised => "not-exercised",
     }
 }
 

@@ -33,6 +33,20 @@ pub enum Outcome {
     NotExercised,
 }
 
+impl Outcome {
+    /// Its name in every report format (as serialized).
+    pub fn name(self) -> &'static str {
+        match self {
+            Outcome::Passed => "passed",
+            Outcome::Failed => "failed",
+            Outcome::Unsupported => "unsupported",
+            Outcome::Skipped => "skipped",
+            Outcome::NotTried => "not-tried",
+            Outcome::NotExercised => "not-exercised",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct CaseResult {
     /// `rule::check` (`rule::check@xmpp` over XMPP).
