@@ -10,10 +10,8 @@ use std::net::SocketAddr;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::{Arc, Mutex};
 
-use axum::Router;
-use axum::body::Body;
-use axum::extract::{Request, State};
-use axum::response::Response;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::{Bytes, Incoming};
 use tokio::net::TcpListener;
 
 pub mod ccs;
@@ -535,7 +533,7 @@ impl Reference {
 }
 
 /// Whether reading a body failed on its size, not on its framing (a malformed chunk).
-fn is_length_limit(e: &axum::Error) -> bool {
+fn is_length_limit(e: &(dyn std::error::Error + 'static)) -> bool {
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(err) = source {
         if err.is::<http_body_util::LengthLimitError>() {
@@ -605,7 +603,6 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let policy = reference.connection_policy();
-    let app = Router::new().fallback(adapter).with_state(reference);
     let slots = Arc::new(tokio::sync::Semaphore::new(policy.max_connections));
     let connections = std::sync::atomic::AtomicU64::new(0);
     accept_loop(listener, "HTTP", shutdown, move |socket| {
@@ -614,7 +611,12 @@ pub async fn serve(
         // Numbered, so that the journal can tell which requests shared a connection.
         let n = connections.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
         let connection = HttpConnection { id: n, opened_wall_ms: journal::wall_ms() };
-        let service = hyper_util::service::TowerToHyperService::new(app.clone().layer(axum::Extension(connection)));
+        let reference = reference.clone();
+        // hyper's own service: one function, no router (every path is the adapter's to route).
+        let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
+            let reference = reference.clone();
+            async move { Ok::<_, std::convert::Infallible>(adapter(reference, connection, request).await) }
+        });
         tokio::spawn(async move {
             let mut builder = hyper::server::conn::http1::Builder::new();
             builder.timer(hyper_util::rt::TokioTimer::new()).header_read_timeout(policy.header_timeout);
@@ -662,7 +664,9 @@ pub(crate) async fn accept_loop(
     }
 }
 
-async fn adapter(State(reference): State<Reference>, request: Request) -> Response {
+type Response = hyper::Response<Full<Bytes>>;
+
+async fn adapter(reference: Reference, connection: HttpConnection, request: hyper::Request<Incoming>) -> Response {
     let permit = match &reference.shared.serial {
         Some(one) => one.acquire().await.ok(),
         None => None,
@@ -670,7 +674,7 @@ async fn adapter(State(reference): State<Reference>, request: Request) -> Respon
     if !reference.shared.latency.is_zero() {
         tokio::time::sleep(reference.shared.latency).await;
     }
-    let response = answer(&reference, request).await;
+    let response = answer(&reference, connection, request).await;
     drop(permit);
     response
 }
@@ -682,14 +686,14 @@ pub struct HttpConnection {
     pub opened_wall_ms: u64,
 }
 
-async fn answer(reference: &Reference, request: Request) -> Response {
-    let connection = request.extensions().get::<HttpConnection>().copied();
+async fn answer(reference: &Reference, connection: HttpConnection, request: hyper::Request<Incoming>) -> Response {
     let (parts, body) = request.into_parts();
     let max = reference.shared.max_body_bytes;
     let deadline = reference.shared.connections.body_timeout;
-    let response = match tokio::time::timeout(deadline, axum::body::to_bytes(body, max)).await {
+    let read = Limited::new(body, max).collect();
+    let response = match tokio::time::timeout(deadline, read).await.map(|r| r.map(|c| c.to_bytes())) {
         Err(_) => HttpResponse::error(408, format!("the request body did not arrive within {deadline:?}")),
-        Ok(Err(e)) if is_length_limit(&e) => too_large(max),
+        Ok(Err(e)) if is_length_limit(&*e) => too_large(max),
         Ok(Err(e)) => HttpResponse::error(400, format!("the request body could not be read: {e}")),
         Ok(Ok(bytes)) => {
             let req = HttpRequest {
@@ -703,16 +707,16 @@ async fn answer(reference: &Reference, request: Request) -> Response {
                     .collect(),
                 body: bytes.to_vec(),
             };
-            reference.handle_on(&req, connection)
+            reference.handle_on(&req, Some(connection))
         }
     };
-    let mut builder = Response::builder().status(response.status);
+    let mut builder = hyper::Response::builder().status(response.status);
     for (k, v) in &response.headers {
         builder = builder.header(k, v);
     }
-    builder.body(Body::from(response.body)).unwrap_or_else(|_| {
-        let mut r = Response::new(Body::from("internal error: unrepresentable response"));
-        *r.status_mut() = axum::http::StatusCode::INTERNAL_SERVER_ERROR;
+    builder.body(Full::new(Bytes::from(response.body))).unwrap_or_else(|_| {
+        let mut r = hyper::Response::new(Full::new(Bytes::from_static(b"internal error: unrepresentable response")));
+        *r.status_mut() = hyper::StatusCode::INTERNAL_SERVER_ERROR;
         r
     })
 }
