@@ -419,8 +419,15 @@ impl Instance {
                     (p.message.collapse_key.is_none() || faults.has(Fault::StoredLimitCountsCollapsible))
                         && (!own_only || p.sender() == q.sender())
                 };
-                let stored = self.traffic_mut().pending.iter().filter(counted).count() + cx.scope.others_stored;
                 let max = limits.max_stored_messages;
+                // Counted only near the limit: far from it, every stored message counted is
+                // still below it, and a send costs no walk over the device's store.
+                let at_most = self.traffic_mut().pending.len() + cx.scope.others_stored;
+                let stored = if at_most + 1 < max {
+                    at_most
+                } else {
+                    self.traffic_mut().pending.iter().filter(counted).count() + cx.scope.others_stored
+                };
                 // "If the limit is reached" (the 100th) or "after that" (the 101st): both read.
                 let reached = if variants.has(Variant::DiscardOnReaching) { stored + 1 >= max } else { stored >= max };
                 if reached && !faults.on(Fault::StoredLimit, q.path) {

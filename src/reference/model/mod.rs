@@ -511,8 +511,13 @@ impl Model {
     }
 
     fn instance_mut(&mut self, registration_id: &str) -> Option<&mut Instance> {
-        let id = self.resolve(registration_id).to_string();
-        self.instances.get_mut(id.as_str()).map(|b| &mut **b)
+        // `resolve` inlined over the fields it reads, so that no copy of the id is made.
+        let Model { aliases, instances, .. } = self;
+        let mut id = registration_id;
+        while let Some(next) = aliases.get(id) {
+            id = next;
+        }
+        instances.get_mut(id).map(|b| &mut **b)
     }
 
     /// Whether some device has messages waiting on time or connectivity.
