@@ -71,12 +71,14 @@ fn recipe(rule: &str) -> Option<(Steps, Breaks, &'static str)> {
         ),
         "app.collapse-key.limit" => (
             collapse_offline,
-            |_| AppFault::CollapseKeyPerMessageOffline,
-            "five messages under one collapse key to an offline device",
+            |_| AppFault::MakesUpCollapseKeys,
+            "five messages under one collapse key to an offline device, then five without one",
         ),
-        "app.collapse-key.in-flight" => {
-            (collapse_awake, |_| AppFault::CollapseKeyPerMessage, "five messages under one collapse key")
-        }
+        "app.collapse-key.in-flight" => (
+            collapse_awake,
+            |_| AppFault::CollapseKeyPerMessage,
+            "five messages under one collapse key, then five without one",
+        ),
         "app.group.save-key" => {
             (save_key, |_| AppFault::RecreatesGroups, "asks to create a group, add a member, remove one")
         }
@@ -475,6 +477,11 @@ fn collapse(run: &mut Run<'_>, path: Path, offline: bool) -> Result<(), String> 
     for i in 0..=run.env.numbers.max_collapse_keys {
         let m = Outgoing { collapse_key: Some("sync".into()), ..data(&format!("update {i}")) };
         run.try_ask(Command::Send { to: to.clone(), via, message: m })?;
+    }
+    // Then as many without one: a library that makes up a key the caller did not give (a fresh
+    // one each time) breaks the rule as surely as one that changes the caller's.
+    for i in 0..=run.env.numbers.max_collapse_keys {
+        run.try_ask(Command::Send { to: to.clone(), via, message: data(&format!("note {i}")) })?;
     }
     Ok(())
 }

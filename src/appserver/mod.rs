@@ -141,7 +141,8 @@ pub enum AppFault {
     KeepsNotRegistered,
     /// A fresh collapse key on every message, whatever the device holds.
     CollapseKeyPerMessage,
-    CollapseKeyPerMessageOffline,
+    /// A collapse key of its own, fresh each time, on every message the caller sent without one.
+    MakesUpCollapseKeys,
     RecreatesGroups,
     OneGroupPerUser,
     SendsToGroupName,
@@ -171,7 +172,7 @@ impl AppFault {
         AppFault::IgnoresCanonical,
         AppFault::KeepsNotRegistered,
         AppFault::CollapseKeyPerMessage,
-        AppFault::CollapseKeyPerMessageOffline,
+        AppFault::MakesUpCollapseKeys,
         AppFault::RecreatesGroups,
         AppFault::OneGroupPerUser,
         AppFault::SendsToGroupName,
@@ -209,9 +210,9 @@ impl AppFault {
             AppFault::CollapseKeyPerMessage => {
                 ("app.collapse-key.in-flight", "makes a fresh collapse key for every message")
             }
-            AppFault::CollapseKeyPerMessageOffline => (
+            AppFault::MakesUpCollapseKeys => (
                 "app.collapse-key.limit",
-                "makes a fresh collapse key for every message, also while the server holds four",
+                "adds a collapse key of its own, a fresh one each time, to every message sent without one",
             ),
             AppFault::RecreatesGroups => {
                 ("app.group.save-key", "forgets a group's key and asks to create the group again")

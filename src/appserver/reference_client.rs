@@ -146,7 +146,7 @@ impl ReferenceClient {
         if let Some(k) = m.data.keys().find(|k| crate::wire::is_reserved_data_key(k)) {
             return refuse(format!("the data key {k:?} is reserved"));
         }
-        let fresh_keys = self.has(AppFault::CollapseKeyPerMessage) || self.has(AppFault::CollapseKeyPerMessageOffline);
+        let fresh_keys = self.has(AppFault::CollapseKeyPerMessage);
         if let Some(key) = &m.collapse_key
             && !fresh_keys
             && m.time_to_live != Some(0)
@@ -178,16 +178,19 @@ impl ReferenceClient {
         }
         let mut f = Map::new();
         f.insert("data".into(), Value::Object(data));
-        let fresh = self.has(AppFault::CollapseKeyPerMessage) || self.has(AppFault::CollapseKeyPerMessageOffline);
+        let fresh = match &m.collapse_key {
+            Some(_) => self.has(AppFault::CollapseKeyPerMessage),
+            None => self.has(AppFault::MakesUpCollapseKeys),
+        };
         match (&m.collapse_key, fresh) {
-            (Some(_), true) => {
+            (_, true) => {
                 self.made_up += 1;
                 f.insert("collapse_key".into(), json!(format!("update-{}", self.made_up)));
             }
             (Some(k), false) => {
                 f.insert("collapse_key".into(), json!(k));
             }
-            (None, _) => {}
+            (None, false) => {}
         }
         if let Some(t) = m.time_to_live {
             let t = if self.has(AppFault::TtlOutOfRange) { self.numbers.max_ttl_seconds as i64 + 1 } else { t };
