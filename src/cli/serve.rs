@@ -87,7 +87,8 @@ pub(crate) struct ServeArgs {
     #[arg(long, value_name = "N", default_value_t = ConnectionPolicy::default().max_connections_per_sender, value_parser = at_least_one)]
     max_connections_per_sender: usize,
     /// Threads that serve requests (default: one per core). The model takes one request at a
-    /// time whatever this is; more threads only help while others wait on sockets.
+    /// time whatever this is; more threads only help while others wait on sockets. Under a
+    /// load generator on the same few cores, 1 is often faster (docs/performance.md).
     #[arg(long, value_name = "N", value_parser = at_least_one)]
     threads: Option<usize>,
     /// Seconds an HTTP request's headers may take, and an idle keep-alive connection may stay.
@@ -308,10 +309,17 @@ pub(crate) fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             ClockKind::Virtual => "virtual (it moves when a sender's clock is advanced)",
             ClockKind::Wall => "the machine's",
         };
-        say!(
-            "app servers are journaled and graded: GET {}senders/SENDER/verdicts (docs/app-servers.md); clock: {clock}",
-            reference::control::PREFIX
-        );
+        if args.max_journals == 0 {
+            say!("app servers are not journaled or graded (--max-journals 0): no verdicts; clock: {clock}");
+            if args.report.is_some() {
+                eprintln!("gcmspec: note: --report writes no verdicts with --max-journals 0");
+            }
+        } else {
+            say!(
+                "app servers are journaled and graded: GET {}senders/SENDER/verdicts (docs/app-servers.md); clock: {clock}",
+                reference::control::PREFIX
+            );
+        }
         match reference.state_file() {
             None => say!("state is kept in memory only: it is gone when this process ends"),
             Some((path, 0)) => say!("state is kept in {} (a new file)", path.display()),

@@ -107,6 +107,44 @@ fn the_banner_says_what_is_served() -> Result<(), String> {
     Ok(())
 }
 
+/// The banner's line about the journal, as `serve` with `extra` prints it.
+fn journal_line(extra: &[&str]) -> Result<String, String> {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_gcmspec"))
+        .args(["serve", "--http", "127.0.0.1:0"])
+        .args(extra)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .map_err(|e| e.to_string())?;
+    let stdout = child.stdout.take().ok_or("no stdout")?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines() {
+            let _ = tx.send(line.unwrap_or_default());
+        }
+    });
+    let mut found = Err("no banner line about app servers within 20 s".to_string());
+    while let Ok(line) = rx.recv_timeout(std::time::Duration::from_secs(20)) {
+        if line.starts_with("app servers") {
+            found = Ok(line);
+            break;
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    found
+}
+
+fn the_banner_says_whether_app_servers_are_judged() -> Result<(), String> {
+    let judged = journal_line(&[])?;
+    let not = journal_line(&["--max-journals", "0"])?;
+    if !judged.contains("journaled and graded") || !not.contains("not journaled") || not.contains("/verdicts") {
+        return Err(format!("banner lines: {judged:?} / {not:?}"));
+    }
+    Ok(())
+}
+
 pub fn trials() -> Vec<Trial> {
     vec![
         trial("exposure::only-loopback-without-a-flag", only_loopback_without_a_flag),
@@ -116,5 +154,9 @@ pub fn trials() -> Vec<Trial> {
         trial("exposure::the-certificate-is-private-and-removed", || the_certificate_is_private_and_removed("TERM")),
         trial("exposure::the-certificate-is-removed-on-sighup", || the_certificate_is_private_and_removed("HUP")),
         trial("exposure::serve-help-names-the-guards", the_banner_says_what_is_served),
+        trial(
+            "exposure::the-banner-says-whether-app-servers-are-judged",
+            the_banner_says_whether_app_servers_are_judged,
+        ),
     ]
 }
