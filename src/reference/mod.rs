@@ -320,7 +320,7 @@ impl Reference {
             request: journal::request_message(req),
             response: journal::response_message(resp),
             scripted: (!seen.scripted.is_empty()).then(|| seen.scripted.join("; ")),
-            facts: seen.facts,
+            facts: Arc::new(seen.facts),
         };
         let stamp = crate::verdicts::Stamp { at_ms: m.now_ms(&sender), wall_ms: journal::wall_ms() };
         let connection = connection.map(|c| (crate::verdicts::Conn::Http(c.id), c.opened_wall_ms));

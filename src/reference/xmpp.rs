@@ -484,7 +484,7 @@ fn message_journaled(model: &mut Model, session: &mut Session, stanza: &Element,
             model,
             reference,
             session,
-            crate::verdicts::What::XmppReceived { stanza: payload, scripted, facts: seen.facts },
+            crate::verdicts::What::XmppReceived { stanza: payload, scripted, facts: std::sync::Arc::new(seen.facts) },
         );
     }
     let replied = std::mem::take(&mut session.replied);

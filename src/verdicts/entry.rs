@@ -57,8 +57,9 @@ pub enum What {
         /// The scripted answer that shaped it, if one did (`POST .../script`).
         #[serde(skip_serializing_if = "Option::is_none", default)]
         scripted: Option<String>,
+        /// Shared with the events read from it (no copy per event).
         #[serde(skip_serializing_if = "Facts::is_empty", default)]
-        facts: Facts,
+        facts: std::sync::Arc<Facts>,
     },
     /// An XMPP connection logged in and bound (`opened`) or ended (`closed`).
     XmppOpened,
@@ -69,8 +70,9 @@ pub enum What {
         stanza: Value,
         #[serde(skip_serializing_if = "Option::is_none", default)]
         scripted: Option<String>,
+        /// Shared with the events read from it (no copy per event).
         #[serde(skip_serializing_if = "Facts::is_empty", default)]
-        facts: Facts,
+        facts: std::sync::Arc<Facts>,
     },
     /// A `<gcm>` payload the server wrote to the app server (an ack or nack, an upstream
     /// message, a receipt, a control message).

@@ -42,7 +42,7 @@ pub struct Sent {
     pub dry_run: bool,
     /// XMPP: the app server's id for it.
     pub message_id: Option<String>,
-    pub facts: Facts,
+    pub facts: std::sync::Arc<Facts>,
 }
 
 /// A `time_to_live` as sent.
@@ -161,7 +161,7 @@ pub struct GroupOp {
     pub ids: Vec<String>,
     /// The key answered, or the error's text.
     pub answer: Result<String, String>,
-    pub facts: Facts,
+    pub facts: std::sync::Arc<Facts>,
 }
 
 /// What the server sent an app server that it must ack.
@@ -349,7 +349,7 @@ fn http(
     conn: Option<Conn>,
     request: &Message,
     response: &Message,
-    facts: &Facts,
+    facts: &std::sync::Arc<Facts>,
 ) -> Vec<Event> {
     let full = request.path.as_deref().unwrap_or_default();
     let (path, query) = full.split_once('?').unwrap_or((full, ""));
@@ -421,7 +421,7 @@ fn http(
 }
 
 /// A JSON send the adapter parsed, with the model's answer.
-fn prepared_send(seq: u64, stamp: Stamp, conn: Option<Conn>, p: Prepared, facts: &Facts) -> Vec<Event> {
+fn prepared_send(seq: u64, stamp: Stamp, conn: Option<Conn>, p: Prepared, facts: &std::sync::Arc<Facts>) -> Vec<Event> {
     let body = &p.body;
     let path = match (facts.to_key, body.contains_key("registration_ids") && !body.contains_key("to")) {
         (true, _) => Path::Key,
@@ -516,7 +516,14 @@ fn hash_value(v: &Value, h: &mut impl Hasher) {
     }
 }
 
-fn sent_of(seq: u64, stamp: Stamp, conn: Option<Conn>, path: Path, body: &Map<String, Value>, facts: Facts) -> Sent {
+fn sent_of(
+    seq: u64,
+    stamp: Stamp,
+    conn: Option<Conn>,
+    path: Path,
+    body: &Map<String, Value>,
+    facts: std::sync::Arc<Facts>,
+) -> Sent {
     let data = body.get("data").filter(|d| d.is_object());
     let data_map = data.and_then(Value::as_object);
     let collapse_key = body.get("collapse_key").and_then(Value::as_str).map(str::to_string);
@@ -550,7 +557,13 @@ fn sent_of(seq: u64, stamp: Stamp, conn: Option<Conn>, path: Path, body: &Map<St
 }
 
 /// The plain-text form, read into the JSON send's shape (as the server reads it).
-fn plain_text_sent(seq: u64, stamp: Stamp, conn: Option<Conn>, request: &Message, facts: &Facts) -> Sent {
+fn plain_text_sent(
+    seq: u64,
+    stamp: Stamp,
+    conn: Option<Conn>,
+    request: &Message,
+    facts: &std::sync::Arc<Facts>,
+) -> Sent {
     let mut body = Map::new();
     let mut data = Map::new();
     let mut ids = Vec::new();
