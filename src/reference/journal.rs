@@ -257,6 +257,29 @@ pub fn request_message(req: &crate::wire::HttpRequest) -> crate::verdicts::entry
     }
 }
 
+/// The same, with only the part of the body a journal keeps copied: for a request graded from
+/// what the adapter parsed, when no state file wants the entry whole (a multicast's 100 KiB
+/// body was copied whole to keep 16 KiB of it).
+pub fn request_message_cut(req: &crate::wire::HttpRequest) -> crate::verdicts::entry::Message {
+    let kept = crate::verdicts::entry::Message::BODY_KEPT;
+    if req.body.len() <= kept {
+        return request_message(req);
+    }
+    // Back to the start of a character, so that no character is cut in two.
+    let mut at = kept;
+    while at > 0 && (req.body[at] & 0xC0) == 0x80 {
+        at -= 1;
+    }
+    crate::verdicts::entry::Message {
+        method: Some(req.method.clone()),
+        path: Some(req.path_and_query()),
+        headers: req.headers.iter().filter(|(k, _)| !k.eq_ignore_ascii_case("authorization")).cloned().collect(),
+        body: String::from_utf8_lossy(&req.body[..at]).into_owned(),
+        body_cut: req.body.len() - at,
+        ..Default::default()
+    }
+}
+
 pub fn response_message(resp: &crate::wire::HttpResponse) -> crate::verdicts::entry::Message {
     crate::verdicts::entry::Message {
         status: Some(resp.status),
@@ -307,5 +330,24 @@ impl super::Reference {
     /// The senders whose exchanges are journaled.
     pub fn journaled_senders(&self) -> Vec<String> {
         self.with_model(|m| m.journals.senders())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_body_cut_before_copying_is_the_body_copied_then_cut() {
+        // Long enough to be cut, with two-byte characters across the cut.
+        let body = format!("{{\"data\":\"{}\"}}", "é".repeat(crate::verdicts::entry::Message::BODY_KEPT));
+        let req = crate::wire::HttpRequest::new("POST", "/fcm/send").with_header("content-type", "application/json");
+        let req = crate::wire::HttpRequest { body: body.into_bytes(), ..req };
+        let mut whole = request_message(&req);
+        whole.cut();
+        let cut = request_message_cut(&req);
+        assert_eq!((cut.body.len(), cut.body_cut), (whole.body.len(), whole.body_cut));
+        assert_eq!(cut.body, whole.body);
+        assert!(cut.body_cut > 0);
     }
 }

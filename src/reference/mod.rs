@@ -317,7 +317,10 @@ impl Reference {
         }
         let Some(sender) = http::sender_of(m, req) else { return };
         let what = crate::verdicts::What::Http {
-            request: journal::request_message(req),
+            request: match seen.prepared.is_some() && !self.keeps_state() {
+                true => journal::request_message_cut(req),
+                false => journal::request_message(req),
+            },
             response: journal::response_message(resp),
             scripted: (!seen.scripted.is_empty()).then(|| seen.scripted.join("; ")),
             facts: Arc::new(seen.facts),
