@@ -1,10 +1,13 @@
 //! What one peer may hold of an XMPP listener: a share of its connection cap, of which at
 //! most half goes to connections that have not logged in yet. When that half is full, a new
-//! connection takes the place of the oldest one not logged in (which is told to go): peers
-//! without credentials that open connection after connection cannot keep an app server from
-//! logging in, since each waits its turn only behind the connections opened after it.
+//! connection takes the place of one not logged in (which is told to go): of those that have
+//! said least (nothing yet, then only a stream header), the oldest. Peers without credentials
+//! that open connection after connection cannot keep an app server from logging in: a silent
+//! peer always goes before one that has begun to log in, however fast the silent ones come
+//! (a churn of silent peers evicted an app server still in its SASL exchange).
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
@@ -18,8 +21,8 @@ pub(crate) struct Slots {
 struct Anonymous {
     max: usize,
     next: u64,
-    /// Oldest first: each with what tells it to go.
-    held: VecDeque<(u64, Arc<Notify>)>,
+    /// Oldest first: each with what tells it to go, and how far it got.
+    held: VecDeque<(u64, Arc<Notify>, Arc<AtomicU8>)>,
 }
 
 /// One connection's place under its listener's cap.
@@ -33,13 +36,28 @@ pub(crate) struct Slot {
 pub(crate) struct AnonymousPlace {
     id: u64,
     pub evicted: Arc<Notify>,
+    progress: Arc<AtomicU8>,
     registry: Arc<Mutex<Anonymous>>,
+}
+
+/// How far a connection not logged in has got: what decides which one makes room.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Progress {
+    Silent = 0,
+    StreamOpened = 1,
+}
+
+impl AnonymousPlace {
+    /// It got this far (never back).
+    pub fn reached(&self, p: Progress) {
+        self.progress.fetch_max(p as u8, Ordering::Relaxed);
+    }
 }
 
 impl Drop for AnonymousPlace {
     fn drop(&mut self) {
         let mut a = self.registry.lock().unwrap_or_else(|e| e.into_inner());
-        a.held.retain(|(id, _)| *id != self.id);
+        a.held.retain(|(id, _, _)| *id != self.id);
     }
 }
 
@@ -54,15 +72,19 @@ impl Slots {
     pub fn take(&self) -> Option<Slot> {
         let all = self.all.clone().try_acquire_owned().ok()?;
         let mut a = self.anonymous.lock().unwrap_or_else(|e| e.into_inner());
-        if a.held.len() >= a.max
-            && let Some((_, oldest)) = a.held.pop_front()
-        {
-            oldest.notify_one();
+        if a.held.len() >= a.max {
+            // The oldest of those that got least far (`min_by_key` keeps the first of equals).
+            let least =
+                a.held.iter().enumerate().min_by_key(|(_, (_, _, p))| p.load(Ordering::Relaxed)).map(|(i, _)| i);
+            if let Some((_, goes, _)) = least.and_then(|i| a.held.remove(i)) {
+                goes.notify_one();
+            }
         }
         a.next += 1;
-        let (id, evicted) = (a.next, Arc::new(Notify::new()));
-        a.held.push_back((id, evicted.clone()));
-        let place = AnonymousPlace { id, evicted, registry: self.anonymous.clone() };
+        let (id, evicted, progress) =
+            (a.next, Arc::new(Notify::new()), Arc::new(AtomicU8::new(Progress::Silent as u8)));
+        a.held.push_back((id, evicted.clone(), progress.clone()));
+        let place = AnonymousPlace { id, evicted, progress, registry: self.anonymous.clone() };
         Some(Slot { _all: all, anonymous: Some(place) })
     }
 }

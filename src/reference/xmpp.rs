@@ -176,6 +176,9 @@ async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
                 }
             };
             let bound = session.conn.is_some();
+            if let (Event::StreamOpen(_), Some(place)) = (&event, slot.as_ref().and_then(|s| s.anonymous.as_ref())) {
+                place.reached(super::slots::Progress::StreamOpened);
+            }
             let ((reply, ends), u) = reference.with_model_unsettled(|m| answer(m, session, event, reference));
             unsettled = unsettled.and(u);
             if session.login.is_some() {
