@@ -1,6 +1,9 @@
 //! Load on `gcmspec serve`, beside yardsticks no one here wrote: how much of the machine the
 //! reference gives its clients, and what it holds in memory.
 //!
+//! (Longer than a room should be: one program whose parts share the servers, the client and
+//! the table printing; what no one here wrote, wrk and nginx, is apart in `yardsticks.rs`.)
+//!
 //! `cargo bench --bench load` (a release build). Prints figures, each target and whether it
 //! is met; asserts nothing.
 //!

@@ -248,13 +248,7 @@ pub fn wall_ms() -> u64 {
 
 /// An HTTP request as a journal keeps it: its credentials left out.
 pub fn request_message(req: &crate::wire::HttpRequest) -> crate::verdicts::entry::Message {
-    crate::verdicts::entry::Message {
-        method: Some(req.method.clone()),
-        path: Some(req.path_and_query()),
-        headers: req.headers.iter().filter(|(k, _)| !k.eq_ignore_ascii_case("authorization")).cloned().collect(),
-        body: String::from_utf8_lossy(&req.body).into_owned(),
-        ..Default::default()
-    }
+    request_with_body(req, &req.body)
 }
 
 /// The same, with only the part of the body a journal keeps copied: for a request graded from
@@ -270,12 +264,15 @@ pub fn request_message_cut(req: &crate::wire::HttpRequest) -> crate::verdicts::e
     while at > 0 && (req.body[at] & 0xC0) == 0x80 {
         at -= 1;
     }
+    crate::verdicts::entry::Message { body_cut: req.body.len() - at, ..request_with_body(req, &req.body[..at]) }
+}
+
+fn request_with_body(req: &crate::wire::HttpRequest, body: &[u8]) -> crate::verdicts::entry::Message {
     crate::verdicts::entry::Message {
         method: Some(req.method.clone()),
         path: Some(req.path_and_query()),
         headers: req.headers.iter().filter(|(k, _)| !k.eq_ignore_ascii_case("authorization")).cloned().collect(),
-        body: String::from_utf8_lossy(&req.body[..at]).into_owned(),
-        body_cut: req.body.len() - at,
+        body: String::from_utf8_lossy(body).into_owned(),
         ..Default::default()
     }
 }

@@ -1,5 +1,8 @@
 //! The reference server: a deterministic model of the protocol, and its HTTP adapter.
 //!
+//! (Longer than a room should be: `Reference` is the one handle every adapter, the control
+//! API and the state file share; its serving loop and accept loop stay beside it.)
+//!
 //! Use it in-process ([`Reference::handle`]), as a fake server inside any async Rust test
 //! ([`Reference::start`], which binds `127.0.0.1:0` the way wiremock does), or standalone
 //! through `gcmspec serve`, which calls [`serve`] (HTTP) and [`xmpp::serve`] (the XMPP
