@@ -39,6 +39,30 @@ fn time_suite(target: Arc<dyn Target>, only_http: bool) -> (usize, Vec<Duration>
     (count, times)
 }
 
+/// Each check of the in-process run timed alone, one after another: the slowest bound the
+/// run's wall time from below, however many threads share the rest.
+fn slowest_checks(target: Arc<dyn Target>) {
+    let catalog = Arc::new(gcmspec::bundled::catalog().expect("bundled specs"));
+    let caps = Arc::new(Capabilities::probe(target.as_ref()).expect("probe"));
+    let options = Arc::new(Options { run_id: "slowest".into(), ..Options::new("fcm") });
+    let cases = harness::cases(&catalog, target, caps, &options);
+    let mut times: Vec<(Duration, String)> = cases
+        .iter()
+        .map(|case| {
+            let start = Instant::now();
+            let results = harness::run_cases(std::slice::from_ref(case), 1);
+            assert!(results[0].1.is_ok(), "{} failed during the benchmark", case.name);
+            (start.elapsed(), case.name.clone())
+        })
+        .collect();
+    times.sort_by(|a, b| b.cmp(a));
+    let total: Duration = times.iter().map(|(d, _)| *d).sum();
+    println!("  each check alone, one after another: {:.1} ms in all; the slowest:", total.as_secs_f64() * 1000.0);
+    for (d, name) in times.iter().take(8) {
+        println!("    {:>7.1} ms  {name}", d.as_secs_f64() * 1000.0);
+    }
+}
+
 fn report(label: &str, (checks, times): (usize, Vec<Duration>)) {
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
     println!(
@@ -54,6 +78,7 @@ fn main() {
     println!("default conformance run, {rules} rules, profile fcm");
     let in_process: Arc<dyn Target> = Arc::new(InProcess::new(Reference::new(Config::bundled())));
     report("in-process, all", time_suite(in_process.clone(), false));
+    slowest_checks(in_process.clone());
     report("in-process, without XMPP", time_suite(in_process, true));
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     let server = runtime.block_on(Reference::start_with(Config::bundled())).expect("bind");

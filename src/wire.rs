@@ -86,11 +86,12 @@ impl HttpResponse {
     }
 
     pub fn json(status: u16, body: &serde_json::Value) -> Self {
-        HttpResponse {
-            status,
-            headers: vec![("content-type".into(), "application/json; charset=UTF-8".into())],
-            body: body.to_string().into_bytes(),
-        }
+        Self::json_bytes(status, body.to_string().into_bytes())
+    }
+
+    /// A JSON answer already written.
+    pub fn json_bytes(status: u16, body: Vec<u8>) -> Self {
+        HttpResponse { status, headers: vec![("content-type".into(), "application/json; charset=UTF-8".into())], body }
     }
 
     pub fn empty(status: u16) -> Self {

@@ -8,7 +8,8 @@ use serde_json::{Map, Value, json};
 use super::control;
 use super::faults::{Fault, Variant, Variants, WrongUnit};
 use super::model::{
-    ClientOp, GroupError, GroupOp, Message, Model, Path, SendOutcome, SendResult, Target, Via, send_outcome_json,
+    ClientOp, GroupError, GroupOp, Message, Model, Path, SendOutcome, SendResult, Target, Via, send_outcome_body,
+    send_outcome_json,
 };
 use crate::wire::{HttpRequest, HttpResponse};
 
@@ -382,8 +383,8 @@ fn send(model: &mut Model, req: &HttpRequest) -> HttpResponse {
     };
     let Some(sender) = model.sender_for_send(server_key(req), &target, message.via) else { return unauthorized(req) };
     let outcome = model.send(&sender, target, message);
-    let resp = match send_outcome_json(&outcome, model.faults()) {
-        (status, Some(body)) => HttpResponse::json(status, &body),
+    let resp = match send_outcome_body(&outcome, model.faults()) {
+        (status, Some(body)) => HttpResponse::json_bytes(status, body),
         (status, None) => HttpResponse::empty(status),
     };
     model.observe_send(body, &outcome);

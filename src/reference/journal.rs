@@ -110,7 +110,11 @@ impl Journals {
             self.evict_one();
         }
         self.writes += 1;
-        let j = self.senders.entry(sender.to_string()).or_default();
+        // The sender's name is copied only for its first entry.
+        if !self.senders.contains_key(sender) {
+            self.senders.insert(sender.to_string(), Default::default());
+        }
+        let j = self.senders.get_mut(sender).expect("inserted above");
         j.touched = self.writes;
         j.next_seq = j.next_seq.max(entry.seq + 1);
         j.grading.feed(&book, &entry, prepared);
@@ -272,8 +276,17 @@ fn request_with_body(req: &crate::wire::HttpRequest, body: &[u8]) -> crate::verd
         method: Some(req.method.clone()),
         path: Some(req.path_and_query()),
         headers: req.headers.iter().filter(|(k, _)| !k.eq_ignore_ascii_case("authorization")).cloned().collect(),
-        body: String::from_utf8_lossy(body).into_owned(),
+        body: text_of(body),
         ..Default::default()
+    }
+}
+
+/// A body as text: valid UTF-8 (nearly every body) is checked by the fast path and copied
+/// once; anything else has its bad bytes replaced.
+fn text_of(body: &[u8]) -> String {
+    match std::str::from_utf8(body) {
+        Ok(text) => text.to_owned(),
+        Err(_) => String::from_utf8_lossy(body).into_owned(),
     }
 }
 
@@ -281,7 +294,7 @@ pub fn response_message(resp: &crate::wire::HttpResponse) -> crate::verdicts::en
     crate::verdicts::entry::Message {
         status: Some(resp.status),
         headers: resp.headers.clone(),
-        body: String::from_utf8_lossy(&resp.body).into_owned(),
+        body: text_of(&resp.body),
         ..Default::default()
     }
 }

@@ -4,7 +4,6 @@
 //! An [`Instance`] is one app on one device. The model offers it messages and pumps its
 //! queue whenever something changes (a send, a connectivity change, a clock advance).
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -151,7 +150,34 @@ impl Queued {
 pub(crate) const MAX_IDLE_BUCKETS: usize = 64;
 
 /// Token buckets by (sender, collapse key); `None` is the non-collapsible bucket.
-pub type Buckets = HashMap<(String, Option<String>), Bucket>;
+///
+/// A list searched in order, not a map: a device holds a few (at most about
+/// `2 * MAX_IDLE_BUCKETS`), and a lookup then copies no key and hashes nothing, where a map
+/// keyed by owned strings cost two copies a delivery. Serialized as the (key, bucket) pairs a
+/// state file has always held.
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Buckets(Vec<((String, Option<String>), Bucket)>);
+
+impl Buckets {
+    /// The bucket of (sender, collapse key), made by `fresh` when there is none.
+    fn get_or_insert(&mut self, sender: &str, key: Option<&str>, fresh: impl FnOnce() -> Bucket) -> &mut Bucket {
+        let at = self.0.iter().position(|((s, k), _)| s == sender && k.as_deref() == key);
+        let at = at.unwrap_or_else(|| {
+            self.0.push(((sender.to_string(), key.map(str::to_string)), fresh()));
+            self.0.len() - 1
+        });
+        &mut self.0[at].1
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 pub struct Bucket {
@@ -222,6 +248,9 @@ pub struct Instance {
     /// not at once (the delayed-unregistration and slow-uninstall variants).
     pub invalid_from: Option<Box<Vec<(String, u64)>>>,
     traffic: Option<Box<Traffic>>,
+    /// In the model's list of devices with messages waiting (kept by the model).
+    #[serde(skip)]
+    pub(crate) listed_waiting: bool,
 }
 
 /// What a device has been sent: its inbox, its stored messages and its throttling state.
@@ -241,7 +270,6 @@ pub struct Traffic {
     /// Messages stored for this device so far: the next one's ticket.
     stored: u64,
     /// Token buckets per (sender, collapse key); `None` is the non-collapsible bucket.
-    #[serde(with = "crate::reference::state::pairs")]
     buckets: Buckets,
     /// Delivered messages whose sender asked for a receipt: (sender, app message id, when).
     pub receipts: Vec<(String, String, u64)>,
@@ -267,6 +295,7 @@ impl Instance {
             kept: Kept::unlimited(),
             invalid_from: None,
             traffic: None,
+            listed_waiting: false,
         }
     }
 
@@ -301,17 +330,14 @@ impl Instance {
     /// on the sender's clock.
     fn take_token(&mut self, q: &Queued, now_ms: u64, cx: &Cx<'_>) -> bool {
         let key =
-            if cx.faults.on(Fault::ThrottlePerApplication, q.path) { None } else { q.message.collapse_key.clone() };
-        self.take_token_from((q.sender().to_string(), key), now_ms, cx.limits)
+            if cx.faults.on(Fault::ThrottlePerApplication, q.path) { None } else { q.message.collapse_key.as_deref() };
+        self.take_token_from(q.sender(), key, now_ms, cx.limits)
     }
 
-    fn take_token_from(&mut self, key: (String, Option<String>), now_ms: u64, limits: &Limits) -> bool {
+    fn take_token_from(&mut self, sender: &str, key: Option<&str>, now_ms: u64, limits: &Limits) -> bool {
         let t = &limits.throttle;
-        let bucket = self.traffic_mut().buckets.entry(key).or_insert(Bucket {
-            tokens: t.initial_tokens,
-            last_grant_ms: now_ms,
-            backlog: false,
-        });
+        let fresh = || Bucket { tokens: t.initial_tokens, last_grant_ms: now_ms, backlog: false };
+        let bucket = self.traffic_mut().buckets.get_or_insert(sender, key, fresh);
         let interval_ms = t.grant_interval_ms.max(1);
         let grants = now_ms.saturating_sub(bucket.last_grant_ms) / interval_ms;
         if grants > 0 {
@@ -337,8 +363,9 @@ impl Instance {
             traffic.pending.iter().map(|q| (q.sender(), q.message.collapse_key.as_deref())).collect();
         let t = &limits.throttle;
         let interval_ms = t.grant_interval_ms.max(1);
-        let mut idle: Vec<((String, Option<String>), u64)> = Vec::new();
-        for (key, bucket) in &mut traffic.buckets {
+        // (position, tokens once refilled) of each bucket nothing waits on.
+        let mut idle: Vec<(usize, u64)> = Vec::new();
+        for (at, (key, bucket)) in traffic.buckets.0.iter_mut().enumerate() {
             if waiting.contains(&(key.0.as_str(), key.1.as_deref())) {
                 continue;
             }
@@ -346,15 +373,19 @@ impl Instance {
             bucket.tokens = bucket.tokens.min(t.initial_tokens);
             let grants = now_of(&key.0).saturating_sub(bucket.last_grant_ms) / interval_ms;
             let refilled = bucket.tokens.saturating_add(grants.saturating_mul(t.grant_tokens)).min(t.initial_tokens);
-            idle.push((key.clone(), refilled));
+            idle.push((at, refilled));
         }
         idle.sort_by_key(|(_, tokens)| std::cmp::Reverse(*tokens));
         let over = idle.len().saturating_sub(MAX_IDLE_BUCKETS);
-        for (i, (key, tokens)) in idle.into_iter().enumerate() {
-            if tokens >= t.initial_tokens || i < over {
-                traffic.buckets.remove(&key);
-            }
+        let mut forget = vec![false; traffic.buckets.len()];
+        for (i, (at, tokens)) in idle.into_iter().enumerate() {
+            forget[at] = tokens >= t.initial_tokens || i < over;
         }
+        let mut at = 0;
+        traffic.buckets.0.retain(|_| {
+            at += 1;
+            !forget[at - 1]
+        });
     }
 
     /// A message accepted for this device.
@@ -377,7 +408,7 @@ impl Instance {
                 || (faults.on(Fault::ThrottleTtlZeroCollapse, q.path) && q.message.collapse_key.is_some());
             let throttled = (shared_bucket && !self.take_token(&q, now_ms, cx))
                 || (faults.on(Fault::ThrottleTtlZeroOwnBucket, q.path)
-                    && !self.take_token_from((q.sender().to_string(), Some("\0ttl0".into())), now_ms, limits));
+                    && !self.take_token_from(q.sender(), Some("\0ttl0"), now_ms, limits));
             if self.can_receive(&q, faults) && !throttled {
                 self.take(q, now_ms);
                 self.piggyback(cx);

@@ -174,8 +174,8 @@ pub enum ToAck {
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
-    Sent(Sent),
-    Answered(Sent, Answer),
+    Sent(std::sync::Arc<Sent>),
+    Answered(std::sync::Arc<Sent>, Answer),
     Group(GroupOp),
     Lookup {
         seq: u64,
@@ -263,18 +263,11 @@ impl Reader {
         };
         match &entry.what {
             What::Http { request, response, facts, .. } => {
-                let mut events = match prepared {
-                    Some(p) => prepared_send(seq, stamp, conn, p, facts),
-                    None => http(seq, stamp, conn, request, response, facts),
-                };
-                for e in &mut events {
-                    match e {
-                        Event::Sent(s) | Event::Answered(s, _) => s.conn_opened_ms = opened,
-                        Event::Group(g) => g.conn_opened_ms = opened,
-                        _ => {}
-                    }
+                let at = At { seq, stamp, conn, opened };
+                match prepared {
+                    Some(p) => prepared_send(at, p, facts),
+                    None => http(at, request, response, facts),
                 }
-                events
             }
             What::XmppOpened => vec![Event::Opened { seq, stamp, conn: xmpp_conn }],
             What::XmppClosed => {
@@ -310,7 +303,7 @@ impl Reader {
                         }
                     }
                 }
-                vec![Event::Sent(sent)]
+                vec![Event::Sent(std::sync::Arc::new(sent))]
             }
             What::XmppSent { stanza } => {
                 let Some(json) = stanza.as_object() else { return Vec::new() };
@@ -323,7 +316,7 @@ impl Reader {
                         if let Some(sent) = self.unanswered.remove(&k) {
                             self.order.retain(|o| *o != k);
                             let answer = xmpp_answer(seq, stamp, conn, &sent, json);
-                            out.push(Event::Answered(sent, answer));
+                            out.push(Event::Answered(std::sync::Arc::new(sent), answer));
                         }
                         out
                     }
@@ -343,14 +336,23 @@ impl Reader {
     }
 }
 
-fn http(
+/// Where an HTTP entry was: its sequence number, stamp, connection and when that opened.
+#[derive(Clone, Copy)]
+struct At {
     seq: u64,
     stamp: Stamp,
     conn: Option<Conn>,
-    request: &Message,
-    response: &Message,
-    facts: &std::sync::Arc<Facts>,
-) -> Vec<Event> {
+    opened: Option<u64>,
+}
+
+/// A send and its answer, as two events sharing the send (a multicast's ids are not copied).
+fn sent_and_answered(sent: Sent, answer: Answer) -> Vec<Event> {
+    let sent = std::sync::Arc::new(sent);
+    vec![Event::Sent(sent.clone()), Event::Answered(sent, answer)]
+}
+
+fn http(at: At, request: &Message, response: &Message, facts: &std::sync::Arc<Facts>) -> Vec<Event> {
+    let At { seq, stamp, conn, opened } = at;
     let full = request.path.as_deref().unwrap_or_default();
     let (path, query) = full.split_once('?').unwrap_or((full, ""));
     let method = request.method.as_deref().unwrap_or_default();
@@ -360,7 +362,7 @@ fn http(
             let form = request
                 .header("content-type")
                 .is_some_and(|t| t.to_ascii_lowercase().starts_with("application/x-www-form-urlencoded"));
-            let sent = if form {
+            let mut sent = if form {
                 plain_text_sent(seq, stamp, conn, request, facts)
             } else {
                 let Some(Value::Object(body)) = request.json() else { return Vec::new() };
@@ -371,8 +373,9 @@ fn http(
                 };
                 sent_of(seq, stamp, conn, path, &body, facts.clone())
             };
+            sent.conn_opened_ms = opened;
             let answer = http_answer(seq, stamp, conn, &sent, status, response, form);
-            vec![Event::Sent(sent.clone()), Event::Answered(sent, answer)]
+            sent_and_answered(sent, answer)
         }
         ("POST", "/gcm/notification" | "/fcm/notification" | "/gcm/googlenotification") => {
             let Some(Value::Object(body)) = request.json() else { return Vec::new() };
@@ -396,7 +399,7 @@ fn http(
                 seq,
                 stamp,
                 conn,
-                conn_opened_ms: None,
+                conn_opened_ms: opened,
                 endpoint,
                 verb,
                 name: text("notification_key_name"),
@@ -421,14 +424,16 @@ fn http(
 }
 
 /// A JSON send the adapter parsed, with the model's answer.
-fn prepared_send(seq: u64, stamp: Stamp, conn: Option<Conn>, p: Prepared, facts: &std::sync::Arc<Facts>) -> Vec<Event> {
+fn prepared_send(at: At, p: Prepared, facts: &std::sync::Arc<Facts>) -> Vec<Event> {
+    let At { seq, stamp, conn, opened } = at;
     let body = &p.body;
     let path = match (facts.to_key, body.contains_key("registration_ids") && !body.contains_key("to")) {
         (true, _) => Path::Key,
         (false, true) => Path::Multicast,
         (false, false) => Path::Token,
     };
-    let sent = sent_of(seq, stamp, conn, path, body, facts.clone());
+    let mut sent = sent_of(seq, stamp, conn, path, body, facts.clone());
+    sent.conn_opened_ms = opened;
     let mut a = Answer { seq, stamp, conn, ..Answer::default() };
     match p.answer {
         PreparedAnswer::Results(results) => {
@@ -443,7 +448,7 @@ fn prepared_send(seq: u64, stamp: Stamp, conn: Option<Conn>, p: Prepared, facts:
         }
         PreparedAnswer::GroupFailed => a.all_members_failed = true,
     }
-    vec![Event::Sent(sent.clone()), Event::Answered(sent, a)]
+    sent_and_answered(sent, a)
 }
 
 fn strings(v: Option<&Value>) -> Option<Vec<String>> {

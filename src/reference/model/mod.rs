@@ -26,7 +26,7 @@ pub mod script;
 mod sending;
 mod snapshot;
 
-pub use sending::send_outcome_json;
+pub use sending::{send_outcome_body, send_outcome_json};
 
 /// How much the model stores, in total and per sender, so that nothing a client can reach
 /// grows without bound (docs/robustness.md). Operational numbers, not the documents': a
@@ -225,7 +225,7 @@ pub enum SendOutcome {
 pub enum SendResult {
     /// Accepted; `canonical` is the registration id to use from now on, if it changed.
     Sent {
-        message_id: String,
+        message_id: Arc<str>,
         canonical: Option<String>,
     },
     Error(&'static str),
@@ -540,7 +540,7 @@ impl Model {
 
     /// Keeps `waiting` true of an instance after its queue changed.
     fn note_waiting(&mut self, id: &str) {
-        note_waiting(&mut self.waiting, id, self.instances.get(id).map(|i| &**i));
+        note_waiting(&mut self.waiting, id, self.instances.get_mut(id).map(|i| &mut **i));
     }
 
     fn pump(&mut self, registration_id: &str) {
@@ -867,14 +867,19 @@ impl Model {
 }
 
 /// Keeps `waiting` true of one instance after its queue changed.
-fn note_waiting(waiting: &mut std::collections::BTreeSet<String>, id: &str, instance: Option<&Instance>) {
+fn note_waiting(waiting: &mut std::collections::BTreeSet<String>, id: &str, instance: Option<&mut Instance>) {
+    // The instance knows whether it is listed: most calls change nothing and search nothing.
     match instance {
-        Some(inst) if !inst.settled() => {
-            if !waiting.contains(id) {
+        Some(inst) if inst.settled() == inst.listed_waiting => {
+            inst.listed_waiting = !inst.settled();
+            if inst.listed_waiting {
                 waiting.insert(id.to_string());
+            } else {
+                waiting.remove(id);
             }
         }
-        _ => {
+        Some(_) => {}
+        None => {
             waiting.remove(id);
         }
     }
@@ -1011,6 +1016,30 @@ mod tests {
         let body = body.unwrap();
         assert_eq!(body["results"][0]["error"], "InvalidTtl");
         assert!(body["multicast_id"].as_u64().is_some_and(|n| n > 0), "{body}");
+    }
+
+    #[test]
+    fn a_multicast_answer_written_directly_is_the_json_values_text() {
+        let sent = |id: &str, canonical: Option<&str>| SendResult::Sent {
+            message_id: Arc::from(id),
+            canonical: canonical.map(str::to_string),
+        };
+        let results = vec![
+            sent("0:1%00ab", None),
+            SendResult::Error("NotRegistered"),
+            sent("0:2%\"quoted\"", Some("new\nid")),
+            SendResult::Error("Unavailable"),
+        ];
+        for bare in [false, true] {
+            for results in [results.clone(), Vec::new(), vec![SendResult::Error("InvalidRegistration")]] {
+                let outcome = SendOutcome::Multicast { multicast_id: 42, results, bare };
+                let faults = Faults::default();
+                let (status, value) = send_outcome_json(&outcome, &faults);
+                let (written_status, written) = send_outcome_body(&outcome, &faults);
+                assert_eq!(status, written_status);
+                assert_eq!(value.map(|v| v.to_string().into_bytes()), written);
+            }
+        }
     }
 
     #[test]

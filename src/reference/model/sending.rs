@@ -14,8 +14,22 @@ impl Model {
         self.message_ids.random_range(1u64..i64::MAX as u64)
     }
 
-    fn message_id(&mut self, sender: &str) -> String {
-        format!("0:{}%{:016x}", self.now_ms(sender), self.message_ids.random::<u64>())
+    fn message_id(&mut self, sender: &str) -> Arc<str> {
+        let now_ms = self.now_ms(sender);
+        self.message_id_at(now_ms)
+    }
+
+    /// A message id at a sender's time, written where it is kept: a multicast makes one per
+    /// recipient, so it reads the clock once and allocates each id once.
+    fn message_id_at(&mut self, now_ms: u64) -> Arc<str> {
+        use std::io::Write;
+        // "0:" + at most 20 digits + "%" + 16 hex digits.
+        let mut buf = [0u8; 40];
+        let mut w = &mut buf[..];
+        let random = self.message_ids.random::<u64>();
+        write!(w, "0:{now_ms}%{random:016x}").expect("40 bytes hold any message id");
+        let len = 40 - w.len();
+        Arc::from(std::str::from_utf8(&buf[..len]).expect("written as text"))
     }
 
     /// Checks the message itself and returns its time to live in seconds.
@@ -241,7 +255,7 @@ impl Model {
         if let (Some((members, owner)), Target::To(key)) = (group, &target) {
             // Under the foreign-key fault, another sender's key acts for its owner.
             let sender = owner.as_str();
-            let message_id: Arc<str> = self.message_id(sender).into();
+            let message_id = self.message_id(sender);
             let content = Self::content(sender, &message, Some(key));
             let mut success = 0;
             let mut failed = Vec::new();
@@ -314,11 +328,13 @@ impl Model {
             }
         };
         let content = Self::content(sender, &message, None);
+        let now_ms = self.now_ms(sender);
         let mut results: Vec<SendResult> = ids
             .iter()
             .map(|id| {
-                let message_id = if message.dry_run { "fake_message_id".to_string() } else { self.message_id(sender) };
-                let queued = Delivered { message_id: message_id.as_str().into(), content: content.clone() };
+                let message_id =
+                    if message.dry_run { Arc::from("fake_message_id") } else { self.message_id_at(now_ms) };
+                let queued = Delivered { message_id: message_id.clone(), content: content.clone() };
                 match self.deliver(sender, id, &message, queued, ttl, path) {
                     Ok(canonical) => SendResult::Sent { message_id, canonical },
                     Err(e) => SendResult::Error(e),
@@ -349,7 +365,7 @@ impl Model {
         let message = Message { data, ..Message::default() };
         // Upstream fans out as a send to the group would.
         let ttl = self.check_message(&message, Path::Key).map_err(str::to_string)?;
-        let message_id: Arc<str> = self.message_id(&sender).into();
+        let message_id = self.message_id(&sender);
         let content = Self::content(&sender, &message, Some(key));
         let mut reached = 0;
         let echo = self.fault(Fault::UpstreamFanOut);
@@ -416,6 +432,50 @@ pub(super) fn with_shared_buckets<R>(
     let r = f(instance);
     instance.swap_buckets(shared);
     r
+}
+
+/// [`send_outcome_json`]'s body as bytes, the same bytes as that value's text: a multicast's
+/// answer is written straight from its results (building a JSON value of a thousand results
+/// only to print it cost a tenth of the send).
+pub fn send_outcome_body(outcome: &SendOutcome, faults: &Faults) -> (u16, Option<Vec<u8>>) {
+    let SendOutcome::Multicast { multicast_id, results, bare } = outcome else {
+        let (status, body) = send_outcome_json(outcome, faults);
+        return (status, body.map(|b| b.to_string().into_bytes()));
+    };
+    /// The fields in the order a JSON value's map prints them (by name).
+    #[derive(Serialize)]
+    struct Body<'a> {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        canonical_ids: Option<usize>,
+        failure: usize,
+        multicast_id: u64,
+        results: Vec<Rendered<'a>>,
+        success: usize,
+    }
+    #[derive(Serialize)]
+    struct Rendered<'a> {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        error: Option<&'a str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        message_id: Option<&'a str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        registration_id: Option<&'a str>,
+    }
+    let success = results.iter().filter(|r| matches!(r, SendResult::Sent { .. })).count();
+    let canonical = results.iter().filter(|r| matches!(r, SendResult::Sent { canonical: Some(_), .. })).count();
+    let results: Vec<Rendered> = results
+        .iter()
+        .map(|r| match r {
+            SendResult::Sent { message_id, canonical } => {
+                Rendered { error: None, message_id: Some(message_id), registration_id: canonical.as_deref() }
+            }
+            SendResult::Error(e) => Rendered { error: Some(e), message_id: None, registration_id: None },
+        })
+        .collect();
+    let failure = results.len() - success;
+    let body =
+        Body { canonical_ids: (!bare).then_some(canonical), failure, multicast_id: *multicast_id, results, success };
+    (200, Some(serde_json::to_vec(&body).expect("plain fields serialize")))
 }
 
 /// Renders a send outcome as the legacy HTTP API does: `(status, body)`.

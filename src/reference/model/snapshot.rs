@@ -34,7 +34,6 @@ pub struct Snapshot {
     id_tokens: HashMap<String, IdToken>,
     minted_keys: u64,
     ccs: Ccs,
-    #[serde(with = "pairs")]
     shared_buckets: Buckets,
     held: HashMap<Arc<str>, Held>,
     first_sender: Option<Arc<str>>,
@@ -65,7 +64,6 @@ struct SnapshotRef<'a> {
     id_tokens: &'a HashMap<String, IdToken>,
     minted_keys: u64,
     ccs: &'a Ccs,
-    #[serde(with = "pairs")]
     shared_buckets: &'a Buckets,
     held: &'a HashMap<Arc<str>, Held>,
     first_sender: &'a Option<Arc<str>>,
@@ -124,6 +122,11 @@ impl Model {
             self.kept.add(inst.inbox_held() as u64);
         }
         self.waiting = s.waiting;
+        for id in &self.waiting {
+            if let Some(inst) = self.instances.get_mut(id.as_str()) {
+                inst.listed_waiting = true;
+            }
+        }
         self.aliases = s.aliases;
         self.replaced_at = s.replaced_at;
         self.groups = s.groups;

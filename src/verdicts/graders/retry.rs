@@ -321,7 +321,12 @@ impl ResentSuccess {
                 // A retry of the ids that failed, taken in turn, adds to what was taken.
                 match self.taken.get_mut(&key) {
                     Some(t) => {
-                        t.targets.extend(targets.into_iter().map(str::to_string));
+                        // Most are there already (the same message again): copied only if new.
+                        for target in targets {
+                            if !t.targets.contains(target) {
+                                t.targets.insert(target.to_string());
+                            }
+                        }
                         (t.seq, t.stamp) = (answer.seq, answer.stamp);
                     }
                     None => {
