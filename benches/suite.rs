@@ -13,6 +13,10 @@ use gcmspec::driver::{Capabilities, HttpTarget, InProcess, Target};
 use gcmspec::harness::{self, Options};
 use gcmspec::reference::{Config, Reference};
 
+// The allocator `gcmspec run` runs with, so that these figures are what it spends.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const ROUNDS: usize = 10;
 
 fn time_suite(target: Arc<dyn Target>, only_http: bool) -> (usize, Vec<Duration>) {
@@ -80,6 +84,10 @@ fn main() {
     report("in-process, all", time_suite(in_process.clone(), false));
     slowest_checks(in_process.clone());
     report("in-process, without XMPP", time_suite(in_process, true));
+    // `cargo bench --bench suite -- in-process` stops here (for a profiler).
+    if std::env::args().skip(1).any(|a| a == "in-process") {
+        return;
+    }
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     let server = runtime.block_on(Reference::start_with(Config::bundled())).expect("bind");
     let target: Arc<dyn Target> = Arc::new(

@@ -322,6 +322,7 @@ pub fn execute(plan: &Plan, x: &Execution<'_>) -> CheckRun {
             if x.meaning {
                 transcript.redactor = snapshot::Redactor::for_meaning();
             }
+            transcript.skip_text = !x.meaning && (x.options.snapshots.is_none() || x.snapshot.is_none());
             let setup = scenario::Setup { control: &control, run: x.run, settings: x.options, log: &log };
             let result = control.new_sender().map_err(|e| format!("setting up a sender: {e}")).and_then(|sender| {
                 let rounds: Vec<Option<(i64, Value)>> = match probe {

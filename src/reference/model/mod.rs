@@ -25,6 +25,7 @@ mod groups;
 pub mod script;
 mod sending;
 mod snapshot;
+mod waiting;
 
 pub use sending::{send_outcome_body, send_outcome_json};
 
@@ -271,7 +272,7 @@ pub struct Model {
     instances: HashMap<Arc<str>, Box<Instance>>,
     /// The instances with messages waiting (stored, held or throttled): what a clock advance
     /// has to look at, so that it costs the waiting messages, not every instance registered.
-    waiting: std::collections::BTreeSet<String>,
+    waiting: waiting::Waiting,
     /// Received messages kept for the control API, per device and in all.
     kept: Arc<super::lifetime::Kept>,
     /// Old registration id -> the one that replaced it (canonical ids).
@@ -331,7 +332,7 @@ impl Model {
             senders: HashMap::new(),
             senders_by_key: HashMap::new(),
             instances: HashMap::new(),
-            waiting: std::collections::BTreeSet::new(),
+            waiting: waiting::Waiting::default(),
             kept: super::lifetime::Kept::unlimited(),
             aliases: HashMap::new(),
             replaced_at: HashMap::new(),
@@ -532,15 +533,14 @@ impl Model {
 
     /// Lets every device take what it can now (after a change of time or connectivity).
     fn pump_all(&mut self) {
-        let waiting: Vec<String> = self.waiting.iter().cloned().collect();
-        for id in waiting {
+        for id in self.waiting.all() {
             self.pump(&id);
         }
     }
 
     /// Keeps `waiting` true of an instance after its queue changed.
     fn note_waiting(&mut self, id: &str) {
-        note_waiting(&mut self.waiting, id, self.instances.get_mut(id).map(|i| &mut **i));
+        self.waiting.note(id, self.instances.get_mut(id).map(|i| &mut **i));
     }
 
     fn pump(&mut self, registration_id: &str) {
@@ -702,10 +702,8 @@ impl Model {
             let at = instance.senders.iter().map(|s| (s.to_string(), self.now_ms(s))).collect();
             self.replaced_at.insert(current.clone(), at);
         }
+        self.waiting.rename(&current, &new, &instance.senders);
         self.instances.insert(Arc::from(new.as_str()), instance);
-        if self.waiting.remove(&current) {
-            self.waiting.insert(new.clone());
-        }
         self.aliases.insert(current, new.clone());
         Some(new)
     }
@@ -740,7 +738,10 @@ impl Model {
         }
         let offset = self.offsets.entry(sender.to_string()).or_default();
         *offset = offset.saturating_add(ms).min(Self::MAX_CLOCK_OFFSET_MS);
-        self.pump_all();
+        // Only what this sender sent waits on its clock.
+        for id in self.waiting.of_sender(sender) {
+            self.pump(&id);
+        }
         Some(self.now_ms(sender))
     }
 
@@ -863,25 +864,6 @@ impl Model {
             .get(first)
             .map(|g| g.sender.clone())
             .or_else(|| self.instances.get(self.resolve(first)).and_then(|i| i.senders.first().map(|s| s.to_string())))
-    }
-}
-
-/// Keeps `waiting` true of one instance after its queue changed.
-fn note_waiting(waiting: &mut std::collections::BTreeSet<String>, id: &str, instance: Option<&mut Instance>) {
-    // The instance knows whether it is listed: most calls change nothing and search nothing.
-    match instance {
-        Some(inst) if inst.settled() == inst.listed_waiting => {
-            inst.listed_waiting = !inst.settled();
-            if inst.listed_waiting {
-                waiting.insert(id.to_string());
-            } else {
-                waiting.remove(id);
-            }
-        }
-        Some(_) => {}
-        None => {
-            waiting.remove(id);
-        }
     }
 }
 

@@ -148,7 +148,7 @@ impl Model {
         let collapse_key = q.message.collapse_key.clone();
         let cx = Cx { now_of: &now_of, limits, faults, variants, scope };
         let needs_pump = with_shared_buckets(instance, shared_buckets, faults, |i| i.offer(q, &cx));
-        super::note_waiting(waiting, current, Some(instance));
+        waiting.note(current, Some(instance));
         let receipts = !instance.traffic().receipts.is_empty();
         let across = faults.on(Fault::CollapseAcrossRegistrations, path)
             || faults.scoped(crate::reference::generated::rules::COLLAPSE_REPLACES, Path::TwoDevices);

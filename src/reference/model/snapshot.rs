@@ -90,7 +90,7 @@ impl Model {
             senders: &self.senders,
             senders_by_key: &self.senders_by_key,
             instances: &self.instances,
-            waiting: &self.waiting,
+            waiting: self.waiting.ids(),
             aliases: &self.aliases,
             replaced_at: &self.replaced_at,
             groups: &self.groups,
@@ -121,12 +121,7 @@ impl Model {
             inst.kept = self.kept.clone();
             self.kept.add(inst.inbox_held() as u64);
         }
-        self.waiting = s.waiting;
-        for id in &self.waiting {
-            if let Some(inst) = self.instances.get_mut(id.as_str()) {
-                inst.listed_waiting = true;
-            }
-        }
+        self.waiting = super::waiting::Waiting::restore(s.waiting, &mut self.instances);
         self.aliases = s.aliases;
         self.replaced_at = s.replaced_at;
         self.groups = s.groups;
