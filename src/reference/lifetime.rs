@@ -226,31 +226,100 @@ impl Kept {
     }
 }
 
-/// One app on one device. Kept small: a million registered devices that were never sent
-/// anything cost little more than their ids (what they have been sent is in [`Traffic`],
-/// allocated with the first message).
-#[derive(Debug, Serialize, Deserialize)]
+/// One app on one device. Kept small (48 bytes): a million registered devices that were
+/// never sent anything cost little more than their ids. What few devices have (an account, a
+/// package name, a pending unregistration) is in [`Details`], what a device has been sent in
+/// [`Traffic`], each allocated when first needed.
+#[derive(Debug)]
 pub struct Instance {
-    pub senders: Box<[Arc<str>]>,
-    pub account: Option<Box<str>>,
-    pub package: Option<Box<str>>,
+    /// Shared by the devices registered with the same senders (the model reuses the list).
+    pub senders: Arc<[Arc<str>]>,
+    details: Option<Box<Details>>,
+    /// How many received messages are kept for the control API: per device and in all
+    /// (shared by every device of the model).
+    pub kept: Arc<Kept>,
+    traffic: Option<Box<Traffic>>,
     pub platform: Platform,
     /// False once the registration is invalid (unregistered, or found uninstalled).
     pub registered: bool,
     /// False once the app is uninstalled; the server notices on its next delivery attempt.
     pub installed: bool,
     pub connectivity: Connectivity,
-    /// How many received messages are kept for the control API: per device and in all
-    /// (shared by every device of the model).
-    #[serde(skip, default = "Kept::unlimited")]
-    pub kept: Arc<Kept>,
+    /// In the model's list of devices with messages waiting (kept by the model).
+    pub(crate) listed_waiting: bool,
+}
+
+/// What few devices have.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Details {
+    account: Option<Box<str>>,
+    package: Option<Box<str>>,
     /// When an unregistration or an uninstall takes effect, per sender clock, where it does
     /// not at once (the delayed-unregistration and slow-uninstall variants).
-    pub invalid_from: Option<Box<Vec<(String, u64)>>>,
+    invalid_from: Option<Vec<(String, u64)>>,
+}
+
+/// An instance as a state file has always held it: its details among its fields.
+#[derive(Serialize)]
+struct InstanceOut<'a> {
+    senders: &'a [Arc<str>],
+    account: Option<&'a str>,
+    package: Option<&'a str>,
+    platform: Platform,
+    registered: bool,
+    installed: bool,
+    connectivity: Connectivity,
+    invalid_from: Option<&'a [(String, u64)]>,
+    traffic: Option<&'a Traffic>,
+}
+
+#[derive(Deserialize)]
+struct InstanceIn {
+    senders: Arc<[Arc<str>]>,
+    account: Option<Box<str>>,
+    package: Option<Box<str>>,
+    platform: Platform,
+    registered: bool,
+    installed: bool,
+    connectivity: Connectivity,
+    invalid_from: Option<Vec<(String, u64)>>,
     traffic: Option<Box<Traffic>>,
-    /// In the model's list of devices with messages waiting (kept by the model).
-    #[serde(skip)]
-    pub(crate) listed_waiting: bool,
+}
+
+impl Serialize for Instance {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        InstanceOut {
+            senders: &self.senders,
+            account: self.account(),
+            package: self.package(),
+            platform: self.platform,
+            registered: self.registered,
+            installed: self.installed,
+            connectivity: self.connectivity,
+            invalid_from: self.details.as_ref().and_then(|d| d.invalid_from.as_deref()),
+            traffic: self.traffic.as_deref(),
+        }
+        .serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for Instance {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let i = InstanceIn::deserialize(deserializer)?;
+        let details = Details { account: i.account, package: i.package, invalid_from: i.invalid_from };
+        let some = details.account.is_some() || details.package.is_some() || details.invalid_from.is_some();
+        Ok(Instance {
+            senders: i.senders,
+            details: some.then(|| Box::new(details)),
+            kept: Kept::unlimited(),
+            traffic: i.traffic,
+            platform: i.platform,
+            registered: i.registered,
+            installed: i.installed,
+            connectivity: i.connectivity,
+            listed_waiting: false,
+        })
+    }
 }
 
 /// What a device has been sent: its inbox, its stored messages and its throttling state.
@@ -283,20 +352,42 @@ pub struct Traffic {
 static NO_TRAFFIC: std::sync::LazyLock<Traffic> = std::sync::LazyLock::new(Traffic::default);
 
 impl Instance {
-    pub fn new(senders: Box<[Arc<str>]>, account: Option<String>, package: Option<String>, platform: Platform) -> Self {
+    pub fn new(senders: Arc<[Arc<str>]>, account: Option<String>, package: Option<String>, platform: Platform) -> Self {
+        let details = (account.is_some() || package.is_some()).then(|| {
+            Box::new(Details {
+                account: account.map(String::into_boxed_str),
+                package: package.map(String::into_boxed_str),
+                invalid_from: None,
+            })
+        });
         Instance {
             senders,
-            account: account.map(String::into_boxed_str),
-            package: package.map(String::into_boxed_str),
+            details,
+            kept: Kept::unlimited(),
+            traffic: None,
             platform,
             registered: true,
             installed: true,
             connectivity: Connectivity::Awake,
-            kept: Kept::unlimited(),
-            invalid_from: None,
-            traffic: None,
             listed_waiting: false,
         }
+    }
+
+    pub fn account(&self) -> Option<&str> {
+        self.details.as_ref().and_then(|d| d.account.as_deref())
+    }
+
+    pub fn package(&self) -> Option<&str> {
+        self.details.as_ref().and_then(|d| d.package.as_deref())
+    }
+
+    /// When an unregistration takes effect, per sender clock (instead of at once).
+    pub fn set_invalid_from(&mut self, at: Vec<(String, u64)>) {
+        self.details.get_or_insert_default().invalid_from = Some(at);
+    }
+
+    fn invalid_from(&self) -> Option<&[(String, u64)]> {
+        self.details.as_ref().and_then(|d| d.invalid_from.as_deref())
     }
 
     /// What it has been sent (nothing, for a device never sent anything).
@@ -541,9 +632,9 @@ impl Instance {
         if cx.variants.has(Variant::SlowUninstall) {
             // "It might take a while for the registration ID be completely removed."
             let delay_ms = cx.limits.unregistration_propagation_seconds.saturating_mul(1000);
-            if self.invalid_from.is_none() {
-                self.invalid_from =
-                    Some(Box::new(self.senders.iter().map(|s| (s.to_string(), (cx.now_of)(s) + delay_ms)).collect()));
+            if self.invalid_from().is_none() {
+                let at = self.senders.iter().map(|s| (s.to_string(), (cx.now_of)(s) + delay_ms)).collect();
+                self.set_invalid_from(at);
             }
         } else {
             self.registered = false;
@@ -552,10 +643,12 @@ impl Instance {
 
     /// An unregistration (or a found uninstall) due by `sender`'s clock takes effect.
     pub fn settle_registration(&mut self, sender: &str, now_ms: u64) {
-        let due = self.invalid_from.as_ref().and_then(|at| at.iter().find(|(s, _)| s == sender)).map(|(_, t)| *t);
+        let due = self.invalid_from().and_then(|at| at.iter().find(|(s, _)| s == sender)).map(|(_, t)| *t);
         if due.is_some_and(|t| now_ms >= t) {
             self.registered = false;
-            self.invalid_from = None;
+            if let Some(d) = &mut self.details {
+                d.invalid_from = None;
+            }
         }
     }
 
@@ -734,5 +827,33 @@ impl Instance {
     /// A group message handled elsewhere leaves this device's unsent queue.
     pub fn dismiss(&mut self, message_id: &str) {
         self.traffic_mut().pending.retain(|q| *q.message.message_id != *message_id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_instance_is_small_and_a_state_file_reads_it_as_before() {
+        assert!(std::mem::size_of::<Instance>() <= 48, "{} bytes", std::mem::size_of::<Instance>());
+        let senders: Arc<[Arc<str>]> = vec![Arc::from("1234")].into();
+        let plain = Instance::new(senders.clone(), None, None, Platform::Android);
+        let mut rich = Instance::new(senders, Some("me@example".into()), Some("com.example".into()), Platform::Ios);
+        rich.set_invalid_from(vec![("1234".into(), 5)]);
+        for (instance, json) in [
+            (
+                &plain,
+                r#"{"senders":["1234"],"account":null,"package":null,"platform":"android","registered":true,"installed":true,"connectivity":"awake","invalid_from":null,"traffic":null}"#,
+            ),
+            (
+                &rich,
+                r#"{"senders":["1234"],"account":"me@example","package":"com.example","platform":"ios","registered":true,"installed":true,"connectivity":"awake","invalid_from":[["1234",5]],"traffic":null}"#,
+            ),
+        ] {
+            assert_eq!(serde_json::to_string(instance).unwrap(), json);
+            let back: Instance = serde_json::from_str(json).unwrap();
+            assert_eq!(serde_json::to_string(&back).unwrap(), json);
+        }
     }
 }

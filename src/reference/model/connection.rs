@@ -10,7 +10,7 @@ impl Model {
     pub(super) fn collect_receipts(&mut self, only: Option<&str>) {
         let mut receipts = Vec::new();
         let mut take = |id: &str, inst: &mut Instance| {
-            let package = inst.package.as_deref().map(str::to_string);
+            let package = inst.package().map(str::to_string);
             for (sender, original, at) in inst.traffic_mut().receipts.drain(..) {
                 receipts.push((sender, original, id.to_string(), package.clone(), at));
             }
@@ -111,7 +111,7 @@ impl Model {
         if !inst.senders.iter().any(|s| **s == *sender) {
             return Err(format!("the app is not registered for sender {sender}"));
         }
-        let category = inst.package.as_deref().unwrap_or_default().to_string();
+        let category = inst.package().unwrap_or_default().to_string();
         let message_id = match message_id {
             Some(id) => id,
             None => format!("up-{}", self.random_text(12)),

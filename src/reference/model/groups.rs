@@ -141,10 +141,13 @@ impl Model {
         if self.variant(Variant::RefusesDuplicateIds) && has_duplicates(ids) {
             return Err(GroupError::DuplicateIds);
         }
-        let members = self.valid_ids(sender, ids, path);
+        let mut members = self.valid_ids(sender, ids, path);
         if members.is_empty() {
             return Err(GroupError::NoValidRegistrationIds);
         }
+        // Held as long as the group: no room for the members it does not have (20 members
+        // grown one by one had room for 32).
+        members.shrink_to_fit();
         if self.counted(members.len(), ids.len()) > self.cap(path) {
             return Err(GroupError::TooManyMembers { max: self.limits.max_members });
         }
@@ -211,6 +214,7 @@ impl Model {
             }
             return Err(GroupError::TooManyMembers { max });
         }
+        members.shrink_to_fit();
         group.members = members;
         Ok(())
     }

@@ -270,6 +270,8 @@ pub struct Model {
     /// Boxed: the table stays small however large an instance grows, and ids are shared
     /// with the groups they are members of.
     instances: HashMap<Arc<str>, Box<Instance>>,
+    /// The senders of the last device registered, shared with the next if they are the same.
+    last_senders: Option<Arc<[Arc<str>]>>,
     /// The instances with messages waiting (stored, held or throttled): what a clock advance
     /// has to look at, so that it costs the waiting messages, not every instance registered.
     waiting: waiting::Waiting,
@@ -332,6 +334,7 @@ impl Model {
             senders: HashMap::new(),
             senders_by_key: HashMap::new(),
             instances: HashMap::new(),
+            last_senders: None,
             waiting: waiting::Waiting::default(),
             kept: super::lifetime::Kept::unlimited(),
             aliases: HashMap::new(),
@@ -418,7 +421,7 @@ impl Model {
             known: instance.is_some(),
             ios: instance.is_some_and(|i| i.platform == Platform::Ios),
             unregistered: instance.is_some_and(|i| !i.registered),
-            package: instance.and_then(|i| i.package.as_deref().map(str::to_string)),
+            package: instance.and_then(|i| i.package().map(str::to_string)),
             ..Default::default()
         };
         if let (Some(i), Some(sender), Some(key)) = (instance, sender, collapse_key) {
@@ -634,11 +637,23 @@ impl Model {
             self.take_share(s, |h| &mut h.instances, any)?;
         }
         let id = self.new_registration_id();
-        let senders: Box<[Arc<str>]> = new
-            .senders
-            .iter()
-            .map(|s| self.senders.get_key_value(s.as_str()).map_or_else(|| Arc::from(s.as_str()), |(k, _)| k.clone()))
-            .collect();
+        // Devices registered with the senders of the one before share its list.
+        let senders = match &self.last_senders {
+            Some(last) if last.len() == new.senders.len() && last.iter().zip(&new.senders).all(|(a, b)| **a == **b) => {
+                last.clone()
+            }
+            _ => {
+                let list: Arc<[Arc<str>]> = new
+                    .senders
+                    .iter()
+                    .map(|s| {
+                        self.senders.get_key_value(s.as_str()).map_or_else(|| Arc::from(s.as_str()), |(k, _)| k.clone())
+                    })
+                    .collect();
+                self.last_senders = Some(list.clone());
+                list
+            }
+        };
         let mut instance = Instance::new(senders, new.account, new.package, new.platform);
         instance.kept = self.kept.clone();
         self.instances.insert(Arc::from(id.as_str()), Box::new(instance));
@@ -659,7 +674,7 @@ impl Model {
         let at: Vec<(String, u64)> = senders.iter().map(|s| (s.to_string(), self.now_ms(s) + delay_ms)).collect();
         let inst = self.instances.get_mut(id.as_str()).expect("looked up above");
         if delayed {
-            inst.invalid_from = Some(Box::new(at));
+            inst.set_invalid_from(at);
         } else {
             inst.registered = false;
         }
@@ -792,7 +807,7 @@ impl Model {
     }
 
     pub fn account_of(&self, registration_id: &str) -> Option<&str> {
-        self.instances.get(self.resolve(registration_id))?.account.as_deref()
+        self.instances.get(self.resolve(registration_id))?.account()
     }
 
     /// A new id_token of `account` for `sender_id`; `Ok(None)` if the sender is unknown.

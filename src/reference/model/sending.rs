@@ -115,7 +115,7 @@ impl Model {
             return Err(if on(Fault::RegistrationErrors) { "InvalidRegistration" } else { "NotRegistered" });
         }
         if let Some(package) = &message.restricted_package_name
-            && instance.package.as_deref() != Some(package.as_str())
+            && instance.package() != Some(package.as_str())
             && !on(Fault::RestrictedPackage)
         {
             return Err("InvalidPackageName");
