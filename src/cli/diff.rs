@@ -49,7 +49,7 @@ pub(crate) fn diff(args: DiffArgs) -> anyhow::Result<ExitCode> {
         .clone()
         .or_else(|| caps.profile.clone())
         .unwrap_or_else(|| gcmspec::bundled::DEFAULT_PROFILE.into());
-    let reference = InProcess::new(Reference::new(reference_config(&catalog, &profile, &[], &[])?));
+    let reference = InProcess::new(Reference::new(reference_config(&catalog, &profile, &[], &[])?.without_journal()));
     let reference_caps = harness::diff::mirror(&caps, reference.reference());
     let mut options = Options::new(&profile);
     options.seed = args.seed;

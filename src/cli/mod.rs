@@ -180,8 +180,9 @@ pub(crate) fn connect(
     let (target, mut caps, base_url): (Arc<Watched>, Capabilities, String) = match &args.target {
         None => {
             let profile = profile.unwrap_or(gcmspec::bundled::DEFAULT_PROFILE);
-            let target =
-                InProcess::new(Reference::new(reference_config(catalog, profile, &args.faults, &args.variants)?));
+            // Nobody is judged as an app server here: the harness is the only client.
+            let config = reference_config(catalog, profile, &args.faults, &args.variants)?.without_journal();
+            let target = InProcess::new(Reference::new(config));
             let target = watch(Arc::new(target));
             let caps = Capabilities::probe(target.as_ref())?;
             (target, caps, "http://127.0.0.1:4000".into())

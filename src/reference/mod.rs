@@ -160,6 +160,13 @@ impl Config {
         let profile = &catalog.profiles[crate::bundled::DEFAULT_PROFILE];
         Config::from_profile(profile).expect("the bundled profiles are checked by the test suite")
     }
+
+    /// Journals nothing: for a reference only the harness talks to (`gcmspec run` and
+    /// `gcmspec diff` in-process), where no app server is judged and nobody reads verdicts.
+    pub fn without_journal(mut self) -> Config {
+        self.journal_caps.senders = 0;
+        self
+    }
 }
 
 /// The bundled specs' app-server rules under `profile`, read once per process.
