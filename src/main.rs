@@ -37,7 +37,7 @@ enum Command {
     Run(Box<RunArgs>),
     /// Serve the reference (HTTP, and XMPP when asked) until interrupted: a stateful fake
     /// that also journals and judges the app servers that use it.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Run the suite against the clean reference and against each rule's fault.
     Selftest(SelftestArgs),
     /// Check the spec files and report every problem.
@@ -73,7 +73,7 @@ fn main() -> ExitCode {
 fn real_main() -> anyhow::Result<ExitCode> {
     match Cli::parse().command {
         Command::Run(args) => cli::run::run(*args),
-        Command::Serve(args) => cli::serve::serve(args),
+        Command::Serve(args) => cli::serve::serve(*args),
         Command::Selftest(args) => cli::rules::selftest(args),
         Command::Lint(args) => cli::rules::lint(args),
         Command::Rules(args) => cli::rules::rules(args),

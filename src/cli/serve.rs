@@ -107,6 +107,13 @@ pub(crate) struct ServeArgs {
     /// its newest one.
     #[arg(long, value_name = "N", default_value_t = StoreCaps::default().received)]
     max_received: u64,
+    /// Messages stored for devices that cannot take them yet, over every device: past it, a
+    /// message that would wait is refused `Unavailable`.
+    #[arg(long, value_name = "N", default_value_t = StoreCaps::default().stored)]
+    max_stored: u64,
+    /// Messages one sender has stored for its devices at most.
+    #[arg(long, value_name = "N", default_value_t = StoreCaps::default().stored_per_sender)]
+    max_stored_per_sender: u64,
     /// Senders the reference stores at most (507 past it).
     #[arg(long, value_name = "N", default_value_t = StoreCaps::default().senders)]
     max_senders: usize,
@@ -190,6 +197,8 @@ pub(crate) fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     config.store = StoreCaps {
         senders: args.max_senders.max(1),
         received: args.max_received,
+        stored: args.max_stored,
+        stored_per_sender: args.max_stored_per_sender,
         instances: args.max_devices,
         instances_per_sender: args.max_devices_per_sender,
         groups: args.max_groups,

@@ -160,6 +160,10 @@ pub(crate) const MAX_IDLE_BUCKETS: usize = 64;
 pub struct Buckets(Vec<((String, Option<String>), Bucket)>);
 
 impl Buckets {
+    fn get(&self, sender: &str, key: Option<&str>) -> Option<&Bucket> {
+        self.0.iter().find(|((s, k), _)| s == sender && k.as_deref() == key).map(|(_, b)| b)
+    }
+
     /// The bucket of (sender, collapse key), made by `fresh` when there is none.
     fn get_or_insert(&mut self, sender: &str, key: Option<&str>, fresh: impl FnOnce() -> Bucket) -> &mut Bucket {
         let at = self.0.iter().position(|((s, k), _)| s == sender && k.as_deref() == key);
@@ -346,6 +350,9 @@ pub struct Traffic {
     keys_ever: Vec<String>,
     /// The path of the last message it took (the fault that delivers it again looks at it).
     last_path: Option<Path>,
+    /// `pending` per sender as the model last counted it toward its stored-message caps.
+    #[serde(skip)]
+    counted: Vec<(Arc<str>, u32)>,
 }
 
 /// What a device that was never sent anything shows.
@@ -423,6 +430,66 @@ impl Instance {
         let key =
             if cx.faults.on(Fault::ThrottlePerApplication, q.path) { None } else { q.message.collapse_key.as_deref() };
         self.take_token_from(q.sender(), key, now_ms, cx.limits)
+    }
+
+    /// Whether this message would be stored rather than taken now (its token only looked at).
+    pub fn would_wait(&self, q: &Queued, now_ms: u64, cx: &Cx<'_>) -> bool {
+        // Now or never, or found uninstalled: never stored.
+        if q.ttl_seconds == 0 || (!self.installed && self.connected()) {
+            return false;
+        }
+        if !self.can_receive(q, cx.faults) {
+            return true;
+        }
+        let key =
+            if cx.faults.on(Fault::ThrottlePerApplication, q.path) { None } else { q.message.collapse_key.as_deref() };
+        let t = &cx.limits.throttle;
+        let tokens = self.traffic().buckets.get(q.sender(), key).map_or(t.initial_tokens, |b| {
+            let grants = now_ms.saturating_sub(b.last_grant_ms) / t.grant_interval_ms.max(1);
+            b.tokens.saturating_add(grants.saturating_mul(t.grant_tokens))
+        });
+        tokens == 0
+    }
+
+    /// Recounts the messages stored here per sender after a change; `apply` gets each
+    /// sender's difference from the last count (what the model's totals move by).
+    pub(crate) fn recount_stored(&mut self, mut apply: impl FnMut(&Arc<str>, i64)) {
+        let Some(t) = self.traffic.as_deref_mut() else { return };
+        if let [only] = &self.senders[..] {
+            // Nearly every device: one sender, no list to build.
+            let (n, before) = (t.pending.len() as u32, t.counted.first().map_or(0, |(_, m)| *m));
+            if n != before {
+                apply(only, i64::from(n) - i64::from(before));
+                t.counted.clear();
+                if n > 0 {
+                    t.counted.push((only.clone(), n));
+                }
+            }
+            return;
+        }
+        let mut now: Vec<(Arc<str>, u32)> = Vec::new();
+        for q in &t.pending {
+            match now.iter_mut().find(|(k, _)| **k == *q.sender()) {
+                Some((_, n)) => *n += 1,
+                None => {
+                    let k = self.senders.iter().find(|k| ***k == *q.sender()).cloned();
+                    now.push((k.unwrap_or_else(|| Arc::from(q.sender())), 1));
+                }
+            }
+        }
+        if now == t.counted {
+            return;
+        }
+        for (s, n) in &t.counted {
+            let after = now.iter().find(|(k, _)| k == s).map_or(0, |(_, m)| *m);
+            if after != *n {
+                apply(s, i64::from(after) - i64::from(*n));
+            }
+        }
+        for (s, n) in now.iter().filter(|(s, _)| !t.counted.iter().any(|(k, _)| k == s)) {
+            apply(s, i64::from(*n));
+        }
+        t.counted = now;
     }
 
     fn take_token_from(&mut self, sender: &str, key: Option<&str>, now_ms: u64, limits: &Limits) -> bool {

@@ -177,6 +177,8 @@ fn the_store_is_capped_per_sender_and_in_total() -> Result<(), String> {
     let mut config = Config::bundled();
     config.store = StoreCaps {
         received: 6,
+        stored: 4,
+        stored_per_sender: 3,
         senders: 3,
         instances: 8,
         instances_per_sender: 5,
@@ -281,6 +283,26 @@ fn the_store_is_capped_per_sender_and_in_total() -> Result<(), String> {
     full("a third id_token of one sender", &token(&a), "--max-id-tokens-per-sender")?;
     if token(&b).status != 201 {
         return Err("another sender could not mint an id_token".into());
+    }
+    // Stored messages: three per sender. Past them a message that would wait for an offline
+    // device is refused Unavailable; one an awake device takes now is still delivered.
+    let offline = post(&format!("/_gcmspec/v1/instances/{}/connectivity", a_ids[2]), json!({"state": "offline"}));
+    if offline.status != 204 {
+        return Err(format!("setting a device offline: {}", offline.status));
+    }
+    let result = |resp: HttpResponse| resp.body_json().unwrap_or_default()["results"][0].clone();
+    for n in 0..3 {
+        let r = result(send(&a_ids[2], n));
+        if r["message_id"].as_str().is_none() {
+            return Err(format!("a stored message within the share: {r}"));
+        }
+    }
+    let r = result(send(&a_ids[2], 3));
+    if r["error"] != "Unavailable" {
+        return Err(format!("a fourth stored message of one sender: {r}"));
+    }
+    if result(send(&a_ids[3], 0))["message_id"].as_str().is_none() {
+        return Err("an awake device's message was refused at the stored cap".into());
     }
     Ok(())
 }

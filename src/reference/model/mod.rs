@@ -38,6 +38,11 @@ pub struct StoreCaps {
     /// Received messages kept for the control API over every device (each device keeps its
     /// newest `inbox_limit`): past it, a device that receives keeps only its newest one.
     pub received: u64,
+    /// Messages stored for devices that cannot take them yet (offline, idle, throttled), in
+    /// total and per sender: past it, a message that would wait is refused `Unavailable` (a
+    /// retry later may find room); one the device takes at once is still delivered.
+    pub stored: u64,
+    pub stored_per_sender: u64,
     /// App instances (registration ids), in total and per sender they are registered for.
     pub instances: usize,
     pub instances_per_sender: usize,
@@ -53,6 +58,8 @@ impl Default for StoreCaps {
         StoreCaps {
             senders: 100_000,
             received: 2_000_000,
+            stored: 500_000,
+            stored_per_sender: 125_000,
             instances: 2_000_000,
             instances_per_sender: 500_000,
             groups: 200_000,
@@ -524,6 +531,11 @@ impl Model {
         instances.get_mut(id).map(|b| &mut **b)
     }
 
+    /// Messages stored for devices that cannot take them yet, over every device.
+    pub fn stored_messages(&self) -> u64 {
+        self.waiting.stored()
+    }
+
     /// Whether some device has messages waiting on time or connectivity.
     pub fn has_waiting(&self) -> bool {
         !self.waiting.is_empty()
@@ -934,6 +946,42 @@ mod tests {
             throttle: Throttle { initial_tokens: 3, grant_tokens: 1, grant_interval_ms: 60_000 },
         };
         Model::new(limits, Box::new(VirtualClock::new()), Some(7), Faults::new(faults.iter().copied()))
+    }
+
+    #[test]
+    fn stored_messages_are_capped_in_total_and_per_sender() {
+        let caps = StoreCaps { stored: 6, stored_per_sender: 4, ..StoreCaps::default() };
+        let mut m = model(&[]).with_store_caps(caps);
+        let stored = || Message { time_to_live: Some(600), ..Message::default() };
+        let one = |m: &mut Model, s: &str, id: &str| match m.send(s, Target::To(id.into()), stored()) {
+            SendOutcome::Multicast { results, .. } => results[0].clone(),
+            other => panic!("{other:?}"),
+        };
+        let a = m.create_sender().sender_id;
+        let b = m.create_sender().sender_id;
+        let (a_off, a_on) = (m.register_instance(vec![a.clone()], None), m.register_instance(vec![a.clone()], None));
+        let b_off = m.register_instance(vec![b.clone()], None);
+        m.set_connectivity(&a_off, Connectivity::Offline);
+        m.set_connectivity(&b_off, Connectivity::Offline);
+        for _ in 0..4 {
+            assert!(matches!(one(&mut m, &a, &a_off), SendResult::Sent { .. }));
+        }
+        // A's share is held: what would wait is refused, what a device takes now is not.
+        assert_eq!(one(&mut m, &a, &a_off), SendResult::Error("Unavailable"));
+        assert!(matches!(one(&mut m, &a, &a_on), SendResult::Sent { .. }));
+        assert_eq!(m.stored_messages(), 4);
+        // B has its own share, up to the total.
+        for _ in 0..2 {
+            assert!(matches!(one(&mut m, &b, &b_off), SendResult::Sent { .. }));
+        }
+        assert_eq!(one(&mut m, &b, &b_off), SendResult::Error("Unavailable"));
+        // Delivered messages leave the count (three tokens: one of A's four still waits), and
+        // A may store again.
+        m.set_connectivity(&a_off, Connectivity::Awake);
+        assert_eq!(m.stored_messages(), 3);
+        m.set_connectivity(&a_off, Connectivity::Offline);
+        assert!(matches!(one(&mut m, &a, &a_off), SendResult::Sent { .. }));
+        assert_eq!(m.stored_messages(), 4);
     }
 
     #[test]

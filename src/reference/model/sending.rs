@@ -99,6 +99,7 @@ impl Model {
         let current = replaced.as_deref().unwrap_or(registration_id);
         let canonical = replaced.clone().filter(|_| !self.faults.on(Fault::CanonicalId, path));
         let scope = self.scope_of(sender, current);
+        let full = self.waiting.stored_full(sender, self.caps.stored, self.caps.stored_per_sender);
         let now = self.now_ms(sender);
         let base = self.clock.now_ms();
         // One lookup of the instance, the model's other parts borrowed beside it: a group
@@ -147,6 +148,10 @@ impl Model {
         let now_of = |s: &str| base + offsets.get(s).copied().unwrap_or(0);
         let collapse_key = q.message.collapse_key.clone();
         let cx = Cx { now_of: &now_of, limits, faults, variants, scope };
+        // At the stored-message caps, what would wait is refused; what the device takes now is not.
+        if full && instance.would_wait(&q, now, &cx) {
+            return Err("Unavailable");
+        }
         let needs_pump = with_shared_buckets(instance, shared_buckets, faults, |i| i.offer(q, &cx));
         waiting.note(current, Some(instance));
         let receipts = !instance.traffic().receipts.is_empty();

@@ -1,5 +1,6 @@
 //! The devices with messages waiting (on time, connectivity or a token), in id order and by
-//! sender.
+//! sender, and how many messages wait, in total and per sender (what the stored-message caps
+//! are held to).
 //!
 //! Advancing one sender's clock can change only what that sender sent: it pumps that sender's
 //! waiting devices, not every tenant's. A reference shared by many test suites (or the
@@ -17,12 +18,18 @@ pub(super) struct Waiting {
     all: BTreeSet<String>,
     /// The same devices under each of their senders.
     by_sender: HashMap<Arc<str>, BTreeSet<String>>,
+    /// Messages stored for devices, in all and per sender.
+    stored: u64,
+    stored_by_sender: HashMap<Arc<str>, u64>,
 }
 
 impl Waiting {
     /// Keeps the lists true of a device after its queue changed (`None`: it is gone). The
     /// device knows whether it is listed: most calls change nothing and search nothing.
-    pub fn note(&mut self, id: &str, instance: Option<&mut Instance>) {
+    pub fn note(&mut self, id: &str, mut instance: Option<&mut Instance>) {
+        if let Some(inst) = instance.as_deref_mut() {
+            self.count(inst);
+        }
         match instance {
             Some(inst) if inst.settled() == inst.listed_waiting => {
                 inst.listed_waiting = !inst.settled();
@@ -35,6 +42,29 @@ impl Waiting {
             Some(_) => {}
             None => self.take_out(id, None),
         }
+    }
+
+    /// Moves the stored-message counts by what changed on this device since it was counted.
+    fn count(&mut self, inst: &mut Instance) {
+        let Waiting { stored, stored_by_sender, .. } = self;
+        inst.recount_stored(|sender, delta| {
+            *stored = stored.saturating_add_signed(delta);
+            let n = stored_by_sender.entry(sender.clone()).or_default();
+            *n = n.saturating_add_signed(delta);
+            if *n == 0 {
+                stored_by_sender.remove(sender);
+            }
+        });
+    }
+
+    /// Whether a message `sender` would store must be refused: the total or its share is held.
+    pub fn stored_full(&self, sender: &str, total: u64, per_sender: u64) -> bool {
+        self.stored >= total || self.stored_by_sender.get(sender).is_some_and(|n| *n >= per_sender)
+    }
+
+    /// Messages stored for devices now, in all.
+    pub fn stored(&self) -> u64 {
+        self.stored
     }
 
     fn add(&mut self, id: &str, senders: &[Arc<str>]) {
@@ -93,6 +123,9 @@ impl Waiting {
     /// From a state file's list: each listed device is marked, and listed under its senders.
     pub fn restore(ids: BTreeSet<String>, instances: &mut HashMap<Arc<str>, Box<Instance>>) -> Waiting {
         let mut waiting = Waiting::default();
+        for inst in instances.values_mut() {
+            waiting.count(inst);
+        }
         for id in ids {
             match instances.get_mut(id.as_str()) {
                 Some(inst) => {
