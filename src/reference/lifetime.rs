@@ -3,6 +3,10 @@
 //!
 //! An [`Instance`] is one app on one device. The model offers it messages and pumps its
 //! queue whenever something changes (a send, a connectivity change, a clock advance).
+//!
+//! (Longer than a room should be: one device's queue, store, collapse, throttling, delivery
+//! and inbox, is one state machine whose steps call each other; its state-file shape and a
+//! unit test sit beside it.)
 
 use std::sync::Arc;
 

@@ -2,6 +2,10 @@
 //! content, its answer (per target, for a group, or refused, or a server error), a group
 //! operation, and on XMPP the connection's life, what the server sent the app server and the
 //! app server's acks. One reading, whichever transport or form the exchange took.
+//!
+//! (Longer than a room should be: reading every kind of exchange into events, HTTP sends,
+//! group operations, lookups and XMPP stanzas, shares the event types and the `Reader`;
+//! split by kind, each part would reach into the others.)
 
 use std::collections::{HashMap, VecDeque};
 use std::hash::{Hash, Hasher};

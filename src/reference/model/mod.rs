@@ -3,6 +3,11 @@
 //! Synchronous and deterministic: time comes from an injected [`Clock`], randomness from a
 //! seeded generator. Transports call these methods and translate the results; nothing here
 //! knows about HTTP or XMPP.
+//!
+//! (Longer than a room should be: the `Model` struct with the registration, clock and
+//! authentication operations every other part builds on, and the model's unit tests; sends,
+//! groups, the connection server, scripts, the snapshot and the waiting list are rooms of
+//! their own.)
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
