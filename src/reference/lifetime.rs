@@ -196,6 +196,24 @@ pub struct Bucket {
     backlog: bool,
 }
 
+impl Bucket {
+    /// Its tokens with the grants due by `now_ms` added, and how many grants those are.
+    fn refilled(&self, now_ms: u64, t: &super::limits::Throttle) -> (u64, u64) {
+        let grants = now_ms.saturating_sub(self.last_grant_ms) / t.grant_interval_ms.max(1);
+        if grants == 0 {
+            return (self.tokens, 0);
+        }
+        let granted = self.tokens.saturating_add(grants.saturating_mul(t.grant_tokens));
+        (if self.backlog { granted } else { granted.min(t.initial_tokens) }, grants)
+    }
+}
+
+/// The bucket a message takes its token from: its collapse key's (none is a bucket too), or
+/// one for the whole application under the fault that throttles so.
+fn bucket_key<'q>(q: &'q Queued, cx: &Cx<'_>) -> Option<&'q str> {
+    if cx.faults.on(Fault::ThrottlePerApplication, q.path) { None } else { q.message.collapse_key.as_deref() }
+}
+
 /// How many received messages the control API can show: the newest `per_device` of each
 /// device, and `in_all` over every device. Past `in_all`, a device that receives keeps only
 /// its newest message: the total stays within `in_all` plus one per device.
@@ -431,9 +449,7 @@ impl Instance {
     /// Takes a token for this message's bucket (per application and collapse key), refilled
     /// on the sender's clock.
     fn take_token(&mut self, q: &Queued, now_ms: u64, cx: &Cx<'_>) -> bool {
-        let key =
-            if cx.faults.on(Fault::ThrottlePerApplication, q.path) { None } else { q.message.collapse_key.as_deref() };
-        self.take_token_from(q.sender(), key, now_ms, cx.limits)
+        self.take_token_from(q.sender(), bucket_key(q, cx), now_ms, cx.limits)
     }
 
     /// Whether this message would be stored rather than taken now (its token only looked at).
@@ -445,14 +461,9 @@ impl Instance {
         if !self.can_receive(q, cx.faults) {
             return true;
         }
-        let key =
-            if cx.faults.on(Fault::ThrottlePerApplication, q.path) { None } else { q.message.collapse_key.as_deref() };
         let t = &cx.limits.throttle;
-        let tokens = self.traffic().buckets.get(q.sender(), key).map_or(t.initial_tokens, |b| {
-            let grants = now_ms.saturating_sub(b.last_grant_ms) / t.grant_interval_ms.max(1);
-            b.tokens.saturating_add(grants.saturating_mul(t.grant_tokens))
-        });
-        tokens == 0
+        let bucket = self.traffic().buckets.get(q.sender(), bucket_key(q, cx));
+        bucket.map_or(t.initial_tokens, |b| b.refilled(now_ms, t).0) == 0
     }
 
     /// Recounts the messages stored here per sender after a change; `apply` gets each
@@ -500,12 +511,10 @@ impl Instance {
         let t = &limits.throttle;
         let fresh = || Bucket { tokens: t.initial_tokens, last_grant_ms: now_ms, backlog: false };
         let bucket = self.traffic_mut().buckets.get_or_insert(sender, key, fresh);
-        let interval_ms = t.grant_interval_ms.max(1);
-        let grants = now_ms.saturating_sub(bucket.last_grant_ms) / interval_ms;
+        let (tokens, grants) = bucket.refilled(now_ms, t);
         if grants > 0 {
-            let granted = bucket.tokens.saturating_add(grants.saturating_mul(t.grant_tokens));
-            bucket.tokens = if bucket.backlog { granted } else { granted.min(t.initial_tokens) };
-            bucket.last_grant_ms += grants * interval_ms;
+            bucket.tokens = tokens;
+            bucket.last_grant_ms += grants * t.grant_interval_ms.max(1);
         }
         if bucket.tokens == 0 {
             bucket.backlog = true;

@@ -443,44 +443,57 @@ pub(super) fn with_shared_buckets<R>(
 /// answer is written straight from its results (building a JSON value of a thousand results
 /// only to print it cost a tenth of the send).
 pub fn send_outcome_body(outcome: &SendOutcome, faults: &Faults) -> (u16, Option<Vec<u8>>) {
-    let SendOutcome::Multicast { multicast_id, results, bare } = outcome else {
-        let (status, body) = send_outcome_json(outcome, faults);
-        return (status, body.map(|b| b.to_string().into_bytes()));
-    };
-    /// The fields in the order a JSON value's map prints them (by name).
-    #[derive(Serialize)]
-    struct Body<'a> {
-        #[serde(skip_serializing_if = "Option::is_none")]
-        canonical_ids: Option<usize>,
-        failure: usize,
-        multicast_id: u64,
-        results: Vec<Rendered<'a>>,
-        success: usize,
+    match outcome {
+        SendOutcome::Multicast { multicast_id, results, bare } => {
+            let answer = MulticastAnswer::new(*multicast_id, results, *bare);
+            (200, Some(serde_json::to_vec(&answer).expect("plain fields serialize")))
+        }
+        _ => {
+            let (status, body) = send_outcome_json(outcome, faults);
+            (status, body.map(|b| b.to_string().into_bytes()))
+        }
     }
-    #[derive(Serialize)]
-    struct Rendered<'a> {
-        #[serde(skip_serializing_if = "Option::is_none")]
-        error: Option<&'a str>,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        message_id: Option<&'a str>,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        registration_id: Option<&'a str>,
+}
+
+/// A multicast's answer, its fields in the order a JSON value's map prints them (by name), so
+/// that it writes the same text as a value or as bytes.
+#[derive(Serialize)]
+struct MulticastAnswer<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    canonical_ids: Option<usize>,
+    failure: usize,
+    multicast_id: u64,
+    results: Vec<Rendered<'a>>,
+    success: usize,
+}
+
+#[derive(Serialize)]
+struct Rendered<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    message_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    registration_id: Option<&'a str>,
+}
+
+impl<'a> MulticastAnswer<'a> {
+    /// `bare`: the fault's answer without `canonical_ids`.
+    fn new(multicast_id: u64, results: &'a [SendResult], bare: bool) -> Self {
+        let success = results.iter().filter(|r| matches!(r, SendResult::Sent { .. })).count();
+        let canonical = results.iter().filter(|r| matches!(r, SendResult::Sent { canonical: Some(_), .. })).count();
+        let results: Vec<Rendered> = results
+            .iter()
+            .map(|r| match r {
+                SendResult::Sent { message_id, canonical } => {
+                    Rendered { error: None, message_id: Some(message_id), registration_id: canonical.as_deref() }
+                }
+                SendResult::Error(e) => Rendered { error: Some(e), message_id: None, registration_id: None },
+            })
+            .collect();
+        let failure = results.len() - success;
+        MulticastAnswer { canonical_ids: (!bare).then_some(canonical), failure, multicast_id, results, success }
     }
-    let success = results.iter().filter(|r| matches!(r, SendResult::Sent { .. })).count();
-    let canonical = results.iter().filter(|r| matches!(r, SendResult::Sent { canonical: Some(_), .. })).count();
-    let results: Vec<Rendered> = results
-        .iter()
-        .map(|r| match r {
-            SendResult::Sent { message_id, canonical } => {
-                Rendered { error: None, message_id: Some(message_id), registration_id: canonical.as_deref() }
-            }
-            SendResult::Error(e) => Rendered { error: Some(e), message_id: None, registration_id: None },
-        })
-        .collect();
-    let failure = results.len() - success;
-    let body =
-        Body { canonical_ids: (!bare).then_some(canonical), failure, multicast_id: *multicast_id, results, success };
-    (200, Some(serde_json::to_vec(&body).expect("plain fields serialize")))
 }
 
 /// Renders a send outcome as the legacy HTTP API does: `(status, body)`.
@@ -499,29 +512,8 @@ pub fn send_outcome_json(outcome: &SendOutcome, faults: &Faults) -> (u16, Option
             (200, Some(Value::Object(body)))
         }
         SendOutcome::Multicast { multicast_id, results, bare } => {
-            let success = results.iter().filter(|r| matches!(r, SendResult::Sent { .. })).count();
-            let canonical = results.iter().filter(|r| matches!(r, SendResult::Sent { canonical: Some(_), .. })).count();
-            let rendered: Vec<Value> = results
-                .iter()
-                .map(|r| match r {
-                    SendResult::Sent { message_id, canonical: Some(c) } => {
-                        json!({ "message_id": message_id, "registration_id": c })
-                    }
-                    SendResult::Sent { message_id, canonical: None } => json!({ "message_id": message_id }),
-                    SendResult::Error(e) => json!({ "error": e }),
-                })
-                .collect();
-            let mut body = json!({
-                "multicast_id": multicast_id,
-                "success": success,
-                "failure": results.len() - success,
-                "canonical_ids": canonical,
-                "results": rendered,
-            });
-            if *bare {
-                body.as_object_mut().map(|b| b.remove("canonical_ids"));
-            }
-            (200, Some(body))
+            let answer = MulticastAnswer::new(*multicast_id, results, *bare);
+            (200, Some(serde_json::to_value(&answer).expect("plain fields serialize")))
         }
         // A group response has no per-target results to put the error in.
         SendOutcome::Invalid { error, group: true, .. } => (400, Some(json!({ "error": error }))),
