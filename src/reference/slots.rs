@@ -5,8 +5,24 @@
 //! that open connection after connection cannot keep an app server from logging in: a silent
 //! peer always goes before one that has begun to log in, however fast the silent ones come
 //! (a churn of silent peers evicted an app server still in its SASL exchange).
+//!
+//! "Said" counts what reached the socket, not what the connection's task has read: on a
+//! loaded machine an app server's stream header could wait unread while newer silent peers
+//! arrived, and it was evicted as the oldest silent one. So each connection not logged in
+//! is registered with a duplicate of its socket's descriptor, and a candidate the registry
+//! has not seen speak is peeked (without reading) before it is chosen. Candidates are
+//! scanned oldest first and the first truly silent one goes, so a newcomer costs one peek
+//! when the share is held by silent peers, and at most the share's length otherwise.
+//!
+//! The place under the cap passes to the newcomer when the evicted connection is told to go,
+//! not when its task gets round to closing: on a loaded machine the evicted connections'
+//! tasks ran late, still held the cap, and an app server was turned away at accept. While
+//! they close, evicted connections hold a place in a separate allowance of the same size as
+//! the anonymous share, so the sockets a listener holds stay bounded (at most one and a half
+//! times its cap); when that allowance is spent, a newcomer is turned away instead.
 
 use std::collections::VecDeque;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -14,29 +30,73 @@ use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
 #[derive(Clone)]
 pub(crate) struct Slots {
+    /// Places under the listener's cap.
     all: Arc<Semaphore>,
+    /// Places for evicted connections while they close.
+    closing: Arc<Semaphore>,
     anonymous: Arc<Mutex<Anonymous>>,
 }
 
 struct Anonymous {
     max: usize,
     next: u64,
-    /// Oldest first: each with what tells it to go, and how far it got.
-    held: VecDeque<(u64, Arc<Notify>, Arc<AtomicU8>)>,
+    /// Oldest first: each connection not logged in, with its place under the cap.
+    held: VecDeque<Held>,
+}
+
+struct Held {
+    id: u64,
+    state: Arc<PlaceState>,
+    permit: OwnedSemaphorePermit,
+    /// A duplicate of its socket's descriptor, to peek at what it sent (none when the
+    /// process had no descriptor to spare: it then counts as silent until read).
+    socket: Option<OwnedFd>,
+}
+
+impl Held {
+    /// How far it got, counting bytes that arrived and are not read yet.
+    fn progress(&self) -> u8 {
+        let recorded = self.state.progress.load(Ordering::Relaxed);
+        if recorded == Progress::Silent as u8 && self.socket.as_ref().is_some_and(has_unread_bytes) {
+            Progress::Spoke as u8
+        } else {
+            recorded
+        }
+    }
+}
+
+/// Whether bytes wait on `socket` (a peek that neither blocks nor consumes them).
+fn has_unread_bytes(socket: &OwnedFd) -> bool {
+    let mut byte = 0u8;
+    // SAFETY: the descriptor is owned (open for as long as `socket` lives) and the buffer is
+    // one valid byte; MSG_PEEK leaves the data for its reader, MSG_DONTWAIT never blocks.
+    let n = unsafe { libc::recv(socket.as_raw_fd(), (&raw mut byte).cast(), 1, libc::MSG_PEEK | libc::MSG_DONTWAIT) };
+    n > 0
+}
+
+/// What a connection not logged in shares with the registry.
+struct PlaceState {
+    /// Told to go.
+    goes: Notify,
+    /// How far it got ([`Progress`]).
+    progress: AtomicU8,
+    /// Once evicted: its place among the closing connections.
+    closing: Mutex<Option<OwnedSemaphorePermit>>,
 }
 
 /// One connection's place under its listener's cap.
 pub(crate) struct Slot {
-    _all: OwnedSemaphorePermit,
+    /// Once logged in, its place under the cap (before, the registry holds it).
+    permit: Option<OwnedSemaphorePermit>,
     /// Until it logs in.
-    pub anonymous: Option<AnonymousPlace>,
+    anonymous: Option<AnonymousPlace>,
+    all: Arc<Semaphore>,
 }
 
-/// A place among the connections not logged in; given back when dropped (on login).
+/// A place among the connections not logged in; given back when dropped.
 pub(crate) struct AnonymousPlace {
     id: u64,
-    pub evicted: Arc<Notify>,
-    progress: Arc<AtomicU8>,
+    state: Arc<PlaceState>,
     registry: Arc<Mutex<Anonymous>>,
 }
 
@@ -44,47 +104,164 @@ pub(crate) struct AnonymousPlace {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) enum Progress {
     Silent = 0,
-    StreamOpened = 1,
-}
-
-impl AnonymousPlace {
-    /// It got this far (never back).
-    pub fn reached(&self, p: Progress) {
-        self.progress.fetch_max(p as u8, Ordering::Relaxed);
-    }
+    /// Bytes arrived that its task has not read yet (seen only by the registry's peek).
+    Spoke = 1,
+    StreamOpened = 2,
 }
 
 impl Drop for AnonymousPlace {
     fn drop(&mut self) {
         let mut a = self.registry.lock().unwrap_or_else(|e| e.into_inner());
-        a.held.retain(|(id, _, _)| *id != self.id);
+        a.held.retain(|h| h.id != self.id);
+    }
+}
+
+impl Slot {
+    /// It got this far (never back); nothing once logged in.
+    pub fn reached(&self, p: Progress) {
+        if let Some(place) = &self.anonymous {
+            place.state.progress.fetch_max(p as u8, Ordering::Relaxed);
+        }
+    }
+
+    /// Told to go to make room, while not logged in; pending for ever once logged in.
+    pub async fn evicted(&self) {
+        match &self.anonymous {
+            Some(place) => place.state.goes.notified().await,
+            None => std::future::pending().await,
+        }
+    }
+
+    /// Logged in: no longer one of the connections not logged in, it keeps its place under
+    /// the cap. `false` when that place went to a newer connection meanwhile and the cap
+    /// has no other: the connection must end.
+    pub fn logged_in(&mut self) -> bool {
+        let Some(place) = self.anonymous.take() else { return self.permit.is_some() };
+        let mine = {
+            let mut a = place.registry.lock().unwrap_or_else(|e| e.into_inner());
+            let at = a.held.iter().position(|h| h.id == place.id);
+            at.and_then(|i| a.held.remove(i)).map(|h| h.permit)
+        };
+        self.permit = mine.or_else(|| self.all.clone().try_acquire_owned().ok());
+        self.permit.is_some()
     }
 }
 
 impl Slots {
     pub fn new(max: usize) -> Slots {
-        let anonymous = Anonymous { max: max.div_ceil(2), next: 0, held: VecDeque::new() };
-        Slots { all: Arc::new(Semaphore::new(max)), anonymous: Arc::new(Mutex::new(anonymous)) }
+        let share = max.div_ceil(2);
+        let anonymous = Anonymous { max: share, next: 0, held: VecDeque::new() };
+        Slots {
+            all: Arc::new(Semaphore::new(max)),
+            closing: Arc::new(Semaphore::new(share)),
+            anonymous: Arc::new(Mutex::new(anonymous)),
+        }
     }
 
-    /// A place for a new connection: `None` when the listener holds its whole cap. Past the
-    /// share of connections not logged in, the oldest of them is told to go.
-    pub fn take(&self) -> Option<Slot> {
-        let all = self.all.clone().try_acquire_owned().ok()?;
+    /// A place for a new connection: `None` when the listener holds its whole cap (or its
+    /// anonymous share is full and too many evicted connections are still closing). Past the
+    /// share of connections not logged in, the oldest of those that said least is told to
+    /// go, and its place passes to the newcomer at once.
+    /// `socket` is the connection's, to peek at while it is not logged in.
+    pub fn take(&self, socket: &impl AsFd) -> Option<Slot> {
         let mut a = self.anonymous.lock().unwrap_or_else(|e| e.into_inner());
-        if a.held.len() >= a.max {
-            // The oldest of those that got least far (`min_by_key` keeps the first of equals).
-            let least =
-                a.held.iter().enumerate().min_by_key(|(_, (_, _, p))| p.load(Ordering::Relaxed)).map(|(i, _)| i);
-            if let Some((_, goes, _)) = least.and_then(|i| a.held.remove(i)) {
-                goes.notify_one();
-            }
-        }
+        let permit = if a.held.len() >= a.max {
+            let at = least_far(&a.held)?;
+            let closing = self.closing.clone().try_acquire_owned().ok()?;
+            let gone = a.held.remove(at)?;
+            *gone.state.closing.lock().unwrap_or_else(|e| e.into_inner()) = Some(closing);
+            gone.state.goes.notify_one();
+            gone.permit
+        } else {
+            self.all.clone().try_acquire_owned().ok()?
+        };
         a.next += 1;
-        let (id, evicted, progress) =
-            (a.next, Arc::new(Notify::new()), Arc::new(AtomicU8::new(Progress::Silent as u8)));
-        a.held.push_back((id, evicted.clone(), progress.clone()));
-        let place = AnonymousPlace { id, evicted, progress, registry: self.anonymous.clone() };
-        Some(Slot { _all: all, anonymous: Some(place) })
+        let id = a.next;
+        let state = Arc::new(PlaceState {
+            goes: Notify::new(),
+            progress: AtomicU8::new(Progress::Silent as u8),
+            closing: Mutex::new(None),
+        });
+        let socket = socket.as_fd().try_clone_to_owned().ok();
+        a.held.push_back(Held { id, state: state.clone(), permit, socket });
+        let place = AnonymousPlace { id, state, registry: self.anonymous.clone() };
+        Some(Slot { permit: None, anonymous: Some(place), all: self.all.clone() })
+    }
+}
+
+/// Of the connections not logged in, the oldest of those that got least far: the first
+/// silent one, or failing that the first of the least progress.
+fn least_far(held: &VecDeque<Held>) -> Option<usize> {
+    let mut least: Option<(usize, u8)> = None;
+    for (i, h) in held.iter().enumerate() {
+        let p = h.progress();
+        if p == Progress::Silent as u8 {
+            return Some(i);
+        }
+        if least.is_none_or(|(_, l)| p < l) {
+            least = Some((i, p));
+        }
+    }
+    least.map(|(i, _)| i)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+    use std::os::unix::net::UnixStream;
+
+    use super::*;
+
+    /// A connection as the listener sees it, and its peer's end.
+    fn peer() -> (UnixStream, UnixStream) {
+        UnixStream::pair().expect("a socket pair")
+    }
+
+    #[test]
+    fn an_evicted_connection_gives_its_place_at_once_and_closing_ones_are_bounded() {
+        let slots = Slots::new(4); // two may be anonymous, two may be closing
+        let sockets: Vec<_> = (0..8).map(|_| peer()).collect();
+        let mut app = slots.take(&sockets[0].0).expect("first");
+        assert!(app.logged_in());
+        let mut app2 = slots.take(&sockets[1].0).expect("second");
+        assert!(app2.logged_in());
+        // Two logged in, two silent peers: the cap is full.
+        let a = slots.take(&sockets[2].0).expect("third");
+        let b = slots.take(&sockets[3].0).expect("fourth");
+        // Newcomers evict the oldest silent peer, whose task has not yet run to close it.
+        a.reached(Progress::StreamOpened);
+        let c = slots.take(&sockets[4].0).expect("a newcomer takes a silent peer's place");
+        let d = slots.take(&sockets[5].0).expect("and the next takes the following one's");
+        // b and c were evicted (a had begun to log in); both still close: the allowance is spent.
+        assert!(slots.take(&sockets[6].0).is_none(), "more closing connections than the allowance");
+        drop((b, c));
+        let e = slots.take(&sockets[6].0).expect("closed connections gave their allowance back");
+        // d was evicted by e: logging in now finds no place (the cap is full).
+        let mut d = d;
+        assert!(!d.logged_in());
+        drop((a, e, app2));
+        let mut f = slots.take(&sockets[7].0).expect("a place");
+        assert!(f.logged_in());
+        assert!(app.logged_in());
+    }
+
+    #[test]
+    fn bytes_not_yet_read_count_as_having_spoken() {
+        let slots = Slots::new(4); // two may be anonymous
+        let (app, mut app_peer) = peer();
+        let (silent, _silent_peer) = peer();
+        let app_slot = slots.take(&app).expect("a place");
+        let silent_slot = slots.take(&silent).expect("a place");
+        // The app server's header arrived; its task has not read it.
+        app_peer.write_all(b"<stream:stream>").expect("written");
+        let (newcomer, _newcomer_peer) = peer();
+        let _newcomer = slots.take(&newcomer).expect("a place");
+        let gone = |s: &Slot| {
+            let place = s.anonymous.as_ref().expect("not logged in");
+            let a = place.registry.lock().expect("registry");
+            !a.held.iter().any(|h| h.id == place.id)
+        };
+        assert!(gone(&silent_slot), "the silent peer, though younger, goes first");
+        assert!(!gone(&app_slot), "the app server whose bytes wait unread stays");
     }
 }

@@ -29,7 +29,7 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let slots = Slots::new(reference.connection_policy().max_connections);
     super::accept_loop(listener, "XMPP", shutdown, move |socket| {
-        let Some(slot) = slots.take() else { return };
+        let Some(slot) = slots.take(&socket) else { return };
         let reference = reference.clone();
         tokio::spawn(async move {
             serve_connection_from(socket, reference, tokio::time::Instant::now(), Some(slot)).await;
@@ -49,7 +49,7 @@ pub async fn serve_tls(
     let acceptor = tokio_rustls::TlsAcceptor::from(config);
     let slots = Slots::new(reference.connection_policy().max_connections);
     super::accept_loop(listener, "XMPP (TLS)", shutdown, move |socket| {
-        let Some(slot) = slots.take() else { return };
+        let Some(slot) = slots.take(&socket) else { return };
         let (acceptor, reference) = (acceptor.clone(), reference.clone());
         tokio::spawn(async move {
             let started = tokio::time::Instant::now();
@@ -176,16 +176,19 @@ async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
                 }
             };
             let bound = session.conn.is_some();
-            if let (Event::StreamOpen(_), Some(place)) = (&event, slot.as_ref().and_then(|s| s.anonymous.as_ref())) {
-                place.reached(super::slots::Progress::StreamOpened);
+            if let (Event::StreamOpen(_), Some(slot)) = (&event, slot.as_ref()) {
+                slot.reached(super::slots::Progress::StreamOpened);
             }
             let ((reply, ends), u) = reference.with_model_unsettled(|m| answer(m, session, event, reference));
             unsettled = unsettled.and(u);
             if session.login.is_some() {
                 // Logged in: no longer one of the listener's anonymous connections.
                 io.until = None;
-                if let Some(s) = slot.as_mut() {
-                    s.anonymous = None;
+                if !slot.as_mut().is_none_or(Slot::logged_in) {
+                    // Told to make room meanwhile, and the cap has no other place.
+                    reference.settle(unsettled);
+                    let _ = io.write_all(stream_error("policy-violation", EVICTED).as_bytes()).await;
+                    return;
                 }
             }
             // What was queued before this stanza goes out before its reply (once bound: the
@@ -219,11 +222,9 @@ async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
         // Acks a script holds back are written when their time comes.
         let release = session.held.iter().map(|h| h.0).min();
         // Not logged in yet, it may be told to make room for a newer connection.
-        let evicted = slot.as_ref().and_then(|s| s.anonymous.as_ref()).map(|p| p.evicted.clone());
         tokio::select! {
-            () = evicted_by(evicted.as_deref()) => {
-                let why = "too many connections have not logged in: the oldest makes room";
-                let _ = io.write_all(stream_error("policy-violation", why).as_bytes()).await;
+            () = evicted_by(slot.as_ref()) => {
+                let _ = io.write_all(stream_error("policy-violation", EVICTED).as_bytes()).await;
                 return;
             }
             () = sleep_until_some(release) => {
@@ -247,9 +248,11 @@ async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
     }
 }
 
-async fn evicted_by(signal: Option<&tokio::sync::Notify>) {
-    match signal {
-        Some(n) => n.notified().await,
+const EVICTED: &str = "too many connections have not logged in: the oldest makes room";
+
+async fn evicted_by(slot: Option<&Slot>) {
+    match slot {
+        Some(s) => s.evicted().await,
         None => std::future::pending().await,
     }
 }
