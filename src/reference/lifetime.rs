@@ -25,6 +25,8 @@ pub struct Cx<'a> {
     pub limits: &'a Limits,
     pub faults: &'a Faults,
     pub variants: &'a Variants,
+    /// How many received messages are kept for the control API, per device and in all.
+    pub kept: &'a Kept,
     /// What the faults that share a device's state with the sender's other devices need to
     /// know of them (nothing, without those faults).
     pub scope: Scope,
@@ -252,18 +254,51 @@ impl Kept {
     }
 }
 
-/// One app on one device. Kept small (48 bytes): a million registered devices that were
+/// The senders an app instance is registered for, behind one thin pointer (a slice's would
+/// be two words in every instance); devices registered with the same senders share it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SenderList(Arc<Box<[Arc<str>]>>);
+
+impl std::ops::Deref for SenderList {
+    type Target = [Arc<str>];
+    fn deref(&self) -> &[Arc<str>] {
+        &self.0
+    }
+}
+
+impl From<Vec<Arc<str>>> for SenderList {
+    fn from(list: Vec<Arc<str>>) -> Self {
+        SenderList(Arc::new(list.into_boxed_slice()))
+    }
+}
+
+impl FromIterator<Arc<str>> for SenderList {
+    fn from_iter<I: IntoIterator<Item = Arc<str>>>(iter: I) -> Self {
+        SenderList::from(iter.into_iter().collect::<Vec<_>>())
+    }
+}
+
+impl Serialize for SenderList {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self[..].serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for SenderList {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        Vec::<Arc<str>>::deserialize(deserializer).map(SenderList::from)
+    }
+}
+
+/// One app on one device. Kept small (32 bytes): a million registered devices that were
 /// never sent anything cost little more than their ids. What few devices have (an account, a
 /// package name, a pending unregistration) is in [`Details`], what a device has been sent in
 /// [`Traffic`], each allocated when first needed.
 #[derive(Debug)]
 pub struct Instance {
     /// Shared by the devices registered with the same senders (the model reuses the list).
-    pub senders: Arc<[Arc<str>]>,
+    pub senders: SenderList,
     details: Option<Box<Details>>,
-    /// How many received messages are kept for the control API: per device and in all
-    /// (shared by every device of the model).
-    pub kept: Arc<Kept>,
     traffic: Option<Box<Traffic>>,
     pub platform: Platform,
     /// False once the registration is invalid (unregistered, or found uninstalled).
@@ -301,7 +336,7 @@ struct InstanceOut<'a> {
 
 #[derive(Deserialize)]
 struct InstanceIn {
-    senders: Arc<[Arc<str>]>,
+    senders: SenderList,
     account: Option<Box<str>>,
     package: Option<Box<str>>,
     platform: Platform,
@@ -337,7 +372,6 @@ impl<'de> Deserialize<'de> for Instance {
         Ok(Instance {
             senders: i.senders,
             details: some.then(|| Box::new(details)),
-            kept: Kept::unlimited(),
             traffic: i.traffic,
             platform: i.platform,
             registered: i.registered,
@@ -381,7 +415,7 @@ pub struct Traffic {
 static NO_TRAFFIC: std::sync::LazyLock<Traffic> = std::sync::LazyLock::new(Traffic::default);
 
 impl Instance {
-    pub fn new(senders: Arc<[Arc<str>]>, account: Option<String>, package: Option<String>, platform: Platform) -> Self {
+    pub fn new(senders: SenderList, account: Option<String>, package: Option<String>, platform: Platform) -> Self {
         let details = (account.is_some() || package.is_some()).then(|| {
             Box::new(Details {
                 account: account.map(String::into_boxed_str),
@@ -392,7 +426,6 @@ impl Instance {
         Instance {
             senders,
             details,
-            kept: Kept::unlimited(),
             traffic: None,
             platform,
             registered: true,
@@ -581,7 +614,7 @@ impl Instance {
                 || (faults.on(Fault::ThrottleTtlZeroOwnBucket, q.path)
                     && !self.take_token_from(q.sender(), Some("\0ttl0"), now_ms, limits));
             if self.can_receive(&q, faults) && !throttled {
-                self.take(q, now_ms);
+                self.take(q, now_ms, cx.kept);
                 self.piggyback(cx);
             }
             return false;
@@ -732,7 +765,7 @@ impl Instance {
         }
     }
 
-    pub fn set_connectivity(&mut self, state: Connectivity, faults: &Faults) {
+    pub fn set_connectivity(&mut self, state: Connectivity, faults: &Faults, kept: &Kept) {
         let reconnect = self.connectivity == Connectivity::Offline && state != Connectivity::Offline;
         if reconnect {
             for p in &mut self.traffic_mut().pending {
@@ -744,7 +777,7 @@ impl Instance {
             && let Some((last, path)) = last.and_then(|l| self.traffic().last_path.map(|p| (l, p)))
             && faults.on(Fault::DeliveredOnce, path)
         {
-            self.receive(last);
+            self.receive(last, kept);
         }
         self.connectivity = state;
     }
@@ -765,7 +798,7 @@ impl Instance {
         }
         if let Some(sender) = self.traffic_mut().deleted_notice.take() {
             let notice = Content { from: sender, message_type: Some("deleted_messages".into()), ..Content::default() };
-            self.receive(Delivered { message_id: Arc::from(""), content: Arc::new(notice) });
+            self.receive(Delivered { message_id: Arc::from(""), content: Arc::new(notice) }, cx.kept);
         }
         let mut waiting = Vec::new();
         let mut queue = std::mem::take(&mut self.traffic_mut().pending);
@@ -795,7 +828,7 @@ impl Instance {
         for q in queue {
             if self.can_receive(&q, cx.faults) {
                 let now = (cx.now_of)(q.sender());
-                self.take(q, now);
+                self.take(q, now, cx.kept);
             } else {
                 waiting.push(q);
             }
@@ -810,7 +843,7 @@ impl Instance {
         if !self.can_receive(&q, cx.faults) {
             Some(q)
         } else if self.take_token(&q, now, cx) {
-            self.take(q, now);
+            self.take(q, now, cx.kept);
             None
         } else {
             (!cx.faults.on(Fault::ThrottleDelays, q.path)).then_some(q)
@@ -818,20 +851,19 @@ impl Instance {
     }
 
     /// The device takes the message.
-    fn take(&mut self, q: Queued, now_ms: u64) {
+    fn take(&mut self, q: Queued, now_ms: u64, kept: &Kept) {
         if let Some(id) = q.receipt {
             self.traffic_mut().receipts.push((q.message.from.clone(), id, now_ms));
         }
         self.traffic_mut().last_path = Some(q.path);
-        self.receive(q.message);
+        self.receive(q.message, kept);
     }
 
     /// The device has the message: it is kept for the control API, within the limit. Older
     /// ones are dropped in batches (the buffer stays under twice the limit), so a delivery
     /// costs O(1) however long the device has been receiving.
-    pub fn receive(&mut self, message: Delivered) {
+    pub fn receive(&mut self, message: Delivered, kept: &Kept) {
         self.traffic_mut().inbox.push(message);
-        let kept = self.kept.clone();
         kept.add(1);
         let limit = kept.per_device.max(1);
         let len = self.traffic().inbox.len();
@@ -854,8 +886,8 @@ impl Instance {
 
     /// The newest `inbox_limit` messages received, with the position of the first (how many
     /// came before it) and how many the limit dropped in all.
-    pub fn inbox(&self) -> (&[Delivered], u64, u64) {
-        let over = self.traffic().inbox.len().saturating_sub(self.kept.per_device);
+    pub fn inbox(&self, kept: &Kept) -> (&[Delivered], u64, u64) {
+        let over = self.traffic().inbox.len().saturating_sub(kept.per_device);
         (
             &self.traffic().inbox[over..],
             self.traffic().inbox_start + over as u64,
@@ -874,9 +906,9 @@ impl Instance {
     }
 
     /// Forgets what the device received (the control API's clear); positions go on.
-    pub fn clear_inbox(&mut self) {
+    pub fn clear_inbox(&mut self, kept: &Kept) {
         let n = self.traffic().inbox.len();
-        self.kept.sub(n as u64);
+        kept.sub(n as u64);
         self.traffic_mut().inbox_start += n as u64;
         self.traffic_mut().inbox.clear();
     }
@@ -898,10 +930,10 @@ impl Instance {
 
     /// Takes back a message that was never meant to arrive (the fault that counts without
     /// delivering).
-    pub fn unreceive(&mut self, message_id: &str) {
+    pub fn unreceive(&mut self, message_id: &str, kept: &Kept) {
         let before = self.traffic().inbox.len();
         self.traffic_mut().inbox.retain(|d| *d.message_id != *message_id);
-        self.kept.sub((before - self.traffic().inbox.len()) as u64);
+        kept.sub((before - self.traffic().inbox.len()) as u64);
     }
 
     /// A group message handled elsewhere leaves this device's unsent queue.
@@ -916,8 +948,8 @@ mod tests {
 
     #[test]
     fn an_instance_is_small_and_a_state_file_reads_it_as_before() {
-        assert!(std::mem::size_of::<Instance>() <= 48, "{} bytes", std::mem::size_of::<Instance>());
-        let senders: Arc<[Arc<str>]> = vec![Arc::from("1234")].into();
+        assert!(std::mem::size_of::<Instance>() <= 32, "{} bytes", std::mem::size_of::<Instance>());
+        let senders = SenderList::from(vec![Arc::from("1234")]);
         let plain = Instance::new(senders.clone(), None, None, Platform::Android);
         let mut rich = Instance::new(senders, Some("me@example".into()), Some("com.example".into()), Platform::Ios);
         rich.set_invalid_from(vec![("1234".into(), 5)]);

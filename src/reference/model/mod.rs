@@ -27,6 +27,7 @@ pub use crate::catalog::Path;
 
 mod connection;
 mod groups;
+mod instances;
 pub mod script;
 mod sending;
 mod snapshot;
@@ -279,11 +280,10 @@ pub struct Model {
     /// Sender id -> server key. The ids are shared with every instance registered for them.
     senders: HashMap<Arc<str>, String>,
     senders_by_key: HashMap<String, String>,
-    /// Boxed: the table stays small however large an instance grows, and ids are shared
-    /// with the groups they are members of.
-    instances: HashMap<Arc<str>, Box<Instance>>,
+    /// Ids are shared with the groups they are members of.
+    instances: instances::Instances,
     /// The senders of the last device registered, shared with the next if they are the same.
-    last_senders: Option<Arc<[Arc<str>]>>,
+    last_senders: Option<super::lifetime::SenderList>,
     /// The instances with messages waiting (stored, held or throttled): what a clock advance
     /// has to look at, so that it costs the waiting messages, not every instance registered.
     waiting: waiting::Waiting,
@@ -345,7 +345,7 @@ impl Model {
             variants: Variants::default(),
             senders: HashMap::new(),
             senders_by_key: HashMap::new(),
-            instances: HashMap::new(),
+            instances: instances::Instances::default(),
             last_senders: None,
             waiting: waiting::Waiting::default(),
             kept: super::lifetime::Kept::unlimited(),
@@ -533,7 +533,7 @@ impl Model {
         while let Some(next) = aliases.get(id) {
             id = next;
         }
-        instances.get_mut(id).map(|b| &mut **b)
+        instances.get_mut(id)
     }
 
     /// Messages stored for devices that cannot take them yet, over every device.
@@ -560,16 +560,16 @@ impl Model {
 
     /// Keeps `waiting` true of an instance after its queue changed.
     fn note_waiting(&mut self, id: &str) {
-        self.waiting.note(id, self.instances.get_mut(id).map(|i| &mut **i));
+        self.waiting.note(id, self.instances.get_mut(id));
     }
 
     fn pump(&mut self, registration_id: &str) {
         let base = self.clock.now_ms();
         let id = self.resolve(registration_id).to_string();
-        let Model { instances, offsets, limits, faults, variants, shared_buckets, .. } = self;
+        let Model { instances, offsets, limits, faults, variants, shared_buckets, kept, .. } = self;
         let now_of = |s: &str| base.saturating_add(offsets.get(s).copied().unwrap_or(0));
         if let Some(inst) = instances.get_mut(id.as_str()) {
-            let cx = super::lifetime::Cx { now_of: &now_of, limits, faults, variants, scope: Default::default() };
+            let cx = super::lifetime::Cx { now_of: &now_of, limits, faults, variants, kept, scope: Default::default() };
             sending::with_shared_buckets(inst, shared_buckets, faults, |i| i.pump(&cx));
         }
         self.note_waiting(&id);
@@ -660,7 +660,7 @@ impl Model {
                 last.clone()
             }
             _ => {
-                let list: Arc<[Arc<str>]> = new
+                let list: super::lifetime::SenderList = new
                     .senders
                     .iter()
                     .map(|s| {
@@ -671,9 +671,8 @@ impl Model {
                 list
             }
         };
-        let mut instance = Instance::new(senders, new.account, new.package, new.platform);
-        instance.kept = self.kept.clone();
-        self.instances.insert(Arc::from(id.as_str()), Box::new(instance));
+        let instance = Instance::new(senders, new.account, new.package, new.platform);
+        self.instances.insert(Arc::from(id.as_str()), instance);
         Ok(id)
     }
 
@@ -741,9 +740,9 @@ impl Model {
     }
 
     pub fn set_connectivity(&mut self, registration_id: &str, state: Connectivity) -> bool {
-        let faults = self.faults.clone();
+        let (faults, kept) = (self.faults.clone(), self.kept.clone());
         let Some(inst) = self.instance_mut(registration_id) else { return false };
-        inst.set_connectivity(state, &faults);
+        inst.set_connectivity(state, &faults, &kept);
         self.pump(registration_id);
         true
     }
@@ -785,13 +784,14 @@ impl Model {
     /// What the device received, with the position of the first message shown (how many came
     /// before it) and how many were dropped by the limit.
     pub fn inbox_from(&self, registration_id: &str) -> Option<InboxView<'_>> {
-        let (messages, first, dropped) = self.instances.get(self.resolve(registration_id))?.inbox();
+        let (messages, first, dropped) = self.instances.get(self.resolve(registration_id))?.inbox(&self.kept);
         Some(InboxView { messages, first, dropped })
     }
 
     /// Forgets what the device received; `false` for an unknown id.
     pub fn clear_inbox(&mut self, registration_id: &str) -> bool {
-        self.instance_mut(registration_id).map(Instance::clear_inbox).is_some()
+        let kept = self.kept.clone();
+        self.instance_mut(registration_id).map(|i| i.clear_inbox(&kept)).is_some()
     }
 
     /// Keeps at most this many received messages per device (older ones are dropped).
@@ -1048,7 +1048,7 @@ mod tests {
             let message = Message { collapse_key: Some(format!("k{n}")), ..Message::default() };
             m.send(&s, Target::To(id.clone()), message);
         }
-        let held = m.instances[id.as_str()].buckets_held();
+        let held = m.instances.get(id.as_str()).expect("registered").buckets_held();
         assert!(held <= 2 * super::super::lifetime::MAX_IDLE_BUCKETS, "{held} buckets held");
         // Every one was delivered: forgetting idle buckets takes no message.
         assert_eq!(m.inbox(&id).map(<[_]>::len), Some(1000));

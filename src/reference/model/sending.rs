@@ -104,7 +104,7 @@ impl Model {
         let base = self.clock.now_ms();
         // One lookup of the instance, the model's other parts borrowed beside it: a group
         // send does this once per member.
-        let Model { instances, faults, limits, offsets, variants, waiting, shared_buckets, .. } = self;
+        let Model { instances, faults, limits, offsets, variants, waiting, shared_buckets, kept, .. } = self;
         let Some(instance) = instances.get_mut(current) else { return Err("InvalidRegistration") };
         instance.settle_registration(sender, now);
         let on = |f: Fault| faults.on(f, path);
@@ -147,7 +147,7 @@ impl Model {
         };
         let now_of = |s: &str| base + offsets.get(s).copied().unwrap_or(0);
         let collapse_key = q.message.collapse_key.clone();
-        let cx = Cx { now_of: &now_of, limits, faults, variants, scope };
+        let cx = Cx { now_of: &now_of, limits, faults, variants, kept, scope };
         // At the stored-message caps, what would wait is refused; what the device takes now is not.
         if full && instance.would_wait(&q, now, &cx) {
             return Err("Unavailable");
@@ -301,7 +301,7 @@ impl Model {
                     let id = self.resolve(member).to_string();
                     if let Some(inst) = self.instances.get_mut(id.as_str()) {
                         inst.dismiss(&message_id);
-                        inst.unreceive(&message_id);
+                        inst.unreceive(&message_id, &self.kept);
                     }
                 }
             }

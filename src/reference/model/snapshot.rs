@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{Group, Held, IdToken, Model};
 use crate::reference::ccs::Ccs;
-use crate::reference::lifetime::{Buckets, Instance};
+use crate::reference::lifetime::Buckets;
 use crate::reference::state::pairs;
 
 /// Field for field, what [`Model`] holds of its own.
@@ -24,7 +24,7 @@ pub struct Snapshot {
     offsets: HashMap<String, u64>,
     senders: HashMap<Arc<str>, String>,
     senders_by_key: HashMap<String, String>,
-    instances: HashMap<Arc<str>, Box<Instance>>,
+    instances: super::instances::Instances,
     waiting: BTreeSet<String>,
     aliases: HashMap<String, String>,
     replaced_at: HashMap<String, Vec<(String, u64)>>,
@@ -54,7 +54,7 @@ struct SnapshotRef<'a> {
     offsets: &'a HashMap<String, u64>,
     senders: &'a HashMap<Arc<str>, String>,
     senders_by_key: &'a HashMap<String, String>,
-    instances: &'a HashMap<Arc<str>, Box<Instance>>,
+    instances: &'a super::instances::Instances,
     waiting: &'a BTreeSet<String>,
     aliases: &'a HashMap<String, String>,
     replaced_at: &'a HashMap<String, Vec<(String, u64)>>,
@@ -118,7 +118,6 @@ impl Model {
         self.instances = s.instances;
         // What each device keeps counts toward the model's total again.
         for inst in self.instances.values_mut() {
-            inst.kept = self.kept.clone();
             self.kept.add(inst.inbox_held() as u64);
         }
         self.waiting = super::waiting::Waiting::restore(s.waiting, &mut self.instances);

@@ -121,7 +121,7 @@ impl Waiting {
     }
 
     /// From a state file's list: each listed device is marked, and listed under its senders.
-    pub fn restore(ids: BTreeSet<String>, instances: &mut HashMap<Arc<str>, Box<Instance>>) -> Waiting {
+    pub fn restore(ids: BTreeSet<String>, instances: &mut super::instances::Instances) -> Waiting {
         let mut waiting = Waiting::default();
         for inst in instances.values_mut() {
             waiting.count(inst);
