@@ -24,7 +24,7 @@ impl Model {
         format!("APA91b{}", self.random_text(64))
     }
 
-    fn name_owner(&self, sender: &str, name: &str, path: Path) -> Option<&String> {
+    fn name_owner(&self, sender: &str, name: &str, path: Path) -> Option<&Arc<str>> {
         if self.faults.on(Fault::NamePerSender, path) {
             return self.group_names.iter().find(|((_, n), _)| n == name).map(|(_, k)| k);
         }
@@ -81,7 +81,7 @@ impl Model {
                     return Ok(self.mint_key(sender, path));
                 }
                 if self.fault(Fault::AddMembersNameAsKey) {
-                    return Ok(self.groups[&key].name.clone());
+                    return Ok(self.groups[key.as_str()].name.clone());
                 }
                 if self.fault(Fault::AddMembersRekeyed) {
                     return Ok(self.rekey(&key, sender, path));
@@ -92,7 +92,8 @@ impl Model {
                 let key = self.check_key(sender, &key, name.as_deref())?;
                 self.refuse_non_members(&key, &ids)?;
                 if self.fault(Fault::RemoveMembersAll) {
-                    let everyone: Vec<String> = self.groups[&key].members.iter().map(|m| m.to_string()).collect();
+                    let everyone: Vec<String> =
+                        self.groups[key.as_str()].members.iter().map(|m| m.to_string()).collect();
                     self.remove_members(&key, &everyone, path);
                 } else if !self.fault(Fault::RemoveMembers) {
                     self.remove_members(&key, &ids, path);
@@ -109,15 +110,16 @@ impl Model {
     fn rekey(&mut self, key: &str, sender: &str, path: Path) -> String {
         let new = self.mint_key(sender, path);
         if let Some(group) = self.groups.remove(key) {
-            self.group_names.insert((group.sender.clone(), group.name.clone()), new.clone());
-            self.groups.insert(new.clone(), group);
+            let filed: Arc<str> = Arc::from(new.as_str());
+            self.group_names.insert((group.sender.to_string(), group.name.clone()), filed.clone());
+            self.groups.insert(filed, group);
         }
         new
     }
 
     /// A group is gone: its sender holds one fewer.
     fn forget_group(&mut self, group: &Group) {
-        if let Some(h) = self.held.get_mut(group.sender.as_str()) {
+        if let Some(h) = self.held.get_mut(&*group.sender) {
             h.groups = h.groups.saturating_sub(1);
         }
     }
@@ -134,7 +136,7 @@ impl Model {
             if !self.fault(Fault::NameUnique) {
                 return Err(GroupError::AlreadyExists);
             }
-            if let Some(old) = self.groups.remove(&existing) {
+            if let Some(old) = self.groups.remove(&*existing) {
                 self.forget_group(&old);
             }
         }
@@ -157,13 +159,16 @@ impl Model {
         let full = StoreFull { what: "groups per sender", max: self.caps.groups_per_sender, flag: "groups-per-sender" };
         self.take_share(sender, |h| &mut h.groups, full).map_err(GroupError::StoreFull)?;
         let key = self.mint_key(sender, path);
-        if let Some(taken) = self.groups.remove(&key) {
+        if let Some(taken) = self.groups.remove(key.as_str()) {
             // Only under the fault that mints one key per sender: the new group takes it.
             self.forget_group(&taken);
-            self.group_names.remove(&(taken.sender, taken.name));
+            self.group_names.remove(&(taken.sender.to_string(), taken.name));
         }
-        self.group_names.insert((sender.to_string(), name.clone()), key.clone());
-        self.groups.insert(key.clone(), Group { sender: sender.to_string(), name, members, owner });
+        // The key is held once, by both maps; the sender's id is its entry's.
+        let filed: Arc<str> = Arc::from(key.as_str());
+        let sender_id = self.senders.get_key_value(sender).map_or_else(|| Arc::from(sender), |(k, _)| k.clone());
+        self.group_names.insert((sender.to_string(), name.clone()), filed.clone());
+        self.groups.insert(filed, Group { sender: sender_id, name, members, owner });
         Ok(key)
     }
 
@@ -171,7 +176,7 @@ impl Model {
     /// key it stands for (another sender's, under the fault that takes it as this sender's).
     fn check_key(&self, sender: &str, key: &str, name: Option<&str>) -> Result<String, GroupError> {
         let foreign = self.faults.scoped(rules::KEY_NOT_FOUND, Path::TwoSenders);
-        let group = self.groups.get(key).filter(|g| g.sender == sender || foreign);
+        let group = self.groups.get(key).filter(|g| *g.sender == *sender || foreign);
         let Some(group) = group else {
             return if self.fault(Fault::KeyNotFound) { Ok(key.to_string()) } else { Err(GroupError::NotFound) };
         };
@@ -245,7 +250,7 @@ impl Model {
         if group.members.is_empty() && !self.faults.on(Fault::RemoveLastDeletes, path) {
             let g = self.groups.remove(key).expect("present above");
             self.forget_group(&g);
-            self.group_names.remove(&(g.sender, g.name));
+            self.group_names.remove(&(g.sender.to_string(), g.name));
         }
     }
 
@@ -255,12 +260,12 @@ impl Model {
         }
         if self.faults.scoped(rules::LOOKUP, Path::TwoSenders) {
             // Names looked up in one namespace for every sender: the oldest group of the name.
-            let mut found: Vec<(&(String, String), &String)> =
+            let mut found: Vec<(&(String, String), &Arc<str>)> =
                 self.group_names.iter().filter(|((_, n), _)| n == name).collect();
             found.sort();
-            return found.first().map(|(_, k)| (*k).clone()).ok_or(GroupError::NotFound);
+            return found.first().map(|(_, k)| k.to_string()).ok_or(GroupError::NotFound);
         }
-        self.group_names.get(&(sender.to_string(), name.to_string())).cloned().ok_or(GroupError::NotFound)
+        self.group_names.get(&(sender.to_string(), name.to_string())).map(|k| k.to_string()).ok_or(GroupError::NotFound)
     }
 
     /// `/gcm/googlenotification`: the caller is the account behind `id_token`.
@@ -278,9 +283,9 @@ impl Model {
             _ => return Err(GroupError::BadIdToken),
         };
         let path = Path::Client;
-        let existing = self.name_owner(project_id, &name, path).cloned();
+        let existing = self.name_owner(project_id, &name, path).map(|k| k.to_string());
         if let Some(key) = &existing {
-            let owner = self.groups[key].owner.as_deref();
+            let owner = self.groups[key.as_str()].owner.as_deref();
             if owner != Some(account.as_str())
                 && !self.fault(Fault::ClientAccountScope)
                 && !self.fault(Fault::ClientIdToken)

@@ -110,7 +110,8 @@ pub struct SenderCredentials {
 
 #[derive(Debug, Serialize, Deserialize)]
 struct Group {
-    sender: String,
+    /// Shared with the sender's entry.
+    sender: Arc<str>,
     name: String,
     /// In insertion order, so responses list members the way they were added.
     members: Vec<Arc<str>>,
@@ -294,9 +295,10 @@ pub struct Model {
     /// Old registration id -> each sender's clock when it was replaced (the variant in which old
     /// ids stop working once time has passed).
     replaced_at: HashMap<String, Vec<(String, u64)>>,
-    groups: HashMap<String, Group>,
+    /// By notification key, shared with `group_names`.
+    groups: HashMap<Arc<str>, Group>,
     /// (sender, name) -> notification key.
-    group_names: HashMap<(String, String), String>,
+    group_names: HashMap<(String, String), Arc<str>>,
     id_tokens: HashMap<String, IdToken>,
     minted_keys: u64,
     ccs: Ccs,
@@ -882,7 +884,7 @@ impl Model {
         if let Some(s) = server_key.and_then(|k| self.sender_for_key(k)) {
             return Some(s.to_string());
         }
-        let to_key = matches!(target, Target::To(to) if self.groups.contains_key(to));
+        let to_key = matches!(target, Target::To(to) if self.groups.contains_key(to.as_str()));
         let path = via.path(to_key, matches!(target, Target::RegistrationIds(_)));
         if !self.faults.on(Fault::SendAuth, path) {
             return None;
@@ -894,7 +896,7 @@ impl Model {
         };
         self.groups
             .get(first)
-            .map(|g| g.sender.clone())
+            .map(|g| g.sender.to_string())
             .or_else(|| self.instances.get(self.resolve(first)).and_then(|i| i.senders.first().map(|s| s.to_string())))
     }
 }

@@ -302,7 +302,7 @@ impl Model {
             return;
         }
         let ids: Vec<String> = match target {
-            Target::To(to) => match self.groups.get(to) {
+            Target::To(to) => match self.groups.get(to.as_str()) {
                 Some(g) => {
                     let members: Vec<String> = g.members.iter().map(|m| m.to_string()).collect();
                     let key = to.clone();

@@ -218,7 +218,7 @@ impl Model {
         self.apply_send_scripts(sender, &target);
         if let Some(o) = &mut self.observation {
             o.facts.to_key =
-                matches!(&target, Target::To(to) if self.groups.get(to).is_some_and(|g| g.sender == sender));
+                matches!(&target, Target::To(to) if self.groups.get(to.as_str()).is_some_and(|g| *g.sender == *sender));
         }
         let outcome = self.send_unscripted(sender, target, message);
         self.forced.clear();
@@ -226,14 +226,14 @@ impl Model {
     }
 
     fn send_unscripted(&mut self, sender: &str, target: Target, message: Message) -> SendOutcome {
-        let to_key = matches!(&target, Target::To(to) if self.groups.contains_key(to));
+        let to_key = matches!(&target, Target::To(to) if self.groups.contains_key(to.as_str()));
         let path = message.via.path(to_key, matches!(target, Target::RegistrationIds(_)));
         let foreign = self.faults.on(Fault::MultipleSendersForeignKey, path);
         let group = match &target {
             Target::To(to) => self
                 .groups
-                .get(to)
-                .filter(|g| g.sender == sender || foreign)
+                .get(to.as_str())
+                .filter(|g| *g.sender == *sender || foreign)
                 .map(|g| (g.members.clone(), g.sender.clone())),
             Target::RegistrationIds(_) | Target::Missing => None,
         };
@@ -259,7 +259,7 @@ impl Model {
         }
         if let (Some((members, owner)), Target::To(key)) = (group, &target) {
             // Under the foreign-key fault, another sender's key acts for its owner.
-            let sender = owner.as_str();
+            let sender = &*owner;
             let message_id = self.message_id(sender);
             let content = Self::content(sender, &message, Some(key));
             let mut success = 0;
@@ -396,7 +396,7 @@ impl Model {
         }
         let keys = self.instances[me.as_str()].keys_of_received(message_id);
         for key in keys {
-            let members = self.groups.get(&key).map(|g| g.members.clone()).unwrap_or_default();
+            let members = self.groups.get(key.as_str()).map(|g| g.members.clone()).unwrap_or_default();
             for member in members {
                 let id = self.resolve(&member).to_string();
                 if id != me
@@ -413,7 +413,7 @@ impl Model {
     pub fn groups_of(&self, sender: &str) -> BTreeMap<String, Value> {
         self.groups
             .iter()
-            .filter(|(_, g)| g.sender == sender)
+            .filter(|(_, g)| *g.sender == *sender)
             .map(|(k, g)| {
                 let members: Vec<&str> = g.members.iter().map(|m| &**m).collect();
                 (g.name.clone(), json!({"notification_key": k, "members": members}))

@@ -28,9 +28,9 @@ pub struct Snapshot {
     waiting: BTreeSet<String>,
     aliases: HashMap<String, String>,
     replaced_at: HashMap<String, Vec<(String, u64)>>,
-    groups: HashMap<String, Group>,
+    groups: HashMap<Arc<str>, Group>,
     #[serde(with = "pairs")]
-    group_names: HashMap<(String, String), String>,
+    group_names: HashMap<(String, String), Arc<str>>,
     id_tokens: HashMap<String, IdToken>,
     minted_keys: u64,
     ccs: Ccs,
@@ -58,9 +58,9 @@ struct SnapshotRef<'a> {
     waiting: &'a BTreeSet<String>,
     aliases: &'a HashMap<String, String>,
     replaced_at: &'a HashMap<String, Vec<(String, u64)>>,
-    groups: &'a HashMap<String, Group>,
+    groups: &'a HashMap<Arc<str>, Group>,
     #[serde(with = "pairs")]
-    group_names: &'a HashMap<(String, String), String>,
+    group_names: &'a HashMap<(String, String), Arc<str>>,
     id_tokens: &'a HashMap<String, IdToken>,
     minted_keys: u64,
     ccs: &'a Ccs,
