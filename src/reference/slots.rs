@@ -1,25 +1,30 @@
 //! What one peer may hold of an XMPP listener: a share of its connection cap, of which at
 //! most half goes to connections that have not logged in yet. When that half is full, a new
 //! connection takes the place of one not logged in (which is told to go): of those that have
-//! said least (nothing yet, then only a stream header), the oldest. Peers without credentials
-//! that open connection after connection cannot keep an app server from logging in: a silent
-//! peer always goes before one that has begun to log in, however fast the silent ones come
-//! (a churn of silent peers evicted an app server still in its SASL exchange).
+//! said least (nothing yet; a header not read yet; a stream header; a stream header and more
+//! not read yet), the oldest. Peers without credentials that open connection after
+//! connection do not keep an app server from logging in: a silent peer always goes before one
+//! that has begun to log in (a churn of silent peers evicted an app server still in its SASL
+//! exchange). What no rule can tell apart is a peer that opened its stream and stalls from an
+//! app server waiting for the server's features: among those, the oldest goes, so an app
+//! server is safe only while fewer newcomers than half the cap arrive within one round trip
+//! of its login (docs/robustness.md has the figures).
 //!
 //! "Said" counts what reached the socket, not what the connection's task has read: on a
 //! loaded machine an app server's stream header could wait unread while newer silent peers
 //! arrived, and it was evicted as the oldest silent one. So each connection not logged in
-//! is registered with a duplicate of its socket's descriptor, and a candidate the registry
-//! has not seen speak is peeked (without reading) before it is chosen. Candidates are
-//! scanned oldest first and the first truly silent one goes, so a newcomer costs one peek
-//! when the share is held by silent peers, and at most the share's length otherwise.
+//! is registered with a duplicate of its socket's descriptor, and a candidate is peeked
+//! (without reading) before it is chosen. Candidates are scanned oldest first and the first
+//! truly silent one goes, so a newcomer costs one peek when the share is held by silent
+//! peers, and at most the share's length otherwise.
 //!
 //! The place under the cap passes to the newcomer when the evicted connection is told to go,
 //! not when its task gets round to closing: on a loaded machine the evicted connections'
 //! tasks ran late, still held the cap, and an app server was turned away at accept. While
-//! they close, evicted connections hold a place in a separate allowance of the same size as
-//! the anonymous share, so the sockets a listener holds stay bounded (at most one and a half
-//! times its cap); when that allowance is spent, a newcomer is turned away instead.
+//! they close, evicted connections hold a place in a separate allowance as large as the cap,
+//! so the sockets a listener holds stay bounded (at most twice its cap); when that allowance
+//! is spent, a newcomer is turned away instead. (Half the cap was spent by eight peers
+//! reconnecting without end on a listener of 8, and an app server was turned away.)
 
 use std::collections::VecDeque;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
@@ -54,13 +59,15 @@ struct Held {
 }
 
 impl Held {
-    /// How far it got, counting bytes that arrived and are not read yet.
+    /// How far it got, counting bytes that arrived and are not read yet: a step past what
+    /// its task has seen (a header waiting, or after the header the login going on).
     fn progress(&self) -> u8 {
         let recorded = self.state.progress.load(Ordering::Relaxed);
-        if recorded == Progress::Silent as u8 && self.socket.as_ref().is_some_and(has_unread_bytes) {
-            Progress::Spoke as u8
-        } else {
-            recorded
+        let unread = self.socket.as_ref().is_some_and(has_unread_bytes);
+        match recorded {
+            r if r == Progress::Silent as u8 && unread => Progress::Spoke as u8,
+            r if r == Progress::StreamOpened as u8 && unread => Progress::Continuing as u8,
+            r => r,
         }
     }
 }
@@ -107,6 +114,9 @@ pub(crate) enum Progress {
     /// Bytes arrived that its task has not read yet (seen only by the registry's peek).
     Spoke = 1,
     StreamOpened = 2,
+    /// Past its stream header, more bytes arrived (its SASL exchange, say) that its task
+    /// has not read yet (seen only by the registry's peek).
+    Continuing = 3,
 }
 
 impl Drop for AnonymousPlace {
@@ -153,7 +163,7 @@ impl Slots {
         let anonymous = Anonymous { max: share, next: 0, held: VecDeque::new() };
         Slots {
             all: Arc::new(Semaphore::new(max)),
-            closing: Arc::new(Semaphore::new(share)),
+            closing: Arc::new(Semaphore::new(max)),
             anonymous: Arc::new(Mutex::new(anonymous)),
         }
     }
@@ -219,8 +229,8 @@ mod tests {
 
     #[test]
     fn an_evicted_connection_gives_its_place_at_once_and_closing_ones_are_bounded() {
-        let slots = Slots::new(4); // two may be anonymous, two may be closing
-        let sockets: Vec<_> = (0..8).map(|_| peer()).collect();
+        let slots = Slots::new(4); // two may be anonymous, four may be closing
+        let sockets: Vec<_> = (0..10).map(|_| peer()).collect();
         let mut app = slots.take(&sockets[0].0).expect("first");
         assert!(app.logged_in());
         let mut app2 = slots.take(&sockets[1].0).expect("second");
@@ -228,19 +238,24 @@ mod tests {
         // Two logged in, two silent peers: the cap is full.
         let a = slots.take(&sockets[2].0).expect("third");
         let b = slots.take(&sockets[3].0).expect("fourth");
-        // Newcomers evict the oldest silent peer, whose task has not yet run to close it.
         a.reached(Progress::StreamOpened);
-        let c = slots.take(&sockets[4].0).expect("a newcomer takes a silent peer's place");
-        let d = slots.take(&sockets[5].0).expect("and the next takes the following one's");
-        // b and c were evicted (a had begun to log in); both still close: the allowance is spent.
-        assert!(slots.take(&sockets[6].0).is_none(), "more closing connections than the allowance");
-        drop((b, c));
-        let e = slots.take(&sockets[6].0).expect("closed connections gave their allowance back");
-        // d was evicted by e: logging in now finds no place (the cap is full).
-        let mut d = d;
-        assert!(!d.logged_in());
+        // Newcomers evict the oldest silent peer, whose task has not yet run to close it.
+        let mut closing = vec![b];
+        let mut newest = None;
+        for (n, (socket, _)) in sockets[4..8].iter().enumerate() {
+            let slot = slots.take(socket).unwrap_or_else(|| panic!("newcomer {n} takes a silent peer's place"));
+            closing.extend(newest.replace(slot));
+        }
+        // b and the first three newcomers were evicted (a had begun to log in) and still close.
+        assert_eq!(closing.len(), 4);
+        assert!(slots.take(&sockets[8].0).is_none(), "more closing connections than the allowance");
+        drop(closing);
+        let e = slots.take(&sockets[8].0).expect("closed connections gave their allowance back");
+        // The last newcomer was evicted by e: logging in now finds no place (the cap is full).
+        let mut evicted = newest.expect("a newcomer");
+        assert!(!evicted.logged_in());
         drop((a, e, app2));
-        let mut f = slots.take(&sockets[7].0).expect("a place");
+        let mut f = slots.take(&sockets[9].0).expect("a place");
         assert!(f.logged_in());
         assert!(app.logged_in());
     }
@@ -263,5 +278,27 @@ mod tests {
         };
         assert!(gone(&silent_slot), "the silent peer, though younger, goes first");
         assert!(!gone(&app_slot), "the app server whose bytes wait unread stays");
+    }
+
+    #[test]
+    fn a_login_going_on_outranks_a_stream_header_alone() {
+        let slots = Slots::new(4); // two may be anonymous
+        let (app, mut app_peer) = peer();
+        let (staller, _staller_peer) = peer();
+        let app_slot = slots.take(&app).expect("a place");
+        let staller_slot = slots.take(&staller).expect("a place");
+        // Both stream headers were read; then the app server's SASL auth arrived, unread.
+        app_slot.reached(Progress::StreamOpened);
+        staller_slot.reached(Progress::StreamOpened);
+        app_peer.write_all(b"<auth mechanism='PLAIN'>").expect("written");
+        let (newcomer, _newcomer_peer) = peer();
+        let _newcomer = slots.take(&newcomer).expect("a place");
+        let gone = |s: &Slot| {
+            let place = s.anonymous.as_ref().expect("not logged in");
+            let a = place.registry.lock().expect("registry");
+            !a.held.iter().any(|h| h.id == place.id)
+        };
+        assert!(gone(&staller_slot), "the stalled peer, though younger, goes first");
+        assert!(!gone(&app_slot), "the app server whose login goes on stays");
     }
 }
