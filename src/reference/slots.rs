@@ -260,15 +260,19 @@ mod tests {
         assert!(app.logged_in());
     }
 
-    #[test]
-    fn bytes_not_yet_read_count_as_having_spoken() {
+    /// Two connections not logged in fill the share; `app`'s peer then sends `bytes`, which
+    /// its task has not read; a newcomer arrives. Whether each of the two was evicted.
+    fn newcomer_evicts(read_before: Option<Progress>, bytes: &[u8]) -> (bool, bool) {
         let slots = Slots::new(4); // two may be anonymous
         let (app, mut app_peer) = peer();
-        let (silent, _silent_peer) = peer();
+        let (other, _other_peer) = peer();
         let app_slot = slots.take(&app).expect("a place");
-        let silent_slot = slots.take(&silent).expect("a place");
-        // The app server's header arrived; its task has not read it.
-        app_peer.write_all(b"<stream:stream>").expect("written");
+        let other_slot = slots.take(&other).expect("a place");
+        if let Some(p) = read_before {
+            app_slot.reached(p);
+            other_slot.reached(p);
+        }
+        app_peer.write_all(bytes).expect("written");
         let (newcomer, _newcomer_peer) = peer();
         let _newcomer = slots.take(&newcomer).expect("a place");
         let gone = |s: &Slot| {
@@ -276,29 +280,19 @@ mod tests {
             let a = place.registry.lock().expect("registry");
             !a.held.iter().any(|h| h.id == place.id)
         };
-        assert!(gone(&silent_slot), "the silent peer, though younger, goes first");
-        assert!(!gone(&app_slot), "the app server whose bytes wait unread stays");
+        (gone(&app_slot), gone(&other_slot))
+    }
+
+    #[test]
+    fn bytes_not_yet_read_count_as_having_spoken() {
+        // The app server's header arrived, unread; the younger peer said nothing: it goes.
+        assert_eq!(newcomer_evicts(None, b"<stream:stream>"), (false, true));
     }
 
     #[test]
     fn a_login_going_on_outranks_a_stream_header_alone() {
-        let slots = Slots::new(4); // two may be anonymous
-        let (app, mut app_peer) = peer();
-        let (staller, _staller_peer) = peer();
-        let app_slot = slots.take(&app).expect("a place");
-        let staller_slot = slots.take(&staller).expect("a place");
-        // Both stream headers were read; then the app server's SASL auth arrived, unread.
-        app_slot.reached(Progress::StreamOpened);
-        staller_slot.reached(Progress::StreamOpened);
-        app_peer.write_all(b"<auth mechanism='PLAIN'>").expect("written");
-        let (newcomer, _newcomer_peer) = peer();
-        let _newcomer = slots.take(&newcomer).expect("a place");
-        let gone = |s: &Slot| {
-            let place = s.anonymous.as_ref().expect("not logged in");
-            let a = place.registry.lock().expect("registry");
-            !a.held.iter().any(|h| h.id == place.id)
-        };
-        assert!(gone(&staller_slot), "the stalled peer, though younger, goes first");
-        assert!(!gone(&app_slot), "the app server whose login goes on stays");
+        // Both headers were read; then the app server's SASL auth arrived, unread: the
+        // younger peer, stalled after its header, goes.
+        assert_eq!(newcomer_evicts(Some(Progress::StreamOpened), b"<auth mechanism='PLAIN'>"), (false, true));
     }
 }
