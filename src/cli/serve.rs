@@ -166,6 +166,38 @@ enum Clock {
     Wall,
 }
 
+/// Connections cost descriptors: an HTTP listener holds up to its cap, an XMPP listener up
+/// to twice its cap (evicted connections closing) plus a duplicate for each connection not
+/// logged in (half its cap). The soft limit is often 1024 where the hard one is far higher:
+/// raise it to the hard one, as servers do, and say so when even that is short.
+#[cfg(unix)]
+fn descriptors_for(max_connections: usize, listeners: usize) {
+    let xmpp = listeners.saturating_sub(1) as libc::rlim_t;
+    let cap = max_connections as libc::rlim_t;
+    let needed = cap + xmpp * (2 * cap + cap.div_ceil(2)) + 64;
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: `limit` is a valid rlimit for the call to fill.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return;
+    }
+    if limit.rlim_cur < limit.rlim_max {
+        let raised = libc::rlimit { rlim_cur: limit.rlim_max, rlim_max: limit.rlim_max };
+        // SAFETY: a valid rlimit, read above; a refusal leaves the old limit.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+            limit = raised;
+        }
+    }
+    if limit.rlim_cur < needed {
+        eprintln!(
+            "gcmspec: warning: {} file descriptors may be too few for --max-connections {max_connections} on {listeners} listeners (up to {needed}); past them, connections are refused",
+            limit.rlim_cur
+        );
+    }
+}
+
+#[cfg(not(unix))]
+fn descriptors_for(_max_connections: usize, _listeners: usize) {}
+
 pub(crate) fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     // redb asserts on some damage to a state file; the library catches that and says the file
     // is damaged, so the assertion's own message is only noise here.
@@ -223,6 +255,8 @@ pub(crate) fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         login_timeout: seconds(args.login_timeout),
         idle_timeout: seconds(args.idle_timeout),
     };
+    let listeners = 1 + usize::from(args.xmpp.is_some()) + usize::from(args.xmpp_tls.is_some());
+    descriptors_for(config.connections.max_connections, listeners);
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
     if let Some(n) = args.threads {
         runtime.worker_threads(n.min(512));

@@ -27,7 +27,6 @@
 //! reconnecting without end on a listener of 8, and an app server was turned away.)
 
 use std::collections::VecDeque;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -53,9 +52,42 @@ struct Held {
     id: u64,
     state: Arc<PlaceState>,
     permit: OwnedSemaphorePermit,
-    /// A duplicate of its socket's descriptor, to peek at what it sent (none when the
-    /// process had no descriptor to spare: it then counts as silent until read).
-    socket: Option<OwnedFd>,
+    /// To peek at what it sent (none when the process had no descriptor to spare, or off
+    /// Unix: it then counts as silent until read).
+    socket: Option<Probe>,
+}
+
+/// A duplicate of a connection's socket descriptor, to peek at what reached it.
+pub(crate) struct Probe(#[cfg(unix)] std::os::fd::OwnedFd);
+
+impl Probe {
+    #[cfg(unix)]
+    pub fn of(socket: &impl std::os::fd::AsFd) -> Option<Probe> {
+        socket.as_fd().try_clone_to_owned().ok().map(Probe)
+    }
+
+    #[cfg(not(unix))]
+    pub fn of<T>(_socket: &T) -> Option<Probe> {
+        None
+    }
+
+    /// Whether bytes wait on the socket (a peek that neither blocks nor consumes them).
+    #[cfg(unix)]
+    fn has_unread_bytes(&self) -> bool {
+        use std::os::fd::AsRawFd;
+        let mut byte = 0u8;
+        // SAFETY: the descriptor is owned (open for as long as `self` lives) and the buffer
+        // is one valid byte; MSG_PEEK leaves the data for its reader, MSG_DONTWAIT never
+        // blocks.
+        let n =
+            unsafe { libc::recv(self.0.as_raw_fd(), (&raw mut byte).cast(), 1, libc::MSG_PEEK | libc::MSG_DONTWAIT) };
+        n > 0
+    }
+
+    #[cfg(not(unix))]
+    fn has_unread_bytes(&self) -> bool {
+        false
+    }
 }
 
 impl Held {
@@ -63,22 +95,13 @@ impl Held {
     /// its task has seen (a header waiting, or after the header the login going on).
     fn progress(&self) -> u8 {
         let recorded = self.state.progress.load(Ordering::Relaxed);
-        let unread = self.socket.as_ref().is_some_and(has_unread_bytes);
+        let unread = self.socket.as_ref().is_some_and(Probe::has_unread_bytes);
         match recorded {
             r if r == Progress::Silent as u8 && unread => Progress::Spoke as u8,
             r if r == Progress::StreamOpened as u8 && unread => Progress::Continuing as u8,
             r => r,
         }
     }
-}
-
-/// Whether bytes wait on `socket` (a peek that neither blocks nor consumes them).
-fn has_unread_bytes(socket: &OwnedFd) -> bool {
-    let mut byte = 0u8;
-    // SAFETY: the descriptor is owned (open for as long as `socket` lives) and the buffer is
-    // one valid byte; MSG_PEEK leaves the data for its reader, MSG_DONTWAIT never blocks.
-    let n = unsafe { libc::recv(socket.as_raw_fd(), (&raw mut byte).cast(), 1, libc::MSG_PEEK | libc::MSG_DONTWAIT) };
-    n > 0
 }
 
 /// What a connection not logged in shares with the registry.
@@ -144,7 +167,8 @@ impl Slot {
 
     /// Logged in: no longer one of the connections not logged in, it keeps its place under
     /// the cap. `false` when that place went to a newer connection meanwhile and the cap
-    /// has no other: the connection must end.
+    /// has no other: the connection must end, and holds its place among the closing ones
+    /// until it has.
     pub fn logged_in(&mut self) -> bool {
         let Some(place) = self.anonymous.take() else { return self.permit.is_some() };
         let mine = {
@@ -153,6 +177,9 @@ impl Slot {
             at.and_then(|i| a.held.remove(i)).map(|h| h.permit)
         };
         self.permit = mine.or_else(|| self.all.clone().try_acquire_owned().ok());
+        if self.permit.is_none() {
+            self.anonymous = Some(place);
+        }
         self.permit.is_some()
     }
 }
@@ -172,12 +199,13 @@ impl Slots {
     /// anonymous share is full and too many evicted connections are still closing). Past the
     /// share of connections not logged in, the oldest of those that said least is told to
     /// go, and its place passes to the newcomer at once.
-    /// `socket` is the connection's, to peek at while it is not logged in.
-    pub fn take(&self, socket: &impl AsFd) -> Option<Slot> {
+    /// `socket` peeks at the connection's socket while it is not logged in.
+    pub fn take(&self, socket: Option<Probe>) -> Option<Slot> {
         let mut a = self.anonymous.lock().unwrap_or_else(|e| e.into_inner());
         let permit = if a.held.len() >= a.max {
-            let at = least_far(&a.held)?;
+            // The allowance first: a newcomer turned away costs no peeks.
             let closing = self.closing.clone().try_acquire_owned().ok()?;
+            let at = least_far(&a.held)?;
             let gone = a.held.remove(at)?;
             *gone.state.closing.lock().unwrap_or_else(|e| e.into_inner()) = Some(closing);
             gone.state.goes.notify_one();
@@ -192,7 +220,6 @@ impl Slots {
             progress: AtomicU8::new(Progress::Silent as u8),
             closing: Mutex::new(None),
         });
-        let socket = socket.as_fd().try_clone_to_owned().ok();
         a.held.push_back(Held { id, state: state.clone(), permit, socket });
         let place = AnonymousPlace { id, state, registry: self.anonymous.clone() };
         Some(Slot { permit: None, anonymous: Some(place), all: self.all.clone() })
@@ -215,7 +242,7 @@ fn least_far(held: &VecDeque<Held>) -> Option<usize> {
     least.map(|(i, _)| i)
 }
 
-#[cfg(test)]
+#[cfg(all(test, unix))]
 mod tests {
     use std::io::Write;
     use std::os::unix::net::UnixStream;
@@ -231,31 +258,32 @@ mod tests {
     fn an_evicted_connection_gives_its_place_at_once_and_closing_ones_are_bounded() {
         let slots = Slots::new(4); // two may be anonymous, four may be closing
         let sockets: Vec<_> = (0..10).map(|_| peer()).collect();
-        let mut app = slots.take(&sockets[0].0).expect("first");
+        let mut app = slots.take(Probe::of(&sockets[0].0)).expect("first");
         assert!(app.logged_in());
-        let mut app2 = slots.take(&sockets[1].0).expect("second");
+        let mut app2 = slots.take(Probe::of(&sockets[1].0)).expect("second");
         assert!(app2.logged_in());
         // Two logged in, two silent peers: the cap is full.
-        let a = slots.take(&sockets[2].0).expect("third");
-        let b = slots.take(&sockets[3].0).expect("fourth");
+        let a = slots.take(Probe::of(&sockets[2].0)).expect("third");
+        let b = slots.take(Probe::of(&sockets[3].0)).expect("fourth");
         a.reached(Progress::StreamOpened);
         // Newcomers evict the oldest silent peer, whose task has not yet run to close it.
         let mut closing = vec![b];
         let mut newest = None;
         for (n, (socket, _)) in sockets[4..8].iter().enumerate() {
-            let slot = slots.take(socket).unwrap_or_else(|| panic!("newcomer {n} takes a silent peer's place"));
+            let slot =
+                slots.take(Probe::of(socket)).unwrap_or_else(|| panic!("newcomer {n} takes a silent peer's place"));
             closing.extend(newest.replace(slot));
         }
         // b and the first three newcomers were evicted (a had begun to log in) and still close.
         assert_eq!(closing.len(), 4);
-        assert!(slots.take(&sockets[8].0).is_none(), "more closing connections than the allowance");
+        assert!(slots.take(Probe::of(&sockets[8].0)).is_none(), "more closing connections than the allowance");
         drop(closing);
-        let e = slots.take(&sockets[8].0).expect("closed connections gave their allowance back");
+        let e = slots.take(Probe::of(&sockets[8].0)).expect("closed connections gave their allowance back");
         // The last newcomer was evicted by e: logging in now finds no place (the cap is full).
         let mut evicted = newest.expect("a newcomer");
         assert!(!evicted.logged_in());
         drop((a, e, app2));
-        let mut f = slots.take(&sockets[9].0).expect("a place");
+        let mut f = slots.take(Probe::of(&sockets[9].0)).expect("a place");
         assert!(f.logged_in());
         assert!(app.logged_in());
     }
@@ -266,15 +294,15 @@ mod tests {
         let slots = Slots::new(4); // two may be anonymous
         let (app, mut app_peer) = peer();
         let (other, _other_peer) = peer();
-        let app_slot = slots.take(&app).expect("a place");
-        let other_slot = slots.take(&other).expect("a place");
+        let app_slot = slots.take(Probe::of(&app)).expect("a place");
+        let other_slot = slots.take(Probe::of(&other)).expect("a place");
         if let Some(p) = read_before {
             app_slot.reached(p);
             other_slot.reached(p);
         }
         app_peer.write_all(bytes).expect("written");
         let (newcomer, _newcomer_peer) = peer();
-        let _newcomer = slots.take(&newcomer).expect("a place");
+        let _newcomer = slots.take(Probe::of(&newcomer)).expect("a place");
         let gone = |s: &Slot| {
             let place = s.anonymous.as_ref().expect("not logged in");
             let a = place.registry.lock().expect("registry");

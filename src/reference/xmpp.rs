@@ -15,7 +15,7 @@ use tokio::net::TcpListener;
 use super::faults::{Fault, Variant};
 use super::http::parse_send;
 use super::model::{Model, Path, SendOutcome, SendResult, Via};
-use super::slots::{Slot, Slots};
+use super::slots::{Probe, Slot, Slots};
 use super::{LoginSlot, Reference, state};
 use crate::xmpp::{self as wire, Element, Event, StreamParser};
 
@@ -29,7 +29,7 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let slots = Slots::new(reference.connection_policy().max_connections);
     super::accept_loop(listener, "XMPP", shutdown, move |socket| {
-        let Some(slot) = slots.take(&socket) else { return };
+        let Some(slot) = slots.take(Probe::of(&socket)) else { return };
         let reference = reference.clone();
         tokio::spawn(async move {
             serve_connection_from(socket, reference, tokio::time::Instant::now(), Some(slot)).await;
@@ -49,12 +49,17 @@ pub async fn serve_tls(
     let acceptor = tokio_rustls::TlsAcceptor::from(config);
     let slots = Slots::new(reference.connection_policy().max_connections);
     super::accept_loop(listener, "XMPP (TLS)", shutdown, move |socket| {
-        let Some(slot) = slots.take(&socket) else { return };
+        let Some(slot) = slots.take(Probe::of(&socket)) else { return };
         let (acceptor, reference) = (acceptor.clone(), reference.clone());
         tokio::spawn(async move {
             let started = tokio::time::Instant::now();
             let deadline = reference.connection_policy().login_timeout;
-            if let Ok(Ok(stream)) = tokio::time::timeout(deadline, acceptor.accept(socket)).await {
+            // Told to make room during its handshake, it goes then (not at the deadline).
+            let stream = tokio::select! {
+                accepted = tokio::time::timeout(deadline, acceptor.accept(socket)) => accepted.ok().and_then(Result::ok),
+                () = slot.evicted() => None,
+            };
+            if let Some(stream) = stream {
                 serve_connection_from(stream, reference, started, Some(slot)).await;
             }
         });
@@ -183,13 +188,13 @@ async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
             unsettled = unsettled.and(u);
             if session.login.is_some() {
                 // Logged in: no longer one of the listener's anonymous connections.
-                io.until = None;
                 if !slot.as_mut().is_none_or(Slot::logged_in) {
                     // Told to make room meanwhile, and the cap has no other place.
                     reference.settle(unsettled);
                     let _ = io.write_all(stream_error("policy-violation", EVICTED).as_bytes()).await;
                     return;
                 }
+                io.until = None;
             }
             // What was queued before this stanza goes out before its reply (once bound: the
             // bind result itself must come first).

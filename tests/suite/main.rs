@@ -18,8 +18,9 @@
 //! - `exposure`: who can reach `gcmspec serve`: loopback unless told, a control API a web
 //!   page cannot drive and a token can close, keys from the OS, a private certificate file.
 //! - `tenancy`: what one peer may hold of a shared reference: the login deadline on a peer
-//!   that never reads, each sender's share of the XMPP connections, caps on senders and
-//!   devices.
+//!   that never reads, each sender's share of the XMPP connections, room for an app server
+//!   among peers that never log in (an evicted TLS handshake goes at once), caps on
+//!   senders, devices and stored messages.
 //! - `state`: `serve --state FILE` after `kill -9`: senders, devices, groups, stored and
 //!   received messages (HTTP and XMPP) come back; new credentials are never old ones.
 //! - `readme`: README's walk-through figures are what the program gives.

@@ -174,6 +174,35 @@ async fn anonymous_peers_cannot_keep_an_app_server_out() -> Result<(), String> {
     .map_err(|e| e.to_string())?
 }
 
+/// Over TLS, a connection told to make room during its handshake goes then, not at the
+/// login deadline: held until then, evicted handshakes spent the allowance of connections
+/// closing, and every newcomer was turned away.
+async fn an_evicted_tls_handshake_goes_at_once() -> Result<(), String> {
+    let policy = ConnectionPolicy {
+        max_connections: 2, // one may be not logged in
+        login_timeout: Duration::from_secs(5),
+        ..ConnectionPolicy::default()
+    };
+    let server = Reference::start_with(config(policy)).await.map_err(|e| e.to_string())?;
+    let addr = server.xmpp_tls_address();
+    tokio::task::spawn_blocking(move || {
+        // Silent: no ClientHello, so its handshake waits.
+        let mut first = TcpStream::connect(addr).map_err(|e| e.to_string())?;
+        std::thread::sleep(Duration::from_millis(200));
+        let _second = TcpStream::connect(addr).map_err(|e| e.to_string())?;
+        first.set_read_timeout(Some(Duration::from_secs(2))).map_err(|e| e.to_string())?;
+        let mut buf = [0u8; 64];
+        match first.read(&mut buf) {
+            Ok(0) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => Ok(()),
+            Ok(n) => Err(format!("the evicted handshake got {n} bytes, not a close")),
+            Err(e) => Err(format!("the evicted handshake was still open 2 s later ({e}); its deadline was 5 s")),
+        }
+    })
+    .await
+    .map_err(|e| e.to_string())?
+}
+
 /// Every stored collection a client can grow has a cap in total and per sender: past it the
 /// request gets 507 naming the cap, nothing is stored, and other senders keep their room.
 fn the_store_is_capped_per_sender_and_in_total() -> Result<(), String> {
@@ -402,6 +431,7 @@ pub fn trials() -> Vec<Trial> {
         trial("tenancy::anonymous-peers-cannot-keep-an-app-server-out", || {
             block_on(anonymous_peers_cannot_keep_an_app_server_out())
         }),
+        trial("tenancy::an-evicted-tls-handshake-goes-at-once", || block_on(an_evicted_tls_handshake_goes_at_once())),
         trial("tenancy::the-store-is-capped-per-sender-and-in-total", the_store_is_capped_per_sender_and_in_total),
         trial("tenancy::journals-are-bounded-and-each-senders-own", journals_are_bounded_and_each_senders_own),
     ]
