@@ -6,7 +6,7 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use gcmspec::driver::xmpp::{Auth, XmppClient};
-use gcmspec::reference::{Config, ConnectionPolicy, Reference, StoreCaps};
+use gcmspec::reference::{Config, ConnectionPolicy, Reference, RunningReference, StoreCaps};
 use gcmspec::wire::{HttpRequest, HttpResponse};
 use libtest_mimic::Trial;
 use serde_json::{Value, json};
@@ -17,6 +17,18 @@ fn config(policy: ConnectionPolicy) -> Config {
     let mut config = Config::bundled();
     config.connections = policy;
     config
+}
+
+/// A reference serving on 127.0.0.1 under `policy`.
+async fn start(policy: ConnectionPolicy) -> Result<RunningReference, String> {
+    Reference::start_with(config(policy)).await.map_err(|e| e.to_string())
+}
+
+/// Runs a trial's blocking clients off the runtime that serves them.
+async fn off_the_runtime<T: Send + 'static>(
+    clients: impl FnOnce() -> Result<T, String> + Send + 'static,
+) -> Result<T, String> {
+    tokio::task::spawn_blocking(clients).await.map_err(|e| e.to_string())?
 }
 
 /// Whether a fresh connection gets a stream header back within `wait`.
@@ -41,9 +53,9 @@ async fn unread_writes_end_at_the_login_deadline() -> Result<(), String> {
         idle_timeout: Duration::from_secs(600),
         ..ConnectionPolicy::default()
     };
-    let server = Reference::start_with(config(policy)).await.map_err(|e| e.to_string())?;
+    let server = start(policy).await?;
     let addr = server.xmpp_address();
-    tokio::task::spawn_blocking(move || {
+    off_the_runtime(move || {
         let mut hog = TcpStream::connect(addr).map_err(|e| e.to_string())?;
         hog.set_write_timeout(Some(Duration::from_secs(5))).map_err(|e| e.to_string())?;
         // Each stream header is answered with a header and features; nobody reads them.
@@ -61,17 +73,16 @@ async fn unread_writes_end_at_the_login_deadline() -> Result<(), String> {
         Ok(())
     })
     .await
-    .map_err(|e| e.to_string())?
 }
 
 /// One sender cannot take every connection: past its share its logins are refused, and
 /// another sender still logs in.
 async fn one_sender_cannot_hold_the_cap() -> Result<(), String> {
     let policy = ConnectionPolicy { max_connections: 8, max_connections_per_sender: 2, ..ConnectionPolicy::default() };
-    let server = Reference::start_with(config(policy)).await.map_err(|e| e.to_string())?;
+    let server = start(policy).await?;
     let addr = server.xmpp_address();
     let (greedy, other) = server.reference().with_model(|m| (m.create_sender(), m.create_sender()));
-    tokio::task::spawn_blocking(move || {
+    off_the_runtime(move || {
         let login = |s: &gcmspec::reference::model::SenderCredentials| {
             XmppClient::connect(addr, None, &s.sender_id, &s.server_key, Duration::from_secs(5))
         };
@@ -101,7 +112,6 @@ async fn one_sender_cannot_hold_the_cap() -> Result<(), String> {
         }
     })
     .await
-    .map_err(|e| e.to_string())?
 }
 
 /// Peers without credentials that open connection after connection (never logging in) hold
@@ -109,10 +119,10 @@ async fn one_sender_cannot_hold_the_cap() -> Result<(), String> {
 /// server always gets its turn to log in.
 async fn anonymous_peers_cannot_keep_an_app_server_out() -> Result<(), String> {
     let policy = ConnectionPolicy { max_connections: 8, ..ConnectionPolicy::default() };
-    let server = Reference::start_with(config(policy)).await.map_err(|e| e.to_string())?;
+    let server = start(policy).await?;
     let addr = server.xmpp_address();
     let sender = server.reference().with_model(|m| m.create_sender());
-    tokio::task::spawn_blocking(move || {
+    off_the_runtime(move || {
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         // Four peers at a time, each reopened as soon as it is closed.
         let flood: Vec<_> = (0..4)
@@ -171,7 +181,6 @@ async fn anonymous_peers_cannot_keep_an_app_server_out() -> Result<(), String> {
         }
     })
     .await
-    .map_err(|e| e.to_string())?
 }
 
 /// Over TLS, a connection told to make room during its handshake goes then, not at the
@@ -183,9 +192,9 @@ async fn an_evicted_tls_handshake_goes_at_once() -> Result<(), String> {
         login_timeout: Duration::from_secs(5),
         ..ConnectionPolicy::default()
     };
-    let server = Reference::start_with(config(policy)).await.map_err(|e| e.to_string())?;
+    let server = start(policy).await?;
     let addr = server.xmpp_tls_address();
-    tokio::task::spawn_blocking(move || {
+    off_the_runtime(move || {
         // Silent: no ClientHello, so its handshake waits.
         let mut first = TcpStream::connect(addr).map_err(|e| e.to_string())?;
         std::thread::sleep(Duration::from_millis(200));
@@ -200,7 +209,6 @@ async fn an_evicted_tls_handshake_goes_at_once() -> Result<(), String> {
         }
     })
     .await
-    .map_err(|e| e.to_string())?
 }
 
 /// Every stored collection a client can grow has a cap in total and per sender: past it the

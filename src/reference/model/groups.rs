@@ -110,11 +110,16 @@ impl Model {
     fn rekey(&mut self, key: &str, sender: &str, path: Path) -> String {
         let new = self.mint_key(sender, path);
         if let Some(group) = self.groups.remove(key) {
-            let filed: Arc<str> = Arc::from(new.as_str());
-            self.group_names.insert((group.sender.to_string(), group.name.clone()), filed.clone());
-            self.groups.insert(filed, group);
+            self.file_group(&new, group);
         }
         new
+    }
+
+    /// Files `group` under `key` in both maps that find it; the key is held once, by both.
+    fn file_group(&mut self, key: &str, group: Group) {
+        let filed: Arc<str> = Arc::from(key);
+        self.group_names.insert((group.sender.to_string(), group.name.clone()), filed.clone());
+        self.groups.insert(filed, group);
     }
 
     /// A group is gone: its sender holds one fewer.
@@ -164,11 +169,8 @@ impl Model {
             self.forget_group(&taken);
             self.group_names.remove(&(taken.sender.to_string(), taken.name));
         }
-        // The key is held once, by both maps; the sender's id is its entry's.
-        let filed: Arc<str> = Arc::from(key.as_str());
-        let sender_id = self.senders.get_key_value(sender).map_or_else(|| Arc::from(sender), |(k, _)| k.clone());
-        self.group_names.insert((sender.to_string(), name.clone()), filed.clone());
-        self.groups.insert(filed, Group { sender: sender_id, name, members, owner });
+        let group = Group { sender: self.shared_sender_id(sender), name, members, owner };
+        self.file_group(&key, group);
         Ok(key)
     }
 

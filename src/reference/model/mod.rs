@@ -662,13 +662,7 @@ impl Model {
                 last.clone()
             }
             _ => {
-                let list: super::lifetime::SenderList = new
-                    .senders
-                    .iter()
-                    .map(|s| {
-                        self.senders.get_key_value(s.as_str()).map_or_else(|| Arc::from(s.as_str()), |(k, _)| k.clone())
-                    })
-                    .collect();
+                let list: super::lifetime::SenderList = new.senders.iter().map(|s| self.shared_sender_id(s)).collect();
                 self.last_senders = Some(list.clone());
                 list
             }
@@ -676,6 +670,12 @@ impl Model {
         let instance = Instance::new(senders, new.account, new.package, new.platform);
         self.instances.insert(Arc::from(id.as_str()), instance);
         Ok(id)
+    }
+
+    /// A sender's id as its entry holds it, for devices and groups to share (a copy for a
+    /// sender the model does not know).
+    fn shared_sender_id(&self, sender: &str) -> Arc<str> {
+        self.senders.get_key_value(sender).map_or_else(|| Arc::from(sender), |(k, _)| k.clone())
     }
 
     fn new_registration_id(&mut self) -> String {
