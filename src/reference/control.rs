@@ -76,6 +76,16 @@ fn is_local_host(host: &str) -> bool {
     name == "localhost" || name.ends_with(".localhost") || name.parse::<std::net::Ipv4Addr>().is_ok()
 }
 
+/// The sender whose verdicts `GET {path}?{query}` reads settled, if it is such a read: the
+/// HTTP adapter lets what is in flight arrive before it answers one.
+pub fn settled_read_of<'a>(method: &str, path: &'a str, query: Option<&str>) -> Option<&'a str> {
+    let rest = path.strip_prefix(PREFIX)?;
+    let sender = rest.strip_prefix("senders/")?.strip_suffix("/verdicts")?;
+    let settled =
+        crate::wire::parse_query(query?).into_iter().any(|(k, v)| k == "settled" && (v == "true" || v == "1"));
+    (method == "GET" && settled && !sender.contains('/')).then_some(sender)
+}
+
 pub fn handle(model: &mut Model, site: &Site, req: &HttpRequest) -> HttpResponse {
     let profile = site.profile.as_str();
     let rest = &req.path[PREFIX.len()..];

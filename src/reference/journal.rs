@@ -189,6 +189,15 @@ impl Journals {
         Some(v)
     }
 
+    /// How long a settled reading of `sender`'s verdicts should wait, from `now_wall_ms`, so
+    /// that no copy it judges unacked is one whose ack, or whose connection's close, is
+    /// still on its way: the youngest awaited copy's age up to its rule's `in_flight_ms`.
+    pub fn settle_wait_ms(&self, sender: &str, now_wall_ms: u64) -> Option<u64> {
+        let book = self.book.as_deref()?;
+        let until = self.senders.get(sender)?.grading.in_flight_until(book)?;
+        until.checked_sub(now_wall_ms).filter(|&ms| ms > 0)
+    }
+
     /// `sender`'s verdicts as if every window had closed (an open retry or ack is judged as
     /// missed), from a copy of its grading: the journal goes on as it was.
     pub fn settled_verdicts(&self, sender: &str) -> Option<Verdicts> {

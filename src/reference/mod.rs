@@ -342,6 +342,15 @@ impl Reference {
         }
     }
 
+    /// How long a settled reading of `sender`'s verdicts should wait first: until the youngest
+    /// copy awaiting its app server's ack is `in_flight_ms` old (its rule's), so that an ack,
+    /// or a close, still on its way is judged as it lands rather than by who came first. The
+    /// HTTP adapter waits so before answering `?settled=true`; in-process callers may too.
+    pub fn settle_wait(&self, sender: &str) -> Option<std::time::Duration> {
+        let now = journal::wall_ms();
+        self.with_model(|m| m.journals.settle_wait_ms(sender, now)).map(std::time::Duration::from_millis)
+    }
+
     /// Direct access to the model, for tests that set up state without HTTP (and read what
     /// devices received). It holds the model's lock for the call: keep `f` short.
     ///
@@ -680,6 +689,17 @@ pub(crate) async fn accept_loop(
 type Response = hyper::Response<Full<Bytes>>;
 
 async fn adapter(reference: Reference, connection: HttpConnection, request: hyper::Request<Incoming>) -> Response {
+    let uri = request.uri();
+    if reference.shared.site.control_api
+        && let Some(sender) = control::settled_read_of(request.method().as_str(), uri.path(), uri.query())
+    {
+        // Each wait is at most the rules' in_flight_ms; a sender whose copies keep coming
+        // is read after a few.
+        for _ in 0..3 {
+            let Some(wait) = reference.settle_wait(sender) else { break };
+            tokio::time::sleep(wait).await;
+        }
+    }
     let permit = match &reference.shared.serial {
         Some(one) => one.acquire().await.ok(),
         None => None,

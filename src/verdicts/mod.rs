@@ -341,6 +341,12 @@ impl Grading {
 
     /// One state and log per rule, in the rulebook's order (a grading restored from a state
     /// file made under the same rules has them already).
+    /// Until when (machine clock, ms) an awaited ack may still be in flight (see
+    /// [`State::in_flight_until`]); `None` when nothing is.
+    pub fn in_flight_until(&self, book: &Rulebook) -> Option<u64> {
+        self.states.iter().zip(&book.rules).filter_map(|(s, r)| s.in_flight_until(&r.config)).max()
+    }
+
     fn fit(&mut self, book: &Rulebook) {
         if self.states.len() != book.rules.len() {
             self.states = book.rules.iter().map(|r| State::new(&r.config)).collect();
@@ -440,6 +446,10 @@ impl<V> Bounded<V> {
 
     pub fn keys(&self) -> impl Iterator<Item = &String> {
         self.map.keys()
+    }
+
+    pub fn values(&self) -> impl Iterator<Item = &V> {
+        self.map.values().map(|(_, v)| v)
     }
 
     /// Removes and returns the entries `pick` chooses, oldest first.

@@ -1,9 +1,11 @@
 //! Readings of the app-server rules at their edges, each a legal app server the verdicts
 //! must not blame (or a broken one they must), found by trying the rules as their users do:
 //! a member that fails whenever it is tried needs no retry, a retry may go to the canonical
-//! id that replaced a failed member, a verdict read settled judges what is still open, and
-//! the clock and scripts refuse values past their bounds.
+//! id that replaced a failed member, a verdict read settled judges what is still open (and,
+//! over HTTP, lets an ack on its way land first), and the clock and scripts refuse values
+//! past their bounds.
 
+use gcmspec::driver::{HttpTarget, Target};
 use gcmspec::reference::{Config, Reference};
 use gcmspec::verdicts::{Outcome, Verdicts};
 use gcmspec::wire::HttpRequest;
@@ -144,6 +146,74 @@ fn settled_verdicts_judge_what_is_open() -> Result<(), String> {
     Ok(())
 }
 
+/// Over HTTP a settled read waits, at most the rule's in_flight_ms, for what may still be on
+/// its way: an app server whose ack is sent while the test reads its verdicts is not blamed
+/// for it, and one that keeps its connection and never acks is, whichever comes first.
+async fn a_settled_read_lets_an_ack_on_its_way_land() -> Result<(), String> {
+    let server = Reference::start_with(Config::bundled()).await.map_err(|e| e.to_string())?;
+    let (url, xmpp) = (server.url(), server.xmpp_address());
+    let (sender, phone) = server.reference().with_model(|m| {
+        let sender = m.create_sender();
+        let phone = m.register_instance(vec![sender.sender_id.clone()], None);
+        (sender, phone)
+    });
+    tokio::task::spawn_blocking(move || {
+        let http = HttpTarget::new(&url, std::time::Duration::from_secs(10)).map_err(|e| e.to_string())?;
+        // Read on a thread of its own, as a test does while its app server goes on.
+        let read_settled = || {
+            let (url, id, key) = (url.clone(), sender.sender_id.clone(), format!("key={}", sender.server_key));
+            std::thread::spawn(move || -> Result<Verdicts, String> {
+                let http = HttpTarget::new(&url, std::time::Duration::from_secs(10))
+                    .map_err(|e| e.to_string())?;
+                let req = HttpRequest::new("GET", &format!("/_gcmspec/v1/senders/{id}/verdicts"))
+                    .with_query("settled", "true")
+                    .with_header("authorization", &key);
+                let resp = http.exchange(&req).map_err(|e| e.to_string())?;
+                serde_json::from_value(resp.body_json().ok_or(format!("not JSON: {} {:?}", resp.status, String::from_utf8_lossy(&resp.body)))?).map_err(|e| e.to_string())
+            })
+        };
+        let upstream = |id: &str| {
+            let body = json!({ "to": format!("{}@gcm.googleapis.com", sender.sender_id), "message_id": id, "data": { "m": id } });
+            let req = HttpRequest::new("POST", &format!("/_gcmspec/v1/instances/{phone}/upstream"))
+                .with_header("authorization", &format!("key={}", sender.server_key))
+                .with_json(&body);
+            http.exchange(&req).map(|r| r.status).map_err(|e| e.to_string())
+        };
+        let (client, auth) = gcmspec::driver::xmpp::XmppClient::connect(
+            xmpp,
+            None,
+            &sender.sender_id,
+            &sender.server_key,
+            std::time::Duration::from_secs(5),
+        )?;
+        let mut client = client.ok_or(format!("XMPP login refused: {auth:?}"))?;
+        let status = upstream("up-1")?;
+        let got = client.next_as_json()?;
+        if status != 200 || got["message_id"] != "up-1" {
+            return Err(format!("the upstream message: {status}, then {got}"));
+        }
+        // The test reads its verdicts at once; the ack goes 200 ms later.
+        let reading = read_settled();
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        client.send_gcm("", &json!({ "to": got["from"], "message_id": "up-1", "message_type": "ack" }))?;
+        let v = reading.join().map_err(|_| "the reader panicked".to_string())??;
+        if outcome(&v, "app.xmpp.ack-upstream") != Some(Outcome::Passed) {
+            return Err(format!("an ack sent as the verdicts were read was blamed: {}", v.to_json()));
+        }
+        // Never acked, on a connection still open: missed, however soon it is read.
+        upstream("up-2")?;
+        client.next_as_json()?;
+        let v = read_settled().join().map_err(|_| "the reader panicked".to_string())??;
+        drop(client);
+        match v.rule("app.xmpp.ack-upstream") {
+            Some(r) if r.outcome == Outcome::Violated && r.violations_total == 1 => Ok(()),
+            _ => Err(format!("a copy never acked on an open connection was not missed: {}", v.to_json())),
+        }
+    })
+    .await
+    .map_err(|e| e.to_string())?
+}
+
 /// A clock advance or a Retry-After past their bounds is refused, said, and changes nothing.
 fn bounds_of_the_clock_and_scripts() -> Result<(), String> {
     let app = App::new();
@@ -180,6 +250,9 @@ pub fn trials() -> Vec<Trial> {
         trial("verdict-readings::lasting-member-failures-need-no-retry", lasting_member_failures_need_no_retry),
         trial("verdict-readings::a-retry-may-go-to-the-canonical-id", a_retry_may_go_to_the_canonical_id),
         trial("verdict-readings::settled-verdicts-judge-what-is-open", settled_verdicts_judge_what_is_open),
+        trial("verdict-readings::a-settled-read-lets-an-ack-on-its-way-land", || {
+            crate::block_on(a_settled_read_lets_an_ack_on_its_way_land())
+        }),
         trial("verdict-readings::bounds-of-the-clock-and-scripts", bounds_of_the_clock_and_scripts),
     ]
 }

@@ -171,6 +171,15 @@ impl State {
         }
     }
 
+    /// Until when (machine clock, ms) something this rule awaits may still be in flight:
+    /// a settled reading taken before then could judge an ack that is on its way.
+    pub fn in_flight_until(&self, config: &Config) -> Option<u64> {
+        match (self, config) {
+            (State::Acks(s), Config::Acks { in_flight_ms, .. }) => s.in_flight_until(*in_flight_ms),
+            _ => None,
+        }
+    }
+
     /// What is still open, or forgotten past the bound.
     pub fn note(&self) -> Option<String> {
         match self {

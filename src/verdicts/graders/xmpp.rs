@@ -157,6 +157,12 @@ impl Acks {
         }
     }
 
+    /// When (machine clock, ms) the youngest copy still awaiting its ack stops being in
+    /// flight: before then its ack may be on its way, or its connection closing.
+    pub fn in_flight_until(&self, in_flight_ms: u64) -> Option<u64> {
+        self.open.values().map(|u| u.stamp.wall_ms.saturating_add(in_flight_ms)).max()
+    }
+
     pub fn note(&self) -> Option<String> {
         let open = self.open.len();
         let waiting = (open > 0).then(|| format!("{open} message(s) awaiting their ack"));
