@@ -7,7 +7,7 @@ fixture ``gcmspec`` gives each test a fresh sender on a server started once per 
 When the test body returns, the verdicts are read settled: as if every window had closed,
 so an upstream message never acked (on a connection still open), or a failure never
 retried, counts as missed even if the test did not wait for it; an ack still on its way is
-let in first (the reference waits up to a second for it). Rules the test named with ``expect_violation`` must have
+let in first (the reference waits until the copy is a second old, or the ack lands). Rules the test named with ``expect_violation`` must have
 been violated.
 """
 

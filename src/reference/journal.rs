@@ -202,8 +202,7 @@ impl Journals {
     /// missed), from a copy of its grading: the journal goes on as it was.
     pub fn settled_verdicts(&self, sender: &str) -> Option<Verdicts> {
         let book = self.book.clone()?;
-        // Far enough that every window has passed, far from overflowing.
-        let end = Stamp { at_ms: u64::MAX / 4, wall_ms: u64::MAX / 4 };
+        let end = Stamp::SETTLED;
         let mut v = match self.senders.get(sender) {
             Some(j) => {
                 let count = JournalCount { entries: j.next_seq, dropped: j.dropped, evicted_entries: 0 };

@@ -688,16 +688,26 @@ pub(crate) async fn accept_loop(
 
 type Response = hyper::Response<Full<Bytes>>;
 
+/// How often a settled read looks again for the acks it waits for.
+const SETTLE_POLL: std::time::Duration = std::time::Duration::from_millis(5);
+
 async fn adapter(reference: Reference, connection: HttpConnection, request: hyper::Request<Incoming>) -> Response {
     let uri = request.uri();
     if reference.shared.site.control_api
         && let Some(sender) = control::settled_read_of(request.method().as_str(), uri.path(), uri.query())
     {
-        // Each wait is at most the rules' in_flight_ms; a sender whose copies keep coming
-        // is read after a few.
-        for _ in 0..3 {
-            let Some(wait) = reference.settle_wait(sender) else { break };
-            tokio::time::sleep(wait).await;
+        // Bounded: twice the first wait (itself at most the rules' in_flight_ms), so a sender
+        // whose copies keep coming is read all the same; looked at again every few
+        // milliseconds, so an ack that lands ends it.
+        if let Some(first) = reference.settle_wait(sender) {
+            let deadline = tokio::time::Instant::now() + first * 2;
+            while let Some(wait) = reference.settle_wait(sender) {
+                let now = tokio::time::Instant::now();
+                if now >= deadline {
+                    break;
+                }
+                tokio::time::sleep(wait.min(SETTLE_POLL).min(deadline - now)).await;
+            }
         }
     }
     let permit = match &reference.shared.serial {

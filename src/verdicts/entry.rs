@@ -16,6 +16,16 @@ pub struct Stamp {
 }
 
 impl Stamp {
+    /// The moment a settled reading judges at: far enough that every window has passed,
+    /// far from overflowing.
+    pub const SETTLED: Stamp = Stamp { at_ms: u64::MAX / 4, wall_ms: u64::MAX / 4 };
+
+    /// Whether this is [`Stamp::SETTLED`]: a violation found then is worded as what was
+    /// still open when the verdicts were read, not as a window that ran out.
+    pub fn is_settled(self) -> bool {
+        self == Stamp::SETTLED
+    }
+
     /// Milliseconds from `earlier` to `self`, on whichever clock moved more.
     pub fn since(self, earlier: Stamp) -> u64 {
         self.at_ms.saturating_sub(earlier.at_ms).max(self.wall_ms.saturating_sub(earlier.wall_ms))

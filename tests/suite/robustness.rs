@@ -358,8 +358,11 @@ fn against_misbehaving(how: Misbehaviour, code: i32, needles: &[&str]) -> Result
     let url = format!("http://{addr}");
     let dir = std::env::temp_dir().join(format!("gcmspec-misbehaving-{}-{how:?}", std::process::id()));
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    // A second is enough to wait for silence; a huge body is read up to its cap, 8 MiB per
+    // exchange, which a loaded machine may not do within a second: it gets ten.
+    let timeout = if how == Misbehaviour::Huge { "10" } else { "1" };
     let mut args =
-        vec!["run", "--target", &url, "--timeout", "1", "--no-snapshots", "--no-replays", "--json", "r.json"];
+        vec!["run", "--target", &url, "--timeout", timeout, "--no-snapshots", "--no-replays", "--json", "r.json"];
     if !matches!(
         how,
         Misbehaviour::CapabilitiesThenHang

@@ -205,6 +205,16 @@ pub(crate) fn at(stamp: Stamp) -> String {
     super::entry::clock_text(stamp.at_ms)
 }
 
+/// How long an open duty had, in a violation's words: its window, or, read settled, that
+/// the verdicts were read before it ran out (and judged as if it had).
+pub(crate) fn by_when(now: Stamp, window_ms: u64) -> String {
+    if now.is_settled() {
+        format!("by the time the verdicts were read settled (its {} taken as run out)", secs(window_ms))
+    } else {
+        format!("within {}", secs(window_ms))
+    }
+}
+
 /// Milliseconds as seconds with one decimal.
 pub(crate) fn secs(ms: u64) -> String {
     format!("{:.1} s", ms as f64 / 1000.0)

@@ -5,7 +5,7 @@ use std::collections::HashSet;
 
 use serde::{Deserialize, Serialize};
 
-use super::{at, secs};
+use super::{at, by_when, secs};
 use crate::verdicts::entry::Stamp;
 use crate::verdicts::events::{Answer, Event, Sent};
 use crate::verdicts::{Bounded, Numbers, RuleLog};
@@ -125,10 +125,10 @@ impl Retries {
             };
             log.violate(now, vec![f.seq], || {
                 format!(
-                    "the send answered at {} (#{}) failed for {whom} and was not sent again within {}",
+                    "the send answered at {} (#{}) failed for {whom} and was not sent again {}",
                     at(f.stamp),
                     f.seq,
-                    secs(within_ms + f.retry_after_ms)
+                    by_when(now, within_ms + f.retry_after_ms)
                 )
             });
         }

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::{at, secs};
+use super::{at, by_when};
 use crate::verdicts::entry::{Conn, Stamp};
 use crate::verdicts::events::{Event, ToAck};
 use crate::verdicts::{Bounded, RuleLog};
@@ -84,6 +84,9 @@ pub(crate) struct Acks {
     /// By `conn:message_id:copy`.
     open: Bounded<Unacked>,
     copies: u64,
+    /// Copies left unacked by a close that came within in_flight_ms of them.
+    #[serde(default)]
+    excused: u64,
 }
 
 impl Acks {
@@ -120,6 +123,7 @@ impl Acks {
                 // it again on another connection, and that copy carries the duty.
                 for u in self.open.take_where(|u| u.conn == *conn) {
                     if stamp.since(u.stamp) < in_flight_ms {
+                        self.excused += 1;
                         continue;
                     }
                     log.exercised += 1;
@@ -146,12 +150,12 @@ impl Acks {
             log.exercised += 1;
             log.violate(now, vec![u.seq], || {
                 format!(
-                    "{} {:?} was written at {} (#{}) and not acked within {}",
+                    "{} {:?} was written at {} (#{}) and not acked {}",
                     what(kind),
                     u.message_id,
                     at(u.stamp),
                     u.seq,
-                    secs(within_ms)
+                    by_when(now, within_ms)
                 )
             });
         }
@@ -166,7 +170,13 @@ impl Acks {
     pub fn note(&self) -> Option<String> {
         let open = self.open.len();
         let waiting = (open > 0).then(|| format!("{open} message(s) awaiting their ack"));
-        [waiting, self.open.forgot_note("messages")].into_iter().flatten().reduce(|a, b| format!("{a}; {b}"))
+        let excused = (self.excused > 0).then(|| {
+            format!(
+                "{} unacked copy(ies) excused: their connection closed while they were in flight (they are sent again)",
+                self.excused
+            )
+        });
+        [waiting, excused, self.open.forgot_note("messages")].into_iter().flatten().reduce(|a, b| format!("{a}; {b}"))
     }
 }
 
