@@ -1,7 +1,8 @@
 //! What the model costs: a clock advance as instances pile up (it should grow with the
 //! messages waiting, not with the instances registered), and one request handled in-process,
 //! parsing and rendering included (what a served request spends holding the model), with and
-//! without the app-server journal and its grading.
+//! without the app-server journal and its grading, and that cost again while the app server
+//! has left thousands of failures unretried (the grading's cost should not grow with them).
 //!
 //! `cargo bench --bench model` (a release build). Prints figures; asserts nothing about speed.
 
@@ -22,9 +23,93 @@ fn main() {
         clock_advance();
     }
     // A case's name picks that case alone (`-- multicast`), for a profiler.
-    let case = only.clone().filter(|o| !"one-request".contains(o.as_str()) && !"clock-advance".contains(o.as_str()));
+    let case = only
+        .clone()
+        .filter(|o| ["one-request", "clock-advance", "open-failures"].iter().all(|part| !part.contains(o.as_str())));
     if wants("one-request") || case.is_some() {
         one_request(case.as_deref());
+    }
+    if wants("open-failures") {
+        open_failures();
+    }
+}
+
+/// A one-token send, journaled, while `open` earlier sends failed (scripted 503s) and were
+/// never retried: each is a failure the retry rules watch until its window closes.
+fn open_failures() {
+    use gcmspec::wire::HttpRequest;
+    for open in [0u64, 1_000, 10_000] {
+        let reference = Reference::new(Config::bundled());
+        let (sender, ids) = reference.with_model(|m| {
+            let sender = m.create_sender();
+            let ids: Vec<String> = (0..2).map(|_| m.register_instance(vec![sender.sender_id.clone()], None)).collect();
+            (sender, ids)
+        });
+        let send = |to: &str, n: u64| HttpRequest {
+            method: "POST".into(),
+            path: "/fcm/send".into(),
+            query: Vec::new(),
+            headers: vec![
+                ("authorization".into(), format!("key={}", sender.server_key)),
+                ("content-type".into(), "application/json".into()),
+            ],
+            body: serde_json::json!({"to": to, "data": {"n": n}}).to_string().into_bytes(),
+        };
+        if open > 0 {
+            let script = HttpRequest::new("POST", &format!("/_gcmspec/v1/senders/{}/script", sender.sender_id))
+                .with_header("authorization", &format!("key={}", sender.server_key))
+                .with_json(&serde_json::json!({"kind": "status", "status": 503, "times": open}));
+            assert_eq!(reference.handle(&script).status, 201);
+            for n in 0..open {
+                assert_eq!(reference.handle(&send(&ids[0], n)).status, 503);
+            }
+        }
+        let times = 5_000u64;
+        let requests: Vec<HttpRequest> = (0..times).map(|n| send(&ids[1], 1_000_000 + n)).collect();
+        let start = Instant::now();
+        for request in &requests {
+            assert_eq!(reference.handle(request).status, 200);
+        }
+        println!(
+            "send to one token, journaled, with {open:>6} failures left unretried: {:?} each",
+            start.elapsed() / times as u32
+        );
+    }
+    // The same with upstream messages written to an XMPP connection and never acked: each a
+    // copy the ack rules watch until its window closes.
+    for open in [0u64, 1_000, 10_000] {
+        let reference = Reference::new(Config::bundled());
+        let (sender, id) = reference.with_model(|m| {
+            let sender = m.create_sender();
+            let id = m.register_instance(vec![sender.sender_id.clone()], None);
+            (sender, id)
+        });
+        reference.with_model(|m| {
+            let now = m.now_ms(&sender.sender_id);
+            for n in 0..open {
+                let stamp = gcmspec::verdicts::Stamp { at_ms: now, wall_ms: wall_ms() };
+                let stanza = serde_json::json!({"from": id, "message_id": format!("up-{n}"), "data": {"n": n}});
+                let what = gcmspec::verdicts::What::XmppSent { stanza };
+                let conn = Some((gcmspec::verdicts::Conn::Xmpp(1), now));
+                m.journals.record(&sender.sender_id, stamp, conn, what, false, None);
+            }
+        });
+        let times = 5_000u64;
+        let requests: Vec<HttpRequest> = (0..times)
+            .map(|n| {
+                HttpRequest::new("POST", "/fcm/send")
+                    .with_header("authorization", &format!("key={}", sender.server_key))
+                    .with_json(&serde_json::json!({"to": id, "data": {"n": n}}))
+            })
+            .collect();
+        let start = Instant::now();
+        for request in &requests {
+            assert_eq!(reference.handle(request).status, 200);
+        }
+        println!(
+            "send to one token, journaled, with {open:>6} upstream copies unacked:  {:?} each",
+            start.elapsed() / times as u32
+        );
     }
 }
 
@@ -85,6 +170,10 @@ fn one_request_with(reference: Reference, case: Option<&str>) {
         }
         println!("  {name:<28} handled in-process: {:?} each", start.elapsed() / times);
     }
+}
+
+fn wall_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
 fn clock_advance() {

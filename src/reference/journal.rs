@@ -140,7 +140,9 @@ impl Journals {
         // Judged as of its last entry: what it had found is kept, merged with what an
         // earlier eviction of the same sender had.
         match self.verdicts_at_last(&oldest) {
-            Some(before) if !before.violated.is_empty() => self.gone.insert(oldest.clone(), before),
+            Some(before) if !before.violated.is_empty() => {
+                self.gone.insert(oldest.clone(), before);
+            }
             _ => {}
         }
         self.senders.remove(&oldest);

@@ -275,8 +275,9 @@ impl Reader {
             }
             What::XmppOpened => vec![Event::Opened { seq, stamp, conn: xmpp_conn }],
             What::XmppClosed => {
+                let prefix = format!("{xmpp_conn}:");
                 self.order.retain(|k| {
-                    let gone = k.starts_with(&format!("{xmpp_conn}:"));
+                    let gone = k.starts_with(&prefix);
                     if gone {
                         self.unanswered.remove(k);
                     }

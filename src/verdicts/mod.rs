@@ -403,7 +403,9 @@ impl<V> Bounded<V> {
         self.map.get(k).is_some_and(|(m, _)| m == n)
     }
 
-    pub fn insert(&mut self, k: String, v: V) {
+    /// Inserts `v` under `k`; past the bound, the oldest entry is forgotten (and returned,
+    /// for a caller that indexes what it holds).
+    pub fn insert(&mut self, k: String, v: V) -> Option<V> {
         match self.map.get_mut(&k) {
             // Already there: the value changes, its place in the order does not.
             Some(slot) => slot.1 = v,
@@ -413,20 +415,57 @@ impl<V> Bounded<V> {
                 self.order.push_back((self.next, k));
             }
         }
+        let mut forgotten = None;
         while self.map.len() > TRACKED {
             match self.order.pop_front() {
                 Some(e) if self.live(&e) => {
-                    self.map.remove(&e.1);
+                    forgotten = self.map.remove(&e.1).map(|(_, v)| v);
                     self.forgot += 1;
                 }
                 Some(_) => {}
                 None => break,
             }
         }
+        self.compact();
+        forgotten
+    }
+
+    /// Drops stale mentions once they are most of the order, so that a walk of the order
+    /// costs what the map holds, not what it once held.
+    fn compact(&mut self) {
         if self.order.len() > 2 * self.map.len().max(64) {
             let map = &self.map;
             self.order.retain(|(n, k)| map.get(k).is_some_and(|(m, _)| m == n));
         }
+    }
+
+    /// Iterates the live entries, oldest first.
+    pub fn iter_ordered(&self) -> impl Iterator<Item = (&str, &V)> {
+        self.order.iter().filter_map(|(n, k)| match self.map.get(k) {
+            Some((m, v)) if m == n => Some((k.as_str(), v)),
+            _ => None,
+        })
+    }
+
+    /// Removes and returns the oldest entries while `pick` takes them: the first live entry
+    /// it does not take ends the walk (for entries whose order is the order they fall due).
+    pub fn take_front_while(&mut self, mut pick: impl FnMut(&V) -> bool) -> Vec<V> {
+        let mut out = Vec::new();
+        while let Some((n, k)) = self.order.front() {
+            match self.map.get(k) {
+                Some((m, v)) if m == n => {
+                    if !pick(v) {
+                        break;
+                    }
+                    let (_, k) = self.order.pop_front().expect("a front");
+                    out.extend(self.map.remove(&k).map(|(_, v)| v));
+                }
+                _ => {
+                    self.order.pop_front();
+                }
+            }
+        }
+        out
     }
 
     pub fn entry_or(&mut self, k: &str, make: impl FnOnce() -> V) -> &mut V {
@@ -437,7 +476,9 @@ impl<V> Bounded<V> {
     }
 
     pub fn remove(&mut self, k: &str) -> Option<V> {
-        self.map.remove(k).map(|(_, v)| v)
+        let v = self.map.remove(k).map(|(_, v)| v);
+        self.compact();
+        v
     }
 
     pub fn len(&self) -> usize {
@@ -460,7 +501,9 @@ impl<V> Bounded<V> {
             .filter(|e| self.live(e) && self.map.get(&e.1).is_some_and(|(_, v)| pick(v)))
             .map(|(_, k)| k.clone())
             .collect();
-        keys.iter().filter_map(|k| self.remove(k)).collect()
+        let out = keys.iter().filter_map(|k| self.map.remove(k).map(|(_, v)| v)).collect();
+        self.compact();
+        out
     }
 
     /// A note when the bound made it forget something.
@@ -486,6 +529,22 @@ mod tests {
         b.insert("b".into(), 2);
         assert_eq!(b.take_where(|v| *v == 1), vec![1]);
         assert_eq!(b.len(), 1);
+    }
+
+    #[test]
+    fn the_front_is_taken_while_it_is_due_and_no_further() {
+        let mut b: Bounded<u32> = Bounded::default();
+        for (k, v) in [("a", 1), ("b", 2), ("c", 9), ("d", 3)] {
+            b.insert(k.into(), v);
+        }
+        b.remove("b");
+        // "b" is gone (a stale mention, skipped); "c" is not due, so "d" waits behind it.
+        assert_eq!(b.take_front_while(|v| *v < 5), vec![1]);
+        assert_eq!(b.iter_ordered().map(|(k, _)| k).collect::<Vec<_>>(), ["c", "d"]);
+        // Past the bound, the one forgotten is handed back.
+        let mut b: Bounded<usize> = Bounded::default();
+        let forgotten: Vec<usize> = (0..TRACKED + 2).filter_map(|i| b.insert(i.to_string(), i)).collect();
+        assert_eq!(forgotten, [0, 1]);
     }
 
     #[test]

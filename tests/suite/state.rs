@@ -296,6 +296,11 @@ fn journals_survive_a_restart(journal_bytes: u64) -> Result<(), String> {
     ] {
         send(&first, &key, body);
     }
+    // A failure still open at the restart, retried after it.
+    if first.handle(&script).status != 201 {
+        return Err("the second script was refused".into());
+    }
+    send(&first, &key, json!({ "to": phone, "data": { "n": "4" } }));
     let before = first.verdicts(&id).ok_or("no verdicts before")?;
     let journal_before = first.journal(&id, None).ok_or("no journal before")?;
     drop(first);
@@ -312,6 +317,18 @@ fn journals_survive_a_restart(journal_bytes: u64) -> Result<(), String> {
             after.to_json()
         ));
     }
+    // The failure open at the restart is found by its retry (the graders' indexes are built
+    // again from the state they restored).
+    send(&again, &key, json!({ "to": phone, "data": { "n": "4" } }));
+    let settled = HttpRequest::new("GET", &format!("/_gcmspec/v1/senders/{id}/verdicts"))
+        .with_query("settled", "true")
+        .with_header("authorization", &format!("key={key}"));
+    let settled = again.handle(&settled).body_json().unwrap_or_default();
+    let retry = settled["rules"].as_array().and_then(|r| r.iter().find(|r| r["id"] == "app.retry.server-error"));
+    if retry.map(|r| r["outcome"].clone()) != Some(json!("passed")) {
+        return Err(format!("the failure open at the restart, retried after it: {retry:?}"));
+    }
+    let journal_after = again.journal(&id, None).ok_or("no journal")?;
     // And the journal goes on from where it was.
     send(&again, &key, json!({ "to": phone, "data": { "n": "3" } }));
     let next = again.journal(&id, Some(journal_after.next)).ok_or("no journal")?;

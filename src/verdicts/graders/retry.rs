@@ -1,7 +1,7 @@
 //! Retries: a failed message sent again (the same data, notification and collapse key, to
 //! a target that failed), not sooner than a Retry-After, each wait twice the one before.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use serde::{Deserialize, Serialize};
 
@@ -74,9 +74,60 @@ pub(crate) struct Retries {
     /// A canonical id answered for an id: a retry to either is one.
     #[serde(default)]
     renamed: Bounded<String>,
+    /// The keys in `open` by target, so that a send is checked against the failures it may
+    /// retry alone, not against every one open. Not kept in a state file: rebuilt from `open`.
+    #[serde(skip)]
+    by_target: Option<HashMap<String, Vec<String>>>,
+    /// The soonest an open failure can fall due on each clock, its window aside: until then a
+    /// settle has nothing to judge and walks nothing. `None`: not known, found by the next walk.
+    #[serde(skip)]
+    soonest: Option<(u64, u64)>,
+}
+
+/// When a failure's window starts on each clock: its answer, pushed back by its Retry-After.
+fn starts(f: &Failure) -> (u64, u64) {
+    (f.stamp.at_ms.saturating_add(f.retry_after_ms), f.stamp.wall_ms.saturating_add(f.retry_after_ms))
 }
 
 impl Retries {
+    fn index(&mut self) -> &mut HashMap<String, Vec<String>> {
+        let open = &self.open;
+        self.by_target.get_or_insert_with(|| {
+            let mut index: HashMap<String, Vec<String>> = HashMap::new();
+            for (key, f) in open.iter_ordered() {
+                for t in &f.targets {
+                    index.entry(t.clone()).or_default().push(key.to_string());
+                }
+            }
+            index
+        })
+    }
+
+    fn unindex(&mut self, key: &str, f: &Failure) {
+        let Some(index) = self.by_target.as_mut() else { return };
+        for t in &f.targets {
+            if let Some(keys) = index.get_mut(t) {
+                keys.retain(|k| k != key);
+                if keys.is_empty() {
+                    index.remove(t);
+                }
+            }
+        }
+    }
+
+    fn open_failure(&mut self, f: Failure) {
+        let key = f.seq.to_string();
+        let index = self.index();
+        for t in &f.targets {
+            index.entry(t.clone()).or_default().push(key.clone());
+        }
+        let (at, wall) = starts(&f);
+        self.soonest = self.soonest.map(|(a, w)| (a.min(at), w.min(wall)));
+        if let Some(forgotten) = self.open.insert(key, f) {
+            self.unindex(&forgotten.seq.to_string(), &forgotten);
+        }
+    }
+
     pub fn feed(&mut self, group: bool, n: &Numbers, event: &Event, log: &mut RuleLog) {
         match event {
             Event::Answered(sent, answer) => {
@@ -91,30 +142,53 @@ impl Retries {
                 if let Some(mut targets) = failed(group, sent, answer, n) {
                     let canonical: Vec<String> = targets.iter().filter_map(|t| self.renamed.get(t).cloned()).collect();
                     targets.extend(canonical);
-                    let f = Failure {
+                    self.open_failure(Failure {
                         parts: sent.parts.clone(),
                         key: sent.to_key().then(|| sent.to.clone()).flatten(),
                         targets: targets.into_iter().collect(),
                         seq: answer.seq,
                         stamp: answer.stamp,
                         retry_after_ms: answer.retry_after_ms.unwrap_or(0),
-                    };
-                    self.open.insert(answer.seq.to_string(), f);
+                    });
                 }
             }
             Event::Sent(sent) => {
-                let done = self.open.take_where(|f| retries(sent, f, false));
-                if !done.is_empty() {
+                // Only failures at one of its targets can be retried by it.
+                let index = self.index();
+                let mut candidates: Vec<String> =
+                    sent.each_target().filter_map(|t| index.get(t)).flatten().cloned().collect();
+                candidates.sort_unstable();
+                candidates.dedup();
+                let mut done = 0;
+                for key in candidates {
+                    if self.open.get(&key).is_some_and(|f| retries(sent, f, false))
+                        && let Some(f) = self.open.remove(&key)
+                    {
+                        self.unindex(&key, &f);
+                        done += 1;
+                    }
+                }
+                if done > 0 {
                     self.retrying.insert(sent.seq.to_string(), ());
                 }
-                log.exercised += done.len() as u64;
+                log.exercised += done;
             }
             _ => {}
         }
     }
 
     pub fn settle(&mut self, within_ms: u64, now: Stamp, log: &mut RuleLog) {
-        for f in self.open.take_where(|f| now.since(f.stamp) > within_ms + f.retry_after_ms) {
+        if let Some((at, wall)) = self.soonest
+            && now.at_ms.saturating_sub(at) <= within_ms
+            && now.wall_ms.saturating_sub(wall) <= within_ms
+        {
+            return;
+        }
+        let due = self.open.take_where(|f| now.since(f.stamp) > within_ms + f.retry_after_ms);
+        self.soonest =
+            Some(self.open.values().map(starts).fold((u64::MAX, u64::MAX), |(a, w), (fa, fw)| (a.min(fa), w.min(fw))));
+        for f in due {
+            self.unindex(&f.seq.to_string(), &f);
             log.exercised += 1;
             let mut members: Vec<&str> =
                 f.targets.iter().map(String::as_str).filter(|t| Some(*t) != f.key.as_deref()).collect();
@@ -348,9 +422,10 @@ impl ResentSuccess {
                     self.taken.remove(&key);
                     return;
                 }
-                let shown = again.iter().take(3).copied().collect::<Vec<_>>().join(", ");
-                let more = if again.len() > 3 { format!(" and {} more", again.len() - 3) } else { String::new() };
                 log.violate(sent.stamp, vec![seq, sent.seq], || {
+                    // Worded only when shown: an app server that resends at load pays no text.
+                    let shown = again.iter().take(3).copied().collect::<Vec<_>>().join(", ");
+                    let more = if again.len() > 3 { format!(" and {} more", again.len() - 3) } else { String::new() };
                     format!(
                         "the send answered at {} (#{seq}) was taken by {shown}{more}, and #{} sent it to them again {} later",
                         at(stamp),

@@ -87,41 +87,69 @@ pub(crate) struct Acks {
     /// Copies left unacked by a close that came within in_flight_ms of them.
     #[serde(default)]
     excused: u64,
+    /// The keys in `open` by message id, oldest first, so that an ack finds its copy without
+    /// a walk of every copy open. Not kept in a state file: rebuilt from `open`.
+    #[serde(skip)]
+    by_id: Option<HashMap<String, Vec<String>>>,
 }
 
 impl Acks {
+    fn index(&mut self) -> &mut HashMap<String, Vec<String>> {
+        let open = &self.open;
+        self.by_id.get_or_insert_with(|| {
+            let mut index: HashMap<String, Vec<String>> = HashMap::new();
+            for (key, u) in open.iter_ordered() {
+                index.entry(u.message_id.clone()).or_default().push(key.to_string());
+            }
+            index
+        })
+    }
+
+    /// Drops the index's keys for `message_id` whose copies are no longer open.
+    fn unindex(&mut self, message_id: &str) {
+        let open = &self.open;
+        let Some(index) = self.by_id.as_mut() else { return };
+        if let Some(keys) = index.get_mut(message_id) {
+            keys.retain(|k| open.get(k).is_some());
+            if keys.is_empty() {
+                index.remove(message_id);
+            }
+        }
+    }
+
     pub fn feed(&mut self, kind: ToAck, in_flight_ms: u64, event: &Event, log: &mut RuleLog) {
         match event {
             Event::ToAck { seq, stamp, conn, message_id, kind: k } if *k == kind => {
                 self.copies += 1;
                 let u = Unacked { conn: *conn, message_id: message_id.clone(), seq: *seq, stamp: *stamp };
-                self.open.insert(format!("{conn}:{message_id}:{}", self.copies), u);
+                let key = format!("{conn}:{message_id}:{}", self.copies);
+                self.index().entry(message_id.clone()).or_default().push(key.clone());
+                if let Some(forgotten) = self.open.insert(key, u) {
+                    self.unindex(&forgotten.message_id);
+                }
             }
             Event::AppAck { conn, message_id, .. } => {
-                // One copy per ack (a message sent twice needs two); an ack on another
-                // connection than the message's is app.xmpp.ack-own-connection's to judge.
-                let mut one = true;
-                let on_this = self.open.take_where(|u| {
-                    let hit = one && u.conn == *conn && u.message_id == *message_id;
-                    one &= !hit;
-                    hit
-                });
-                let taken = if on_this.is_empty() {
-                    let mut one = true;
-                    self.open.take_where(|u| {
-                        let hit = one && u.message_id == *message_id;
-                        one &= !hit;
-                        hit
-                    })
-                } else {
-                    on_this
-                };
-                log.exercised += taken.len() as u64;
+                // One copy per ack (a message sent twice needs two), the oldest on this
+                // connection, else the oldest anywhere: an ack on another connection than the
+                // message's is app.xmpp.ack-own-connection's to judge.
+                self.index();
+                let (open, index) = (&self.open, self.by_id.as_ref().expect("built above"));
+                let Some(keys) = index.get(message_id) else { return };
+                let on = |k: &String| open.get(k).is_some_and(|u| u.conn == *conn);
+                let Some(key) = keys.iter().find(|k| on(k)).or_else(|| keys.first()).cloned() else { return };
+                if self.open.remove(&key).is_some() {
+                    log.exercised += 1;
+                }
+                self.unindex(message_id);
             }
             Event::Closed { seq, stamp, conn } => {
                 // A copy written just before the close was still in flight: the server sends
                 // it again on another connection, and that copy carries the duty.
-                for u in self.open.take_where(|u| u.conn == *conn) {
+                let closed = self.open.take_where(|u| u.conn == *conn);
+                for u in &closed {
+                    self.unindex(&u.message_id);
+                }
+                for u in closed {
                     if stamp.since(u.stamp) < in_flight_ms {
                         self.excused += 1;
                         continue;
@@ -146,7 +174,13 @@ impl Acks {
     }
 
     pub fn settle(&mut self, kind: ToAck, within_ms: u64, now: Stamp, log: &mut RuleLog) {
-        for u in self.open.take_where(|u| now.since(u.stamp) > within_ms) {
+        // Copies are open in the order they were written, so those past their window are the
+        // oldest: the walk stops at the first still within it.
+        let due = self.open.take_front_while(|u| now.since(u.stamp) > within_ms);
+        for u in &due {
+            self.unindex(&u.message_id);
+        }
+        for u in due {
             log.exercised += 1;
             log.violate(now, vec![u.seq], || {
                 format!(
