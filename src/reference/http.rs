@@ -356,12 +356,13 @@ fn client_group_operation(model: &mut Model, req: &HttpRequest) -> HttpResponse 
 
 fn send(model: &mut Model, req: &HttpRequest) -> HttpResponse {
     // Authentication comes before validation: a stranger learns nothing about the body.
-    let authenticated = server_key(req).and_then(|k| model.sender_for_key(k)).is_some();
-    if !authenticated && !model.faults().anywhere(Fault::SendAuth) {
+    let key = server_key(req);
+    let keyed = key.and_then(|k| model.sender_for_key(k)).map(str::to_string);
+    if keyed.is_none() && !model.faults().anywhere(Fault::SendAuth) {
         return unauthorized(req);
     }
-    if let Some(sender) = server_key(req).and_then(|k| model.sender_for_key(k)).map(str::to_string)
-        && let Some(resp) = scripted_status(model, &sender, true)
+    if let Some(sender) = &keyed
+        && let Some(resp) = scripted_status(model, sender, true)
     {
         return resp;
     }
@@ -381,7 +382,13 @@ fn send(model: &mut Model, req: &HttpRequest) -> HttpResponse {
         Ok(p) => p,
         Err(resp) => return resp,
     };
-    let Some(sender) = model.sender_for_send(server_key(req), &target, message.via) else { return unauthorized(req) };
+    let sender = match keyed {
+        Some(sender) => sender,
+        None => match model.sender_for_send(key, &target, message.via) {
+            Some(sender) => sender,
+            None => return unauthorized(req),
+        },
+    };
     let outcome = model.send(&sender, target, message);
     let resp = match send_outcome_body(&outcome, model.faults()) {
         (status, Some(body)) => HttpResponse::json_bytes(status, body),
