@@ -111,6 +111,35 @@ fn open_failures() {
             start.elapsed() / times as u32
         );
     }
+    // Acks, when every copy held shares one message id (devices numbering their messages
+    // alike): each ack should cost the same however many share it.
+    for held in [500u64, 10_000] {
+        let reference = Reference::new(Config::bundled());
+        let sender = reference.with_model(|m| m.create_sender());
+        let record = |m: &mut gcmspec::reference::model::Model, what, conn: u64| {
+            let stamp = gcmspec::verdicts::Stamp { at_ms: m.now_ms(&sender.sender_id), wall_ms: wall_ms() };
+            let conn = Some((gcmspec::verdicts::Conn::Xmpp(conn), 0));
+            m.journals.record(&sender.sender_id, stamp, conn, what, false, None);
+        };
+        reference.with_model(|m| {
+            for n in 0..held {
+                let stanza = serde_json::json!({"from": format!("device-{n}"), "message_id": "1", "data": {}});
+                record(m, gcmspec::verdicts::What::XmppSent { stanza }, n % 8);
+            }
+        });
+        let start = Instant::now();
+        reference.with_model(|m| {
+            for n in 0..held {
+                let stanza = serde_json::json!({"to": format!("device-{n}"), "message_id": "1", "message_type": "ack"});
+                let what = gcmspec::verdicts::What::XmppReceived { stanza, scripted: None, facts: Default::default() };
+                record(m, what, n % 8);
+            }
+        });
+        println!(
+            "ack, journaled, with {held:>6} copies sharing its message id: {:?} each",
+            start.elapsed() / held as u32
+        );
+    }
 }
 
 fn one_request(case: Option<&str>) {

@@ -77,7 +77,7 @@ pub(crate) struct Retries {
     /// The keys in `open` by target, so that a send is checked against the failures it may
     /// retry alone, not against every one open. Not kept in a state file: rebuilt from `open`.
     #[serde(skip)]
-    by_target: Option<HashMap<String, Vec<String>>>,
+    by_target: Option<HashMap<String, HashSet<u64>>>,
     /// The soonest an open failure can fall due on each clock, its window aside: until then a
     /// settle has nothing to judge and walks nothing. `None`: not known, found by the next walk.
     #[serde(skip)]
@@ -90,25 +90,27 @@ fn starts(f: &Failure) -> (u64, u64) {
 }
 
 impl Retries {
-    fn index(&mut self) -> &mut HashMap<String, Vec<String>> {
+    /// Failures by target, as the `seq` each is filed under in `open` (a set, so that
+    /// taking one out costs the same however many are open at its target).
+    fn index(&mut self) -> &mut HashMap<String, HashSet<u64>> {
         let open = &self.open;
         self.by_target.get_or_insert_with(|| {
-            let mut index: HashMap<String, Vec<String>> = HashMap::new();
-            for (key, f) in open.iter_ordered() {
+            let mut index: HashMap<String, HashSet<u64>> = HashMap::new();
+            for (_, f) in open.iter_ordered() {
                 for t in &f.targets {
-                    index.entry(t.clone()).or_default().push(key.to_string());
+                    index.entry(t.clone()).or_default().insert(f.seq);
                 }
             }
             index
         })
     }
 
-    fn unindex(&mut self, key: &str, f: &Failure) {
+    fn unindex(&mut self, f: &Failure) {
         let Some(index) = self.by_target.as_mut() else { return };
         for t in &f.targets {
-            if let Some(keys) = index.get_mut(t) {
-                keys.retain(|k| k != key);
-                if keys.is_empty() {
+            if let Some(seqs) = index.get_mut(t) {
+                seqs.remove(&f.seq);
+                if seqs.is_empty() {
                     index.remove(t);
                 }
             }
@@ -119,12 +121,12 @@ impl Retries {
         let key = f.seq.to_string();
         let index = self.index();
         for t in &f.targets {
-            index.entry(t.clone()).or_default().push(key.clone());
+            index.entry(t.clone()).or_default().insert(f.seq);
         }
         let (at, wall) = starts(&f);
         self.soonest = self.soonest.map(|(a, w)| (a.min(at), w.min(wall)));
         if let Some(forgotten) = self.open.insert(key, f) {
-            self.unindex(&forgotten.seq.to_string(), &forgotten);
+            self.unindex(&forgotten);
         }
     }
 
@@ -155,16 +157,17 @@ impl Retries {
             Event::Sent(sent) => {
                 // Only failures at one of its targets can be retried by it.
                 let index = self.index();
-                let mut candidates: Vec<String> =
-                    sent.each_target().filter_map(|t| index.get(t)).flatten().cloned().collect();
+                let mut candidates: Vec<u64> =
+                    sent.each_target().filter_map(|t| index.get(t)).flatten().copied().collect();
                 candidates.sort_unstable();
                 candidates.dedup();
                 let mut done = 0;
-                for key in candidates {
+                for seq in candidates {
+                    let key = seq.to_string();
                     if self.open.get(&key).is_some_and(|f| retries(sent, f, false))
                         && let Some(f) = self.open.remove(&key)
                     {
-                        self.unindex(&key, &f);
+                        self.unindex(&f);
                         done += 1;
                     }
                 }
@@ -188,16 +191,18 @@ impl Retries {
         self.soonest =
             Some(self.open.values().map(starts).fold((u64::MAX, u64::MAX), |(a, w), (fa, fw)| (a.min(fa), w.min(fw))));
         for f in due {
-            self.unindex(&f.seq.to_string(), &f);
+            self.unindex(&f);
             log.exercised += 1;
-            let mut members: Vec<&str> =
-                f.targets.iter().map(String::as_str).filter(|t| Some(*t) != f.key.as_deref()).collect();
-            members.sort_unstable();
-            let whom = match (&f.key, members.is_empty()) {
-                (Some(key), true) => format!("every member of the group {key}"),
-                _ => members.join(", "),
-            };
-            log.violate(now, vec![f.seq], || {
+            // A settled read has no moment of its own: the failure's answer stands for it.
+            let when = if now.is_settled() { f.stamp } else { now };
+            log.violate(when, vec![f.seq], || {
+                let mut members: Vec<&str> =
+                    f.targets.iter().map(String::as_str).filter(|t| Some(*t) != f.key.as_deref()).collect();
+                members.sort_unstable();
+                let whom = match (&f.key, members.is_empty()) {
+                    (Some(key), true) => format!("every member of the group {key}"),
+                    _ => members.join(", "),
+                };
                 format!(
                     "the send answered at {} (#{}) failed for {whom} and was not sent again {}",
                     at(f.stamp),

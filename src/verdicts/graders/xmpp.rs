@@ -1,7 +1,7 @@
 //! The connection server's side of the app server's duties: message ids, acks for what the
 //! server sends (on the connection that received it), draining, and flow control.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use serde::{Deserialize, Serialize};
 
@@ -87,33 +87,43 @@ pub(crate) struct Acks {
     /// Copies left unacked by a close that came within in_flight_ms of them.
     #[serde(default)]
     excused: u64,
-    /// The keys in `open` by message id, oldest first, so that an ack finds its copy without
-    /// a walk of every copy open. Not kept in a state file: rebuilt from `open`.
+    /// The keys in `open` by message id and connection, oldest first, so that an ack finds
+    /// its copy without a walk of the copies open (however many share its id). A key whose
+    /// copy is gone is dropped when met at the front. Not kept in a state file: rebuilt.
     #[serde(skip)]
-    by_id: Option<HashMap<String, Vec<String>>>,
+    by_id: Option<HashMap<String, BTreeMap<u64, VecDeque<String>>>>,
 }
 
+type ById = HashMap<String, BTreeMap<u64, VecDeque<String>>>;
+
 impl Acks {
-    fn index(&mut self) -> &mut HashMap<String, Vec<String>> {
+    fn index(&mut self) -> &mut ById {
         let open = &self.open;
         self.by_id.get_or_insert_with(|| {
-            let mut index: HashMap<String, Vec<String>> = HashMap::new();
+            let mut index = ById::new();
             for (key, u) in open.iter_ordered() {
-                index.entry(u.message_id.clone()).or_default().push(key.to_string());
+                index.entry(u.message_id.clone()).or_default().entry(u.conn).or_default().push_back(key.to_string());
             }
             index
         })
     }
 
-    /// Drops the index's keys for `message_id` whose copies are no longer open.
-    fn unindex(&mut self, message_id: &str) {
+    /// Drops the keys at the front of `message_id`'s queue on `conn` whose copies are gone
+    /// (copies go oldest first, past their window or the bound), and empty queues.
+    fn unindex(&mut self, message_id: &str, conn: u64) {
         let open = &self.open;
         let Some(index) = self.by_id.as_mut() else { return };
-        if let Some(keys) = index.get_mut(message_id) {
-            keys.retain(|k| open.get(k).is_some());
-            if keys.is_empty() {
-                index.remove(message_id);
+        let Some(conns) = index.get_mut(message_id) else { return };
+        if let Some(queue) = conns.get_mut(&conn) {
+            while queue.front().is_some_and(|k| open.get(k).is_none()) {
+                queue.pop_front();
             }
+            if queue.is_empty() {
+                conns.remove(&conn);
+            }
+        }
+        if conns.is_empty() {
+            index.remove(message_id);
         }
     }
 
@@ -123,9 +133,9 @@ impl Acks {
                 self.copies += 1;
                 let u = Unacked { conn: *conn, message_id: message_id.clone(), seq: *seq, stamp: *stamp };
                 let key = format!("{conn}:{message_id}:{}", self.copies);
-                self.index().entry(message_id.clone()).or_default().push(key.clone());
+                self.index().entry(message_id.clone()).or_default().entry(*conn).or_default().push_back(key.clone());
                 if let Some(forgotten) = self.open.insert(key, u) {
-                    self.unindex(&forgotten.message_id);
+                    self.unindex(&forgotten.message_id, forgotten.conn);
                 }
             }
             Event::AppAck { conn, message_id, .. } => {
@@ -133,21 +143,30 @@ impl Acks {
                 // connection, else the oldest anywhere: an ack on another connection than the
                 // message's is app.xmpp.ack-own-connection's to judge.
                 self.index();
-                let (open, index) = (&self.open, self.by_id.as_ref().expect("built above"));
-                let Some(keys) = index.get(message_id) else { return };
-                let on = |k: &String| open.get(k).is_some_and(|u| u.conn == *conn);
-                let Some(key) = keys.iter().find(|k| on(k)).or_else(|| keys.first()).cloned() else { return };
-                if self.open.remove(&key).is_some() {
-                    log.exercised += 1;
+                let open = &self.open;
+                let Some(conns) = self.by_id.as_mut().and_then(|i| i.get_mut(message_id)) else { return };
+                let live = |q: &VecDeque<String>| q.iter().find_map(|k| open.get(k)).map(|u| u.seq);
+                let from = if conns.get(conn).is_some_and(|q| live(q).is_some()) {
+                    Some(*conn)
+                } else {
+                    conns.iter().filter_map(|(c, q)| live(q).map(|seq| (seq, *c))).min().map(|(_, c)| c)
+                };
+                let Some(from) = from else { return };
+                let queue = conns.get_mut(&from).expect("found above");
+                while let Some(key) = queue.pop_front() {
+                    if self.open.remove(&key).is_some() {
+                        log.exercised += 1;
+                        break;
+                    }
                 }
-                self.unindex(message_id);
+                self.unindex(message_id, from);
             }
             Event::Closed { seq, stamp, conn } => {
                 // A copy written just before the close was still in flight: the server sends
                 // it again on another connection, and that copy carries the duty.
                 let closed = self.open.take_where(|u| u.conn == *conn);
                 for u in &closed {
-                    self.unindex(&u.message_id);
+                    self.unindex(&u.message_id, u.conn);
                 }
                 for u in closed {
                     if stamp.since(u.stamp) < in_flight_ms {
@@ -178,11 +197,13 @@ impl Acks {
         // oldest: the walk stops at the first still within it.
         let due = self.open.take_front_while(|u| now.since(u.stamp) > within_ms);
         for u in &due {
-            self.unindex(&u.message_id);
+            self.unindex(&u.message_id, u.conn);
         }
         for u in due {
             log.exercised += 1;
-            log.violate(now, vec![u.seq], || {
+            // A settled read has no moment of its own: the copy's writing stands for it.
+            let when = if now.is_settled() { u.stamp } else { now };
+            log.violate(when, vec![u.seq], || {
                 format!(
                     "{} {:?} was written at {} (#{}) and not acked {}",
                     what(kind),
