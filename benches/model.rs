@@ -74,6 +74,22 @@ fn open_failures() {
             "send to one token, journaled, with {open:>6} failures left unretried: {:?} each",
             start.elapsed() / times as u32
         );
+        // Reading them settled judges them all; so does the first send once they fall due.
+        let control = |method: &str, path: &str| {
+            HttpRequest::new(method, &format!("/_gcmspec/v1/senders/{}/{path}", sender.sender_id))
+                .with_header("authorization", &format!("key={}", sender.server_key))
+        };
+        let read = || {
+            let start = Instant::now();
+            assert_eq!(reference.handle(&control("GET", "verdicts").with_query("settled", "true")).status, 200);
+            start.elapsed()
+        };
+        let settled = [read(), read()];
+        let advance = control("POST", "clock").with_json(&serde_json::json!({"advance_seconds": 3600}));
+        assert_eq!(reference.handle(&advance).status, 200);
+        let start = Instant::now();
+        assert_eq!(reference.handle(&send(&ids[1], 0)).status, 200);
+        println!("  read settled (twice): {settled:?}; the send when they all fall due: {:?}", start.elapsed());
     }
     // The same with upstream messages written to an XMPP connection and never acked: each a
     // copy the ack rules watch until its window closes.
