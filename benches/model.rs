@@ -45,15 +45,10 @@ fn open_failures() {
             let ids: Vec<String> = (0..2).map(|_| m.register_instance(vec![sender.sender_id.clone()], None)).collect();
             (sender, ids)
         });
-        let send = |to: &str, n: u64| HttpRequest {
-            method: "POST".into(),
-            path: "/fcm/send".into(),
-            query: Vec::new(),
-            headers: vec![
-                ("authorization".into(), format!("key={}", sender.server_key)),
-                ("content-type".into(), "application/json".into()),
-            ],
-            body: serde_json::json!({"to": to, "data": {"n": n}}).to_string().into_bytes(),
+        let send = |to: &str, n: u64| {
+            HttpRequest::new("POST", "/fcm/send")
+                .with_header("authorization", &format!("key={}", sender.server_key))
+                .with_json(&serde_json::json!({"to": to, "data": {"n": n}}))
         };
         if open > 0 {
             let script = HttpRequest::new("POST", &format!("/_gcmspec/v1/senders/{}/script", sender.sender_id))

@@ -5,6 +5,7 @@
 //! over HTTP, lets an ack on its way land first), and the clock and scripts refuse values
 //! past their bounds.
 
+use gcmspec::driver::xmpp::XmppClient;
 use gcmspec::driver::{HttpTarget, Target};
 use gcmspec::reference::{Config, Reference};
 use gcmspec::verdicts::{Outcome, Verdicts};
@@ -169,8 +170,16 @@ async fn a_settled_read_lets_an_ack_on_its_way_land() -> Result<(), String> {
                     .with_query("settled", "true")
                     .with_header("authorization", &key);
                 let resp = http.exchange(&req).map_err(|e| e.to_string())?;
-                serde_json::from_value(resp.body_json().ok_or(format!("not JSON: {} {:?}", resp.status, String::from_utf8_lossy(&resp.body)))?).map_err(|e| e.to_string())
+                let body = resp.body_json().ok_or_else(|| {
+                    format!("not JSON: {} {:?}", resp.status, String::from_utf8_lossy(&resp.body))
+                })?;
+                serde_json::from_value(body).map_err(|e| e.to_string())
             })
+        };
+        let log_in = || {
+            let timeout = std::time::Duration::from_secs(5);
+            let (client, auth) = XmppClient::connect(xmpp, None, &sender.sender_id, &sender.server_key, timeout)?;
+            client.ok_or(format!("XMPP login refused: {auth:?}"))
         };
         let upstream = |id: &str| {
             let body = json!({ "to": format!("{}@gcm.googleapis.com", sender.sender_id), "message_id": id, "data": { "m": id } });
@@ -179,14 +188,7 @@ async fn a_settled_read_lets_an_ack_on_its_way_land() -> Result<(), String> {
                 .with_json(&body);
             http.exchange(&req).map(|r| r.status).map_err(|e| e.to_string())
         };
-        let (client, auth) = gcmspec::driver::xmpp::XmppClient::connect(
-            xmpp,
-            None,
-            &sender.sender_id,
-            &sender.server_key,
-            std::time::Duration::from_secs(5),
-        )?;
-        let mut client = client.ok_or(format!("XMPP login refused: {auth:?}"))?;
+        let mut client = log_in()?;
         let status = upstream("up-1")?;
         let got = client.next_as_json()?;
         if status != 200 || got["message_id"] != "up-1" {
@@ -214,14 +216,7 @@ async fn a_settled_read_lets_an_ack_on_its_way_land() -> Result<(), String> {
         }
         // Never acked, its connection closed at once: in flight when it closed, excused and
         // counted in the note, whether the close or the read comes first.
-        let (client, auth) = gcmspec::driver::xmpp::XmppClient::connect(
-            xmpp,
-            None,
-            &sender.sender_id,
-            &sender.server_key,
-            std::time::Duration::from_secs(5),
-        )?;
-        let mut client = client.ok_or(format!("XMPP login refused: {auth:?}"))?;
+        let mut client = log_in()?;
         upstream("up-3")?;
         client.next_as_json()?;
         drop(client);
