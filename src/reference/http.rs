@@ -394,7 +394,7 @@ fn send(model: &mut Model, req: &HttpRequest) -> HttpResponse {
         (status, Some(body)) => HttpResponse::json_bytes(status, body),
         (status, None) => HttpResponse::empty(status),
     };
-    model.observe_send(body, &outcome);
+    model.observe_send(sender, body, &outcome);
     resp
 }
 

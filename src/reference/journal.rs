@@ -14,6 +14,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
+use super::grader::{Background, Cell, Waiting};
 use crate::verdicts::{Conn, Entry, Grading, JournalCount, Remains, Rulebook, Stamp, Verdicts, What};
 
 /// How much the journals keep (docs/robustness.md).
@@ -34,21 +35,30 @@ impl Default for JournalCaps {
 }
 
 /// One sender's journal and grading.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Default, Serialize, Deserialize)]
 pub struct SenderJournal {
     entries: VecDeque<Entry>,
+    /// Each entry's [`Entry::weight`], so that dropping the oldest does not walk it again
+    /// (rebuilt from the entries when a state file is read).
+    #[serde(skip)]
+    weights: VecDeque<usize>,
     bytes: usize,
     next_seq: u64,
     dropped: u64,
-    grading: Grading,
+    /// Read through [`Journals::grading`], which feeds it first what waits for the grader's
+    /// thread; a snapshot catches every cell up before it is serialized.
+    #[serde(with = "cell_as_grading")]
+    grading: Arc<Cell>,
     /// When it was last written to (a count of writes over all journals), for eviction.
     touched: u64,
 }
 
 /// Every sender's journal.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Default)]
 pub struct Journals {
     book: Option<Arc<Rulebook>>,
+    /// The grader's thread, when one was started ([`Journals::grade_in_background`]).
+    background: Option<Background>,
     caps: JournalCaps,
     senders: HashMap<String, SenderJournal>,
     writes: u64,
@@ -77,6 +87,27 @@ impl Journals {
 
     pub fn enabled(&self) -> bool {
         self.book.is_some()
+    }
+
+    /// Grades the sends the adapter parsed on a thread of their own (src/reference/grader.rs),
+    /// off the request path; verdicts read the same. Once; nothing when nothing is journaled.
+    pub fn grade_in_background(&mut self) -> std::io::Result<()> {
+        if let (Some(book), None) = (&self.book, &self.background) {
+            self.background = Some(Background::start(book.clone())?);
+        }
+        Ok(())
+    }
+
+    /// As [`Self::grade_in_background`], with a thread that never grades: whatever is left
+    /// to it waits until read (for tests of the bounds and of reading what waits).
+    #[cfg(test)]
+    pub(crate) fn grade_paused(&mut self) {
+        self.background = self.book.clone().map(Background::paused);
+    }
+
+    /// `j`'s grading, fed first whatever waits for the grader's thread.
+    fn grading<'a>(&self, book: &Rulebook, j: &'a SenderJournal) -> std::sync::MutexGuard<'a, Grading> {
+        j.grading.caught_up(book, self.background.as_ref().map(Background::bytes))
     }
 
     /// Journals and grades one exchange of `sender`'s; with `keep` (a state file), returns
@@ -117,17 +148,41 @@ impl Journals {
         let j = self.senders.get_mut(sender).expect("inserted above");
         j.touched = self.writes;
         j.next_seq = j.next_seq.max(entry.seq + 1);
-        j.grading.feed(&book, &entry, prepared);
+        let waiting = match (&self.background, prepared, &entry.what) {
+            // A send the adapter parsed is graded from that and the entry's facts alone.
+            (Some(background), Some(prepared), What::Http { request, facts, .. }) => {
+                let w = Waiting {
+                    seq: entry.seq,
+                    stamp: entry.stamp,
+                    connection: entry.connection,
+                    connection_opened_ms: entry.connection_opened_ms,
+                    facts: facts.clone(),
+                    prepared,
+                    bytes: request.body.len() + request.body_cut,
+                };
+                background.defer(&j.grading, w).map(Ok)
+            }
+            (_, prepared, _) => Some(Err(prepared)),
+        };
+        if let Some(now) = waiting {
+            let mut grading = j.grading.caught_up(&book, self.background.as_ref().map(Background::bytes));
+            match now {
+                Ok(w) => w.feed(&book, &mut grading),
+                Err(prepared) => grading.feed(&book, &entry, prepared),
+            }
+        }
         // Graded whole; kept cut.
         if let What::Http { request, response, .. } = &mut entry.what {
             request.cut();
             response.cut();
         }
-        j.bytes += entry.weight();
+        let weight = entry.weight();
+        j.bytes += weight;
         j.entries.push_back(entry);
+        j.weights.push_back(weight);
         while j.entries.len() > self.caps.entries || (j.bytes > self.caps.bytes && j.entries.len() > 1) {
-            if let Some(old) = j.entries.pop_front() {
-                j.bytes = j.bytes.saturating_sub(old.weight());
+            if j.entries.pop_front().is_some() {
+                j.bytes = j.bytes.saturating_sub(j.weights.pop_front().unwrap_or_default());
                 j.dropped += 1;
             }
         }
@@ -154,7 +209,10 @@ impl Journals {
         let j = self.senders.get_mut(sender)?;
         let last = j.entries.back().map(|e| e.stamp).unwrap_or_default();
         let count = JournalCount { entries: j.next_seq, dropped: j.dropped, evicted_entries: 0 };
-        let mut v = j.grading.verdicts(&book, sender, last, count);
+        let mut v = j
+            .grading
+            .caught_up(&book, self.background.as_ref().map(Background::bytes))
+            .verdicts(&book, sender, last, count);
         if let Some(earlier) = self.gone.get(sender) {
             v.carry(earlier);
         }
@@ -178,10 +236,10 @@ impl Journals {
     /// nothing has exercised no rule).
     pub fn verdicts(&mut self, sender: &str, now: Stamp) -> Option<Verdicts> {
         let book = self.book.clone()?;
-        let mut v = match self.senders.get_mut(sender) {
+        let mut v = match self.senders.get(sender) {
             Some(j) => {
                 let count = JournalCount { entries: j.next_seq, dropped: j.dropped, evicted_entries: 0 };
-                j.grading.verdicts(&book, sender, now, count)
+                self.grading(&book, j).verdicts(&book, sender, now, count)
             }
             None => Grading::default().verdicts(&book, sender, now, JournalCount::default()),
         };
@@ -196,7 +254,7 @@ impl Journals {
     /// still on its way: the youngest awaited copy's age up to its rule's `in_flight_ms`.
     pub fn settle_wait_ms(&self, sender: &str, now_wall_ms: u64) -> Option<u64> {
         let book = self.book.as_deref()?;
-        let until = self.senders.get(sender)?.grading.in_flight_until(book)?;
+        let until = self.grading(book, self.senders.get(sender)?).in_flight_until(book)?;
         until.checked_sub(now_wall_ms).filter(|&ms| ms > 0)
     }
 
@@ -208,7 +266,7 @@ impl Journals {
         let mut v = match self.senders.get(sender) {
             Some(j) => {
                 let count = JournalCount { entries: j.next_seq, dropped: j.dropped, evicted_entries: 0 };
-                j.grading.clone().verdicts(&book, sender, end, count)
+                self.grading(&book, j).clone().verdicts(&book, sender, end, count)
             }
             None => Grading::default().verdicts(&book, sender, end, JournalCount::default()),
         };
@@ -237,6 +295,12 @@ impl Journals {
 
     /// What a state file's snapshot keeps of them.
     pub fn snapshot(&self) -> Value {
+        // Every grading caught up: what waits for the grader's thread is in the snapshot.
+        if let Some(book) = &self.book {
+            for j in self.senders.values() {
+                drop(self.grading(book, j));
+            }
+        }
         json!({ "senders": &self.senders, "writes": self.writes, "evicted": self.evicted, "gone": &self.gone })
     }
 
@@ -249,9 +313,26 @@ impl Journals {
             #[serde(default)]
             gone: crate::verdicts::Bounded<Remains>,
         }
-        let kept: Kept = serde_json::from_value(v).map_err(|e| e.to_string())?;
+        let mut kept: Kept = serde_json::from_value(v).map_err(|e| e.to_string())?;
+        for j in kept.senders.values_mut() {
+            j.weights = j.entries.iter().map(Entry::weight).collect();
+        }
         (self.senders, self.writes, self.evicted, self.gone) = (kept.senders, kept.writes, kept.evicted, kept.gone);
         Ok(())
+    }
+}
+
+/// A sender's grading serialized as the [`Grading`] it holds (caught up by the snapshot).
+mod cell_as_grading {
+    use super::{Arc, Cell, Grading};
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<S: Serializer>(cell: &Arc<Cell>, s: S) -> Result<S::Ok, S::Error> {
+        cell.as_is().serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Arc<Cell>, D::Error> {
+        Grading::deserialize(d).map(|g| Arc::new(Cell::new(g)))
     }
 }
 

@@ -22,6 +22,7 @@ pub mod clock;
 pub mod control;
 pub mod faults;
 pub mod generated;
+pub mod grader;
 pub mod http;
 pub mod journal;
 pub mod lifetime;
@@ -321,11 +322,12 @@ impl Reference {
 
     /// Journals an exchange of the public protocol under the sender it authenticated as.
     fn journal_http(&self, m: &mut Model, req: &HttpRequest, resp: &HttpResponse, connection: Option<HttpConnection>) {
-        let seen = m.observed();
+        let mut seen = m.observed();
         if resp.status == 401 {
             return;
         }
-        let Some(sender) = http::sender_of(m, req) else { return };
+        // A send the model observed says whom it authenticated as; anything else is looked up.
+        let Some(sender) = seen.sender.take().or_else(|| http::sender_of(m, req)) else { return };
         let what = crate::verdicts::What::Http {
             request: match seen.prepared.is_some() && !self.keeps_state() {
                 true => journal::request_message_cut(req),
@@ -624,6 +626,10 @@ pub async fn serve(
     reference: Reference,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    // Served, the parsed sends are graded on a thread of their own (verdicts read the same).
+    if std::env::var_os("GCMSPEC_TMP_INLINE").is_none() {
+        reference.with_model(|m| m.journals.grade_in_background())?;
+    }
     let policy = reference.connection_policy();
     let slots = Arc::new(tokio::sync::Semaphore::new(policy.max_connections));
     let connections = std::sync::atomic::AtomicU64::new(0);

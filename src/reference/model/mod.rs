@@ -327,6 +327,8 @@ pub struct Observation {
     pub scripted: Vec<String>,
     /// A JSON send as the adapter parsed it, with the model's answer.
     pub prepared: Option<crate::verdicts::events::Prepared>,
+    /// The sender that send authenticated as (so that journaling need not look it up again).
+    pub sender: Option<String>,
 }
 
 impl Model {
@@ -389,7 +391,7 @@ impl Model {
     /// Notes, while observing, a JSON send and the model's answer to it, so that grading need
     /// not parse them again. Not under faults: a fault may render the answer otherwise, and
     /// grading judges what the app server was answered.
-    pub fn observe_send(&mut self, body: Map<String, Value>, outcome: &SendOutcome) {
+    pub fn observe_send(&mut self, sender: String, body: Map<String, Value>, outcome: &SendOutcome) {
         use crate::verdicts::events::{Prepared, PreparedAnswer};
         if self.observation.is_none() || !self.faults.is_empty() {
             return;
@@ -412,6 +414,7 @@ impl Model {
         };
         if let Some(o) = &mut self.observation {
             o.prepared = Some(Prepared { body, answer });
+            o.sender = Some(sender);
         }
     }
 

@@ -378,6 +378,21 @@ pub(crate) struct ResentSuccess {
     taken: Bounded<Taken>,
 }
 
+/// `n` in decimal, as `to_string` writes it, without allocating: a fingerprint is the taken
+/// sends' key (a string, as the state file has it), and most sends only look it up.
+fn decimal(mut n: u64, digits: &mut [u8; 20]) -> &str {
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    std::str::from_utf8(&digits[at..]).unwrap_or_default()
+}
+
 impl ResentSuccess {
     pub fn feed(&mut self, within_ms: u64, event: &Event, log: &mut RuleLog) {
         match event {
@@ -396,9 +411,10 @@ impl ResentSuccess {
                     return;
                 }
                 log.exercised += 1;
-                let key = sent.fingerprint.to_string();
+                let mut digits = [0; 20];
+                let key = decimal(sent.fingerprint, &mut digits);
                 // A retry of the ids that failed, taken in turn, adds to what was taken.
-                match self.taken.get_mut(&key) {
+                match self.taken.get_mut(key) {
                     Some(t) => {
                         // Most are there already (the same message again): copied only if new.
                         for target in targets {
@@ -410,13 +426,14 @@ impl ResentSuccess {
                     }
                     None => {
                         let targets = targets.into_iter().map(str::to_string).collect();
-                        self.taken.insert(key, Taken { targets, seq: answer.seq, stamp: answer.stamp });
+                        self.taken.insert(key.to_string(), Taken { targets, seq: answer.seq, stamp: answer.stamp });
                     }
                 }
             }
             Event::Sent(sent) if sent.collapse_key.is_none() && !sent.dry_run => {
-                let key = sent.fingerprint.to_string();
-                let Some(t) = self.taken.get(&key) else { return };
+                let mut digits = [0; 20];
+                let key = decimal(sent.fingerprint, &mut digits);
+                let Some(t) = self.taken.get(key) else { return };
                 let again: Vec<&str> = sent.each_target().filter(|x| t.targets.contains(*x)).collect();
                 if again.is_empty() || sent.seq <= t.seq {
                     return;
@@ -424,7 +441,7 @@ impl ResentSuccess {
                 let (seq, stamp) = (t.seq, t.stamp);
                 let waited = sent.stamp.since(stamp);
                 if waited > within_ms {
-                    self.taken.remove(&key);
+                    self.taken.remove(key);
                     return;
                 }
                 log.violate(sent.stamp, vec![seq, sent.seq], || {
@@ -460,4 +477,14 @@ fn took_all(sent: &Sent, answer: &Answer) -> bool {
         return true;
     }
     !answer.results.is_empty() && answer.results.iter().all(|(_, r)| r.is_ok())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn decimal_writes_what_to_string_writes() {
+        for n in [0, 7, 10, 99, 1_234_567_890, u64::MAX - 1, u64::MAX] {
+            assert_eq!(super::decimal(n, &mut [0; 20]), n.to_string());
+        }
+    }
 }
