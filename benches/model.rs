@@ -154,13 +154,26 @@ fn open_failures() {
 }
 
 fn one_request(case: Option<&str>) {
-    for journaled in [true, false] {
+    let ways = [
+        ("journaled and graded inline (in-process, the default):", true, false),
+        ("journaled, graded on the grader's thread (as `serve` does):", true, true),
+        ("nothing journaled:", false, false),
+    ];
+    let only_way = std::env::var("GCMSPEC_BENCH_WAY").ok();
+    for (title, journaled, background) in ways {
+        if only_way.as_deref().is_some_and(|w| !title.contains(w)) {
+            continue;
+        }
         let mut config = Config::bundled();
         if !journaled {
             config.journal_caps.senders = 0;
         }
-        println!("{}", if journaled { "journaled and graded (the default):" } else { "nothing journaled:" });
-        one_request_with(Reference::new(config), case);
+        println!("{title}");
+        let reference = Reference::new(config);
+        if background {
+            reference.with_model(|m| m.journals.grade_in_background()).expect("the grader's thread");
+        }
+        one_request_with(reference, case);
     }
 }
 

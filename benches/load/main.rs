@@ -422,10 +422,11 @@ fn throughput(wants: &dyn Fn(&str) -> bool) {
     );
     header();
     let shaped = r#"{"to":"x","data":{"score":"5x1","time":"15:10"}}"#;
+    // Kept up for the paired rounds at the end.
+    let nginx_server = yardsticks::Nginx::start(&tools, YARDSTICK_BODY);
     let nginx = {
-        let server = yardsticks::Nginx::start(&tools, YARDSTICK_BODY);
-        let figures = yardsticks::wrk(&tools, server.addr, "/fcm/send", "none", shaped, seconds);
-        (figures, server.rss_mb())
+        let figures = yardsticks::wrk(&tools, nginx_server.addr, "/fcm/send", "none", shaped, seconds);
+        (figures, nginx_server.rss_mb())
     };
     let hyper = {
         let server = Server::yardstick();
@@ -474,10 +475,10 @@ fn throughput(wants: &dyn Fn(&str) -> bool) {
         };
         print_row(&Row { name: "send to one token, no journal", figures, rss_mb: bare.rss_mb(), note }, &bases);
     }
+    let key = create_group(&server, "load-20", &ids[1..21]);
+    let group_send = json!({"to": key, "data": {"score": "5x1", "time": "15:10"}}).to_string();
     if wants("group-send") {
-        let key = create_group(&server, "load-20", &ids[1..21]);
-        let body = json!({"to": key, "data": {"score": "5x1", "time": "15:10"}}).to_string();
-        let figures = wrk_send(&server, &body);
+        let figures = wrk_send(&server, &group_send);
         targets.push(target("send to a 20-member key, x nginx", figures.per_second() / bases.nginx, 0.3, "x"));
         let note = format!("{:.0} member deliveries/s", figures.per_second() * 20.0);
         print_row(&Row { name: "send to a 20-member key", figures, rss_mb: server.rss_mb(), note }, &bases);
@@ -501,10 +502,98 @@ fn throughput(wants: &dyn Fn(&str) -> bool) {
         let note = format!("{connections} XMPP connections, a full window each; acked messages");
         print_row(&Row { name: "XMPP sends", figures, rss_mb: server.rss_mb(), note }, &bases);
     }
+    if wants("one-token") && wants("journal") && wants("group-send") {
+        let rounds = rounds();
+        if rounds > 0 {
+            let paired = paired_rounds(
+                rounds,
+                &|addr, key, body| yardsticks::wrk(&tools, addr, "/fcm/send", key, body, seconds),
+                (&nginx_server, shaped),
+                (&server, &one_token),
+                &group_send,
+            );
+            // The medians of the rounds judge the targets they measure: one pass each is
+            // within the machine's spread of them.
+            targets.retain(|t| {
+                !t.starts_with("send to one token") && !t.starts_with("journal and") && !t.starts_with("send to a 20")
+            });
+            targets.splice(0..0, paired);
+        }
+    }
     println!("targets, against nginx in this run:");
     for t in targets {
         println!("  {t}");
     }
+}
+
+/// Rounds of the scenarios whose targets sit closest to the machine's spread (about ±15%
+/// from one run to the next), each round measuring nginx, a journaled one-token send, the same
+/// with nothing journaled, and a 20-member key back to back: every ratio is taken within its
+/// round, and the targets are judged on the median of the rounds.
+fn paired_rounds(
+    rounds: usize,
+    wrk: &dyn Fn(SocketAddr, &str, &str) -> Figures,
+    (nginx, shaped): (&yardsticks::Nginx, &str),
+    (server, one_token): (&Server, &str),
+    group_send: &str,
+) -> Vec<String> {
+    let bare = Server::reference(&["--max-journals", "0"]);
+    let bare_send = json!({"to": register(&bare, 1)[0], "data": {"score": "5x1", "time": "15:10"}}).to_string();
+    println!("paired rounds ({rounds}; ratios within each round):");
+    println!(
+        "{:<8} {:>11} {:>14} {:>14} {:>12} {:>14}",
+        "round", "nginx", "one token", "no journal", "journal", "20-member key"
+    );
+    let (mut one, mut cost, mut group) = (Vec::new(), Vec::new(), Vec::new());
+    for round in 1..=rounds {
+        let n = wrk(nginx.addr, "none", shaped).per_second();
+        let j = wrk(server.http, &server.server_key, one_token).per_second();
+        let b = wrk(bare.http, &bare.server_key, &bare_send).per_second();
+        let g = wrk(server.http, &server.server_key, group_send).per_second();
+        one.push(j / n);
+        cost.push(1.0 - j / b);
+        group.push(g / n);
+        println!(
+            "{round:<8} {:>9.0}/s {:>7.0}/s {:.2}x {:>7.0}/s {:.2}x {:>11.1}% {:>7.0}/s {:.2}x",
+            n,
+            j,
+            j / n,
+            b,
+            b / n,
+            (1.0 - j / b) * 100.0,
+            g,
+            g / n
+        );
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let range = |v: &[f64], scale: f64| format!("rounds {:.2}-{:.2}", v[0] * scale, v[v.len() - 1] * scale);
+    let (one_m, cost_m, group_m) = (median(&mut one), median(&mut cost), median(&mut group));
+    vec![
+        format!(
+            "{}, median of {rounds} rounds; {}",
+            target("send to one token, x nginx", one_m, 0.5, "x"),
+            range(&one, 1.0)
+        ),
+        format!(
+            "journal and verdicts cost: {:.1}% of the one-token rate, median of {rounds} rounds; rounds {:.1}-{:.1}% (target <= 10%): {}",
+            cost_m * 100.0,
+            cost[0] * 100.0,
+            cost[cost.len() - 1] * 100.0,
+            if cost_m <= 0.10 { "met" } else { "NOT met" }
+        ),
+        format!(
+            "{}, median of {rounds} rounds; {}",
+            target("send to a 20-member key, x nginx", group_m, 0.3, "x"),
+            range(&group, 1.0)
+        ),
+    ]
+}
+
+fn rounds() -> usize {
+    std::env::var("GCMSPEC_LOAD_ROUNDS").ok().and_then(|s| s.parse().ok()).unwrap_or(3)
 }
 
 /// What `--state FILE` costs: the same sends with and without it (each answer waits for its
