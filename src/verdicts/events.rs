@@ -204,6 +204,10 @@ pub enum Event {
         conn: u64,
         message_id: String,
         kind: ToAck,
+        /// The device an upstream message came `from`: its ack names it as `to` (message ids
+        /// are the devices', so two devices may use one). None for a receipt, which comes
+        /// from the service and whose id is the service's.
+        peer: Option<String>,
     },
     /// The server answered (acked or nacked) something the app server sent on a connection,
     /// whether or not it could be matched to a downstream message.
@@ -218,6 +222,8 @@ pub enum Event {
         stamp: Stamp,
         conn: u64,
         message_id: String,
+        /// Whom the ack names (`to`): the device of an upstream message.
+        to: Option<String>,
     },
     Draining {
         seq: u64,
@@ -289,8 +295,9 @@ impl Reader {
                 let Some(json) = stanza.as_object() else { return Vec::new() };
                 let message_id = json.get("message_id").and_then(Value::as_str).map(str::to_string);
                 if json.get("message_type").and_then(Value::as_str).is_some() {
+                    let to = json.get("to").and_then(Value::as_str).map(str::to_string);
                     return message_id
-                        .map(|message_id| Event::AppAck { seq, stamp, conn: xmpp_conn, message_id })
+                        .map(|message_id| Event::AppAck { seq, stamp, conn: xmpp_conn, message_id, to })
                         .into_iter()
                         .collect();
                 }
@@ -329,10 +336,11 @@ impl Reader {
                         vec![Event::Draining { seq, stamp, conn: xmpp_conn }]
                     }
                     (Some("receipt"), Some(message_id)) => {
-                        vec![Event::ToAck { seq, stamp, conn: xmpp_conn, message_id, kind: ToAck::Receipt }]
+                        vec![Event::ToAck { seq, stamp, conn: xmpp_conn, message_id, kind: ToAck::Receipt, peer: None }]
                     }
                     (None, Some(message_id)) if json.contains_key("from") || json.contains_key("category") => {
-                        vec![Event::ToAck { seq, stamp, conn: xmpp_conn, message_id, kind: ToAck::Upstream }]
+                        let peer = text("from").map(str::to_string);
+                        vec![Event::ToAck { seq, stamp, conn: xmpp_conn, message_id, kind: ToAck::Upstream, peer }]
                     }
                     _ => Vec::new(),
                 }

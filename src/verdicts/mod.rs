@@ -30,6 +30,11 @@ pub const SCHEMA: &str = "gcmspec-verdicts/1";
 
 /// Ids, keys or messages one grader keeps per sender at most (the oldest go first).
 pub const TRACKED: usize = 10_000;
+/// Different messages' failures the retry-timing graders keep at one target: a newer failure
+/// of another message does not hide an older one (an outage fails every message to a device,
+/// and each is retried on its own), up to this many; past it the oldest is forgotten, and
+/// counted in the rule's note.
+pub const PER_TARGET: usize = 8;
 
 /// Violations a verdict shows in full per rule (all are counted).
 const SHOWN: usize = 20;

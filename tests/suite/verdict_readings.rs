@@ -263,6 +263,175 @@ fn bounds_of_the_clock_and_scripts() -> Result<(), String> {
     Ok(())
 }
 
+/// A newer failure at a device does not hide an older one from the retry-timing rules: for
+/// each of them, with k different messages failing at one device in turn, a too-early retry
+/// of any one of them (the oldest, one in the middle, the newest) breaks the rule, and every
+/// one retried in time passes; past `PER_TARGET` the oldest is forgotten, and the note says so.
+fn a_newer_failure_does_not_hide_an_older_one() -> Result<(), String> {
+    use gcmspec::verdicts::PER_TARGET;
+    // The rule, the script that fails a send, and how long a legal retry waits (seconds).
+    let rules = [
+        ("app.retry.after", json!({ "kind": "status", "status": 503, "retry_after": 30 }), 31),
+        ("app.retry.backoff", json!({ "kind": "status", "status": 503 }), 1),
+    ];
+    let message = |i: usize| json!({ "m": i.to_string(), "text": format!("message {i}") });
+    for (rule, script, wait) in &rules {
+        for k in [2, 3, PER_TARGET] {
+            for early in [0, k / 2, k - 1] {
+                let app = App::new();
+                let a = app.device("android");
+                for i in 0..k {
+                    app.control("POST", &format!("senders/{}/script", app.id), Some(script.clone()));
+                    app.send(json!({ "to": a, "data": message(i) }));
+                }
+                app.send(json!({ "to": a, "data": message(early) }));
+                let v = app.settled()?;
+                if outcome(&v, rule) != Some(Outcome::Violated) {
+                    return Err(format!(
+                        "{rule}: message {early} of {k} failed at one device and retried at once is not a violation: {}",
+                        v.to_json()
+                    ));
+                }
+            }
+            let app = App::new();
+            let a = app.device("android");
+            for i in 0..k {
+                app.control("POST", &format!("senders/{}/script", app.id), Some(script.clone()));
+                app.send(json!({ "to": a, "data": message(i) }));
+            }
+            app.control("POST", &format!("senders/{}/clock", app.id), Some(json!({ "advance_seconds": wait })));
+            for i in (0..k).rev() {
+                app.send(json!({ "to": a, "data": message(i) }));
+            }
+            let v = app.settled()?;
+            if outcome(&v, rule) != Some(Outcome::Passed) {
+                return Err(format!(
+                    "{rule}: {k} messages failed at one device, each retried in time, is not passed: {}",
+                    v.to_json()
+                ));
+            }
+        }
+        // One more than a device keeps: the oldest is forgotten, and said to be.
+        let app = App::new();
+        let a = app.device("android");
+        for i in 0..=PER_TARGET {
+            app.control("POST", &format!("senders/{}/script", app.id), Some(script.clone()));
+            app.send(json!({ "to": a, "data": message(i) }));
+        }
+        let v = app.settled()?;
+        let note = v.rule(rule).and_then(|r| r.note.clone()).unwrap_or_default();
+        if !note.contains(&format!("more than {PER_TARGET} different messages")) {
+            return Err(format!(
+                "{rule}: {} failures at one device, and the note does not say one was forgotten: {note:?}",
+                PER_TARGET + 1
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Message ids are the devices': two devices may send one id, each on its own connection.
+/// An ack names its message by `to` (the device) and `message_id`, so each way an app
+/// server can name it is graded by both ack rules: the right device on the right connection
+/// passes; the devices swapped (each ack on the other's connection) breaks
+/// app.xmpp.ack-own-connection; a device that sent nothing acks nothing (the copies go
+/// unacked); an ack naming no device is matched by its id alone; two copies of one message
+/// need two acks.
+fn an_ack_names_the_device_of_its_message() -> Result<(), String> {
+    use gcmspec::verdicts::{Conn, Entry, Grading, JournalCount, Rulebook, Stamp, What};
+    let book = Rulebook::bundled();
+    // (conn, device) of each upstream copy written, all with message id "7"; then the acks
+    // (conn, `to`); then what each rule must read.
+    type Case =
+        (&'static str, Vec<(u64, &'static str)>, Vec<(u64, Option<&'static str>)>, Option<Outcome>, Option<Outcome>);
+    let cases: Vec<Case> = vec![
+        (
+            "each on its own connection",
+            vec![(1, "A"), (2, "B")],
+            vec![(1, Some("A")), (2, Some("B"))],
+            Some(Outcome::Passed),
+            Some(Outcome::Passed),
+        ),
+        (
+            "swapped",
+            vec![(1, "A"), (2, "B")],
+            vec![(1, Some("B")), (2, Some("A"))],
+            Some(Outcome::Passed),
+            Some(Outcome::Violated),
+        ),
+        (
+            "one swapped",
+            vec![(1, "A"), (2, "B")],
+            vec![(1, Some("A")), (1, Some("B"))],
+            Some(Outcome::Passed),
+            Some(Outcome::Violated),
+        ),
+        (
+            "a device that sent nothing",
+            vec![(1, "A"), (2, "B")],
+            vec![(1, Some("C")), (2, Some("C"))],
+            Some(Outcome::Violated),
+            Some(Outcome::NotExercised),
+        ),
+        (
+            "naming no device",
+            vec![(1, "A"), (2, "B")],
+            vec![(1, None), (2, None)],
+            Some(Outcome::Passed),
+            Some(Outcome::Passed),
+        ),
+        (
+            "two copies, two acks",
+            vec![(1, "A"), (1, "A")],
+            vec![(1, Some("A")), (1, Some("A"))],
+            Some(Outcome::Passed),
+            Some(Outcome::Passed),
+        ),
+        (
+            "two copies, one ack",
+            vec![(1, "A"), (1, "A")],
+            vec![(1, Some("A"))],
+            Some(Outcome::Violated),
+            Some(Outcome::Passed),
+        ),
+    ];
+    for (name, written, acks, upstream, own) in cases {
+        let mut grading = Grading::default();
+        let mut seq = 0;
+        let mut feed = |conn: u64, what: What| {
+            seq += 1;
+            let stamp = Stamp { at_ms: seq * 10, wall_ms: seq * 10 };
+            let entry = Entry { seq, stamp, connection: Some(Conn::Xmpp(conn)), connection_opened_ms: Some(0), what };
+            grading.feed(&book, &entry, None);
+        };
+        for conn in [1, 2] {
+            feed(conn, What::XmppOpened);
+        }
+        for (conn, device) in &written {
+            let stanza =
+                json!({ "from": device, "category": "com.example", "message_id": "7", "data": { "hi": "there" } });
+            feed(*conn, What::XmppSent { stanza });
+        }
+        for (conn, to) in &acks {
+            let mut stanza = json!({ "message_id": "7", "message_type": "ack" });
+            if let Some(to) = to {
+                stanza["to"] = json!(to);
+            }
+            feed(*conn, What::XmppReceived { stanza, scripted: None, facts: Default::default() });
+        }
+        let v = grading.verdicts(&book, "s", Stamp::SETTLED, JournalCount::default());
+        let read = (outcome(&v, "app.xmpp.ack-upstream"), outcome(&v, "app.xmpp.ack-own-connection"));
+        if read != (upstream, own) {
+            return Err(format!(
+                "{name}: ack-upstream and ack-own-connection read {read:?}, expected {:?}: {}",
+                (upstream, own),
+                v.to_json()
+            ));
+        }
+    }
+    Ok(())
+}
+
 pub fn trials() -> Vec<Trial> {
     vec![
         trial("verdict-readings::lasting-member-failures-need-no-retry", lasting_member_failures_need_no_retry),
@@ -272,5 +441,10 @@ pub fn trials() -> Vec<Trial> {
             crate::block_on(a_settled_read_lets_an_ack_on_its_way_land())
         }),
         trial("verdict-readings::bounds-of-the-clock-and-scripts", bounds_of_the_clock_and_scripts),
+        trial(
+            "verdict-readings::a-newer-failure-does-not-hide-an-older-one",
+            a_newer_failure_does_not_hide_an_older_one,
+        ),
+        trial("verdict-readings::an-ack-names-the-device-of-its-message", an_ack_names_the_device_of_its_message),
     ]
 }

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use super::{at, by_when, secs};
 use crate::verdicts::entry::Stamp;
 use crate::verdicts::events::{Answer, Event, Sent};
-use crate::verdicts::{Bounded, Numbers, RuleLog};
+use crate::verdicts::{Bounded, Numbers, PER_TARGET, RuleLog};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Failure {
@@ -231,31 +231,90 @@ struct AtTarget {
     last_wait_ms: Option<u64>,
 }
 
-/// Failures by target, a record per target so that a retry is found by where it goes.
-fn by_target(map: &mut Bounded<AtTarget>, n: &Numbers, targets: &[String], make: impl Fn(&str) -> AtTarget) {
-    for t in targets.iter().take(n.max_registration_ids) {
-        map.insert(t.clone(), make(t));
+/// The failures at one target, oldest first: each message's newest only.
+#[derive(Debug, Clone, Default, Serialize)]
+#[serde(transparent)]
+struct AtTargets(Vec<AtTarget>);
+
+impl<'de> Deserialize<'de> for AtTargets {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        // State files made when a target kept one failure hold it alone.
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Kept {
+            Many(Vec<AtTarget>),
+            One(AtTarget),
+        }
+        Ok(match Kept::deserialize(d)? {
+            Kept::Many(v) => AtTargets(v),
+            Kept::One(f) => AtTargets(vec![f]),
+        })
     }
 }
 
-/// The failure `sent` surely retries (the same message, to a target that failed), if any:
-/// its record, taken out for every target of `sent` it covers.
-fn retried(map: &mut Bounded<AtTarget>, sent: &Sent) -> Option<AtTarget> {
-    let mut found: Option<AtTarget> = None;
-    for t in sent.targets() {
-        let matches = map.get(t).is_some_and(|f| f.seq < sent.seq && sent.again(&f.parts));
-        if matches && let Some(f) = map.remove(t) {
-            found = found.or(Some(f));
+/// Records `sent`'s failure at each of `targets`, so that a retry is found by where it goes:
+/// the same message failing again replaces its record there (its retry failed too), another
+/// message's is kept beside it. Returns how many older failures were forgotten past
+/// [`PER_TARGET`].
+fn by_target(
+    map: &mut Bounded<AtTargets>,
+    n: &Numbers,
+    sent: &Sent,
+    targets: &[String],
+    make: impl Fn() -> AtTarget,
+) -> u64 {
+    let mut forgot = 0;
+    for t in targets.iter().take(n.max_registration_ids) {
+        match map.get_mut(t) {
+            Some(list) => {
+                list.0.retain(|f| !sent.again(&f.parts));
+                list.0.push(make());
+                if list.0.len() > PER_TARGET {
+                    list.0.remove(0);
+                    forgot += 1;
+                }
+            }
+            None => {
+                map.insert(t.clone(), AtTargets(vec![make()]));
+            }
         }
     }
+    forgot
+}
+
+/// The failure `sent` surely retries (the same message, to a target that failed), if any:
+/// at each target of `sent`, the newest failure it repeats is taken out; the first found is
+/// the one judged.
+fn retried(map: &mut Bounded<AtTargets>, sent: &Sent) -> Option<AtTarget> {
+    let mut found: Option<AtTarget> = None;
+    for t in sent.targets() {
+        let Some(list) = map.get_mut(t) else { continue };
+        let Some(i) = list.0.iter().rposition(|f| f.seq < sent.seq && sent.again(&f.parts)) else { continue };
+        let f = list.0.remove(i);
+        if list.0.is_empty() {
+            map.remove(t);
+        }
+        found = found.or(Some(f));
+    }
     found
+}
+
+/// The note of a rule that keeps failures by target: what it forgot, of targets and of
+/// messages at one target.
+fn forgot_note(map: &Bounded<AtTargets>, crowded: u64, what: &str) -> Option<String> {
+    let crowded = (crowded > 0)
+        .then(|| format!("{crowded} {what} forgotten: more than {PER_TARGET} different messages failed at one target"));
+    [map.forgot_note(what), crowded].into_iter().flatten().reduce(|a, b| format!("{a}; {b}"))
 }
 
 /// `retry-after`: no retry sooner than the Retry-After said.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub(crate) struct RetryAfter {
     #[serde(default)]
-    told: Bounded<AtTarget>,
+    told: Bounded<AtTargets>,
+    /// Failures forgotten past [`PER_TARGET`] at one target.
+    #[serde(default)]
+    crowded: u64,
 }
 
 impl RetryAfter {
@@ -267,7 +326,7 @@ impl RetryAfter {
                     return;
                 }
                 let targets: Vec<String> = sent.targets().into_iter().map(str::to_string).collect();
-                by_target(&mut self.told, n, &targets, |_| AtTarget {
+                self.crowded += by_target(&mut self.told, n, sent, &targets, || AtTarget {
                     parts: sent.parts.clone(),
                     seq: answer.seq,
                     stamp: answer.stamp,
@@ -297,7 +356,7 @@ impl RetryAfter {
     }
 
     pub fn note(&self) -> Option<String> {
-        self.told.forgot_note("Retry-After answers")
+        forgot_note(&self.told, self.crowded, "Retry-After answers")
     }
 }
 
@@ -305,7 +364,10 @@ impl RetryAfter {
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub(crate) struct Backoff {
     #[serde(default)]
-    failures: Bounded<AtTarget>,
+    failures: Bounded<AtTargets>,
+    /// Failures forgotten past [`PER_TARGET`] at one target.
+    #[serde(default)]
+    crowded: u64,
     /// The wait before each retry in flight, by the retry's send.
     #[serde(default)]
     waits: Bounded<u64>,
@@ -318,7 +380,7 @@ impl Backoff {
                 let last_wait_ms = self.waits.remove(&sent.seq.to_string());
                 let targets = failed(true, sent, answer, n).or_else(|| failed(false, sent, answer, n));
                 let Some(targets) = targets else { return };
-                by_target(&mut self.failures, n, &targets, |_| AtTarget {
+                self.crowded += by_target(&mut self.failures, n, sent, &targets, || AtTarget {
                     parts: sent.parts.clone(),
                     seq: answer.seq,
                     stamp: answer.stamp,
@@ -360,7 +422,7 @@ impl Backoff {
     }
 
     pub fn note(&self) -> Option<String> {
-        self.failures.forgot_note("failed messages")
+        forgot_note(&self.failures, self.crowded, "failed messages")
     }
 }
 
@@ -481,6 +543,16 @@ fn took_all(sent: &Sent, answer: &Answer) -> bool {
 
 #[cfg(test)]
 mod tests {
+    /// A state file made when a target kept one failure still reads: as a list of one.
+    #[test]
+    fn failures_at_a_target_read_from_one_or_many() {
+        let one = serde_json::json!({"parts": [1, 2], "seq": 3, "stamp": {"at_ms": 4, "wall_ms": 5}, "retry_after_ms": 6, "last_wait_ms": null});
+        let read = |v: serde_json::Value| serde_json::from_value::<super::AtTargets>(v).map(|t| t.0.len());
+        assert_eq!(read(one.clone()).ok(), Some(1));
+        assert_eq!(read(serde_json::json!([one.clone(), one])).ok(), Some(2));
+        assert!(read(serde_json::json!({"parts": "no"})).is_err());
+    }
+
     #[test]
     fn decimal_writes_what_to_string_writes() {
         for n in [0, 7, 10, 99, 1_234_567_890, u64::MAX - 1, u64::MAX] {

@@ -76,6 +76,19 @@ struct Unacked {
     message_id: String,
     seq: u64,
     stamp: Stamp,
+    /// The device it came from ([`Event::ToAck`]'s `peer`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    peer: Option<String>,
+}
+
+/// Whether an ack naming `to` may be the ack of a message from `peer`: message ids are the
+/// devices', so an ack is of a device's message when it names that device; an ack that names
+/// none (or a message from no device, a receipt) is matched by its id alone.
+fn names(peer: Option<&str>, to: Option<&str>) -> bool {
+    match (peer, to) {
+        (Some(p), Some(t)) => p == t,
+        _ => true,
+    }
 }
 
 /// `acks`: every upstream message (or receipt) written to a connection is acked on it.
@@ -129,35 +142,45 @@ impl Acks {
 
     pub fn feed(&mut self, kind: ToAck, in_flight_ms: u64, event: &Event, log: &mut RuleLog) {
         match event {
-            Event::ToAck { seq, stamp, conn, message_id, kind: k } if *k == kind => {
+            Event::ToAck { seq, stamp, conn, message_id, kind: k, peer } if *k == kind => {
                 self.copies += 1;
-                let u = Unacked { conn: *conn, message_id: message_id.clone(), seq: *seq, stamp: *stamp };
+                let u = Unacked {
+                    conn: *conn,
+                    message_id: message_id.clone(),
+                    seq: *seq,
+                    stamp: *stamp,
+                    peer: peer.clone(),
+                };
                 let key = format!("{conn}:{message_id}:{}", self.copies);
                 self.index().entry(message_id.clone()).or_default().entry(*conn).or_default().push_back(key.clone());
                 if let Some(forgotten) = self.open.insert(key, u) {
                     self.unindex(&forgotten.message_id, forgotten.conn);
                 }
             }
-            Event::AppAck { conn, message_id, .. } => {
-                // One copy per ack (a message sent twice needs two), the oldest on this
-                // connection, else the oldest anywhere: an ack on another connection than the
-                // message's is app.xmpp.ack-own-connection's to judge.
+            Event::AppAck { conn, message_id, to, .. } => {
+                // One copy per ack (a message sent twice needs two), the oldest of the message
+                // (its id, from the device the ack names) on this connection, else the oldest
+                // anywhere: an ack on another connection than the message's is
+                // app.xmpp.ack-own-connection's to judge.
                 self.index();
                 let open = &self.open;
                 let Some(conns) = self.by_id.as_mut().and_then(|i| i.get_mut(message_id)) else { return };
-                let live = |q: &VecDeque<String>| q.iter().find_map(|k| open.get(k)).map(|u| u.seq);
-                let from = if conns.get(conn).is_some_and(|q| live(q).is_some()) {
+                let first = |q: &VecDeque<String>| {
+                    q.iter().enumerate().find_map(|(i, k)| {
+                        open.get(k).filter(|u| names(u.peer.as_deref(), to.as_deref())).map(|u| (i, u.seq))
+                    })
+                };
+                let from = if conns.get(conn).is_some_and(|q| first(q).is_some()) {
                     Some(*conn)
                 } else {
-                    conns.iter().filter_map(|(c, q)| live(q).map(|seq| (seq, *c))).min().map(|(_, c)| c)
+                    conns.iter().filter_map(|(c, q)| first(q).map(|(_, seq)| (seq, *c))).min().map(|(_, c)| c)
                 };
                 let Some(from) = from else { return };
                 let queue = conns.get_mut(&from).expect("found above");
-                while let Some(key) = queue.pop_front() {
-                    if self.open.remove(&key).is_some() {
-                        log.exercised += 1;
-                        break;
-                    }
+                let Some((at, _)) = first(queue) else { return };
+                let key = queue.remove(at).expect("found above");
+                if self.open.remove(&key).is_some() {
+                    log.exercised += 1;
                 }
                 self.unindex(message_id, from);
             }
@@ -245,29 +268,53 @@ fn what(kind: ToAck) -> &'static str {
 /// `ack-connection`: an ack comes on a connection the message was written to.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub(crate) struct AckConnection {
-    /// Message id -> the connections it was written to, with the entry.
-    written: Bounded<Vec<(u64, u64)>>,
+    /// Message id -> where a message with it was written: connection, entry, and the device
+    /// it came from (message ids are the devices': two devices may use one).
+    written: Bounded<Vec<Written>>,
+}
+
+/// A connection a message was written to: `[conn, seq, peer]` (`[conn, seq]` in state files
+/// made before the device was kept, read as from no device).
+#[derive(Debug, Clone, Serialize)]
+struct Written(u64, u64, Option<String>);
+
+impl<'de> Deserialize<'de> for Written {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Kept {
+            Now(u64, u64, Option<String>),
+            Before(u64, u64),
+        }
+        Ok(match Kept::deserialize(d)? {
+            Kept::Now(c, s, p) => Written(c, s, p),
+            Kept::Before(c, s) => Written(c, s, None),
+        })
+    }
 }
 
 impl AckConnection {
     pub fn feed(&mut self, event: &Event, log: &mut RuleLog) {
         match event {
-            Event::ToAck { seq, conn, message_id, .. } => {
+            Event::ToAck { seq, conn, message_id, peer, .. } => {
                 let on = self.written.entry_or(message_id, Vec::new);
-                if !on.iter().any(|(c, _)| c == conn) {
-                    on.push((*conn, *seq));
+                if !on.iter().any(|w| w.0 == *conn && w.2 == *peer) {
+                    on.push(Written(*conn, *seq, peer.clone()));
                 }
             }
-            Event::AppAck { seq, stamp, conn, message_id } => {
+            Event::AppAck { seq, stamp, conn, message_id, to } => {
                 let Some(on) = self.written.get(message_id) else { return };
+                // The writings of the message this ack names: its id, from the device in `to`.
+                let mut of = on.iter().filter(|w| names(w.2.as_deref(), to.as_deref())).peekable();
+                let Some(Written(first, first_seq, _)) = of.peek().cloned().cloned() else { return };
                 log.exercised += 1;
-                if !on.iter().any(|(c, _)| c == conn) {
-                    let (first, first_seq) = on[0];
+                if !of.any(|w| w.0 == *conn) {
+                    let whose = to.as_deref().map(|t| format!(" (from {t})")).unwrap_or_default();
                     log.violate(
                         *stamp,
                         vec![first_seq, *seq],
                         || format!(
-                            "#{seq} at {} acked {message_id:?} on connection {conn}; it was written to connection {first} (#{first_seq})",
+                            "#{seq} at {} acked {message_id:?}{whose} on connection {conn}; it was written to connection {first} (#{first_seq})",
                             at(*stamp)
                         ),
                     );
