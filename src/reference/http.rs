@@ -364,6 +364,13 @@ fn send(model: &mut Model, req: &HttpRequest) -> HttpResponse {
     if let Some(sender) = &keyed
         && let Some(resp) = scripted_status(model, sender, true)
     {
+        // Answered before the body was read: whether it went to a key is looked up for the
+        // journal alone (a key's 5xx is the group's failure to retry).
+        let to =
+            serde_json::from_slice::<Value>(&req.body).ok().and_then(|b| b.get("to")?.as_str().map(str::to_string));
+        if let Some(to) = to {
+            model.observe_to(sender, &to);
+        }
         return resp;
     }
     let plain_text = req.header("content-type").is_some_and(|t| {

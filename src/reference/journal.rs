@@ -34,6 +34,13 @@ impl Default for JournalCaps {
     }
 }
 
+/// What a settled read waits at least while any copy awaits its app server's ack, however old:
+/// an ack written just before the read was sent, on the XMPP connection rather than the
+/// read's, may not have been read yet (an outside pass saw a legal ack 1.2 s after its copy
+/// judged missed, one read in five). Not a number of the documents: the adapter's allowance
+/// for two connections of one client.
+pub const SETTLE_QUIET_MS: u64 = 100;
+
 /// One sender's journal and grading.
 #[derive(Debug, Default, Serialize, Deserialize)]
 pub struct SenderJournal {
@@ -251,11 +258,12 @@ impl Journals {
 
     /// How long a settled reading of `sender`'s verdicts should wait, from `now_wall_ms`, so
     /// that no copy it judges unacked is one whose ack, or whose connection's close, is
-    /// still on its way: the youngest awaited copy's age up to its rule's `in_flight_ms`.
+    /// still on its way: the youngest awaited copy's age up to its rule's `in_flight_ms`,
+    /// and while any copy awaits its ack, at least [`SETTLE_QUIET_MS`].
     pub fn settle_wait_ms(&self, sender: &str, now_wall_ms: u64) -> Option<u64> {
         let book = self.book.as_deref()?;
         let until = self.grading(book, self.senders.get(sender)?).in_flight_until(book)?;
-        until.checked_sub(now_wall_ms).filter(|&ms| ms > 0)
+        Some(until.saturating_sub(now_wall_ms).max(SETTLE_QUIET_MS))
     }
 
     /// `sender`'s verdicts as if every window had closed (an open retry or ack is judged as

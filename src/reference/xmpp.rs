@@ -575,6 +575,9 @@ fn message(model: &mut Model, session: &mut Session, stanza: &Element, reference
     }
     session.downstream_reply = true;
     if let Some(code) = model.scripted_nack(&sender) {
+        if let Some(to) = body.get("to").and_then(Value::as_str) {
+            model.observe_to(&sender, to);
+        }
         reference.record(|| state::Input::XmppScripted { sender: sender.clone(), hold: false });
         let why = match code {
             "SERVICE_UNAVAILABLE" | "INTERNAL_SERVER_ERROR" => "scripted: the service could not take it now",

@@ -336,7 +336,8 @@ fn a_newer_failure_does_not_hide_an_older_one() -> Result<(), String> {
 /// passes; the devices swapped (each ack on the other's connection) breaks
 /// app.xmpp.ack-own-connection; a device that sent nothing acks nothing (the copies go
 /// unacked); an ack naming no device is matched by its id alone; two copies of one message
-/// need two acks.
+/// need two acks, each on the connection its copy awaits it (a second ack where one copy was
+/// acked already, while another connection's copy waits, is on the wrong connection).
 fn an_ack_names_the_device_of_its_message() -> Result<(), String> {
     use gcmspec::verdicts::{Conn, Entry, Grading, JournalCount, Rulebook, Stamp, What};
     let book = Rulebook::bundled();
@@ -388,6 +389,20 @@ fn an_ack_names_the_device_of_its_message() -> Result<(), String> {
             Some(Outcome::Passed),
         ),
         (
+            "one copy acked twice where it was written, the other's never",
+            vec![(1, "A"), (2, "A")],
+            vec![(1, Some("A")), (1, Some("A"))],
+            Some(Outcome::Passed),
+            Some(Outcome::Violated),
+        ),
+        (
+            "a duplicate ack",
+            vec![(1, "A")],
+            vec![(1, Some("A")), (1, Some("A"))],
+            Some(Outcome::Passed),
+            Some(Outcome::Passed),
+        ),
+        (
             "two copies, one ack",
             vec![(1, "A"), (1, "A")],
             vec![(1, Some("A"))],
@@ -432,6 +447,84 @@ fn an_ack_names_the_device_of_its_message() -> Result<(), String> {
     Ok(())
 }
 
+/// What `app.retry.server-error` owes, at its edges (found by an outside pass): one retry is
+/// enough however many more fail, with or without Retry-After; a retry may go to the canonical
+/// id that replaced the failed one, learnt after the failure; and a 5xx answered to a send to
+/// a notification key, before the service read it, is the group's failure to retry.
+fn what_a_failed_send_is_owed() -> Result<(), String> {
+    let advance = |app: &App, s: u64| {
+        app.control("POST", &format!("senders/{}/clock", app.id), Some(json!({ "advance_seconds": s })));
+    };
+    let script = |app: &App, body: Value| {
+        app.control("POST", &format!("senders/{}/script", app.id), Some(body));
+    };
+    // Retried with back-off (or after each Retry-After), every retry failing, then given up.
+    for retry_after in [None, Some(10)] {
+        for failed_retries in 1..=5u32 {
+            let app = App::new();
+            let a = app.device("android");
+            let mut status = json!({ "kind": "status", "status": 503, "times": failed_retries + 1 });
+            if let Some(r) = retry_after {
+                status["retry_after"] = json!(r);
+            }
+            script(&app, status);
+            app.send(json!({ "to": a, "data": { "m": "1" } }));
+            for i in 0..failed_retries {
+                advance(&app, retry_after.unwrap_or(1 << i));
+                app.send(json!({ "to": a, "data": { "m": "1" } }));
+            }
+            let v = app.settled()?;
+            if outcome(&v, "app.retry.server-error") != Some(Outcome::Passed) {
+                return Err(format!(
+                    "{failed_retries} failed retries (Retry-After {retry_after:?}), then given up: server-error not passed: {}",
+                    v.to_json()
+                ));
+            }
+        }
+    }
+    // Failed at an id; a later answer names its canonical id; the retry goes there.
+    let app = App::new();
+    let a = app.device("android");
+    script(&app, json!({ "kind": "error", "error": "Unavailable", "registration_id": a }));
+    app.send(json!({ "to": a, "data": { "m": "first" } }));
+    let (_, renamed) = app.control("POST", &format!("instances/{a}/reregister"), Some(json!({})));
+    let renamed = renamed["registration_id"].as_str().ok_or(format!("no new id: {renamed}"))?.to_string();
+    advance(&app, 1);
+    let answer = app.send(json!({ "to": a, "data": { "m": "second" } }));
+    if answer["results"][0]["registration_id"] != json!(renamed) {
+        return Err(format!("expected the canonical id {renamed}: {answer}"));
+    }
+    advance(&app, 1);
+    app.send(json!({ "to": renamed, "data": { "m": "first" } }));
+    let v = app.settled()?;
+    for rule in ["app.retry.server-error", "app.canonical-id.replace"] {
+        if outcome(&v, rule) != Some(Outcome::Passed) {
+            return Err(format!("a retry to the canonical id learnt later: {rule} not passed: {}", v.to_json()));
+        }
+    }
+    // A 503 to a notification key, never retried, then retried after its Retry-After.
+    for retried in [false, true] {
+        let app = App::new();
+        let key = app.group(&[app.device("android"), app.device("android")]);
+        script(&app, json!({ "kind": "status", "status": 503, "retry_after": 10 }));
+        app.send(json!({ "to": key, "data": { "m": "to all" } }));
+        if retried {
+            advance(&app, 10);
+            app.send(json!({ "to": key, "data": { "m": "to all" } }));
+        }
+        let v = app.settled()?;
+        let read = (outcome(&v, "app.group.retry"), outcome(&v, "app.retry.server-error"));
+        let expected = (Some(if retried { Outcome::Passed } else { Outcome::Violated }), Some(Outcome::NotExercised));
+        if read != expected {
+            return Err(format!(
+                "a 503 to a key (retried: {retried}): group.retry and server-error read {read:?}, expected {expected:?}: {}",
+                v.to_json()
+            ));
+        }
+    }
+    Ok(())
+}
+
 pub fn trials() -> Vec<Trial> {
     vec![
         trial("verdict-readings::lasting-member-failures-need-no-retry", lasting_member_failures_need_no_retry),
@@ -446,5 +539,6 @@ pub fn trials() -> Vec<Trial> {
             a_newer_failure_does_not_hide_an_older_one,
         ),
         trial("verdict-readings::an-ack-names-the-device-of-its-message", an_ack_names_the_device_of_its_message),
+        trial("verdict-readings::what-a-failed-send-is-owed", what_a_failed_send_is_owed),
     ]
 }

@@ -5,7 +5,11 @@
 //! run of `cargo bench --bench load`, docs/performance.md). Iteration follows the vector,
 //! so it is the same from run to run.
 
-use std::hash::{BuildHasher, RandomState};
+use std::hash::BuildHasher;
+
+// Registration ids are drawn by the reference, never chosen by a client: a fast hash seeded
+// per process is enough (Cargo.toml says why this crate).
+use foldhash::fast::RandomState;
 use std::sync::Arc;
 
 use hashbrown::HashTable;

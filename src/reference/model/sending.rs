@@ -211,14 +211,22 @@ impl Model {
         })
     }
 
+    /// Notes, while observing, whether a send's `to` is one of `sender`'s notification keys:
+    /// also for a send answered before the model took it (a scripted 5xx or nack), whose
+    /// failure is then the group's to retry.
+    pub fn observe_to(&mut self, sender: &str, to: &str) {
+        if let Some(o) = &mut self.observation {
+            o.facts.to_key = self.groups.get(to).is_some_and(|g| *g.sender == *sender);
+        }
+    }
+
     /// A downstream send from `sender`: the scripts for its ids or key take effect first,
     /// and while a request is observed, what the reference knows of each device it reaches
     /// is noted for the journal.
     pub fn send(&mut self, sender: &str, target: Target, message: Message) -> SendOutcome {
         self.apply_send_scripts(sender, &target);
-        if let Some(o) = &mut self.observation {
-            o.facts.to_key =
-                matches!(&target, Target::To(to) if self.groups.get(to.as_str()).is_some_and(|g| *g.sender == *sender));
+        if let Target::To(to) = &target {
+            self.observe_to(sender, to);
         }
         let outcome = self.send_unscripted(sender, target, message);
         self.forced.clear();

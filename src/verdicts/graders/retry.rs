@@ -24,6 +24,10 @@ struct Failure {
     stamp: Stamp,
     /// A Retry-After extends the window by its own length.
     retry_after_ms: u64,
+    /// The failure of a retry: it need not be retried (the documents ask for a retry, not
+    /// for retrying for ever), but a later send of it is a retry still, and its failure too.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    excused: bool,
 }
 
 /// The targets to try again after a failed send, if it failed: for `group`, a send to a
@@ -117,6 +121,18 @@ impl Retries {
         }
     }
 
+    /// A canonical id answered for `id`: the failures open at `id` may be retried at it too.
+    fn rename_open(&mut self, id: &str, canonical: &str) {
+        let seqs: Vec<u64> = self.index().get(id).map(|s| s.iter().copied().collect()).unwrap_or_default();
+        for seq in seqs {
+            if let Some(f) = self.open.get_mut(&seq.to_string())
+                && f.targets.insert(canonical.to_string())
+            {
+                self.index().entry(canonical.to_string()).or_default().insert(seq);
+            }
+        }
+    }
+
     fn open_failure(&mut self, f: Failure) {
         let key = f.seq.to_string();
         let index = self.index();
@@ -136,11 +152,10 @@ impl Retries {
                 for (id, r) in &answer.results {
                     if let Ok(Some(canonical)) = r {
                         self.renamed.insert(id.clone(), canonical.clone());
+                        self.rename_open(id, canonical);
                     }
                 }
-                if self.retrying.remove(&sent.seq.to_string()).is_some() {
-                    return;
-                }
+                let excused = self.retrying.remove(&sent.seq.to_string()).is_some();
                 if let Some(mut targets) = failed(group, sent, answer, n) {
                     let canonical: Vec<String> = targets.iter().filter_map(|t| self.renamed.get(t).cloned()).collect();
                     targets.extend(canonical);
@@ -151,6 +166,7 @@ impl Retries {
                         seq: answer.seq,
                         stamp: answer.stamp,
                         retry_after_ms: answer.retry_after_ms.unwrap_or(0),
+                        excused,
                     });
                 }
             }
@@ -161,17 +177,20 @@ impl Retries {
                     sent.each_target().filter_map(|t| index.get(t)).flatten().copied().collect();
                 candidates.sort_unstable();
                 candidates.dedup();
-                let mut done = 0;
+                let (mut done, mut again) = (0, false);
                 for seq in candidates {
                     let key = seq.to_string();
                     if self.open.get(&key).is_some_and(|f| retries(sent, f, false))
                         && let Some(f) = self.open.remove(&key)
                     {
                         self.unindex(&f);
-                        done += 1;
+                        again = true;
+                        // A retry of a failed retry was owed nothing: it counts once, as the
+                        // retry it continues did.
+                        done += u64::from(!f.excused);
                     }
                 }
-                if done > 0 {
+                if again {
                     self.retrying.insert(sent.seq.to_string(), ());
                 }
                 log.exercised += done;
@@ -192,6 +211,9 @@ impl Retries {
             Some(self.open.values().map(starts).fold((u64::MAX, u64::MAX), |(a, w), (fa, fw)| (a.min(fa), w.min(fw))));
         for f in due {
             self.unindex(&f);
+            if f.excused {
+                continue;
+            }
             log.exercised += 1;
             // A settled read has no moment of its own: the failure's answer stands for it.
             let when = if now.is_settled() { f.stamp } else { now };

@@ -265,30 +265,32 @@ fn what(kind: ToAck) -> &'static str {
     }
 }
 
-/// `ack-connection`: an ack comes on a connection the message was written to.
+/// `ack-connection`: an ack comes on a connection the message was written to, and still
+/// waiting for its ack there.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub(crate) struct AckConnection {
-    /// Message id -> where a message with it was written: connection, entry, and the device
-    /// it came from (message ids are the devices': two devices may use one).
+    /// Message id -> where a message with it was written: connection, entry, the device it
+    /// came from (message ids are the devices': two devices may use one), and how many of its
+    /// copies there await an ack.
     written: Bounded<Vec<Written>>,
 }
 
-/// A connection a message was written to: `[conn, seq, peer]` (`[conn, seq]` in state files
-/// made before the device was kept, read as from no device).
+/// A connection a message was written to: `[conn, seq, peer, awaiting]` (`[conn, seq]` in
+/// state files made before the rest was kept, read as from no device, one copy awaiting).
 #[derive(Debug, Clone, Serialize)]
-struct Written(u64, u64, Option<String>);
+struct Written(u64, u64, Option<String>, u32);
 
 impl<'de> Deserialize<'de> for Written {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         #[derive(Deserialize)]
         #[serde(untagged)]
         enum Kept {
-            Now(u64, u64, Option<String>),
+            Now(u64, u64, Option<String>, u32),
             Before(u64, u64),
         }
         Ok(match Kept::deserialize(d)? {
-            Kept::Now(c, s, p) => Written(c, s, p),
-            Kept::Before(c, s) => Written(c, s, None),
+            Kept::Now(c, s, p, n) => Written(c, s, p, n),
+            Kept::Before(c, s) => Written(c, s, None, 1),
         })
     }
 }
@@ -298,27 +300,35 @@ impl AckConnection {
         match event {
             Event::ToAck { seq, conn, message_id, peer, .. } => {
                 let on = self.written.entry_or(message_id, Vec::new);
-                if !on.iter().any(|w| w.0 == *conn && w.2 == *peer) {
-                    on.push(Written(*conn, *seq, peer.clone()));
+                match on.iter_mut().find(|w| w.0 == *conn && w.2 == *peer) {
+                    Some(w) => w.3 = w.3.saturating_add(1),
+                    None => on.push(Written(*conn, *seq, peer.clone(), 1)),
                 }
             }
             Event::AppAck { seq, stamp, conn, message_id, to } => {
-                let Some(on) = self.written.get(message_id) else { return };
+                let Some(on) = self.written.get_mut(message_id) else { return };
                 // The writings of the message this ack names: its id, from the device in `to`.
-                let mut of = on.iter().filter(|w| names(w.2.as_deref(), to.as_deref())).peekable();
-                let Some(Written(first, first_seq, _)) = of.peek().cloned().cloned() else { return };
-                log.exercised += 1;
-                if !of.any(|w| w.0 == *conn) {
-                    let whose = to.as_deref().map(|t| format!(" (from {t})")).unwrap_or_default();
-                    log.violate(
-                        *stamp,
-                        vec![first_seq, *seq],
-                        || format!(
-                            "#{seq} at {} acked {message_id:?}{whose} on connection {conn}; it was written to connection {first} (#{first_seq})",
-                            at(*stamp)
-                        ),
-                    );
+                let named = |w: &&mut Written| names(w.2.as_deref(), to.as_deref());
+                if let Some(w) = on.iter_mut().filter(named).find(|w| w.0 == *conn && w.3 > 0) {
+                    log.exercised += 1;
+                    w.3 -= 1;
+                    return;
                 }
+                // None awaits it here: an ack of a copy another connection holds, or of one
+                // written here and acked already while another connection's still waits.
+                let Some(Written(first, first_seq, ..)) =
+                    on.iter_mut().filter(named).find(|w| w.3 > 0).map(|w| w.clone())
+                else {
+                    return;
+                };
+                log.exercised += 1;
+                let whose = to.as_deref().map(|t| format!(" (from {t})")).unwrap_or_default();
+                log.violate(*stamp, vec![first_seq, *seq], || {
+                    format!(
+                        "#{seq} at {} acked {message_id:?}{whose} on connection {conn}, where no copy of it awaited an ack; one written to connection {first} (#{first_seq}) did",
+                        at(*stamp)
+                    )
+                });
             }
             _ => {}
         }
