@@ -131,16 +131,22 @@ struct Shared {
     stop: AtomicBool,
 }
 
-impl Background {
-    /// Starts the thread. It ends when this handle is dropped.
-    pub fn start(book: Arc<Rulebook>) -> std::io::Result<Background> {
-        let shared = Arc::new(Shared {
+impl Shared {
+    fn new(book: Arc<Rulebook>) -> Arc<Shared> {
+        Arc::new(Shared {
             book,
             listed: Mutex::default(),
             bytes: AtomicUsize::new(0),
             sleeping: AtomicBool::new(false),
             stop: AtomicBool::new(false),
-        });
+        })
+    }
+}
+
+impl Background {
+    /// Starts the thread. It ends when this handle is dropped.
+    pub fn start(book: Arc<Rulebook>) -> std::io::Result<Background> {
+        let shared = Shared::new(book);
         let on_thread = shared.clone();
         let handle = std::thread::Builder::new().name("gcmspec-grader".into()).spawn(move || run(&on_thread))?;
         Ok(Background { shared, thread: handle.thread().clone() })
@@ -149,13 +155,7 @@ impl Background {
     /// A handle whose thread never grades (the caller's own, never unparked to any end).
     #[cfg(test)]
     pub fn paused(book: Arc<Rulebook>) -> Background {
-        let shared = Arc::new(Shared {
-            book,
-            listed: Mutex::default(),
-            bytes: AtomicUsize::new(0),
-            sleeping: AtomicBool::new(false),
-            stop: AtomicBool::new(false),
-        });
+        let shared = Shared::new(book);
         Background { shared, thread: std::thread::current() }
     }
 
