@@ -294,7 +294,12 @@ impl Reader {
             What::XmppReceived { stanza, facts, .. } => {
                 let Some(json) = stanza.as_object() else { return Vec::new() };
                 let message_id = json.get("message_id").and_then(Value::as_str).map(str::to_string);
-                if json.get("message_type").and_then(Value::as_str).is_some() {
+                if let Some(kind) = json.get("message_type") {
+                    // Only `"message_type": "ack"` acks (the quoted form): a nack, or an `ACK`,
+                    // is no ack of anything, and no downstream message either.
+                    if kind != "ack" {
+                        return Vec::new();
+                    }
                     let to = json.get("to").and_then(Value::as_str).map(str::to_string);
                     return message_id
                         .map(|message_id| Event::AppAck { seq, stamp, conn: xmpp_conn, message_id, to })

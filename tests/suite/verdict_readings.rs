@@ -410,6 +410,11 @@ fn an_ack_names_the_device_of_its_message() -> Result<(), String> {
             Some(Outcome::Passed),
         ),
     ];
+    // Only `"message_type": "ack"` acks: an `ACK`, a nack or another type leaves the copy unacked.
+    let mut cases = cases;
+    for kind in ["ACK", "nack", "receipt", "acknowledge"] {
+        cases.push((kind, vec![(1, "A")], vec![(1, Some(kind))], Some(Outcome::Violated), Some(Outcome::NotExercised)));
+    }
     for (name, written, acks, upstream, own) in cases {
         let mut grading = Grading::default();
         let mut seq = 0;
@@ -428,9 +433,13 @@ fn an_ack_names_the_device_of_its_message() -> Result<(), String> {
             feed(*conn, What::XmppSent { stanza });
         }
         for (conn, to) in &acks {
-            let mut stanza = json!({ "message_id": "7", "message_type": "ack" });
-            if let Some(to) = to {
-                stanza["to"] = json!(to);
+            // A case named for a message type sends that type, to the device that sent it.
+            let kind = if ["ACK", "nack", "receipt", "acknowledge"].contains(&name) { name } else { "ack" };
+            let mut stanza = json!({ "message_id": "7", "message_type": kind });
+            match to {
+                Some(to) if *to == name => stanza["to"] = json!("A"),
+                Some(to) => stanza["to"] = json!(to),
+                None => {}
             }
             feed(*conn, What::XmppReceived { stanza, scripted: None, facts: Default::default() });
         }
@@ -500,6 +509,64 @@ fn what_a_failed_send_is_owed() -> Result<(), String> {
     for rule in ["app.retry.server-error", "app.canonical-id.replace"] {
         if outcome(&v, rule) != Some(Outcome::Passed) {
             return Err(format!("a retry to the canonical id learnt later: {rule} not passed: {}", v.to_json()));
+        }
+    }
+    // Each id that failed is owed the retry: a multicast's failed ids retried one by one, some
+    // of them, or together.
+    for (retries, expected) in [
+        (vec![vec![1]], Outcome::Violated),
+        (vec![vec![1], vec![2]], Outcome::Passed),
+        (vec![vec![1, 2]], Outcome::Passed),
+        (vec![vec![0, 1, 2]], Outcome::Passed),
+    ] {
+        let app = App::new();
+        let ids: Vec<String> = (0..3).map(|_| app.device("android")).collect();
+        for id in &ids[1..] {
+            script(&app, json!({ "kind": "error", "error": "Unavailable", "registration_id": id }));
+        }
+        app.send(json!({ "registration_ids": ids, "data": { "m": "x" } }));
+        for retry in &retries {
+            advance(&app, 1);
+            let to: Vec<&String> = retry.iter().map(|&i| &ids[i]).collect();
+            app.send(json!({ "registration_ids": to, "data": { "m": "x" } }));
+        }
+        let v = app.settled()?;
+        if outcome(&v, "app.retry.server-error") != Some(expected) {
+            return Err(format!(
+                "a multicast's failed ids 1 and 2, retried as {retries:?}: server-error not {expected:?}: {}",
+                v.to_json()
+            ));
+        }
+    }
+    // The same for a group's failed members: each, or the key for all.
+    for (retry, expected) in
+        [("one member", Outcome::Violated), ("each member", Outcome::Passed), ("the key", Outcome::Passed)]
+    {
+        let app = App::new();
+        let members: Vec<String> = (0..4).map(|_| app.device("android")).collect();
+        let key = app.group(&members);
+        script(&app, json!({ "kind": "group-failure", "notification_key": key, "members": 2 }));
+        let answer = app.send(json!({ "to": key, "data": { "m": "y" } }));
+        let failed: Vec<String> = serde_json::from_value(answer["failed_registration_ids"].clone()).unwrap_or_default();
+        if failed.len() != 2 {
+            return Err(format!("expected two members to fail: {answer}"));
+        }
+        advance(&app, 1);
+        match retry {
+            "one member" => drop(app.send(json!({ "to": failed[0], "data": { "m": "y" } }))),
+            "each member" => {
+                for f in &failed {
+                    app.send(json!({ "to": f, "data": { "m": "y" } }));
+                }
+            }
+            _ => drop(app.send(json!({ "to": key, "data": { "m": "y" } }))),
+        }
+        let v = app.settled()?;
+        if outcome(&v, "app.group.retry") != Some(expected) {
+            return Err(format!(
+                "two members failed, retried to {retry}: group.retry not {expected:?}: {}",
+                v.to_json()
+            ));
         }
     }
     // A 503 to a notification key, never retried, then retried after its Retry-After.

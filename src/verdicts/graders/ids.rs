@@ -76,7 +76,9 @@ impl StaleIds {
         // have been in flight already.
         let same_http = matches!((conn, m.conn), (Some(Conn::Http(a)), Some(Conn::Http(b))) if a == b)
             || (conn.is_none() && m.conn.is_none());
-        let opened_after = opened_ms.is_some_and(|o| o >= m.stamp.wall_ms);
+        // A connection opened in the answer's own millisecond cannot be ordered after it: the
+        // tie goes to the app server.
+        let opened_after = opened_ms.is_some_and(|o| o > m.stamp.wall_ms);
         let later = (same_http && seq > m.seq) || opened_after || stamp.since(m.stamp) >= in_flight_ms;
         if !later {
             return;

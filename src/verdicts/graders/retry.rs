@@ -121,6 +121,20 @@ impl Retries {
         }
     }
 
+    /// The targets of the open failure `key` that `sent` reaches: those it names, and an id
+    /// whose canonical id it names (or the canonical id of an id it names). Linear in both.
+    fn reached(&self, sent: &Sent, key: &str) -> Vec<String> {
+        let Some(f) = self.open.get(key) else { return Vec::new() };
+        let renamed = |t: &str| self.renamed.get(t).map(String::as_str);
+        let mut reach: HashSet<&str> = sent.each_target().collect();
+        reach.extend(sent.each_target().filter_map(renamed));
+        f.targets
+            .iter()
+            .filter(|t| reach.contains(t.as_str()) || renamed(t).is_some_and(|c| reach.contains(c)))
+            .cloned()
+            .collect()
+    }
+
     /// A canonical id answered for `id`: the failures open at `id` may be retried at it too.
     fn rename_open(&mut self, id: &str, canonical: &str) {
         let seqs: Vec<u64> = self.index().get(id).map(|s| s.iter().copied().collect()).unwrap_or_default();
@@ -180,11 +194,37 @@ impl Retries {
                 let (mut done, mut again) = (0, false);
                 for seq in candidates {
                     let key = seq.to_string();
-                    if self.open.get(&key).is_some_and(|f| retries(sent, f, false))
+                    if !self.open.get(&key).is_some_and(|f| retries(sent, f, false)) {
+                        continue;
+                    }
+                    again = true;
+                    // Each target that failed is owed the retry: one sent to some of them
+                    // leaves the failure open for the rest (a send to the group's key reaches
+                    // every member). An id and the canonical id that replaced it are one.
+                    let reached = self.reached(sent, &key);
+                    if !reached.is_empty() {
+                        if let Some(index) = self.by_target.as_mut() {
+                            for t in &reached {
+                                if let Some(seqs) = index.get_mut(t) {
+                                    seqs.remove(&seq);
+                                    if seqs.is_empty() {
+                                        index.remove(t);
+                                    }
+                                }
+                            }
+                        }
+                        if let Some(f) = self.open.get_mut(&key) {
+                            f.targets.retain(|t| !reached.contains(t));
+                        }
+                    }
+                    // Done when every member is reached (the key alone is left), or the key is.
+                    let done_with = |f: &Failure| {
+                        f.targets.iter().all(|t| Some(t) == f.key.as_ref()) || (sent.to_key() && f.key == sent.to)
+                    };
+                    if self.open.get(&key).is_some_and(done_with)
                         && let Some(f) = self.open.remove(&key)
                     {
                         self.unindex(&f);
-                        again = true;
                         // A retry of a failed retry was owed nothing: it counts once, as the
                         // retry it continues did.
                         done += u64::from(!f.excused);
