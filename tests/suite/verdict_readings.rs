@@ -592,6 +592,55 @@ fn what_a_failed_send_is_owed() -> Result<(), String> {
     Ok(())
 }
 
+/// A send on another connection is "later" than a canonical id's answer when it arrives
+/// in_flight_ms after it, or on a connection opened after the answer was written: one opened
+/// in the answer's own millisecond cannot be ordered after it, and the tie goes to the app
+/// server (its send may have been in flight). One millisecond later, it is a violation.
+fn a_connection_opened_with_the_answer_is_not_after_it() -> Result<(), String> {
+    use gcmspec::verdicts::entry::Message;
+    use gcmspec::verdicts::{Conn, Entry, Grading, JournalCount, Rulebook, Stamp, What};
+    let book = Rulebook::bundled();
+    let http = |seq: u64, wall_ms: u64, conn: u64, opened: u64, answer: Value| Entry {
+        seq,
+        stamp: Stamp { at_ms: wall_ms, wall_ms },
+        connection: Some(Conn::Http(conn)),
+        connection_opened_ms: Some(opened),
+        what: What::Http {
+            request: Message {
+                method: Some("POST".into()),
+                path: Some("/fcm/send".into()),
+                headers: vec![("content-type".into(), "application/json".into())],
+                body: json!({ "to": "old-id", "data": { "m": "1" } }).to_string(),
+                ..Message::default()
+            },
+            response: Message {
+                status: Some(200),
+                headers: vec![("content-type".into(), "application/json".into())],
+                body: answer.to_string(),
+                ..Message::default()
+            },
+            scripted: None,
+            facts: Default::default(),
+        },
+    };
+    let canonical = json!({ "multicast_id": 1, "success": 1, "failure": 0, "canonical_ids": 1,
+        "results": [{ "message_id": "0:1", "registration_id": "new-id" }] });
+    let plain = json!({ "multicast_id": 2, "success": 1, "failure": 0, "canonical_ids": 0, "results": [{ "message_id": "0:2" }] });
+    for (opened, expected) in [(10_000, Outcome::Passed), (10_001, Outcome::Violated)] {
+        let mut grading = Grading::default();
+        grading.feed(&book, &http(1, 10_000, 1, 9_000, canonical.clone()), None);
+        grading.feed(&book, &http(2, 10_050, 2, opened, plain.clone()), None);
+        let v = grading.verdicts(&book, "s", Stamp::SETTLED, JournalCount::default());
+        if outcome(&v, "app.canonical-id.replace") != Some(expected) {
+            return Err(format!(
+                "a send on a connection opened at {opened} ms, the canonical id's answer at 10000 ms: not {expected:?}: {}",
+                v.to_json()
+            ));
+        }
+    }
+    Ok(())
+}
+
 pub fn trials() -> Vec<Trial> {
     vec![
         trial("verdict-readings::lasting-member-failures-need-no-retry", lasting_member_failures_need_no_retry),
@@ -607,5 +656,9 @@ pub fn trials() -> Vec<Trial> {
         ),
         trial("verdict-readings::an-ack-names-the-device-of-its-message", an_ack_names_the_device_of_its_message),
         trial("verdict-readings::what-a-failed-send-is-owed", what_a_failed_send_is_owed),
+        trial(
+            "verdict-readings::a-connection-opened-with-the-answer-is-not-after-it",
+            a_connection_opened_with_the_answer_is_not_after_it,
+        ),
     ]
 }
