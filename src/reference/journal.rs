@@ -213,13 +213,10 @@ impl Journals {
 
     fn verdicts_at_last(&mut self, sender: &str) -> Option<Remains> {
         let book = self.book.clone()?;
-        let j = self.senders.get_mut(sender)?;
+        let j = self.senders.get(sender)?;
         let last = j.entries.back().map(|e| e.stamp).unwrap_or_default();
         let count = JournalCount { entries: j.next_seq, dropped: j.dropped, evicted_entries: 0 };
-        let mut v = j
-            .grading
-            .caught_up(&book, self.background.as_ref().map(Background::bytes))
-            .verdicts(&book, sender, last, count);
+        let mut v = self.grading(&book, j).verdicts(&book, sender, last, count);
         if let Some(earlier) = self.gone.get(sender) {
             v.carry(earlier);
         }

@@ -627,9 +627,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     // Served, the parsed sends are graded on a thread of their own (verdicts read the same).
-    if std::env::var_os("GCMSPEC_TMP_INLINE").is_none() {
-        reference.with_model(|m| m.journals.grade_in_background())?;
-    }
+    reference.with_model(|m| m.journals.grade_in_background())?;
     let policy = reference.connection_policy();
     let slots = Arc::new(tokio::sync::Semaphore::new(policy.max_connections));
     let connections = std::sync::atomic::AtomicU64::new(0);
