@@ -1,73 +1,93 @@
 //! Grading off the request path: a served reference hands the sends it already parsed to a
-//! thread of their own, so that a request holds the model's lock only to answer and journal.
+//! thread of their own, so that a request holds the model's lock only to answer and to leave
+//! the exchange, as received, for that thread. The thread makes the journal's entry of it (the
+//! copy a journal keeps, cut), grades it, and drops the oldest entries past the journal's caps:
+//! none of that is on the request's path.
 //!
-//! Nothing is read before it is graded: every sender's grading sits in a [`Cell`] with the
-//! entries still waiting for it, and whoever reads the grading (a verdict read, a settled
-//! read's wait, an eviction, the state file's snapshot, or an entry that cannot wait) first
-//! feeds it what waits, in journal order, under the cell's lock. The thread only does the same
-//! sooner. Verdicts are therefore the same, entry for entry, as when everything is graded
-//! inline (the in-process [`crate::Reference`] does so: it starts no thread).
+//! Nothing is read before it is journaled and graded: every sender's journal and grading sit
+//! in a [`Cell`] with the exchanges still waiting for them, and whoever reads them (a verdict
+//! or journal read, a settled read's wait, an eviction, the state file's snapshot, or an entry
+//! that cannot wait) first takes in what waits, in journal order, under the cell's lock. The
+//! thread only does the same sooner. Journals and verdicts are therefore the same, entry for
+//! entry, as when everything is done inline (the in-process [`crate::Reference`] does so: it
+//! starts no thread).
 //!
-//! Bounded: a cell holds at most [`PER_SENDER`] waiting entries, and all cells together at most
-//! [`TOTAL_BYTES`] of the bodies they came with; past either, the request grades inline what
-//! waits and its own entry (it pays for the backlog, as it would have without the thread).
-//! The thread wakes a sleeping thread only when it has to, and otherwise gathers a batch for
-//! [`GATHER`] between passes, so that a request does not pay for a wake-up.
+//! Bounded: a cell holds at most [`PER_SENDER`] waiting exchanges, and all cells together at
+//! most [`TOTAL_BYTES`] of the bodies they came with; past either, the request takes in what
+//! waits and its own exchange itself (it pays for the backlog, as it would have without the
+//! thread). The thread wakes a sleeping thread only when it has to, and otherwise gathers a
+//! batch for [`GATHER`] between passes, so that a request does not pay for a wake-up.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use super::journal::{self, JournalCaps, Kept};
 use crate::verdicts::entry::Facts;
 use crate::verdicts::events::Prepared;
-use crate::verdicts::{Conn, Entry, Grading, Rulebook, Stamp, What};
+use crate::verdicts::{Conn, Entry, Rulebook, Stamp, What};
+use crate::wire::{HttpRequest, HttpResponse};
 
-/// Entries one sender's grading may have waiting.
+/// Exchanges one sender's journal may have waiting.
 pub const PER_SENDER: usize = 4096;
-/// Bytes of request bodies the waiting entries of all senders may hold (their parsed sends).
+/// Bytes of bodies the waiting exchanges of all senders may hold.
 pub const TOTAL_BYTES: usize = 32 << 20;
-/// How long the thread lets entries gather between passes while they keep coming.
+/// How long the thread lets exchanges gather between passes while they keep coming.
 pub const GATHER: Duration = Duration::from_micros(500);
 
-/// One sender's grading and the entries waiting for it.
+/// What journaling needs besides the entries: the rules to grade by and the caps to keep to.
+#[derive(Debug, Clone)]
+pub struct Journaling {
+    pub book: Arc<Rulebook>,
+    pub caps: JournalCaps,
+}
+
+/// One sender's journal and grading, and the exchanges waiting for them.
 #[derive(Debug, Default)]
 pub struct Cell {
-    grading: Mutex<Grading>,
+    kept: Mutex<Kept>,
     waiting: Mutex<VecDeque<Waiting>>,
-    /// On the thread's list (so that it is listed once, however many entries wait).
+    /// On the thread's list (so that it is listed once, however many exchanges wait).
     listed: AtomicBool,
 }
 
-/// An HTTP send waiting: what of its entry grading reads (the rest is the journal's), and
-/// the send as the adapter parsed it.
+/// An HTTP send waiting, as it was received and answered, with the facts and the parsed send
+/// its grading reads.
 #[derive(Debug)]
 pub struct Waiting {
     pub seq: u64,
     pub stamp: Stamp,
     pub connection: Option<Conn>,
     pub connection_opened_ms: Option<u64>,
+    pub request: HttpRequest,
+    pub response: HttpResponse,
+    pub scripted: Option<String>,
     pub facts: Arc<Facts>,
     pub prepared: Prepared,
-    /// The request body's length: what the parsed send roughly holds.
-    pub bytes: usize,
 }
 
 impl Waiting {
-    pub fn feed(self, book: &Rulebook, grading: &mut Grading) {
+    /// What it holds, roughly, for the bound on what may wait.
+    pub fn bytes(&self) -> usize {
+        self.request.body.len() + self.response.body.len()
+    }
+
+    /// Its journal entry (cut as a journal keeps it), graded from the parsed send, then kept.
+    pub fn journal(self, how: &Journaling, kept: &mut Kept) {
         let entry = Entry {
             seq: self.seq,
             stamp: self.stamp,
             connection: self.connection,
             connection_opened_ms: self.connection_opened_ms,
             what: What::Http {
-                request: Default::default(),
-                response: Default::default(),
-                scripted: None,
+                request: journal::request_message_cut(&self.request),
+                response: journal::response_message(&self.response),
+                scripted: self.scripted,
                 facts: self.facts,
             },
         };
-        grading.feed(book, &entry, Some(self.prepared));
+        kept.take(how, entry, Some(self.prepared));
     }
 }
 
@@ -78,39 +98,40 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Cell {
-    pub fn new(grading: Grading) -> Cell {
-        Cell { grading: Mutex::new(grading), ..Cell::default() }
+    pub fn new(kept: Kept) -> Cell {
+        Cell { kept: Mutex::new(kept), ..Cell::default() }
     }
 
-    /// The grading, fed first whatever waits for it.
-    pub fn caught_up(&self, book: &Rulebook, total: Option<&AtomicUsize>) -> MutexGuard<'_, Grading> {
-        self.caught_up_with(book, total, &mut VecDeque::new())
+    /// The journal and grading, with whatever waits taken in first.
+    pub fn caught_up(&self, how: &Journaling, total: Option<&AtomicUsize>) -> MutexGuard<'_, Kept> {
+        self.caught_up_with(how, total, &mut VecDeque::new())
     }
 
-    /// The same, swapping what waits with `spare` (empty), whose room the next entries
+    /// The same, swapping what waits with `spare` (empty), whose room the next exchanges
     /// reuse: the thread keeps one, so that no pass grows a queue from nothing.
     fn caught_up_with(
         &self,
-        book: &Rulebook,
+        how: &Journaling,
         total: Option<&AtomicUsize>,
         spare: &mut VecDeque<Waiting>,
-    ) -> MutexGuard<'_, Grading> {
-        let mut grading = lock(&self.grading);
-        // Taken under the grading's lock: nobody else can feed it between the two.
+    ) -> MutexGuard<'_, Kept> {
+        let mut kept = lock(&self.kept);
+        // Taken under the journal's lock: nobody else can take anything in between the two.
         std::mem::swap(&mut *lock(&self.waiting), spare);
-        let freed: usize = spare.iter().map(|w| w.bytes).sum();
+        let freed: usize = spare.iter().map(Waiting::bytes).sum();
         if let Some(total) = total.filter(|_| freed > 0) {
             total.fetch_sub(freed, Ordering::SeqCst);
         }
         while let Some(w) = spare.pop_front() {
-            w.feed(book, &mut grading);
+            w.journal(how, &mut kept);
         }
-        grading
+        kept
     }
 
-    /// The grading as it is, without what waits (for a snapshot that caught it up first).
-    pub fn as_is(&self) -> MutexGuard<'_, Grading> {
-        lock(&self.grading)
+    /// The journal and grading as they are, without what waits (for a snapshot that caught
+    /// them up first).
+    pub fn as_is(&self) -> MutexGuard<'_, Kept> {
+        lock(&self.kept)
     }
 }
 
@@ -123,7 +144,7 @@ pub struct Background {
 
 #[derive(Debug)]
 struct Shared {
-    book: Arc<Rulebook>,
+    how: Journaling,
     listed: Mutex<Vec<Arc<Cell>>>,
     /// Bytes the waiting entries hold, all cells together.
     bytes: AtomicUsize,
@@ -132,9 +153,9 @@ struct Shared {
 }
 
 impl Shared {
-    fn new(book: Arc<Rulebook>) -> Arc<Shared> {
+    fn new(how: Journaling) -> Arc<Shared> {
         Arc::new(Shared {
-            book,
+            how,
             listed: Mutex::default(),
             bytes: AtomicUsize::new(0),
             sleeping: AtomicBool::new(false),
@@ -145,8 +166,8 @@ impl Shared {
 
 impl Background {
     /// Starts the thread. It ends when this handle is dropped.
-    pub fn start(book: Arc<Rulebook>) -> std::io::Result<Background> {
-        let shared = Shared::new(book);
+    pub fn start(how: Journaling) -> std::io::Result<Background> {
+        let shared = Shared::new(how);
         let on_thread = shared.clone();
         let handle = std::thread::Builder::new().name("gcmspec-grader".into()).spawn(move || run(&on_thread))?;
         Ok(Background { shared, thread: handle.thread().clone() })
@@ -154,21 +175,22 @@ impl Background {
 
     /// A handle whose thread never grades (the caller's own, never unparked to any end).
     #[cfg(test)]
-    pub fn paused(book: Arc<Rulebook>) -> Background {
-        let shared = Shared::new(book);
+    pub fn paused(how: Journaling) -> Background {
+        let shared = Shared::new(how);
         Background { shared, thread: std::thread::current() }
     }
 
     /// Leaves a send for the thread; handed back when it cannot wait (over a bound), for the
-    /// caller to grade now (after what waits: [`Cell::caught_up`]).
+    /// caller to take in now (after what waits: [`Cell::caught_up`]).
     pub fn defer(&self, cell: &Arc<Cell>, w: Waiting) -> Option<Waiting> {
         let shared = &*self.shared;
         {
             let mut waiting = lock(&cell.waiting);
-            if waiting.len() >= PER_SENDER || shared.bytes.load(Ordering::SeqCst) + w.bytes > TOTAL_BYTES {
+            let bytes = w.bytes();
+            if waiting.len() >= PER_SENDER || shared.bytes.load(Ordering::SeqCst) + bytes > TOTAL_BYTES {
                 return Some(w);
             }
-            shared.bytes.fetch_add(w.bytes, Ordering::SeqCst);
+            shared.bytes.fetch_add(bytes, Ordering::SeqCst);
             waiting.push_back(w);
         }
         if !cell.listed.swap(true, Ordering::SeqCst) {
@@ -180,7 +202,7 @@ impl Background {
         None
     }
 
-    /// What the waiting entries hold, for a cell caught up outside the thread.
+    /// What the waiting exchanges hold, for a cell caught up outside the thread.
     pub fn bytes(&self) -> &AtomicUsize {
         &self.shared.bytes
     }
@@ -210,7 +232,7 @@ fn run(shared: &Shared) {
             // Unlisted first: an entry left after this pass's take lists the cell again.
             cell.listed.store(false, Ordering::SeqCst);
             let graded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                drop(cell.caught_up_with(&shared.book, Some(&shared.bytes), &mut spare));
+                drop(cell.caught_up_with(&shared.how, Some(&shared.bytes), &mut spare));
             }));
             // A grader's bug loses the rest of this pass's entries of the cell (as inline, a
             // request's), not the thread.
@@ -275,20 +297,32 @@ mod tests {
                 send(json!({"to": token, "time_to_live": -1}));
             }
         }
-        serde_json::to_value(reference.verdicts(&sender.sender_id).expect("verdicts")).expect("json")
+        let verdicts = serde_json::to_value(reference.verdicts(&sender.sender_id).expect("verdicts")).expect("json");
+        // The journal as read (its entries without their wall-clock stamps, which differ
+        // from run to run), and how many its caps dropped.
+        let view = reference.journal(&sender.sender_id, None).expect("a journal");
+        let entries: Vec<serde_json::Value> = view
+            .entries
+            .into_iter()
+            .map(|mut e| {
+                e.as_object_mut().map(|o| o.remove("wall_ms"));
+                e
+            })
+            .collect();
+        json!({"verdicts": verdicts, "journal": entries, "next": view.next, "dropped": view.dropped})
     }
 
     #[test]
-    fn verdicts_read_the_same_whichever_way_sends_are_graded() {
+    fn journals_and_verdicts_read_the_same_whichever_way_sends_are_graded() {
         let inline = verdicts_after(Way::Inline, 300);
-        let violated = inline["summary"]["violated"].as_u64().unwrap_or(0);
-        assert!(violated >= 3, "the scenario should break several rules: {}", inline["summary"]);
+        let violated = inline["verdicts"]["summary"]["violated"].as_u64().unwrap_or(0);
+        assert!(violated >= 3, "the scenario should break several rules: {}", inline["verdicts"]["summary"]);
         assert_eq!(verdicts_after(Way::Thread, 300), inline);
         // Left waiting, and past the bound on what may wait: graded when read, in order.
         assert_eq!(verdicts_after(Way::Paused, 300), inline);
-        assert_eq!(
-            verdicts_after(Way::Paused, super::PER_SENDER + 100),
-            verdicts_after(Way::Inline, super::PER_SENDER + 100)
-        );
+        let long = verdicts_after(Way::Inline, super::PER_SENDER + 100);
+        // Long enough that the journal's caps dropped its oldest entries.
+        assert!(long["dropped"].as_u64().unwrap_or(0) > 0, "{}", long["dropped"]);
+        assert_eq!(verdicts_after(Way::Paused, super::PER_SENDER + 100), long);
     }
 }

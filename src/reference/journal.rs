@@ -14,8 +14,9 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use super::grader::{Background, Cell, Waiting};
+use super::grader::{Background, Cell, Journaling, Waiting};
 use crate::verdicts::{Conn, Entry, Grading, JournalCount, Remains, Rulebook, Stamp, Verdicts, What};
+use crate::wire::{HttpRequest, HttpResponse};
 
 /// How much the journals keep (docs/robustness.md).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,28 +43,102 @@ impl Default for JournalCaps {
 pub const SETTLE_QUIET_MS: u64 = 100;
 
 /// One sender's journal and grading.
-#[derive(Debug, Default, Serialize, Deserialize)]
+#[derive(Debug, Default)]
 pub struct SenderJournal {
+    next_seq: u64,
+    /// Its entries and grading. Read through [`Journals::kept`], which takes in first what
+    /// waits for the grader's thread; a snapshot catches every cell up before it is written.
+    cell: Arc<Cell>,
+    /// When it was last written to (a count of writes over all journals), for eviction.
+    touched: u64,
+}
+
+/// What a sender's journal holds: its newest entries, within the caps, and their grading.
+#[derive(Debug, Default)]
+pub struct Kept {
+    pub grading: Grading,
     entries: VecDeque<Entry>,
-    /// Each entry's [`Entry::weight`], so that dropping the oldest does not walk it again
-    /// (rebuilt from the entries when a state file is read).
-    #[serde(skip)]
+    /// Each entry's [`Entry::weight`], so that dropping the oldest does not walk it again.
     weights: VecDeque<usize>,
+    bytes: usize,
+    dropped: u64,
+}
+
+impl Kept {
+    /// Grades `entry` (whole; `prepared`, the send the adapter parsed, spares parsing its
+    /// bodies again), then keeps it cut, dropping the oldest past the caps.
+    pub fn take(&mut self, how: &Journaling, mut entry: Entry, prepared: Option<crate::verdicts::events::Prepared>) {
+        self.grading.feed(&how.book, &entry, prepared);
+        if let What::Http { request, response, .. } = &mut entry.what {
+            request.cut();
+            response.cut();
+        }
+        let weight = entry.weight();
+        self.bytes += weight;
+        self.entries.push_back(entry);
+        self.weights.push_back(weight);
+        let caps = how.caps;
+        while self.entries.len() > caps.entries || (self.bytes > caps.bytes && self.entries.len() > 1) {
+            if self.entries.pop_front().is_some() {
+                self.bytes = self.bytes.saturating_sub(self.weights.pop_front().unwrap_or_default());
+                self.dropped += 1;
+            }
+        }
+    }
+}
+
+/// A sender's journal as a state file has it (the form it had before the entries moved into
+/// the cell, so that state files read either way).
+#[derive(Serialize)]
+struct SenderJournalOut<'a> {
+    entries: &'a VecDeque<Entry>,
     bytes: usize,
     next_seq: u64,
     dropped: u64,
-    /// Read through [`Journals::grading`], which feeds it first what waits for the grader's
-    /// thread; a snapshot catches every cell up before it is serialized.
-    #[serde(with = "cell_as_grading")]
-    grading: Arc<Cell>,
-    /// When it was last written to (a count of writes over all journals), for eviction.
+    grading: &'a Grading,
     touched: u64,
+}
+
+#[derive(Deserialize)]
+struct SenderJournalIn {
+    entries: VecDeque<Entry>,
+    bytes: usize,
+    next_seq: u64,
+    dropped: u64,
+    grading: Grading,
+    touched: u64,
+}
+
+impl Serialize for SenderJournal {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let kept = self.cell.as_is();
+        SenderJournalOut {
+            entries: &kept.entries,
+            bytes: kept.bytes,
+            next_seq: self.next_seq,
+            dropped: kept.dropped,
+            grading: &kept.grading,
+            touched: self.touched,
+        }
+        .serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for SenderJournal {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let file = SenderJournalIn::deserialize(d)?;
+        let weights = file.entries.iter().map(Entry::weight).collect();
+        let kept =
+            Kept { grading: file.grading, entries: file.entries, weights, bytes: file.bytes, dropped: file.dropped };
+        Ok(SenderJournal { next_seq: file.next_seq, cell: Arc::new(Cell::new(kept)), touched: file.touched })
+    }
 }
 
 /// Every sender's journal.
 #[derive(Debug, Default)]
 pub struct Journals {
-    book: Option<Arc<Rulebook>>,
+    /// The rules and caps; `None` when nothing is journaled.
+    how: Option<Journaling>,
     /// The grader's thread, when one was started ([`Journals::grade_in_background`]).
     background: Option<Background>,
     caps: JournalCaps,
@@ -73,6 +148,16 @@ pub struct Journals {
     pub evicted: u64,
     /// What evicted journals had found, by sender (the newest of them, bounded).
     gone: crate::verdicts::Bounded<Remains>,
+}
+
+/// An HTTP exchange to journal: the request as received (owned, when the caller can give it
+/// up, so that a request left for the grader's thread is not copied on the request's path)
+/// and its answer.
+pub struct Exchange<'a> {
+    pub request: std::borrow::Cow<'a, HttpRequest>,
+    pub response: &'a HttpResponse,
+    pub scripted: Option<String>,
+    pub facts: crate::verdicts::entry::Facts,
 }
 
 /// A journal read from a cursor (`GET .../journal?after=N`).
@@ -88,19 +173,20 @@ impl Journals {
     /// Journals graded against `book`; without one, or with room for no sender's journal,
     /// nothing is journaled.
     pub fn new(book: Option<Arc<Rulebook>>, caps: JournalCaps) -> Journals {
-        let book = book.filter(|_| caps.senders > 0);
-        Journals { book, caps, ..Journals::default() }
+        let how = book.filter(|_| caps.senders > 0).map(|book| Journaling { book, caps });
+        Journals { how, caps, ..Journals::default() }
     }
 
     pub fn enabled(&self) -> bool {
-        self.book.is_some()
+        self.how.is_some()
     }
 
-    /// Grades the sends the adapter parsed on a thread of their own (src/reference/grader.rs),
-    /// off the request path; verdicts read the same. Once; nothing when nothing is journaled.
+    /// Journals and grades the sends the adapter parsed on a thread of their own
+    /// (src/reference/grader.rs), off the request path; journals and verdicts read the same.
+    /// Once; nothing when nothing is journaled.
     pub fn grade_in_background(&mut self) -> std::io::Result<()> {
-        if let (Some(book), None) = (&self.book, &self.background) {
-            self.background = Some(Background::start(book.clone())?);
+        if let (Some(how), None) = (&self.how, &self.background) {
+            self.background = Some(Background::start(how.clone())?);
         }
         Ok(())
     }
@@ -109,12 +195,12 @@ impl Journals {
     /// to it waits until read (for tests of the bounds and of reading what waits).
     #[cfg(test)]
     pub(crate) fn grade_paused(&mut self) {
-        self.background = self.book.clone().map(Background::paused);
+        self.background = self.how.clone().map(Background::paused);
     }
 
-    /// `j`'s grading, fed first whatever waits for the grader's thread.
-    fn grading<'a>(&self, book: &Rulebook, j: &'a SenderJournal) -> std::sync::MutexGuard<'a, Grading> {
-        j.grading.caught_up(book, self.background.as_ref().map(Background::bytes))
+    /// `j`'s entries and grading, with whatever waits for the grader's thread taken in first.
+    fn kept<'a>(&self, how: &Journaling, j: &'a SenderJournal) -> std::sync::MutexGuard<'a, Kept> {
+        j.cell.caught_up(how, self.background.as_ref().map(Background::bytes))
     }
 
     /// Journals and grades one exchange of `sender`'s; with `keep` (a state file), returns
@@ -128,8 +214,7 @@ impl Journals {
         keep: bool,
         prepared: Option<crate::verdicts::events::Prepared>,
     ) -> Option<Entry> {
-        self.book.as_ref()?;
-        let seq = self.senders.get(sender).map_or(0, |j| j.next_seq);
+        let (seq, _) = self.open(sender)?;
         let (connection, connection_opened_ms) = (connection.map(|c| c.0), connection.map(|c| c.1));
         let entry = Entry { seq, stamp, connection, connection_opened_ms, what };
         let kept = keep.then(|| entry.clone());
@@ -137,62 +222,87 @@ impl Journals {
         kept
     }
 
-    /// Takes an entry made before (a state file's), grading it as it was then.
-    pub fn restore(&mut self, sender: &str, entry: Entry) {
-        self.take(sender, entry, None);
+    /// Journals and grades an HTTP exchange. A send the adapter parsed, when no state file
+    /// wants its entry, is left as received for the grader's thread (if there is one): its
+    /// entry is made there. Otherwise as [`Self::record`].
+    pub fn record_http(
+        &mut self,
+        sender: &str,
+        stamp: Stamp,
+        connection: Option<(Conn, u64)>,
+        exchange: Exchange<'_>,
+        keep: bool,
+        prepared: Option<crate::verdicts::events::Prepared>,
+    ) -> Option<Entry> {
+        let Exchange { request, response, scripted, facts } = exchange;
+        let facts = Arc::new(facts);
+        let prepared = match prepared {
+            Some(prepared) if !keep && self.background.is_some() => {
+                let (seq, how) = self.open(sender)?;
+                let j = self.senders.get_mut(sender).expect("opened above");
+                j.next_seq = seq + 1;
+                let w = Waiting {
+                    seq,
+                    stamp,
+                    connection: connection.map(|c| c.0),
+                    connection_opened_ms: connection.map(|c| c.1),
+                    request: request.into_owned(),
+                    response: response.clone(),
+                    scripted,
+                    facts,
+                    prepared,
+                };
+                let j = &self.senders[sender];
+                if let Some(w) = self.background.as_ref().and_then(|b| b.defer(&j.cell, w)) {
+                    // Over a bound: taken in now, after what waits.
+                    w.journal(&how, &mut self.kept(&how, j));
+                }
+                return None;
+            }
+            prepared => prepared,
+        };
+        let what = What::Http {
+            request: match prepared.is_some() && !keep {
+                true => request_message_cut(&request),
+                false => request_message(&request),
+            },
+            response: response_message(response),
+            scripted,
+            facts,
+        };
+        self.record(sender, stamp, connection, what, keep, prepared)
     }
 
-    fn take(&mut self, sender: &str, mut entry: Entry, prepared: Option<crate::verdicts::events::Prepared>) {
-        let Some(book) = self.book.clone() else { return };
-        if !self.senders.contains_key(sender) && self.senders.len() >= self.caps.senders {
-            self.evict_one();
+    /// Takes an entry made before (a state file's), grading it as it was then.
+    pub fn restore(&mut self, sender: &str, entry: Entry) {
+        if self.open(sender).is_some() {
+            self.take(sender, entry, None);
         }
-        self.writes += 1;
-        // The sender's name is copied only for its first entry.
+    }
+
+    /// Makes room for `sender`'s journal if it has none, counts a write to it, and hands out
+    /// its next sequence number; `None` when nothing is journaled.
+    fn open(&mut self, sender: &str) -> Option<(u64, Journaling)> {
+        let how = self.how.clone()?;
         if !self.senders.contains_key(sender) {
+            if self.senders.len() >= self.caps.senders {
+                self.evict_one();
+            }
+            // The sender's name is copied only for its first entry.
             self.senders.insert(sender.to_string(), Default::default());
         }
+        self.writes += 1;
         let j = self.senders.get_mut(sender).expect("inserted above");
         j.touched = self.writes;
+        Some((j.next_seq, how))
+    }
+
+    fn take(&mut self, sender: &str, entry: Entry, prepared: Option<crate::verdicts::events::Prepared>) {
+        let Some(how) = self.how.clone() else { return };
+        let Some(j) = self.senders.get_mut(sender) else { return };
         j.next_seq = j.next_seq.max(entry.seq + 1);
-        let waiting = match (&self.background, prepared, &entry.what) {
-            // A send the adapter parsed is graded from that and the entry's facts alone.
-            (Some(background), Some(prepared), What::Http { request, facts, .. }) => {
-                let w = Waiting {
-                    seq: entry.seq,
-                    stamp: entry.stamp,
-                    connection: entry.connection,
-                    connection_opened_ms: entry.connection_opened_ms,
-                    facts: facts.clone(),
-                    prepared,
-                    bytes: request.body.len() + request.body_cut,
-                };
-                background.defer(&j.grading, w).map(Ok)
-            }
-            (_, prepared, _) => Some(Err(prepared)),
-        };
-        if let Some(now) = waiting {
-            let mut grading = j.grading.caught_up(&book, self.background.as_ref().map(Background::bytes));
-            match now {
-                Ok(w) => w.feed(&book, &mut grading),
-                Err(prepared) => grading.feed(&book, &entry, prepared),
-            }
-        }
-        // Graded whole; kept cut.
-        if let What::Http { request, response, .. } = &mut entry.what {
-            request.cut();
-            response.cut();
-        }
-        let weight = entry.weight();
-        j.bytes += weight;
-        j.entries.push_back(entry);
-        j.weights.push_back(weight);
-        while j.entries.len() > self.caps.entries || (j.bytes > self.caps.bytes && j.entries.len() > 1) {
-            if j.entries.pop_front().is_some() {
-                j.bytes = j.bytes.saturating_sub(j.weights.pop_front().unwrap_or_default());
-                j.dropped += 1;
-            }
-        }
+        let j = &self.senders[sender];
+        self.kept(&how, j).take(&how, entry, prepared);
     }
 
     fn evict_one(&mut self) {
@@ -212,11 +322,12 @@ impl Journals {
     }
 
     fn verdicts_at_last(&mut self, sender: &str) -> Option<Remains> {
-        let book = self.book.clone()?;
+        let how = self.how.clone()?;
         let j = self.senders.get(sender)?;
-        let last = j.entries.back().map(|e| e.stamp).unwrap_or_default();
-        let count = JournalCount { entries: j.next_seq, dropped: j.dropped, evicted_entries: 0 };
-        let mut v = self.grading(&book, j).verdicts(&book, sender, last, count);
+        let kept = &mut *self.kept(&how, j);
+        let last = kept.entries.back().map(|e| e.stamp).unwrap_or_default();
+        let count = JournalCount { entries: j.next_seq, dropped: kept.dropped, evicted_entries: 0 };
+        let mut v = kept.grading.verdicts(&how.book, sender, last, count);
         if let Some(earlier) = self.gone.get(sender) {
             v.carry(earlier);
         }
@@ -225,13 +336,15 @@ impl Journals {
 
     /// `sender`'s journal from the cursor `after` (or from its oldest kept entry).
     pub fn view(&self, sender: &str, after: Option<u64>) -> Option<JournalView> {
+        let how = self.how.as_ref()?;
         let j = self.senders.get(sender)?;
-        let first = j.entries.front().map_or(j.next_seq, |e| e.seq);
+        let kept = self.kept(how, j);
+        let first = kept.entries.front().map_or(j.next_seq, |e| e.seq);
         let from = after.unwrap_or(0).max(first);
-        let entries = j.entries.iter().filter(|e| e.seq >= from).map(Entry::to_json).collect();
+        let entries = kept.entries.iter().filter(|e| e.seq >= from).map(Entry::to_json).collect();
         let dropped = match after {
-            None => j.dropped,
-            Some(a) => first.saturating_sub(a).min(j.dropped),
+            None => kept.dropped,
+            Some(a) => first.saturating_sub(a).min(kept.dropped),
         };
         Some(JournalView { entries, next: j.next_seq, dropped })
     }
@@ -239,13 +352,29 @@ impl Journals {
     /// Every app-server rule's verdict for `sender` as of `now` (a sender that has sent
     /// nothing has exercised no rule).
     pub fn verdicts(&mut self, sender: &str, now: Stamp) -> Option<Verdicts> {
-        let book = self.book.clone()?;
+        self.verdicts_at(sender, now, false)
+    }
+
+    /// `sender`'s verdicts as if every window had closed (an open retry or ack is judged as
+    /// missed), from a copy of its grading: the journal goes on as it was.
+    pub fn settled_verdicts(&self, sender: &str) -> Option<Verdicts> {
+        self.verdicts_at(sender, Stamp::SETTLED, true)
+    }
+
+    /// Verdicts as of `now`, from the grading itself or, `on_copy`, from a copy of it.
+    fn verdicts_at(&self, sender: &str, now: Stamp, on_copy: bool) -> Option<Verdicts> {
+        let how = self.how.as_ref()?;
+        let book = &how.book;
         let mut v = match self.senders.get(sender) {
             Some(j) => {
-                let count = JournalCount { entries: j.next_seq, dropped: j.dropped, evicted_entries: 0 };
-                self.grading(&book, j).verdicts(&book, sender, now, count)
+                let mut kept = self.kept(how, j);
+                let count = JournalCount { entries: j.next_seq, dropped: kept.dropped, evicted_entries: 0 };
+                match on_copy {
+                    true => kept.grading.clone().verdicts(book, sender, now, count),
+                    false => kept.grading.verdicts(book, sender, now, count),
+                }
             }
-            None => Grading::default().verdicts(&book, sender, now, JournalCount::default()),
+            None => Grading::default().verdicts(book, sender, now, JournalCount::default()),
         };
         if let Some(before) = self.gone.get(sender) {
             v.carry(before);
@@ -258,32 +387,15 @@ impl Journals {
     /// still on its way: the youngest awaited copy's age up to its rule's `in_flight_ms`,
     /// and while any copy awaits its ack, at least [`SETTLE_QUIET_MS`].
     pub fn settle_wait_ms(&self, sender: &str, now_wall_ms: u64) -> Option<u64> {
-        let book = self.book.as_deref()?;
-        let until = self.grading(book, self.senders.get(sender)?).in_flight_until(book)?;
+        let how = self.how.as_ref()?;
+        let until = self.kept(how, self.senders.get(sender)?).grading.in_flight_until(&how.book)?;
         Some(until.saturating_sub(now_wall_ms).max(SETTLE_QUIET_MS))
-    }
-
-    /// `sender`'s verdicts as if every window had closed (an open retry or ack is judged as
-    /// missed), from a copy of its grading: the journal goes on as it was.
-    pub fn settled_verdicts(&self, sender: &str) -> Option<Verdicts> {
-        let book = self.book.clone()?;
-        let end = Stamp::SETTLED;
-        let mut v = match self.senders.get(sender) {
-            Some(j) => {
-                let count = JournalCount { entries: j.next_seq, dropped: j.dropped, evicted_entries: 0 };
-                self.grading(&book, j).clone().verdicts(&book, sender, end, count)
-            }
-            None => Grading::default().verdicts(&book, sender, end, JournalCount::default()),
-        };
-        if let Some(before) = self.gone.get(sender) {
-            v.carry(before);
-        }
-        Some(v)
     }
 
     /// The entries `sender`'s journal still holds.
     pub fn entries(&self, sender: &str) -> Vec<Entry> {
-        self.senders.get(sender).map(|j| j.entries.iter().cloned().collect()).unwrap_or_default()
+        let (Some(how), Some(j)) = (&self.how, self.senders.get(sender)) else { return Vec::new() };
+        self.kept(how, j).entries.iter().cloned().collect()
     }
 
     /// The senders with a journal, or whose evicted journal had found violations, in no
@@ -295,15 +407,15 @@ impl Journals {
     }
 
     pub fn rulebook(&self) -> Option<&Rulebook> {
-        self.book.as_deref()
+        self.how.as_ref().map(|h| &*h.book)
     }
 
     /// What a state file's snapshot keeps of them.
     pub fn snapshot(&self) -> Value {
-        // Every grading caught up: what waits for the grader's thread is in the snapshot.
-        if let Some(book) = &self.book {
+        // Every journal caught up: what waits for the grader's thread is in the snapshot.
+        if let Some(how) = &self.how {
             for j in self.senders.values() {
-                drop(self.grading(book, j));
+                drop(self.kept(how, j));
             }
         }
         json!({ "senders": &self.senders, "writes": self.writes, "evicted": self.evicted, "gone": &self.gone })
@@ -311,33 +423,16 @@ impl Journals {
 
     pub fn restore_snapshot(&mut self, v: Value) -> Result<(), String> {
         #[derive(Deserialize)]
-        struct Kept {
+        struct File {
             senders: HashMap<String, SenderJournal>,
             writes: u64,
             evicted: u64,
             #[serde(default)]
             gone: crate::verdicts::Bounded<Remains>,
         }
-        let mut kept: Kept = serde_json::from_value(v).map_err(|e| e.to_string())?;
-        for j in kept.senders.values_mut() {
-            j.weights = j.entries.iter().map(Entry::weight).collect();
-        }
-        (self.senders, self.writes, self.evicted, self.gone) = (kept.senders, kept.writes, kept.evicted, kept.gone);
+        let file: File = serde_json::from_value(v).map_err(|e| e.to_string())?;
+        (self.senders, self.writes, self.evicted, self.gone) = (file.senders, file.writes, file.evicted, file.gone);
         Ok(())
-    }
-}
-
-/// A sender's grading serialized as the [`Grading`] it holds (caught up by the snapshot).
-mod cell_as_grading {
-    use super::{Arc, Cell, Grading};
-    use serde::{Deserialize, Deserializer, Serialize, Serializer};
-
-    pub fn serialize<S: Serializer>(cell: &Arc<Cell>, s: S) -> Result<S::Ok, S::Error> {
-        cell.as_is().serialize(s)
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Arc<Cell>, D::Error> {
-        Grading::deserialize(d).map(|g| Arc::new(Cell::new(g)))
     }
 }
 

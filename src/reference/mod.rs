@@ -8,6 +8,7 @@
 //! through `gcmspec serve`, which calls [`serve`] (HTTP) and [`xmpp::serve`] (the XMPP
 //! connection server) with listeners and a shutdown signal.
 
+use std::borrow::Cow;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -286,6 +287,16 @@ impl Reference {
     /// tells connections apart: a request on the connection that carried an answer, or on
     /// one opened after it, was sent after that answer was read).
     pub fn handle_on(&self, req: &HttpRequest, connection: Option<HttpConnection>) -> HttpResponse {
+        self.handle_cow(Cow::Borrowed(req), connection)
+    }
+
+    /// As [`Self::handle_on`], giving the request up: a send journaled off the request path
+    /// is journaled as received, not copied (the HTTP adapter's way).
+    pub fn handle_owned(&self, req: HttpRequest, connection: Option<HttpConnection>) -> HttpResponse {
+        self.handle_cow(Cow::Owned(req), connection)
+    }
+
+    fn handle_cow(&self, req: Cow<'_, HttpRequest>, connection: Option<HttpConnection>) -> HttpResponse {
         if req.body.len() > self.shared.max_body_bytes {
             return too_large(self.shared.max_body_bytes);
         }
@@ -298,13 +309,13 @@ impl Reference {
         let read = req.method == "GET" && req.path.starts_with(control::PREFIX);
         let result = catch_unwind(AssertUnwindSafe(|| {
             self.with_model(|m| {
-                let journaled = http::journaled(req);
+                let journaled = http::journaled(&req);
                 if journaled {
                     m.observe();
                 }
-                let resp = http::handle(m, &self.shared.site, req);
+                let resp = http::handle(m, &self.shared.site, &req);
                 if !read && !matches!(resp.status, 401 | 403 | 405 | 413 | 415) {
-                    self.record(|| state::Input::http(req));
+                    self.record(|| state::Input::http(&req));
                 }
                 if journaled {
                     self.journal_http(m, req, &resp, connection);
@@ -321,25 +332,29 @@ impl Reference {
     }
 
     /// Journals an exchange of the public protocol under the sender it authenticated as.
-    fn journal_http(&self, m: &mut Model, req: &HttpRequest, resp: &HttpResponse, connection: Option<HttpConnection>) {
+    fn journal_http(
+        &self,
+        m: &mut Model,
+        req: Cow<'_, HttpRequest>,
+        resp: &HttpResponse,
+        connection: Option<HttpConnection>,
+    ) {
         let mut seen = m.observed();
         if resp.status == 401 {
             return;
         }
         // A send the model observed says whom it authenticated as; anything else is looked up.
-        let Some(sender) = seen.sender.take().or_else(|| http::sender_of(m, req)) else { return };
-        let what = crate::verdicts::What::Http {
-            request: match seen.prepared.is_some() && !self.keeps_state() {
-                true => journal::request_message_cut(req),
-                false => journal::request_message(req),
-            },
-            response: journal::response_message(resp),
+        let Some(sender) = seen.sender.take().or_else(|| http::sender_of(m, &req)) else { return };
+        let exchange = journal::Exchange {
+            request: req,
+            response: resp,
             scripted: (!seen.scripted.is_empty()).then(|| seen.scripted.join("; ")),
-            facts: Arc::new(seen.facts),
+            facts: seen.facts,
         };
         let stamp = crate::verdicts::Stamp { at_ms: m.now_ms(&sender), wall_ms: journal::wall_ms() };
         let connection = connection.map(|c| (crate::verdicts::Conn::Http(c.id), c.opened_wall_ms));
-        if let Some(entry) = m.journals.record(&sender, stamp, connection, what, self.keeps_state(), seen.prepared) {
+        let keep = self.keeps_state();
+        if let Some(entry) = m.journals.record_http(&sender, stamp, connection, exchange, keep, seen.prepared) {
             self.record(|| state::Input::Observed { sender, entry });
         }
     }
@@ -754,7 +769,7 @@ async fn answer(reference: &Reference, connection: HttpConnection, request: hype
                     .collect(),
                 body: bytes.to_vec(),
             };
-            reference.handle_on(&req, Some(connection))
+            reference.handle_owned(req, Some(connection))
         }
     };
     let mut builder = hyper::Response::builder().status(response.status);
