@@ -23,11 +23,10 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use super::journal::{self, JournalCaps, Kept};
+use super::journal::{JournalCaps, Kept, Packed};
 use crate::verdicts::entry::Facts;
-use crate::verdicts::events::Prepared;
+use crate::verdicts::events::{Prepared, PreparedAnswer};
 use crate::verdicts::{Conn, Entry, Rulebook, Stamp, What};
-use crate::wire::{HttpRequest, HttpResponse};
 
 /// Exchanges one sender's journal may have waiting.
 pub const PER_SENDER: usize = 4096;
@@ -52,42 +51,45 @@ pub struct Cell {
     listed: AtomicBool,
 }
 
-/// An HTTP send waiting, as it was received and answered, with the facts and the parsed send
-/// its grading reads.
+/// An HTTP send waiting: what its entry keeps of the exchange, packed, the request's body
+/// whole, and what the model answered, with the facts its grading reads. The thread parses
+/// the body again rather than being handed the adapter's parse, so that what crosses threads
+/// is a few allocations, not one per JSON field.
 #[derive(Debug)]
 pub struct Waiting {
     pub seq: u64,
     pub stamp: Stamp,
     pub connection: Option<Conn>,
     pub connection_opened_ms: Option<u64>,
-    pub request: HttpRequest,
-    pub response: HttpResponse,
+    pub exchange: Packed,
+    pub body: Vec<u8>,
+    pub answer: PreparedAnswer,
     pub scripted: Option<String>,
     pub facts: Arc<Facts>,
-    pub prepared: Prepared,
 }
 
 impl Waiting {
     /// What it holds, roughly, for the bound on what may wait.
     pub fn bytes(&self) -> usize {
-        self.request.body.len() + self.response.body.len()
+        self.exchange.len() + self.body.len()
     }
 
     /// Its journal entry (cut as a journal keeps it), graded from the parsed send, then kept.
     pub fn journal(self, how: &Journaling, kept: &mut Kept) {
+        let (request, response) = self.exchange.messages(&self.body);
+        // The body the adapter parsed into this object parses the same again.
+        let prepared = match serde_json::from_slice::<serde_json::Value>(&self.body) {
+            Ok(serde_json::Value::Object(body)) => Some(Prepared { body, answer: self.answer }),
+            _ => None,
+        };
         let entry = Entry {
             seq: self.seq,
             stamp: self.stamp,
             connection: self.connection,
             connection_opened_ms: self.connection_opened_ms,
-            what: What::Http {
-                request: journal::request_message_cut(&self.request),
-                response: journal::response_message(&self.response),
-                scripted: self.scripted,
-                facts: self.facts,
-            },
+            what: What::Http { request, response, scripted: self.scripted, facts: self.facts },
         };
-        kept.take(how, entry, Some(self.prepared));
+        kept.take(how, entry, prepared);
     }
 }
 

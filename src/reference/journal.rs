@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::grader::{Background, Cell, Journaling, Waiting};
+use crate::verdicts::entry::Message;
 use crate::verdicts::{Conn, Entry, Grading, JournalCount, Remains, Rulebook, Stamp, Verdicts, What};
 use crate::wire::{HttpRequest, HttpResponse};
 
@@ -246,11 +247,15 @@ impl Journals {
                     stamp,
                     connection: connection.map(|c| c.0),
                     connection_opened_ms: connection.map(|c| c.1),
-                    request: request.into_owned(),
-                    response: response.clone(),
+                    exchange: Packed::of(&request, response),
+                    // Moved, not copied, from a request the caller gave up.
+                    body: match request {
+                        std::borrow::Cow::Owned(r) => r.body,
+                        std::borrow::Cow::Borrowed(r) => r.body.clone(),
+                    },
+                    answer: prepared.answer,
                     scripted,
                     facts,
-                    prepared,
                 };
                 let j = &self.senders[sender];
                 if let Some(w) = self.background.as_ref().and_then(|b| b.defer(&j.cell, w)) {
@@ -442,34 +447,43 @@ pub fn wall_ms() -> u64 {
 }
 
 /// An HTTP request as a journal keeps it: its credentials left out.
-pub fn request_message(req: &crate::wire::HttpRequest) -> crate::verdicts::entry::Message {
+pub fn request_message(req: &HttpRequest) -> Message {
     request_with_body(req, &req.body)
 }
 
 /// The same, with only the part of the body a journal keeps copied: for a request graded from
 /// what the adapter parsed, when no state file wants the entry whole (a multicast's 100 KiB
 /// body was copied whole to keep 16 KiB of it).
-pub fn request_message_cut(req: &crate::wire::HttpRequest) -> crate::verdicts::entry::Message {
-    let kept = crate::verdicts::entry::Message::BODY_KEPT;
-    if req.body.len() <= kept {
-        return request_message(req);
-    }
-    // Back to the start of a character, so that no character is cut in two.
-    let mut at = kept;
-    while at > 0 && (req.body[at] & 0xC0) == 0x80 {
-        at -= 1;
-    }
-    crate::verdicts::entry::Message { body_cut: req.body.len() - at, ..request_with_body(req, &req.body[..at]) }
+pub fn request_message_cut(req: &HttpRequest) -> Message {
+    let at = kept_of(&req.body);
+    Message { body_cut: req.body.len() - at, ..request_with_body(req, &req.body[..at]) }
 }
 
-fn request_with_body(req: &crate::wire::HttpRequest, body: &[u8]) -> crate::verdicts::entry::Message {
-    crate::verdicts::entry::Message {
+/// How much of a body a journal keeps: [`Message::BODY_KEPT`] bytes, back to the start of a
+/// character, so that no character is cut in two.
+fn kept_of(body: &[u8]) -> usize {
+    if body.len() <= Message::BODY_KEPT {
+        return body.len();
+    }
+    let mut at = Message::BODY_KEPT;
+    while at > 0 && (body[at] & 0xC0) == 0x80 {
+        at -= 1;
+    }
+    at
+}
+
+fn request_with_body(req: &HttpRequest, body: &[u8]) -> Message {
+    Message {
         method: Some(req.method.clone()),
         path: Some(req.path_and_query()),
-        headers: req.headers.iter().filter(|(k, _)| !k.eq_ignore_ascii_case("authorization")).cloned().collect(),
+        headers: req.headers.iter().filter(|(k, _)| !is_credential(k)).cloned().collect(),
         body: text_of(body),
         ..Default::default()
     }
+}
+
+fn is_credential(header: &str) -> bool {
+    header.eq_ignore_ascii_case("authorization")
 }
 
 /// A body as text: valid UTF-8 (nearly every body) is checked by the fast path and copied
@@ -481,12 +495,113 @@ fn text_of(body: &[u8]) -> String {
     }
 }
 
-pub fn response_message(resp: &crate::wire::HttpResponse) -> crate::verdicts::entry::Message {
-    crate::verdicts::entry::Message {
+pub fn response_message(resp: &HttpResponse) -> Message {
+    Message {
         status: Some(resp.status),
         headers: resp.headers.clone(),
         body: text_of(&resp.body),
         ..Default::default()
+    }
+}
+
+/// What a journal keeps of an HTTP exchange but the request's body, packed into one buffer:
+/// a request left for the grader's thread hands it one allocation to free there, not one per
+/// header (memory freed on another thread than the one that allocated it costs the allocating
+/// thread when it next allocates). Each string is its length (u32) and its bytes; the thread
+/// unpacks it into the entry's messages ([`Packed::messages`]).
+#[derive(Debug, Default)]
+pub struct Packed(Vec<u8>);
+
+impl Packed {
+    pub fn of(req: &HttpRequest, resp: &HttpResponse) -> Packed {
+        let strings = req.headers.iter().chain(&resp.headers).map(|(k, v)| k.len() + v.len() + 8).sum::<usize>();
+        let mut p = Packed(Vec::with_capacity(req.path.len() + resp.body.len() + strings + 32));
+        p.put(req.method.as_bytes());
+        match req.query.is_empty() {
+            true => p.put(req.path.as_bytes()),
+            false => p.put(req.path_and_query().as_bytes()),
+        }
+        p.count(req.headers.iter().filter(|(k, _)| !is_credential(k)).count());
+        for (k, v) in req.headers.iter().filter(|(k, _)| !is_credential(k)) {
+            p.put(k.as_bytes());
+            p.put(v.as_bytes());
+        }
+        p.count(usize::from(resp.status));
+        p.count(resp.headers.len());
+        for (k, v) in &resp.headers {
+            p.put(k.as_bytes());
+            p.put(v.as_bytes());
+        }
+        p.put(&resp.body);
+        p
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    fn count(&mut self, n: usize) {
+        self.0.extend_from_slice(&u32::try_from(n).unwrap_or(u32::MAX).to_ne_bytes());
+    }
+
+    fn put(&mut self, s: &[u8]) {
+        self.count(s.len());
+        self.0.extend_from_slice(s);
+    }
+
+    /// The request (with `body`, cut as [`request_message_cut`] cuts it) and the answer, as
+    /// [`request_message_cut`] and [`response_message`] make them.
+    pub fn messages(&self, body: &[u8]) -> (Message, Message) {
+        let mut p = Unpack { buf: &self.0, at: 0 };
+        let (method, path, headers) = (p.text(), p.text(), p.headers());
+        let kept = kept_of(body);
+        let request = Message {
+            method: Some(method),
+            path: Some(path),
+            headers,
+            body: text_of(&body[..kept]),
+            body_cut: body.len() - kept,
+            ..Default::default()
+        };
+        let status = u16::try_from(p.number()).unwrap_or_default();
+        let headers = p.headers();
+        let response = Message { status: Some(status), headers, body: text_of(p.bytes()), ..Default::default() };
+        (request, response)
+    }
+}
+
+/// Reads a [`Packed`] in the order it was written.
+struct Unpack<'a> {
+    buf: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Unpack<'a> {
+    fn number(&mut self) -> usize {
+        let n = self.buf.get(self.at..self.at + 4).and_then(|b| b.try_into().ok()).map_or(0, u32::from_ne_bytes);
+        self.at += 4;
+        n as usize
+    }
+
+    fn bytes(&mut self) -> &'a [u8] {
+        let n = self.number();
+        let s = self.buf.get(self.at..self.at + n).unwrap_or_default();
+        self.at += n;
+        s
+    }
+
+    fn text(&mut self) -> String {
+        String::from_utf8_lossy(self.bytes()).into_owned()
+    }
+
+    fn headers(&mut self) -> Vec<(String, String)> {
+        // Never more pairs than the buffer has bytes for.
+        let n = self.number().min(self.buf.len() / 8);
+        (0..n).map(|_| (self.text(), self.text())).collect()
     }
 }
 
@@ -550,5 +665,27 @@ mod tests {
         assert_eq!((cut.body.len(), cut.body_cut), (whole.body.len(), whole.body_cut));
         assert_eq!(cut.body, whole.body);
         assert!(cut.body_cut > 0);
+    }
+
+    #[test]
+    fn a_packed_exchange_unpacks_to_the_messages_made_directly() {
+        let long = format!("{{\"data\":\"{}\"}}", "é".repeat(crate::verdicts::entry::Message::BODY_KEPT));
+        for body in [String::new(), "{\"to\":\"a\"}".to_string(), long] {
+            let mut req = crate::wire::HttpRequest::new("POST", "/fcm/send")
+                .with_header("authorization", "key=secret")
+                .with_header("content-type", "application/json")
+                .with_header("x-empty", "");
+            req.query = vec![("a b".into(), "c&d".into())];
+            req.body = body.into_bytes();
+            let resp = HttpResponse {
+                status: 503,
+                headers: vec![("retry-after".into(), "10".into()), ("content-type".into(), "text/plain".into())],
+                body: "ünavailable".as_bytes().to_vec(),
+            };
+            let (request, response) = Packed::of(&req, &resp).messages(&req.body);
+            assert_eq!(request, request_message_cut(&req));
+            assert_eq!(response, response_message(&resp));
+            assert!(request.header("authorization").is_none());
+        }
     }
 }

@@ -309,7 +309,8 @@ impl Reference {
         let read = req.method == "GET" && req.path.starts_with(control::PREFIX);
         let result = catch_unwind(AssertUnwindSafe(|| {
             self.with_model(|m| {
-                let journaled = http::journaled(&req);
+                // Nothing is collected for a journal that keeps nothing (`--max-journals 0`).
+                let journaled = m.journals.enabled() && http::journaled(&req);
                 if journaled {
                     m.observe();
                 }
