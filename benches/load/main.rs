@@ -507,7 +507,7 @@ fn throughput(wants: &dyn Fn(&str) -> bool) {
         if rounds > 0 {
             let paired = paired_rounds(
                 rounds,
-                &|addr, key, body| yardsticks::wrk(&tools, addr, "/fcm/send", key, body, seconds),
+                &|addr, key, body| yardsticks::wrk(&tools, addr, "/fcm/send", key, body, ROUND_SECONDS),
                 (&nginx_server, shaped),
                 (&server, &one_token),
                 &group_send,
@@ -528,8 +528,9 @@ fn throughput(wants: &dyn Fn(&str) -> bool) {
 
 /// Rounds of the scenarios whose targets sit closest to the machine's spread (about ±15%
 /// from one run to the next), each round measuring nginx, a journaled one-token send, the same
-/// with nothing journaled, and a 20-member key back to back: every ratio is taken within its
-/// round, and the targets are judged on the median of the rounds.
+/// with nothing journaled, and a 20-member key back to back (every other round in the reverse
+/// order): every ratio is taken within its round, and the targets are judged on the median of
+/// the rounds.
 fn paired_rounds(
     rounds: usize,
     wrk: &dyn Fn(SocketAddr, &str, &str) -> Figures,
@@ -546,10 +547,23 @@ fn paired_rounds(
     );
     let (mut one, mut cost, mut group) = (Vec::new(), Vec::new(), Vec::new());
     for round in 1..=rounds {
-        let n = wrk(nginx.addr, "none", shaped).per_second();
-        let j = wrk(server.http, &server.server_key, one_token).per_second();
-        let b = wrk(bare.http, &bare.server_key, &bare_send).per_second();
-        let g = wrk(server.http, &server.server_key, group_send).per_second();
+        // Every other round in the reverse order, so that the machine's drift within a round
+        // favours no scenario.
+        let mut order: Vec<usize> = (0..4).collect();
+        if round % 2 == 0 {
+            order.reverse();
+        }
+        let mut rate = [0.0; 4];
+        for i in order {
+            rate[i] = match i {
+                0 => wrk(nginx.addr, "none", shaped),
+                1 => wrk(server.http, &server.server_key, one_token),
+                2 => wrk(bare.http, &bare.server_key, &bare_send),
+                _ => wrk(server.http, &server.server_key, group_send),
+            }
+            .per_second();
+        }
+        let [n, j, b, g] = rate;
         one.push(j / n);
         cost.push(1.0 - j / b);
         group.push(g / n);
@@ -592,9 +606,15 @@ fn paired_rounds(
     ]
 }
 
+/// Paired rounds run unless `GCMSPEC_LOAD_ROUNDS` says otherwise: seven short rounds give a
+/// median the machine's swings (nginx itself moved from 94k/s to 141k/s within one run) move
+/// less than three long ones did.
 fn rounds() -> usize {
-    std::env::var("GCMSPEC_LOAD_ROUNDS").ok().and_then(|s| s.parse().ok()).unwrap_or(3)
+    std::env::var("GCMSPEC_LOAD_ROUNDS").ok().and_then(|s| s.parse().ok()).unwrap_or(7)
 }
+
+/// Seconds each scenario of a paired round is measured (after wrk's second not counted).
+const ROUND_SECONDS: f64 = 2.0;
 
 /// What `--state FILE` costs: the same sends with and without it (each answer waits for its
 /// input to be on disk; commits are grouped), then how long a restart takes to resume.

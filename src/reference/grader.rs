@@ -24,7 +24,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use super::journal::{JournalCaps, Kept, Packed};
-use crate::verdicts::entry::Facts;
+use crate::verdicts::entry::FactsFound;
 use crate::verdicts::events::{Prepared, PreparedAnswer};
 use crate::verdicts::{Conn, Entry, Rulebook, Stamp, What};
 
@@ -65,13 +65,13 @@ pub struct Waiting {
     pub body: Vec<u8>,
     pub answer: PreparedAnswer,
     pub scripted: Option<String>,
-    pub facts: Arc<Facts>,
+    pub facts: FactsFound,
 }
 
 impl Waiting {
     /// What it holds, roughly, for the bound on what may wait.
     pub fn bytes(&self) -> usize {
-        self.exchange.len() + self.body.len()
+        self.exchange.len() + self.body.len() + self.facts.len()
     }
 
     /// Its journal entry (cut as a journal keeps it), graded from the parsed send, then kept.
@@ -87,7 +87,7 @@ impl Waiting {
             stamp: self.stamp,
             connection: self.connection,
             connection_opened_ms: self.connection_opened_ms,
-            what: What::Http { request, response, scripted: self.scripted, facts: self.facts },
+            what: What::Http { request, response, scripted: self.scripted, facts: Arc::new(self.facts.facts()) },
         };
         kept.take(how, entry, prepared);
     }

@@ -158,7 +158,7 @@ pub struct Exchange<'a> {
     pub request: std::borrow::Cow<'a, HttpRequest>,
     pub response: &'a HttpResponse,
     pub scripted: Option<String>,
-    pub facts: crate::verdicts::entry::Facts,
+    pub facts: crate::verdicts::entry::FactsFound,
 }
 
 /// A journal read from a cursor (`GET .../journal?after=N`).
@@ -236,7 +236,6 @@ impl Journals {
         prepared: Option<crate::verdicts::events::Prepared>,
     ) -> Option<Entry> {
         let Exchange { request, response, scripted, facts } = exchange;
-        let facts = Arc::new(facts);
         let prepared = match prepared {
             Some(prepared) if !keep && self.background.is_some() => {
                 let (seq, how) = self.open(sender)?;
@@ -273,7 +272,7 @@ impl Journals {
             },
             response: response_message(response),
             scripted,
-            facts,
+            facts: Arc::new(facts.facts()),
         };
         self.record(sender, stamp, connection, what, keep, prepared)
     }

@@ -495,7 +495,11 @@ fn message_journaled(model: &mut Model, session: &mut Session, stanza: &Element,
             model,
             reference,
             session,
-            crate::verdicts::What::XmppReceived { stanza: payload, scripted, facts: std::sync::Arc::new(seen.facts) },
+            crate::verdicts::What::XmppReceived {
+                stanza: payload,
+                scripted,
+                facts: std::sync::Arc::new(seen.facts.facts()),
+            },
         );
     }
     let replied = std::mem::take(&mut session.replied);

@@ -323,7 +323,7 @@ pub struct Model {
 /// devices concerned, and the scripted answers that shaped it.
 #[derive(Debug, Default)]
 pub struct Observation {
-    pub facts: crate::verdicts::Facts,
+    pub facts: crate::verdicts::entry::FactsFound,
     pub scripted: Vec<String>,
     /// A JSON send as the adapter parsed it, with the model's answer.
     pub prepared: Option<crate::verdicts::events::Prepared>,
@@ -420,25 +420,22 @@ impl Model {
 
     /// Notes, while observing, what the reference knows of the devices a request names.
     pub fn observe_devices(&mut self, ids: &[String]) {
-        if self.observation.is_none() {
-            return;
-        }
-        let facts: Vec<crate::verdicts::Device> = ids.iter().map(|id| self.device_facts(id, None, None)).collect();
-        if let Some(o) = &mut self.observation {
-            o.facts.devices.extend(facts);
+        for id in ids {
+            self.observe_device(id, None, None);
         }
     }
 
-    /// What the reference knows of one device: for a send from `sender` with `collapse_key`,
-    /// how many collapse keys of that sender it holds for the device.
-    fn device_facts(&self, id: &str, sender: Option<&str>, collapse_key: Option<&str>) -> crate::verdicts::Device {
-        let instance = self.instances.get(self.resolve(id));
-        let mut d = crate::verdicts::Device {
-            id: id.to_string(),
+    /// Notes, while observing, what the reference knows of one device: for a send from
+    /// `sender` with `collapse_key`, how many collapse keys of that sender it holds for it.
+    pub(crate) fn observe_device(&mut self, id: &str, sender: Option<&str>, collapse_key: Option<&str>) {
+        let Some(o) = &mut self.observation else { return };
+        let instance = self.instances.get(resolve_in(&self.aliases, id));
+        let mut d = crate::verdicts::entry::DeviceFound {
+            id,
             known: instance.is_some(),
             ios: instance.is_some_and(|i| i.platform == Platform::Ios),
             unregistered: instance.is_some_and(|i| !i.registered),
-            package: instance.and_then(|i| i.package().map(str::to_string)),
+            package: instance.and_then(|i| i.package()),
             ..Default::default()
         };
         if let (Some(i), Some(sender), Some(key)) = (instance, sender, collapse_key) {
@@ -454,7 +451,7 @@ impl Model {
             d.holds_key = keys.contains(&key);
             d.held_keys = Some(keys.len() - usize::from(d.holds_key));
         }
-        d
+        o.facts.push(d);
     }
 
     /// The same model, drawing keys, tokens and ids from `rng` (a state file's seed).
@@ -524,21 +521,13 @@ impl Model {
 
     /// The registration id a (possibly old) id stands for now.
     fn resolve<'a>(&'a self, registration_id: &'a str) -> &'a str {
-        let mut id = registration_id;
-        while let Some(next) = self.aliases.get(id) {
-            id = next;
-        }
-        id
+        resolve_in(&self.aliases, registration_id)
     }
 
     fn instance_mut(&mut self, registration_id: &str) -> Option<&mut Instance> {
-        // `resolve` inlined over the fields it reads, so that no copy of the id is made.
+        // Over the fields it reads, so that no copy of the id is made.
         let Model { aliases, instances, .. } = self;
-        let mut id = registration_id;
-        while let Some(next) = aliases.get(id) {
-            id = next;
-        }
-        instances.get_mut(id)
+        instances.get_mut(resolve_in(aliases, registration_id))
     }
 
     /// Messages stored for devices that cannot take them yet, over every device.
@@ -933,6 +922,15 @@ fn base64url(bytes: &[u8]) -> String {
         }
     }
     out
+}
+
+/// The current id of `registration_id`: its newest replacement, or itself.
+fn resolve_in<'a>(aliases: &'a HashMap<String, String>, registration_id: &'a str) -> &'a str {
+    let mut id = registration_id;
+    while let Some(next) = aliases.get(id) {
+        id = next;
+    }
+    id
 }
 
 #[cfg(test)]

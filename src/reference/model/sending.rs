@@ -80,12 +80,7 @@ impl Model {
         ttl: u64,
         path: Path,
     ) -> Result<Option<String>, &'static str> {
-        if self.observation.is_some() {
-            let d = self.device_facts(registration_id, Some(sender), message.collapse_key.as_deref());
-            if let Some(o) = &mut self.observation {
-                o.facts.devices.push(d);
-            }
-        }
+        self.observe_device(registration_id, Some(sender), message.collapse_key.as_deref());
         if !self.forced.is_empty()
             && let Some(e) = self.forced.get(registration_id).or_else(|| self.forced.get(self.resolve(registration_id)))
         {
