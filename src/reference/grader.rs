@@ -23,7 +23,8 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use super::journal::{JournalCaps, Kept, Packed};
+use super::journal::{JournalCaps, Kept};
+use super::packed::{Packed, PackedEntry};
 use crate::verdicts::entry::FactsFound;
 use crate::verdicts::events::{Prepared, PreparedAnswer};
 use crate::verdicts::{Conn, Entry, Rulebook, Stamp, What};
@@ -74,22 +75,29 @@ impl Waiting {
         self.exchange.len() + self.body.len() + self.facts.len()
     }
 
-    /// Its journal entry (cut as a journal keeps it), graded from the parsed send, then kept.
+    /// Graded from the parsed send, then kept packed (or, when it cannot be, made and cut as
+    /// a journal keeps it).
     pub fn journal(self, how: &Journaling, kept: &mut Kept) {
-        let (request, response) = self.exchange.messages(&self.body);
         // The body the adapter parsed into this object parses the same again.
-        let prepared = match serde_json::from_slice::<serde_json::Value>(&self.body) {
-            Ok(serde_json::Value::Object(body)) => Some(Prepared { body, answer: self.answer }),
+        let body = match serde_json::from_slice::<serde_json::Value>(&self.body) {
+            Ok(serde_json::Value::Object(body)) => Some(body),
             _ => None,
         };
-        let entry = Entry {
-            seq: self.seq,
-            stamp: self.stamp,
-            connection: self.connection,
-            connection_opened_ms: self.connection_opened_ms,
-            what: What::Http { request, response, scripted: self.scripted, facts: Arc::new(self.facts.facts()) },
-        };
-        kept.take(how, entry, prepared);
+        let facts = Arc::new(self.facts.facts());
+        let (seq, stamp, connection, opened) = (self.seq, self.stamp, self.connection, self.connection_opened_ms);
+        match body {
+            Some(body) if self.exchange.fits() => {
+                let packed =
+                    PackedEntry::new(seq, stamp, connection, opened, self.exchange, self.body, self.scripted, facts);
+                kept.take_packed(how, packed, Prepared { body, answer: self.answer });
+            }
+            parsed => {
+                let (request, response) = self.exchange.messages(&self.body);
+                let what = What::Http { request, response, scripted: self.scripted, facts };
+                let entry = Entry { seq, stamp, connection, connection_opened_ms: opened, what };
+                kept.take(how, entry, parsed.map(|body| Prepared { body, answer: self.answer }));
+            }
+        }
     }
 }
 

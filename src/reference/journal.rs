@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::grader::{Background, Cell, Journaling, Waiting};
-use crate::verdicts::entry::Message;
+use super::packed::{Packed, PackedEntry, Stored, request_message, request_message_cut, response_message};
 use crate::verdicts::{Conn, Entry, Grading, JournalCount, Remains, Rulebook, Stamp, Verdicts, What};
 use crate::wire::{HttpRequest, HttpResponse};
 
@@ -58,7 +58,7 @@ pub struct SenderJournal {
 #[derive(Debug, Default)]
 pub struct Kept {
     pub grading: Grading,
-    entries: VecDeque<Entry>,
+    entries: VecDeque<Stored>,
     /// Each entry's [`Entry::weight`], so that dropping the oldest does not walk it again.
     weights: VecDeque<usize>,
     bytes: usize,
@@ -74,9 +74,32 @@ impl Kept {
             request.cut();
             response.cut();
         }
-        let weight = entry.weight();
+        self.keep(how, Stored::Made(Box::new(entry)));
+    }
+
+    /// Grades a send from what the adapter parsed and the facts, and keeps its entry packed.
+    pub fn take_packed(&mut self, how: &Journaling, packed: PackedEntry, prepared: crate::verdicts::events::Prepared) {
+        // What grading reads of a parsed send's entry: where and when, and the facts.
+        let bare = Entry {
+            seq: packed.seq,
+            stamp: packed.stamp,
+            connection: packed.connection,
+            connection_opened_ms: packed.connection_opened_ms,
+            what: What::Http {
+                request: Default::default(),
+                response: Default::default(),
+                scripted: None,
+                facts: packed.facts.clone(),
+            },
+        };
+        self.grading.feed(&how.book, &bare, Some(prepared));
+        self.keep(how, Stored::Packed(packed));
+    }
+
+    fn keep(&mut self, how: &Journaling, stored: Stored) {
+        let weight = stored.weight();
         self.bytes += weight;
-        self.entries.push_back(entry);
+        self.entries.push_back(stored);
         self.weights.push_back(weight);
         let caps = how.caps;
         while self.entries.len() > caps.entries || (self.bytes > caps.bytes && self.entries.len() > 1) {
@@ -92,7 +115,7 @@ impl Kept {
 /// the cell, so that state files read either way).
 #[derive(Serialize)]
 struct SenderJournalOut<'a> {
-    entries: &'a VecDeque<Entry>,
+    entries: &'a VecDeque<Stored>,
     bytes: usize,
     next_seq: u64,
     dropped: u64,
@@ -129,8 +152,8 @@ impl<'de> Deserialize<'de> for SenderJournal {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let file = SenderJournalIn::deserialize(d)?;
         let weights = file.entries.iter().map(Entry::weight).collect();
-        let kept =
-            Kept { grading: file.grading, entries: file.entries, weights, bytes: file.bytes, dropped: file.dropped };
+        let entries = file.entries.into_iter().map(|e| Stored::Made(Box::new(e))).collect();
+        let kept = Kept { grading: file.grading, entries, weights, bytes: file.bytes, dropped: file.dropped };
         Ok(SenderJournal { next_seq: file.next_seq, cell: Arc::new(Cell::new(kept)), touched: file.touched })
     }
 }
@@ -329,7 +352,7 @@ impl Journals {
         let how = self.how.clone()?;
         let j = self.senders.get(sender)?;
         let kept = &mut *self.kept(&how, j);
-        let last = kept.entries.back().map(|e| e.stamp).unwrap_or_default();
+        let last = kept.entries.back().map(Stored::stamp).unwrap_or_default();
         let count = JournalCount { entries: j.next_seq, dropped: kept.dropped, evicted_entries: 0 };
         let mut v = kept.grading.verdicts(&how.book, sender, last, count);
         if let Some(earlier) = self.gone.get(sender) {
@@ -343,9 +366,9 @@ impl Journals {
         let how = self.how.as_ref()?;
         let j = self.senders.get(sender)?;
         let kept = self.kept(how, j);
-        let first = kept.entries.front().map_or(j.next_seq, |e| e.seq);
+        let first = kept.entries.front().map_or(j.next_seq, Stored::seq);
         let from = after.unwrap_or(0).max(first);
-        let entries = kept.entries.iter().filter(|e| e.seq >= from).map(Entry::to_json).collect();
+        let entries = kept.entries.iter().filter(|e| e.seq() >= from).map(|e| e.entry().to_json()).collect();
         let dropped = match after {
             None => kept.dropped,
             Some(a) => first.saturating_sub(a).min(kept.dropped),
@@ -399,7 +422,7 @@ impl Journals {
     /// The entries `sender`'s journal still holds.
     pub fn entries(&self, sender: &str) -> Vec<Entry> {
         let (Some(how), Some(j)) = (&self.how, self.senders.get(sender)) else { return Vec::new() };
-        self.kept(how, j).entries.iter().cloned().collect()
+        self.kept(how, j).entries.iter().map(|e| e.entry().into_owned()).collect()
     }
 
     /// The senders with a journal, or whose evicted journal had found violations, in no
@@ -445,165 +468,6 @@ pub fn wall_ms() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
-/// An HTTP request as a journal keeps it: its credentials left out.
-pub fn request_message(req: &HttpRequest) -> Message {
-    request_with_body(req, &req.body)
-}
-
-/// The same, with only the part of the body a journal keeps copied: for a request graded from
-/// what the adapter parsed, when no state file wants the entry whole (a multicast's 100 KiB
-/// body was copied whole to keep 16 KiB of it).
-pub fn request_message_cut(req: &HttpRequest) -> Message {
-    let at = kept_of(&req.body);
-    Message { body_cut: req.body.len() - at, ..request_with_body(req, &req.body[..at]) }
-}
-
-/// How much of a body a journal keeps: [`Message::BODY_KEPT`] bytes, back to the start of a
-/// character, so that no character is cut in two.
-fn kept_of(body: &[u8]) -> usize {
-    if body.len() <= Message::BODY_KEPT {
-        return body.len();
-    }
-    let mut at = Message::BODY_KEPT;
-    while at > 0 && (body[at] & 0xC0) == 0x80 {
-        at -= 1;
-    }
-    at
-}
-
-fn request_with_body(req: &HttpRequest, body: &[u8]) -> Message {
-    Message {
-        method: Some(req.method.clone()),
-        path: Some(req.path_and_query()),
-        headers: req.headers.iter().filter(|(k, _)| !is_credential(k)).cloned().collect(),
-        body: text_of(body),
-        ..Default::default()
-    }
-}
-
-fn is_credential(header: &str) -> bool {
-    header.eq_ignore_ascii_case("authorization")
-}
-
-/// A body as text: valid UTF-8 (nearly every body) is checked by the fast path and copied
-/// once; anything else has its bad bytes replaced.
-fn text_of(body: &[u8]) -> String {
-    match std::str::from_utf8(body) {
-        Ok(text) => text.to_owned(),
-        Err(_) => String::from_utf8_lossy(body).into_owned(),
-    }
-}
-
-pub fn response_message(resp: &HttpResponse) -> Message {
-    Message {
-        status: Some(resp.status),
-        headers: resp.headers.clone(),
-        body: text_of(&resp.body),
-        ..Default::default()
-    }
-}
-
-/// What a journal keeps of an HTTP exchange but the request's body, packed into one buffer:
-/// a request left for the grader's thread hands it one allocation to free there, not one per
-/// header (memory freed on another thread than the one that allocated it costs the allocating
-/// thread when it next allocates). Each string is its length (u32) and its bytes; the thread
-/// unpacks it into the entry's messages ([`Packed::messages`]).
-#[derive(Debug, Default)]
-pub struct Packed(Vec<u8>);
-
-impl Packed {
-    pub fn of(req: &HttpRequest, resp: &HttpResponse) -> Packed {
-        let strings = req.headers.iter().chain(&resp.headers).map(|(k, v)| k.len() + v.len() + 8).sum::<usize>();
-        let mut p = Packed(Vec::with_capacity(req.path.len() + resp.body.len() + strings + 32));
-        p.put(req.method.as_bytes());
-        match req.query.is_empty() {
-            true => p.put(req.path.as_bytes()),
-            false => p.put(req.path_and_query().as_bytes()),
-        }
-        p.count(req.headers.iter().filter(|(k, _)| !is_credential(k)).count());
-        for (k, v) in req.headers.iter().filter(|(k, _)| !is_credential(k)) {
-            p.put(k.as_bytes());
-            p.put(v.as_bytes());
-        }
-        p.count(usize::from(resp.status));
-        p.count(resp.headers.len());
-        for (k, v) in &resp.headers {
-            p.put(k.as_bytes());
-            p.put(v.as_bytes());
-        }
-        p.put(&resp.body);
-        p
-    }
-
-    pub fn len(&self) -> usize {
-        self.0.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-
-    fn count(&mut self, n: usize) {
-        self.0.extend_from_slice(&u32::try_from(n).unwrap_or(u32::MAX).to_ne_bytes());
-    }
-
-    fn put(&mut self, s: &[u8]) {
-        self.count(s.len());
-        self.0.extend_from_slice(s);
-    }
-
-    /// The request (with `body`, cut as [`request_message_cut`] cuts it) and the answer, as
-    /// [`request_message_cut`] and [`response_message`] make them.
-    pub fn messages(&self, body: &[u8]) -> (Message, Message) {
-        let mut p = Unpack { buf: &self.0, at: 0 };
-        let (method, path, headers) = (p.text(), p.text(), p.headers());
-        let kept = kept_of(body);
-        let request = Message {
-            method: Some(method),
-            path: Some(path),
-            headers,
-            body: text_of(&body[..kept]),
-            body_cut: body.len() - kept,
-            ..Default::default()
-        };
-        let status = u16::try_from(p.number()).unwrap_or_default();
-        let headers = p.headers();
-        let response = Message { status: Some(status), headers, body: text_of(p.bytes()), ..Default::default() };
-        (request, response)
-    }
-}
-
-/// Reads a [`Packed`] in the order it was written.
-struct Unpack<'a> {
-    buf: &'a [u8],
-    at: usize,
-}
-
-impl<'a> Unpack<'a> {
-    fn number(&mut self) -> usize {
-        let n = self.buf.get(self.at..self.at + 4).and_then(|b| b.try_into().ok()).map_or(0, u32::from_ne_bytes);
-        self.at += 4;
-        n as usize
-    }
-
-    fn bytes(&mut self) -> &'a [u8] {
-        let n = self.number();
-        let s = self.buf.get(self.at..self.at + n).unwrap_or_default();
-        self.at += n;
-        s
-    }
-
-    fn text(&mut self) -> String {
-        String::from_utf8_lossy(self.bytes()).into_owned()
-    }
-
-    fn headers(&mut self) -> Vec<(String, String)> {
-        // Never more pairs than the buffer has bytes for.
-        let n = self.number().min(self.buf.len() / 8);
-        (0..n).map(|_| (self.text(), self.text())).collect()
-    }
-}
-
 impl super::Reference {
     /// Every app-server rule's verdict for what `sender_id`'s app server exchanged with this
     /// reference so far (`None` for an unknown sender, or with no app-server rules).
@@ -645,46 +509,5 @@ impl super::Reference {
     /// The senders whose exchanges are journaled.
     pub fn journaled_senders(&self) -> Vec<String> {
         self.with_model(|m| m.journals.senders())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_body_cut_before_copying_is_the_body_copied_then_cut() {
-        // Long enough to be cut, with two-byte characters across the cut.
-        let body = format!("{{\"data\":\"{}\"}}", "é".repeat(crate::verdicts::entry::Message::BODY_KEPT));
-        let req = crate::wire::HttpRequest::new("POST", "/fcm/send").with_header("content-type", "application/json");
-        let req = crate::wire::HttpRequest { body: body.into_bytes(), ..req };
-        let mut whole = request_message(&req);
-        whole.cut();
-        let cut = request_message_cut(&req);
-        assert_eq!((cut.body.len(), cut.body_cut), (whole.body.len(), whole.body_cut));
-        assert_eq!(cut.body, whole.body);
-        assert!(cut.body_cut > 0);
-    }
-
-    #[test]
-    fn a_packed_exchange_unpacks_to_the_messages_made_directly() {
-        let long = format!("{{\"data\":\"{}\"}}", "é".repeat(crate::verdicts::entry::Message::BODY_KEPT));
-        for body in [String::new(), "{\"to\":\"a\"}".to_string(), long] {
-            let mut req = crate::wire::HttpRequest::new("POST", "/fcm/send")
-                .with_header("authorization", "key=secret")
-                .with_header("content-type", "application/json")
-                .with_header("x-empty", "");
-            req.query = vec![("a b".into(), "c&d".into())];
-            req.body = body.into_bytes();
-            let resp = HttpResponse {
-                status: 503,
-                headers: vec![("retry-after".into(), "10".into()), ("content-type".into(), "text/plain".into())],
-                body: "ünavailable".as_bytes().to_vec(),
-            };
-            let (request, response) = Packed::of(&req, &resp).messages(&req.body);
-            assert_eq!(request, request_message_cut(&req));
-            assert_eq!(response, response_message(&resp));
-            assert!(request.header("authorization").is_none());
-        }
     }
 }

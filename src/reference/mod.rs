@@ -29,6 +29,7 @@ pub mod journal;
 pub mod lifetime;
 pub mod limits;
 pub mod model;
+pub mod packed;
 mod slots;
 pub mod state;
 pub mod xmpp;

@@ -1,0 +1,383 @@
+//! A journal entry's HTTP messages made from the exchange (credentials left out, bodies cut),
+//! and the exchange packed for the grader's thread: what the request's thread hands it is one
+//! buffer (and the request's body, moved), and what a journal keeps of a send journaled there
+//! stays packed ([`Stored::Packed`]) until it is read, when its entry is made.
+//!
+//! Packed, because memory freed on another thread than the one that allocated it costs the
+//! allocating thread when it next allocates (mimalloc collects it then), and an entry made of
+//! a dozen strings costs a dozen allocations to make and to drop.
+
+use std::borrow::Cow;
+use std::sync::Arc;
+
+use crate::verdicts::entry::{Facts, Message};
+use crate::verdicts::{Conn, Entry, Stamp, What};
+use crate::wire::{HttpRequest, HttpResponse};
+
+/// An HTTP request as a journal keeps it: its credentials left out.
+pub fn request_message(req: &HttpRequest) -> Message {
+    request_with_body(req, &req.body)
+}
+
+/// The same, with only the part of the body a journal keeps copied: for a request graded from
+/// what the adapter parsed, when no state file wants the entry whole (a multicast's 100 KiB
+/// body was copied whole to keep 16 KiB of it).
+pub fn request_message_cut(req: &HttpRequest) -> Message {
+    let at = kept_of(&req.body);
+    Message { body_cut: req.body.len() - at, ..request_with_body(req, &req.body[..at]) }
+}
+
+/// How much of a body a journal keeps: [`Message::BODY_KEPT`] bytes, back to the start of a
+/// character, so that no character is cut in two.
+fn kept_of(body: &[u8]) -> usize {
+    if body.len() <= Message::BODY_KEPT {
+        return body.len();
+    }
+    let mut at = Message::BODY_KEPT;
+    while at > 0 && (body[at] & 0xC0) == 0x80 {
+        at -= 1;
+    }
+    at
+}
+
+fn request_with_body(req: &HttpRequest, body: &[u8]) -> Message {
+    Message {
+        method: Some(req.method.clone()),
+        path: Some(req.path_and_query()),
+        headers: req.headers.iter().filter(|(k, _)| !is_credential(k)).cloned().collect(),
+        body: text_of(body),
+        ..Default::default()
+    }
+}
+
+fn is_credential(header: &str) -> bool {
+    header.eq_ignore_ascii_case("authorization")
+}
+
+/// A body as text: valid UTF-8 (nearly every body) is checked by the fast path and copied
+/// once; anything else has its bad bytes replaced.
+fn text_of(body: &[u8]) -> String {
+    match std::str::from_utf8(body) {
+        Ok(text) => text.to_owned(),
+        Err(_) => String::from_utf8_lossy(body).into_owned(),
+    }
+}
+
+pub fn response_message(resp: &HttpResponse) -> Message {
+    Message {
+        status: Some(resp.status),
+        headers: resp.headers.clone(),
+        body: text_of(&resp.body),
+        ..Default::default()
+    }
+}
+
+/// What a journal keeps of an HTTP exchange but the request's body, packed into one buffer:
+/// a request left for the grader's thread hands it one allocation to free there, not one per
+/// header (memory freed on another thread than the one that allocated it costs the allocating
+/// thread when it next allocates). Each string is its length (u32) and its bytes; the thread
+/// unpacks it into the entry's messages ([`Packed::messages`]).
+#[derive(Debug, Default)]
+pub struct Packed(Vec<u8>);
+
+impl Packed {
+    pub fn of(req: &HttpRequest, resp: &HttpResponse) -> Packed {
+        let strings = req.headers.iter().chain(&resp.headers).map(|(k, v)| k.len() + v.len() + 8).sum::<usize>();
+        let mut p = Packed(Vec::with_capacity(req.path.len() + resp.body.len() + strings + 32));
+        p.put(req.method.as_bytes());
+        match req.query.is_empty() {
+            true => p.put(req.path.as_bytes()),
+            false => p.put(req.path_and_query().as_bytes()),
+        }
+        p.count(req.headers.iter().filter(|(k, _)| !is_credential(k)).count());
+        for (k, v) in req.headers.iter().filter(|(k, _)| !is_credential(k)) {
+            p.put(k.as_bytes());
+            p.put(v.as_bytes());
+        }
+        p.count(usize::from(resp.status));
+        p.count(resp.headers.len());
+        for (k, v) in &resp.headers {
+            p.put(k.as_bytes());
+            p.put(v.as_bytes());
+        }
+        p.put(&resp.body);
+        p
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    fn count(&mut self, n: usize) {
+        self.0.extend_from_slice(&u32::try_from(n).unwrap_or(u32::MAX).to_ne_bytes());
+    }
+
+    fn put(&mut self, s: &[u8]) {
+        self.count(s.len());
+        self.0.extend_from_slice(s);
+    }
+
+    /// The request (with `body`, cut as [`request_message_cut`] cuts it) and the answer, as
+    /// [`request_message_cut`] and [`response_message`] make them.
+    pub fn messages(&self, body: &[u8]) -> (Message, Message) {
+        let kept = kept_of(body);
+        self.messages_kept(&body[..kept], body.len() - kept)
+    }
+
+    /// The same from a body already cut, `body_cut` bytes shorter than it came.
+    fn messages_kept(&self, body: &[u8], body_cut: usize) -> (Message, Message) {
+        let mut p = Unpack { buf: &self.0, at: 0 };
+        let (method, path, headers) = (p.text(), p.text(), p.headers());
+        let request = Message {
+            method: Some(method),
+            path: Some(path),
+            headers,
+            body: text_of(body),
+            body_cut,
+            ..Default::default()
+        };
+        let status = u16::try_from(p.number()).unwrap_or_default();
+        let headers = p.headers();
+        let response = Message { status: Some(status), headers, body: text_of(p.bytes()), ..Default::default() };
+        (request, response)
+    }
+
+    /// [`Message::weight`] of both messages, with the request's body as kept, without making them.
+    fn weight(&self, body: &[u8]) -> usize {
+        let mut p = Unpack { buf: &self.0, at: 0 };
+        p.bytes();
+        p.bytes();
+        let request = 64 + text_len(body) + p.headers_weight();
+        p.number();
+        let response = 64 + p.headers_weight();
+        response + text_len(p.bytes()) + request
+    }
+
+    /// Whether the answer is kept whole ([`Message::BODY_KEPT`]), as a packed entry keeps it.
+    pub fn fits(&self) -> bool {
+        self.answer_len() <= Message::BODY_KEPT
+    }
+
+    /// The answer's body, as text, in bytes.
+    fn answer_len(&self) -> usize {
+        let mut p = Unpack { buf: &self.0, at: 0 };
+        p.bytes();
+        p.bytes();
+        p.headers_weight();
+        p.number();
+        p.headers_weight();
+        text_len(p.bytes())
+    }
+}
+
+/// The length of [`text_of`]`(body)`, without making it.
+fn text_len(body: &[u8]) -> usize {
+    match std::str::from_utf8(body) {
+        Ok(text) => text.len(),
+        Err(_) => String::from_utf8_lossy(body).len(),
+    }
+}
+
+/// A journal entry as a journal keeps it: made, or, for a send journaled on the grader's
+/// thread, still packed as received, made when it is read (most entries never are).
+#[derive(Debug)]
+pub enum Stored {
+    Made(Box<Entry>),
+    Packed(PackedEntry),
+}
+
+/// An HTTP send's entry, packed: the exchange, the request's body as kept (cut), the facts.
+#[derive(Debug)]
+pub struct PackedEntry {
+    pub seq: u64,
+    pub stamp: Stamp,
+    pub connection: Option<Conn>,
+    pub connection_opened_ms: Option<u64>,
+    exchange: Packed,
+    body: Vec<u8>,
+    body_cut: usize,
+    pub scripted: Option<String>,
+    pub facts: Arc<Facts>,
+}
+
+impl PackedEntry {
+    /// The entry packed, its request's body cut as a journal keeps it. Only for an exchange
+    /// whose answer [`Packed::fits`]: a longer one, the made entry would cut.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        seq: u64,
+        stamp: Stamp,
+        connection: Option<Conn>,
+        connection_opened_ms: Option<u64>,
+        exchange: Packed,
+        mut body: Vec<u8>,
+        scripted: Option<String>,
+        facts: Arc<Facts>,
+    ) -> PackedEntry {
+        let kept = kept_of(&body);
+        let body_cut = body.len() - kept;
+        if body_cut > 0 {
+            body.truncate(kept);
+            body.shrink_to_fit();
+        }
+        PackedEntry { seq, stamp, connection, connection_opened_ms, exchange, body, body_cut, scripted, facts }
+    }
+
+    pub fn entry(&self) -> Entry {
+        let (request, response) = self.exchange.messages_kept(&self.body, self.body_cut);
+        Entry {
+            seq: self.seq,
+            stamp: self.stamp,
+            connection: self.connection,
+            connection_opened_ms: self.connection_opened_ms,
+            what: What::Http { request, response, scripted: self.scripted.clone(), facts: self.facts.clone() },
+        }
+    }
+}
+
+impl Stored {
+    pub fn seq(&self) -> u64 {
+        match self {
+            Stored::Made(e) => e.seq,
+            Stored::Packed(p) => p.seq,
+        }
+    }
+
+    pub fn stamp(&self) -> Stamp {
+        match self {
+            Stored::Made(e) => e.stamp,
+            Stored::Packed(p) => p.stamp,
+        }
+    }
+
+    /// The entry (made now, if it was kept packed).
+    pub fn entry(&self) -> Cow<'_, Entry> {
+        match self {
+            Stored::Made(e) => Cow::Borrowed(&**e),
+            Stored::Packed(p) => Cow::Owned(p.entry()),
+        }
+    }
+
+    /// [`Entry::weight`], without making the entry.
+    pub fn weight(&self) -> usize {
+        match self {
+            Stored::Made(e) => e.weight(),
+            Stored::Packed(p) => p.exchange.weight(&p.body) + p.facts.devices.len() * 96,
+        }
+    }
+}
+
+impl serde::Serialize for Stored {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.entry().serialize(s)
+    }
+}
+
+/// Reads a [`Packed`] in the order it was written.
+struct Unpack<'a> {
+    buf: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Unpack<'a> {
+    fn number(&mut self) -> usize {
+        let n = self.buf.get(self.at..self.at + 4).and_then(|b| b.try_into().ok()).map_or(0, u32::from_ne_bytes);
+        self.at += 4;
+        n as usize
+    }
+
+    fn bytes(&mut self) -> &'a [u8] {
+        let n = self.number();
+        let s = self.buf.get(self.at..self.at + n).unwrap_or_default();
+        self.at += n;
+        s
+    }
+
+    fn text(&mut self) -> String {
+        String::from_utf8_lossy(self.bytes()).into_owned()
+    }
+
+    /// Header pairs' part of [`Message::weight`], skipping them.
+    fn headers_weight(&mut self) -> usize {
+        let n = self.number().min(self.buf.len() / 8);
+        (0..n).map(|_| self.bytes().len() + self.bytes().len() + 8).sum()
+    }
+
+    fn headers(&mut self) -> Vec<(String, String)> {
+        // Never more pairs than the buffer has bytes for.
+        let n = self.number().min(self.buf.len() / 8);
+        (0..n).map(|_| (self.text(), self.text())).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_body_cut_before_copying_is_the_body_copied_then_cut() {
+        // Long enough to be cut, with two-byte characters across the cut.
+        let body = format!("{{\"data\":\"{}\"}}", "é".repeat(crate::verdicts::entry::Message::BODY_KEPT));
+        let req = crate::wire::HttpRequest::new("POST", "/fcm/send").with_header("content-type", "application/json");
+        let req = crate::wire::HttpRequest { body: body.into_bytes(), ..req };
+        let mut whole = request_message(&req);
+        whole.cut();
+        let cut = request_message_cut(&req);
+        assert_eq!((cut.body.len(), cut.body_cut), (whole.body.len(), whole.body_cut));
+        assert_eq!(cut.body, whole.body);
+        assert!(cut.body_cut > 0);
+    }
+
+    #[test]
+    fn an_answer_too_long_to_keep_whole_is_not_kept_packed() {
+        let req = crate::wire::HttpRequest::new("POST", "/fcm/send");
+        let resp = HttpResponse { status: 200, headers: Vec::new(), body: vec![b'x'; Message::BODY_KEPT + 1] };
+        assert!(!Packed::of(&req, &resp).fits());
+        assert!(Packed::of(&req, &HttpResponse { body: b"{}".to_vec(), ..resp }).fits());
+    }
+
+    #[test]
+    fn a_packed_exchange_unpacks_to_the_messages_made_directly() {
+        let long = format!("{{\"data\":\"{}\"}}", "é".repeat(crate::verdicts::entry::Message::BODY_KEPT));
+        for body in [String::new(), "{\"to\":\"a\"}".to_string(), long] {
+            let mut req = crate::wire::HttpRequest::new("POST", "/fcm/send")
+                .with_header("authorization", "key=secret")
+                .with_header("content-type", "application/json")
+                .with_header("x-empty", "");
+            req.query = vec![("a b".into(), "c&d".into())];
+            req.body = body.into_bytes();
+            let resp = HttpResponse {
+                status: 503,
+                headers: vec![("retry-after".into(), "10".into()), ("content-type".into(), "text/plain".into())],
+                body: "ünavailable".as_bytes().to_vec(),
+            };
+            let (request, response) = Packed::of(&req, &resp).messages(&req.body);
+            assert_eq!(request, request_message_cut(&req));
+            assert_eq!(response, response_message(&resp));
+            assert!(request.header("authorization").is_none());
+            // Kept packed, it reads and weighs as the entry made and cut.
+            let facts = Arc::new(Facts { to_key: false, devices: vec![Default::default(); 3] });
+            let (stamp, conn) = (Stamp { at_ms: 5, wall_ms: 6 }, Some(Conn::Http(2)));
+            let packed = PackedEntry::new(
+                9,
+                stamp,
+                conn,
+                Some(1),
+                Packed::of(&req, &resp),
+                req.body.clone(),
+                None,
+                facts.clone(),
+            );
+            let what = What::Http { request, response, scripted: None, facts };
+            let made = Entry { seq: 9, stamp, connection: conn, connection_opened_ms: Some(1), what };
+            let packed = Stored::Packed(packed);
+            assert_eq!(*packed.entry(), made);
+            assert_eq!(packed.weight(), made.weight());
+            assert_eq!((packed.seq(), packed.stamp()), (9, stamp));
+        }
+    }
+}
