@@ -238,7 +238,7 @@ impl Journals {
         keep: bool,
         prepared: Option<crate::verdicts::events::Prepared>,
     ) -> Option<Entry> {
-        let (seq, _) = self.open(sender)?;
+        let seq = self.open(sender)?;
         let (connection, connection_opened_ms) = (connection.map(|c| c.0), connection.map(|c| c.1));
         let entry = Entry { seq, stamp, connection, connection_opened_ms, what };
         let kept = keep.then(|| entry.clone());
@@ -261,8 +261,10 @@ impl Journals {
         let Exchange { request, response, scripted, facts } = exchange;
         let prepared = match prepared {
             Some(prepared) if !keep && self.background.is_some() => {
-                let (seq, how) = self.open(sender)?;
-                let j = self.senders.get_mut(sender).expect("opened above");
+                let seq = self.open(sender)?;
+                // Borrowed apart, so that the sender is looked up once more, not thrice.
+                let Journals { how: Some(how), background: Some(background), senders, .. } = self else { return None };
+                let j = senders.get_mut(sender)?;
                 j.next_seq = seq + 1;
                 let w = Waiting {
                     seq,
@@ -279,10 +281,9 @@ impl Journals {
                     scripted,
                     facts,
                 };
-                let j = &self.senders[sender];
-                if let Some(w) = self.background.as_ref().and_then(|b| b.defer(&j.cell, w)) {
+                if let Some(w) = background.defer(&j.cell, w) {
                     // Over a bound: taken in now, after what waits.
-                    w.journal(&how, &mut self.kept(&how, j));
+                    w.journal(how, &mut j.cell.caught_up(how, Some(background.bytes())));
                 }
                 return None;
             }
@@ -309,8 +310,8 @@ impl Journals {
 
     /// Makes room for `sender`'s journal if it has none, counts a write to it, and hands out
     /// its next sequence number; `None` when nothing is journaled.
-    fn open(&mut self, sender: &str) -> Option<(u64, Journaling)> {
-        let how = self.how.clone()?;
+    fn open(&mut self, sender: &str) -> Option<u64> {
+        self.how.as_ref()?;
         if !self.senders.contains_key(sender) {
             if self.senders.len() >= self.caps.senders {
                 self.evict_one();
@@ -321,15 +322,14 @@ impl Journals {
         self.writes += 1;
         let j = self.senders.get_mut(sender).expect("inserted above");
         j.touched = self.writes;
-        Some((j.next_seq, how))
+        Some(j.next_seq)
     }
 
     fn take(&mut self, sender: &str, entry: Entry, prepared: Option<crate::verdicts::events::Prepared>) {
-        let Some(how) = self.how.clone() else { return };
-        let Some(j) = self.senders.get_mut(sender) else { return };
+        let Journals { how: Some(how), background, senders, .. } = self else { return };
+        let Some(j) = senders.get_mut(sender) else { return };
         j.next_seq = j.next_seq.max(entry.seq + 1);
-        let j = &self.senders[sender];
-        self.kept(&how, j).take(&how, entry, prepared);
+        j.cell.caught_up(how, background.as_ref().map(Background::bytes)).take(how, entry, prepared);
     }
 
     fn evict_one(&mut self) {
