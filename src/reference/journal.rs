@@ -47,6 +47,9 @@ pub const SETTLE_QUIET_MS: u64 = 100;
 #[derive(Debug, Default)]
 pub struct SenderJournal {
     next_seq: u64,
+    /// The sequence number it began at: a sender whose earlier journal was evicted goes on
+    /// from where that one ended, so that a reader's cursor never goes back.
+    start: u64,
     /// Its entries and grading. Read through [`Journals::kept`], which takes in first what
     /// waits for the grader's thread; a snapshot catches every cell up before it is written.
     cell: Arc<Cell>,
@@ -118,6 +121,7 @@ struct SenderJournalOut<'a> {
     entries: &'a VecDeque<Stored>,
     bytes: usize,
     next_seq: u64,
+    start: u64,
     dropped: u64,
     grading: &'a Grading,
     touched: u64,
@@ -128,6 +132,8 @@ struct SenderJournalIn {
     entries: VecDeque<Entry>,
     bytes: usize,
     next_seq: u64,
+    #[serde(default)]
+    start: u64,
     dropped: u64,
     grading: Grading,
     touched: u64,
@@ -140,6 +146,7 @@ impl Serialize for SenderJournal {
             entries: &kept.entries,
             bytes: kept.bytes,
             next_seq: self.next_seq,
+            start: self.start,
             dropped: kept.dropped,
             grading: &kept.grading,
             touched: self.touched,
@@ -154,7 +161,8 @@ impl<'de> Deserialize<'de> for SenderJournal {
         let weights = file.entries.iter().map(Entry::weight).collect();
         let entries = file.entries.into_iter().map(|e| Stored::Made(Box::new(e))).collect();
         let kept = Kept { grading: file.grading, entries, weights, bytes: file.bytes, dropped: file.dropped };
-        Ok(SenderJournal { next_seq: file.next_seq, cell: Arc::new(Cell::new(kept)), touched: file.touched })
+        let (next_seq, start, touched) = (file.next_seq, file.start, file.touched);
+        Ok(SenderJournal { next_seq, start, cell: Arc::new(Cell::new(kept)), touched })
     }
 }
 
@@ -170,7 +178,8 @@ pub struct Journals {
     writes: u64,
     /// Journals evicted to make room, in total.
     pub evicted: u64,
-    /// What evicted journals had found, by sender (the newest of them, bounded).
+    /// What evicted journals had found, and where their sequence numbers ended, by sender
+    /// (the newest of them, bounded).
     gone: crate::verdicts::Bounded<Remains>,
 }
 
@@ -316,8 +325,10 @@ impl Journals {
             if self.senders.len() >= self.caps.senders {
                 self.evict_one();
             }
+            // Where an evicted journal of the sender ended, if one did.
+            let start = self.gone.get(sender).map_or(0, |r| r.entries);
             // The sender's name is copied only for its first entry.
-            self.senders.insert(sender.to_string(), Default::default());
+            self.senders.insert(sender.to_string(), SenderJournal { next_seq: start, start, ..Default::default() });
         }
         self.writes += 1;
         let j = self.senders.get_mut(sender).expect("inserted above");
@@ -338,11 +349,9 @@ impl Journals {
         };
         // Judged as of its last entry: what it had found is kept, merged with what an
         // earlier eviction of the same sender had.
-        match self.verdicts_at_last(&oldest) {
-            Some(before) if !before.violated.is_empty() => {
-                self.gone.insert(oldest.clone(), before);
-            }
-            _ => {}
+        // Kept clean or not: where its sequence numbers ended is where a return goes on.
+        if let Some(before) = self.verdicts_at_last(&oldest) {
+            self.gone.insert(oldest.clone(), before);
         }
         self.senders.remove(&oldest);
         self.evicted += 1;
@@ -353,7 +362,7 @@ impl Journals {
         let j = self.senders.get(sender)?;
         let kept = &mut *self.kept(&how, j);
         let last = kept.entries.back().map(Stored::stamp).unwrap_or_default();
-        let count = JournalCount { entries: j.next_seq, dropped: kept.dropped, evicted_entries: 0 };
+        let count = JournalCount { entries: j.next_seq - j.start, dropped: kept.dropped, evicted_entries: 0 };
         let mut v = kept.grading.verdicts(&how.book, sender, last, count);
         if let Some(earlier) = self.gone.get(sender) {
             v.carry(earlier);
@@ -369,9 +378,11 @@ impl Journals {
         let first = kept.entries.front().map_or(j.next_seq, Stored::seq);
         let from = after.unwrap_or(0).max(first);
         let entries = kept.entries.iter().filter(|e| e.seq() >= from).map(|e| e.entry().to_json()).collect();
+        // What an evicted journal of the sender held is gone too.
+        let gone = kept.dropped + j.start;
         let dropped = match after {
-            None => kept.dropped,
-            Some(a) => first.saturating_sub(a).min(kept.dropped),
+            None => gone,
+            Some(a) => first.saturating_sub(a).min(gone),
         };
         Some(JournalView { entries, next: j.next_seq, dropped })
     }
@@ -395,7 +406,7 @@ impl Journals {
         let mut v = match self.senders.get(sender) {
             Some(j) => {
                 let mut kept = self.kept(how, j);
-                let count = JournalCount { entries: j.next_seq, dropped: kept.dropped, evicted_entries: 0 };
+                let count = JournalCount { entries: j.next_seq - j.start, dropped: kept.dropped, evicted_entries: 0 };
                 match on_copy {
                     true => kept.grading.clone().verdicts(book, sender, now, count),
                     false => kept.grading.verdicts(book, sender, now, count),
@@ -429,7 +440,8 @@ impl Journals {
     /// order.
     pub fn senders(&self) -> Vec<String> {
         let mut out: Vec<String> = self.senders.keys().cloned().collect();
-        out.extend(self.gone.keys().filter(|s| !self.senders.contains_key(*s)).cloned());
+        let found = |s: &&String| self.gone.get(s).is_some_and(|r| !r.violated.is_empty());
+        out.extend(self.gone.keys().filter(|s| !self.senders.contains_key(*s)).filter(found).cloned());
         out
     }
 
@@ -509,5 +521,46 @@ impl super::Reference {
     /// The senders whose exchanges are journaled.
     pub fn journaled_senders(&self) -> Vec<String> {
         self.with_model(|m| m.journals.senders())
+    }
+}
+
+#[cfg(test)]
+mod eviction_tests {
+    use crate::reference::{Config, Reference};
+    use crate::wire::HttpRequest;
+    use serde_json::json;
+
+    #[test]
+    fn a_sender_evicted_and_back_goes_on_from_its_last_sequence_number() {
+        let mut config = Config::bundled();
+        config.journal_caps.senders = 1;
+        let reference = Reference::new(config);
+        let (a, b) = (reference.create_sender().expect("a"), reference.create_sender().expect("b"));
+        // `a` breaks a rule (a time to live out of range); `b` breaks none.
+        let send = |key: &str, n: usize| {
+            let ttl = if key == a.server_key { -1 } else { 60 };
+            for _ in 0..n {
+                let req = HttpRequest::new("POST", "/fcm/send")
+                    .with_header("authorization", &format!("key={key}"))
+                    .with_json(&json!({"to": "some-token", "time_to_live": ttl}));
+                reference.handle(&req);
+            }
+        };
+        send(&a.server_key, 5);
+        send(&b.server_key, 1); // evicts a's journal
+        send(&a.server_key, 3); // and a's evicts b's
+        let view = reference.journal(&a.sender_id, Some(5)).expect("a journal");
+        let seqs: Vec<u64> = view.entries.iter().filter_map(|e| e["seq"].as_u64()).collect();
+        assert_eq!((seqs, view.next, view.dropped), (vec![5, 6, 7], 8, 0));
+        // Read from the start, the evicted five are counted as gone.
+        let view = reference.journal(&a.sender_id, None).expect("a journal");
+        assert_eq!((view.entries.len(), view.dropped), (3, 5));
+        let v = reference.verdicts(&a.sender_id).expect("verdicts");
+        assert_eq!((v.journal.entries, v.journal.evicted_entries), (3, 5));
+        // A sender that broke nothing, evicted and back, goes on too.
+        assert!(v.rule("app.send.ttl-range").is_some_and(|r| r.violations_total == 5 + 3));
+        send(&b.server_key, 1);
+        let view = reference.journal(&b.sender_id, Some(0)).expect("b's journal");
+        assert_eq!((view.next, view.dropped), (2, 1));
     }
 }
