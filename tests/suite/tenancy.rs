@@ -131,8 +131,11 @@ async fn anonymous_peers_cannot_keep_an_app_server_out() -> Result<(), String> {
                 std::thread::spawn(move || {
                     while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                         if let Ok(mut s) = TcpStream::connect(addr) {
-                            // Short, so that they churn fast: a silent peer must never outlast one logging in.
-                            let _ = s.set_read_timeout(Some(Duration::from_millis(50)));
+                            // Short, so that they churn (each login must still evict one of them), and
+                            // not so short that a login whose first bytes are late (its client not
+                            // scheduled, on a loaded 2-core machine) is older than all four: at 50 ms,
+                            // one full run in five saw that login evicted as the oldest silent peer.
+                            let _ = s.set_read_timeout(Some(Duration::from_millis(200)));
                             let mut buf = [0u8; 64];
                             while matches!(s.read(&mut buf), Ok(n) if n > 0) {}
                         }
