@@ -357,10 +357,10 @@ impl Journals {
         self.evicted += 1;
     }
 
-    fn verdicts_at_last(&mut self, sender: &str) -> Option<Remains> {
-        let how = self.how.clone()?;
+    fn verdicts_at_last(&self, sender: &str) -> Option<Remains> {
+        let how = self.how.as_ref()?;
         let j = self.senders.get(sender)?;
-        let kept = &mut *self.kept(&how, j);
+        let kept = &mut *self.kept(how, j);
         let last = kept.entries.back().map(Stored::stamp).unwrap_or_default();
         let count = JournalCount { entries: j.next_seq - j.start, dropped: kept.dropped, evicted_entries: 0 };
         let mut v = kept.grading.verdicts(&how.book, sender, last, count);

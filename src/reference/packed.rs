@@ -148,29 +148,25 @@ impl Packed {
 
     /// [`Message::weight`] of both messages, with the request's body as kept, without making them.
     fn weight(&self, body: &[u8]) -> usize {
-        let mut p = Unpack { buf: &self.0, at: 0 };
-        p.bytes();
-        p.bytes();
-        let request = 64 + text_len(body) + p.headers_weight();
-        p.number();
-        let response = 64 + p.headers_weight();
-        response + text_len(p.bytes()) + request
+        let (headers, answer_len) = self.sizes();
+        64 + text_len(body) + 64 + headers + answer_len
     }
 
     /// Whether the answer is kept whole ([`Message::BODY_KEPT`]), as a packed entry keeps it.
     pub fn fits(&self) -> bool {
-        self.answer_len() <= Message::BODY_KEPT
+        self.sizes().1 <= Message::BODY_KEPT
     }
 
-    /// The answer's body, as text, in bytes.
-    fn answer_len(&self) -> usize {
+    /// One walk of the buffer: both messages' headers' part of their weight, and the answer's
+    /// body as text, in bytes.
+    fn sizes(&self) -> (usize, usize) {
         let mut p = Unpack { buf: &self.0, at: 0 };
         p.bytes();
         p.bytes();
-        p.headers_weight();
+        let request = p.headers_weight();
         p.number();
-        p.headers_weight();
-        text_len(p.bytes())
+        let response = p.headers_weight();
+        (request + response, text_len(p.bytes()))
     }
 }
 
