@@ -94,7 +94,7 @@ fn open_failures() {
         reference.with_model(|m| {
             let now = m.now_ms(&sender.sender_id);
             for n in 0..open {
-                let stamp = gcmspec::verdicts::Stamp { at_ms: now, wall_ms: wall_ms() };
+                let stamp = gcmspec::verdicts::Stamp::now(now);
                 let stanza = serde_json::json!({"from": id, "message_id": format!("up-{n}"), "data": {"n": n}});
                 let what = gcmspec::verdicts::What::XmppSent { stanza };
                 let conn = Some((gcmspec::verdicts::Conn::Xmpp(1), now));
@@ -120,7 +120,7 @@ fn open_failures() {
         let reference = Reference::new(Config::bundled());
         let sender = reference.with_model(|m| m.create_sender());
         let record = |m: &mut gcmspec::reference::model::Model, what, conn: u64| {
-            let stamp = gcmspec::verdicts::Stamp { at_ms: m.now_ms(&sender.sender_id), wall_ms: wall_ms() };
+            let stamp = gcmspec::verdicts::Stamp::now(m.now_ms(&sender.sender_id));
             let conn = Some((gcmspec::verdicts::Conn::Xmpp(conn), 0));
             m.journals.record(&sender.sender_id, stamp, conn, what, false, None);
         };
@@ -224,10 +224,6 @@ fn one_request_with(reference: Reference, case: Option<&str>) {
         }
         println!("  {name:<28} handled in-process: {:?} each", start.elapsed() / times);
     }
-}
-
-fn wall_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
 fn clock_advance() {

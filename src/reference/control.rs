@@ -147,7 +147,7 @@ pub fn handle(model: &mut Model, site: &Site, req: &HttpRequest) -> HttpResponse
         ("GET", ["instances", id, "messages"]) => inbox(model, id, req).unwrap_or_else(|e| e),
         ("GET", ["senders", id, "journal"]) => journal(model, id, req).unwrap_or_else(|e| e),
         ("GET", ["senders", id, "verdicts"]) => {
-            let now = crate::verdicts::Stamp { at_ms: model.now_ms(id), wall_ms: super::journal::wall_ms() };
+            let now = crate::verdicts::Stamp::now(model.now_ms(id));
             // `settled`: as a test reads them when it is done, every window closed (a retry
             // or an ack still awaited is then a violation); the journal itself is untouched.
             let verdicts = match req.query_param("settled") {

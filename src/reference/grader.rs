@@ -61,7 +61,7 @@ pub struct Waiting {
     pub seq: u64,
     pub stamp: Stamp,
     pub connection: Option<Conn>,
-    pub connection_opened_ms: Option<u64>,
+    pub connection_opened_us: Option<u64>,
     pub exchange: Packed,
     pub body: Vec<u8>,
     pub answer: PreparedAnswer,
@@ -84,7 +84,7 @@ impl Waiting {
             _ => None,
         };
         let facts = Arc::new(self.facts.facts());
-        let (seq, stamp, connection, opened) = (self.seq, self.stamp, self.connection, self.connection_opened_ms);
+        let (seq, stamp, connection, opened) = (self.seq, self.stamp, self.connection, self.connection_opened_us);
         match body {
             Some(body) if self.exchange.fits() => {
                 let packed =
@@ -94,7 +94,7 @@ impl Waiting {
             parsed => {
                 let (request, response) = self.exchange.messages(&self.body);
                 let what = What::Http { request, response, scripted: self.scripted, facts };
-                let entry = Entry { seq, stamp, connection, connection_opened_ms: opened, what };
+                let entry = Entry { seq, stamp, connection, connection_opened_us: opened, what };
                 kept.take(how, entry, parsed.map(|body| Prepared { body, answer: self.answer }));
             }
         }
@@ -315,7 +315,7 @@ mod tests {
             .entries
             .into_iter()
             .map(|mut e| {
-                e.as_object_mut().map(|o| o.remove("wall_ms"));
+                e.as_object_mut().map(|o| (o.remove("wall_ms"), o.remove("wall_us")));
                 e
             })
             .collect();

@@ -87,7 +87,7 @@ impl Kept {
             seq: packed.seq,
             stamp: packed.stamp,
             connection: packed.connection,
-            connection_opened_ms: packed.connection_opened_ms,
+            connection_opened_us: packed.connection_opened_us,
             what: What::Http {
                 request: Default::default(),
                 response: Default::default(),
@@ -248,8 +248,8 @@ impl Journals {
         prepared: Option<crate::verdicts::events::Prepared>,
     ) -> Option<Entry> {
         let seq = self.open(sender)?;
-        let (connection, connection_opened_ms) = (connection.map(|c| c.0), connection.map(|c| c.1));
-        let entry = Entry { seq, stamp, connection, connection_opened_ms, what };
+        let (connection, connection_opened_us) = (connection.map(|c| c.0), connection.map(|c| c.1));
+        let entry = Entry { seq, stamp, connection, connection_opened_us, what };
         let kept = keep.then(|| entry.clone());
         self.take(sender, entry, prepared);
         kept
@@ -279,7 +279,7 @@ impl Journals {
                     seq,
                     stamp,
                     connection: connection.map(|c| c.0),
-                    connection_opened_ms: connection.map(|c| c.1),
+                    connection_opened_us: connection.map(|c| c.1),
                     exchange: Packed::of(&request, response),
                     // Moved, not copied, from a request the caller gave up.
                     body: match request {
@@ -503,7 +503,7 @@ impl super::Reference {
             if !m.has_sender(sender_id) {
                 return None;
             }
-            let now = Stamp { at_ms: m.now_ms(sender_id), wall_ms: wall_ms() };
+            let now = Stamp::now(m.now_ms(sender_id));
             m.journals.verdicts(sender_id, now)
         })
     }

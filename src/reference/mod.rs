@@ -353,8 +353,8 @@ impl Reference {
             scripted: (!seen.scripted.is_empty()).then(|| seen.scripted.join("; ")),
             facts: seen.facts,
         };
-        let stamp = crate::verdicts::Stamp { at_ms: m.now_ms(&sender), wall_ms: journal::wall_ms() };
-        let connection = connection.map(|c| (crate::verdicts::Conn::Http(c.id), c.opened_wall_ms));
+        let stamp = crate::verdicts::Stamp::now(m.now_ms(&sender));
+        let connection = connection.map(|c| (crate::verdicts::Conn::Http(c.id), c.opened_wall_us));
         let keep = self.keeps_state();
         if let Some(entry) = m.journals.record_http(&sender, stamp, connection, exchange, keep, seen.prepared) {
             self.record(|| state::Input::Observed { sender, entry });
@@ -653,7 +653,7 @@ pub async fn serve(
         let Ok(slot) = slots.clone().try_acquire_owned() else { return };
         // Numbered, so that the journal can tell which requests shared a connection.
         let n = connections.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
-        let connection = HttpConnection { id: n, opened_wall_ms: journal::wall_ms() };
+        let connection = HttpConnection { id: n, opened_wall_us: crate::verdicts::entry::wall_us() };
         let reference = reference.clone();
         // hyper's own service: one function, no router (every path is the adapter's to route).
         let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
@@ -743,11 +743,11 @@ async fn adapter(reference: Reference, connection: HttpConnection, request: hype
     response
 }
 
-/// The HTTP connection a request came on: its number, and when it was accepted.
+/// The HTTP connection a request came on: its number, and when it was accepted (wall clock, µs).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HttpConnection {
     pub id: u64,
-    pub opened_wall_ms: u64,
+    pub opened_wall_us: u64,
 }
 
 async fn answer(reference: &Reference, connection: HttpConnection, request: hyper::Request<Incoming>) -> Response {

@@ -192,7 +192,7 @@ pub struct PackedEntry {
     pub seq: u64,
     pub stamp: Stamp,
     pub connection: Option<Conn>,
-    pub connection_opened_ms: Option<u64>,
+    pub connection_opened_us: Option<u64>,
     exchange: Packed,
     body: Vec<u8>,
     body_cut: usize,
@@ -208,7 +208,7 @@ impl PackedEntry {
         seq: u64,
         stamp: Stamp,
         connection: Option<Conn>,
-        connection_opened_ms: Option<u64>,
+        connection_opened_us: Option<u64>,
         exchange: Packed,
         mut body: Vec<u8>,
         scripted: Option<String>,
@@ -220,7 +220,7 @@ impl PackedEntry {
             body.truncate(kept);
             body.shrink_to_fit();
         }
-        PackedEntry { seq, stamp, connection, connection_opened_ms, exchange, body, body_cut, scripted, facts }
+        PackedEntry { seq, stamp, connection, connection_opened_us, exchange, body, body_cut, scripted, facts }
     }
 
     pub fn entry(&self) -> Entry {
@@ -229,7 +229,7 @@ impl PackedEntry {
             seq: self.seq,
             stamp: self.stamp,
             connection: self.connection,
-            connection_opened_ms: self.connection_opened_ms,
+            connection_opened_us: self.connection_opened_us,
             what: What::Http { request, response, scripted: self.scripted.clone(), facts: self.facts.clone() },
         }
     }
@@ -357,7 +357,7 @@ mod tests {
             assert!(request.header("authorization").is_none());
             // Kept packed, it reads and weighs as the entry made and cut.
             let facts = Arc::new(Facts { to_key: false, devices: vec![Default::default(); 3] });
-            let (stamp, conn) = (Stamp { at_ms: 5, wall_ms: 6 }, Some(Conn::Http(2)));
+            let (stamp, conn) = (Stamp { at_ms: 5, wall_ms: 6, wall_us: 6_001 }, Some(Conn::Http(2)));
             let packed = PackedEntry::new(
                 9,
                 stamp,
@@ -369,7 +369,7 @@ mod tests {
                 facts.clone(),
             );
             let what = What::Http { request, response, scripted: None, facts };
-            let made = Entry { seq: 9, stamp, connection: conn, connection_opened_ms: Some(1), what };
+            let made = Entry { seq: 9, stamp, connection: conn, connection_opened_us: Some(1), what };
             let packed = Stored::Packed(packed);
             assert_eq!(*packed.entry(), made);
             assert_eq!(packed.weight(), made.weight());

@@ -82,8 +82,8 @@ struct Session {
     domain: &'static str,
     /// Its sender's count of logged-in connections, after SASL success.
     login: Option<LoginSlot>,
-    /// When it was bound (wall clock, ms), for the journal.
-    opened_wall_ms: u64,
+    /// When it was bound (wall clock, µs), for the journal.
+    opened_wall_us: u64,
     /// What the stanza being answered got back, as JSON (for the journal).
     replied: Vec<Value>,
     /// Whether that stanza was a downstream message (its ack may be held back).
@@ -114,7 +114,7 @@ async fn serve_connection_from<S: AsyncRead + AsyncWrite + Unpin>(
         sent: 0,
         domain: wire::DOMAIN,
         login: None,
-        opened_wall_ms: 0,
+        opened_wall_us: 0,
         replied: Vec::new(),
         downstream_reply: false,
         held: Vec::new(),
@@ -293,8 +293,8 @@ async fn release_held<S: AsyncWrite + Unpin>(
 /// Journals an XMPP exchange of a bound connection under its sender.
 fn journal(m: &mut Model, reference: &Reference, session: &Session, what: crate::verdicts::What) {
     let (Some(sender), Some(conn)) = (&session.sender, session.conn) else { return };
-    let stamp = crate::verdicts::Stamp { at_ms: m.now_ms(sender), wall_ms: super::journal::wall_ms() };
-    let connection = Some((crate::verdicts::Conn::Xmpp(conn), session.opened_wall_ms));
+    let stamp = crate::verdicts::Stamp::now(m.now_ms(sender));
+    let connection = Some((crate::verdicts::Conn::Xmpp(conn), session.opened_wall_us));
     if let Some(entry) = m.journals.record(sender, stamp, connection, what, reference.keeps_state(), None) {
         reference.record(|| state::Input::Observed { sender: sender.clone(), entry });
     }
@@ -440,7 +440,7 @@ fn iq(model: &mut Model, session: &mut Session, stanza: &Element, reference: &Re
         if session.conn.is_none() {
             reference.record(|| state::Input::CcsConnect { sender: sender.clone() });
             session.conn = Some(model.ccs_connect(&sender));
-            session.opened_wall_ms = super::journal::wall_ms();
+            session.opened_wall_us = crate::verdicts::entry::wall_us();
             journal(model, reference, session, crate::verdicts::What::XmppOpened);
         }
         let resource =

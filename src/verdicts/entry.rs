@@ -13,12 +13,31 @@ use serde_json::{Value, json};
 pub struct Stamp {
     pub at_ms: u64,
     pub wall_ms: u64,
+    /// The machine's clock to the microsecond (0 where not known: older state files, tests):
+    /// orders a connection's opening against an answer written in the same millisecond.
+    #[serde(default, skip_serializing_if = "unknown_us")]
+    pub wall_us: u64,
+}
+
+fn unknown_us(us: &u64) -> bool {
+    *us == 0
+}
+
+/// The machine's clock in microseconds, as stamps and connections' openings take it.
+pub fn wall_us() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64)
 }
 
 impl Stamp {
     /// The moment a settled reading judges at: far enough that every window has passed,
     /// far from overflowing.
-    pub const SETTLED: Stamp = Stamp { at_ms: u64::MAX / 4, wall_ms: u64::MAX / 4 };
+    pub const SETTLED: Stamp = Stamp { at_ms: u64::MAX / 4, wall_ms: u64::MAX / 4, wall_us: 0 };
+
+    /// Now: `at_ms` on the sender's clock, and the machine's clock as it reads.
+    pub fn now(at_ms: u64) -> Stamp {
+        let wall_us = wall_us();
+        Stamp { at_ms, wall_ms: wall_us / 1000, wall_us }
+    }
 
     /// Whether this is [`Stamp::SETTLED`]: a violation found then is worded as what was
     /// still open when the verdicts were read, not as a window that ran out.
@@ -48,10 +67,10 @@ pub struct Entry {
     pub stamp: Stamp,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub connection: Option<Conn>,
-    /// When that connection was opened (wall clock, ms): a request on a connection opened
+    /// When that connection was opened (wall clock, µs): a request on a connection opened
     /// after an answer was written cannot have been sent before it was read.
     #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub connection_opened_ms: Option<u64>,
+    pub connection_opened_us: Option<u64>,
     #[serde(flatten)]
     pub what: What,
 }

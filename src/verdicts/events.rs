@@ -24,7 +24,7 @@ pub struct Sent {
     pub stamp: Stamp,
     pub conn: Option<Conn>,
     /// When its connection was opened (wall ms), if known.
-    pub conn_opened_ms: Option<u64>,
+    pub conn_opened_us: Option<u64>,
     pub path: Path,
     pub to: Option<String>,
     /// `registration_ids` (its strings), when given.
@@ -156,7 +156,7 @@ pub struct GroupOp {
     pub seq: u64,
     pub stamp: Stamp,
     pub conn: Option<Conn>,
-    pub conn_opened_ms: Option<u64>,
+    pub conn_opened_us: Option<u64>,
     /// Server (`/gcm/notification`) or client (`/gcm/googlenotification`).
     pub endpoint: Path,
     pub verb: Option<GroupVerb>,
@@ -266,7 +266,7 @@ impl Reader {
     /// send and its answer already parsed.
     pub fn read(&mut self, entry: &Entry, prepared: Option<Prepared>) -> Vec<Event> {
         let (seq, stamp, conn) = (entry.seq, entry.stamp, entry.connection);
-        let opened = entry.connection_opened_ms;
+        let opened = entry.connection_opened_us;
         let xmpp_conn = match conn {
             Some(Conn::Xmpp(n)) => n,
             _ => 0,
@@ -308,7 +308,7 @@ impl Reader {
                 }
                 let path = if facts.to_key { Path::XmppKey } else { Path::Xmpp };
                 let mut sent = sent_of(seq, stamp, conn, path, json, facts.clone());
-                sent.conn_opened_ms = opened;
+                sent.conn_opened_us = opened;
                 if let Some(id) = &message_id {
                     let k = format!("{xmpp_conn}:{id}");
                     if self.unanswered.insert(k.clone(), sent.clone()).is_none() {
@@ -391,7 +391,7 @@ fn http(at: At, request: &Message, response: &Message, facts: &std::sync::Arc<Fa
                 };
                 sent_of(seq, stamp, conn, path, &body, facts.clone())
             };
-            sent.conn_opened_ms = opened;
+            sent.conn_opened_us = opened;
             let answer = http_answer(seq, stamp, conn, &sent, status, response, form);
             sent_and_answered(sent, answer)
         }
@@ -417,7 +417,7 @@ fn http(at: At, request: &Message, response: &Message, facts: &std::sync::Arc<Fa
                 seq,
                 stamp,
                 conn,
-                conn_opened_ms: opened,
+                conn_opened_us: opened,
                 endpoint,
                 verb,
                 name: text("notification_key_name"),
@@ -451,7 +451,7 @@ fn prepared_send(at: At, p: Prepared, facts: &std::sync::Arc<Facts>) -> Vec<Even
         (false, false) => Path::Token,
     };
     let mut sent = sent_of(seq, stamp, conn, path, body, facts.clone());
-    sent.conn_opened_ms = opened;
+    sent.conn_opened_us = opened;
     let mut a = Answer { seq, stamp, conn, ..Answer::default() };
     match p.answer {
         PreparedAnswer::Results(results) => {
@@ -562,7 +562,7 @@ fn sent_of(
         seq,
         stamp,
         conn,
-        conn_opened_ms: None,
+        conn_opened_us: None,
         path,
         to: body.get("to").and_then(Value::as_str).map(str::to_string),
         ids: strings(body.get("registration_ids")),

@@ -420,8 +420,8 @@ fn an_ack_names_the_device_of_its_message() -> Result<(), String> {
         let mut seq = 0;
         let mut feed = |conn: u64, what: What| {
             seq += 1;
-            let stamp = Stamp { at_ms: seq * 10, wall_ms: seq * 10 };
-            let entry = Entry { seq, stamp, connection: Some(Conn::Xmpp(conn)), connection_opened_ms: Some(0), what };
+            let stamp = Stamp { at_ms: seq * 10, wall_ms: seq * 10, wall_us: 0 };
+            let entry = Entry { seq, stamp, connection: Some(Conn::Xmpp(conn)), connection_opened_us: Some(0), what };
             grading.feed(&book, &entry, None);
         };
         for conn in [1, 2] {
@@ -593,18 +593,20 @@ fn what_a_failed_send_is_owed() -> Result<(), String> {
 }
 
 /// A send on another connection is "later" than a canonical id's answer when it arrives
-/// in_flight_ms after it, or on a connection opened after the answer was written: one opened
-/// in the answer's own millisecond cannot be ordered after it, and the tie goes to the app
-/// server (its send may have been in flight). One millisecond later, it is a violation.
-fn a_connection_opened_with_the_answer_is_not_after_it() -> Result<(), String> {
+/// in_flight_ms after it, or on a connection opened after the answer was written, ordered to
+/// the microsecond: a client that reads the answer and reconnects within its millisecond is
+/// after it, and one whose connection was opened before the answer (to the microsecond) was in
+/// flight. An answer stamped to the millisecond only (an older state file's) cannot order a
+/// connection opened in its own millisecond, and the tie goes to the app server.
+fn a_connection_opened_after_the_answer_is_after_it() -> Result<(), String> {
     use gcmspec::verdicts::entry::Message;
     use gcmspec::verdicts::{Conn, Entry, Grading, JournalCount, Rulebook, Stamp, What};
     let book = Rulebook::bundled();
-    let http = |seq: u64, wall_ms: u64, conn: u64, opened: u64, answer: Value| Entry {
+    let http = |seq: u64, stamp: Stamp, conn: u64, opened_us: u64, answer: Value| Entry {
         seq,
-        stamp: Stamp { at_ms: wall_ms, wall_ms },
+        stamp,
         connection: Some(Conn::Http(conn)),
-        connection_opened_ms: Some(opened),
+        connection_opened_us: Some(opened_us),
         what: What::Http {
             request: Message {
                 method: Some("POST".into()),
@@ -626,19 +628,83 @@ fn a_connection_opened_with_the_answer_is_not_after_it() -> Result<(), String> {
     let canonical = json!({ "multicast_id": 1, "success": 1, "failure": 0, "canonical_ids": 1,
         "results": [{ "message_id": "0:1", "registration_id": "new-id" }] });
     let plain = json!({ "multicast_id": 2, "success": 1, "failure": 0, "canonical_ids": 0, "results": [{ "message_id": "0:2" }] });
-    for (opened, expected) in [(10_000, Outcome::Passed), (10_001, Outcome::Violated)] {
+    let precise = Stamp { at_ms: 10_000, wall_ms: 10_000, wall_us: 10_000_500 };
+    let to_the_ms = Stamp { wall_us: 0, ..precise };
+    let cases = [
+        (precise, 10_000_499, Outcome::Passed),
+        (precise, 10_000_500, Outcome::Passed),
+        (precise, 10_000_501, Outcome::Violated),
+        (precise, 10_001_000, Outcome::Violated),
+        (to_the_ms, 10_000_999, Outcome::Passed),
+        (to_the_ms, 10_001_000, Outcome::Violated),
+    ];
+    for (answered, opened_us, expected) in cases {
         let mut grading = Grading::default();
-        grading.feed(&book, &http(1, 10_000, 1, 9_000, canonical.clone()), None);
-        grading.feed(&book, &http(2, 10_050, 2, opened, plain.clone()), None);
+        grading.feed(&book, &http(1, answered, 1, 9_000_000, canonical.clone()), None);
+        let later = Stamp { at_ms: 10_050, wall_ms: 10_050, wall_us: 10_050_000 };
+        grading.feed(&book, &http(2, later, 2, opened_us, plain.clone()), None);
         let v = grading.verdicts(&book, "s", Stamp::SETTLED, JournalCount::default());
         if outcome(&v, "app.canonical-id.replace") != Some(expected) {
             return Err(format!(
-                "a send on a connection opened at {opened} ms, the canonical id's answer at 10000 ms: not {expected:?}: {}",
+                "a send on a connection opened at {opened_us} µs, the canonical id's answer at {answered:?}: not {expected:?}: {}",
                 v.to_json()
             ));
         }
     }
     Ok(())
+}
+
+/// Served: an app server that opens a connection per request, as urllib does, reads the
+/// canonical id's answer and sends to the old id again on a new connection at once, often
+/// within the answer's millisecond. Each such send is after the answer and breaks the rule:
+/// the connection's opening is ordered against the answer to the microsecond.
+async fn a_client_that_reconnects_at_once_is_judged_on_its_next_request() -> Result<(), String> {
+    use std::io::{Read, Write};
+    let server = Reference::start_with(Config::bundled()).await.map_err(|e| e.to_string())?;
+    let (url, reference) = (server.url(), server.reference().clone());
+    let sender = reference.create_sender().map_err(|e| e.to_string())?;
+    const ROUNDS: usize = 25;
+    let phones: Vec<String> = reference
+        .with_model(|m| (0..ROUNDS).map(|_| m.register_instance(vec![sender.sender_id.clone()], None)).collect());
+    let key = format!("key={}", sender.server_key);
+    let v = tokio::task::spawn_blocking(move || -> Result<Verdicts, String> {
+        let host = url.trim_start_matches("http://").to_string();
+        // One request on a connection of its own, read to its end.
+        let send = |to: &str| -> Result<String, String> {
+            let body = json!({ "to": to, "data": { "m": "1" } }).to_string();
+            let request = format!(
+                "POST /fcm/send HTTP/1.1\r\nhost: {host}\r\nauthorization: {key}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let mut s = std::net::TcpStream::connect(&host).map_err(|e| e.to_string())?;
+            s.set_read_timeout(Some(std::time::Duration::from_secs(10))).map_err(|e| e.to_string())?;
+            s.write_all(request.as_bytes()).map_err(|e| e.to_string())?;
+            let mut text = String::new();
+            s.read_to_string(&mut text).map_err(|e| e.to_string())?;
+            Ok(text)
+        };
+        for phone in &phones {
+            let script = HttpRequest::new("POST", &format!("/_gcmspec/v1/senders/{}/script", sender.sender_id))
+                .with_header("authorization", &key)
+                .with_json(&json!({ "kind": "canonical", "registration_id": phone }));
+            let scripted = reference.handle(&script);
+            if !(200..300).contains(&scripted.status) {
+                return Err(format!("the script was refused: {} {}", scripted.status, String::from_utf8_lossy(&scripted.body)));
+            }
+            let answer = send(phone)?;
+            if !answer.contains("registration_id") {
+                return Err(format!("no canonical id came back: {answer}"));
+            }
+            send(phone)?;
+        }
+        reference.verdicts(&sender.sender_id).ok_or_else(|| "no verdicts".to_string())
+    })
+    .await
+    .map_err(|e| e.to_string())??;
+    match v.rule("app.canonical-id.replace") {
+        Some(r) if r.outcome == Outcome::Violated && r.violations_total == ROUNDS as u64 => Ok(()),
+        _ => Err(format!("each of {ROUNDS} sends to the old id on a new connection breaks the rule: {}", v.to_json())),
+    }
 }
 
 pub fn trials() -> Vec<Trial> {
@@ -656,9 +722,12 @@ pub fn trials() -> Vec<Trial> {
         ),
         trial("verdict-readings::an-ack-names-the-device-of-its-message", an_ack_names_the_device_of_its_message),
         trial("verdict-readings::what-a-failed-send-is-owed", what_a_failed_send_is_owed),
+        trial("verdict-readings::a-client-that-reconnects-at-once-is-judged-on-its-next-request", || {
+            crate::block_on(a_client_that_reconnects_at_once_is_judged_on_its_next_request())
+        }),
         trial(
-            "verdict-readings::a-connection-opened-with-the-answer-is-not-after-it",
-            a_connection_opened_with_the_answer_is_not_after_it,
+            "verdict-readings::a-connection-opened-after-the-answer-is-after-it",
+            a_connection_opened_after_the_answer_is_after_it,
         ),
     ]
 }

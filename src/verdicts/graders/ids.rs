@@ -29,7 +29,7 @@ struct On {
     seq: u64,
     stamp: Stamp,
     conn: Option<Conn>,
-    opened_ms: Option<u64>,
+    opened_us: Option<u64>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -53,13 +53,13 @@ impl StaleIds {
                 }
             }
             Event::Sent(s) => {
-                let on = On { seq: s.seq, stamp: s.stamp, conn: s.conn, opened_ms: s.conn_opened_ms };
+                let on = On { seq: s.seq, stamp: s.stamp, conn: s.conn, opened_us: s.conn_opened_us };
                 for id in s.targets() {
                     self.check(after, in_flight_ms, id, on, "sent to it", log);
                 }
             }
             Event::Group(g) if matches!(g.verb, Some(GroupVerb::Create | GroupVerb::Add)) => {
-                let on = On { seq: g.seq, stamp: g.stamp, conn: g.conn, opened_ms: g.conn_opened_ms };
+                let on = On { seq: g.seq, stamp: g.stamp, conn: g.conn, opened_us: g.conn_opened_us };
                 for id in &g.ids {
                     self.check(after, in_flight_ms, id, on, "listed it in a group operation", log);
                 }
@@ -69,16 +69,20 @@ impl StaleIds {
     }
 
     fn check(&self, after: After, in_flight_ms: u64, id: &str, on: On, how: &str, log: &mut RuleLog) {
-        let On { seq, stamp, conn, opened_ms } = on;
+        let On { seq, stamp, conn, opened_us } = on;
         let Some(m) = self.stale.get(id) else { return };
         // Sent after the answer was read: later on the same HTTP connection (or in-process),
         // on a connection opened after the answer, or long enough after it that it cannot
         // have been in flight already.
         let same_http = matches!((conn, m.conn), (Some(Conn::Http(a)), Some(Conn::Http(b))) if a == b)
             || (conn.is_none() && m.conn.is_none());
-        // A connection opened in the answer's own millisecond cannot be ordered after it: the
-        // tie goes to the app server.
-        let opened_after = opened_ms.is_some_and(|o| o > m.stamp.wall_ms);
+        // Ordered to the microsecond where the answer's stamp has it (a client that reads the
+        // answer and reconnects within its millisecond is still after it); an answer stamped to
+        // the millisecond only (an older state file's) takes a tie as in flight.
+        let opened_after = opened_us.is_some_and(|o| match m.stamp.wall_us {
+            0 => o / 1000 > m.stamp.wall_ms,
+            answered => o > answered,
+        });
         let later = (same_http && seq > m.seq) || opened_after || stamp.since(m.stamp) >= in_flight_ms;
         if !later {
             return;
