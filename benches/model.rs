@@ -96,7 +96,7 @@ fn open_failures() {
             for n in 0..open {
                 let stamp = gcmspec::verdicts::Stamp::now(now);
                 let stanza = serde_json::json!({"from": id, "message_id": format!("up-{n}"), "data": {"n": n}});
-                let what = gcmspec::verdicts::What::XmppSent { stanza };
+                let what = gcmspec::verdicts::What::XmppSent { stanza, stanza_cut: 0 };
                 let conn = Some((gcmspec::verdicts::Conn::Xmpp(1), now));
                 m.journals.record(&sender.sender_id, stamp, conn, what, false, None);
             }
@@ -127,14 +127,19 @@ fn open_failures() {
         reference.with_model(|m| {
             for n in 0..held {
                 let stanza = serde_json::json!({"from": format!("device-{n}"), "message_id": "1", "data": {}});
-                record(m, gcmspec::verdicts::What::XmppSent { stanza }, n % 8);
+                record(m, gcmspec::verdicts::What::XmppSent { stanza, stanza_cut: 0 }, n % 8);
             }
         });
         let start = Instant::now();
         reference.with_model(|m| {
             for n in 0..held {
                 let stanza = serde_json::json!({"to": format!("device-{n}"), "message_id": "1", "message_type": "ack"});
-                let what = gcmspec::verdicts::What::XmppReceived { stanza, scripted: None, facts: Default::default() };
+                let what = gcmspec::verdicts::What::XmppReceived {
+                    stanza,
+                    stanza_cut: 0,
+                    scripted: None,
+                    facts: Default::default(),
+                };
                 record(m, what, n % 8);
             }
         });

@@ -170,6 +170,13 @@ pub fn data_payload_bytes(data: &serde_json::Map<String, serde_json::Value>) -> 
     data.iter().map(|(k, v)| k.len() + v.as_str().map_or_else(|| v.to_string().len(), str::len)).sum()
 }
 
+/// A JSON number's value as a whole number, if it is one: `60`, and `60.0`, `6e1` or `-0`
+/// alike (JSON has one number type; the value is what counts). `None` for a fraction, a
+/// number past what an i64 holds exactly, or anything but a number.
+pub fn whole_number(v: &serde_json::Value) -> Option<i64> {
+    v.as_i64().or_else(|| v.as_f64().filter(|f| f.fract() == 0.0 && f.abs() < 9.0e15).map(|f| f as i64))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -147,7 +147,8 @@ pub(crate) struct ServeArgs {
     /// active one's journal goes. 0: journal and grade nothing (no verdicts).
     #[arg(long, value_name = "N", default_value_t = JournalCaps::default().senders)]
     max_journals: usize,
-    /// Entries one sender's journal shows (older ones are dropped, and were graded).
+    /// Entries one sender's journal shows (older ones are dropped, and were graded). 0: it
+    /// shows none, and every exchange is still graded.
     #[arg(long, value_name = "N", default_value_t = JournalCaps::default().entries)]
     journal_entries: usize,
 }
@@ -242,7 +243,7 @@ pub(crate) fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         Clock::Wall => ClockKind::Wall,
     };
     config.journal_caps =
-        JournalCaps { senders: args.max_journals, entries: args.journal_entries.max(1), ..JournalCaps::default() };
+        JournalCaps { senders: args.max_journals, entries: args.journal_entries, ..JournalCaps::default() };
     if let Some(dir) = &args.report {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }

@@ -510,7 +510,7 @@ pub fn exchange_of(entry: &crate::verdicts::Entry) -> super::evidence::Exchange 
             },
         },
         What::XmppReceived { stanza, .. } => xmpp("received from the app server", stanza.to_string()),
-        What::XmppSent { stanza } => xmpp("sent to the app server", stanza.to_string()),
+        What::XmppSent { stanza, .. } => xmpp("sent to the app server", stanza.to_string()),
         What::XmppOpened => xmpp("connection opened", String::new()),
         What::XmppClosed => xmpp("connection closed", String::new()),
     }

@@ -533,10 +533,11 @@ pub(crate) fn parse_send(
         Some(Value::Bool(b)) => Ok(*b),
         Some(other) => Err(HttpResponse::error(400, format!("`{field}` must be true or false, found {}", kind(other)))),
     };
-    // A time_to_live that is not a whole number is out of range: InvalidTtl, like -1.
+    // A time_to_live that is not a whole number is out of range: InvalidTtl, like -1. A whole
+    // one written as a float (`60.0`, `6e1`) is its value, as app.send.ttl-range reads it.
     let time_to_live = match body.get("time_to_live") {
         None | Some(Value::Null) => None,
-        Some(v) => Some(v.as_i64().unwrap_or(-1)),
+        Some(v) => Some(crate::wire::whole_number(v).unwrap_or(-1)),
     };
     let message = Message {
         collapse_key: string_field(body, "collapse_key", false)?,

@@ -73,10 +73,7 @@ impl Kept {
     /// bodies again), then keeps it cut, dropping the oldest past the caps.
     pub fn take(&mut self, how: &Journaling, mut entry: Entry, prepared: Option<crate::verdicts::events::Prepared>) {
         self.grading.feed(&how.book, &entry, prepared);
-        if let What::Http { request, response, .. } = &mut entry.what {
-            request.cut();
-            response.cut();
-        }
+        entry.what.cut();
         self.keep(how, Stored::Made(Box::new(entry)));
     }
 

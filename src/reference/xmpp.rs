@@ -180,9 +180,13 @@ async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
                     return;
                 }
             };
-            let bound = session.conn.is_some();
             if let (Event::StreamOpen(_), Some(slot)) = (&event, slot.as_ref()) {
                 slot.reached(super::slots::Progress::StreamOpened);
+            }
+            // What was queued before this stanza goes out before its reply (once bound: the
+            // bind result itself must come first), and is journaled before it.
+            if session.conn.is_some() {
+                unsettled = unsettled.and(take_outbox(reference, session, &mut out));
             }
             let ((reply, ends), u) = reference.with_model_unsettled(|m| answer(m, session, event, reference));
             unsettled = unsettled.and(u);
@@ -196,16 +200,16 @@ async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
                 }
                 io.until = None;
             }
-            // What was queued before this stanza goes out before its reply (once bound: the
-            // bind result itself must come first).
-            if bound {
-                unsettled = unsettled.and(take_outbox(reference, session, &mut out));
-            }
             out.push_str(&reply);
             if ends {
                 close = true;
                 break;
             }
+        }
+        // What these stanzas queued goes out after their replies, in the order the journal
+        // lists it: a receipt of a message the app server just sent follows that message's ack.
+        if !close {
+            unsettled = unsettled.and(take_outbox(reference, session, &mut out));
         }
         reference.settle(unsettled);
         if let Some(why) = reference.broken() {
@@ -283,7 +287,7 @@ async fn release_held<S: AsyncWrite + Unpin>(
         for (_, xml, jsons) in due {
             out.push_str(&xml);
             for json in jsons {
-                journal(m, reference, session, crate::verdicts::What::XmppSent { stanza: json });
+                journal(m, reference, session, crate::verdicts::What::XmppSent { stanza: json, stanza_cut: 0 });
             }
         }
     });
@@ -342,7 +346,7 @@ fn take_outbox(reference: &Reference, session: &mut Session, out: &mut String) -
             reference.record(|| state::Input::CcsTake { conn });
         }
         for json in &outbox {
-            journal(m, reference, session, crate::verdicts::What::XmppSent { stanza: json.clone() });
+            journal(m, reference, session, crate::verdicts::What::XmppSent { stanza: json.clone(), stanza_cut: 0 });
         }
         outbox
     });
@@ -497,6 +501,7 @@ fn message_journaled(model: &mut Model, session: &mut Session, stanza: &Element,
             session,
             crate::verdicts::What::XmppReceived {
                 stanza: payload,
+                stanza_cut: 0,
                 scripted,
                 facts: std::sync::Arc::new(seen.facts.facts()),
             },
@@ -510,7 +515,7 @@ fn message_journaled(model: &mut Model, session: &mut Session, stanza: &Element,
         return String::new();
     }
     for json in replied {
-        journal(model, reference, session, crate::verdicts::What::XmppSent { stanza: json });
+        journal(model, reference, session, crate::verdicts::What::XmppSent { stanza: json, stanza_cut: 0 });
     }
     xml
 }

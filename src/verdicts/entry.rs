@@ -97,6 +97,10 @@ pub enum What {
     /// the server sent it).
     XmppReceived {
         stanza: Value,
+        /// Bytes of the stanza's JSON text left out past [`Message::BODY_KEPT`]: a stanza cut
+        /// so is kept as the text before the cut.
+        #[serde(skip_serializing_if = "is_zero", default)]
+        stanza_cut: usize,
         #[serde(skip_serializing_if = "Option::is_none", default)]
         scripted: Option<String>,
         /// Shared with the events read from it (no copy per event).
@@ -107,7 +111,61 @@ pub enum What {
     /// message, a receipt, a control message).
     XmppSent {
         stanza: Value,
+        /// As for [`What::XmppReceived`].
+        #[serde(skip_serializing_if = "is_zero", default)]
+        stanza_cut: usize,
     },
+}
+
+impl What {
+    /// Cuts what a journal keeps of it to [`Message::BODY_KEPT`]: an HTTP body, or an XMPP
+    /// stanza's JSON text (kept as the text before the cut). Graded whole first.
+    pub fn cut(&mut self) {
+        match self {
+            What::Http { request, response, .. } => {
+                request.cut();
+                response.cut();
+            }
+            What::XmppReceived { stanza, stanza_cut, .. } | What::XmppSent { stanza, stanza_cut } => {
+                let len = match &*stanza {
+                    Value::String(s) => s.len(),
+                    other => json_len(other),
+                };
+                if *stanza_cut > 0 || len <= Message::BODY_KEPT {
+                    return;
+                }
+                let mut text = match &mut *stanza {
+                    Value::String(s) => std::mem::take(s),
+                    other => other.to_string(),
+                };
+                let mut at = Message::BODY_KEPT;
+                while !text.is_char_boundary(at) {
+                    at -= 1;
+                }
+                *stanza_cut = text.len() - at;
+                text.truncate(at);
+                *stanza = Value::String(text);
+            }
+            What::XmppOpened | What::XmppClosed => {}
+        }
+    }
+}
+
+/// The length of a value's JSON text, without making it.
+fn json_len(v: &Value) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    let _ = serde_json::to_writer(&mut count, v);
+    count.0
 }
 
 /// An HTTP request or response as journaled: the authorization header is not kept (it
@@ -344,7 +402,7 @@ impl Entry {
             What::Http { request, response, facts, .. } => {
                 request.weight() + response.weight() + facts.devices.len() * 96
             }
-            What::XmppReceived { stanza, .. } | What::XmppSent { stanza } => 64 + stanza.to_string().len(),
+            What::XmppReceived { stanza, .. } | What::XmppSent { stanza, .. } => 64 + json_len(stanza),
             What::XmppOpened | What::XmppClosed => 64,
         }
     }
@@ -366,7 +424,7 @@ impl Entry {
             What::XmppOpened => "XMPP connection opened".into(),
             What::XmppClosed => "XMPP connection closed".into(),
             What::XmppReceived { stanza, .. } => format!("XMPP message from the app server {stanza}"),
-            What::XmppSent { stanza } => format!("XMPP message to the app server {stanza}"),
+            What::XmppSent { stanza, .. } => format!("XMPP message to the app server {stanza}"),
         };
         format!("#{} at {}{conn}: {what}", self.seq, clock_text(self.stamp.at_ms))
     }

@@ -322,7 +322,7 @@ impl Reader {
                 }
                 vec![Event::Sent(std::sync::Arc::new(sent))]
             }
-            What::XmppSent { stanza } => {
+            What::XmppSent { stanza, .. } => {
                 let Some(json) = stanza.as_object() else { return Vec::new() };
                 let text = |k: &str| json.get(k).and_then(Value::as_str);
                 let message_id = text("message_id").map(str::to_string);
@@ -550,13 +550,10 @@ fn sent_of(
     let data = body.get("data").filter(|d| d.is_object());
     let data_map = data.and_then(Value::as_object);
     let collapse_key = body.get("collapse_key").and_then(Value::as_str).map(str::to_string);
-    // 60.0 is a whole number of seconds too.
-    let ttl = body.get("time_to_live").filter(|v| !v.is_null()).map(|v| match v.as_i64() {
+    // 60.0 is a whole number of seconds too, as the reference takes it.
+    let ttl = body.get("time_to_live").filter(|v| !v.is_null()).map(|v| match crate::wire::whole_number(v) {
         Some(n) => Ttl::Whole(n),
-        None => match v.as_f64() {
-            Some(f) if f.fract() == 0.0 && f.abs() < 9.0e15 => Ttl::Whole(f as i64),
-            _ => Ttl::Other(v.to_string()),
-        },
+        None => Ttl::Other(v.to_string()),
     });
     Sent {
         seq,

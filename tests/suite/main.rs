@@ -34,15 +34,21 @@
 //!   docs/client-matrix.md is generated from them; broken drivers are said and ended.
 //! - `verdict_readings`: the app-server rules at their edges: legal app servers the verdicts
 //!   must not blame, settled verdicts, the bounds of the clock and of scripts.
+//! - `agreement`: where the reference and a grader must agree (a value the reference refuses
+//!   is one the rule's grader blames), over generated values on every path.
+//! - `journals`: what a sender's journal keeps, served: XMPP writes in the wire's order,
+//!   stanzas cut as HTTP bodies are, caps taken at their word.
 
 use libtest_mimic::{Arguments, Failed, Trial};
 
+mod agreement;
 mod app_servers;
 mod cli;
 mod clients;
 mod conformance;
 mod exposure;
 mod interop;
+mod journals;
 mod readme;
 mod report;
 mod robustness;
@@ -87,6 +93,8 @@ fn main() {
     trials.extend(state::trials());
     trials.extend(app_servers::trials(&runtime));
     trials.extend(verdict_readings::trials());
+    trials.extend(journals::trials());
+    trials.extend(agreement::trials());
     trials.extend(clients::trials(&runtime));
     let conclusion = libtest_mimic::run(&args, trials);
     // Servers started for the HTTP trials stop with the runtime.

@@ -430,7 +430,7 @@ fn an_ack_names_the_device_of_its_message() -> Result<(), String> {
         for (conn, device) in &written {
             let stanza =
                 json!({ "from": device, "category": "com.example", "message_id": "7", "data": { "hi": "there" } });
-            feed(*conn, What::XmppSent { stanza });
+            feed(*conn, What::XmppSent { stanza, stanza_cut: 0 });
         }
         for (conn, to) in &acks {
             // A case named for a message type sends that type, to the device that sent it.
@@ -441,7 +441,7 @@ fn an_ack_names_the_device_of_its_message() -> Result<(), String> {
                 Some(to) => stanza["to"] = json!(to),
                 None => {}
             }
-            feed(*conn, What::XmppReceived { stanza, scripted: None, facts: Default::default() });
+            feed(*conn, What::XmppReceived { stanza, stanza_cut: 0, scripted: None, facts: Default::default() });
         }
         let v = grading.verdicts(&book, "s", Stamp::SETTLED, JournalCount::default());
         let read = (outcome(&v, "app.xmpp.ack-upstream"), outcome(&v, "app.xmpp.ack-own-connection"));

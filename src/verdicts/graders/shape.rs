@@ -20,6 +20,12 @@ pub(super) fn feed(config: &Config, n: &Numbers, event: &Event, log: &mut RuleLo
                 Ttl::Whole(t) => log.violate(s.stamp, seq, || {
                     format!("#{} asked for time_to_live {t}: outside 0 to {} seconds", s.seq, n.max_ttl_seconds)
                 }),
+                // A whole number too large to hold exactly (1e20) is out of range, not a fraction.
+                Ttl::Other(text) if text.parse::<f64>().is_ok_and(|f| f.fract() == 0.0) => {
+                    log.violate(s.stamp, seq, || {
+                        format!("#{} asked for time_to_live {text}: outside 0 to {} seconds", s.seq, n.max_ttl_seconds)
+                    })
+                }
                 Ttl::Other(text) => log.violate(s.stamp, seq, || {
                     format!("#{} asked for time_to_live {text}: not a whole number of seconds", s.seq)
                 }),

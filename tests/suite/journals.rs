@@ -1,0 +1,151 @@
+//! What a sender's journal keeps, served: what the server wrote over XMPP in the order the
+//! wire carried it, stanzas cut as HTTP bodies are, and caps taken at their word.
+
+use gcmspec::driver::xmpp::XmppClient;
+use gcmspec::reference::{Config, Reference};
+use libtest_mimic::Trial;
+use serde_json::{Value, json};
+
+use crate::trial;
+
+/// The stanzas the server wrote to the app server, as its journal lists them.
+fn journaled_sent(reference: &Reference, sender: &str) -> Vec<Value> {
+    let entries = reference.journal(sender, None).map(|v| v.entries).unwrap_or_default();
+    entries.into_iter().filter(|e| e["kind"] == "xmpp-sent").map(|e| e["stanza"].clone()).collect()
+}
+
+/// An app server sends messages asking for delivery receipts to a device that takes them at
+/// once: each is acked and its receipt follows. The journal lists what the server wrote in
+/// the order the app server read it, acks and receipts alike.
+async fn xmpp_writes_are_journaled_in_the_wires_order() -> Result<(), String> {
+    let server = Reference::start_with(Config::bundled()).await.map_err(|e| e.to_string())?;
+    let (xmpp, reference) = (server.xmpp_address(), server.reference().clone());
+    let (sender, phones) = reference.with_model(|m| {
+        let sender = m.create_sender();
+        let phones: Vec<String> = (0..3).map(|_| m.register_instance(vec![sender.sender_id.clone()], None)).collect();
+        (sender, phones)
+    });
+    let id = sender.sender_id.clone();
+    tokio::task::spawn_blocking(move || {
+        let timeout = std::time::Duration::from_secs(5);
+        let (client, auth) = XmppClient::connect(xmpp, None, &sender.sender_id, &sender.server_key, timeout)?;
+        let mut client = client.ok_or(format!("XMPP login refused: {auth:?}"))?;
+        let mut wire = Vec::new();
+        for n in 0..12 {
+            let to = &phones[n % phones.len()];
+            let message = json!({ "to": to, "message_id": format!("m-{n}"), "data": { "n": n },
+                "delivery_receipt_requested": true });
+            client.send_gcm("", &message)?;
+        }
+        // Twelve acks and twelve receipts, in whatever order the server chose.
+        for _ in 0..24 {
+            let got = client.next_as_json()?;
+            if got["message_type"] == "receipt" {
+                let ack = json!({ "to": got["from"], "message_id": got["message_id"], "message_type": "ack" });
+                client.send_gcm("", &ack)?;
+            }
+            wire.push(got);
+        }
+        if let Some(more) = client.quiet(std::time::Duration::from_millis(100))? {
+            return Err(format!("more than an ack and a receipt per message: {more}"));
+        }
+        client.close();
+        let journaled = journaled_sent(&reference, &id);
+        if journaled != wire {
+            let kinds = |v: &[Value]| {
+                v.iter().map(|s| format!("{} {}", s["message_type"], s["message_id"])).collect::<Vec<_>>()
+            };
+            return Err(format!(
+                "the journal's order is not the wire's:\n wire:    {:?}\n journal: {:?}",
+                kinds(&wire),
+                kinds(&journaled)
+            ));
+        }
+        Ok(())
+    })
+    .await
+    .map_err(|e| e.to_string())?
+}
+
+/// A stanza far past what a journal keeps of an HTTP body is graded whole and kept cut, as
+/// the body is: it does not push the sender's earlier entries out of the journal.
+async fn a_huge_stanza_is_kept_cut() -> Result<(), String> {
+    let server = Reference::start_with(Config::bundled()).await.map_err(|e| e.to_string())?;
+    let (xmpp, reference) = (server.xmpp_address(), server.reference().clone());
+    let (sender, phone) = reference.with_model(|m| {
+        let sender = m.create_sender();
+        let phone = m.register_instance(vec![sender.sender_id.clone()], None);
+        (sender, phone)
+    });
+    let id = sender.sender_id.clone();
+    tokio::task::spawn_blocking(move || {
+        let timeout = std::time::Duration::from_secs(5);
+        let (client, auth) = XmppClient::connect(xmpp, None, &sender.sender_id, &sender.server_key, timeout)?;
+        let mut client = client.ok_or(format!("XMPP login refused: {auth:?}"))?;
+        for n in 0..5 {
+            client.send_gcm("", &json!({ "to": phone, "message_id": format!("m-{n}"), "data": { "n": n } }))?;
+            client.next_as_json()?;
+        }
+        // 600 KB of data: past the payload limit (a nack), and 37 times what is kept.
+        let big = "x".repeat(600_000);
+        client.send_gcm("", &json!({ "to": phone, "message_id": "big", "data": { "big": big } }))?;
+        let answer = client.next_as_json()?;
+        if answer["message_type"] != "nack" {
+            return Err(format!("600 KB of data was not refused: {answer}"));
+        }
+        client.close();
+        let entries = reference.journal(&id, None).map(|v| v.entries).unwrap_or_default();
+        let received: Vec<&Value> = entries.iter().filter(|e| e["kind"] == "xmpp-received").collect();
+        if received.len() != 6 {
+            return Err(format!("the five sends before it were pushed out: {} received kept", received.len()));
+        }
+        let cut = received[5];
+        let kept = cut["stanza"].as_str().map_or(0, str::len);
+        let left = cut["stanza_cut"].as_u64().unwrap_or(0) as usize;
+        if kept != gcmspec::verdicts::entry::Message::BODY_KEPT || kept + left < 600_000 {
+            return Err(format!("the stanza is not kept cut at 16 KiB: {kept} bytes kept, {left} said cut"));
+        }
+        let v = reference.verdicts(&id).ok_or("no verdicts")?;
+        match v.rule("app.send.payload-limit") {
+            Some(r) if r.violations_total == 1 => Ok(()),
+            _ => Err(format!("the cut stanza was not graded whole: {}", v.to_json())),
+        }
+    })
+    .await
+    .map_err(|e| e.to_string())?
+}
+
+/// `--journal-entries 0` (`JournalCaps::entries`): the journal shows nothing, counts every
+/// entry as dropped, and grades each all the same.
+fn no_entries_shown_and_every_one_graded() -> Result<(), String> {
+    let mut config = Config::bundled();
+    config.journal_caps.entries = 0;
+    let reference = Reference::new(config);
+    let sender = reference.create_sender().map_err(|e| e.to_string())?;
+    let key = format!("key={}", sender.server_key);
+    for ttl in [60, -1, 5_000_000] {
+        let req = gcmspec::wire::HttpRequest::new("POST", "/fcm/send")
+            .with_header("authorization", &key)
+            .with_json(&json!({ "to": "some-token", "time_to_live": ttl }));
+        reference.handle(&req);
+    }
+    let view = reference.journal(&sender.sender_id, None).ok_or("no journal")?;
+    if !view.entries.is_empty() || view.dropped != 3 || view.next != 3 {
+        return Err(format!("{} entries shown, {} dropped, next {}", view.entries.len(), view.dropped, view.next));
+    }
+    let v = reference.verdicts(&sender.sender_id).ok_or("no verdicts")?;
+    match v.rule("app.send.ttl-range") {
+        Some(r) if r.violations_total == 2 => Ok(()),
+        _ => Err(format!("the entries were not graded: {}", v.to_json())),
+    }
+}
+
+pub fn trials() -> Vec<Trial> {
+    vec![
+        trial("journals::xmpp-writes-are-journaled-in-the-wires-order", || {
+            crate::block_on(xmpp_writes_are_journaled_in_the_wires_order())
+        }),
+        trial("journals::a-huge-stanza-is-kept-cut", || crate::block_on(a_huge_stanza_is_kept_cut())),
+        trial("journals::no-entries-shown-and-every-one-graded", no_entries_shown_and_every_one_graded),
+    ]
+}
