@@ -495,7 +495,9 @@ pub(crate) fn parse_send(
     via: Via,
 ) -> Result<(Target, Message), HttpResponse> {
     let exclusive = !model.faults().has(Fault::TargetExclusive);
-    let target = match (body.get("to"), body.get("registration_ids")) {
+    // A field given as null is absent, as for every other field of a send.
+    let given = |field: &str| body.get(field).filter(|v| !v.is_null());
+    let target = match (given("to"), given("registration_ids")) {
         (Some(_), Some(_)) if exclusive => {
             return Err(HttpResponse::error(400, "`to` and `registration_ids` exclude each other"));
         }

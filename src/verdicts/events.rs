@@ -27,10 +27,16 @@ pub struct Sent {
     pub conn_opened_us: Option<u64>,
     pub path: Path,
     pub to: Option<String>,
+    /// Whether `to` was given (not null), a string or not.
+    #[serde(default)]
+    pub to_given: bool,
     /// `registration_ids` (its strings), when given.
     pub ids: Option<Vec<String>>,
-    /// How many entries `registration_ids` had, strings or not.
+    /// How many entries `registration_ids` had, strings or not, when it was an array.
     pub ids_len: Option<usize>,
+    /// Whether `registration_ids` was given (not null), an array or not.
+    #[serde(default)]
+    pub ids_given: bool,
     pub ttl: Option<Ttl>,
     pub collapse_key: Option<String>,
     pub payload_bytes: usize,
@@ -384,7 +390,7 @@ fn http(at: At, request: &Message, response: &Message, facts: &std::sync::Arc<Fa
                 plain_text_sent(seq, stamp, conn, request, facts)
             } else {
                 let Some(Value::Object(body)) = request.json() else { return Vec::new() };
-                let path = match (facts.to_key, body.contains_key("registration_ids") && !body.contains_key("to")) {
+                let path = match (facts.to_key, is_multicast(&body)) {
                     (true, _) => Path::Key,
                     (false, true) => Path::Multicast,
                     (false, false) => Path::Token,
@@ -445,7 +451,7 @@ fn http(at: At, request: &Message, response: &Message, facts: &std::sync::Arc<Fa
 fn prepared_send(at: At, p: Prepared, facts: &std::sync::Arc<Facts>) -> Vec<Event> {
     let At { seq, stamp, conn, opened } = at;
     let body = &p.body;
-    let path = match (facts.to_key, body.contains_key("registration_ids") && !body.contains_key("to")) {
+    let path = match (facts.to_key, is_multicast(body)) {
         (true, _) => Path::Key,
         (false, true) => Path::Multicast,
         (false, false) => Path::Token,
@@ -467,6 +473,13 @@ fn prepared_send(at: At, p: Prepared, facts: &std::sync::Arc<Facts>) -> Vec<Even
         PreparedAnswer::GroupFailed => a.all_members_failed = true,
     }
     sent_and_answered(sent, a)
+}
+
+/// A JSON send to `registration_ids` and not `to` (a field given as null is absent, as the
+/// reference takes it).
+fn is_multicast(body: &Map<String, Value>) -> bool {
+    let given = |field: &str| body.get(field).is_some_and(|v| !v.is_null());
+    given("registration_ids") && !given("to")
 }
 
 fn strings(v: Option<&Value>) -> Option<Vec<String>> {
@@ -562,8 +575,10 @@ fn sent_of(
         conn_opened_us: None,
         path,
         to: body.get("to").and_then(Value::as_str).map(str::to_string),
+        to_given: body.get("to").is_some_and(|v| !v.is_null()),
         ids: strings(body.get("registration_ids")),
         ids_len: body.get("registration_ids").and_then(Value::as_array).map(Vec::len),
+        ids_given: body.get("registration_ids").is_some_and(|v| !v.is_null()),
         ttl,
         payload_bytes: data_map.map_or(0, data_payload_bytes),
         reserved: data_map.map(|d| d.keys().filter(|k| is_reserved_data_key(k)).cloned().collect()).unwrap_or_default(),

@@ -220,10 +220,52 @@ fn reserved_keys() -> Result<(), String> {
     j.agree("app.send.reserved-keys", "InvalidDataKey", sends)
 }
 
+/// `registration_ids` around its bounds, and lists that are not lists of ids.
+fn registration_ids_count() -> Result<(), String> {
+    let j = Judge::new()?;
+    let mut sends = Vec::new();
+    for n in [0usize, 1, 2, 999, 1000, 1001, 1500] {
+        // Known and unknown ids alike: the count is of entries, not of valid ids.
+        let ids: Vec<String> =
+            (0..n).map(|i| if i % 2 == 0 { j.android.clone() } else { format!("unknown-{i}") }).collect();
+        sends.push(("/fcm/send", serde_json::json!({ "registration_ids": ids, "data": { "m": "1" } }).to_string()));
+    }
+    for odd in ["[]", "null", "\"one\"", "[1, 2]", "{}"] {
+        sends.push(("/fcm/send", format!("{{\"registration_ids\": {odd}, \"data\": {{\"m\": \"1\"}}}}")));
+    }
+    let error = "the reference's 400";
+    j.agree("app.send.registration-ids-count", error, sends)
+}
+
+/// `to` and `registration_ids` together, apart, empty and null.
+fn one_target_field() -> Result<(), String> {
+    let j = Judge::new()?;
+    let a = &j.android;
+    let mut sends = Vec::new();
+    for targets in [
+        format!("\"to\": \"{a}\""),
+        format!("\"registration_ids\": [\"{a}\"]"),
+        format!("\"to\": \"{a}\", \"registration_ids\": [\"{a}\"]"),
+        format!("\"to\": \"{a}\", \"registration_ids\": []"),
+        format!("\"to\": \"{a}\", \"registration_ids\": null"),
+        format!("\"to\": null, \"registration_ids\": [\"{a}\"]"),
+        format!("\"to\": \"\", \"registration_ids\": [\"{a}\"]"),
+        format!("\"to\": \"/topics/news\", \"registration_ids\": [\"{a}\"]"),
+        format!("\"registration_ids\": [\"{a}\", \"{a}\"]"),
+        "\"to\": \"unknown\"".to_string(),
+        "\"to\": \"unknown\", \"registration_ids\": [\"unknown\"]".to_string(),
+    ] {
+        sends.push(("/fcm/send", format!("{{{targets}, \"data\": {{\"m\": \"1\"}}}}")));
+    }
+    j.agree("app.send.one-target-field", "the reference's 400", sends)
+}
+
 pub fn trials() -> Vec<Trial> {
     vec![
         trial("agreement::app.send.ttl-range", ttl_range),
         trial("agreement::app.send.payload-limit", payload_limit),
         trial("agreement::app.send.reserved-keys", reserved_keys),
+        trial("agreement::app.send.registration-ids-count", registration_ids_count),
+        trial("agreement::app.send.one-target-field", one_target_field),
     ]
 }

@@ -36,17 +36,27 @@ pub(super) fn feed(config: &Config, n: &Numbers, event: &Event, log: &mut RuleLo
                 return;
             }
             log.exercised += 1;
-            if s.to.is_some() && s.ids_len.is_some() {
+            if s.to_given && s.ids_given {
                 log.violate(s.stamp, seq, || format!("#{} named both `to` and `registration_ids`", s.seq));
             }
         }
         Config::IdCount => {
-            let Some(len) = s.ids_len.filter(|_| !s.xmpp()) else { return };
+            if !s.ids_given || s.xmpp() {
+                return;
+            }
             log.exercised += 1;
-            if len == 0 || len > n.max_registration_ids {
-                log.violate(s.stamp, seq, || {
+            let strings = s.ids.as_ref().map_or(0, Vec::len);
+            match s.ids_len {
+                None => {
+                    log.violate(s.stamp, seq, || format!("#{} gave registration_ids that is not a JSON array", s.seq))
+                }
+                Some(len) if strings < len => log.violate(s.stamp, seq, || {
+                    format!("#{} listed {} registration_ids that are not strings (ids)", s.seq, len - strings)
+                }),
+                Some(len) if len == 0 || len > n.max_registration_ids => log.violate(s.stamp, seq, || {
                     format!("#{} listed {len} registration_ids: the range is 1 to {}", s.seq, n.max_registration_ids)
-                });
+                }),
+                Some(_) => {}
             }
         }
         Config::PayloadSize => payload(s, n, log),
