@@ -628,25 +628,35 @@ fn a_connection_opened_after_the_answer_is_after_it() -> Result<(), String> {
     let canonical = json!({ "multicast_id": 1, "success": 1, "failure": 0, "canonical_ids": 1,
         "results": [{ "message_id": "0:1", "registration_id": "new-id" }] });
     let plain = json!({ "multicast_id": 2, "success": 1, "failure": 0, "canonical_ids": 0, "results": [{ "message_id": "0:2" }] });
+    // The other reading (a spec directory of one's own): a new connection is in flight too.
+    let mut catalog = gcmspec::bundled::catalog().map_err(|e| e.to_string())?;
+    for rule in catalog.rules.iter_mut().filter(|r| r.grader.as_deref() == Some("stale-id")) {
+        rule.params.insert("new_connection".into(), json!("in-flight"));
+    }
+    let in_flight = Rulebook::from_catalog(&catalog, gcmspec::bundled::DEFAULT_PROFILE)?;
     let precise = Stamp { at_ms: 10_000, wall_ms: 10_000, wall_us: 10_000_500 };
     let to_the_ms = Stamp { wall_us: 0, ..precise };
+    let soon = Stamp { at_ms: 10_050, wall_ms: 10_050, wall_us: 10_050_000 };
+    let past_in_flight = Stamp { at_ms: 11_000, wall_ms: 10_050, wall_us: 10_050_000 };
     let cases = [
-        (precise, 10_000_499, Outcome::Passed),
-        (precise, 10_000_500, Outcome::Passed),
-        (precise, 10_000_501, Outcome::Violated),
-        (precise, 10_001_000, Outcome::Violated),
-        (to_the_ms, 10_000_999, Outcome::Passed),
-        (to_the_ms, 10_001_000, Outcome::Violated),
+        (&book, precise, 10_000_499, soon, Outcome::Passed),
+        (&book, precise, 10_000_500, soon, Outcome::Passed),
+        (&book, precise, 10_000_501, soon, Outcome::Violated),
+        (&book, precise, 10_001_000, soon, Outcome::Violated),
+        (&book, to_the_ms, 10_000_999, soon, Outcome::Passed),
+        (&book, to_the_ms, 10_001_000, soon, Outcome::Violated),
+        (&in_flight, precise, 10_000_501, soon, Outcome::Passed),
+        (&in_flight, precise, 10_040_000, soon, Outcome::Passed),
+        (&in_flight, precise, 10_000_501, past_in_flight, Outcome::Violated),
     ];
-    for (answered, opened_us, expected) in cases {
+    for (book, answered, opened_us, sent, expected) in cases {
         let mut grading = Grading::default();
-        grading.feed(&book, &http(1, answered, 1, 9_000_000, canonical.clone()), None);
-        let later = Stamp { at_ms: 10_050, wall_ms: 10_050, wall_us: 10_050_000 };
-        grading.feed(&book, &http(2, later, 2, opened_us, plain.clone()), None);
-        let v = grading.verdicts(&book, "s", Stamp::SETTLED, JournalCount::default());
+        grading.feed(book, &http(1, answered, 1, 9_000_000, canonical.clone()), None);
+        grading.feed(book, &http(2, sent, 2, opened_us, plain.clone()), None);
+        let v = grading.verdicts(book, "s", Stamp::SETTLED, JournalCount::default());
         if outcome(&v, "app.canonical-id.replace") != Some(expected) {
             return Err(format!(
-                "a send on a connection opened at {opened_us} µs, the canonical id's answer at {answered:?}: not {expected:?}: {}",
+                "a send at {sent:?} on a connection opened at {opened_us} µs, the canonical id's answer at {answered:?}: not {expected:?}: {}",
                 v.to_json()
             ));
         }

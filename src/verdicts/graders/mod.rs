@@ -26,7 +26,7 @@ pub(crate) enum Config {
     IdCount,
     PayloadSize,
     ReservedKeys,
-    StaleId { after: ids::After, in_flight_ms: u64 },
+    StaleId(ids::Reading),
     CollapseKeys { held: bool },
     GroupKeySaved,
     GroupOneApp,
@@ -62,11 +62,12 @@ impl Config {
             "id-count" => Config::IdCount,
             "payload-size" => Config::PayloadSize,
             "reserved-keys" => Config::ReservedKeys,
-            "stale-id" => Config::StaleId {
+            "stale-id" => Config::StaleId(ids::Reading {
                 after: [ids::After::Canonical, ids::After::NotRegistered]
                     [choose("after", &["canonical", "not-registered"])?],
                 in_flight_ms: number("in_flight_ms")?,
-            },
+                new_connection_is_later: choose("new_connection", &["after-the-answer", "in-flight"])? == 0,
+            }),
             "collapse-keys" => Config::CollapseKeys { held: choose("count", &["held", "unexpired"])? == 0 },
             "group-key-saved" => Config::GroupKeySaved,
             "group-one-app" => Config::GroupOneApp,
@@ -126,7 +127,7 @@ impl State {
             | Config::IdCount
             | Config::PayloadSize
             | Config::ReservedKeys => State::Stateless,
-            Config::StaleId { .. } => State::StaleId(Default::default()),
+            Config::StaleId(_) => State::StaleId(Default::default()),
             Config::CollapseKeys { .. } => State::CollapseKeys(Default::default()),
             Config::GroupKeySaved | Config::GroupOneApp | Config::GroupBeforeSend => State::Groups(Default::default()),
             Config::Retry { .. } => State::Retry(Default::default()),
@@ -144,7 +145,7 @@ impl State {
     pub fn feed(&mut self, config: &Config, n: &Numbers, event: &Event, log: &mut RuleLog) {
         match (self, config) {
             (State::Stateless, c) => shape::feed(c, n, event, log),
-            (State::StaleId(s), Config::StaleId { after, in_flight_ms }) => s.feed(*after, *in_flight_ms, event, log),
+            (State::StaleId(s), Config::StaleId(reading)) => s.feed(reading, event, log),
             (State::CollapseKeys(s), Config::CollapseKeys { held }) => s.feed(*held, n, event, log),
             (State::Groups(s), c) => s.feed(c, event, log),
             (State::Retry(s), Config::Retry { group, .. }) => s.feed(*group, n, event, log),
