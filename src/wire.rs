@@ -177,9 +177,33 @@ pub fn whole_number(v: &serde_json::Value) -> Option<i64> {
     v.as_i64().or_else(|| v.as_f64().filter(|f| f.fract() == 0.0 && f.abs() < 9.0e15).map(|f| f as i64))
 }
 
+/// A plain-text form's value as a whole number: digits, after a minus sign or not (`+60`,
+/// ` 60` or `60.0` are not numbers there).
+pub fn plain_whole_number(text: &str) -> Option<i64> {
+    let digits = text.strip_prefix('-').unwrap_or(text);
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    text.parse().ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn whole_numbers_as_json_and_plain_text_read_them() {
+        for (json, whole) in [("60", Some(60)), ("60.0", Some(60)), ("6e1", Some(60)), ("-0", Some(0)), ("0.5", None)] {
+            assert_eq!(whole_number(&serde_json::from_str(json).unwrap()), whole, "{json}");
+        }
+        assert_eq!(whole_number(&serde_json::json!("60")), None);
+        for (text, whole) in [("60", Some(60)), ("-1", Some(-1)), ("-0", Some(0)), ("+60", None), (" 60", None)] {
+            assert_eq!(plain_whole_number(text), whole, "{text:?}");
+        }
+        for text in ["", "-", "60.0", "6e1", "0x3c", "٦٠"] {
+            assert_eq!(plain_whole_number(text), None, "{text:?}");
+        }
+    }
 
     #[test]
     fn query_round_trip() {

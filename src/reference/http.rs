@@ -436,7 +436,7 @@ fn send_plain_text(model: &mut Model, req: &HttpRequest) -> HttpResponse {
                 continue;
             }
             // Not a whole number: out of range, InvalidTtl, as in JSON.
-            "time_to_live" => Value::from(value.parse::<i64>().unwrap_or(-1)),
+            "time_to_live" => Value::from(crate::wire::plain_whole_number(&value).unwrap_or(-1)),
             "delay_while_idle" | "dry_run" => match flag(&value) {
                 Ok(v) => v,
                 Err(resp) => return resp,

@@ -370,7 +370,12 @@ impl Journals {
     /// `sender`'s journal from the cursor `after` (or from its oldest kept entry).
     pub fn view(&self, sender: &str, after: Option<u64>) -> Option<JournalView> {
         let how = self.how.as_ref()?;
-        let j = self.senders.get(sender)?;
+        let Some(j) = self.senders.get(sender) else {
+            // Evicted and not back: nothing kept, and the cursor stays where its journal ended.
+            let reached = self.gone.get(sender)?.entries;
+            let dropped = reached.saturating_sub(after.unwrap_or(0));
+            return Some(JournalView { entries: Vec::new(), next: reached.max(after.unwrap_or(0)), dropped });
+        };
         let kept = self.kept(how, j);
         let first = kept.entries.front().map_or(j.next_seq, Stored::seq);
         let from = after.unwrap_or(0).max(first);
@@ -545,6 +550,11 @@ mod eviction_tests {
         };
         send(&a.server_key, 5);
         send(&b.server_key, 1); // evicts a's journal
+        // Evicted, its cursor stays where its journal ended (it does not go back to 0).
+        for (after, next, dropped) in [(None, 5, 5), (Some(2), 5, 3), (Some(5), 5, 0)] {
+            let view = reference.journal(&a.sender_id, after).expect("an evicted journal");
+            assert_eq!((view.entries.len(), view.next, view.dropped), (0, next, dropped), "after {after:?}");
+        }
         send(&a.server_key, 3); // and a's evicts b's
         let view = reference.journal(&a.sender_id, Some(5)).expect("a journal");
         let seqs: Vec<u64> = view.entries.iter().filter_map(|e| e["seq"].as_u64()).collect();

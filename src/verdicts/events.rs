@@ -606,7 +606,8 @@ fn plain_text_sent(
         match k.as_ref() {
             "registration_id" => ids.push(Value::String(v.into_owned())),
             "time_to_live" => {
-                let ttl = v.parse::<i64>().map_or_else(|_| Value::String(v.into_owned()), Value::from);
+                let ttl =
+                    crate::wire::plain_whole_number(&v).map_or_else(|| Value::String(v.into_owned()), Value::from);
                 body.insert("time_to_live".into(), ttl);
             }
             "collapse_key" => {

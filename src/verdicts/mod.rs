@@ -201,7 +201,8 @@ pub struct JournalCount {
     pub entries: u64,
     pub dropped: u64,
     /// Entries of an earlier journal of this sender's that was evicted to make room for
-    /// other senders: its exchanges are gone, its violations are carried over.
+    /// other senders: its exchanges are gone, its violations are carried over, and what its
+    /// graders held open (stale ids, failures to retry, copies to ack) is forgotten.
     #[serde(skip_serializing_if = "is_zero", default)]
     pub evicted_entries: u64,
 }

@@ -145,7 +145,7 @@ fn ttl_range() -> Result<(), String> {
         .map(|t| ("/fcm/send", format!("{{\"to\": \"{phone}\", \"time_to_live\": {t}, \"data\": {{\"m\": \"1\"}}}}")));
     let plain = ttl_texts()
         .into_iter()
-        .chain(["+60", " 60", "60 ", "", "0x10", "٦٠"].map(String::from))
+        .chain(["+60", " 60", "60 ", "", "0x10", "٦٠", "-0", "--1", "-", "00060", "+-1", "1_000"].map(String::from))
         .map(|t| ("/gcm/send", form(&[("registration_id", &phone), ("time_to_live", &t), ("data.m", "1")])));
     j.agree("app.send.ttl-range", "InvalidTtl", json.chain(plain).collect::<Vec<_>>())
 }
