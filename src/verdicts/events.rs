@@ -119,6 +119,10 @@ pub struct Answer {
     /// The service could not take it now: a 5xx, or an XMPP nack SERVICE_UNAVAILABLE,
     /// INTERNAL_SERVER_ERROR or CONNECTION_DRAINING.
     pub server_error: bool,
+    /// The XMPP nack said CONNECTION_DRAINING: the message goes again on a new connection,
+    /// at once (the service did not fail; this connection is closing).
+    #[serde(default)]
+    pub draining: bool,
     /// What a Retry-After said, in milliseconds from the answer.
     pub retry_after_ms: Option<u64>,
     /// The request itself was refused (a 4xx, a nack for the message): sending it again as
@@ -791,6 +795,7 @@ fn xmpp_answer(seq: u64, stamp: Stamp, conn: Option<Conn>, sent: &Sent, json: &M
                 a.refused = true;
             } else if for_now {
                 a.server_error = true;
+                a.draining = code == "CONNECTION_DRAINING";
             } else if code == "DEVICE_UNREGISTERED" {
                 a.results.push((target, Err("NotRegistered".into())));
             } else {

@@ -4,6 +4,8 @@
 //! id that replaced a failed member, a verdict read settled judges what is still open (and,
 //! over HTTP, lets an ack on its way land first), and the clock and scripts refuse values
 //! past their bounds.
+//!
+//! Past 600 lines: each reading is one function with its whole setup, read alone.
 
 use gcmspec::driver::xmpp::XmppClient;
 use gcmspec::driver::{HttpTarget, Target};
@@ -753,6 +755,48 @@ async fn a_client_that_reconnects_is_judged_as_the_reading_says() -> Result<(), 
     Ok(())
 }
 
+/// A message nacked CONNECTION_DRAINING goes again on a new connection at once, as the
+/// control asks: its retry is owed (`app.retry.server-error`) but not held to the back-off's
+/// first wait, which a nack SERVICE_UNAVAILABLE is (found by an outside pass).
+fn a_draining_nack_is_retried_at_once() -> Result<(), String> {
+    use gcmspec::verdicts::{Conn, Entry, Grading, JournalCount, Rulebook, Stamp, What};
+    let book = Rulebook::bundled();
+    for (error, backoff) in [("CONNECTION_DRAINING", Outcome::NotExercised), ("SERVICE_UNAVAILABLE", Outcome::Violated)]
+    {
+        let mut grading = Grading::default();
+        let mut seq = 0;
+        let mut feed = |conn: u64, what: What| {
+            seq += 1;
+            let stamp = Stamp { at_ms: seq * 10, wall_ms: seq * 10, wall_us: 0 };
+            let entry = Entry { seq, stamp, connection: Some(Conn::Xmpp(conn)), connection_opened_us: Some(0), what };
+            grading.feed(&book, &entry, None);
+        };
+        let message = json!({ "to": "A", "message_id": "m1", "data": { "m": "1" } });
+        let received = |stanza: &Value| What::XmppReceived {
+            stanza: stanza.clone(),
+            stanza_cut: 0,
+            scripted: None,
+            facts: Default::default(),
+        };
+        feed(1, What::XmppOpened);
+        feed(1, received(&message));
+        let nack = json!({ "message_type": "nack", "message_id": "m1", "from": "A", "error": error });
+        feed(1, What::XmppSent { stanza: nack, stanza_cut: 0 });
+        feed(2, What::XmppOpened);
+        feed(2, received(&message));
+        feed(
+            2,
+            What::XmppSent { stanza: json!({ "message_type": "ack", "message_id": "m1", "from": "A" }), stanza_cut: 0 },
+        );
+        let v = grading.verdicts(&book, "s", Stamp::SETTLED, JournalCount::default());
+        let read = (outcome(&v, "app.retry.server-error"), outcome(&v, "app.retry.backoff"));
+        if read != (Some(Outcome::Passed), Some(backoff)) {
+            return Err(format!("a nack {error} retried 20 ms later on a new connection: {read:?}: {}", v.to_json()));
+        }
+    }
+    Ok(())
+}
+
 pub fn trials() -> Vec<Trial> {
     vec![
         trial("verdict-readings::lasting-member-failures-need-no-retry", lasting_member_failures_need_no_retry),
@@ -768,6 +812,7 @@ pub fn trials() -> Vec<Trial> {
         ),
         trial("verdict-readings::an-ack-names-the-device-of-its-message", an_ack_names_the_device_of_its_message),
         trial("verdict-readings::what-a-failed-send-is-owed", what_a_failed_send_is_owed),
+        trial("verdict-readings::a-draining-nack-is-retried-at-once", a_draining_nack_is_retried_at_once),
         trial("verdict-readings::a-client-that-reconnects-is-judged-as-the-reading-says", || {
             crate::block_on(a_client_that_reconnects_is_judged_as_the_reading_says())
         }),

@@ -440,6 +440,11 @@ impl Backoff {
         match event {
             Event::Answered(sent, answer) => {
                 let last_wait_ms = self.waits.remove(&sent.seq.to_string());
+                // A draining connection's nack asks for the message on a new connection, not
+                // for a wait: its retry is app.retry.server-error's and app.xmpp.draining's.
+                if answer.draining {
+                    return;
+                }
                 let targets = failed(true, sent, answer, n).or_else(|| failed(false, sent, answer, n));
                 let Some(targets) = targets else { return };
                 self.crowded += by_target(&mut self.failures, n, sent, &targets, || AtTarget {
