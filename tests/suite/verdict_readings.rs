@@ -72,6 +72,21 @@ impl App {
     }
 }
 
+/// Grades an XMPP entry on connection `conn`, numbered after `seq`, 10 ms after the one before.
+fn xmpp_entry(
+    grading: &mut gcmspec::verdicts::Grading,
+    book: &gcmspec::verdicts::Rulebook,
+    seq: &mut u64,
+    conn: u64,
+    what: gcmspec::verdicts::What,
+) {
+    use gcmspec::verdicts::{Conn, Entry, Stamp};
+    *seq += 1;
+    let stamp = Stamp { at_ms: *seq * 10, wall_ms: *seq * 10, wall_us: 0 };
+    let entry = Entry { seq: *seq, stamp, connection: Some(Conn::Xmpp(conn)), connection_opened_us: Some(0), what };
+    grading.feed(book, &entry, None);
+}
+
 fn outcome(v: &Verdicts, rule: &str) -> Option<Outcome> {
     v.rule(rule).map(|r| r.outcome)
 }
@@ -341,7 +356,7 @@ fn a_newer_failure_does_not_hide_an_older_one() -> Result<(), String> {
 /// need two acks, each on the connection its copy awaits it (a second ack where one copy was
 /// acked already, while another connection's copy waits, is on the wrong connection).
 fn an_ack_names_the_device_of_its_message() -> Result<(), String> {
-    use gcmspec::verdicts::{Conn, Entry, Grading, JournalCount, Rulebook, Stamp, What};
+    use gcmspec::verdicts::{Grading, JournalCount, Rulebook, Stamp, What};
     let book = Rulebook::bundled();
     // (conn, device) of each upstream copy written, all with message id "7"; then the acks
     // (conn, `to`); then what each rule must read.
@@ -420,12 +435,7 @@ fn an_ack_names_the_device_of_its_message() -> Result<(), String> {
     for (name, written, acks, upstream, own) in cases {
         let mut grading = Grading::default();
         let mut seq = 0;
-        let mut feed = |conn: u64, what: What| {
-            seq += 1;
-            let stamp = Stamp { at_ms: seq * 10, wall_ms: seq * 10, wall_us: 0 };
-            let entry = Entry { seq, stamp, connection: Some(Conn::Xmpp(conn)), connection_opened_us: Some(0), what };
-            grading.feed(&book, &entry, None);
-        };
+        let mut feed = |conn: u64, what: What| xmpp_entry(&mut grading, &book, &mut seq, conn, what);
         for conn in [1, 2] {
             feed(conn, What::XmppOpened);
         }
@@ -759,18 +769,13 @@ async fn a_client_that_reconnects_is_judged_as_the_reading_says() -> Result<(), 
 /// control asks: its retry is owed (`app.retry.server-error`) but not held to the back-off's
 /// first wait, which a nack SERVICE_UNAVAILABLE is (found by an outside pass).
 fn a_draining_nack_is_retried_at_once() -> Result<(), String> {
-    use gcmspec::verdicts::{Conn, Entry, Grading, JournalCount, Rulebook, Stamp, What};
+    use gcmspec::verdicts::{Grading, JournalCount, Rulebook, Stamp, What};
     let book = Rulebook::bundled();
     for (error, backoff) in [("CONNECTION_DRAINING", Outcome::NotExercised), ("SERVICE_UNAVAILABLE", Outcome::Violated)]
     {
         let mut grading = Grading::default();
         let mut seq = 0;
-        let mut feed = |conn: u64, what: What| {
-            seq += 1;
-            let stamp = Stamp { at_ms: seq * 10, wall_ms: seq * 10, wall_us: 0 };
-            let entry = Entry { seq, stamp, connection: Some(Conn::Xmpp(conn)), connection_opened_us: Some(0), what };
-            grading.feed(&book, &entry, None);
-        };
+        let mut feed = |conn: u64, what: What| xmpp_entry(&mut grading, &book, &mut seq, conn, what);
         let message = json!({ "to": "A", "message_id": "m1", "data": { "m": "1" } });
         let received = |stanza: &Value| What::XmppReceived {
             stanza: stanza.clone(),
