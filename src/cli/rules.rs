@@ -33,6 +33,11 @@ pub(crate) struct RulesArgs {
     /// The profile whose values the rules show (default: fcm).
     #[arg(long)]
     profile: Option<String>,
+    /// Write the bundled spec files (and their source documents, in `sources/`) to DIR, to
+    /// change a rule's parameters and serve or run with `--specs DIR`; DIR must not hold them
+    /// already.
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["json", "profile"])]
+    export: Option<std::path::PathBuf>,
 }
 
 pub(crate) fn selftest(args: SelftestArgs) -> anyhow::Result<ExitCode> {
@@ -80,6 +85,9 @@ pub(crate) fn lint(args: SpecArgs) -> anyhow::Result<ExitCode> {
 }
 
 pub(crate) fn rules(args: RulesArgs) -> anyhow::Result<ExitCode> {
+    if let Some(dir) = &args.export {
+        return export(dir);
+    }
     let catalog = load(&args.spec)?;
     let profile = args.profile.clone().unwrap_or_else(|| gcmspec::bundled::DEFAULT_PROFILE.into());
     if !catalog.profiles.contains_key(&profile) {
@@ -91,6 +99,26 @@ pub(crate) fn rules(args: RulesArgs) -> anyhow::Result<ExitCode> {
     let view = harness::rules::view(&catalog, &profile);
     let text = if args.json { serde_json::to_string_pretty(&view)? + "\n" } else { harness::rules::render_text(&view) };
     print_all(&text)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The bundled spec files and sources, as `specs/` held them, into `dir` (created); nothing
+/// there is overwritten.
+fn export(dir: &std::path::Path) -> anyhow::Result<ExitCode> {
+    use anyhow::Context;
+    let files = gcmspec::bundled::SPEC_FILES.iter().chain(gcmspec::bundled::SOURCE_FILES);
+    let targets: Vec<(std::path::PathBuf, &str)> =
+        files.map(|(path, text)| (dir.join(path.strip_prefix("specs/").unwrap_or(path)), *text)).collect();
+    if let Some((taken, _)) = targets.iter().find(|(p, _)| p.exists()) {
+        anyhow::bail!("{} is there already: export to a new directory", taken.display());
+    }
+    std::fs::create_dir_all(dir.join("sources")).with_context(|| format!("creating {}", dir.display()))?;
+    for (path, text) in &targets {
+        std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
+    }
+    let (specs, sources, dir) =
+        (gcmspec::bundled::SPEC_FILES.len(), gcmspec::bundled::SOURCE_FILES.len(), dir.display());
+    println!("{specs} spec files and {sources} sources written to {dir}; serve or run them with --specs {dir}");
     Ok(ExitCode::SUCCESS)
 }
 

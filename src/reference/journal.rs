@@ -374,7 +374,7 @@ impl Journals {
             // Evicted and not back: nothing kept, and the cursor stays where its journal ended.
             let reached = self.gone.get(sender)?.entries;
             let dropped = reached.saturating_sub(after.unwrap_or(0));
-            return Some(JournalView { entries: Vec::new(), next: reached.max(after.unwrap_or(0)), dropped });
+            return Some(JournalView { entries: Vec::new(), next: reached, dropped });
         };
         let kept = self.kept(how, j);
         let first = kept.entries.front().map_or(j.next_seq, Stored::seq);
@@ -551,7 +551,7 @@ mod eviction_tests {
         send(&a.server_key, 5);
         send(&b.server_key, 1); // evicts a's journal
         // Evicted, its cursor stays where its journal ended (it does not go back to 0).
-        for (after, next, dropped) in [(None, 5, 5), (Some(2), 5, 3), (Some(5), 5, 0)] {
+        for (after, next, dropped) in [(None, 5, 5), (Some(2), 5, 3), (Some(5), 5, 0), (Some(99), 5, 0)] {
             let view = reference.journal(&a.sender_id, after).expect("an evicted journal");
             assert_eq!((view.entries.len(), view.next, view.dropped), (0, next, dropped), "after {after:?}");
         }
@@ -569,5 +569,12 @@ mod eviction_tests {
         send(&b.server_key, 1);
         let view = reference.journal(&b.sender_id, Some(0)).expect("b's journal");
         assert_eq!((view.next, view.dropped), (2, 1));
+        // Evicted twice, `a`'s violations are carried once more, their first told as it was.
+        let v = reference.verdicts(&a.sender_id).expect("verdicts");
+        let r = v.rule("app.send.ttl-range").expect("the rule");
+        assert_eq!(r.violations_total, 8);
+        let told = &r.violations[0].message;
+        assert_eq!(told.matches("journal was evicted").count(), 1, "{told}");
+        assert!(told.contains("8 violation(s); the first: #0 asked for time_to_live -1"), "{told}");
     }
 }

@@ -207,6 +207,10 @@ pub struct JournalCount {
     pub evicted_entries: u64,
 }
 
+/// How a violation carried over an eviction begins, and where the first one it counts is told.
+const CARRIED: &str = "before this sender's journal was evicted (to make room for other senders' journals), ";
+const CARRIED_FIRST: &str = "; the first: ";
+
 /// What is kept of a sender's journal once it is evicted: how long it was, and the rules it
 /// had violated (how often, and the first violation's text), so that a verdict never turns
 /// clean by losing its evidence.
@@ -225,7 +229,13 @@ impl Remains {
                 .iter()
                 .filter(|r| r.outcome == Outcome::Violated)
                 .map(|r| {
-                    let first = r.violations.first().map(|x| x.message.clone()).unwrap_or_default();
+                    // The first violation itself, not an earlier eviction's account of it.
+                    let first = r.violations.first().map(|x| x.message.as_str()).unwrap_or_default();
+                    let first = match first.strip_prefix(CARRIED) {
+                        Some(carried) => carried.split_once(CARRIED_FIRST).map_or(carried, |(_, f)| f),
+                        None => first,
+                    }
+                    .to_string();
                     (r.id.clone(), r.violations_total.max(1), first)
                 })
                 .collect(),
@@ -264,10 +274,7 @@ impl Verdicts {
             r.violations.insert(
                 0,
                 Violation {
-                    message: format!(
-                        "before this sender's journal was evicted (to make room for other senders' journals), \
-                         {count} violation(s); the first: {first}"
-                    ),
+                    message: format!("{CARRIED}{count} violation(s){CARRIED_FIRST}{first}"),
                     entries: Vec::new(),
                     at_ms: 0,
                 },

@@ -328,9 +328,32 @@ fn serve_writes_verdict_reports() -> Result<(), String> {
     Ok(())
 }
 
+/// `rules --export DIR`: the bundled specs, to change a rule's parameters and read them back
+/// with `--specs`; a second export into the same place is refused, not overwritten.
+fn rules_export_round_trips() -> Result<(), String> {
+    let dir = workdir()?;
+    expect_in(&dir, &["rules", "--export", "mine"], 0, &["14 spec files", "--specs mine"])?;
+    let lifetime = dir.join("mine/app-server-lifetime.toml");
+    let text = std::fs::read_to_string(&lifetime).map_err(|e| e.to_string())?;
+    let changed = text.replace("new_connection = \"in-flight\"", "new_connection = \"after-the-answer\"");
+    if changed == text {
+        return Err("no new_connection parameter to change in the exported specs".into());
+    }
+    std::fs::write(&lifetime, changed).map_err(|e| e.to_string())?;
+    expect_in(&dir, &["lint", "--specs", "mine"], 0, &["23 app-server rules"])?;
+    let json = expect_in(&dir, &["rules", "--specs", "mine", "--json"], 0, &["after-the-answer"])?;
+    if json.matches("after-the-answer").count() < 2 {
+        return Err("both stale-id rules read the changed parameter".into());
+    }
+    expect_in(&dir, &["rules", "--export", "mine"], 2, &["is there already"])?;
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
 pub fn trials() -> Vec<Trial> {
     vec![
         trial("cli::serve-writes-verdict-reports", serve_writes_verdict_reports),
+        trial("cli::rules-export-round-trips", rules_export_round_trips),
         trial("cli::run-in-process-passes", || expect(&["run"], 0, &["test result: ok"])),
         trial("cli::run-with-a-fault-fails-its-rule", || {
             expect(

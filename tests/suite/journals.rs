@@ -140,6 +140,67 @@ fn no_entries_shown_and_every_one_graded() -> Result<(), String> {
     }
 }
 
+/// A send to a notification key refused before it is read as a send (the connection is
+/// draining) is journaled with what `to` named: its failure is the group's to retry
+/// (`app.group.retry`), not a single device's (`app.retry.server-error`).
+async fn a_key_send_refused_early_is_the_groups_to_retry() -> Result<(), String> {
+    let server = Reference::start_with(Config::bundled()).await.map_err(|e| e.to_string())?;
+    let (xmpp, reference) = (server.xmpp_address(), server.reference().clone());
+    let sender = reference.create_sender().map_err(|e| e.to_string())?;
+    let phones: Vec<String> =
+        reference.with_model(|m| (0..2).map(|_| m.register_instance(vec![sender.sender_id.clone()], None)).collect());
+    let key_auth = format!("key={}", sender.server_key);
+    let call = |method: &str, path: &str, body: Value| {
+        let req = gcmspec::wire::HttpRequest::new(method, path)
+            .with_header("authorization", &key_auth)
+            .with_header("project_id", &sender.sender_id)
+            .with_json(&body);
+        reference.handle(&req)
+    };
+    let created = call(
+        "POST",
+        "/gcm/notification",
+        json!({ "operation": "create", "notification_key_name": "u", "registration_ids": phones }),
+    );
+    let key = created.body_json().and_then(|b| b["notification_key"].as_str().map(str::to_string));
+    let key = key.ok_or(format!("no key: {}", String::from_utf8_lossy(&created.body)))?;
+    let id = sender.sender_id.clone();
+    let drain = format!("/_gcmspec/v1/senders/{id}/drain");
+    let reference2 = reference.clone();
+    let nack = tokio::task::spawn_blocking(move || {
+        let timeout = std::time::Duration::from_secs(5);
+        let (client, auth) = XmppClient::connect(xmpp, None, &sender.sender_id, &sender.server_key, timeout)?;
+        let mut client = client.ok_or(format!("XMPP login refused: {auth:?}"))?;
+        let drained = reference2.handle(
+            &gcmspec::wire::HttpRequest::new("POST", &drain)
+                .with_header("authorization", &format!("key={}", sender.server_key))
+                .with_json(&json!({})),
+        );
+        if !(200..300).contains(&drained.status) {
+            return Err(format!("drain refused: {}", drained.status));
+        }
+        let control = client.next_as_json()?;
+        if control["control_type"] != "CONNECTION_DRAINING" {
+            return Err(format!("no draining control: {control}"));
+        }
+        client.send_gcm("", &json!({ "to": key, "message_id": "m1", "data": { "m": "1" } }))?;
+        let nack = client.next_as_json()?;
+        client.close();
+        Ok::<_, String>(nack)
+    })
+    .await
+    .map_err(|e| e.to_string())??;
+    if nack["error"] != "CONNECTION_DRAINING" {
+        return Err(format!("the send on a draining connection: {nack}"));
+    }
+    let v = reference.with_model(|m| m.journals.settled_verdicts(&id)).ok_or("no verdicts")?;
+    let read = (v.rule("app.group.retry").map(|r| r.outcome), v.rule("app.retry.server-error").map(|r| r.outcome));
+    match read {
+        (Some(gcmspec::verdicts::Outcome::Violated), Some(gcmspec::verdicts::Outcome::NotExercised)) => Ok(()),
+        _ => Err(format!("a key's send nacked CONNECTION_DRAINING and never sent again: {read:?}: {}", v.to_json())),
+    }
+}
+
 pub fn trials() -> Vec<Trial> {
     vec![
         trial("journals::xmpp-writes-are-journaled-in-the-wires-order", || {
@@ -147,5 +208,8 @@ pub fn trials() -> Vec<Trial> {
         }),
         trial("journals::a-huge-stanza-is-kept-cut", || crate::block_on(a_huge_stanza_is_kept_cut())),
         trial("journals::no-entries-shown-and-every-one-graded", no_entries_shown_and_every_one_graded),
+        trial("journals::a-key-send-refused-early-is-the-groups-to-retry", || {
+            crate::block_on(a_key_send_refused_early_is_the_groups_to_retry())
+        }),
     ]
 }

@@ -362,8 +362,9 @@ impl Draining {
             Event::Sent(s) => {
                 let Some(Conn::Xmpp(conn)) = s.conn else { return };
                 let Some((told, told_at)) = self.draining.get(&conn.to_string()).copied() else { return };
-                // Written before the app server could have read the control: in flight.
-                if s.stamp.since(told_at) <= in_flight_ms {
+                // Written before the app server could have read the control: in flight (as
+                // for the stale-id rules, in_flight_ms or more is not).
+                if s.stamp.since(told_at) < in_flight_ms {
                     return;
                 }
                 log.violate(s.stamp, vec![told, s.seq], || {
