@@ -83,13 +83,22 @@ impl Waiting {
             Ok(serde_json::Value::Object(body)) => Some(body),
             _ => None,
         };
+        // Made for grading and dropped after it (the entry keeps the facts as found).
         let facts = Arc::new(self.facts.facts());
         let (seq, stamp, connection, opened) = (self.seq, self.stamp, self.connection, self.connection_opened_us);
         match body {
             Some(body) if self.exchange.fits() => {
-                let packed =
-                    PackedEntry::new(seq, stamp, connection, opened, self.exchange, self.body, self.scripted, facts);
-                kept.take_packed(how, packed, Prepared { body, answer: self.answer });
+                let packed = PackedEntry::new(
+                    seq,
+                    stamp,
+                    connection,
+                    opened,
+                    self.exchange,
+                    self.body,
+                    self.scripted,
+                    self.facts,
+                );
+                kept.take_packed(how, packed, facts, Prepared { body, answer: self.answer });
             }
             parsed => {
                 let (request, response) = self.exchange.messages(&self.body);

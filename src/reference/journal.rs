@@ -78,19 +78,20 @@ impl Kept {
     }
 
     /// Grades a send from what the adapter parsed and the facts, and keeps its entry packed.
-    pub fn take_packed(&mut self, how: &Journaling, packed: PackedEntry, prepared: crate::verdicts::events::Prepared) {
+    pub fn take_packed(
+        &mut self,
+        how: &Journaling,
+        packed: PackedEntry,
+        facts: std::sync::Arc<crate::verdicts::Facts>,
+        prepared: crate::verdicts::events::Prepared,
+    ) {
         // What grading reads of a parsed send's entry: where and when, and the facts.
         let bare = Entry {
             seq: packed.seq,
             stamp: packed.stamp,
             connection: packed.connection,
             connection_opened_us: packed.connection_opened_us,
-            what: What::Http {
-                request: Default::default(),
-                response: Default::default(),
-                scripted: None,
-                facts: packed.facts.clone(),
-            },
+            what: What::Http { request: Default::default(), response: Default::default(), scripted: None, facts },
         };
         self.grading.feed(&how.book, &bare, Some(prepared));
         self.keep(how, Stored::Packed(packed));

@@ -10,7 +10,7 @@
 use std::borrow::Cow;
 use std::sync::Arc;
 
-use crate::verdicts::entry::{Facts, Message};
+use crate::verdicts::entry::{FactsFound, Message};
 use crate::verdicts::{Conn, Entry, Stamp, What};
 use crate::wire::{HttpRequest, HttpResponse};
 
@@ -197,7 +197,9 @@ pub struct PackedEntry {
     body: Vec<u8>,
     body_cut: usize,
     pub scripted: Option<String>,
-    pub facts: Arc<Facts>,
+    /// Kept as found (one buffer), made into [`Facts`] when the entry is read: dropping the
+    /// oldest entry frees one buffer rather than a device list of strings, cold.
+    pub facts: FactsFound,
 }
 
 impl PackedEntry {
@@ -212,7 +214,7 @@ impl PackedEntry {
         exchange: Packed,
         mut body: Vec<u8>,
         scripted: Option<String>,
-        facts: Arc<Facts>,
+        facts: FactsFound,
     ) -> PackedEntry {
         let kept = kept_of(&body);
         let body_cut = body.len() - kept;
@@ -230,7 +232,12 @@ impl PackedEntry {
             stamp: self.stamp,
             connection: self.connection,
             connection_opened_us: self.connection_opened_us,
-            what: What::Http { request, response, scripted: self.scripted.clone(), facts: self.facts.clone() },
+            what: What::Http {
+                request,
+                response,
+                scripted: self.scripted.clone(),
+                facts: Arc::new(self.facts.facts()),
+            },
         }
     }
 }
@@ -262,7 +269,7 @@ impl Stored {
     pub fn weight(&self) -> usize {
         match self {
             Stored::Made(e) => e.weight(),
-            Stored::Packed(p) => p.exchange.weight(&p.body) + p.facts.devices.len() * 96,
+            Stored::Packed(p) => p.exchange.weight(&p.body) + p.facts.count() * 96,
         }
     }
 }
@@ -313,6 +320,7 @@ impl<'a> Unpack<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::verdicts::entry::DeviceFound;
 
     #[test]
     fn a_body_cut_before_copying_is_the_body_copied_then_cut() {
@@ -356,18 +364,15 @@ mod tests {
             assert_eq!(response, response_message(&resp));
             assert!(request.header("authorization").is_none());
             // Kept packed, it reads and weighs as the entry made and cut.
-            let facts = Arc::new(Facts { to_key: false, devices: vec![Default::default(); 3] });
+            let mut found = FactsFound::default();
+            for n in 0..3 {
+                let id = format!("device-{n}");
+                found.push(DeviceFound { id: &id, known: n > 0, package: Some("com.example"), ..Default::default() });
+            }
+            let facts = Arc::new(found.facts());
             let (stamp, conn) = (Stamp { at_ms: 5, wall_ms: 6, wall_us: 6_001 }, Some(Conn::Http(2)));
-            let packed = PackedEntry::new(
-                9,
-                stamp,
-                conn,
-                Some(1),
-                Packed::of(&req, &resp),
-                req.body.clone(),
-                None,
-                facts.clone(),
-            );
+            let packed =
+                PackedEntry::new(9, stamp, conn, Some(1), Packed::of(&req, &resp), req.body.clone(), None, found);
             let what = What::Http { request, response, scripted: None, facts };
             let made = Entry { seq: 9, stamp, connection: conn, connection_opened_us: Some(1), what };
             let packed = Stored::Packed(packed);

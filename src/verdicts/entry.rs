@@ -254,6 +254,8 @@ impl Facts {
 pub struct FactsFound {
     pub to_key: bool,
     devices: Vec<u8>,
+    /// How many devices were pushed.
+    count: usize,
 }
 
 /// One device's facts as [`FactsFound::push`] takes them, borrowed from the model.
@@ -277,6 +279,7 @@ impl FactsFound {
     const HELD: u8 = 32;
 
     pub fn push(&mut self, d: DeviceFound<'_>) {
+        self.count += 1;
         let flag = |on: bool, f: u8| if on { f } else { 0 };
         let b = &mut self.devices;
         b.push(
@@ -339,6 +342,11 @@ impl FactsFound {
     /// Bytes held, for the bound on what may wait.
     pub fn len(&self) -> usize {
         self.devices.len()
+    }
+
+    /// How many devices' facts it holds.
+    pub fn count(&self) -> usize {
+        self.count
     }
 
     pub fn is_empty(&self) -> bool {
