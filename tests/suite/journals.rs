@@ -2,11 +2,32 @@
 //! wire carried it, stanzas cut as HTTP bodies are, and caps taken at their word.
 
 use gcmspec::driver::xmpp::XmppClient;
-use gcmspec::reference::{Config, Reference};
+use gcmspec::reference::model::SenderCredentials;
+use gcmspec::reference::{Config, Reference, RunningReference};
 use libtest_mimic::Trial;
 use serde_json::{Value, json};
 
 use crate::trial;
+
+/// A served reference (keep the first value: it is the server), a sender and `devices` of its
+/// devices.
+async fn served(devices: usize) -> Result<(RunningReference, Reference, SenderCredentials, Vec<String>), String> {
+    let server = Reference::start_with(Config::bundled()).await.map_err(|e| e.to_string())?;
+    let reference = server.reference().clone();
+    let (sender, phones) = reference.with_model(|m| {
+        let sender = m.create_sender();
+        let phones = (0..devices).map(|_| m.register_instance(vec![sender.sender_id.clone()], None)).collect();
+        (sender, phones)
+    });
+    Ok((server, reference, sender, phones))
+}
+
+/// The sender logged in over XMPP.
+fn log_in(xmpp: std::net::SocketAddr, sender: &SenderCredentials) -> Result<XmppClient, String> {
+    let timeout = std::time::Duration::from_secs(5);
+    let (client, auth) = XmppClient::connect(xmpp, None, &sender.sender_id, &sender.server_key, timeout)?;
+    client.ok_or(format!("XMPP login refused: {auth:?}"))
+}
 
 /// The stanzas the server wrote to the app server, as its journal lists them.
 fn journaled_sent(reference: &Reference, sender: &str) -> Vec<Value> {
@@ -18,18 +39,10 @@ fn journaled_sent(reference: &Reference, sender: &str) -> Vec<Value> {
 /// once: each is acked and its receipt follows. The journal lists what the server wrote in
 /// the order the app server read it, acks and receipts alike.
 async fn xmpp_writes_are_journaled_in_the_wires_order() -> Result<(), String> {
-    let server = Reference::start_with(Config::bundled()).await.map_err(|e| e.to_string())?;
-    let (xmpp, reference) = (server.xmpp_address(), server.reference().clone());
-    let (sender, phones) = reference.with_model(|m| {
-        let sender = m.create_sender();
-        let phones: Vec<String> = (0..3).map(|_| m.register_instance(vec![sender.sender_id.clone()], None)).collect();
-        (sender, phones)
-    });
-    let id = sender.sender_id.clone();
+    let (server, reference, sender, phones) = served(3).await?;
+    let (xmpp, id) = (server.xmpp_address(), sender.sender_id.clone());
     tokio::task::spawn_blocking(move || {
-        let timeout = std::time::Duration::from_secs(5);
-        let (client, auth) = XmppClient::connect(xmpp, None, &sender.sender_id, &sender.server_key, timeout)?;
-        let mut client = client.ok_or(format!("XMPP login refused: {auth:?}"))?;
+        let mut client = log_in(xmpp, &sender)?;
         let mut wire = Vec::new();
         for n in 0..12 {
             let to = &phones[n % phones.len()];
@@ -70,18 +83,10 @@ async fn xmpp_writes_are_journaled_in_the_wires_order() -> Result<(), String> {
 /// A stanza far past what a journal keeps of an HTTP body is graded whole and kept cut, as
 /// the body is: it does not push the sender's earlier entries out of the journal.
 async fn a_huge_stanza_is_kept_cut() -> Result<(), String> {
-    let server = Reference::start_with(Config::bundled()).await.map_err(|e| e.to_string())?;
-    let (xmpp, reference) = (server.xmpp_address(), server.reference().clone());
-    let (sender, phone) = reference.with_model(|m| {
-        let sender = m.create_sender();
-        let phone = m.register_instance(vec![sender.sender_id.clone()], None);
-        (sender, phone)
-    });
-    let id = sender.sender_id.clone();
+    let (server, reference, sender, phones) = served(1).await?;
+    let (xmpp, id, phone) = (server.xmpp_address(), sender.sender_id.clone(), phones[0].clone());
     tokio::task::spawn_blocking(move || {
-        let timeout = std::time::Duration::from_secs(5);
-        let (client, auth) = XmppClient::connect(xmpp, None, &sender.sender_id, &sender.server_key, timeout)?;
-        let mut client = client.ok_or(format!("XMPP login refused: {auth:?}"))?;
+        let mut client = log_in(xmpp, &sender)?;
         for n in 0..5 {
             client.send_gcm("", &json!({ "to": phone, "message_id": format!("m-{n}"), "data": { "n": n } }))?;
             client.next_as_json()?;
@@ -144,11 +149,8 @@ fn no_entries_shown_and_every_one_graded() -> Result<(), String> {
 /// draining) is journaled with what `to` named: its failure is the group's to retry
 /// (`app.group.retry`), not a single device's (`app.retry.server-error`).
 async fn a_key_send_refused_early_is_the_groups_to_retry() -> Result<(), String> {
-    let server = Reference::start_with(Config::bundled()).await.map_err(|e| e.to_string())?;
-    let (xmpp, reference) = (server.xmpp_address(), server.reference().clone());
-    let sender = reference.create_sender().map_err(|e| e.to_string())?;
-    let phones: Vec<String> =
-        reference.with_model(|m| (0..2).map(|_| m.register_instance(vec![sender.sender_id.clone()], None)).collect());
+    let (server, reference, sender, phones) = served(2).await?;
+    let xmpp = server.xmpp_address();
     let key_auth = format!("key={}", sender.server_key);
     let call = |method: &str, path: &str, body: Value| {
         let req = gcmspec::wire::HttpRequest::new(method, path)
@@ -168,9 +170,7 @@ async fn a_key_send_refused_early_is_the_groups_to_retry() -> Result<(), String>
     let drain = format!("/_gcmspec/v1/senders/{id}/drain");
     let reference2 = reference.clone();
     let nack = tokio::task::spawn_blocking(move || {
-        let timeout = std::time::Duration::from_secs(5);
-        let (client, auth) = XmppClient::connect(xmpp, None, &sender.sender_id, &sender.server_key, timeout)?;
-        let mut client = client.ok_or(format!("XMPP login refused: {auth:?}"))?;
+        let mut client = log_in(xmpp, &sender)?;
         let drained = reference2.handle(
             &gcmspec::wire::HttpRequest::new("POST", &drain)
                 .with_header("authorization", &format!("key={}", sender.server_key))
