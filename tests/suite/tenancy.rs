@@ -144,17 +144,28 @@ async fn anonymous_peers_cannot_keep_an_app_server_out() -> Result<(), String> {
             })
             .collect();
         std::thread::sleep(Duration::from_millis(200));
-        let mut logged_in = 0;
+        // Each login may take a second try, as an app server reconnects: a connection whose
+        // first bytes are late (its client not scheduled, on a loaded 2-core machine) is, until
+        // they come, as silent as the flood's and may be the oldest (one full run in six saw
+        // that). What the flood must not do is keep it out.
+        let (mut logged_in, mut retried) = (0, 0);
         let mut failures = Vec::new();
         for _ in 0..10 {
-            match XmppClient::connect(addr, None, &sender.sender_id, &sender.server_key, Duration::from_secs(2)) {
-                Ok((Some(c), Auth::Success)) => {
-                    logged_in += 1;
-                    c.close();
+            let mut tried = Vec::new();
+            for _ in 0..2 {
+                match XmppClient::connect(addr, None, &sender.sender_id, &sender.server_key, Duration::from_secs(2)) {
+                    Ok((Some(c), Auth::Success)) => {
+                        logged_in += 1;
+                        retried += usize::from(!tried.is_empty());
+                        c.close();
+                        tried.clear();
+                        break;
+                    }
+                    Ok((_, auth)) => tried.push(format!("{auth:?}")),
+                    Err(e) => tried.push(e.to_string()),
                 }
-                Ok((_, auth)) => failures.push(format!("{auth:?}")),
-                Err(e) => failures.push(e.to_string()),
             }
+            failures.extend(tried);
         }
         // A slow app server: its stream opened, then a pause far longer than the flood takes
         // to open four new connections. The silent peers must make room before it does.
@@ -178,6 +189,8 @@ async fn anonymous_peers_cannot_keep_an_app_server_out() -> Result<(), String> {
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
         flood.into_iter().for_each(|t| drop(t.join()));
         match (logged_in, slow) {
+            // More than the odd late login put out: the flood is winning.
+            (10, _) if retried > 2 => Err(format!("{retried} of 10 logins needed a second try under the flood")),
             (10, Ok(said)) if !said.contains("policy-violation") && said.contains("mechanism") => Ok(()),
             (10, slow) => Err(format!("an app server that paused after opening its stream was put out: {slow:?}")),
             (n, _) => Err(format!("under a flood of peers that never log in, {n} of 10 logins succeeded: {failures:?}")),
