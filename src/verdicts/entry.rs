@@ -138,17 +138,27 @@ impl What {
                     Value::String(s) => std::mem::take(s),
                     other => other.to_string(),
                 };
-                let mut at = Message::BODY_KEPT;
-                while !text.is_char_boundary(at) {
-                    at -= 1;
-                }
-                *stanza_cut = text.len() - at;
-                text.truncate(at);
+                *stanza_cut = cut_text(&mut text);
                 *stanza = Value::String(text);
             }
             What::XmppOpened | What::XmppClosed => {}
         }
     }
+}
+
+/// Cuts `text` to [`Message::BODY_KEPT`] bytes, back to the start of a character; the bytes
+/// left out.
+fn cut_text(text: &mut String) -> usize {
+    if text.len() <= Message::BODY_KEPT {
+        return 0;
+    }
+    let mut at = Message::BODY_KEPT;
+    while !text.is_char_boundary(at) {
+        at -= 1;
+    }
+    let cut = text.len() - at;
+    text.truncate(at);
+    cut
 }
 
 /// The length of a value's JSON text, without making it.
@@ -208,13 +218,9 @@ impl Message {
 
     /// Cuts the body to what a journal keeps (on a character boundary).
     pub fn cut(&mut self) {
-        if self.body.len() > Self::BODY_KEPT {
-            let mut at = Self::BODY_KEPT;
-            while !self.body.is_char_boundary(at) {
-                at -= 1;
-            }
-            self.body_cut = self.body.len() - at;
-            self.body.truncate(at);
+        let cut = cut_text(&mut self.body);
+        if cut > 0 {
+            self.body_cut = cut;
         }
     }
 

@@ -15,7 +15,7 @@ use serde_json::{Map, Value};
 
 use super::entry::{Conn, Entry, Facts, Message, Stamp, What};
 use crate::catalog::Path;
-use crate::wire::{data_payload_bytes, is_reserved_data_key};
+use crate::wire::{data_payload_bytes, given, is_reserved_data_key};
 
 /// A downstream send as the app server made it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -482,8 +482,7 @@ fn prepared_send(at: At, p: Prepared, facts: &std::sync::Arc<Facts>) -> Vec<Even
 /// A JSON send to `registration_ids` and not `to` (a field given as null is absent, as the
 /// reference takes it).
 fn is_multicast(body: &Map<String, Value>) -> bool {
-    let given = |field: &str| body.get(field).is_some_and(|v| !v.is_null());
-    given("registration_ids") && !given("to")
+    given(body, "registration_ids").is_some() && given(body, "to").is_none()
 }
 
 fn strings(v: Option<&Value>) -> Option<Vec<String>> {
@@ -568,7 +567,7 @@ fn sent_of(
     let data_map = data.and_then(Value::as_object);
     let collapse_key = body.get("collapse_key").and_then(Value::as_str).map(str::to_string);
     // 60.0 is a whole number of seconds too, as the reference takes it.
-    let ttl = body.get("time_to_live").filter(|v| !v.is_null()).map(|v| match crate::wire::whole_number(v) {
+    let ttl = given(body, "time_to_live").map(|v| match crate::wire::whole_number(v) {
         Some(n) => Ttl::Whole(n),
         None => Ttl::Other(v.to_string()),
     });
@@ -579,10 +578,10 @@ fn sent_of(
         conn_opened_us: None,
         path,
         to: body.get("to").and_then(Value::as_str).map(str::to_string),
-        to_given: body.get("to").is_some_and(|v| !v.is_null()),
+        to_given: given(body, "to").is_some(),
         ids: strings(body.get("registration_ids")),
         ids_len: body.get("registration_ids").and_then(Value::as_array).map(Vec::len),
-        ids_given: body.get("registration_ids").is_some_and(|v| !v.is_null()),
+        ids_given: given(body, "registration_ids").is_some(),
         ttl,
         payload_bytes: data_map.map_or(0, data_payload_bytes),
         reserved: data_map.map(|d| d.keys().filter(|k| is_reserved_data_key(k)).cloned().collect()).unwrap_or_default(),

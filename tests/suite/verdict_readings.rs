@@ -604,6 +604,15 @@ fn what_a_failed_send_is_owed() -> Result<(), String> {
     Ok(())
 }
 
+/// The bundled app-server rules, with the stale-id rules' `new_connection` as given.
+fn stale_ids_reading(new_connection: &str) -> Result<gcmspec::verdicts::Rulebook, String> {
+    let mut catalog = gcmspec::bundled::catalog().map_err(|e| e.to_string())?;
+    for rule in catalog.rules.iter_mut().filter(|r| r.grader.as_deref() == Some("stale-id")) {
+        rule.params.insert("new_connection".into(), json!(new_connection));
+    }
+    gcmspec::verdicts::Rulebook::from_catalog(&catalog, gcmspec::bundled::DEFAULT_PROFILE)
+}
+
 /// A send on another connection is "later" than a canonical id's answer when it arrives
 /// in_flight_ms after it; with `new_connection = "after-the-answer"`, also on a connection
 /// opened after the answer was written, ordered to the microsecond: a client that reads the
@@ -644,11 +653,7 @@ fn a_connection_opened_after_the_answer_is_after_it() -> Result<(), String> {
     // The bundled reading: a new connection is in flight like any other. The other (a spec
     // directory of one's own): one opened after the answer was written is after it.
     let in_flight = book;
-    let mut catalog = gcmspec::bundled::catalog().map_err(|e| e.to_string())?;
-    for rule in catalog.rules.iter_mut().filter(|r| r.grader.as_deref() == Some("stale-id")) {
-        rule.params.insert("new_connection".into(), json!("after-the-answer"));
-    }
-    let book = Rulebook::from_catalog(&catalog, gcmspec::bundled::DEFAULT_PROFILE)?;
+    let book = stale_ids_reading("after-the-answer")?;
     let precise = Stamp { at_ms: 10_000, wall_ms: 10_000, wall_us: 10_000_500 };
     let to_the_ms = Stamp { wall_us: 0, ..precise };
     let soon = Stamp { at_ms: 10_050, wall_ms: 10_050, wall_us: 10_050_000 };
@@ -685,15 +690,8 @@ fn a_connection_opened_after_the_answer_is_after_it() -> Result<(), String> {
 /// How many sends broke `app.canonical-id.replace`, under the stale-id rules' `new_connection`.
 async fn reconnecting_sends_blamed(new_connection: &str, advance_seconds: u64) -> Result<u64, String> {
     use std::io::{Read, Write};
-    let mut catalog = gcmspec::bundled::catalog().map_err(|e| e.to_string())?;
-    for rule in catalog.rules.iter_mut().filter(|r| r.grader.as_deref() == Some("stale-id")) {
-        rule.params.insert("new_connection".into(), json!(new_connection));
-    }
     let mut config = Config::bundled();
-    config.app_rules = Some(std::sync::Arc::new(gcmspec::verdicts::Rulebook::from_catalog(
-        &catalog,
-        gcmspec::bundled::DEFAULT_PROFILE,
-    )?));
+    config.app_rules = Some(std::sync::Arc::new(stale_ids_reading(new_connection)?));
     let server = Reference::start_with(config).await.map_err(|e| e.to_string())?;
     let (url, reference) = (server.url(), server.reference().clone());
     let sender = reference.create_sender().map_err(|e| e.to_string())?;
