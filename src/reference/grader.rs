@@ -25,8 +25,9 @@ use std::time::Duration;
 
 use super::journal::{JournalCaps, Kept};
 use super::packed::{Packed, PackedEntry};
+use crate::verdicts::body::SendFields;
 use crate::verdicts::entry::FactsFound;
-use crate::verdicts::events::{Prepared, PreparedAnswer};
+use crate::verdicts::events::{Prepared, PreparedAnswer, PreparedBody};
 use crate::verdicts::{Conn, Entry, Rulebook, Stamp, What};
 
 /// Exchanges one sender's journal may have waiting.
@@ -78,11 +79,13 @@ impl Waiting {
     /// Graded from the parsed send, then kept packed (or, when it cannot be, made and cut as
     /// a journal keeps it).
     pub fn journal(self, how: &Journaling, kept: &mut Kept) {
-        // The body the adapter parsed into this object parses the same again.
-        let body = match serde_json::from_slice::<serde_json::Value>(&self.body) {
-            Ok(serde_json::Value::Object(body)) => Some(body),
-            _ => None,
-        };
+        // The body the adapter parsed into an object: its fields read from its bytes (or, in
+        // what that reading leaves, from its parse, which reads the same).
+        let body =
+            SendFields::read(&self.body).map(PreparedBody::Read).or_else(|| match serde_json::from_slice(&self.body) {
+                Ok(serde_json::Value::Object(body)) => Some(PreparedBody::Parsed(body)),
+                _ => None,
+            });
         // Made for grading and dropped after it (the entry keeps the facts as found).
         let facts = Arc::new(self.facts.facts());
         let (seq, stamp, connection, opened) = (self.seq, self.stamp, self.connection, self.connection_opened_us);

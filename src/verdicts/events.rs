@@ -8,14 +8,13 @@
 //! split by kind, each part would reach into the others.)
 
 use std::collections::{HashMap, VecDeque};
-use std::hash::{Hash, Hasher};
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use super::body::SendFields;
 use super::entry::{Conn, Entry, Facts, Message, Stamp, What};
 use crate::catalog::Path;
-use crate::wire::{data_payload_bytes, given, is_reserved_data_key};
 
 /// A downstream send as the app server made it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -45,7 +44,7 @@ pub struct Sent {
     /// What makes two sends the same message: data, notification and collapse key.
     pub fingerprint: u64,
     /// The same, part by part (each data key with its value, the notification, the collapse
-    /// key; at most [`PARTS`]): what tells a retry that adds or changes a field (an attempt
+    /// key; at most [`super::body::PARTS`]): what tells a retry that adds or changes a field (an attempt
     /// counter, a timestamp) from another message. See [`Sent::like`].
     #[serde(default)]
     pub parts: Vec<u64>,
@@ -247,8 +246,16 @@ pub enum Event {
 /// them, for readers and for a state file's replay, which parses them).
 #[derive(Debug, Clone)]
 pub struct Prepared {
-    pub body: Map<String, Value>,
+    pub body: PreparedBody,
     pub answer: PreparedAnswer,
+}
+
+/// The send's body: as the adapter parsed it, or its fields as the grader's thread read them
+/// from its bytes.
+#[derive(Debug, Clone)]
+pub enum PreparedBody {
+    Parsed(Map<String, Value>),
+    Read(SendFields),
 }
 
 #[derive(Debug, Clone)]
@@ -317,8 +324,7 @@ impl Reader {
                         .collect();
                 }
                 let path = if facts.to_key { Path::XmppKey } else { Path::Xmpp };
-                let mut sent = sent_of(seq, stamp, conn, path, json, facts.clone());
-                sent.conn_opened_us = opened;
+                let sent = sent_of(At { seq, stamp, conn, opened }, path, SendFields::of(json), facts.clone());
                 if let Some(id) = &message_id {
                     let k = format!("{xmpp_conn}:{id}");
                     if self.unanswered.insert(k.clone(), sent.clone()).is_none() {
@@ -390,18 +396,13 @@ fn http(at: At, request: &Message, response: &Message, facts: &std::sync::Arc<Fa
             let form = request
                 .header("content-type")
                 .is_some_and(|t| t.to_ascii_lowercase().starts_with("application/x-www-form-urlencoded"));
-            let mut sent = if form {
-                plain_text_sent(seq, stamp, conn, request, facts)
+            let sent = if form {
+                plain_text_sent(at, request, facts)
             } else {
                 let Some(Value::Object(body)) = request.json() else { return Vec::new() };
-                let path = match (facts.to_key, is_multicast(&body)) {
-                    (true, _) => Path::Key,
-                    (false, true) => Path::Multicast,
-                    (false, false) => Path::Token,
-                };
-                sent_of(seq, stamp, conn, path, &body, facts.clone())
+                let fields = SendFields::of(&body);
+                sent_of(at, json_path(facts, &fields), fields, facts.clone())
             };
-            sent.conn_opened_us = opened;
             let answer = http_answer(seq, stamp, conn, &sent, status, response, form);
             sent_and_answered(sent, answer)
         }
@@ -453,15 +454,12 @@ fn http(at: At, request: &Message, response: &Message, facts: &std::sync::Arc<Fa
 
 /// A JSON send the adapter parsed, with the model's answer.
 fn prepared_send(at: At, p: Prepared, facts: &std::sync::Arc<Facts>) -> Vec<Event> {
-    let At { seq, stamp, conn, opened } = at;
-    let body = &p.body;
-    let path = match (facts.to_key, is_multicast(body)) {
-        (true, _) => Path::Key,
-        (false, true) => Path::Multicast,
-        (false, false) => Path::Token,
+    let At { seq, stamp, conn, .. } = at;
+    let fields = match p.body {
+        PreparedBody::Parsed(body) => SendFields::of(&body),
+        PreparedBody::Read(fields) => fields,
     };
-    let mut sent = sent_of(seq, stamp, conn, path, body, facts.clone());
-    sent.conn_opened_us = opened;
+    let sent = sent_of(at, json_path(facts, &fields), fields, facts.clone());
     let mut a = Answer { seq, stamp, conn, ..Answer::default() };
     match p.answer {
         PreparedAnswer::Results(results) => {
@@ -479,129 +477,62 @@ fn prepared_send(at: At, p: Prepared, facts: &std::sync::Arc<Facts>) -> Vec<Even
     sent_and_answered(sent, a)
 }
 
-/// A JSON send to `registration_ids` and not `to` (a field given as null is absent, as the
-/// reference takes it).
-fn is_multicast(body: &Map<String, Value>) -> bool {
-    given(body, "registration_ids").is_some() && given(body, "to").is_none()
-}
-
 fn strings(v: Option<&Value>) -> Option<Vec<String>> {
     v.and_then(Value::as_array).map(|a| a.iter().filter_map(|x| x.as_str().map(str::to_string)).collect())
 }
 
-/// Parts of a message [`Sent::parts`] keeps: enough to tell messages apart, few enough that
-/// every failure a grader holds stays small.
-pub const PARTS: usize = 16;
-
-fn parts(data: Option<&Map<String, Value>>, notification: Option<&Value>, collapse_key: Option<&str>) -> Vec<u64> {
-    let mut out = Vec::new();
-    let mut part = |name: &str, v: Option<&Value>, text: Option<&str>| {
-        let mut h = std::hash::DefaultHasher::new();
-        name.hash(&mut h);
-        if let Some(v) = v {
-            hash_value(v, &mut h);
-        }
-        text.hash(&mut h);
-        out.push(h.finish());
-    };
-    if let Some(n) = notification {
-        part("\0notification", Some(n), None);
-    }
-    if let Some(k) = collapse_key {
-        part("\0collapse_key", None, Some(k));
-    }
-    for (k, v) in data.into_iter().flatten() {
-        part(k, Some(v), None);
-    }
-    out.truncate(PARTS);
-    out
-}
-
-fn fingerprint(data: Option<&Value>, notification: Option<&Value>, collapse_key: Option<&str>) -> u64 {
-    let mut h = std::hash::DefaultHasher::new();
-    for v in [data, notification] {
-        match v {
-            Some(v) => hash_value(v, &mut h),
-            None => 0u8.hash(&mut h),
-        }
-    }
-    collapse_key.hash(&mut h);
-    h.finish()
-}
-
-/// Hashes a JSON value by what it is, without printing it (serde_json keeps an object's keys
-/// sorted, so equal values hash alike). Nesting is walked with a stack: no recursion on what a
-/// client sent.
-fn hash_value(v: &Value, h: &mut impl Hasher) {
-    let mut stack = vec![v];
-    while let Some(v) = stack.pop() {
-        match v {
-            Value::Null => 1u8.hash(h),
-            Value::Bool(b) => (2u8, b).hash(h),
-            Value::Number(n) => (3u8, n.as_f64().map(f64::to_bits), n.as_i64()).hash(h),
-            Value::String(s) => (4u8, s).hash(h),
-            Value::Array(a) => {
-                (5u8, a.len()).hash(h);
-                stack.extend(a.iter().rev());
-            }
-            Value::Object(o) => {
-                (6u8, o.len()).hash(h);
-                for (k, _) in o {
-                    k.hash(h);
-                }
-                stack.extend(o.values().rev());
-            }
-        }
-    }
-}
-
-fn sent_of(
-    seq: u64,
-    stamp: Stamp,
-    conn: Option<Conn>,
-    path: Path,
-    body: &Map<String, Value>,
-    facts: std::sync::Arc<Facts>,
-) -> Sent {
-    let data = body.get("data").filter(|d| d.is_object());
-    let data_map = data.and_then(Value::as_object);
-    let collapse_key = body.get("collapse_key").and_then(Value::as_str).map(str::to_string);
-    // 60.0 is a whole number of seconds too, as the reference takes it.
-    let ttl = given(body, "time_to_live").map(|v| match crate::wire::whole_number(v) {
-        Some(n) => Ttl::Whole(n),
-        None => Ttl::Other(v.to_string()),
-    });
+/// A send from its body's fields.
+fn sent_of(at: At, path: Path, fields: SendFields, facts: std::sync::Arc<Facts>) -> Sent {
+    let At { seq, stamp, conn, opened } = at;
+    let SendFields {
+        to,
+        to_given,
+        ids,
+        ids_len,
+        ids_given,
+        ttl,
+        collapse_key,
+        payload_bytes,
+        reserved,
+        fingerprint,
+        parts,
+        dry_run,
+        message_id,
+    } = fields;
     Sent {
         seq,
         stamp,
         conn,
-        conn_opened_us: None,
+        conn_opened_us: opened,
         path,
-        to: body.get("to").and_then(Value::as_str).map(str::to_string),
-        to_given: given(body, "to").is_some(),
-        ids: strings(body.get("registration_ids")),
-        ids_len: body.get("registration_ids").and_then(Value::as_array).map(Vec::len),
-        ids_given: given(body, "registration_ids").is_some(),
+        to,
+        to_given,
+        ids,
+        ids_len,
+        ids_given,
         ttl,
-        payload_bytes: data_map.map_or(0, data_payload_bytes),
-        reserved: data_map.map(|d| d.keys().filter(|k| is_reserved_data_key(k)).cloned().collect()).unwrap_or_default(),
-        fingerprint: fingerprint(data, body.get("notification"), collapse_key.as_deref()),
-        parts: parts(data_map, body.get("notification"), collapse_key.as_deref()),
         collapse_key,
-        dry_run: body.get("dry_run") == Some(&Value::Bool(true)),
-        message_id: body.get("message_id").and_then(Value::as_str).map(str::to_string),
+        payload_bytes,
+        reserved,
+        fingerprint,
+        parts,
+        dry_run,
+        message_id,
         facts,
     }
 }
 
+/// A JSON send's path: to one of the sender's keys, to a list of ids, or to one token.
+fn json_path(facts: &Facts, fields: &SendFields) -> Path {
+    match (facts.to_key, fields.multicast()) {
+        (true, _) => Path::Key,
+        (false, true) => Path::Multicast,
+        (false, false) => Path::Token,
+    }
+}
+
 /// The plain-text form, read into the JSON send's shape (as the server reads it).
-fn plain_text_sent(
-    seq: u64,
-    stamp: Stamp,
-    conn: Option<Conn>,
-    request: &Message,
-    facts: &std::sync::Arc<Facts>,
-) -> Sent {
+fn plain_text_sent(at: At, request: &Message, facts: &std::sync::Arc<Facts>) -> Sent {
     let mut body = Map::new();
     let mut data = Map::new();
     let mut ids = Vec::new();
@@ -633,7 +564,7 @@ fn plain_text_sent(
     if !data.is_empty() {
         body.insert("data".into(), Value::Object(data));
     }
-    sent_of(seq, stamp, conn, Path::PlainText, &body, facts.clone())
+    sent_of(at, Path::PlainText, SendFields::of(&body), facts.clone())
 }
 
 /// Retry-After, in milliseconds from `now_ms` (wall): delta-seconds or an HTTP date.

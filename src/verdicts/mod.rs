@@ -16,6 +16,7 @@ use std::collections::{HashMap, VecDeque};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+pub mod body;
 pub mod entry;
 pub mod events;
 mod graders;

@@ -392,7 +392,7 @@ impl Model {
     /// not parse them again. Not under faults: a fault may render the answer otherwise, and
     /// grading judges what the app server was answered.
     pub fn observe_send(&mut self, sender: String, body: Map<String, Value>, outcome: &SendOutcome) {
-        use crate::verdicts::events::{Prepared, PreparedAnswer};
+        use crate::verdicts::events::{Prepared, PreparedAnswer, PreparedBody};
         if self.observation.is_none() || !self.faults.is_empty() {
             return;
         }
@@ -413,7 +413,7 @@ impl Model {
             _ => return,
         };
         if let Some(o) = &mut self.observation {
-            o.prepared = Some(Prepared { body, answer });
+            o.prepared = Some(Prepared { body: PreparedBody::Parsed(body), answer });
             o.sender = Some(sender);
         }
     }
