@@ -2,7 +2,8 @@
 //! messages waiting, not with the instances registered), and one request handled in-process,
 //! parsing and rendering included (what a served request spends holding the model), with and
 //! without the app-server journal and its grading, and that cost again while the app server
-//! has left thousands of failures unretried (the grading's cost should not grow with them).
+//! has left thousands of failures unretried (the grading's cost should not grow with them),
+//! and the grader's thread's work for each send, alone.
 //!
 //! `cargo bench --bench model` (a release build). Prints figures; asserts nothing about speed.
 
@@ -32,6 +33,79 @@ fn main() {
     if wants("open-failures") {
         open_failures();
     }
+    if wants("grader-work") {
+        grader_work();
+    }
+}
+
+/// What the grader's thread does for each one-token send `serve` leaves it (read the send,
+/// grade it, keep its entry packed), timed alone on this thread: the figure a journaled
+/// `serve` spends on a second core, without the noise of sharing that core with a load
+/// generator.
+fn grader_work() {
+    use gcmspec::reference::grader::{Journaling, Waiting};
+    use gcmspec::reference::journal::{JournalCaps, Kept};
+    use gcmspec::reference::packed::Packed;
+    use gcmspec::verdicts::entry::{DeviceFound, FactsFound};
+    use gcmspec::verdicts::events::PreparedAnswer;
+    use gcmspec::wire::HttpRequest;
+    let reference = Reference::new(Config::bundled());
+    let (sender, id) = reference.with_model(|m| {
+        let sender = m.create_sender();
+        let id = m.register_instance(vec![sender.sender_id.clone()], None);
+        (sender, id)
+    });
+    let request = HttpRequest::new("POST", "/fcm/send")
+        .with_header("authorization", &format!("key={}", sender.server_key))
+        .with_json(&serde_json::json!({"to": id, "data": {"score": "5x1", "time": "15:10"}}));
+    let response = reference.handle(&request);
+    assert_eq!(response.status, 200);
+    let how = Journaling { book: std::sync::Arc::new(gcmspec::verdicts::Rulebook::bundled()), caps: JournalCaps::default() };
+    let mut kept = Kept::default();
+    let mut seq = 0;
+    let mut waiting = |n: usize| -> Vec<Waiting> {
+        (0..n)
+            .map(|_| {
+                seq += 1;
+                let mut facts = FactsFound::default();
+                facts.push(DeviceFound { id: &id, known: true, ..DeviceFound::default() });
+                Waiting {
+                    seq,
+                    stamp: gcmspec::verdicts::Stamp::now(seq),
+                    connection: Some(gcmspec::verdicts::Conn::Http(seq % 32)),
+                    connection_opened_us: Some(0),
+                    exchange: Packed::of(&request, &response),
+                    body: request.body.clone(),
+                    answer: PreparedAnswer::Results(vec![Ok(None)]),
+                    scripted: None,
+                    facts,
+                }
+            })
+            .collect()
+    };
+    // Past the journal's caps from the start, as a loaded server is: each entry kept drops one.
+    for w in waiting(JournalCaps::default().entries) {
+        w.journal(&how, &mut kept);
+    }
+    const BATCH: usize = 20_000;
+    let mut rounds: Vec<std::time::Duration> = (0..9)
+        .map(|_| {
+            let batch = waiting(BATCH);
+            let start = Instant::now();
+            for w in batch {
+                w.journal(&how, &mut kept);
+            }
+            start.elapsed() / BATCH as u32
+        })
+        .collect();
+    rounds.sort();
+    println!(
+        "the grader's work for one journaled one-token send (read, graded, kept packed): {:?} each, median of {} rounds of {BATCH} ({:?}-{:?})",
+        rounds[rounds.len() / 2],
+        rounds.len(),
+        rounds[0],
+        rounds[rounds.len() - 1]
+    );
 }
 
 /// A one-token send, journaled, while `open` earlier sends failed (scripted 503s) and were

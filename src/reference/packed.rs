@@ -78,12 +78,12 @@ pub fn response_message(resp: &HttpResponse) -> Message {
 /// thread when it next allocates). Each string is its length (u32) and its bytes; the thread
 /// unpacks it into the entry's messages ([`Packed::messages`]).
 #[derive(Debug, Default)]
-pub struct Packed(Vec<u8>);
+pub struct Packed(Vec<u8>, std::cell::OnceCell<(usize, usize)>);
 
 impl Packed {
     pub fn of(req: &HttpRequest, resp: &HttpResponse) -> Packed {
         let strings = req.headers.iter().chain(&resp.headers).map(|(k, v)| k.len() + v.len() + 8).sum::<usize>();
-        let mut p = Packed(Vec::with_capacity(req.path.len() + resp.body.len() + strings + 32));
+        let mut p = Packed(Vec::with_capacity(req.path.len() + resp.body.len() + strings + 32), Default::default());
         p.put(req.method.as_bytes());
         match req.query.is_empty() {
             true => p.put(req.path.as_bytes()),
@@ -157,9 +157,13 @@ impl Packed {
         self.sizes().1 <= Message::BODY_KEPT
     }
 
-    /// One walk of the buffer: both messages' headers' part of their weight, and the answer's
-    /// body as text, in bytes.
+    /// One walk of the buffer, the first time it is asked (whether it fits, then its weight):
+    /// both messages' headers' part of their weight, and the answer's body as text, in bytes.
     fn sizes(&self) -> (usize, usize) {
+        *self.1.get_or_init(|| self.walk())
+    }
+
+    fn walk(&self) -> (usize, usize) {
         let mut p = Unpack { buf: &self.0, at: 0 };
         p.bytes();
         p.bytes();

@@ -318,7 +318,9 @@ impl FactsFound {
         };
         let text = |at: &mut usize| {
             let n = number(at);
-            let s = String::from_utf8_lossy(b.get(*at..*at + n).unwrap_or_default()).into_owned();
+            // Pushed from text: valid, and checked faster than a lossy reading checks it.
+            let bytes = b.get(*at..*at + n).unwrap_or_default();
+            let s = std::str::from_utf8(bytes).map_or_else(|_| String::from_utf8_lossy(bytes).into_owned(), str::to_owned);
             *at += n;
             s
         };

@@ -24,7 +24,7 @@ mod graders;
 use crate::catalog::{Catalog, Level, Path};
 pub use entry::{Conn, Device, Entry, Facts, Stamp, What};
 use events::{Event, Reader};
-use graders::{Config, State};
+use graders::{Config, Kind, Routes, State};
 
 /// The `schema` of a verdicts document; bumped on any incompatible change.
 pub const SCHEMA: &str = "gcmspec-verdicts/1";
@@ -57,6 +57,7 @@ pub struct Numbers {
 pub struct Rulebook {
     pub rules: Vec<BookRule>,
     pub numbers: Numbers,
+    routes: Routes,
 }
 
 #[derive(Debug, Clone)]
@@ -107,7 +108,11 @@ impl Rulebook {
                 Err(why) => problems.push(format!("{}: rule[{}]: {why}", rule.location, rule.id)),
             }
         }
-        if problems.is_empty() { Ok(Rulebook { rules, numbers }) } else { Err(problems.join("\n")) }
+        if !problems.is_empty() {
+            return Err(problems.join("\n"));
+        }
+        let routes = Routes::of(rules.iter().map(|r| &r.config));
+        Ok(Rulebook { rules, numbers, routes })
     }
 
     /// The bundled catalogue's, under its default profile.
@@ -311,9 +316,13 @@ impl Grading {
         self.fit(book);
         for event in self.reader.read(entry, prepared) {
             let at = stamp_of(&event);
-            for (i, rule) in book.rules.iter().enumerate() {
-                self.states[i].settle(&rule.config, &book.numbers, at, &mut self.logs[i]);
-                self.states[i].feed(&rule.config, &book.numbers, &event, &mut self.logs[i]);
+            // Each rule's state and log are its own: settling them all, then offering the
+            // event to the rules that read it, is settling and feeding rule by rule.
+            for &i in book.routes.settling() {
+                self.states[i].settle(&book.rules[i].config, &book.numbers, at, &mut self.logs[i]);
+            }
+            for &i in book.routes.readers(Kind::of(&event)) {
+                self.states[i].feed(&book.rules[i].config, &book.numbers, &event, &mut self.logs[i]);
             }
         }
     }
@@ -353,14 +362,14 @@ impl Grading {
         Verdicts { schema: SCHEMA.into(), sender_id: sender_id.to_string(), journal, summary, rules }
     }
 
-    /// One state and log per rule, in the rulebook's order (a grading restored from a state
-    /// file made under the same rules has them already).
     /// Until when (machine clock, ms) an awaited ack may still be in flight (see
     /// [`State::in_flight_until`]); `None` when nothing is.
     pub fn in_flight_until(&self, book: &Rulebook) -> Option<u64> {
         self.states.iter().zip(&book.rules).filter_map(|(s, r)| s.in_flight_until(&r.config)).max()
     }
 
+    /// One state and log per rule, in the rulebook's order (a grading restored from a state
+    /// file made under the same rules has them already).
     fn fit(&mut self, book: &Rulebook) {
         if self.states.len() != book.rules.len() {
             self.states = book.rules.iter().map(|r| State::new(&r.config)).collect();

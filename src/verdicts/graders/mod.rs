@@ -100,6 +100,127 @@ impl Config {
     }
 }
 
+/// The kinds of event, as [`Routes`] offers them: a send and its answer apart on XMPP (a
+/// message on a connection) and otherwise.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    Sent,
+    SentXmpp,
+    Answered,
+    AnsweredXmpp,
+    Group,
+    Lookup,
+    Opened,
+    Closed,
+    ToAck,
+    Replied,
+    AppAck,
+    Draining,
+}
+
+impl Kind {
+    const ALL: [Kind; 12] = [
+        Kind::Sent,
+        Kind::SentXmpp,
+        Kind::Answered,
+        Kind::AnsweredXmpp,
+        Kind::Group,
+        Kind::Lookup,
+        Kind::Opened,
+        Kind::Closed,
+        Kind::ToAck,
+        Kind::Replied,
+        Kind::AppAck,
+        Kind::Draining,
+    ];
+
+    pub fn of(event: &Event) -> Kind {
+        // On XMPP by its path or by its connection: a grader of XMPP sends reads either.
+        let xmpp = |s: &super::events::Sent| s.xmpp() || matches!(s.conn, Some(super::Conn::Xmpp(_)));
+        match event {
+            Event::Sent(s) if xmpp(s) => Kind::SentXmpp,
+            Event::Sent(_) => Kind::Sent,
+            Event::Answered(s, _) if xmpp(s) => Kind::AnsweredXmpp,
+            Event::Answered(..) => Kind::Answered,
+            Event::Group(_) => Kind::Group,
+            Event::Lookup { .. } => Kind::Lookup,
+            Event::Opened { .. } => Kind::Opened,
+            Event::Closed { .. } => Kind::Closed,
+            Event::ToAck { .. } => Kind::ToAck,
+            Event::Replied { .. } => Kind::Replied,
+            Event::AppAck { .. } => Kind::AppAck,
+            Event::Draining { .. } => Kind::Draining,
+        }
+    }
+}
+
+impl Config {
+    /// The kinds of event the grader reads: every other kind leaves its state and log as they
+    /// were (held so by a test over every grader and kind), so it is not offered them.
+    pub fn reads(&self) -> &'static [Kind] {
+        use Kind::*;
+        const SENDS: &[Kind] = &[Sent, SentXmpp];
+        const SENDS_ANSWERS: &[Kind] = &[Sent, SentXmpp, Answered, AnsweredXmpp];
+        match self {
+            Config::TtlRange
+            | Config::TargetExclusive
+            | Config::IdCount
+            | Config::PayloadSize
+            | Config::ReservedKeys
+            | Config::CollapseKeys { .. } => SENDS,
+            Config::StaleId(_) => &[Sent, SentXmpp, Answered, AnsweredXmpp, Group],
+            Config::GroupKeySaved | Config::GroupOneApp => &[Group, Lookup],
+            Config::GroupBeforeSend => &[Sent, SentXmpp, Group, Lookup],
+            Config::Retry { .. } | Config::RetryAfter { .. } | Config::Backoff { .. } | Config::ResentSuccess { .. } => {
+                SENDS_ANSWERS
+            }
+            Config::MessageId => &[SentXmpp, AnsweredXmpp],
+            Config::Acks { .. } => &[ToAck, AppAck, Closed],
+            Config::AckConnection => &[ToAck, AppAck],
+            Config::Draining { .. } => &[SentXmpp, Draining, Opened, Closed],
+            Config::PendingLimit => &[SentXmpp, Replied, Closed],
+        }
+    }
+
+    /// Whether [`State::settle`] judges anything for it (what waits past its time).
+    fn settles(&self) -> bool {
+        matches!(self, Config::Retry { .. } | Config::Acks { .. })
+    }
+}
+
+/// Which rules each kind of event is offered to, and which rules settle before each event:
+/// an event costs the rules that read it, not every rule.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Routes {
+    readers: [Vec<usize>; Kind::ALL.len()],
+    settling: Vec<usize>,
+}
+
+impl Routes {
+    pub fn of<'a>(configs: impl Iterator<Item = &'a Config>) -> Routes {
+        let mut routes = Routes::default();
+        for (i, config) in configs.enumerate() {
+            for kind in config.reads() {
+                routes.readers[*kind as usize].push(i);
+            }
+            if config.settles() {
+                routes.settling.push(i);
+            }
+        }
+        routes
+    }
+
+    /// The rules that read `kind`, by their place in the rulebook.
+    pub fn readers(&self, kind: Kind) -> &[usize] {
+        &self.readers[kind as usize]
+    }
+
+    /// The rules whose state settles.
+    pub fn settling(&self) -> &[usize] {
+        &self.settling
+    }
+}
+
 /// What a grader keeps between events, for one rule and sender.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) enum State {
@@ -219,4 +340,137 @@ pub(crate) fn by_when(now: Stamp, window_ms: u64) -> String {
 /// Milliseconds as seconds with one decimal.
 pub(crate) fn secs(ms: u64) -> String {
     format!("{:.1} s", ms as f64 / 1000.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::{Kind, State};
+    use crate::catalog::Path;
+    use crate::verdicts::events::{Answer, Event, GroupOp, GroupVerb, Sent, ToAck, Ttl};
+    use crate::verdicts::{Conn, Device, Facts, Rulebook, RuleLog, Stamp};
+
+    /// A stream of every kind of event, in an order that leaves the graders holding something
+    /// (an unacked receipt, a failure awaiting its retry, a group's name, a draining
+    /// connection) when the kinds that might touch it come.
+    fn stream() -> Vec<Event> {
+        let mut seq = 0;
+        let mut next = || {
+            seq += 1;
+            (seq, Stamp { at_ms: seq * 100, wall_ms: seq * 100, wall_us: 0 })
+        };
+        let device = |id: &str| Device { id: id.into(), known: true, ..Device::default() };
+        let mut sent = |path: Path, conn: Conn, to: Option<&str>, ids: Option<Vec<&str>>, message_id: Option<&str>| {
+            let (seq, stamp) = next();
+            let targets: Vec<&str> = to.into_iter().chain(ids.iter().flatten().copied()).collect();
+            Arc::new(Sent {
+                seq,
+                stamp,
+                conn: Some(conn),
+                conn_opened_us: Some(0),
+                path,
+                to: to.map(String::from),
+                to_given: to.is_some(),
+                ids_len: ids.as_ref().map(Vec::len),
+                ids_given: ids.is_some(),
+                ids: ids.map(|ids| ids.into_iter().map(String::from).collect()),
+                ttl: Some(Ttl::Whole(60)),
+                collapse_key: None,
+                payload_bytes: 10,
+                reserved: Vec::new(),
+                fingerprint: seq,
+                parts: vec![seq],
+                dry_run: false,
+                message_id: message_id.map(String::from),
+                facts: Arc::new(Facts {
+                    to_key: path == Path::Key,
+                    devices: targets.into_iter().map(device).collect(),
+                }),
+            })
+        };
+        let (http, xmpp) = (Conn::Http(2), Conn::Xmpp(1));
+        let up = sent(Path::Xmpp, xmpp, Some("dev-a"), None, Some("m1"));
+        let canonical = sent(Path::Token, http, Some("dev-a"), None, None);
+        let failed = sent(Path::Token, http, Some("dev-c"), None, None);
+        let multicast = sent(Path::Multicast, http, None, Some(vec!["dev-d", "dev-e"]), None);
+        let to_key = sent(Path::Key, http, Some("key-k"), None, None);
+        let to_name = sent(Path::Token, http, Some("name-n"), None, None);
+        let drained = sent(Path::Xmpp, xmpp, Some("dev-a"), None, Some("m2"));
+        let answer = |s: &Arc<Sent>| Answer { seq: s.seq, stamp: s.stamp, conn: s.conn, ..Answer::default() };
+        let (conn, at) = (1, |seq: u64| Stamp { at_ms: seq * 100 + 50, wall_ms: seq * 100 + 50, wall_us: 0 });
+        let results = |r: Vec<(&str, Result<Option<&str>, &str>)>| -> Vec<(String, Result<Option<String>, String>)> {
+            r.into_iter().map(|(id, r)| (id.to_string(), r.map(|c| c.map(String::from)).map_err(String::from))).collect()
+        };
+        vec![
+            Event::Opened { seq: 0, stamp: at(0), conn },
+            Event::Sent(up.clone()),
+            Event::ToAck { seq: 1, stamp: at(1), conn, message_id: "u1".into(), kind: ToAck::Upstream, peer: Some("dev-a".into()) },
+            Event::ToAck { seq: 1, stamp: at(1), conn, message_id: "r1".into(), kind: ToAck::Receipt, peer: None },
+            Event::Replied { seq: 1, stamp: at(1), conn },
+            Event::Answered(up.clone(), Answer { acked: true, ..answer(&up) }),
+            Event::Sent(canonical.clone()),
+            Event::Answered(canonical.clone(), Answer { results: results(vec![("dev-a", Ok(Some("dev-b")))]), ..answer(&canonical) }),
+            Event::Sent(failed.clone()),
+            Event::Answered(failed.clone(), Answer { server_error: true, retry_after_ms: Some(1000), ..answer(&failed) }),
+            Event::Sent(multicast.clone()),
+            Event::Answered(
+                multicast.clone(),
+                Answer { results: results(vec![("dev-d", Err("Unavailable")), ("dev-e", Err("NotRegistered"))]), ..answer(&multicast) },
+            ),
+            Event::Group(GroupOp {
+                seq: 20,
+                stamp: at(20),
+                conn: Some(http),
+                conn_opened_us: Some(0),
+                endpoint: Path::Server,
+                verb: Some(GroupVerb::Create),
+                name: Some("name-n".into()),
+                key: None,
+                ids: vec!["dev-a".into(), "dev-z".into()],
+                answer: Ok("key-k".into()),
+                facts: Arc::new(Facts { to_key: false, devices: vec![Device { id: "dev-z".into(), ..Device::default() }] }),
+            }),
+            Event::Lookup { seq: 21, stamp: at(21), name: "name-n".into(), key: Some("key-k".into()) },
+            Event::Sent(to_key.clone()),
+            Event::Answered(to_key.clone(), Answer { all_members_failed: true, ..answer(&to_key) }),
+            Event::Sent(to_name.clone()),
+            Event::AppAck { seq: 22, stamp: at(22), conn, message_id: "u1".into(), to: Some("dev-a".into()) },
+            Event::Draining { seq: 23, stamp: at(23), conn },
+            Event::Sent(drained.clone()),
+            Event::Closed { seq: 24, stamp: at(24), conn },
+            Event::Opened { seq: 25, stamp: at(25), conn: 3 },
+        ]
+    }
+
+    /// What `reads` leaves out, a grader never reads: offered an event of such a kind at any
+    /// point of the stream, its state and log are as they were. And what it reads, it reads:
+    /// over the stream, each kind a grader is offered changes some grader that reads it.
+    #[test]
+    fn every_grader_reads_only_the_kinds_it_is_offered() {
+        let book = Rulebook::bundled();
+        let events = stream();
+        let mut changed = std::collections::BTreeSet::new();
+        for rule in &book.rules {
+            let config = &rule.config;
+            let (mut state, mut log) = (State::new(config), RuleLog::default());
+            let seen = |s: &State, l: &RuleLog| (serde_json::to_value(s).unwrap(), l.clone());
+            for event in &events {
+                let kind = Kind::of(event);
+                let before = seen(&state, &log);
+                let (mut s, mut l) = (state.clone(), log.clone());
+                s.feed(config, &book.numbers, event, &mut l);
+                let after = seen(&s, &l);
+                if config.reads().contains(&kind) {
+                    changed.extend((after != before).then(|| format!("{kind:?}")));
+                    (state, log) = (s, l);
+                } else {
+                    assert_eq!(after, before, "{}: offered no {kind:?}, yet it reads one", rule.id);
+                }
+            }
+        }
+        let offered: std::collections::BTreeSet<String> =
+            book.rules.iter().flat_map(|r| r.config.reads()).map(|k| format!("{k:?}")).collect();
+        assert_eq!(changed, offered, "kinds offered that no grader read in the stream");
+    }
 }
