@@ -13,8 +13,7 @@ use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::hash::{Hash, Hasher};
 
-use serde::de::{Deserialize, Deserializer, IgnoredAny, MapAccess, Visitor};
-use serde_json::value::RawValue;
+use serde::de::{Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value};
 
 use super::events::Ttl;
@@ -82,69 +81,60 @@ impl SendFields {
         }
     }
 
-    /// Read from a JSON body's bytes; `None` unless it is a JSON object (as
-    /// `serde_json::from_slice` reads one; a body it would not read may be read here, and what
-    /// is read of it is then what [`Self::of`] would read, or `None`).
+    /// Read from a JSON body's bytes; `None` unless it is a JSON object, as
+    /// `serde_json::from_slice` reads one (each field is read by what serde_json's own value
+    /// reading does with it: strings borrowed, other values made as values).
     pub fn read(json: &[u8]) -> Option<SendFields> {
         let top: Top<'_> = serde_json::from_slice(json).ok()?;
-        let value = |raw: Option<&RawValue>| raw.map(|r| serde_json::from_str::<Value>(r.get())).transpose();
-        let notification = value(top.notification).ok()?;
-        let collapse_key = top.collapse_key.and_then(text).map(Cow::into_owned);
-        let data = match top.data.filter(|r| r.get().starts_with('{')) {
-            Some(raw) => Some(serde_json::from_str::<BTreeMap<Key<'_>, &RawValue>>(raw.get()).ok()?),
-            None => None,
-        };
+        let collapse_key = top.collapse_key.and_then(Loose::text);
         let mut fingerprint = std::hash::DefaultHasher::new();
-        let mut parts = Parts::new(notification.as_ref(), collapse_key.as_deref());
+        let mut parts = Parts::new(top.notification.as_ref(), collapse_key.as_deref());
         let (mut payload_bytes, mut reserved) = (0, Vec::new());
-        match &data {
-            Some(d) => {
+        match &top.data {
+            Some(Data::Object(d)) => {
                 (6u8, d.len()).hash(&mut fingerprint);
                 d.keys().for_each(|k| k.0.hash(&mut fingerprint));
-                for (k, raw) in d {
+                for (k, v) in d {
                     // A string is hashed as `hash_value` hashes one, without making a value.
-                    let v = match text(raw) {
-                        Some(s) => Err(s),
-                        None => Ok(serde_json::from_str::<Value>(raw.get()).ok()?),
-                    };
-                    let hash = |h: &mut std::hash::DefaultHasher| match &v {
-                        Err(s) => (4u8, s.as_ref()).hash(h),
-                        Ok(v) => hash_value(v, h),
+                    let hash = |h: &mut std::hash::DefaultHasher| match v {
+                        DataValue::Text(s) => (4u8, s.as_ref()).hash(h),
+                        DataValue::Value(v) => hash_value(v, h),
                     };
                     hash(&mut fingerprint);
                     parts.push(&k.0, hash);
-                    payload_bytes += k.0.len() + v.as_ref().map_or_else(|s| s.len(), |v| v.to_string().len());
+                    payload_bytes += k.0.len()
+                        + match v {
+                            DataValue::Text(s) => s.len(),
+                            DataValue::Value(v) => v.to_string().len(),
+                        };
                     if is_reserved_data_key(&k.0) {
                         reserved.push(k.0.to_string());
                     }
                 }
             }
-            None => 0u8.hash(&mut fingerprint),
+            _ => 0u8.hash(&mut fingerprint),
         }
-        finish(&mut fingerprint, notification.as_ref(), collapse_key.as_deref());
-        let given = |raw: Option<&RawValue>| raw.is_some_and(|r| r.get() != "null");
-        let ids = match top.registration_ids.filter(|r| r.get().starts_with('[')) {
-            Some(raw) => Some(serde_json::from_str::<Vec<&RawValue>>(raw.get()).ok()?),
-            None => None,
-        };
-        let ttl = match top.time_to_live.filter(|r| r.get() != "null") {
-            Some(raw) => Some(ttl_of(&serde_json::from_str(raw.get()).ok()?)),
-            None => None,
+        finish(&mut fingerprint, top.notification.as_ref(), collapse_key.as_deref());
+        let given = |v: &Option<Loose>| v.as_ref().is_some_and(|v| !matches!(v, Loose::Null));
+        let (ids_given, ids) = match top.registration_ids {
+            Some(Ids::List { strings, len }) => (true, Some((strings, len))),
+            Some(Ids::Other) => (true, None),
+            Some(Ids::Null) | None => (false, None),
         };
         Some(SendFields {
-            to: top.to.and_then(text).map(Cow::into_owned),
-            to_given: given(top.to),
-            ids_len: ids.as_ref().map(Vec::len),
-            ids: ids.map(|ids| ids.into_iter().filter_map(text).map(Cow::into_owned).collect()),
-            ids_given: given(top.registration_ids),
-            ttl,
+            to_given: given(&top.to),
+            to: top.to.and_then(Loose::text),
+            ids_len: ids.as_ref().map(|(_, len)| *len),
+            ids: ids.map(|(strings, _)| strings),
+            ids_given,
+            ttl: top.time_to_live.filter(|v| !v.is_null()).as_ref().map(ttl_of),
             collapse_key,
             payload_bytes,
             reserved,
             fingerprint: fingerprint.finish(),
             parts: parts.out,
-            dry_run: top.dry_run.is_some_and(|r| r.get() == "true"),
-            message_id: top.message_id.and_then(text).map(Cow::into_owned),
+            dry_run: top.dry_run == Some(Value::Bool(true)),
+            message_id: top.message_id.and_then(Loose::text),
         })
     }
 
@@ -230,17 +220,6 @@ pub(crate) fn hash_value(v: &Value, h: &mut impl Hasher) {
     }
 }
 
-/// A JSON string's text, borrowed unless it has escapes; `None` for any other value.
-fn text(raw: &RawValue) -> Option<Cow<'_, str>> {
-    if !raw.get().starts_with('"') {
-        return None;
-    }
-    match serde_json::from_str::<&str>(raw.get()) {
-        Ok(s) => Some(Cow::Borrowed(s)),
-        Err(_) => serde_json::from_str::<String>(raw.get()).ok().map(Cow::Owned),
-    }
-}
-
 /// An object's key, borrowed from the body unless it has escapes (ordered as a `String`, as
 /// serde_json's map orders its keys).
 #[derive(PartialEq, Eq, PartialOrd, Ord)]
@@ -265,18 +244,19 @@ impl<'de> Deserialize<'de> for Key<'de> {
     }
 }
 
-/// The fields of a send's body the graders read, each as its JSON text; any other field is
-/// skipped. A field given twice is read as given last, as serde_json's map keeps it.
+/// The fields of a send's body the graders read; any other field is read past. A field
+/// given twice is read as given last, as serde_json's map keeps it.
 #[derive(Default)]
 struct Top<'a> {
-    to: Option<&'a RawValue>,
-    registration_ids: Option<&'a RawValue>,
-    data: Option<&'a RawValue>,
-    notification: Option<&'a RawValue>,
-    collapse_key: Option<&'a RawValue>,
-    time_to_live: Option<&'a RawValue>,
-    dry_run: Option<&'a RawValue>,
-    message_id: Option<&'a RawValue>,
+    to: Option<Loose<'a>>,
+    registration_ids: Option<Ids>,
+    data: Option<Data<'a>>,
+    /// As given, `null` too (the fingerprint tells a null notification from none).
+    notification: Option<Value>,
+    collapse_key: Option<Loose<'a>>,
+    time_to_live: Option<Value>,
+    dry_run: Option<Value>,
+    message_id: Option<Loose<'a>>,
 }
 
 impl<'de> Deserialize<'de> for Top<'de> {
@@ -290,26 +270,237 @@ impl<'de> Deserialize<'de> for Top<'de> {
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Top<'de>, A::Error> {
                 let mut top = Top::default();
                 while let Some(key) = map.next_key::<Key<'de>>()? {
-                    let slot = match key.0.as_ref() {
-                        "to" => &mut top.to,
-                        "registration_ids" => &mut top.registration_ids,
-                        "data" => &mut top.data,
-                        "notification" => &mut top.notification,
-                        "collapse_key" => &mut top.collapse_key,
-                        "time_to_live" => &mut top.time_to_live,
-                        "dry_run" => &mut top.dry_run,
-                        "message_id" => &mut top.message_id,
+                    match key.0.as_ref() {
+                        "to" => top.to = Some(map.next_value()?),
+                        "registration_ids" => top.registration_ids = Some(map.next_value()?),
+                        "data" => top.data = Some(map.next_value()?),
+                        "notification" => top.notification = Some(map.next_value()?),
+                        "collapse_key" => top.collapse_key = Some(map.next_value()?),
+                        "time_to_live" => top.time_to_live = Some(map.next_value()?),
+                        "dry_run" => top.dry_run = Some(map.next_value()?),
+                        "message_id" => top.message_id = Some(map.next_value()?),
                         _ => {
                             map.next_value::<IgnoredAny>()?;
-                            continue;
                         }
-                    };
-                    *slot = Some(map.next_value()?);
+                    }
                 }
                 Ok(top)
             }
         }
         d.deserialize_map(Fields)
+    }
+}
+
+/// A value the graders read only if it is a string: null, a string (borrowed unless it has
+/// escapes), or anything else, read past.
+enum Loose<'a> {
+    Null,
+    Text(Cow<'a, str>),
+    Other,
+}
+
+impl Loose<'_> {
+    fn text(self) -> Option<String> {
+        match self {
+            Loose::Text(t) => Some(t.into_owned()),
+            _ => None,
+        }
+    }
+}
+
+/// `registration_ids`: null, an array (its strings, and how many entries it had), or anything
+/// else.
+enum Ids {
+    Null,
+    List { strings: Vec<String>, len: usize },
+    Other,
+}
+
+/// `data`: an object's entries by key (sorted, as serde_json's map keeps them), or anything
+/// else (null included: a `data` that is no object is no data).
+enum Data<'a> {
+    Object(BTreeMap<Key<'a>, DataValue<'a>>),
+    Other,
+}
+
+/// A `data` value: a string, or any other value, made as serde_json makes it.
+enum DataValue<'a> {
+    Text(Cow<'a, str>),
+    Value(Value),
+}
+
+impl<'de> Deserialize<'de> for Loose<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Loose<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON value")
+            }
+            fn visit_unit<E>(self) -> Result<Loose<'de>, E> {
+                Ok(Loose::Null)
+            }
+            fn visit_borrowed_str<E>(self, s: &'de str) -> Result<Loose<'de>, E> {
+                Ok(Loose::Text(Cow::Borrowed(s)))
+            }
+            fn visit_string<E>(self, s: String) -> Result<Loose<'de>, E> {
+                Ok(Loose::Text(Cow::Owned(s)))
+            }
+            fn visit_str<E>(self, s: &str) -> Result<Loose<'de>, E> {
+                Ok(Loose::Text(Cow::Owned(s.to_string())))
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<Loose<'de>, E> {
+                Ok(Loose::Other)
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<Loose<'de>, E> {
+                Ok(Loose::Other)
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<Loose<'de>, E> {
+                Ok(Loose::Other)
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<Loose<'de>, E> {
+                Ok(Loose::Other)
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Loose<'de>, A::Error> {
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(Loose::Other)
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Loose<'de>, A::Error> {
+                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                Ok(Loose::Other)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+impl<'de> Deserialize<'de> for Ids {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Ids;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON value")
+            }
+            fn visit_unit<E>(self) -> Result<Ids, E> {
+                Ok(Ids::Null)
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Ids, A::Error> {
+                let (mut strings, mut len) = (Vec::new(), 0);
+                while let Some(id) = seq.next_element::<Loose<'de>>()? {
+                    len += 1;
+                    strings.extend(id.text());
+                }
+                Ok(Ids::List { strings, len })
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<Ids, E> {
+                Ok(Ids::Other)
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<Ids, E> {
+                Ok(Ids::Other)
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<Ids, E> {
+                Ok(Ids::Other)
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<Ids, E> {
+                Ok(Ids::Other)
+            }
+            fn visit_str<E>(self, _: &str) -> Result<Ids, E> {
+                Ok(Ids::Other)
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Ids, A::Error> {
+                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                Ok(Ids::Other)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+impl<'de> Deserialize<'de> for Data<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Data<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON value")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Data<'de>, A::Error> {
+                let mut entries = BTreeMap::new();
+                while let Some((k, v)) = map.next_entry::<Key<'de>, DataValue<'de>>()? {
+                    entries.insert(k, v);
+                }
+                Ok(Data::Object(entries))
+            }
+            fn visit_unit<E>(self) -> Result<Data<'de>, E> {
+                Ok(Data::Other)
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<Data<'de>, E> {
+                Ok(Data::Other)
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<Data<'de>, E> {
+                Ok(Data::Other)
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<Data<'de>, E> {
+                Ok(Data::Other)
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<Data<'de>, E> {
+                Ok(Data::Other)
+            }
+            fn visit_str<E>(self, _: &str) -> Result<Data<'de>, E> {
+                Ok(Data::Other)
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Data<'de>, A::Error> {
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(Data::Other)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+impl<'de> Deserialize<'de> for DataValue<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::value::{MapAccessDeserializer, SeqAccessDeserializer};
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = DataValue<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON value")
+            }
+            fn visit_borrowed_str<E>(self, s: &'de str) -> Result<DataValue<'de>, E> {
+                Ok(DataValue::Text(Cow::Borrowed(s)))
+            }
+            fn visit_string<E>(self, s: String) -> Result<DataValue<'de>, E> {
+                Ok(DataValue::Text(Cow::Owned(s)))
+            }
+            fn visit_str<E>(self, s: &str) -> Result<DataValue<'de>, E> {
+                Ok(DataValue::Text(Cow::Owned(s.to_string())))
+            }
+            fn visit_unit<E>(self) -> Result<DataValue<'de>, E> {
+                Ok(DataValue::Value(Value::Null))
+            }
+            fn visit_bool<E>(self, b: bool) -> Result<DataValue<'de>, E> {
+                Ok(DataValue::Value(Value::Bool(b)))
+            }
+            fn visit_i64<E>(self, n: i64) -> Result<DataValue<'de>, E> {
+                Ok(DataValue::Value(Value::from(n)))
+            }
+            fn visit_u64<E>(self, n: u64) -> Result<DataValue<'de>, E> {
+                Ok(DataValue::Value(Value::from(n)))
+            }
+            fn visit_f64<E>(self, n: f64) -> Result<DataValue<'de>, E> {
+                Ok(DataValue::Value(Value::from(n)))
+            }
+            // Containers, as serde_json's own value reading makes them.
+            fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<DataValue<'de>, A::Error> {
+                Value::deserialize(SeqAccessDeserializer::new(seq)).map(DataValue::Value)
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<DataValue<'de>, A::Error> {
+                Value::deserialize(MapAccessDeserializer::new(map)).map(DataValue::Value)
+            }
+        }
+        d.deserialize_any(V)
     }
 }
 
