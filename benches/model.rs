@@ -60,7 +60,8 @@ fn grader_work() {
         .with_json(&serde_json::json!({"to": id, "data": {"score": "5x1", "time": "15:10"}}));
     let response = reference.handle(&request);
     assert_eq!(response.status, 200);
-    let how = Journaling { book: std::sync::Arc::new(gcmspec::verdicts::Rulebook::bundled()), caps: JournalCaps::default() };
+    let how =
+        Journaling { book: std::sync::Arc::new(gcmspec::verdicts::Rulebook::bundled()), caps: JournalCaps::default() };
     let mut kept = Kept::default();
     let mut seq = 0;
     let mut waiting = |n: usize| -> Vec<Waiting> {

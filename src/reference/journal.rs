@@ -443,7 +443,7 @@ impl Journals {
     /// order.
     pub fn senders(&self) -> Vec<String> {
         let mut out: Vec<String> = self.senders.keys().cloned().collect();
-        let found = |s: &&String| self.gone.get(s).is_some_and(|r| !r.violated.is_empty());
+        let found = |s: &&String| self.gone.get(*s).is_some_and(|r| !r.violated.is_empty());
         out.extend(self.gone.keys().filter(|s| !self.senders.contains_key(*s)).filter(found).cloned());
         out
     }

@@ -320,7 +320,8 @@ impl FactsFound {
             let n = number(at);
             // Pushed from text: valid, and checked faster than a lossy reading checks it.
             let bytes = b.get(*at..*at + n).unwrap_or_default();
-            let s = std::str::from_utf8(bytes).map_or_else(|_| String::from_utf8_lossy(bytes).into_owned(), str::to_owned);
+            let s =
+                std::str::from_utf8(bytes).map_or_else(|_| String::from_utf8_lossy(bytes).into_owned(), str::to_owned);
             *at += n;
             s
         };

@@ -399,36 +399,73 @@ fn stamp_of(event: &Event) -> Stamp {
 /// again has a new number, and the queue's older mention of it is stale (skipped, and
 /// compacted away once stale mentions are most of the queue), so every operation costs O(1)
 /// amortized however often a key comes and goes.
+///
+/// Keyed by text (ids, names) or by number (a send's `seq`, a message's fingerprint): a state
+/// file has both as text, as it had when every key was text.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub(crate) struct Bounded<V> {
-    map: HashMap<String, (u64, V)>,
-    order: VecDeque<(u64, String)>,
+#[serde(bound(serialize = "K: Key, V: Serialize", deserialize = "K: Key, V: Deserialize<'de>"))]
+pub(crate) struct Bounded<V, K = String> {
+    map: HashMap<K, (u64, V)>,
+    #[serde(with = "keys_as_text")]
+    order: VecDeque<(u64, K)>,
     next: u64,
     pub forgot: u64,
 }
 
-impl<V> Default for Bounded<V> {
+/// What a [`Bounded`] may be keyed by.
+pub(crate) trait Key:
+    std::hash::Hash + Eq + Clone + std::fmt::Display + std::str::FromStr + Serialize + serde::de::DeserializeOwned
+{
+}
+
+impl Key for String {}
+impl Key for u64 {}
+
+/// A [`Bounded`]'s order with its keys as text, whatever their type.
+mod keys_as_text {
+    use std::collections::VecDeque;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer, K: super::Key>(order: &VecDeque<(u64, K)>, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(order.iter().map(|(n, k)| (n, k.to_string())))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>, K: super::Key>(d: D) -> Result<VecDeque<(u64, K)>, D::Error> {
+        let text = Vec::<(u64, String)>::deserialize(d)?;
+        let key = |k: &str| k.parse().map_err(|_| serde::de::Error::custom(format!("not a key of this map: {k:?}")));
+        text.into_iter().map(|(n, k)| Ok((n, key(&k)?))).collect()
+    }
+}
+
+impl<V, K: Key> Default for Bounded<V, K> {
     fn default() -> Self {
         Bounded { map: HashMap::new(), order: VecDeque::new(), next: 0, forgot: 0 }
     }
 }
 
-impl<V> Bounded<V> {
-    pub fn get(&self, k: &str) -> Option<&V> {
+impl<V, K: Key> Bounded<V, K> {
+    pub fn get<Q: std::hash::Hash + Eq + ?Sized>(&self, k: &Q) -> Option<&V>
+    where
+        K: std::borrow::Borrow<Q>,
+    {
         self.map.get(k).map(|(_, v)| v)
     }
 
-    pub fn get_mut(&mut self, k: &str) -> Option<&mut V> {
+    pub fn get_mut<Q: std::hash::Hash + Eq + ?Sized>(&mut self, k: &Q) -> Option<&mut V>
+    where
+        K: std::borrow::Borrow<Q>,
+    {
         self.map.get_mut(k).map(|(_, v)| v)
     }
 
-    fn live(&self, (n, k): &(u64, String)) -> bool {
+    fn live(&self, (n, k): &(u64, K)) -> bool {
         self.map.get(k).is_some_and(|(m, _)| m == n)
     }
 
     /// Inserts `v` under `k`; past the bound, the oldest entry is forgotten (and returned,
     /// for a caller that indexes what it holds).
-    pub fn insert(&mut self, k: String, v: V) -> Option<V> {
+    pub fn insert(&mut self, k: K, v: V) -> Option<V> {
         match self.map.get_mut(&k) {
             // Already there: the value changes, its place in the order does not.
             Some(slot) => slot.1 = v,
@@ -463,9 +500,9 @@ impl<V> Bounded<V> {
     }
 
     /// Iterates the live entries, oldest first.
-    pub fn iter_ordered(&self) -> impl Iterator<Item = (&str, &V)> {
+    pub fn iter_ordered(&self) -> impl Iterator<Item = (&K, &V)> {
         self.order.iter().filter_map(|(n, k)| match self.map.get(k) {
-            Some((m, v)) if m == n => Some((k.as_str(), v)),
+            Some((m, v)) if m == n => Some((k, v)),
             _ => None,
         })
     }
@@ -491,14 +528,24 @@ impl<V> Bounded<V> {
         out
     }
 
-    pub fn entry_or(&mut self, k: &str, make: impl FnOnce() -> V) -> &mut V {
+    pub fn entry_or<Q: std::hash::Hash + Eq + ToOwned<Owned = K> + ?Sized>(
+        &mut self,
+        k: &Q,
+        make: impl FnOnce() -> V,
+    ) -> &mut V
+    where
+        K: std::borrow::Borrow<Q>,
+    {
         if !self.map.contains_key(k) {
-            self.insert(k.to_string(), make());
+            self.insert(k.to_owned(), make());
         }
         self.get_mut(k).expect("just inserted")
     }
 
-    pub fn remove(&mut self, k: &str) -> Option<V> {
+    pub fn remove<Q: std::hash::Hash + Eq + ?Sized>(&mut self, k: &Q) -> Option<V>
+    where
+        K: std::borrow::Borrow<Q>,
+    {
         let v = self.map.remove(k).map(|(_, v)| v);
         self.compact();
         v
@@ -508,7 +555,7 @@ impl<V> Bounded<V> {
         self.map.len()
     }
 
-    pub fn keys(&self) -> impl Iterator<Item = &String> {
+    pub fn keys(&self) -> impl Iterator<Item = &K> {
         self.map.keys()
     }
 
@@ -518,7 +565,7 @@ impl<V> Bounded<V> {
 
     /// Removes and returns the entries `pick` chooses, oldest first.
     pub fn take_where(&mut self, mut pick: impl FnMut(&V) -> bool) -> Vec<V> {
-        let keys: Vec<String> = self
+        let keys: Vec<K> = self
             .order
             .iter()
             .filter(|e| self.live(e) && self.map.get(&e.1).is_some_and(|(_, v)| pick(v)))
@@ -538,6 +585,26 @@ impl<V> Bounded<V> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A map keyed by number is written as one keyed by the same numbers as text (as every
+    /// such map was before numbers were keys), and reads from either.
+    #[test]
+    fn numbered_keys_are_kept_as_text() {
+        let (mut by_number, mut by_text): (Bounded<u32, u64>, Bounded<u32>) = Default::default();
+        for (k, v) in [(7u64, 1), (u64::MAX, 2), (0, 3)] {
+            by_number.insert(k, v);
+            by_text.insert(k.to_string(), v);
+        }
+        by_number.remove(&7);
+        by_text.remove("7");
+        let written = serde_json::to_value(&by_number).unwrap();
+        assert_eq!(written, serde_json::to_value(&by_text).unwrap());
+        let read: Bounded<u32, u64> = serde_json::from_value(written).unwrap();
+        assert_eq!(read.iter_ordered().map(|(k, v)| (*k, *v)).collect::<Vec<_>>(), vec![(u64::MAX, 2), (0, 3)]);
+        let mut not_numbers = serde_json::to_value(&by_text).unwrap();
+        not_numbers["order"][0][1] = "x".into();
+        assert!(serde_json::from_value::<Bounded<u32, u64>>(not_numbers).is_err());
+    }
 
     #[test]
     fn a_key_that_comes_and_goes_costs_nothing_more() {

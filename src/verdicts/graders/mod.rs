@@ -171,9 +171,10 @@ impl Config {
             Config::StaleId(_) => &[Sent, SentXmpp, Answered, AnsweredXmpp, Group],
             Config::GroupKeySaved | Config::GroupOneApp => &[Group, Lookup],
             Config::GroupBeforeSend => &[Sent, SentXmpp, Group, Lookup],
-            Config::Retry { .. } | Config::RetryAfter { .. } | Config::Backoff { .. } | Config::ResentSuccess { .. } => {
-                SENDS_ANSWERS
-            }
+            Config::Retry { .. }
+            | Config::RetryAfter { .. }
+            | Config::Backoff { .. }
+            | Config::ResentSuccess { .. } => SENDS_ANSWERS,
             Config::MessageId => &[SentXmpp, AnsweredXmpp],
             Config::Acks { .. } => &[ToAck, AppAck, Closed],
             Config::AckConnection => &[ToAck, AppAck],
@@ -349,7 +350,7 @@ mod tests {
     use super::{Kind, State};
     use crate::catalog::Path;
     use crate::verdicts::events::{Answer, Event, GroupOp, GroupVerb, Sent, ToAck, Ttl};
-    use crate::verdicts::{Conn, Device, Facts, Rulebook, RuleLog, Stamp};
+    use crate::verdicts::{Conn, Device, Facts, RuleLog, Rulebook, Stamp};
 
     /// A stream of every kind of event, in an order that leaves the graders holding something
     /// (an unacked receipt, a failure awaiting its retry, a group's name, a draining
@@ -400,23 +401,41 @@ mod tests {
         let answer = |s: &Arc<Sent>| Answer { seq: s.seq, stamp: s.stamp, conn: s.conn, ..Answer::default() };
         let (conn, at) = (1, |seq: u64| Stamp { at_ms: seq * 100 + 50, wall_ms: seq * 100 + 50, wall_us: 0 });
         let results = |r: Vec<(&str, Result<Option<&str>, &str>)>| -> Vec<(String, Result<Option<String>, String>)> {
-            r.into_iter().map(|(id, r)| (id.to_string(), r.map(|c| c.map(String::from)).map_err(String::from))).collect()
+            r.into_iter()
+                .map(|(id, r)| (id.to_string(), r.map(|c| c.map(String::from)).map_err(String::from)))
+                .collect()
         };
         vec![
             Event::Opened { seq: 0, stamp: at(0), conn },
             Event::Sent(up.clone()),
-            Event::ToAck { seq: 1, stamp: at(1), conn, message_id: "u1".into(), kind: ToAck::Upstream, peer: Some("dev-a".into()) },
+            Event::ToAck {
+                seq: 1,
+                stamp: at(1),
+                conn,
+                message_id: "u1".into(),
+                kind: ToAck::Upstream,
+                peer: Some("dev-a".into()),
+            },
             Event::ToAck { seq: 1, stamp: at(1), conn, message_id: "r1".into(), kind: ToAck::Receipt, peer: None },
             Event::Replied { seq: 1, stamp: at(1), conn },
             Event::Answered(up.clone(), Answer { acked: true, ..answer(&up) }),
             Event::Sent(canonical.clone()),
-            Event::Answered(canonical.clone(), Answer { results: results(vec![("dev-a", Ok(Some("dev-b")))]), ..answer(&canonical) }),
+            Event::Answered(
+                canonical.clone(),
+                Answer { results: results(vec![("dev-a", Ok(Some("dev-b")))]), ..answer(&canonical) },
+            ),
             Event::Sent(failed.clone()),
-            Event::Answered(failed.clone(), Answer { server_error: true, retry_after_ms: Some(1000), ..answer(&failed) }),
+            Event::Answered(
+                failed.clone(),
+                Answer { server_error: true, retry_after_ms: Some(1000), ..answer(&failed) },
+            ),
             Event::Sent(multicast.clone()),
             Event::Answered(
                 multicast.clone(),
-                Answer { results: results(vec![("dev-d", Err("Unavailable")), ("dev-e", Err("NotRegistered"))]), ..answer(&multicast) },
+                Answer {
+                    results: results(vec![("dev-d", Err("Unavailable")), ("dev-e", Err("NotRegistered"))]),
+                    ..answer(&multicast)
+                },
             ),
             Event::Group(GroupOp {
                 seq: 20,
@@ -429,7 +448,10 @@ mod tests {
                 key: None,
                 ids: vec!["dev-a".into(), "dev-z".into()],
                 answer: Ok("key-k".into()),
-                facts: Arc::new(Facts { to_key: false, devices: vec![Device { id: "dev-z".into(), ..Device::default() }] }),
+                facts: Arc::new(Facts {
+                    to_key: false,
+                    devices: vec![Device { id: "dev-z".into(), ..Device::default() }],
+                }),
             }),
             Event::Lookup { seq: 21, stamp: at(21), name: "name-n".into(), key: Some("key-k".into()) },
             Event::Sent(to_key.clone()),

@@ -71,10 +71,11 @@ fn retries(sent: &Sent, f: &Failure, strict: bool) -> bool {
 /// need not be tried again: the documents ask for a retry, not for retrying for ever.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub(crate) struct Retries {
-    open: Bounded<Failure>,
-    /// Sends that were retries, until answered.
+    /// By the `seq` of the answer that failed.
+    open: Bounded<Failure, u64>,
+    /// Sends that were retries, until answered, by `seq`.
     #[serde(default)]
-    retrying: Bounded<()>,
+    retrying: Bounded<(), u64>,
     /// A canonical id answered for an id: a retry to either is one.
     #[serde(default)]
     renamed: Bounded<String>,
@@ -123,8 +124,8 @@ impl Retries {
 
     /// The targets of the open failure `key` that `sent` reaches: those it names, and an id
     /// whose canonical id it names (or the canonical id of an id it names). Linear in both.
-    fn reached(&self, sent: &Sent, key: &str) -> Vec<String> {
-        let Some(f) = self.open.get(key) else { return Vec::new() };
+    fn reached(&self, sent: &Sent, key: u64) -> Vec<String> {
+        let Some(f) = self.open.get(&key) else { return Vec::new() };
         let renamed = |t: &str| self.renamed.get(t).map(String::as_str);
         let mut reach: HashSet<&str> = sent.each_target().collect();
         reach.extend(sent.each_target().filter_map(renamed));
@@ -139,7 +140,7 @@ impl Retries {
     fn rename_open(&mut self, id: &str, canonical: &str) {
         let seqs: Vec<u64> = self.index().get(id).map(|s| s.iter().copied().collect()).unwrap_or_default();
         for seq in seqs {
-            if let Some(f) = self.open.get_mut(&seq.to_string())
+            if let Some(f) = self.open.get_mut(&seq)
                 && f.targets.insert(canonical.to_string())
             {
                 self.index().entry(canonical.to_string()).or_default().insert(seq);
@@ -148,7 +149,7 @@ impl Retries {
     }
 
     fn open_failure(&mut self, f: Failure) {
-        let key = f.seq.to_string();
+        let key = f.seq;
         let index = self.index();
         for t in &f.targets {
             index.entry(t.clone()).or_default().insert(f.seq);
@@ -169,7 +170,7 @@ impl Retries {
                         self.rename_open(id, canonical);
                     }
                 }
-                let excused = self.retrying.remove(&sent.seq.to_string()).is_some();
+                let excused = self.retrying.remove(&sent.seq).is_some();
                 if let Some(mut targets) = failed(group, sent, answer, n) {
                     let canonical: Vec<String> = targets.iter().filter_map(|t| self.renamed.get(t).cloned()).collect();
                     targets.extend(canonical);
@@ -193,7 +194,7 @@ impl Retries {
                 candidates.dedup();
                 let (mut done, mut again) = (0, false);
                 for seq in candidates {
-                    let key = seq.to_string();
+                    let key = seq;
                     if !self.open.get(&key).is_some_and(|f| retries(sent, f, false)) {
                         continue;
                     }
@@ -201,7 +202,7 @@ impl Retries {
                     // Each target that failed is owed the retry: one sent to some of them
                     // leaves the failure open for the rest (a send to the group's key reaches
                     // every member). An id and the canonical id that replaced it are one.
-                    let reached = self.reached(sent, &key);
+                    let reached = self.reached(sent, key);
                     if !reached.is_empty() {
                         if let Some(index) = self.by_target.as_mut() {
                             for t in &reached {
@@ -231,7 +232,7 @@ impl Retries {
                     }
                 }
                 if again {
-                    self.retrying.insert(sent.seq.to_string(), ());
+                    self.retrying.insert(sent.seq, ());
                 }
                 log.exercised += done;
             }
@@ -432,14 +433,14 @@ pub(crate) struct Backoff {
     crowded: u64,
     /// The wait before each retry in flight, by the retry's send.
     #[serde(default)]
-    waits: Bounded<u64>,
+    waits: Bounded<u64, u64>,
 }
 
 impl Backoff {
     pub fn feed(&mut self, first_wait_ms: u64, tolerance: f64, n: &Numbers, event: &Event, log: &mut RuleLog) {
         match event {
             Event::Answered(sent, answer) => {
-                let last_wait_ms = self.waits.remove(&sent.seq.to_string());
+                let last_wait_ms = self.waits.remove(&sent.seq);
                 // A draining connection's nack asks for the message on a new connection, not
                 // for a wait: its retry is app.retry.server-error's and app.xmpp.draining's.
                 if answer.draining {
@@ -458,7 +459,7 @@ impl Backoff {
             Event::Sent(sent) => {
                 let Some(f) = retried(&mut self.failures, sent) else { return };
                 let waited = sent.stamp.since(f.stamp);
-                self.waits.insert(sent.seq.to_string(), waited);
+                self.waits.insert(sent.seq, waited);
                 // A wait a Retry-After set is that rule's; the next doubles from it.
                 if f.retry_after_ms > 0 {
                     return;
@@ -504,22 +505,8 @@ struct Taken {
 /// target took, or, after a multicast some ids failed, to the ids that did not.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub(crate) struct ResentSuccess {
-    taken: Bounded<Taken>,
-}
-
-/// `n` in decimal, as `to_string` writes it, without allocating: a fingerprint is the taken
-/// sends' key (a string, as the state file has it), and most sends only look it up.
-fn decimal(mut n: u64, digits: &mut [u8; 20]) -> &str {
-    let mut at = digits.len();
-    loop {
-        at -= 1;
-        digits[at] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    std::str::from_utf8(&digits[at..]).unwrap_or_default()
+    /// By the message's fingerprint.
+    taken: Bounded<Taken, u64>,
 }
 
 impl ResentSuccess {
@@ -540,10 +527,9 @@ impl ResentSuccess {
                     return;
                 }
                 log.exercised += 1;
-                let mut digits = [0; 20];
-                let key = decimal(sent.fingerprint, &mut digits);
+                let key = sent.fingerprint;
                 // A retry of the ids that failed, taken in turn, adds to what was taken.
-                match self.taken.get_mut(key) {
+                match self.taken.get_mut(&key) {
                     Some(t) => {
                         // Most are there already (the same message again): copied only if new.
                         for target in targets {
@@ -555,14 +541,13 @@ impl ResentSuccess {
                     }
                     None => {
                         let targets = targets.into_iter().map(str::to_string).collect();
-                        self.taken.insert(key.to_string(), Taken { targets, seq: answer.seq, stamp: answer.stamp });
+                        self.taken.insert(key, Taken { targets, seq: answer.seq, stamp: answer.stamp });
                     }
                 }
             }
             Event::Sent(sent) if sent.collapse_key.is_none() && !sent.dry_run => {
-                let mut digits = [0; 20];
-                let key = decimal(sent.fingerprint, &mut digits);
-                let Some(t) = self.taken.get(key) else { return };
+                let key = sent.fingerprint;
+                let Some(t) = self.taken.get(&key) else { return };
                 let again: Vec<&str> = sent.each_target().filter(|x| t.targets.contains(*x)).collect();
                 if again.is_empty() || sent.seq <= t.seq {
                     return;
@@ -570,7 +555,7 @@ impl ResentSuccess {
                 let (seq, stamp) = (t.seq, t.stamp);
                 let waited = sent.stamp.since(stamp);
                 if waited > within_ms {
-                    self.taken.remove(key);
+                    self.taken.remove(&key);
                     return;
                 }
                 log.violate(sent.stamp, vec![seq, sent.seq], || {
@@ -618,12 +603,5 @@ mod tests {
         assert_eq!(read(one.clone()).ok(), Some(1));
         assert_eq!(read(serde_json::json!([one.clone(), one])).ok(), Some(2));
         assert!(read(serde_json::json!({"parts": "no"})).is_err());
-    }
-
-    #[test]
-    fn decimal_writes_what_to_string_writes() {
-        for n in [0, 7, 10, 99, 1_234_567_890, u64::MAX - 1, u64::MAX] {
-            assert_eq!(super::decimal(n, &mut [0; 20]), n.to_string());
-        }
     }
 }
