@@ -463,7 +463,7 @@ fn prepared_send(at: At, p: Prepared, facts: &std::sync::Arc<Facts>) -> Vec<Even
     let mut a = Answer { seq, stamp, conn, ..Answer::default() };
     match p.answer {
         PreparedAnswer::Results(results) => {
-            a.results = sent.targets().into_iter().map(str::to_string).zip(results).collect();
+            a.results = sent.each_target().map(str::to_string).zip(results).collect();
             if !a.results.is_empty() && a.results.iter().all(|(_, r)| matches!(r, Err(e) if refusing(e))) {
                 a.refused = true;
             }

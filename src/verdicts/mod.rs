@@ -142,11 +142,12 @@ pub struct RuleLog {
 }
 
 impl RuleLog {
-    /// One more violation; its text is made only if it is among those shown.
-    pub(crate) fn violate(&mut self, at: Stamp, entries: Vec<u64>, message: impl FnOnce() -> String) {
+    /// One more violation; its text and list of entries are made only if it is among those
+    /// shown (an app server that breaks a rule at load pays for neither).
+    pub(crate) fn violate(&mut self, at: Stamp, entries: &[u64], message: impl FnOnce() -> String) {
         self.violations_total += 1;
         if self.violations.len() < SHOWN {
-            self.violations.push(Violation { message: message(), entries, at_ms: at.at_ms });
+            self.violations.push(Violation { message: message(), entries: entries.to_vec(), at_ms: at.at_ms });
         }
     }
 }

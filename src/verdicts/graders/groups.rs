@@ -40,7 +40,7 @@ impl Groups {
                             log.exercised += 1;
                             log.violate(
                                 g.stamp,
-                                vec![known.given_seq, g.seq],
+                                &[known.given_seq, g.seq],
                                 || format!(
                                     "the key for {name:?} was given at {} (#{}), and #{} at {} asked to create {name:?} again",
                                     at(known.given_at),
@@ -57,7 +57,7 @@ impl Groups {
                         if !known.keys.contains(key) {
                             log.violate(
                                 g.stamp,
-                                vec![known.given_seq, g.seq],
+                                &[known.given_seq, g.seq],
                                 || format!(
                                     "#{} at {} named {name:?} with key {key:?}, which the service never gave for it (it gave {} at #{})",
                                     g.seq,
@@ -95,7 +95,7 @@ impl Groups {
                 if let Some(other) = packages.iter().find(|p| **p != first) {
                     log.violate(
                         g.stamp,
-                        vec![first_seq, g.seq],
+                        &[first_seq, g.seq],
                         || format!(
                             "#{} at {} put a device of app {other:?} in {name:?}, a group of app {first:?} (since #{first_seq})",
                             g.seq,
@@ -120,7 +120,7 @@ impl Groups {
                     .map(String::as_str)
                     .collect();
                 if !unknown.is_empty() {
-                    log.violate(g.stamp, vec![g.seq], || {
+                    log.violate(g.stamp, &[g.seq], || {
                         format!(
                             "#{} at {} listed {} in a group: no device was ever given that token",
                             g.seq,
@@ -140,7 +140,7 @@ impl Groups {
                     log.exercised += 1;
                     log.violate(
                         s.stamp,
-                        vec![named.given_seq, s.seq],
+                        &[named.given_seq, s.seq],
                         || format!(
                             "#{} at {} was sent to {to:?}, the name of a group (named at #{}), not to its notification_key",
                             s.seq,

@@ -39,8 +39,8 @@ fn failed(group: bool, sent: &Sent, answer: &Answer, n: &Numbers) -> Option<Vec<
     if sent.dry_run || group != sent.to_key() {
         return None;
     }
-    let key = sent.to.clone().unwrap_or_default();
     if group {
+        let key = sent.to.clone().unwrap_or_default();
         if answer.all_members_failed {
             return Some(vec![key]);
         }
@@ -186,6 +186,9 @@ impl Retries {
                 }
             }
             Event::Sent(sent) => {
+                if self.open.len() == 0 {
+                    return;
+                }
                 // Only failures at one of its targets can be retried by it.
                 let index = self.index();
                 let mut candidates: Vec<u64> =
@@ -258,7 +261,7 @@ impl Retries {
             log.exercised += 1;
             // A settled read has no moment of its own: the failure's answer stands for it.
             let when = if now.is_settled() { f.stamp } else { now };
-            log.violate(when, vec![f.seq], || {
+            log.violate(when, &[f.seq], || {
                 let mut members: Vec<&str> =
                     f.targets.iter().map(String::as_str).filter(|t| Some(*t) != f.key.as_deref()).collect();
                 members.sort_unstable();
@@ -349,8 +352,11 @@ fn by_target(
 /// at each target of `sent`, the newest failure it repeats is taken out; the first found is
 /// the one judged.
 fn retried(map: &mut Bounded<AtTargets>, sent: &Sent) -> Option<AtTarget> {
+    if map.len() == 0 {
+        return None;
+    }
     let mut found: Option<AtTarget> = None;
-    for t in sent.targets() {
+    for t in sent.each_target() {
         let Some(list) = map.get_mut(t) else { continue };
         let Some(i) = list.0.iter().rposition(|f| f.seq < sent.seq && sent.again(&f.parts)) else { continue };
         let f = list.0.remove(i);
@@ -402,7 +408,7 @@ impl RetryAfter {
                 log.exercised += 1;
                 let waited = sent.stamp.since(f.stamp);
                 if waited + slack_ms < f.retry_after_ms {
-                    log.violate(sent.stamp, vec![f.seq, sent.seq], || {
+                    log.violate(sent.stamp, &[f.seq, sent.seq], || {
                         format!(
                             "the answer at {} (#{}) said Retry-After {}, and #{} sent the message again {} later",
                             at(f.stamp),
@@ -474,7 +480,7 @@ impl Backoff {
                         None => format!("a first retry waits at least {}", secs(first_wait_ms)),
                         Some(p) => format!("the wait before was {}: this one should have been twice that", secs(p)),
                     };
-                    log.violate(sent.stamp, vec![f.seq, sent.seq], || {
+                    log.violate(sent.stamp, &[f.seq, sent.seq], || {
                         format!(
                             "#{} sent the message again {} after it failed at {} (#{}); {why}",
                             sent.seq,
@@ -548,27 +554,28 @@ impl ResentSuccess {
             Event::Sent(sent) if sent.collapse_key.is_none() && !sent.dry_run => {
                 let key = sent.fingerprint;
                 let Some(t) = self.taken.get(&key) else { return };
-                let again: Vec<&str> = sent.each_target().filter(|x| t.targets.contains(*x)).collect();
-                if again.is_empty() || sent.seq <= t.seq {
+                if sent.seq <= t.seq || !sent.each_target().any(|x| t.targets.contains(x)) {
                     return;
                 }
                 let (seq, stamp) = (t.seq, t.stamp);
                 let waited = sent.stamp.since(stamp);
-                if waited > within_ms {
-                    self.taken.remove(&key);
+                if waited <= within_ms {
+                    log.violate(sent.stamp, &[seq, sent.seq], || {
+                        // Worded only when shown: an app server that resends at load pays no text.
+                        let again: Vec<&str> = sent.each_target().filter(|x| t.targets.contains(*x)).collect();
+                        let shown = again.iter().take(3).copied().collect::<Vec<_>>().join(", ");
+                        let more =
+                            if again.len() > 3 { format!(" and {} more", again.len() - 3) } else { String::new() };
+                        format!(
+                            "the send answered at {} (#{seq}) was taken by {shown}{more}, and #{} sent it to them again {} later",
+                            at(stamp),
+                            sent.seq,
+                            secs(waited)
+                        )
+                    });
                     return;
                 }
-                log.violate(sent.stamp, vec![seq, sent.seq], || {
-                    // Worded only when shown: an app server that resends at load pays no text.
-                    let shown = again.iter().take(3).copied().collect::<Vec<_>>().join(", ");
-                    let more = if again.len() > 3 { format!(" and {} more", again.len() - 3) } else { String::new() };
-                    format!(
-                        "the send answered at {} (#{seq}) was taken by {shown}{more}, and #{} sent it to them again {} later",
-                        at(stamp),
-                        sent.seq,
-                        secs(waited)
-                    )
-                });
+                self.taken.remove(&key);
             }
             _ => {}
         }

@@ -10,7 +10,7 @@ use crate::verdicts::{Bounded, Numbers, RuleLog};
 /// The graders that judge each send alone.
 pub(super) fn feed(config: &Config, n: &Numbers, event: &Event, log: &mut RuleLog) {
     let Event::Sent(s) = event else { return };
-    let seq = vec![s.seq];
+    let seq = &[s.seq];
     match config {
         Config::TtlRange => {
             let Some(ttl) = &s.ttl else { return };
@@ -79,14 +79,14 @@ fn payload(s: &Sent, n: &Numbers, log: &mut RuleLog) {
     }
     log.exercised += 1;
     if s.payload_bytes > n.max_payload_bytes {
-        log.violate(s.stamp, vec![s.seq], || {
+        log.violate(s.stamp, &[s.seq], || {
             format!("#{} carried {} bytes of data: the limit is {}", s.seq, s.payload_bytes, n.max_payload_bytes)
         });
         return;
     }
     let Some(ios) = n.max_payload_bytes_ios.filter(|limit| s.payload_bytes > *limit) else { return };
     if let Some(device) = s.facts.devices.iter().find(|d| d.ios) {
-        log.violate(s.stamp, vec![s.seq], || {
+        log.violate(s.stamp, &[s.seq], || {
             format!(
                 "#{} carried {} bytes of data to the iOS device {}: the limit there is {ios}",
                 s.seq, s.payload_bytes, device.id
@@ -139,7 +139,7 @@ impl CollapseKeys {
             }
         }
         if !over.is_empty() {
-            log.violate(s.stamp, vec![s.seq], || {
+            log.violate(s.stamp, &[s.seq], || {
                 format!("#{} gave collapse key {key:?} to a device past the limit of {max}: {}", s.seq, over.join("; "))
             });
         }

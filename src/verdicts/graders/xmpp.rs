@@ -32,7 +32,7 @@ impl MessageIds {
                 log.exercised += 1;
                 let Some(id) = s.message_id.as_ref().filter(|id| !id.is_empty()) else {
                     let what = if s.message_id.is_some() { "an empty message_id" } else { "no message_id" };
-                    log.violate(s.stamp, vec![s.seq], || format!("#{} at {} had {what}", s.seq, at(s.stamp)));
+                    log.violate(s.stamp, &[s.seq], || format!("#{} at {} had {what}", s.seq, at(s.stamp)));
                     return;
                 };
                 if let Some(used) = self.ids.get(id) {
@@ -44,7 +44,7 @@ impl MessageIds {
                         None
                     };
                     if let Some(why) = why {
-                        log.violate(s.stamp, vec![used.seq, s.seq], || {
+                        log.violate(s.stamp, &[used.seq, s.seq], || {
                             format!(
                                 "#{} at {} reused message_id {id:?}, the id of {why} (#{})",
                                 s.seq,
@@ -199,7 +199,7 @@ impl Acks {
                     log.exercised += 1;
                     log.violate(
                         *stamp,
-                        vec![u.seq, *seq],
+                        &[u.seq, *seq],
                         || format!(
                             "{} {:?} was written at {} (#{}) and connection {conn} closed at {} (#{seq}) without its ack",
                             what(kind),
@@ -226,7 +226,7 @@ impl Acks {
             log.exercised += 1;
             // A settled read has no moment of its own: the copy's writing stands for it.
             let when = if now.is_settled() { u.stamp } else { now };
-            log.violate(when, vec![u.seq], || {
+            log.violate(when, &[u.seq], || {
                 format!(
                     "{} {:?} was written at {} (#{}) and not acked {}",
                     what(kind),
@@ -323,7 +323,7 @@ impl AckConnection {
                 };
                 log.exercised += 1;
                 let whose = to.as_deref().map(|t| format!(" (from {t})")).unwrap_or_default();
-                log.violate(*stamp, vec![first_seq, *seq], || {
+                log.violate(*stamp, &[first_seq, *seq], || {
                     format!(
                         "#{seq} at {} acked {message_id:?}{whose} on connection {conn}, where no copy of it awaited an ack; one written to connection {first} (#{first_seq}) did",
                         at(*stamp)
@@ -367,7 +367,7 @@ impl Draining {
                 if s.stamp.since(told_at) < in_flight_ms {
                     return;
                 }
-                log.violate(s.stamp, vec![told, s.seq], || {
+                log.violate(s.stamp, &[told, s.seq], || {
                     format!(
                         "connection {conn} was told to drain at {} (#{told}), and #{} at {} sent a new message on it",
                         at(told_at),
@@ -402,7 +402,7 @@ impl PendingLimit {
                 if *n >= max {
                     log.violate(
                         s.stamp,
-                        vec![s.seq],
+                        &[s.seq],
                         || format!(
                             "#{} at {} came on connection {conn} while {n} messages there awaited their ack (at most {max})",
                             s.seq,
