@@ -13,7 +13,8 @@ use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::hash::{Hash, Hasher};
 
-use serde::de::{Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use super::events::Ttl;
@@ -24,20 +25,33 @@ use crate::wire::{data_payload_bytes, given, is_reserved_data_key};
 pub const PARTS: usize = 16;
 
 /// Everything a [`super::events::Sent`] takes from the send's body.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct SendFields {
     pub to: Option<String>,
+    /// Whether `to` was given (not null), a string or not.
+    #[serde(default)]
     pub to_given: bool,
+    /// `registration_ids` (its strings), when given.
     pub ids: Option<Vec<String>>,
+    /// How many entries `registration_ids` had, strings or not, when it was an array.
     pub ids_len: Option<usize>,
+    /// Whether `registration_ids` was given (not null), an array or not.
+    #[serde(default)]
     pub ids_given: bool,
     pub ttl: Option<Ttl>,
     pub collapse_key: Option<String>,
     pub payload_bytes: usize,
+    /// `data` keys the service reserves.
     pub reserved: Vec<String>,
+    /// What makes two sends the same message: data, notification and collapse key.
     pub fingerprint: u64,
+    /// The same, part by part (each data key with its value, the notification, the collapse
+    /// key; at most [`PARTS`]): what tells a retry that adds or changes a field (an attempt
+    /// counter, a timestamp) from another message. See [`super::events::Sent::like`].
+    #[serde(default)]
     pub parts: Vec<u64>,
     pub dry_run: bool,
+    /// XMPP: the app server's id for it.
     pub message_id: Option<String>,
 }
 
@@ -86,12 +100,12 @@ impl SendFields {
     /// reading does with it: strings borrowed, other values made as values).
     pub fn read(json: &[u8]) -> Option<SendFields> {
         let top: Top<'_> = serde_json::from_slice(json).ok()?;
-        let collapse_key = top.collapse_key.and_then(Loose::text);
+        let collapse_key = top.collapse_key.and_then(Read::text);
         let mut fingerprint = std::hash::DefaultHasher::new();
         let mut parts = Parts::new(top.notification.as_ref(), collapse_key.as_deref());
         let (mut payload_bytes, mut reserved) = (0, Vec::new());
         match &top.data {
-            Some(Data::Object(d)) => {
+            Some(Read::Entries(d)) => {
                 (6u8, d.len()).hash(&mut fingerprint);
                 d.keys().for_each(|k| k.0.hash(&mut fingerprint));
                 for (k, v) in d {
@@ -115,15 +129,14 @@ impl SendFields {
             _ => 0u8.hash(&mut fingerprint),
         }
         finish(&mut fingerprint, top.notification.as_ref(), collapse_key.as_deref());
-        let given = |v: &Option<Loose>| v.as_ref().is_some_and(|v| !matches!(v, Loose::Null));
-        let (ids_given, ids) = match top.registration_ids {
-            Some(Ids::List { strings, len }) => (true, Some((strings, len))),
-            Some(Ids::Other) => (true, None),
-            Some(Ids::Null) | None => (false, None),
+        let ids_given = Read::given(&top.registration_ids);
+        let ids = match top.registration_ids {
+            Some(Read::Strings { strings, len }) => Some((strings, len)),
+            _ => None,
         };
         Some(SendFields {
-            to_given: given(&top.to),
-            to: top.to.and_then(Loose::text),
+            to_given: Read::given(&top.to),
+            to: top.to.and_then(Read::text),
             ids_len: ids.as_ref().map(|(_, len)| *len),
             ids: ids.map(|(strings, _)| strings),
             ids_given,
@@ -134,7 +147,7 @@ impl SendFields {
             fingerprint: fingerprint.finish(),
             parts: parts.out,
             dry_run: top.dry_run == Some(Value::Bool(true)),
-            message_id: top.message_id.and_then(Loose::text),
+            message_id: top.message_id.and_then(Read::text),
         })
     }
 
@@ -248,15 +261,15 @@ impl<'de> Deserialize<'de> for Key<'de> {
 /// given twice is read as given last, as serde_json's map keeps it.
 #[derive(Default)]
 struct Top<'a> {
-    to: Option<Loose<'a>>,
-    registration_ids: Option<Ids>,
-    data: Option<Data<'a>>,
+    to: Option<Read<'a>>,
+    registration_ids: Option<Read<'a>>,
+    data: Option<Read<'a>>,
     /// As given, `null` too (the fingerprint tells a null notification from none).
     notification: Option<Value>,
-    collapse_key: Option<Loose<'a>>,
+    collapse_key: Option<Read<'a>>,
     time_to_live: Option<Value>,
     dry_run: Option<Value>,
-    message_id: Option<Loose<'a>>,
+    message_id: Option<Read<'a>>,
 }
 
 impl<'de> Deserialize<'de> for Top<'de> {
@@ -269,16 +282,17 @@ impl<'de> Deserialize<'de> for Top<'de> {
             }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Top<'de>, A::Error> {
                 let mut top = Top::default();
+                let read = |want| Reading(want);
                 while let Some(key) = map.next_key::<Key<'de>>()? {
                     match key.0.as_ref() {
-                        "to" => top.to = Some(map.next_value()?),
-                        "registration_ids" => top.registration_ids = Some(map.next_value()?),
-                        "data" => top.data = Some(map.next_value()?),
+                        "to" => top.to = Some(map.next_value_seed(read(Want::Text))?),
+                        "registration_ids" => top.registration_ids = Some(map.next_value_seed(read(Want::Strings))?),
+                        "data" => top.data = Some(map.next_value_seed(read(Want::Entries))?),
                         "notification" => top.notification = Some(map.next_value()?),
-                        "collapse_key" => top.collapse_key = Some(map.next_value()?),
+                        "collapse_key" => top.collapse_key = Some(map.next_value_seed(read(Want::Text))?),
                         "time_to_live" => top.time_to_live = Some(map.next_value()?),
                         "dry_run" => top.dry_run = Some(map.next_value()?),
-                        "message_id" => top.message_id = Some(map.next_value()?),
+                        "message_id" => top.message_id = Some(map.next_value_seed(read(Want::Text))?),
                         _ => {
                             map.next_value::<IgnoredAny>()?;
                         }
@@ -291,172 +305,110 @@ impl<'de> Deserialize<'de> for Top<'de> {
     }
 }
 
-/// A value the graders read only if it is a string: null, a string (borrowed unless it has
-/// escapes), or anything else, read past.
-enum Loose<'a> {
+/// What the graders read of a field's value: its text if it is a string, its strings if it
+/// is an array, its entries if it is an object. Anything else is read past (and checked).
+#[derive(Clone, Copy, PartialEq)]
+enum Want {
+    Text,
+    Strings,
+    Entries,
+}
+
+/// A field's value as read for what was wanted of it.
+enum Read<'a> {
     Null,
+    /// A string (borrowed unless it has escapes).
     Text(Cow<'a, str>),
+    /// An array: its strings, and how many entries it had.
+    Strings {
+        strings: Vec<String>,
+        len: usize,
+    },
+    /// An object's entries by key, sorted as serde_json's map keeps them.
+    Entries(BTreeMap<Key<'a>, DataValue<'a>>),
+    /// Not null, and not what was wanted.
     Other,
 }
 
-impl Loose<'_> {
+impl Read<'_> {
+    fn given(read: &Option<Read>) -> bool {
+        read.as_ref().is_some_and(|r| !matches!(r, Read::Null))
+    }
+
     fn text(self) -> Option<String> {
         match self {
-            Loose::Text(t) => Some(t.into_owned()),
+            Read::Text(t) => Some(t.into_owned()),
             _ => None,
         }
     }
 }
 
-/// `registration_ids`: null, an array (its strings, and how many entries it had), or anything
-/// else.
-enum Ids {
-    Null,
-    List { strings: Vec<String>, len: usize },
-    Other,
+/// Reads one value for what is wanted of it.
+struct Reading(Want);
+
+impl<'de> DeserializeSeed<'de> for Reading {
+    type Value = Read<'de>;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Read<'de>, D::Error> {
+        d.deserialize_any(self)
+    }
 }
 
-/// `data`: an object's entries by key (sorted, as serde_json's map keeps them), or anything
-/// else (null included: a `data` that is no object is no data).
-enum Data<'a> {
-    Object(BTreeMap<Key<'a>, DataValue<'a>>),
-    Other,
+impl<'de> Visitor<'de> for Reading {
+    type Value = Read<'de>;
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_unit<E>(self) -> Result<Read<'de>, E> {
+        Ok(Read::Null)
+    }
+    fn visit_borrowed_str<E>(self, s: &'de str) -> Result<Read<'de>, E> {
+        Ok(if self.0 == Want::Text { Read::Text(Cow::Borrowed(s)) } else { Read::Other })
+    }
+    fn visit_str<E>(self, s: &str) -> Result<Read<'de>, E> {
+        Ok(if self.0 == Want::Text { Read::Text(Cow::Owned(s.to_string())) } else { Read::Other })
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<Read<'de>, E> {
+        Ok(Read::Other)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Read<'de>, E> {
+        Ok(Read::Other)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Read<'de>, E> {
+        Ok(Read::Other)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Read<'de>, E> {
+        Ok(Read::Other)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Read<'de>, A::Error> {
+        if self.0 != Want::Strings {
+            while seq.next_element::<IgnoredAny>()?.is_some() {}
+            return Ok(Read::Other);
+        }
+        let (mut strings, mut len) = (Vec::new(), 0);
+        while let Some(entry) = seq.next_element_seed(Reading(Want::Text))? {
+            len += 1;
+            strings.extend(entry.text());
+        }
+        Ok(Read::Strings { strings, len })
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Read<'de>, A::Error> {
+        if self.0 != Want::Entries {
+            while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+            return Ok(Read::Other);
+        }
+        let mut entries = BTreeMap::new();
+        while let Some((k, v)) = map.next_entry::<Key<'de>, DataValue<'de>>()? {
+            entries.insert(k, v);
+        }
+        Ok(Read::Entries(entries))
+    }
 }
 
 /// A `data` value: a string, or any other value, made as serde_json makes it.
 enum DataValue<'a> {
     Text(Cow<'a, str>),
     Value(Value),
-}
-
-impl<'de> Deserialize<'de> for Loose<'de> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = Loose<'de>;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("a JSON value")
-            }
-            fn visit_unit<E>(self) -> Result<Loose<'de>, E> {
-                Ok(Loose::Null)
-            }
-            fn visit_borrowed_str<E>(self, s: &'de str) -> Result<Loose<'de>, E> {
-                Ok(Loose::Text(Cow::Borrowed(s)))
-            }
-            fn visit_string<E>(self, s: String) -> Result<Loose<'de>, E> {
-                Ok(Loose::Text(Cow::Owned(s)))
-            }
-            fn visit_str<E>(self, s: &str) -> Result<Loose<'de>, E> {
-                Ok(Loose::Text(Cow::Owned(s.to_string())))
-            }
-            fn visit_bool<E>(self, _: bool) -> Result<Loose<'de>, E> {
-                Ok(Loose::Other)
-            }
-            fn visit_i64<E>(self, _: i64) -> Result<Loose<'de>, E> {
-                Ok(Loose::Other)
-            }
-            fn visit_u64<E>(self, _: u64) -> Result<Loose<'de>, E> {
-                Ok(Loose::Other)
-            }
-            fn visit_f64<E>(self, _: f64) -> Result<Loose<'de>, E> {
-                Ok(Loose::Other)
-            }
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Loose<'de>, A::Error> {
-                while seq.next_element::<IgnoredAny>()?.is_some() {}
-                Ok(Loose::Other)
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Loose<'de>, A::Error> {
-                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
-                Ok(Loose::Other)
-            }
-        }
-        d.deserialize_any(V)
-    }
-}
-
-impl<'de> Deserialize<'de> for Ids {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = Ids;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("a JSON value")
-            }
-            fn visit_unit<E>(self) -> Result<Ids, E> {
-                Ok(Ids::Null)
-            }
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Ids, A::Error> {
-                let (mut strings, mut len) = (Vec::new(), 0);
-                while let Some(id) = seq.next_element::<Loose<'de>>()? {
-                    len += 1;
-                    strings.extend(id.text());
-                }
-                Ok(Ids::List { strings, len })
-            }
-            fn visit_bool<E>(self, _: bool) -> Result<Ids, E> {
-                Ok(Ids::Other)
-            }
-            fn visit_i64<E>(self, _: i64) -> Result<Ids, E> {
-                Ok(Ids::Other)
-            }
-            fn visit_u64<E>(self, _: u64) -> Result<Ids, E> {
-                Ok(Ids::Other)
-            }
-            fn visit_f64<E>(self, _: f64) -> Result<Ids, E> {
-                Ok(Ids::Other)
-            }
-            fn visit_str<E>(self, _: &str) -> Result<Ids, E> {
-                Ok(Ids::Other)
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Ids, A::Error> {
-                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
-                Ok(Ids::Other)
-            }
-        }
-        d.deserialize_any(V)
-    }
-}
-
-impl<'de> Deserialize<'de> for Data<'de> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = Data<'de>;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("a JSON value")
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Data<'de>, A::Error> {
-                let mut entries = BTreeMap::new();
-                while let Some((k, v)) = map.next_entry::<Key<'de>, DataValue<'de>>()? {
-                    entries.insert(k, v);
-                }
-                Ok(Data::Object(entries))
-            }
-            fn visit_unit<E>(self) -> Result<Data<'de>, E> {
-                Ok(Data::Other)
-            }
-            fn visit_bool<E>(self, _: bool) -> Result<Data<'de>, E> {
-                Ok(Data::Other)
-            }
-            fn visit_i64<E>(self, _: i64) -> Result<Data<'de>, E> {
-                Ok(Data::Other)
-            }
-            fn visit_u64<E>(self, _: u64) -> Result<Data<'de>, E> {
-                Ok(Data::Other)
-            }
-            fn visit_f64<E>(self, _: f64) -> Result<Data<'de>, E> {
-                Ok(Data::Other)
-            }
-            fn visit_str<E>(self, _: &str) -> Result<Data<'de>, E> {
-                Ok(Data::Other)
-            }
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Data<'de>, A::Error> {
-                while seq.next_element::<IgnoredAny>()?.is_some() {}
-                Ok(Data::Other)
-            }
-        }
-        d.deserialize_any(V)
-    }
 }
 
 impl<'de> Deserialize<'de> for DataValue<'de> {

@@ -16,7 +16,8 @@ use super::body::SendFields;
 use super::entry::{Conn, Entry, Facts, Message, Stamp, What};
 use crate::catalog::Path;
 
-/// A downstream send as the app server made it.
+/// A downstream send as the app server made it: where and when, and what its body said
+/// (`fields`, read through as the send's own: `sent.to`, `sent.parts`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Sent {
     pub seq: u64,
@@ -25,33 +26,18 @@ pub struct Sent {
     /// When its connection was opened (wall ms), if known.
     pub conn_opened_us: Option<u64>,
     pub path: Path,
-    pub to: Option<String>,
-    /// Whether `to` was given (not null), a string or not.
-    #[serde(default)]
-    pub to_given: bool,
-    /// `registration_ids` (its strings), when given.
-    pub ids: Option<Vec<String>>,
-    /// How many entries `registration_ids` had, strings or not, when it was an array.
-    pub ids_len: Option<usize>,
-    /// Whether `registration_ids` was given (not null), an array or not.
-    #[serde(default)]
-    pub ids_given: bool,
-    pub ttl: Option<Ttl>,
-    pub collapse_key: Option<String>,
-    pub payload_bytes: usize,
-    /// `data` keys the service reserves.
-    pub reserved: Vec<String>,
-    /// What makes two sends the same message: data, notification and collapse key.
-    pub fingerprint: u64,
-    /// The same, part by part (each data key with its value, the notification, the collapse
-    /// key; at most [`super::body::PARTS`]): what tells a retry that adds or changes a field (an attempt
-    /// counter, a timestamp) from another message. See [`Sent::like`].
-    #[serde(default)]
-    pub parts: Vec<u64>,
-    pub dry_run: bool,
-    /// XMPP: the app server's id for it.
-    pub message_id: Option<String>,
+    /// Kept in a state file beside the fields above, as they were before they had a type.
+    #[serde(flatten)]
+    pub fields: SendFields,
     pub facts: std::sync::Arc<Facts>,
+}
+
+impl std::ops::Deref for Sent {
+    type Target = SendFields;
+
+    fn deref(&self) -> &SendFields {
+        &self.fields
+    }
 }
 
 /// A `time_to_live` as sent.
@@ -484,42 +470,7 @@ fn strings(v: Option<&Value>) -> Option<Vec<String>> {
 /// A send from its body's fields.
 fn sent_of(at: At, path: Path, fields: SendFields, facts: std::sync::Arc<Facts>) -> Sent {
     let At { seq, stamp, conn, opened } = at;
-    let SendFields {
-        to,
-        to_given,
-        ids,
-        ids_len,
-        ids_given,
-        ttl,
-        collapse_key,
-        payload_bytes,
-        reserved,
-        fingerprint,
-        parts,
-        dry_run,
-        message_id,
-    } = fields;
-    Sent {
-        seq,
-        stamp,
-        conn,
-        conn_opened_us: opened,
-        path,
-        to,
-        to_given,
-        ids,
-        ids_len,
-        ids_given,
-        ttl,
-        collapse_key,
-        payload_bytes,
-        reserved,
-        fingerprint,
-        parts,
-        dry_run,
-        message_id,
-        facts,
-    }
+    Sent { seq, stamp, conn, conn_opened_us: opened, path, fields, facts }
 }
 
 /// A JSON send's path: to one of the sender's keys, to a list of ids, or to one token.
@@ -740,6 +691,24 @@ fn xmpp_answer(seq: u64, stamp: Stamp, conn: Option<Conn>, sent: &Sent, json: &M
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A send in a state file has its body's fields beside the others, as before they had a
+    /// type of their own, and one written before `to_given`, `ids_given` and `parts` reads.
+    #[test]
+    fn a_send_is_kept_as_one_flat_object() {
+        let old = serde_json::json!({
+            "seq": 3, "stamp": {"at_ms": 1, "wall_ms": 2}, "conn": null, "conn_opened_us": null,
+            "path": "token", "to": "dev", "ids": null, "ids_len": null, "ttl": {"Whole": 60},
+            "collapse_key": null, "payload_bytes": 4, "reserved": [], "fingerprint": 9,
+            "dry_run": false, "message_id": null, "facts": {}
+        });
+        let sent: Sent = serde_json::from_value(old.clone()).expect("an older send reads");
+        assert_eq!((sent.to.as_deref(), sent.fingerprint, sent.to_given), (Some("dev"), 9, false));
+        let written = serde_json::to_value(&sent).unwrap();
+        for (k, v) in old.as_object().unwrap() {
+            assert_eq!(written.get(k), Some(v), "{k}");
+        }
+    }
 
     #[test]
     fn http_dates_round_trip_and_round_up() {

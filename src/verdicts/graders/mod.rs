@@ -349,6 +349,7 @@ mod tests {
 
     use super::{Kind, State};
     use crate::catalog::Path;
+    use crate::verdicts::body::SendFields;
     use crate::verdicts::events::{Answer, Event, GroupOp, GroupVerb, Sent, ToAck, Ttl};
     use crate::verdicts::{Conn, Device, Facts, RuleLog, Rulebook, Stamp};
 
@@ -371,19 +372,19 @@ mod tests {
                 conn: Some(conn),
                 conn_opened_us: Some(0),
                 path,
-                to: to.map(String::from),
-                to_given: to.is_some(),
-                ids_len: ids.as_ref().map(Vec::len),
-                ids_given: ids.is_some(),
-                ids: ids.map(|ids| ids.into_iter().map(String::from).collect()),
-                ttl: Some(Ttl::Whole(60)),
-                collapse_key: None,
-                payload_bytes: 10,
-                reserved: Vec::new(),
-                fingerprint: seq,
-                parts: vec![seq],
-                dry_run: false,
-                message_id: message_id.map(String::from),
+                fields: SendFields {
+                    to: to.map(String::from),
+                    to_given: to.is_some(),
+                    ids_len: ids.as_ref().map(Vec::len),
+                    ids_given: ids.is_some(),
+                    ids: ids.map(|ids| ids.into_iter().map(String::from).collect()),
+                    ttl: Some(Ttl::Whole(60)),
+                    payload_bytes: 10,
+                    fingerprint: seq,
+                    parts: vec![seq],
+                    message_id: message_id.map(String::from),
+                    ..SendFields::default()
+                },
                 facts: Arc::new(Facts {
                     to_key: path == Path::Key,
                     devices: targets.into_iter().map(device).collect(),
