@@ -513,5 +513,6 @@ pub fn exchange_of(entry: &crate::verdicts::Entry) -> super::evidence::Exchange 
         What::XmppSent { stanza, .. } => xmpp("sent to the app server", stanza.to_string()),
         What::XmppOpened => xmpp("connection opened", String::new()),
         What::XmppClosed => xmpp("connection closed", String::new()),
+        What::XmppLost => xmpp("connection lost when the server stopped", String::new()),
     }
 }

@@ -72,6 +72,11 @@ impl Ccs {
         self.connections.keys().copied().collect()
     }
 
+    /// Each connection with its sender.
+    pub fn senders(&self) -> Vec<(u64, String)> {
+        self.connections.iter().map(|(n, c)| (*n, c.sender.clone())).collect()
+    }
+
     pub fn is_draining(&self, conn: u64) -> bool {
         self.connections.get(&conn).is_some_and(|c| c.draining)
     }

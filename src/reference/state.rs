@@ -175,8 +175,21 @@ impl Reference {
             }
             Ok::<(), StateError>(())
         })?;
-        // Connections open at the crash are gone: what they had not acknowledged waits again.
-        reference.record_and(Input::Restarted, apply_restart);
+        // Connections open at the crash are gone: what they had not acknowledged waits again,
+        // and each sender's journal says so (its graders owe nothing on a lost connection).
+        reference.with_model(|m| {
+            let lost = m.ccs_senders();
+            reference.record(|| Input::Restarted);
+            apply_restart(m);
+            for (conn, sender) in lost {
+                let stamp = crate::verdicts::Stamp::now(m.now_ms(&sender));
+                let connection = Some((crate::verdicts::Conn::Xmpp(conn), 0));
+                let what = crate::verdicts::What::XmppLost;
+                if let Some(entry) = m.journals.record(&sender, stamp, connection, what, true, None) {
+                    reference.record(|| Input::Observed { sender, entry });
+                }
+            }
+        });
         Ok(reference)
     }
 

@@ -93,6 +93,10 @@ pub enum What {
     /// An XMPP connection logged in and bound (`opened`) or ended (`closed`).
     XmppOpened,
     XmppClosed,
+    /// An XMPP connection that was open when the server stopped (a crash or a shutdown), as
+    /// the restarted server journals it: neither side closed it, and what it had not
+    /// acknowledged the server sends again on the sender's next connection.
+    XmppLost,
     /// A `<gcm>` payload the app server sent (a downstream message, or its ack of something
     /// the server sent it).
     XmppReceived {
@@ -141,7 +145,7 @@ impl What {
                 *stanza_cut = cut_text(&mut text);
                 *stanza = Value::String(text);
             }
-            What::XmppOpened | What::XmppClosed => {}
+            What::XmppOpened | What::XmppClosed | What::XmppLost => {}
         }
     }
 }
@@ -420,7 +424,7 @@ impl Entry {
                 request.weight() + response.weight() + facts.devices.len() * 96
             }
             What::XmppReceived { stanza, .. } | What::XmppSent { stanza, .. } => 64 + json_len(stanza),
-            What::XmppOpened | What::XmppClosed => 64,
+            What::XmppOpened | What::XmppClosed | What::XmppLost => 64,
         }
     }
 
@@ -440,6 +444,7 @@ impl Entry {
             ),
             What::XmppOpened => "XMPP connection opened".into(),
             What::XmppClosed => "XMPP connection closed".into(),
+            What::XmppLost => "XMPP connection lost when the server stopped".into(),
             What::XmppReceived { stanza, .. } => format!("XMPP message from the app server {stanza}"),
             What::XmppSent { stanza, .. } => format!("XMPP message to the app server {stanza}"),
         };

@@ -191,6 +191,8 @@ pub enum Event {
         seq: u64,
         stamp: Stamp,
         conn: u64,
+        /// Lost when the server stopped, not closed by either side.
+        lost: bool,
     },
     /// An upstream message or receipt written to a connection.
     ToAck {
@@ -283,7 +285,7 @@ impl Reader {
                 }
             }
             What::XmppOpened => vec![Event::Opened { seq, stamp, conn: xmpp_conn }],
-            What::XmppClosed => {
+            What::XmppClosed | What::XmppLost => {
                 let prefix = format!("{xmpp_conn}:");
                 self.order.retain(|k| {
                     let gone = k.starts_with(&prefix);
@@ -292,7 +294,7 @@ impl Reader {
                     }
                     !gone
                 });
-                vec![Event::Closed { seq, stamp, conn: xmpp_conn }]
+                vec![Event::Closed { seq, stamp, conn: xmpp_conn, lost: matches!(entry.what, What::XmppLost) }]
             }
             What::XmppReceived { stanza, facts, .. } => {
                 let Some(json) = stanza.as_object() else { return Vec::new() };

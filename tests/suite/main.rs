@@ -34,6 +34,8 @@
 //!   docs/client-matrix.md is generated from them; broken drivers are said and ended.
 //! - `verdict_readings`: the app-server rules at their edges: legal app servers the verdicts
 //!   must not blame, settled verdicts, the bounds of the clock and of scripts.
+//! - `group_readings`: the group rules on every way of breaking them: an operation without
+//!   its key however it is missing, a send to a group's name in any field on any path.
 //! - `agreement`: where the reference and a grader must agree (a value the reference refuses
 //!   is one the rule's grader blames), over generated values on every path.
 //! - `journals`: what a sender's journal keeps, served: XMPP writes in the wire's order,
@@ -47,6 +49,7 @@ mod cli;
 mod clients;
 mod conformance;
 mod exposure;
+mod group_readings;
 mod interop;
 mod journals;
 mod readme;
@@ -93,6 +96,7 @@ fn main() {
     trials.extend(state::trials());
     trials.extend(app_servers::trials(&runtime));
     trials.extend(verdict_readings::trials());
+    trials.extend(group_readings::trials());
     trials.extend(journals::trials());
     trials.extend(agreement::trials());
     trials.extend(clients::trials(&runtime));

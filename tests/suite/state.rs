@@ -338,6 +338,69 @@ fn journals_survive_a_restart(journal_bytes: u64) -> Result<(), String> {
     Ok(())
 }
 
+/// An upstream message written to a connection open when the server was killed is sent again
+/// on the app server's next connection, and acked there: the journal says the first
+/// connection was lost, and the ack rule owes nothing for the copy written to it (the rule
+/// still holds the copy sent again, which is acked).
+fn a_connection_lost_in_a_restart_owes_no_acks() -> Result<(), String> {
+    let file = fresh_file("lost")?;
+    let file_arg = file.display().to_string();
+    let args = ["--state", &file_arg, "--xmpp", "127.0.0.1:0", "--seed", "3"];
+    let log_in = |served: &Served, sender: &str, key: &str| -> Result<XmppClient, String> {
+        let xmpp: std::net::SocketAddr = served.xmpp.parse().map_err(|e| format!("{e}: {:?}", served.xmpp))?;
+        let (client, auth) = XmppClient::connect(xmpp, None, sender, key, std::time::Duration::from_secs(5))?;
+        client.ok_or(format!("XMPP login refused: {auth:?}"))
+    };
+    let mut first = Served::start(&args)?;
+    let api = Api::new(&first.url)?;
+    let made = api.control("POST", "senders", json!({}))?;
+    let (sender, key) = (text_of(&made["sender_id"]), text_of(&made["server_key"]));
+    let phone = api.register(&sender)?;
+    let mut client = log_in(&first, &sender, &key)?;
+    let upstream = json!({ "to": format!("{sender}@gcm.googleapis.com"), "message_id": "up-1", "data": { "k": "1" } });
+    api.control("POST", &format!("instances/{phone}/upstream"), upstream)?;
+    let copy = client.next_as_json()?;
+    if copy["message_id"] != "up-1" {
+        return Err(format!("the upstream message before the crash: {copy}"));
+    }
+    // Past the copy's moment in flight: a close now would owe its ack.
+    let me = Some((sender.as_str(), key.as_str()));
+    let (status, _) =
+        api.call("POST", &format!("/_gcmspec/v1/senders/{sender}/clock"), me, Some(json!({ "advance_seconds": 2 })))?;
+    if status != 200 {
+        return Err(format!("the clock's advance: {status}"));
+    }
+    crash(&mut first)?;
+    drop(client);
+
+    let second = Served::start(&args)?;
+    let api = Api::new(&second.url)?;
+    let mut client = log_in(&second, &sender, &key)?;
+    let again = client.next_as_json()?;
+    if again["message_id"] != "up-1" {
+        return Err(format!("the upstream message after the crash: {again}"));
+    }
+    client.send_gcm("", &json!({ "to": phone, "message_id": "up-1", "message_type": "ack" }))?;
+    let me = Some((sender.as_str(), key.as_str()));
+    let read = |path: &str| api.call("GET", &format!("/_gcmspec/v1/senders/{sender}/{path}"), me, None);
+    // The ack lands before a settled read judges (it waits for an ack on its way, briefly).
+    let (_, verdicts) = read("verdicts?settled=true")?;
+    let (_, journal) = read("journal")?;
+    drop(client);
+    let _ = std::fs::remove_dir_all(file.parent().unwrap_or(&file));
+    let kinds: Vec<&str> =
+        journal["entries"].as_array().into_iter().flatten().filter_map(|e| e["kind"].as_str()).collect();
+    if !kinds.contains(&"xmpp-lost") {
+        return Err(format!("no xmpp-lost entry in the journal after the crash: {kinds:?}"));
+    }
+    let rule =
+        verdicts["rules"].as_array().and_then(|r| r.iter().find(|r| r["id"] == "app.xmpp.ack-upstream")).cloned();
+    match rule {
+        Some(r) if r["outcome"] == "passed" => Ok(()),
+        other => Err(format!("app.xmpp.ack-upstream after a copy lost in a crash and its resend acked: {other:?}")),
+    }
+}
+
 /// On the machine's clock, a replay sees each input at the time it came: a message that
 /// reached a device before it expired still did, however much later the file is read.
 fn the_wall_clock_replays_as_it_was() -> Result<(), String> {
@@ -385,5 +448,6 @@ pub fn trials() -> Vec<Trial> {
         trial("state::journals-and-verdicts-survive-a-restart", || journals_survive_a_restart(64 << 20)),
         trial("state::journals-and-verdicts-survive-a-snapshot", || journals_survive_a_restart(1)),
         trial("state::the-wall-clock-replays-as-it-was", the_wall_clock_replays_as_it_was),
+        trial("state::a-connection-lost-in-a-restart-owes-no-acks", a_connection_lost_in_a_restart_owes_no_acks),
     ]
 }

@@ -17,20 +17,22 @@ use serde_json::{Value, json};
 
 use crate::trial;
 
-struct App {
-    reference: Reference,
-    id: String,
-    key: String,
+/// One sender of an in-process reference, as an app server drives it (shared with
+/// `group_readings`).
+pub(crate) struct App {
+    pub reference: Reference,
+    pub id: String,
+    pub key: String,
 }
 
 impl App {
-    fn new() -> App {
+    pub fn new() -> App {
         let reference = Reference::new(Config::bundled());
         let s = reference.create_sender().expect("a sender");
         App { reference, id: s.sender_id, key: s.server_key }
     }
 
-    fn call(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+    pub fn call(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
         let (path, query) = path.split_once('?').unwrap_or((path, ""));
         let mut req = HttpRequest::new(method, path)
             .with_header("authorization", &format!("key={}", self.key))
@@ -45,25 +47,25 @@ impl App {
         (resp.status, resp.body_json().unwrap_or(Value::Null))
     }
 
-    fn control(&self, method: &str, what: &str, body: Option<Value>) -> (u16, Value) {
+    pub fn control(&self, method: &str, what: &str, body: Option<Value>) -> (u16, Value) {
         self.call(method, &format!("/_gcmspec/v1/{what}"), body)
     }
 
-    fn device(&self, platform: &str) -> String {
+    pub fn device(&self, platform: &str) -> String {
         let body = json!({ "sender_ids": [self.id], "platform": platform });
         self.control("POST", "instances", Some(body)).1["registration_id"].as_str().unwrap_or_default().to_string()
     }
 
-    fn group(&self, ids: &[String]) -> String {
+    pub fn group(&self, ids: &[String]) -> String {
         let body = json!({ "operation": "create", "notification_key_name": "u", "registration_ids": ids });
         self.call("POST", "/gcm/notification", Some(body)).1["notification_key"].as_str().unwrap_or_default().into()
     }
 
-    fn send(&self, body: Value) -> Value {
+    pub fn send(&self, body: Value) -> Value {
         self.call("POST", "/fcm/send", Some(body)).1
     }
 
-    fn settled(&self) -> Result<Verdicts, String> {
+    pub fn settled(&self) -> Result<Verdicts, String> {
         let (status, v) = self.control("GET", &format!("senders/{}/verdicts?settled=true", self.id), None);
         if status != 200 {
             return Err(format!("settled verdicts: {status} {v}"));
@@ -87,7 +89,7 @@ fn xmpp_entry(
     grading.feed(book, &entry, None);
 }
 
-fn outcome(v: &Verdicts, rule: &str) -> Option<Outcome> {
+pub(crate) fn outcome(v: &Verdicts, rule: &str) -> Option<Outcome> {
     v.rule(rule).map(|r| r.outcome)
 }
 

@@ -85,6 +85,11 @@ impl Model {
         self.ccs.connections()
     }
 
+    /// Each XMPP connection with its sender.
+    pub fn ccs_senders(&self) -> Vec<(u64, String)> {
+        self.ccs.senders()
+    }
+
     pub fn ccs_is_draining(&self, conn: u64) -> bool {
         self.ccs.is_draining(conn)
     }

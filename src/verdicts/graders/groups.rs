@@ -52,14 +52,19 @@ impl Groups {
                         }
                     }
                     (Some(GroupVerb::Add | GroupVerb::Remove), _) => {
-                        let (Some(key), Some(known)) = (&g.key, self.names.get(name)) else { return };
+                        let Some(known) = self.names.get(name) else { return };
                         log.exercised += 1;
-                        if !known.keys.contains(key) {
+                        // No key (absent, null, not a string) is no key the service gave.
+                        if g.key.as_ref().is_none_or(|key| !known.keys.contains(key)) {
+                            let carried = match &g.key {
+                                Some(key) => format!("with key {key:?}"),
+                                None => "with no notification_key".into(),
+                            };
                             log.violate(
                                 g.stamp,
                                 &[known.given_seq, g.seq],
                                 || format!(
-                                    "#{} at {} named {name:?} with key {key:?}, which the service never gave for it (it gave {} at #{})",
+                                    "#{} at {} named {name:?} {carried}, which the service never gave for it (it gave {} at #{})",
                                     g.seq,
                                     at(g.stamp),
                                     known.keys.join(", "),
@@ -135,20 +140,22 @@ impl Groups {
                     log.exercised += 1;
                     return;
                 }
-                let Some(to) = &s.to else { return };
-                if let Some(named) = self.names.get(to) {
-                    log.exercised += 1;
-                    log.violate(
-                        s.stamp,
-                        &[named.given_seq, s.seq],
-                        || format!(
-                            "#{} at {} was sent to {to:?}, the name of a group (named at #{}), not to its notification_key",
-                            s.seq,
-                            at(s.stamp),
-                            named.given_seq
-                        ),
-                    );
+                // Addressed by a group's name, in `to` or among `registration_ids`, on any path.
+                if self.names.len() == 0 {
+                    return;
                 }
+                let Some((to, named)) = s.each_target().find_map(|t| self.names.get(t).map(|n| (t, n))) else {
+                    return;
+                };
+                log.exercised += 1;
+                log.violate(s.stamp, &[named.given_seq, s.seq], || {
+                    format!(
+                        "#{} at {} was sent to {to:?}, the name of a group (named at #{}), not to its notification_key",
+                        s.seq,
+                        at(s.stamp),
+                        named.given_seq
+                    )
+                });
             }
             _ => {}
         }

@@ -461,7 +461,7 @@ mod tests {
             Event::AppAck { seq: 22, stamp: at(22), conn, message_id: "u1".into(), to: Some("dev-a".into()) },
             Event::Draining { seq: 23, stamp: at(23), conn },
             Event::Sent(drained.clone()),
-            Event::Closed { seq: 24, stamp: at(24), conn },
+            Event::Closed { seq: 24, stamp: at(24), conn, lost: false },
             Event::Opened { seq: 25, stamp: at(25), conn: 3 },
         ]
     }

@@ -184,15 +184,16 @@ impl Acks {
                 }
                 self.unindex(message_id, from);
             }
-            Event::Closed { seq, stamp, conn } => {
-                // A copy written just before the close was still in flight: the server sends
-                // it again on another connection, and that copy carries the duty.
+            Event::Closed { seq, stamp, conn, lost } => {
+                // A copy written just before the close was still in flight, and every copy on
+                // a connection lost when the server stopped is the server's to send again: the
+                // server sends it on another connection, and that copy carries the duty.
                 let closed = self.open.take_where(|u| u.conn == *conn);
                 for u in &closed {
                     self.unindex(&u.message_id, u.conn);
                 }
                 for u in closed {
-                    if stamp.since(u.stamp) < in_flight_ms {
+                    if *lost || stamp.since(u.stamp) < in_flight_ms {
                         self.excused += 1;
                         continue;
                     }
