@@ -467,7 +467,8 @@ mod tests {
     }
 
     /// What `reads` leaves out, a grader never reads: offered an event of such a kind at any
-    /// point of the stream, its state and log are as they were. And what it reads, it reads:
+    /// point of the stream, its state and log are as they were (and a rule that is not
+    /// settled, settled at any point, is as it was). And what it reads, it reads:
     /// over the stream, each kind a grader is offered changes some grader that reads it.
     #[test]
     fn every_grader_reads_only_the_kinds_it_is_offered() {
@@ -489,6 +490,13 @@ mod tests {
                     (state, log) = (s, l);
                 } else {
                     assert_eq!(after, before, "{}: offered no {kind:?}, yet it reads one", rule.id);
+                }
+                // A rule that is not settled has nothing to settle, however late it is.
+                if !config.settles() {
+                    let (mut s, mut l) = (state.clone(), log.clone());
+                    let late = Stamp { at_ms: u64::MAX / 2, wall_ms: u64::MAX / 2, wall_us: 0 };
+                    s.settle(config, &book.numbers, late, &mut l);
+                    assert_eq!(seen(&s, &l), seen(&state, &log), "{}: not settled, yet it settles", rule.id);
                 }
             }
         }
