@@ -167,7 +167,13 @@ pub fn is_reserved_data_key(key: &str) -> bool {
 /// A message's payload as the limit counts it: the bytes of its `data` keys and values
 /// (a string value's text, any other value's JSON).
 pub fn data_payload_bytes(data: &serde_json::Map<String, serde_json::Value>) -> usize {
-    data.iter().map(|(k, v)| k.len() + v.as_str().map_or_else(|| v.to_string().len(), str::len)).sum()
+    data.iter().map(|(k, v)| data_entry_bytes(k, v.as_str(), || v.to_string().len())).sum()
+}
+
+/// One `data` entry's part of [`data_payload_bytes`]: its key, and its value's text if it is a
+/// string, else its JSON's length (`json_len`, asked only then).
+pub fn data_entry_bytes(key: &str, text: Option<&str>, json_len: impl FnOnce() -> usize) -> usize {
+    key.len() + text.map_or_else(json_len, str::len)
 }
 
 /// A send's field as given: a field given as `null` is absent, as for every field of a send

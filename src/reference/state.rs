@@ -182,15 +182,28 @@ impl Reference {
             reference.record(|| Input::Restarted);
             apply_restart(m);
             for (conn, sender) in lost {
-                let stamp = crate::verdicts::Stamp::now(m.now_ms(&sender));
-                let connection = Some((crate::verdicts::Conn::Xmpp(conn), 0));
-                let what = crate::verdicts::What::XmppLost;
-                if let Some(entry) = m.journals.record(&sender, stamp, connection, what, true, None) {
-                    reference.record(|| Input::Observed { sender, entry });
-                }
+                // When it opened is not kept across a restart.
+                reference.journal_xmpp(m, &sender, conn, 0, crate::verdicts::What::XmppLost);
             }
         });
         Ok(reference)
+    }
+
+    /// Journals `what` on `sender`'s XMPP connection `conn` (opened at `opened_us`, wall), now
+    /// on the sender's clock, and keeps the entry for the state file when there is one.
+    pub(crate) fn journal_xmpp(
+        &self,
+        m: &mut Model,
+        sender: &str,
+        conn: u64,
+        opened_us: u64,
+        what: crate::verdicts::What,
+    ) {
+        let stamp = crate::verdicts::Stamp::now(m.now_ms(sender));
+        let connection = Some((crate::verdicts::Conn::Xmpp(conn), opened_us));
+        if let Some(entry) = m.journals.record(sender, stamp, connection, what, self.keeps_state(), None) {
+            self.record(|| Input::Observed { sender: sender.to_string(), entry });
+        }
     }
 
     /// The state file (`--state`), with how many inputs it held when opened.

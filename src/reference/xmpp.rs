@@ -297,11 +297,7 @@ async fn release_held<S: AsyncWrite + Unpin>(
 /// Journals an XMPP exchange of a bound connection under its sender.
 fn journal(m: &mut Model, reference: &Reference, session: &Session, what: crate::verdicts::What) {
     let (Some(sender), Some(conn)) = (&session.sender, session.conn) else { return };
-    let stamp = crate::verdicts::Stamp::now(m.now_ms(sender));
-    let connection = Some((crate::verdicts::Conn::Xmpp(conn), session.opened_wall_us));
-    if let Some(entry) = m.journals.record(sender, stamp, connection, what, reference.keeps_state(), None) {
-        reference.record(|| state::Input::Observed { sender: sender.clone(), entry });
-    }
+    reference.journal_xmpp(m, sender, conn, session.opened_wall_us, what);
 }
 
 /// A connection whose writes have a deadline: a peer that takes nothing cannot hold a

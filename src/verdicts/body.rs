@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use super::events::Ttl;
-use crate::wire::{data_payload_bytes, given, is_reserved_data_key};
+use crate::wire::{data_entry_bytes, given, is_reserved_data_key};
 
 /// Parts of a message [`super::events::Sent::parts`] keeps: enough to tell messages apart, few
 /// enough that every failure a grader holds stays small.
@@ -61,23 +61,20 @@ pub struct SendFields {
 impl SendFields {
     /// Read from a parsed body.
     pub fn of(body: &Map<String, Value>) -> SendFields {
-        let data = body.get("data").and_then(Value::as_object);
-        let notification = body.get("notification");
         let collapse_key = body.get("collapse_key").and_then(Value::as_str).map(str::to_string);
-        let mut fingerprint = std::hash::DefaultHasher::new();
-        let mut parts = Parts::new(notification, collapse_key.as_deref());
-        match data {
-            Some(d) => {
-                (6u8, d.len()).hash(&mut fingerprint);
-                d.keys().for_each(|k| k.hash(&mut fingerprint));
-                for (k, v) in d {
-                    hash_value(v, &mut fingerprint);
-                    parts.push(k, |h| hash_value(v, h));
-                }
-            }
-            None => 0u8.hash(&mut fingerprint),
-        }
-        finish(&mut fingerprint, notification, collapse_key.as_deref());
+        let data = body.get("data").and_then(Value::as_object).map(|d| {
+            let entries = d.iter().map(|(k, v)| {
+                (
+                    k.as_str(),
+                    match v {
+                        Value::String(s) => Datum::Text(s),
+                        v => Datum::Value(v),
+                    },
+                )
+            });
+            (d.len(), entries)
+        });
+        let content = Content::of(data, body.get("notification"), collapse_key.as_deref());
         let registration_ids = body.get("registration_ids");
         SendFields {
             to: body.get("to").and_then(Value::as_str).map(str::to_string),
@@ -88,10 +85,10 @@ impl SendFields {
             ids_len: registration_ids.and_then(Value::as_array).map(Vec::len),
             ids_given: given(body, "registration_ids").is_some(),
             ttl: given(body, "time_to_live").map(ttl_of),
-            payload_bytes: data.map_or(0, data_payload_bytes),
-            reserved: data.map(|d| d.keys().filter(|k| is_reserved_data_key(k)).cloned().collect()).unwrap_or_default(),
-            fingerprint: fingerprint.finish(),
-            parts: parts.out,
+            payload_bytes: content.payload_bytes,
+            reserved: content.reserved,
+            fingerprint: content.fingerprint,
+            parts: content.parts,
             collapse_key,
             dry_run: body.get("dry_run") == Some(&Value::Bool(true)),
             message_id: body.get("message_id").and_then(Value::as_str).map(str::to_string),
@@ -106,34 +103,11 @@ impl SendFields {
     pub fn read(json: &[u8]) -> Option<SendFields> {
         let top: Top<'_> = serde_json::from_slice(json).ok()?;
         let collapse_key = top.collapse_key.and_then(Read::text);
-        let mut fingerprint = std::hash::DefaultHasher::new();
-        let mut parts = Parts::new(top.notification.as_ref(), collapse_key.as_deref());
-        let (mut payload_bytes, mut reserved) = (0, Vec::new());
-        match &top.data {
-            Some(Read::Entries(d)) => {
-                (6u8, d.len()).hash(&mut fingerprint);
-                d.keys().for_each(|k| k.0.hash(&mut fingerprint));
-                for (k, v) in d {
-                    // A string is hashed as `hash_value` hashes one, without making a value.
-                    let hash = |h: &mut std::hash::DefaultHasher| match v {
-                        DataValue::Text(s) => (4u8, s.as_ref()).hash(h),
-                        DataValue::Value(v) => hash_value(v, h),
-                    };
-                    hash(&mut fingerprint);
-                    parts.push(&k.0, hash);
-                    payload_bytes += k.0.len()
-                        + match v {
-                            DataValue::Text(s) => s.len(),
-                            DataValue::Value(v) => v.to_string().len(),
-                        };
-                    if is_reserved_data_key(&k.0) {
-                        reserved.push(k.0.to_string());
-                    }
-                }
-            }
-            _ => 0u8.hash(&mut fingerprint),
-        }
-        finish(&mut fingerprint, top.notification.as_ref(), collapse_key.as_deref());
+        let data = match &top.data {
+            Some(Read::Entries(d)) => Some((d.len(), d.iter().map(|(k, v)| (k.0.as_ref(), Datum::from(v))))),
+            _ => None,
+        };
+        let content = Content::of(data, top.notification.as_ref(), collapse_key.as_deref());
         let ids_given = Read::given(&top.registration_ids);
         let ids = match top.registration_ids {
             Some(Read::Strings { strings, len }) => Some((strings, len)),
@@ -147,10 +121,10 @@ impl SendFields {
             ids_given,
             ttl: top.time_to_live.filter(|v| !v.is_null()).as_ref().map(ttl_of),
             collapse_key,
-            payload_bytes,
-            reserved,
-            fingerprint: fingerprint.finish(),
-            parts: parts.out,
+            payload_bytes: content.payload_bytes,
+            reserved: content.reserved,
+            fingerprint: content.fingerprint,
+            parts: content.parts,
             dry_run: top.dry_run == Some(Value::Bool(true)),
             message_id: top.message_id.and_then(Read::text),
         })
@@ -171,13 +145,81 @@ fn ttl_of(v: &Value) -> Ttl {
     }
 }
 
-/// The fingerprint's end, after `data`: the notification and the collapse key.
-fn finish(h: &mut impl Hasher, notification: Option<&Value>, collapse_key: Option<&str>) {
-    match notification {
-        Some(v) => hash_value(v, h),
-        None => 0u8.hash(h),
+/// A `data` value as both readings hold it: a string's text, or any other value.
+#[derive(Clone, Copy)]
+enum Datum<'v> {
+    Text(&'v str),
+    Value(&'v Value),
+}
+
+impl<'v> From<&'v DataValue<'_>> for Datum<'v> {
+    fn from(v: &'v DataValue<'_>) -> Datum<'v> {
+        match v {
+            DataValue::Text(s) => Datum::Text(s),
+            DataValue::Value(v) => Datum::Value(v),
+        }
     }
-    collapse_key.hash(h);
+}
+
+impl Datum<'_> {
+    /// Hashed as [`hash_value`] hashes the value (a string without making a value of it).
+    fn hash(self, h: &mut impl Hasher) {
+        match self {
+            Datum::Text(s) => (4u8, s).hash(h),
+            Datum::Value(v) => hash_value(v, h),
+        }
+    }
+
+    /// Its entry's part of the payload, as the reference counts it.
+    fn bytes(self, key: &str) -> usize {
+        match self {
+            Datum::Text(s) => data_entry_bytes(key, Some(s), || s.len()),
+            Datum::Value(v) => data_entry_bytes(key, v.as_str(), || v.to_string().len()),
+        }
+    }
+}
+
+/// What a message's content makes of a send: its fingerprint and parts, its payload's bytes
+/// and the reserved keys of its `data`. One walk for both readings, over `data`'s entries in
+/// key order (with their number), the notification and the collapse key.
+struct Content {
+    fingerprint: u64,
+    parts: Vec<u64>,
+    payload_bytes: usize,
+    reserved: Vec<String>,
+}
+
+impl Content {
+    fn of<'v, I>(data: Option<(usize, I)>, notification: Option<&Value>, collapse_key: Option<&str>) -> Content
+    where
+        I: Iterator<Item = (&'v str, Datum<'v>)> + Clone,
+    {
+        let mut fingerprint = std::hash::DefaultHasher::new();
+        let mut parts = Parts::new(notification, collapse_key);
+        let (mut payload_bytes, mut reserved) = (0, Vec::new());
+        match data {
+            // As `hash_value` hashes an object: its length, its keys, then its values.
+            Some((len, entries)) => {
+                (6u8, len).hash(&mut fingerprint);
+                entries.clone().for_each(|(k, _)| k.hash(&mut fingerprint));
+                for (k, v) in entries {
+                    v.hash(&mut fingerprint);
+                    parts.push(k, |h| v.hash(h));
+                    payload_bytes += v.bytes(k);
+                    if is_reserved_data_key(k) {
+                        reserved.push(k.to_string());
+                    }
+                }
+            }
+            None => 0u8.hash(&mut fingerprint),
+        }
+        match notification {
+            Some(v) => hash_value(v, &mut fingerprint),
+            None => 0u8.hash(&mut fingerprint),
+        }
+        collapse_key.hash(&mut fingerprint);
+        Content { fingerprint: fingerprint.finish(), parts: parts.out, payload_bytes, reserved }
+    }
 }
 
 /// A message's parts, each hashed on its own: the notification, the collapse key, then each

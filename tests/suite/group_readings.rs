@@ -16,11 +16,7 @@ use crate::verdict_readings::{App, outcome};
 fn with_group(name: &str) -> (App, String, String) {
     let app = App::new();
     let (a, b) = (app.device("android"), app.device("android"));
-    let body = json!({ "operation": "create", "notification_key_name": name, "registration_ids": [a] });
-    let key = app.call("POST", "/gcm/notification", Some(body)).1["notification_key"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
+    let key = app.group_named(name, &[a]);
     (app, key, b)
 }
 

@@ -57,7 +57,12 @@ impl App {
     }
 
     pub fn group(&self, ids: &[String]) -> String {
-        let body = json!({ "operation": "create", "notification_key_name": "u", "registration_ids": ids });
+        self.group_named("u", ids)
+    }
+
+    /// Creates the group `name` of `ids`: its key.
+    pub fn group_named(&self, name: &str, ids: &[String]) -> String {
+        let body = json!({ "operation": "create", "notification_key_name": name, "registration_ids": ids });
         self.call("POST", "/gcm/notification", Some(body)).1["notification_key"].as_str().unwrap_or_default().into()
     }
 
