@@ -15,8 +15,11 @@
 //!   static FCM-shaped JSON body (the targets are against it), and hyper on tokio as `serve`
 //!   uses it, answering the same body (this program started again with
 //!   `GCMSPEC_LOAD_YARDSTICK=1`). Each server gets one worker: nginx one process, hyper and
-//!   `serve` (`--threads 1`) one runtime thread; wrk has the other core. The servers run as child processes, so that each one's
-//!   memory is its own (read from `/proc/<pid>/status`). Each scenario runs
+//!   `serve` (`--threads 1`) one runtime thread. The servers run as child processes, so that
+//!   each one's memory is its own (read from `/proc/<pid>/status`).
+//! - **Placement** (`placement.rs`): wrk and this program's client are pinned to one core, each
+//!   server's serving thread to the other; the reference's grader is left to the kernel, and
+//!   what journaling costs when it has to share the serving core is printed beside the target. Each scenario runs
 //!   `GCMSPEC_LOAD_SECONDS` (default 5) after a one-second run that is not counted.
 //! - **Memory**: 1M registrations and 50k groups of 20 in a fresh server; then RSS across
 //!   `GCMSPEC_LOAD_SENDS` (default 1,000,000) sends of every kind, sampled every tenth.
@@ -28,6 +31,7 @@
 //! The machine shares its cores between the load generator and the server; the ratio to
 //! nginx, which pays the same, is the figure to compare across machines.
 
+mod placement;
 mod yardsticks;
 
 use std::io::{BufRead, BufReader};
@@ -76,6 +80,7 @@ impl Server {
     /// Starts `command` and reads what it prints until it has said where it listens.
     fn start(mut command: Command) -> Server {
         let expects_xmpp = command.get_args().any(|a| a == "--xmpp");
+        placement::for_server(&mut command);
         let mut child = command.stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().expect("starting a server");
         let mut lines = BufReader::new(child.stdout.take().expect("piped")).lines();
         let (mut http, mut xmpp, mut sender) = (None, None, None);
@@ -97,7 +102,10 @@ impl Server {
         // Keep draining its output, so that it never blocks on a full pipe.
         std::thread::spawn(move || for _ in lines {});
         let (sender_id, server_key) = sender.expect("the server printed its sender");
-        Server { child, http: http.expect("the server printed its address"), xmpp, sender_id, server_key }
+        let http = http.expect("the server printed its address");
+        answered(http);
+        placement::serving(child.id(), placement::Serving::RuntimeWorkers);
+        Server { child, http, xmpp, sender_id, server_key }
     }
 
     fn credentials(&self) -> (&str, &str) {
@@ -108,6 +116,17 @@ impl Server {
     fn rss_mb(&self) -> f64 {
         rss_mb(self.child.id())
     }
+}
+
+/// Waits for one answer from `addr`: the server is serving, and every thread it starts for that
+/// has been started.
+fn answered(addr: SocketAddr) {
+    use std::io::{Read, Write};
+    let mut socket = std::net::TcpStream::connect(addr).expect("connecting to the server");
+    socket.set_read_timeout(Some(Duration::from_secs(10))).expect("a timeout");
+    socket.write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").expect("a request");
+    let mut byte = [0u8; 1];
+    socket.read_exact(&mut byte).expect("an answer from the server");
 }
 
 /// A process's resident memory, in MB.
@@ -420,6 +439,7 @@ fn throughput(wants: &dyn Fn(&str) -> bool) {
         yardsticks::WRK_THREADS,
         yardsticks::WRK_CONNECTIONS
     );
+    println!("{}", placement::describe());
     header();
     let shaped = r#"{"to":"x","data":{"score":"5x1","time":"15:10"}}"#;
     // Kept up for the paired rounds at the end.
@@ -528,9 +548,9 @@ fn throughput(wants: &dyn Fn(&str) -> bool) {
 
 /// Rounds of the scenarios whose targets sit closest to the machine's spread (about ±15%
 /// from one run to the next), each round measuring nginx, a journaled one-token send, the same
-/// with nothing journaled, and a 20-member key back to back (every other round in the reverse
-/// order): every ratio is taken within its round, and the targets are judged on the median of
-/// the rounds.
+/// with nothing journaled, a 20-member key, and a journaled one-token send to a reference
+/// confined to the serving core, back to back (every other round in the reverse order): every
+/// ratio is taken within its round, and the targets are judged on the median of the rounds.
 fn paired_rounds(
     rounds: usize,
     wrk: &dyn Fn(SocketAddr, &str, &str) -> Figures,
@@ -540,35 +560,42 @@ fn paired_rounds(
 ) -> Vec<String> {
     let bare = Server::reference(&["--max-journals", "0"]);
     let bare_send = json!({"to": register(&bare, 1)[0], "data": {"score": "5x1", "time": "15:10"}}).to_string();
+    // The journaled reference with its grader on the serving thread's core: what journaling
+    // costs a server given one core in all (not a target; the grader's CPU, in the open).
+    let confined = Server::reference(&[]);
+    placement::serving(confined.child.id(), placement::Serving::Everything);
+    let confined_send = json!({"to": register(&confined, 1)[0], "data": {"score": "5x1", "time": "15:10"}}).to_string();
     println!("paired rounds ({rounds}; ratios within each round):");
     println!(
-        "{:<8} {:>11} {:>14} {:>14} {:>12} {:>14}",
-        "round", "nginx", "one token", "no journal", "journal", "20-member key"
+        "{:<8} {:>11} {:>14} {:>14} {:>12} {:>14} {:>18}",
+        "round", "nginx", "one token", "no journal", "journal", "20-member key", "confined journal"
     );
-    let (mut one, mut cost, mut group) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut one, mut cost, mut group, mut confined_cost) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for round in 1..=rounds {
         // Every other round in the reverse order, so that the machine's drift within a round
         // favours no scenario.
-        let mut order: Vec<usize> = (0..4).collect();
+        let mut order: Vec<usize> = (0..5).collect();
         if round % 2 == 0 {
             order.reverse();
         }
-        let mut rate = [0.0; 4];
+        let mut rate = [0.0; 5];
         for i in order {
             rate[i] = match i {
                 0 => wrk(nginx.addr, "none", shaped),
                 1 => wrk(server.http, &server.server_key, one_token),
                 2 => wrk(bare.http, &bare.server_key, &bare_send),
-                _ => wrk(server.http, &server.server_key, group_send),
+                3 => wrk(server.http, &server.server_key, group_send),
+                _ => wrk(confined.http, &confined.server_key, &confined_send),
             }
             .per_second();
         }
-        let [n, j, b, g] = rate;
+        let [n, j, b, g, c] = rate;
         one.push(j / n);
         cost.push(1.0 - j / b);
         group.push(g / n);
+        confined_cost.push(1.0 - c / b);
         println!(
-            "{round:<8} {:>9.0}/s {:>7.0}/s {:.2}x {:>7.0}/s {:.2}x {:>11.1}% {:>7.0}/s {:.2}x",
+            "{round:<8} {:>9.0}/s {:>7.0}/s {:.2}x {:>7.0}/s {:.2}x {:>11.1}% {:>7.0}/s {:.2}x {:>9.0}/s {:>6.1}%",
             n,
             j,
             j / n,
@@ -576,7 +603,9 @@ fn paired_rounds(
             b / n,
             (1.0 - j / b) * 100.0,
             g,
-            g / n
+            g / n,
+            c,
+            (1.0 - c / b) * 100.0
         );
     }
     let median = |v: &mut Vec<f64>| {
@@ -585,6 +614,7 @@ fn paired_rounds(
     };
     let range = |v: &[f64], scale: f64| format!("rounds {:.2}-{:.2}", v[0] * scale, v[v.len() - 1] * scale);
     let (one_m, cost_m, group_m) = (median(&mut one), median(&mut cost), median(&mut group));
+    let confined_m = median(&mut confined_cost);
     vec![
         format!(
             "{}, median of {rounds} rounds; {}",
@@ -602,6 +632,12 @@ fn paired_rounds(
             "{}, median of {rounds} rounds; {}",
             target("send to a 20-member key, x nginx", group_m, 0.3, "x"),
             range(&group, 1.0)
+        ),
+        format!(
+            "(not a target) journal and verdicts cost with the reference confined to one core: {:.1}%, median of {rounds} rounds; rounds {:.1}-{:.1}%",
+            confined_m * 100.0,
+            confined_cost[0] * 100.0,
+            confined_cost[confined_cost.len() - 1] * 100.0
         ),
     ]
 }
@@ -889,6 +925,7 @@ fn main() {
     if std::env::var_os(YARDSTICK_ENV).is_some() {
         return yardstick_main();
     }
+    placement::init();
     // `cargo bench` passes --bench; a name after it picks one part.
     let only: Option<String> = std::env::args().skip(1).find(|a| !a.starts_with('-'));
     let wants = |part: &str| only.as_deref().is_none_or(|o| part.contains(o));

@@ -78,19 +78,16 @@ impl Nginx {
                server {{ listen {addr}; location / {{ default_type \"application/json; charset=UTF-8\"; return 200 '{body}'; }} }} }}\n"
         );
         std::fs::write(dir.join("nginx.conf"), conf).expect("nginx.conf");
-        let child = Command::new(&tools.nginx)
-            .arg("-p")
-            .arg(&dir)
-            .arg("-c")
-            .arg(dir.join("nginx.conf"))
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("starting nginx");
+        let mut command = Command::new(&tools.nginx);
+        command.arg("-p").arg(&dir).arg("-c").arg(dir.join("nginx.conf")).stdout(Stdio::null());
+        crate::placement::for_server(&mut command);
+        let child = command.spawn().expect("starting nginx");
         let until = Instant::now() + Duration::from_secs(10);
         while TcpStream::connect(addr).is_err() {
             assert!(Instant::now() < until, "nginx did not listen on {addr}");
             std::thread::sleep(Duration::from_millis(20));
         }
+        crate::placement::serving(child.id(), crate::placement::Serving::Everything);
         Nginx { child, addr, dir }
     }
 
