@@ -6,9 +6,11 @@
 //! kernel run wrk and the serving thread on one core. Sampling each thread's CPU showed it:
 //! passes of the journaled reference in which the two mostly shared a core ran at 60-70k/s,
 //! and the same server's passes in which they mostly did not at 81-95k/s. One pass's rate then
-//! said where the kernel put the threads more than what the server costs, and the journal's
-//! cost read anywhere from -8% to 26% from one round to the next. Every server is placed
-//! alike: nginx's one process, hyper's and `serve`'s runtime thread each get the server's core.
+//! said where the kernel put the threads more than what the server costs. Every server is
+//! placed alike: nginx's one process, hyper's and `serve`'s runtime thread each get the
+//! server's core. Pinned, wrk and a serving thread never share a core; the journaled
+//! reference's passes still spread as widely (its grader moves), which the paired rounds'
+//! medians are for.
 //!
 //! The threads a server runs besides its serving one are not pinned: the grader takes CPU where
 //! there is some, as it would on a machine of its own. What it costs when it has to share the
