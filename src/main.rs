@@ -60,18 +60,34 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    quiet_snapshot_panics();
-    match real_main() {
-        Ok(code) => code,
-        Err(e) => {
+    quiet_expected_panics();
+    match cli::run::quiet_on_closed_stdout(real_main) {
+        Some(Ok(code)) => code,
+        Some(Err(e)) if broken_pipe(&e) => ExitCode::from(cli::run::CLOSED_PIPE),
+        Some(Err(e)) => {
             eprintln!("error: {}", gcmspec::driver::error_chain(e.as_ref()));
             ExitCode::from(2)
         }
+        None => ExitCode::from(cli::run::CLOSED_PIPE),
     }
 }
 
+/// An error that is a write to a closed stdout, anywhere in its chain.
+fn broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe))
+}
+
 fn real_main() -> anyhow::Result<ExitCode> {
-    match Cli::parse().command {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        // Help, the version and usage errors, printed here rather than by clap (which ignores
+        // a failed write), so that a closed stdout ends them as it ends every other command.
+        Err(e) => {
+            e.print()?;
+            return Ok(ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(2)));
+        }
+    };
+    match cli.command {
         Command::Run(args) => cli::run::run(*args),
         Command::Serve(args) => cli::serve::serve(*args),
         Command::Selftest(args) => cli::rules::selftest(args),
@@ -86,9 +102,10 @@ fn real_main() -> anyhow::Result<ExitCode> {
 }
 
 /// A snapshot mismatch is reported by insta as a panic, which the harness catches and turns
-/// into the check's failure; its "thread panicked at" line would read as a crash. Any other
-/// panic is still shown as one.
-fn quiet_snapshot_panics() {
+/// into the check's failure; its "thread panicked at" line would read as a crash. So would
+/// the main thread's write to a closed stdout, which `main` ends quietly. Any other panic is
+/// still shown as one.
+fn quiet_expected_panics() {
     let default = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
         let payload = info.payload();
@@ -97,7 +114,8 @@ fn quiet_snapshot_panics() {
             .map(String::as_str)
             .or_else(|| payload.downcast_ref::<&str>().copied())
             .unwrap_or_default();
-        if !text.starts_with("snapshot assertion for ") {
+        let main_thread = std::thread::current().name() == Some("main");
+        if !text.starts_with("snapshot assertion for ") && !(main_thread && cli::run::closed_pipe(payload)) {
             default(info);
         }
     }));

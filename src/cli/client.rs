@@ -20,7 +20,7 @@ use gcmspec::harness::{self, CheckRun, report::Report};
 use gcmspec::reference::{ClockKind, Reference};
 use gcmspec::verdicts::Rulebook;
 
-use super::run::{ReportFiles, quiet_on_closed_stdout, write_report_files};
+use super::run::{CLOSED_PIPE, ReportFiles, run_trials, write_report_files};
 use super::{SpecArgs, load, positive_seconds, progress, reference_config, selection};
 
 #[derive(Args)]
@@ -184,14 +184,14 @@ pub(crate) fn client(args: ClientArgs) -> anyhow::Result<ExitCode> {
         );
     }
     let recorder = harness::report::Recorder::default();
-    if progress::wanted(args.progress, &test) {
+    let printed = if progress::wanted(args.progress, &test) {
         progress::run(&checks, &recorder, &test);
+        true
     } else {
-        let trials = harness::recorded_trials(&checks, &recorder);
-        let _ = quiet_on_closed_stdout(|| libtest_mimic::run(&test, trials));
-    }
+        run_trials(&test, &checks, &recorder)
+    };
     if test.list {
-        return Ok(ExitCode::SUCCESS);
+        return Ok(if printed { ExitCode::SUCCESS } else { ExitCode::from(CLOSED_PIPE) });
     }
     let described = format!("{} {} (driver: {})", hello.library, hello.version, args.driver);
     let mut report = recorder.report(&checks, &described, &args.profile, args.strict);

@@ -122,11 +122,9 @@ fn export(dir: &std::path::Path) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Writes to stdout; a reader that stopped early (`| head`) is not an error.
+/// Writes to stdout. A reader that stopped early (`| head`) is an error the binary ends on
+/// quietly, as it ends every command its closed stdout cut short.
 fn print_all(text: &str) -> std::io::Result<()> {
     use std::io::Write;
-    match std::io::stdout().lock().write_all(text.as_bytes()) {
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
-        other => other,
-    }
+    std::io::stdout().lock().write_all(text.as_bytes())
 }

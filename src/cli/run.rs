@@ -175,16 +175,15 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     };
     let recorder = harness::report::Recorder::default();
     // The exit code comes from the graded report, not from libtest's count of failures.
-    if progress::wanted(args.progress, &test) {
+    let printed = if progress::wanted(args.progress, &test) {
         progress::run(&cases, &recorder, &test);
+        true
     } else {
-        // A reader that stopped early (`gcmspec run --list | head`) is no error: libtest-mimic
-        // panics on the closed pipe, and the run goes on to its reports without printing.
-        let trials = harness::recorded_trials(&cases, &recorder);
-        let _ = quiet_on_closed_stdout(|| libtest_mimic::run(&test, trials));
-    }
+        run_trials(&test, &cases, &recorder)
+    };
     if test.list {
-        return Ok(ExitCode::SUCCESS);
+        // A list is all it prints: cut short, it ends as the binary ends a cut-short command.
+        return Ok(if printed { ExitCode::SUCCESS } else { ExitCode::from(CLOSED_PIPE) });
     }
     let mut report = recorder.report(&cases, &described, &options.profile, args.strict);
     if watched.stopped().is_some() {
@@ -302,24 +301,58 @@ pub(crate) fn save_replays(
     Ok(())
 }
 
-/// Runs `f`; a panic on writing to a closed stdout (a broken pipe) is kept quiet and
-/// returned as `None`, any other goes on as it would.
+/// How a command ends when whoever read its output stopped reading (`gcmspec rules | head`)
+/// before it was done: as a Unix tool that SIGPIPE ended, without a panic's message. A run
+/// is not cut short by it: it grades what it could not print, and exits on its report.
+pub(crate) const CLOSED_PIPE: u8 = 128 + 13;
+
+/// Whether a panic is a write to a closed stdout (or stderr): whoever read it stopped, as
+/// `gcmspec rules | head` does. std's `println!` panics with "failed printing to stdout:
+/// Broken pipe"; libtest-mimic unwraps the `io::Error` (`kind: BrokenPipe`).
+pub(crate) fn closed_pipe(payload: &dyn std::any::Any) -> bool {
+    let text = payload.downcast_ref::<String>().map(String::as_str).or(payload.downcast_ref::<&str>().copied());
+    text.is_some_and(|t| t.contains("Broken pipe") || t.contains("BrokenPipe"))
+}
+
+/// Runs the cases under libtest-mimic, recorded; false if stdout closed on the way. A reader
+/// that stopped early (`gcmspec run | head`, or a stdout closed before the run began) does
+/// not cut the run short: libtest-mimic panics on the closed pipe, and what had not run yet
+/// runs then with stdout pointed at nothing, so that the reports and the exit code are the
+/// whole run's.
+pub(crate) fn run_trials(
+    test: &libtest_mimic::Arguments,
+    cases: &[harness::Case],
+    recorder: &harness::report::Recorder,
+) -> bool {
+    let trials = harness::recorded_trials(cases, recorder);
+    if quiet_on_closed_stdout(|| libtest_mimic::run(test, trials)).is_some() {
+        return true;
+    }
+    if !test.list {
+        silence_stdout();
+        let rest: Vec<harness::Case> = cases.iter().filter(|c| !recorder.ran(&c.name)).cloned().collect();
+        let rest = harness::recorded_trials(&rest, recorder);
+        let _ = quiet_on_closed_stdout(|| libtest_mimic::run(test, rest));
+    }
+    false
+}
+
+/// Points stdout at /dev/null: nothing written later fails, or is seen.
+fn silence_stdout() {
+    #[cfg(unix)]
+    if let Ok(null) = std::fs::OpenOptions::new().write(true).open("/dev/null") {
+        use std::os::fd::AsRawFd;
+        // SAFETY: both descriptors are open; dup2 replaces stdout's with the null device's.
+        unsafe { libc::dup2(null.as_raw_fd(), libc::STDOUT_FILENO) };
+    }
+}
+
+/// Runs `f`; a panic on writing to a closed stdout (a broken pipe) is returned as `None`, any
+/// other goes on as it would. (The binary's panic hook keeps the first kind quiet.)
 pub(crate) fn quiet_on_closed_stdout<R>(f: impl FnOnce() -> R) -> Option<R> {
-    let closed = |payload: &dyn std::any::Any| {
-        let text = payload.downcast_ref::<String>().map(String::as_str).or(payload.downcast_ref::<&str>().copied());
-        text.is_some_and(|t| t.contains("Broken pipe") || t.contains("BrokenPipe"))
-    };
-    let default = std::panic::take_hook();
-    std::panic::set_hook(Box::new(move |info| {
-        if !closed(info.payload()) {
-            default(info);
-        }
-    }));
-    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
-    let _ = std::panic::take_hook();
-    match result {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
         Ok(r) => Some(r),
-        Err(payload) if closed(&*payload) => None,
+        Err(payload) if closed_pipe(&*payload) => None,
         Err(payload) => std::panic::resume_unwind(payload),
     }
 }

@@ -162,6 +162,11 @@ impl Recorder {
         run
     }
 
+    /// Whether the check named `name` has run.
+    pub fn ran(&self, name: &str) -> bool {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).contains_key(name)
+    }
+
     /// The replays of the failed checks, by name.
     pub fn replays(&self) -> Vec<Replay> {
         let ran = self.0.lock().unwrap_or_else(|e| e.into_inner());

@@ -11,6 +11,8 @@
 //! - `cli`: the `gcmspec` binary as a user runs it: exit codes, `serve` + `run --target`,
 //!   baselines, JSON and JUnit reports, replay files (including ones an earlier gcmspec
 //!   wrote, in `tests/data/replays/`), differential runs, the progress bar.
+//! - `closed_output`: every command that prints, with its stdout closed before it starts,
+//!   ends without a panic's message (141; a run grades and exits on its report).
 //! - `report`: the HTML report opened in headless Chromium, checked against the JSON report.
 //! - `robustness`: nothing a client sends (HTTP or XMPP) makes the server answer 5xx or hang;
 //!   against a server that hangs, resets, answers garbage or a huge body, every check ends
@@ -47,6 +49,7 @@ mod agreement;
 mod app_servers;
 mod cli;
 mod clients;
+mod closed_output;
 mod conformance;
 mod exposure;
 mod group_readings;
@@ -86,6 +89,7 @@ fn main() {
     trials.extend(selftest::trials());
     trials.extend(interop::trials());
     trials.extend(cli::trials());
+    trials.extend(closed_output::trials());
     trials.extend(report::trials());
     trials.extend(robustness::trials());
     trials.extend(robustness::misbehaving_trials());
