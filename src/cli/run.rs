@@ -211,7 +211,7 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let s = &report.summary;
     let ungraded = s.failed - s.graded_failures;
     eprintln!(
-        "gcmspec: {} passed{}, {} failed ({} graded{}), {} unsupported, {} skipped",
+        "gcmspec: {} passed{}, {} failed ({} graded{}), {} unsupported, {} skipped{}",
         s.passed,
         if s.observed > 0 {
             format!(" ({} on an answer real servers gave, not the documented one: --strict fails them)", s.observed)
@@ -222,7 +222,9 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         s.graded_failures,
         if ungraded > 0 { format!("; {ungraded} SHOULD, which fail only with --strict") } else { String::new() },
         s.unsupported,
-        s.skipped
+        s.skipped,
+        // Checks the target's stop or the run's deadline left: neither passed nor failed.
+        if s.not_tried > 0 { format!(", {} not tried", s.not_tried) } else { String::new() }
     );
     if args.baseline.is_some() {
         eprintln!(
@@ -325,6 +327,7 @@ pub(crate) fn run_trials(
     recorder: &harness::report::Recorder,
 ) -> bool {
     let trials = harness::recorded_trials(cases, recorder);
+    recorder.filtered_out(trials.iter().filter(|t| test.is_filtered_out(t)).map(|t| t.name().to_string()));
     if quiet_on_closed_stdout(|| libtest_mimic::run(test, trials)).is_some() {
         return true;
     }

@@ -150,7 +150,7 @@ type Ended = (CheckRun, u64);
 
 /// Collects results as trials finish (they run on several threads).
 #[derive(Debug, Clone, Default)]
-pub struct Recorder(Arc<Mutex<BTreeMap<String, Ended>>>);
+pub struct Recorder(Arc<Mutex<BTreeMap<String, Ended>>>, Arc<Mutex<std::collections::BTreeSet<String>>>);
 
 impl Recorder {
     /// Runs `f` and records how it ended.
@@ -160,6 +160,12 @@ impl Recorder {
         let ms = start.elapsed().as_millis() as u64;
         self.0.lock().unwrap_or_else(|e| e.into_inner()).insert(name.to_string(), (run.clone(), ms));
         run
+    }
+
+    /// Notes checks the run's filter left out: a check the target cannot run is skipped, not
+    /// unsupported, when it was not asked for.
+    pub fn filtered_out(&self, names: impl IntoIterator<Item = String>) {
+        self.1.lock().unwrap_or_else(|e| e.into_inner()).extend(names);
     }
 
     /// Whether the check named `name` has run.
@@ -181,6 +187,7 @@ impl Recorder {
     /// target lacks something) or skipped (filtered out).
     pub fn report(&self, cases: &[super::Case], target: &str, profile: &str, strict: bool) -> Report {
         let ran = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let filtered = self.1.lock().unwrap_or_else(|e| e.into_inner());
         let mut summary = Summary::default();
         let results: Vec<CaseResult> = cases
             .iter()
@@ -197,8 +204,8 @@ impl Recorder {
                         (outcome, Some(why.to_string()), *ms)
                     }
                     (Some((CheckRun { result: Err(e), .. }, ms)), _) => (Outcome::Failed, Some(e.clone()), *ms),
-                    (None, Err(why)) => (Outcome::Unsupported, Some(why.clone()), 0),
-                    (None, Ok(_)) => (Outcome::Skipped, None, 0),
+                    (None, Err(why)) if !filtered.contains(&c.name) => (Outcome::Unsupported, Some(why.clone()), 0),
+                    (None, _) => (Outcome::Skipped, None, 0),
                 };
                 let mut evidence = ran.get(&c.name).map(|(run, _)| run.evidence.clone()).unwrap_or_default();
                 let mut exchanges_omitted = 0;

@@ -494,7 +494,18 @@ pub fn trials() -> Vec<Trial> {
         trial("cli::serve-sheds-what-a-peer-holds", serve_sheds_what_a_peer_holds),
         trial("cli::run-target-against-serve", || {
             let served = Served::start(&[])?;
-            expect(&["run", "--target", &served.url], 0, &["test result: ok", &served.url])
+            expect(&["run", "--target", &served.url], 0, &["test result: ok", &served.url])?;
+            // Filtered, the summary counts what the filter chose: the rule's XMPP checks (no
+            // --xmpp here) are unsupported, and every other check skipped, not unsupported.
+            let rule = "lifetime.connected.delivered-now";
+            let chosen = trials_of(rule).len();
+            let xmpp = trials_of(rule).iter().filter(|t| t.contains("xmpp")).count();
+            let summary = format!(
+                "{} passed, 0 failed (0 graded), {xmpp} unsupported, {} skipped",
+                chosen - xmpp,
+                trial_count() - chosen
+            );
+            expect(&["run", "--target", &served.url, rule], 0, &[&summary])
         }),
         trial("cli::run-target-with-xmpp-against-serve", || {
             let served = Served::start(&["--xmpp", "127.0.0.1:0"])?;
