@@ -359,13 +359,21 @@ pub fn execute(plan: &Plan, x: &Execution<'_>) -> CheckRun {
                         }
                         vars.insert(k.to_string(), v);
                     }
-                    let why = |e: String| match round {
-                        Some((value, _)) => format!(
-                            "round {} ({} = {value}): {e}",
+                    let why = |e: String| match (round, probe) {
+                        // Which side of the bound failed, in words: a check named for the bound
+                        // also probes one below it and one past it.
+                        (Some((value, _)), Some(p)) => format!(
+                            "round {} of {} ({} = {value}, {}): {e}",
                             k + 1,
-                            probe.as_ref().map_or("", |p| p.param.as_str())
+                            rounds.len(),
+                            p.param,
+                            match value.cmp(&p.n) {
+                                std::cmp::Ordering::Less => format!("one below its bound {}", p.n),
+                                std::cmp::Ordering::Equal => "its bound".to_string(),
+                                std::cmp::Ordering::Greater => format!("one past its bound {}", p.n),
+                            }
                         ),
-                        None => e,
+                        _ => e,
                     };
                     scenario::run(&setup, steps, vars, &mut transcript).map_err(why)?;
                 }

@@ -13,6 +13,8 @@
 //!   wrote, in `tests/data/replays/`), differential runs, the progress bar.
 //! - `closed_output`: every command that prints, with its stdout closed before it starts,
 //!   ends without a panic's message (141; a run grades and exits on its report).
+//! - `failure_messages`: what a failure says: which side of its bound a probe was on, what
+//!   a normalized answer's error classes stand for.
 //! - `report`: the HTML report opened in headless Chromium, checked against the JSON report.
 //! - `robustness`: nothing a client sends (HTTP or XMPP) makes the server answer 5xx or hang;
 //!   against a server that hangs, resets, answers garbage or a huge body, every check ends
@@ -52,6 +54,7 @@ mod clients;
 mod closed_output;
 mod conformance;
 mod exposure;
+mod failure_messages;
 mod group_readings;
 mod interop;
 mod journals;
@@ -90,6 +93,7 @@ fn main() {
     trials.extend(interop::trials());
     trials.extend(cli::trials());
     trials.extend(closed_output::trials());
+    trials.extend(failure_messages::trials());
     trials.extend(report::trials());
     trials.extend(robustness::trials());
     trials.extend(robustness::misbehaving_trials());

@@ -223,15 +223,33 @@ fn xmpp_send(
     Ok((req, super::xmpp_answer(&answer), normal))
 }
 
-/// The class of a send error: the same word whichever path named it.
+/// The classes a send's error is normalized to, each with the codes (HTTP's and XMPP's) it
+/// stands for: the same word whichever path named it.
+const ERROR_CLASSES: &[(&str, &[&str])] = &[
+    ("bad-registration", &["InvalidRegistration", "MismatchSenderId", "BAD_REGISTRATION", "MissingRegistration"]),
+    ("unregistered", &["NotRegistered", "DEVICE_UNREGISTERED"]),
+    ("invalid", &["InvalidTtl", "InvalidDataKey", "MessageTooBig", "InvalidPackageName", "INVALID_JSON"]),
+    ("unavailable", &["Unavailable", "SERVICE_UNAVAILABLE", "InternalServerError", "INTERNAL_SERVER_ERROR"]),
+];
+
+/// The class of a send error; a code in no class is kept as given.
 pub fn error_class(code: &str) -> &str {
-    match code {
-        "InvalidRegistration" | "MismatchSenderId" | "BAD_REGISTRATION" | "MissingRegistration" => "bad-registration",
-        "NotRegistered" | "DEVICE_UNREGISTERED" => "unregistered",
-        "InvalidTtl" | "InvalidDataKey" | "MessageTooBig" | "InvalidPackageName" | "INVALID_JSON" => "invalid",
-        "Unavailable" | "SERVICE_UNAVAILABLE" | "InternalServerError" | "INTERNAL_SERVER_ERROR" => "unavailable",
-        other => other,
+    ERROR_CLASSES.iter().find(|(_, codes)| codes.contains(&code)).map_or(code, |(class, _)| class)
+}
+
+/// For a failure read on a normalized answer that has an `error`: what its classes stand for,
+/// so that `expected "unregistered", found "Unregistered"` reads as the wrong code it is, not
+/// as a matter of case.
+pub fn error_legend(normal: &Value) -> Option<String> {
+    if !normal.to_string().contains("\"error\"") {
+        return None;
     }
+    let classes: Vec<String> =
+        ERROR_CLASSES.iter().map(|(class, codes)| format!("{class} = {}", codes.join(" or "))).collect();
+    Some(format!(
+        "errors are normalized to classes: {}; any other code is kept as the server gave it",
+        classes.join("; ")
+    ))
 }
 
 fn body_kind(resp: &HttpResponse) -> &'static str {

@@ -530,7 +530,12 @@ fn each_judged(
         let answer = json_answer(&normal);
         let matched = expect_any(&step.expect, &answer, &lane.vars, strict).map_err(|e| {
             let shown: Vec<String> = exchanges.iter().map(|(_, q, r)| describe(q, r)).collect();
-            at(format!("{what}{}: {e}\n{}\n  normalized: {normal}", repeat_of(i, times), shown.join("\n")))
+            let legend = delivery::error_legend(&normal).map(|l| format!("\n  ({l})")).unwrap_or_default();
+            at(format!(
+                "{what}{}, in its normalized answer: {e}\n{}\n  normalized: {normal}{legend}",
+                repeat_of(i, times),
+                shown.join("\n")
+            ))
         })?;
         transcript.note_match(n, matched);
         let (req, _) = exchanges.last().map(|(_, q, r)| (q.clone(), r.clone())).unwrap_or_default();
