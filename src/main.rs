@@ -80,10 +80,9 @@ fn broken_pipe(e: &anyhow::Error) -> bool {
 fn real_main() -> anyhow::Result<ExitCode> {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
-        // Help, the version and usage errors, printed here rather than by clap (which ignores
-        // a failed write), so that a closed stdout ends them as it ends every other command.
+        // Help, the version and usage errors (a reader that left is no error here either).
         Err(e) => {
-            e.print()?;
+            let _ = e.print();
             return Ok(ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(2)));
         }
     };

@@ -3,6 +3,7 @@
 //! `gcmspec matrix` (the libraries' recorded outcomes as docs/client-matrix.md) and the hidden
 //! `gcmspec reference-client` (the project's own app server behind the driver contract).
 
+use super::output::{say, say_raw};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -20,7 +21,7 @@ use gcmspec::harness::{self, CheckRun, report::Report};
 use gcmspec::reference::{ClockKind, Reference};
 use gcmspec::verdicts::Rulebook;
 
-use super::run::{CLOSED_PIPE, ReportFiles, run_trials, write_report_files};
+use super::run::{ReportFiles, run_trials, write_report_files};
 use super::{SpecArgs, load, positive_seconds, progress, reference_config, selection};
 
 #[derive(Args)]
@@ -184,14 +185,13 @@ pub(crate) fn client(args: ClientArgs) -> anyhow::Result<ExitCode> {
         );
     }
     let recorder = harness::report::Recorder::default();
-    let printed = if progress::wanted(args.progress, &test) {
+    if progress::wanted(args.progress, &test) {
         progress::run(&checks, &recorder, &test);
-        true
     } else {
-        run_trials(&test, &checks, &recorder)
-    };
+        run_trials(&test, &checks, &recorder);
+    }
     if test.list {
-        return Ok(if printed { ExitCode::SUCCESS } else { ExitCode::from(CLOSED_PIPE) });
+        return Ok(ExitCode::SUCCESS);
     }
     let described = format!("{} {} (driver: {})", hello.library, hello.version, args.driver);
     let mut report = recorder.report(&checks, &described, &args.profile, args.strict);
@@ -359,11 +359,11 @@ pub(crate) fn replay(replay: &ClientReplay, file: &std::path::Path) -> anyhow::R
     let run = served.suite.judge(&case);
     match run.result {
         Ok(()) => {
-            println!("passes now: {} ({}) with {}", replay.name, file.display(), replay.driver);
+            say!("passes now: {} ({}) with {}", replay.name, file.display(), replay.driver);
             Ok(true)
         }
         Err(e) => {
-            println!("still fails: {} ({}) with {}\n{e}", replay.name, file.display(), replay.driver);
+            say!("still fails: {} ({}) with {}\n{e}", replay.name, file.display(), replay.driver);
             Ok(false)
         }
     }
@@ -396,7 +396,7 @@ pub(crate) fn matrix(args: MatrixArgs) -> anyhow::Result<ExitCode> {
     let text = matrix::render(&catalog, &cases, &rows, &command);
     match &args.out {
         Some(path) => std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?,
-        None => print!("{text}"),
+        None => say_raw!("{text}"),
     }
     if rows.is_empty() {
         bail!("no results files");

@@ -1,5 +1,6 @@
 //! `gcmspec diff`: the reference and a target, answer by answer.
 
+use super::output::say;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -73,33 +74,33 @@ pub(crate) fn diff(args: DiffArgs) -> anyhow::Result<ExitCode> {
         } else {
             format!("reference {}, target {}", d.reference_outcome, d.target_outcome)
         };
-        println!("\nDIFFERS {} ({outcomes})", d.name);
+        say!("\nDIFFERS {} ({outcomes})", d.name);
         if let Some(why) = &d.target_failure {
             for line in why.lines().take(12) {
-                println!("    {line}");
+                say!("    {line}");
             }
         }
         for step in &d.steps {
-            println!("  step {}, which no expectation judges, answered otherwise:", step.step);
+            say!("  step {}, which no expectation judges, answered otherwise:", step.step);
             for line in step.diff.lines() {
-                println!("    {line}");
+                say!("    {line}");
             }
         }
         if let Some((ours, theirs)) = &d.sequences {
-            println!("  both fail, with other minimal sequences:\n    reference: {ours}\n    target:    {theirs}");
+            say!("  both fail, with other minimal sequences:\n    reference: {ours}\n    target:    {theirs}");
         }
     }
     if !report.choices.is_empty() {
-        println!("\nStated choices (answers the documents allow, taken otherwise; not differences):");
+        say!("\nStated choices (answers the documents allow, taken otherwise; not differences):");
         for c in &report.choices {
-            println!("    {} step {}: reference `{}`, target `{}`", c.check, c.step, c.reference, c.target);
+            say!("    {} step {}: reference `{}`, target `{}`", c.check, c.step, c.reference, c.target);
         }
     }
     if let Some(path) = &args.json {
         std::fs::write(path, serde_json::to_string_pretty(&report)?)
             .with_context(|| format!("writing {}", path.display()))?;
     }
-    println!(
+    say!(
         "\ngcmspec diff: {} checks compared ({} sequences per property, seed {}): {} identical, {} differ; {} stated choice(s); {} unsupported by the target",
         report.compared,
         report.cases,

@@ -16,6 +16,7 @@ use gcmspec::reference::{self, Fault, Faults, Reference, Variant, Variants};
 
 pub(crate) mod client;
 pub(crate) mod diff;
+pub(crate) mod output;
 pub(crate) mod progress;
 pub(crate) mod reference_client;
 pub(crate) mod replay;

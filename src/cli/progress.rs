@@ -6,6 +6,7 @@
 //! appears once a run has taken longer than a moment; failures are printed above it as they
 //! happen, with their messages at the end, as libtest would.
 
+use super::output::say;
 use std::io::Write;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -117,16 +118,16 @@ pub fn run(cases: &[Case], recorder: &Recorder, args: &libtest_mimic::Arguments)
     });
     let failures = failures.into_inner().unwrap_or_else(|e| e.into_inner());
     if !failures.is_empty() {
-        println!("\nfailures:\n");
+        say!("\nfailures:\n");
         for (name, message) in &failures {
-            println!("---- {name} ----\n{message}\n");
+            say!("---- {name} ----\n{message}\n");
         }
-        println!("failures:");
+        say!("failures:");
         for (name, _) in &failures {
-            println!("    {name}");
+            say!("    {name}");
         }
     }
-    println!(
+    say!(
         "\ntest result: {}. {} passed; {} failed; {ignored} ignored; 0 measured; {filtered} filtered out; finished in {:.2}s\n",
         if failures.is_empty() { "ok" } else { "FAILED" },
         total - failures.len(),

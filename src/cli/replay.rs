@@ -1,5 +1,6 @@
 //! `gcmspec replay`: saved failures, run again.
 
+use super::output::{say, say_raw};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -48,8 +49,8 @@ pub(crate) fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
         let mut still_failing = 0;
         for (file, r) in &clients {
             if args.curl {
-                println!("# {} ({}), failed with {}:", r.name, file.display(), r.driver);
-                print!("{}", harness::evidence::curl_script(&r.exchanges, "http://127.0.0.1:4000", None));
+                say!("# {} ({}), failed with {}:", r.name, file.display(), r.driver);
+                say_raw!("{}", harness::evidence::curl_script(&r.exchanges, "http://127.0.0.1:4000", None));
                 continue;
             }
             still_failing += usize::from(!super::client::replay(r, file)?);
@@ -59,14 +60,14 @@ pub(crate) fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     let base = args.to.target.clone().unwrap_or_else(|| "http://127.0.0.1:4000".into());
     if args.curl {
         for (file, r) in args.files.iter().zip(&replays) {
-            println!(
+            say!(
                 "# {} ({}), failed against {}:\n# {}",
                 r.name,
                 file.display(),
                 r.target,
                 r.failure.lines().next().unwrap_or("")
             );
-            print!("{}", harness::evidence::curl_script(&r.exchanges, base.trim_end_matches('/'), None));
+            say_raw!("{}", harness::evidence::curl_script(&r.exchanges, base.trim_end_matches('/'), None));
         }
         return Ok(ExitCode::SUCCESS);
     }
@@ -81,10 +82,10 @@ pub(crate) fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
         options.xmpp_timeout = Duration::from_secs_f64(args.to.xmpp_timeout.max(0.01));
         let run = r.run(target.as_ref(), &caps, &options);
         match run.result {
-            Ok(()) => println!("passes now: {} ({}) against {}", r.name, file.display(), target.describe()),
+            Ok(()) => say!("passes now: {} ({}) against {}", r.name, file.display(), target.describe()),
             Err(e) => {
                 still_failing += 1;
-                println!("still fails: {} ({}) against {}\n{e}", r.name, file.display(), target.describe());
+                say!("still fails: {} ({}) against {}\n{e}", r.name, file.display(), target.describe());
             }
         }
     }

@@ -1,5 +1,6 @@
 //! `gcmspec selftest`, `lint` and `rules`: the spec files and the reference, checked and listed.
 
+use super::output::say;
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -50,31 +51,31 @@ pub(crate) fn selftest(args: SelftestArgs) -> anyhow::Result<ExitCode> {
                 harness::selftest::AnyFault::Designed(_) => "fault  ",
                 harness::selftest::AnyFault::Generated(_) => "made   ",
             };
-            println!("{kind} {:<64} {}", f.name(), f.description());
+            say!("{kind} {:<64} {}", f.name(), f.description());
         }
         for v in gcmspec::reference::Variant::ALL {
-            println!("variant {:<64} {}", v.name(), v.description());
+            say!("variant {:<64} {}", v.name(), v.description());
         }
         for u in &unmade {
-            println!("unmade  {:<64} {}", u.rule, u.what);
+            say!("unmade  {:<64} {}", u.rule, u.what);
         }
         return Ok(ExitCode::SUCCESS);
     }
     let config = reference_config(&catalog, &profile, &[], &[])?;
     let threads = args.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
-    let report = harness::selftest(&catalog, &config, &Options::new(&profile), threads, |line| println!("{line}"));
-    println!("clean reference: {} check(s) failed", report.clean_failures.len());
+    let report = harness::selftest(&catalog, &config, &Options::new(&profile), threads, |line| say!("{line}"));
+    say!("clean reference: {} check(s) failed", report.clean_failures.len());
     if !report.rules_without_fault.is_empty() {
-        println!("rules no fault breaks: {}", report.rules_without_fault.join(", "));
+        say!("rules no fault breaks: {}", report.rules_without_fault.join(", "));
     }
-    println!("{}", report.summary());
+    say!("{}", report.summary());
     Ok(if report.passed() { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
 
 pub(crate) fn lint(args: SpecArgs) -> anyhow::Result<ExitCode> {
     let catalog = load(&args)?;
     let checks: usize = catalog.rules.iter().map(|r| r.checks.len()).sum();
-    println!(
+    say!(
         "ok: {} server rules with {checks} checks, {} app-server rules with graders, {} profiles, {} documents",
         catalog.server_rules().count(),
         catalog.app_server_rules().count(),
@@ -118,13 +119,12 @@ fn export(dir: &std::path::Path) -> anyhow::Result<ExitCode> {
     }
     let (specs, sources, dir) =
         (gcmspec::bundled::SPEC_FILES.len(), gcmspec::bundled::SOURCE_FILES.len(), dir.display());
-    println!("{specs} spec files and {sources} sources written to {dir}; serve or run them with --specs {dir}");
+    say!("{specs} spec files and {sources} sources written to {dir}; serve or run them with --specs {dir}");
     Ok(ExitCode::SUCCESS)
 }
 
-/// Writes to stdout. A reader that stopped early (`| head`) is an error the binary ends on
-/// quietly, as it ends every command its closed stdout cut short.
+/// Writes to stdout (a reader that left silences it: `cli::output`).
 fn print_all(text: &str) -> std::io::Result<()> {
-    use std::io::Write;
-    std::io::stdout().lock().write_all(text.as_bytes())
+    super::output::write(format_args!("{text}"));
+    Ok(())
 }

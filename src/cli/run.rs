@@ -175,15 +175,13 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     };
     let recorder = harness::report::Recorder::default();
     // The exit code comes from the graded report, not from libtest's count of failures.
-    let printed = if progress::wanted(args.progress, &test) {
+    if progress::wanted(args.progress, &test) {
         progress::run(&cases, &recorder, &test);
-        true
     } else {
-        run_trials(&test, &cases, &recorder)
-    };
+        run_trials(&test, &cases, &recorder);
+    }
     if test.list {
-        // A list is all it prints: cut short, it ends as the binary ends a cut-short command.
-        return Ok(if printed { ExitCode::SUCCESS } else { ExitCode::from(CLOSED_PIPE) });
+        return Ok(ExitCode::SUCCESS);
     }
     let mut report = recorder.report(&cases, &described, &options.profile, args.strict);
     if watched.stopped().is_some() {
@@ -303,9 +301,9 @@ pub(crate) fn save_replays(
     Ok(())
 }
 
-/// How a command ends when whoever read its output stopped reading (`gcmspec rules | head`)
-/// before it was done: as a Unix tool that SIGPIPE ended, without a panic's message. A run
-/// is not cut short by it: it grades what it could not print, and exits on its report.
+/// How a command ends if a write to a closed stdout still panics in it (the commands' own
+/// printing goes through `cli::output`, which does not, and libtest-mimic's through
+/// `run_trials`): as a Unix tool that SIGPIPE ended, without a panic's message.
 pub(crate) const CLOSED_PIPE: u8 = 128 + 13;
 
 /// Whether a panic is a write to a closed stdout (or stderr): whoever read it stopped, as
@@ -316,8 +314,7 @@ pub(crate) fn closed_pipe(payload: &dyn std::any::Any) -> bool {
     text.is_some_and(|t| t.contains("Broken pipe") || t.contains("BrokenPipe"))
 }
 
-/// Runs the cases under libtest-mimic, recorded; false if stdout closed on the way. A reader
-/// that stopped early (`gcmspec run | head`, or a stdout closed before the run began) does
+/// Runs the cases under libtest-mimic, recorded. A reader that stopped early (`gcmspec run | head`, or a stdout closed before the run began) does
 /// not cut the run short: libtest-mimic panics on the closed pipe, and what had not run yet
 /// runs then with stdout pointed at nothing, so that the reports and the exit code are the
 /// whole run's.
@@ -325,28 +322,17 @@ pub(crate) fn run_trials(
     test: &libtest_mimic::Arguments,
     cases: &[harness::Case],
     recorder: &harness::report::Recorder,
-) -> bool {
+) {
     let trials = harness::recorded_trials(cases, recorder);
     recorder.filtered_out(trials.iter().filter(|t| test.is_filtered_out(t)).map(|t| t.name().to_string()));
     if quiet_on_closed_stdout(|| libtest_mimic::run(test, trials)).is_some() {
-        return true;
+        return;
     }
+    super::output::silence_stdout();
     if !test.list {
-        silence_stdout();
         let rest: Vec<harness::Case> = cases.iter().filter(|c| !recorder.ran(&c.name)).cloned().collect();
         let rest = harness::recorded_trials(&rest, recorder);
         let _ = quiet_on_closed_stdout(|| libtest_mimic::run(test, rest));
-    }
-    false
-}
-
-/// Points stdout at /dev/null: nothing written later fails, or is seen.
-fn silence_stdout() {
-    #[cfg(unix)]
-    if let Ok(null) = std::fs::OpenOptions::new().write(true).open("/dev/null") {
-        use std::os::fd::AsRawFd;
-        // SAFETY: both descriptors are open; dup2 replaces stdout's with the null device's.
-        unsafe { libc::dup2(null.as_raw_fd(), libc::STDOUT_FILENO) };
     }
 }
 

@@ -11,15 +11,7 @@ use gcmspec::reference::{self, ClockKind, ConnectionPolicy, Reference, StoreCaps
 
 use super::{SpecArgs, load, reference_config};
 
-/// A banner line. Whoever started the server may have stopped reading its output (a closed
-/// pipe): that must not stop, let alone panic, the server.
-macro_rules! say {
-    ($($arg:tt)*) => {{
-        use std::io::Write as _;
-        let mut out = std::io::stdout().lock();
-        let _ = writeln!(out, $($arg)*).and_then(|()| out.flush());
-    }};
-}
+use super::output::say;
 
 #[derive(Args)]
 pub(crate) struct ServeArgs {

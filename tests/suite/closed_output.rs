@@ -1,6 +1,6 @@
 //! The binary when whoever reads its output has stopped (`gcmspec rules | head`): every
-//! command that prints ends without a panic's message, as a Unix tool that SIGPIPE ended
-//! (141), except a run, which still grades and exits on its report.
+//! command goes on to its end and exits as it would have, without a panic's message; a run,
+//! a replay, a diff still reach their verdicts and write their reports.
 //!
 //! The pipe's reading end is closed before the command starts, so that its first write
 //! fails every time (not only when it outruns the reader).
@@ -62,7 +62,7 @@ fn every_printing_command() -> Result<(), String> {
             &["run", "--help"],
             &["--version"],
         ] {
-            expect_closed(&dir, args, 141)?;
+            expect_closed(&dir, args, 0)?;
         }
         // A run prints its trials to stdout and its summary to stderr: it goes on, grades,
         // and exits on its report (0 here, 1 with a fault), writing its replay files.
@@ -74,13 +74,25 @@ fn every_printing_command() -> Result<(), String> {
             .map(|e| e.path())
             .collect();
         let replay = replays.first().and_then(|p| p.to_str()).ok_or("no replay file written")?.to_string();
-        // A replay's curl script, printed.
-        expect_closed(&dir, &["replay", "--curl", &replay], 141)
+        // A replay's curl script, printed; the replay itself, with its verdict: it still
+        // fails with the fault (1), and passes on the clean reference (0).
+        expect_closed(&dir, &["replay", "--curl", &replay], 0)?;
+        expect_closed(&dir, &["replay", "--fault", "send.auth.server-key", &replay], 1)?;
+        expect_closed(&dir, &["replay", &replay], 0)?;
+        // A diff against a served reference with a fault: it differs (1), and writes its report.
+        let served = crate::cli::Served::start(&["--fault", "send.auth.server-key"])?;
+        let report = dir.join("diff.json");
+        let report_arg = report.to_str().unwrap_or_default();
+        expect_closed(&dir, &["diff", "--target", &served.url, "--json", report_arg, "send.auth.server-key"], 1)?;
+        if !report.exists() {
+            return Err("diff with its stdout closed wrote no --json report".into());
+        }
+        Ok(())
     })();
     let _ = std::fs::remove_dir_all(&dir);
     result
 }
 
 pub fn trials() -> Vec<Trial> {
-    vec![trial("closed-output::every-printing-command-ends-quietly", every_printing_command)]
+    vec![trial("closed-output::every-command-runs-to-its-end", every_printing_command)]
 }

@@ -12,7 +12,7 @@
 //!   baselines, JSON and JUnit reports, replay files (including ones an earlier gcmspec
 //!   wrote, in `tests/data/replays/`), differential runs, the progress bar.
 //! - `closed_output`: every command that prints, with its stdout closed before it starts,
-//!   ends without a panic's message (141; a run grades and exits on its report).
+//!   runs to its end and exits as it would have (a run, a replay, a diff on their verdicts).
 //! - `failure_messages`: what a failure says: which side of its bound a probe was on, what
 //!   a normalized answer's error classes stand for.
 //! - `report`: the HTML report opened in headless Chromium, checked against the JSON report.
