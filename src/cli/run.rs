@@ -238,7 +238,11 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         }
     }
     if let Some(why) = watched.stopped() {
-        eprintln!("gcmspec: the target stopped answering: {why}; the checks after it were not tried");
+        eprintln!(
+            "gcmspec: the target stopped answering: {why}; the {} checks in flight when it stopped or due after were not tried \
+             (libtest counts those in flight as failed: they are not graded)",
+            report.summary.not_tried
+        );
         return Ok(ExitCode::from(2));
     }
     if let Some(d) = watched.deadline_passed() {
@@ -386,6 +390,17 @@ fn why_nothing_ran(
                 (a sender the server knows) to run the checks that need only a sender; docs/control-api.md says \
                 what a server offers for the rest"
             .to_string();
+    }
+    // Whatever else the chosen checks lack (an XMPP address, a capability), said as they say it.
+    let mut reasons: Vec<&str> = unsupported.filter_map(|r| r.message.as_deref()).collect();
+    reasons.sort_unstable();
+    reasons.dedup();
+    if !reasons.is_empty() {
+        let more = if reasons.len() > 3 { format!("; and {} more", reasons.len() - 3) } else { String::new() };
+        return format!(
+            ": every check chosen is unsupported by the target ({}{more})",
+            reasons[..reasons.len().min(3)].join("; ")
+        );
     }
     String::new()
 }

@@ -21,6 +21,10 @@ pub fn describe(req: &HttpRequest, resp: &HttpResponse) -> String {
             s.into_owned()
         }
     };
+    if req.method == "XMPP" {
+        // An XMPP exchange: a stanza sent and what came back, with no HTTP status.
+        return format!("  sent over XMPP ({}): {}\n  received: {}", req.path, cut(&req.body), cut(&resp.body));
+    }
     format!(
         "  request:  {} {} {}\n  response: {} {}",
         req.method,
@@ -121,9 +125,26 @@ pub fn check(expect: &Expect, resp: &HttpResponse, vars: &Vars) -> Result<(), St
             _ => None,
         };
         let actual = narrowed.as_ref().or(actual);
-        let place = match &f.value {
-            Some(v) => format!("value {}", text_of(v)),
-            None => format!("`{}`", f.at),
+        // A check's own variable, by its name (`${over}` is the check's template, not a value).
+        let variable_name = f.value.as_ref().and_then(|v| {
+            let t = v.as_str()?;
+            t.strip_prefix("${").and_then(|n| n.strip_suffix('}')).filter(|n| !n.contains(['$', '{', '}']))
+        });
+        if let (Some("over"), Some(FieldOp::Eq(Value::Bool(within))), Some(Value::Bool(over))) =
+            (variable_name, Some(&f.op), actual)
+            && within != over
+        {
+            // A probe's round past its bound (`over`), read on an outcome meant for the other side.
+            return Err(if *over {
+                "this outcome is one for a value within the bound, and this round's value is one past it".to_string()
+            } else {
+                "this outcome is one for a value past the bound, and this round's value is within it".to_string()
+            });
+        }
+        let place = match (&f.value, variable_name) {
+            (Some(_), Some(name)) => format!("the check's variable `{name}`"),
+            (Some(v), None) => format!("value {}", text_of(v)),
+            (None, _) => format!("`{}`", f.at),
         };
         let fail = |what: String| Err(format!("at {place}: {what}, found {}", summary(actual)));
         match &f.op {

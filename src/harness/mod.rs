@@ -81,7 +81,13 @@ impl CheckRun {
 /// The capabilities a check lacks on this target, if any, said for a person.
 pub fn missing(caps: &Capabilities, needs: &[String]) -> Option<String> {
     let m = caps.missing(needs);
-    (!m.is_empty()).then(|| format!("the target does not offer: {}", m.join(", ")))
+    // XMPP is there when the run is told where: the one a user can add with a flag.
+    let hint = if m.iter().any(|n| n == "xmpp") {
+        " (for xmpp, give the server's XMPP address: --xmpp HOST:PORT)"
+    } else {
+        ""
+    };
+    (!m.is_empty()).then(|| format!("the target does not offer: {}{hint}", m.join(", ")))
 }
 
 /// One runnable check.
@@ -363,14 +369,15 @@ pub fn execute(plan: &Plan, x: &Execution<'_>) -> CheckRun {
                         // Which side of the bound failed, in words: a check named for the bound
                         // also probes one below it and one past it.
                         (Some((value, _)), Some(p)) => format!(
-                            "round {} of {} ({} = {value}, {}): {e}",
+                            "round {} of {} ({} is {}: this round sends {value}, {}): {e}",
                             k + 1,
                             rounds.len(),
                             p.param,
+                            p.n,
                             match value.cmp(&p.n) {
-                                std::cmp::Ordering::Less => format!("one below its bound {}", p.n),
-                                std::cmp::Ordering::Equal => "its bound".to_string(),
-                                std::cmp::Ordering::Greater => format!("one past its bound {}", p.n),
+                                std::cmp::Ordering::Less => "one below it",
+                                std::cmp::Ordering::Equal => "at it",
+                                std::cmp::Ordering::Greater => "one past it",
                             }
                         ),
                         _ => e,

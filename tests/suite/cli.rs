@@ -505,7 +505,13 @@ pub fn trials() -> Vec<Trial> {
                 chosen - xmpp,
                 trial_count() - chosen
             );
-            expect(&["run", "--target", &served.url, rule], 0, &[&summary])
+            expect(&["run", "--target", &served.url, rule], 0, &[&summary])?;
+            // Nothing chosen it can run: the run says what the checks lack, and the flag.
+            expect(
+                &["run", "--target", &served.url, "@xmpp"],
+                2,
+                &["no trial ran: every check chosen is unsupported by the target", "--xmpp HOST:PORT"],
+            )
         }),
         trial("cli::run-target-with-xmpp-against-serve", || {
             let served = Served::start(&["--xmpp", "127.0.0.1:0"])?;

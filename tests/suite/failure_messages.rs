@@ -1,6 +1,7 @@
-//! What a failure says, read as a user reads it: which side of a bound a probe was on, and
-//! what the classes of a normalized answer's `error` stand for (so that a wrong code does not
-//! read as a matter of case).
+//! What a failure says, read as a user reads it: which side of a bound a probe was on (and
+//! what an outcome meant for the other side means, not the template's variable), what the
+//! classes of a normalized answer's `error` stand for and the server's own code (so that a
+//! wrong code does not read as a matter of case), an XMPP exchange without an HTTP status.
 
 use libtest_mimic::Trial;
 
@@ -20,7 +21,11 @@ pub fn trials() -> Vec<Trial> {
                     "lifetime.ttl.range::at-the-bound",
                 ],
                 1,
-                &["round 3 of 3 (max_ttl_seconds = 2419201, one past its bound 2419200)"],
+                &[
+                    "round 3 of 3 (max_ttl_seconds is 2419200: this round sends 2419201, one past it)",
+                    // Not the template's `${over}`: what an outcome meant for the other side means.
+                    "this outcome is one for a value within the bound, and this round's value is one past it",
+                ],
             )
         }),
         trial("failure-messages::an-error-class-says-what-it-stands-for", || {
@@ -35,10 +40,24 @@ pub fn trials() -> Vec<Trial> {
                 ],
                 1,
                 &[
-                    "in its normalized answer: at `/error`: expected \"unregistered\", found \"bad-registration\"",
+                    "in its normalized answer (the server's error code: InvalidRegistration): at `/error`: expected \"unregistered\", found \"bad-registration\"",
                     "unregistered = NotRegistered or DEVICE_UNREGISTERED",
                     "any other code is kept as the server gave it",
                 ],
+            )
+        }),
+        trial("failure-messages::an-xmpp-exchange-reads-as-one", || {
+            expect(
+                &[
+                    "run",
+                    "--no-snapshots",
+                    "--no-replays",
+                    "--fault",
+                    "lifetime.ttl.range",
+                    "lifetime.ttl.range::at-the-bound@xmpp",
+                ],
+                1,
+                &["  sent over XMPP (", "  received: {"],
             )
         }),
     ]

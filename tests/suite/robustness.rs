@@ -397,7 +397,15 @@ pub fn misbehaving_trials() -> Vec<Trial> {
     vec![
         // No answer at all: after three in a row the target has stopped answering; one error.
         trial("robustness::target-hangs", || {
-            against_misbehaving(Misbehaviour::Hang, 2, &["timed out", "the target stopped answering"])
+            against_misbehaving(
+                Misbehaviour::Hang,
+                2,
+                &[
+                    "timed out",
+                    "the target stopped answering",
+                    "checks in flight when it stopped or due after were not tried",
+                ],
+            )
         }),
         trial("robustness::target-resets", || {
             against_misbehaving(Misbehaviour::Reset, 2, &["cannot reach", "the target stopped answering"])

@@ -531,8 +531,10 @@ fn each_judged(
         let matched = expect_any(&step.expect, &answer, &lane.vars, strict).map_err(|e| {
             let shown: Vec<String> = exchanges.iter().map(|(_, q, r)| describe(q, r)).collect();
             let legend = delivery::error_legend(&normal).map(|l| format!("\n  ({l})")).unwrap_or_default();
+            // The server's own error code, where the normalized answer reads it as a class.
+            let code = normal["code"].as_str().map(|c| format!(" (the server's error code: {c})")).unwrap_or_default();
             at(format!(
-                "{what}{}, in its normalized answer: {e}\n{}\n  normalized: {normal}{legend}",
+                "{what}{}, in its normalized answer{code}: {e}\n{}\n  normalized: {normal}{legend}",
                 repeat_of(i, times),
                 shown.join("\n")
             ))
