@@ -8,19 +8,18 @@ use libtest_mimic::Trial;
 use crate::cli::expect;
 use crate::trial;
 
+/// A run of the in-process reference with `fault`, of the checks `filter` names: it fails,
+/// and says each of `needles`.
+fn faulted(fault: &str, filter: &str, needles: &[&str]) -> Result<(), String> {
+    expect(&["run", "--no-snapshots", "--no-replays", "--fault", fault, filter], 1, needles)
+}
+
 pub fn trials() -> Vec<Trial> {
     vec![
         trial("failure-messages::a-probe-says-which-side-of-its-bound", || {
-            expect(
-                &[
-                    "run",
-                    "--no-snapshots",
-                    "--no-replays",
-                    "--fault",
-                    "lifetime.ttl.range",
-                    "lifetime.ttl.range::at-the-bound",
-                ],
-                1,
+            faulted(
+                "lifetime.ttl.range",
+                "lifetime.ttl.range::at-the-bound",
                 &[
                     "round 3 of 3 (max_ttl_seconds is 2419200: this round sends 2419201, one past it)",
                     // Not the template's `${over}`: what an outcome meant for the other side means.
@@ -29,16 +28,9 @@ pub fn trials() -> Vec<Trial> {
             )
         }),
         trial("failure-messages::an-error-class-says-what-it-stands-for", || {
-            expect(
-                &[
-                    "run",
-                    "--no-snapshots",
-                    "--no-replays",
-                    "--fault",
-                    "send.errors.registration",
-                    "send.errors.registration",
-                ],
-                1,
+            faulted(
+                "send.errors.registration",
+                "send.errors.registration",
                 &[
                     "in its normalized answer (the server's error code: InvalidRegistration): at `/error`: expected \"unregistered\", found \"bad-registration\"",
                     "unregistered = NotRegistered or DEVICE_UNREGISTERED",
@@ -47,16 +39,9 @@ pub fn trials() -> Vec<Trial> {
             )
         }),
         trial("failure-messages::an-xmpp-exchange-reads-as-one", || {
-            expect(
-                &[
-                    "run",
-                    "--no-snapshots",
-                    "--no-replays",
-                    "--fault",
-                    "lifetime.ttl.range",
-                    "lifetime.ttl.range::at-the-bound@xmpp",
-                ],
-                1,
+            faulted(
+                "lifetime.ttl.range",
+                "lifetime.ttl.range::at-the-bound@xmpp",
                 &["  sent over XMPP (", "  received: {"],
             )
         }),
