@@ -113,6 +113,10 @@ pub enum Plan {
         /// Run at n-1, n and n+1 of a limit, one round each.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         probe: Option<Probe>,
+        /// The spec file its steps are in, for a failure to name with the step's line (a
+        /// replay file from before it was kept has none).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        file: Option<String>,
     },
     Property {
         property: String,
@@ -304,7 +308,7 @@ pub fn plan_of(rule: &crate::catalog::Rule, check_index: usize, vars: &template:
                     Some(Probe { param: param.clone(), n, at_limit: limit.at_limit })
                 }
             };
-            Ok(Plan::Scenario { steps: steps.clone(), probe })
+            Ok(Plan::Scenario { steps: steps.clone(), probe, file: Some(check.location.file.clone()) })
         }
         CheckKind::Property { property, params } => {
             let mut rendered = serde_json::Map::new();
@@ -322,14 +326,20 @@ pub fn execute(plan: &Plan, x: &Execution<'_>) -> CheckRun {
     let target = evidence::Recording { inner: x.target, log: &log };
     let mut evidence = evidence::Evidence::default();
     let result = match plan {
-        Plan::Scenario { steps, probe } => {
+        Plan::Scenario { steps, probe, file } => {
             let control = Control { target: &target, caps: x.caps };
             let mut transcript = scenario::Transcript::default();
             if x.meaning {
                 transcript.redactor = snapshot::Redactor::for_meaning();
             }
             transcript.skip_text = !x.meaning && (x.options.snapshots.is_none() || x.snapshot.is_none());
-            let setup = scenario::Setup { control: &control, run: x.run, settings: x.options, log: &log };
+            let setup = scenario::Setup {
+                control: &control,
+                run: x.run,
+                settings: x.options,
+                log: &log,
+                file: file.as_deref(),
+            };
             let result = control.new_sender().map_err(|e| format!("setting up a sender: {e}")).and_then(|sender| {
                 let rounds: Vec<Option<(i64, Value)>> = match probe {
                     None => vec![None],

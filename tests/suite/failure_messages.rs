@@ -1,7 +1,8 @@
 //! What a failure says, read as a user reads it: which side of a bound a probe was on (and
 //! what an outcome meant for the other side means, not the template's variable), what the
 //! classes of a normalized answer's `error` stand for and the server's own code (so that a
-//! wrong code does not read as a matter of case), an XMPP exchange without an HTTP status.
+//! wrong code does not read as a matter of case), an XMPP exchange without an HTTP status,
+//! the spec file of a failed step.
 
 use libtest_mimic::Trial;
 
@@ -33,6 +34,8 @@ pub fn trials() -> Vec<Trial> {
                 "send.errors.registration",
                 &[
                     "in its normalized answer (the server's error code: InvalidRegistration): at `/error`: expected \"unregistered\", found \"bad-registration\"",
+                    // The step's spec file, with its line.
+                    "(send-protocol.toml line ",
                     "unregistered = NotRegistered or DEVICE_UNREGISTERED",
                     "any other code is kept as the server gave it",
                 ],

@@ -114,6 +114,8 @@ pub struct Setup<'a> {
     pub settings: &'a super::Options,
     /// HTTP exchanges are seen by the control's target; XMPP ones, made here, are added here.
     pub log: &'a ExchangeLog,
+    /// The spec file the steps are in, if known: a failure names it with the step's line.
+    pub file: Option<&'a str>,
 }
 
 /// Runs `steps` with `vars` (parameters and builtins already set). On failure the error
@@ -155,7 +157,11 @@ fn run_step(
     let (control, log) = (setup.control, setup.log);
     let (xmpp_timeout, strict) = (setup.settings.xmpp_timeout, setup.settings.strict);
     let twin = if lane.prefix.is_empty() { String::new() } else { format!(" ({} device)", lane.prefix) };
-    let at = |e: String| format!("step {n}{twin} (line {}): {e}", step.line);
+    let place = match setup.file {
+        Some(file) => format!("{} line {}", file.rsplit('/').next().unwrap_or(file), step.line),
+        None => format!("line {}", step.line),
+    };
+    let at = |e: String| format!("step {n}{twin} ({place}): {e}");
     let label = lane.label(n);
     // Exchanges whose answers the step's expectations judge, one per repetition, and the
     // ones shown in the transcript.
