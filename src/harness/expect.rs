@@ -130,9 +130,15 @@ pub fn check(expect: &Expect, resp: &HttpResponse, vars: &Vars) -> Result<(), St
             let t = v.as_str()?;
             t.strip_prefix("${").and_then(|n| n.strip_suffix('}')).filter(|n| !n.contains(['$', '{', '}']))
         });
-        if let (Some("over"), Some(FieldOp::Eq(Value::Bool(within))), Some(Value::Bool(over))) =
-            (variable_name, Some(&f.op), actual)
-            && within != over
+        // The side of the bound an outcome on `over` is meant for: `over = false` or
+        // `over != true` is within it, the others past it.
+        let meant_past = match &f.op {
+            FieldOp::Eq(Value::Bool(b)) => Some(*b),
+            FieldOp::Ne(Value::Bool(b)) => Some(!*b),
+            _ => None,
+        };
+        if let (Some("over"), Some(past), Some(Value::Bool(over))) = (variable_name, meant_past, actual)
+            && past != *over
         {
             // A probe's round past its bound (`over`), read on an outcome meant for the other side.
             return Err(if *over {

@@ -379,7 +379,7 @@ pub fn execute(plan: &Plan, x: &Execution<'_>) -> CheckRun {
                         // Which side of the bound failed, in words: a check named for the bound
                         // also probes one below it and one past it.
                         (Some((value, _)), Some(p)) => format!(
-                            "round {} of {} ({} is {}: this round sends {value}, {}): {e}",
+                            "round {} of {} ({} is {}: this round probes {value}, {}): {e}",
                             k + 1,
                             rounds.len(),
                             p.param,

@@ -22,7 +22,7 @@ pub fn trials() -> Vec<Trial> {
                 "lifetime.ttl.range",
                 "lifetime.ttl.range::at-the-bound",
                 &[
-                    "round 3 of 3 (max_ttl_seconds is 2419200: this round sends 2419201, one past it)",
+                    "round 3 of 3 (max_ttl_seconds is 2419200: this round probes 2419201, one past it)",
                     // Not the template's `${over}`: what an outcome meant for the other side means.
                     "this outcome is one for a value within the bound, and this round's value is one past it",
                 ],
