@@ -61,14 +61,14 @@ enum Command {
 
 fn main() -> ExitCode {
     quiet_expected_panics();
-    match cli::run::quiet_on_closed_stdout(real_main) {
+    match cli::output::quiet_on_closed_stdout(real_main) {
         Some(Ok(code)) => code,
-        Some(Err(e)) if broken_pipe(&e) => ExitCode::from(cli::run::CLOSED_PIPE),
+        Some(Err(e)) if broken_pipe(&e) => ExitCode::from(cli::output::CLOSED_PIPE),
         Some(Err(e)) => {
             eprintln!("error: {}", gcmspec::driver::error_chain(e.as_ref()));
             ExitCode::from(2)
         }
-        None => ExitCode::from(cli::run::CLOSED_PIPE),
+        None => ExitCode::from(cli::output::CLOSED_PIPE),
     }
 }
 
@@ -114,7 +114,8 @@ fn quiet_expected_panics() {
             .or_else(|| payload.downcast_ref::<&str>().copied())
             .unwrap_or_default();
         let main_thread = std::thread::current().name() == Some("main");
-        let expected = text.starts_with("snapshot assertion for ") || (main_thread && cli::run::closed_pipe(payload));
+        let expected =
+            text.starts_with("snapshot assertion for ") || (main_thread && cli::output::closed_pipe(payload));
         if !expected {
             default(info);
         }

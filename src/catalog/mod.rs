@@ -585,8 +585,12 @@ pub const CAPABILITIES: &[&str] = &[
 /// answer differs by path).
 pub const BUILTIN_VARS: &[&str] = &["sender", "name", "account", "run", "path", "endpoint"];
 
+/// The variable a probe's round holds its value in.
+pub const PROBE_VAR: &str = "probe";
+/// The variable that says whether a probe's round is past the limit.
+pub const OVER_VAR: &str = "over";
 /// Variables a probe's rounds add: the value probed, and whether it is past the limit.
-pub const PROBE_VARS: &[&str] = &["probe", "over"];
+pub const PROBE_VARS: &[&str] = &[PROBE_VAR, OVER_VAR];
 
 /// What a `save` may take besides a JSON pointer into the answer (one ending in `?` may find
 /// nothing, and saves null): the outcome the step matched (its name), each repetition's (an

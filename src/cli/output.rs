@@ -25,6 +25,29 @@ pub(crate) fn silence_stdout() {
     }
 }
 
+/// How a command ends if a write to a closed stdout still panics in it (the commands' own
+/// printing goes through `write` here, which does not, and libtest-mimic's through
+/// `cli::run::run_trials`): as a Unix tool that SIGPIPE ended, without a panic's message.
+pub(crate) const CLOSED_PIPE: u8 = 128 + 13;
+
+/// Whether a panic is a write to a closed stdout (or stderr): whoever read it stopped, as
+/// `gcmspec rules | head` does. std's `println!` panics with "failed printing to stdout:
+/// Broken pipe"; libtest-mimic unwraps the `io::Error` (`kind: BrokenPipe`).
+pub(crate) fn closed_pipe(payload: &dyn std::any::Any) -> bool {
+    let text = payload.downcast_ref::<String>().map(String::as_str).or(payload.downcast_ref::<&str>().copied());
+    text.is_some_and(|t| t.contains("Broken pipe") || t.contains("BrokenPipe"))
+}
+
+/// Runs `f`; a panic on writing to a closed stdout (a broken pipe) is returned as `None`, any
+/// other goes on as it would. (The binary's panic hook keeps the first kind quiet.)
+pub(crate) fn quiet_on_closed_stdout<R>(f: impl FnOnce() -> R) -> Option<R> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+        Ok(r) => Some(r),
+        Err(payload) if closed_pipe(&*payload) => None,
+        Err(payload) => std::panic::resume_unwind(payload),
+    }
+}
+
 /// `println!` for the commands: a reader that left does not stop them.
 macro_rules! say {
     ($($arg:tt)*) => {

@@ -1,6 +1,6 @@
 //! `gcmspec selftest`, `lint` and `rules`: the spec files and the reference, checked and listed.
 
-use super::output::say;
+use super::output::{say, say_raw};
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -99,7 +99,7 @@ pub(crate) fn rules(args: RulesArgs) -> anyhow::Result<ExitCode> {
     }
     let view = harness::rules::view(&catalog, &profile);
     let text = if args.json { serde_json::to_string_pretty(&view)? + "\n" } else { harness::rules::render_text(&view) };
-    print_all(&text)?;
+    say_raw!("{text}");
     Ok(ExitCode::SUCCESS)
 }
 
@@ -121,10 +121,4 @@ fn export(dir: &std::path::Path) -> anyhow::Result<ExitCode> {
         (gcmspec::bundled::SPEC_FILES.len(), gcmspec::bundled::SOURCE_FILES.len(), dir.display());
     say!("{specs} spec files and {sources} sources written to {dir}; serve or run them with --specs {dir}");
     Ok(ExitCode::SUCCESS)
-}
-
-/// Writes to stdout (a reader that left silences it: `cli::output`).
-fn print_all(text: &str) -> std::io::Result<()> {
-    super::output::write(format_args!("{text}"));
-    Ok(())
 }

@@ -10,7 +10,7 @@ use clap::Args;
 
 use gcmspec::harness::{self, Options};
 
-use super::{Connected, SpecArgs, TargetArgs, connect, load, progress, run_id, selection};
+use super::{Connected, SpecArgs, TargetArgs, connect, load, output, progress, run_id, selection};
 
 #[derive(Args)]
 #[command(after_help = "\
@@ -305,21 +305,8 @@ pub(crate) fn save_replays(
     Ok(())
 }
 
-/// How a command ends if a write to a closed stdout still panics in it (the commands' own
-/// printing goes through `cli::output`, which does not, and libtest-mimic's through
-/// `run_trials`): as a Unix tool that SIGPIPE ended, without a panic's message.
-pub(crate) const CLOSED_PIPE: u8 = 128 + 13;
-
-/// Whether a panic is a write to a closed stdout (or stderr): whoever read it stopped, as
-/// `gcmspec rules | head` does. std's `println!` panics with "failed printing to stdout:
-/// Broken pipe"; libtest-mimic unwraps the `io::Error` (`kind: BrokenPipe`).
-pub(crate) fn closed_pipe(payload: &dyn std::any::Any) -> bool {
-    let text = payload.downcast_ref::<String>().map(String::as_str).or(payload.downcast_ref::<&str>().copied());
-    text.is_some_and(|t| t.contains("Broken pipe") || t.contains("BrokenPipe"))
-}
-
-/// Runs the cases under libtest-mimic, recorded. A reader that stopped early (`gcmspec run | head`, or a stdout closed before the run began) does
-/// not cut the run short: libtest-mimic panics on the closed pipe, and what had not run yet
+/// Runs the cases under libtest-mimic, recorded. A reader that stopped early (`gcmspec run |
+/// head`, or a stdout closed before the run began) does not cut the run short: libtest-mimic panics on the closed pipe, and what had not run yet
 /// runs then with stdout pointed at nothing, so that the reports and the exit code are the
 /// whole run's.
 pub(crate) fn run_trials(
@@ -329,24 +316,14 @@ pub(crate) fn run_trials(
 ) {
     let trials = harness::recorded_trials(cases, recorder);
     recorder.filtered_out(trials.iter().filter(|t| test.is_filtered_out(t)).map(|t| t.name().to_string()));
-    if quiet_on_closed_stdout(|| libtest_mimic::run(test, trials)).is_some() {
+    if output::quiet_on_closed_stdout(|| libtest_mimic::run(test, trials)).is_some() {
         return;
     }
-    super::output::silence_stdout();
+    output::silence_stdout();
     if !test.list {
         let rest: Vec<harness::Case> = cases.iter().filter(|c| !recorder.ran(&c.name)).cloned().collect();
         let rest = harness::recorded_trials(&rest, recorder);
-        let _ = quiet_on_closed_stdout(|| libtest_mimic::run(test, rest));
-    }
-}
-
-/// Runs `f`; a panic on writing to a closed stdout (a broken pipe) is returned as `None`, any
-/// other goes on as it would. (The binary's panic hook keeps the first kind quiet.)
-pub(crate) fn quiet_on_closed_stdout<R>(f: impl FnOnce() -> R) -> Option<R> {
-    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
-        Ok(r) => Some(r),
-        Err(payload) if closed_pipe(&*payload) => None,
-        Err(payload) => std::panic::resume_unwind(payload),
+        let _ = output::quiet_on_closed_stdout(|| libtest_mimic::run(test, rest));
     }
 }
 

@@ -137,7 +137,8 @@ pub fn check(expect: &Expect, resp: &HttpResponse, vars: &Vars) -> Result<(), St
             FieldOp::Ne(Value::Bool(b)) => Some(!*b),
             _ => None,
         };
-        if let (Some("over"), Some(past), Some(Value::Bool(over))) = (variable_name, meant_past, actual)
+        if let (Some(crate::catalog::OVER_VAR), Some(past), Some(Value::Bool(over))) =
+            (variable_name, meant_past, actual)
             && past != *over
         {
             // A probe's round past its bound (`over`), read on an outcome meant for the other side.

@@ -360,8 +360,8 @@ pub fn execute(plan: &Plan, x: &Execution<'_>) -> CheckRun {
                         ("endpoint", Value::String(x.run.endpoint.name().to_string())),
                     ];
                     if let (Some((value, over)), Some(p)) = (round, probe) {
-                        builtins.push(("probe", Value::from(*value)));
-                        builtins.push(("over", over.clone()));
+                        builtins.push((crate::catalog::PROBE_VAR, Value::from(*value)));
+                        builtins.push((crate::catalog::OVER_VAR, over.clone()));
                         transcript.text.push_str(&format!(
                             "== round {}: {} = {value} (n = {}, over: {over})\n",
                             k + 1,

@@ -150,7 +150,11 @@ type Ended = (CheckRun, u64);
 
 /// Collects results as trials finish (they run on several threads).
 #[derive(Debug, Clone, Default)]
-pub struct Recorder(Arc<Mutex<BTreeMap<String, Ended>>>, Arc<Mutex<std::collections::BTreeSet<String>>>);
+pub struct Recorder {
+    ran: Arc<Mutex<BTreeMap<String, Ended>>>,
+    /// What the run's filter left out.
+    filtered: Arc<Mutex<std::collections::BTreeSet<String>>>,
+}
 
 impl Recorder {
     /// Runs `f` and records how it ended.
@@ -158,24 +162,24 @@ impl Recorder {
         let start = Instant::now();
         let run = f();
         let ms = start.elapsed().as_millis() as u64;
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).insert(name.to_string(), (run.clone(), ms));
+        self.ran.lock().unwrap_or_else(|e| e.into_inner()).insert(name.to_string(), (run.clone(), ms));
         run
     }
 
     /// Notes checks the run's filter left out: a check the target cannot run is skipped, not
     /// unsupported, when it was not asked for.
     pub fn filtered_out(&self, names: impl IntoIterator<Item = String>) {
-        self.1.lock().unwrap_or_else(|e| e.into_inner()).extend(names);
+        self.filtered.lock().unwrap_or_else(|e| e.into_inner()).extend(names);
     }
 
     /// Whether the check named `name` has run.
     pub fn ran(&self, name: &str) -> bool {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).contains_key(name)
+        self.ran.lock().unwrap_or_else(|e| e.into_inner()).contains_key(name)
     }
 
     /// The replays of the failed checks, by name.
     pub fn replays(&self) -> Vec<Replay> {
-        let ran = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let ran = self.ran.lock().unwrap_or_else(|e| e.into_inner());
         // A check that was not tried has nothing to replay.
         ran.values()
             .filter(|(run, _)| !run.result.as_ref().is_err_and(|e| crate::driver::TargetError::means_not_tried(e)))
@@ -186,8 +190,8 @@ impl Recorder {
     /// The report for `cases`: what ran is passed or failed; what did not, unsupported (the
     /// target lacks something) or skipped (filtered out).
     pub fn report(&self, cases: &[super::Case], target: &str, profile: &str, strict: bool) -> Report {
-        let ran = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        let filtered = self.1.lock().unwrap_or_else(|e| e.into_inner());
+        let ran = self.ran.lock().unwrap_or_else(|e| e.into_inner());
+        let filtered = self.filtered.lock().unwrap_or_else(|e| e.into_inner());
         let mut summary = Summary::default();
         let results: Vec<CaseResult> = cases
             .iter()

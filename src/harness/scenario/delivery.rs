@@ -241,7 +241,20 @@ pub fn error_class(code: &str) -> &str {
 /// so that `expected "unregistered", found "Unregistered"` reads as the wrong code it is, not
 /// as a matter of case.
 pub fn error_legend(normal: &Value) -> Option<String> {
-    if !normal.to_string().contains("\"error\"") {
+    // The key anywhere in the answer (an aggregate holds one answer per target), iteratively.
+    let mut pending = vec![normal];
+    let mut has_error = false;
+    while let Some(v) = pending.pop() {
+        match v {
+            Value::Object(o) => {
+                has_error |= o.contains_key("error");
+                pending.extend(o.values());
+            }
+            Value::Array(a) => pending.extend(a),
+            _ => {}
+        }
+    }
+    if !has_error {
         return None;
     }
     let classes: Vec<String> =
