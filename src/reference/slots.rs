@@ -25,12 +25,25 @@
 //! so the sockets a listener holds stay bounded (at most twice its cap); when that allowance
 //! is spent, a newcomer is turned away instead. (Half the cap was spent by eight peers
 //! reconnecting without end on a listener of 8, and an app server was turned away.)
+//!
+//! A connection evicted while silent is told so only after [`SILENT_LINGER`], while at least
+//! half the closing allowance is free (past that, at once): peers that reconnect as soon as
+//! they are put out otherwise churned through the share in microseconds, and an app server
+//! whose client was not scheduled between its connect and its first write (a loaded 2-core
+//! machine, one run in fifteen) was evicted as the oldest silent peer on two tries running.
+//! Held back, each such peer comes back at most once per linger, so an app server has about
+//! that long to speak. The linger costs a flood's peer time, never an app server's: one that
+//! spoke is told at once.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
+
+/// How long a connection evicted while silent waits before it is told and closed.
+pub(crate) const SILENT_LINGER: Duration = Duration::from_millis(250);
 
 #[derive(Clone)]
 pub(crate) struct Slots {
@@ -38,6 +51,8 @@ pub(crate) struct Slots {
     all: Arc<Semaphore>,
     /// Places for evicted connections while they close.
     closing: Arc<Semaphore>,
+    /// The closing allowance's size.
+    closing_max: usize,
     anonymous: Arc<Mutex<Anonymous>>,
 }
 
@@ -112,6 +127,8 @@ struct PlaceState {
     progress: AtomicU8,
     /// Once evicted: its place among the closing connections.
     closing: Mutex<Option<OwnedSemaphorePermit>>,
+    /// Evicted while silent, with room among the closing connections to linger.
+    lingers: std::sync::atomic::AtomicBool,
 }
 
 /// One connection's place under its listener's cap.
@@ -157,6 +174,11 @@ impl Slot {
         }
     }
 
+    /// Evicted while silent: it waits [`SILENT_LINGER`] before it is told and closed.
+    pub fn lingers(&self) -> bool {
+        self.anonymous.as_ref().is_some_and(|p| p.state.lingers.load(Ordering::Relaxed))
+    }
+
     /// Told to go to make room, while not logged in; pending for ever once logged in.
     pub async fn evicted(&self) {
         match &self.anonymous {
@@ -191,6 +213,7 @@ impl Slots {
         Slots {
             all: Arc::new(Semaphore::new(max)),
             closing: Arc::new(Semaphore::new(max)),
+            closing_max: max,
             anonymous: Arc::new(Mutex::new(anonymous)),
         }
     }
@@ -205,8 +228,10 @@ impl Slots {
         let permit = if a.held.len() >= a.max {
             // The allowance first: a newcomer turned away costs no peeks.
             let closing = self.closing.clone().try_acquire_owned().ok()?;
-            let at = least_far(&a.held)?;
+            let (at, progress) = least_far(&a.held)?;
             let gone = a.held.remove(at)?;
+            let room = 2 * self.closing.available_permits() >= self.closing_max;
+            gone.state.lingers.store(progress == Progress::Silent as u8 && room, Ordering::Relaxed);
             *gone.state.closing.lock().unwrap_or_else(|e| e.into_inner()) = Some(closing);
             gone.state.goes.notify_one();
             gone.permit
@@ -219,6 +244,7 @@ impl Slots {
             goes: Notify::new(),
             progress: AtomicU8::new(Progress::Silent as u8),
             closing: Mutex::new(None),
+            lingers: std::sync::atomic::AtomicBool::new(false),
         });
         a.held.push_back(Held { id, state: state.clone(), permit, socket });
         let place = AnonymousPlace { id, state, registry: self.anonymous.clone() };
@@ -226,20 +252,20 @@ impl Slots {
     }
 }
 
-/// Of the connections not logged in, the oldest of those that got least far: the first
-/// silent one, or failing that the first of the least progress.
-fn least_far(held: &VecDeque<Held>) -> Option<usize> {
+/// Of the connections not logged in, the oldest of those that got least far (the first
+/// silent one, or failing that the first of the least progress), with how far it got.
+fn least_far(held: &VecDeque<Held>) -> Option<(usize, u8)> {
     let mut least: Option<(usize, u8)> = None;
     for (i, h) in held.iter().enumerate() {
         let p = h.progress();
         if p == Progress::Silent as u8 {
-            return Some(i);
+            return Some((i, p));
         }
         if least.is_none_or(|(_, l)| p < l) {
             least = Some((i, p));
         }
     }
-    least.map(|(i, _)| i)
+    least
 }
 
 #[cfg(all(test, unix))]
@@ -322,5 +348,23 @@ mod tests {
         // Both headers were read; then the app server's SASL auth arrived, unread: the
         // younger peer, stalled after its header, goes.
         assert_eq!(newcomer_evicts(Some(Progress::StreamOpened), b"<auth mechanism='PLAIN'>"), (false, true));
+    }
+
+    #[test]
+    fn only_a_silent_peer_lingers_and_only_while_half_the_allowance_is_free() {
+        let slots = Slots::new(4); // two may be anonymous, four may be closing
+        let sockets: Vec<_> = (0..6).map(|_| peer()).collect();
+        let take = |n: usize| slots.take(Probe::of(&sockets[n].0)).expect("a place");
+        let (a, b) = (take(0), take(1));
+        b.reached(Progress::StreamOpened);
+        let c = take(2); // evicts a, silent: three closing places free
+        let d = take(3); // evicts c, silent: two free
+        d.reached(Progress::StreamOpened);
+        let e = take(4); // evicts b (d and b opened their streams; b is older): one free
+        let _f = take(5); // evicts e, silent: none free
+        assert_eq!([a.lingers(), c.lingers()], [true, true], "silent peers evicted while half the allowance is free");
+        assert!(!b.lingers(), "a peer that opened its stream is told at once");
+        assert!(!e.lingers(), "with more than half the allowance spent, a silent peer goes at once");
+        assert!(!d.lingers(), "not evicted");
     }
 }
