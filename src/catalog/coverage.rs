@@ -227,6 +227,51 @@ pub fn probe_rounds(n: i64, at_limit: AtLimit) -> Vec<(i64, serde_json::Value)> 
     vec![(n - 1, Value::Bool(false)), (n, at), (n + 1, Value::Bool(true))]
 }
 
+/// Where a check's steps use the probed value, in words ("step 5's advance_clock.seconds",
+/// "step 2's repeat count"), for a failure to say what the round's value did: sent, repeated, or
+/// the clock moved by it. Any `${...}` that names `probe` counts (`${min(probe, n)}` too).
+/// A walk with a stack over each step's fields; the steps are the catalogue's.
+pub fn probe_uses(steps: &[super::Step]) -> Vec<String> {
+    use serde_json::Value;
+    let mut uses = Vec::new();
+    for (i, step) in steps.iter().enumerate() {
+        // What the step does with it: its action's fields (named as the spec file writes
+        // them, `send.time_to_live`) and its repetitions. Expectations read the value, and
+        // do not make a round differ.
+        let Ok(action) = serde_json::to_value(&step.action) else { continue };
+        let repeat = step.repeat.as_ref().map(|r| ("repeat count".to_string(), r));
+        let mut found = Vec::new();
+        let mut stack: Vec<(String, &Value)> = repeat.into_iter().collect();
+        if let Value::Object(o) = &action {
+            stack.extend(o.iter().rev().map(|(k, v)| (k.clone(), v)));
+        }
+        while let Some((path, v)) = stack.pop() {
+            match v {
+                Value::String(s) if names_probe(s) => found.push(path),
+                Value::Object(o) => stack.extend(o.iter().rev().map(|(k, v)| (format!("{path}.{k}"), v))),
+                Value::Array(a) => stack.extend(a.iter().enumerate().rev().map(|(k, v)| (format!("{path}[{k}]"), v))),
+                _ => {}
+            }
+        }
+        if !found.is_empty() {
+            uses.push(format!("step {}'s {}", i + 1, found.join(" and ")));
+        }
+    }
+    match uses.split_last() {
+        Some((last, [])) => vec![last.clone()],
+        Some((last, rest)) => vec![format!("{} and {last}", rest.join(", "))],
+        None => Vec::new(),
+    }
+}
+
+/// Whether a template's `${...}` expressions name the probe.
+fn names_probe(template: &str) -> bool {
+    template.split("${").skip(1).any(|rest| {
+        let expr = rest.split('}').next().unwrap_or("");
+        expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).any(|w| w == super::PROBE_VAR)
+    })
+}
+
 /// One trial of a check: the paths it exercises and how its generic steps run.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Run {

@@ -341,6 +341,8 @@ pub fn execute(plan: &Plan, x: &Execution<'_>) -> CheckRun {
                 file: file.as_deref(),
             };
             let result = control.new_sender().map_err(|e| format!("setting up a sender: {e}")).and_then(|sender| {
+                // Where the round's value goes, for a failure to say.
+                let probed_in = probe.as_ref().map(|_| crate::catalog::coverage::probe_uses(steps)).unwrap_or_default();
                 let rounds: Vec<Option<(i64, Value)>> = match probe {
                     None => vec![None],
                     Some(p) => crate::catalog::coverage::probe_rounds(p.n, p.at_limit).into_iter().map(Some).collect(),
@@ -379,7 +381,7 @@ pub fn execute(plan: &Plan, x: &Execution<'_>) -> CheckRun {
                         // Which side of the bound failed, in words: a check named for the bound
                         // also probes one below it and one past it.
                         (Some((value, _)), Some(p)) => format!(
-                            "round {} of {} ({} is {}: this round probes {value}, {}): {e}",
+                            "round {} of {} ({} is {}: this round probes {value}, {}{}): {e}",
                             k + 1,
                             rounds.len(),
                             p.param,
@@ -388,6 +390,10 @@ pub fn execute(plan: &Plan, x: &Execution<'_>) -> CheckRun {
                                 std::cmp::Ordering::Less => "one below it",
                                 std::cmp::Ordering::Equal => "at it",
                                 std::cmp::Ordering::Greater => "one past it",
+                            },
+                            match probed_in.is_empty() {
+                                true => String::new(),
+                                false => format!(", in {}", probed_in.join(" and ")),
                             }
                         ),
                         _ => e,

@@ -1,8 +1,8 @@
-//! What a failure says, read as a user reads it: which side of a bound a probe was on (and
-//! what an outcome meant for the other side means, not the template's variable), what the
-//! classes of a normalized answer's `error` stand for and the server's own code (so that a
-//! wrong code does not read as a matter of case), an XMPP exchange without an HTTP status,
-//! the spec file of a failed step.
+//! What a failure says, read as a user reads it: which side of a bound a probe was on and
+//! where its value went (a field sent, the clock moved); what an outcome meant for the other
+//! side means, not the template's variable; what the classes of a normalized answer's `error`
+//! stand for and the server's own code (so that a wrong code does not read as a matter of
+//! case); an XMPP exchange without an HTTP status; the spec file of a failed step.
 
 use libtest_mimic::Trial;
 
@@ -22,9 +22,19 @@ pub fn trials() -> Vec<Trial> {
                 "lifetime.ttl.range",
                 "lifetime.ttl.range::at-the-bound",
                 &[
-                    "round 3 of 3 (max_ttl_seconds is 2419200: this round probes 2419201, one past it)",
+                    "round 3 of 3 (max_ttl_seconds is 2419200: this round probes 2419201, one past it, in step 3's send.data.ttl and send.time_to_live)",
                     // Not the template's `${over}`: what an outcome meant for the other side means.
                     "this outcome is one for a value within the bound, and this round's value is one past it",
+                ],
+            )
+        }),
+        trial("failure-messages::a-probe-says-where-its-value-went", || {
+            // Not sent: the clock moved by it, which the failure says in so many words.
+            faulted(
+                "lifetime.ttl.default",
+                "lifetime.ttl.default::kept-four-weeks",
+                &[
+                    "(default_ttl_seconds is 2419200: this round probes 2419199, one below it, in step 5's advance_clock.seconds)",
                 ],
             )
         }),

@@ -473,6 +473,13 @@ send = { to = "${key}", data = { n = "1" } }
         let probe = GENERIC.replace("name = \"generic\"", "name = \"generic\"\nprobe = \"cap\"");
         let text = run(&covered(r#"["token"]"#, "", &probe)).unwrap_err().to_string();
         assert!(text.contains("probe: `cap` is not a limit of the rule"), "{text}");
+        // A limit probed by a check none of whose steps uses the value: its rounds run alike.
+        let limit = "[[rule.limit]]\nparam = \"cap\"\nunit = \"members\"";
+        let checks = format!("{probe}{limit}");
+        let text = run(&covered(r#"["token"]"#, "params = { cap = 3 }", &checks)).unwrap_err().to_string();
+        assert!(text.contains("check[generic].probe: no step uses `${probe}`"), "{text}");
+        let used = checks.replace("count = 1 }", "count = \"${probe}\" }");
+        run(&covered(r#"["token"]"#, "params = { cap = 3 }", &used)).expect("a probe a step uses");
     }
 
     #[test]

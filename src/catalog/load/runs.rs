@@ -92,6 +92,18 @@ impl Cx<'_> {
                     &format!("`{probe}` is not a limit of the rule (declare it in `[[rule.limit]]`)"),
                 );
             }
+            // Probed, a check's rounds differ only in the value the steps use: none, no bound.
+            if let (Some(probe), crate::catalog::CheckKind::Scenario(steps)) = (&check.probe, &check.kind)
+                && crate::catalog::coverage::probe_uses(steps).is_empty()
+            {
+                self.err(
+                    span,
+                    &format!("{cfield}.probe"),
+                    &format!(
+                        "no step uses `${{probe}}`, so its rounds at `{probe}` - 1, at it and + 1 would run alike"
+                    ),
+                );
+            }
         }
         for &p in covers {
             let running: Vec<&str> = checks
