@@ -124,6 +124,7 @@ faults! {
     MultipleSendersNoLimit => "lifetime.multiple-senders" / "no-sender-limit": "registers an app for any number of senders, and every one can send",
     MultipleSendersForeignKey => "lifetime.multiple-senders" / "foreign-key": "lets any sender send to another sender's notification key",
     ResponseFormat => "send.response.format": "lists results with the errors last, not in request order, and leaves canonical_ids out",
+    ResponseFormatCountsAsText => "send.response.format" / "counts-as-text": "writes success, failure and canonical_ids as strings (\"1\", not 1)",
     TargetExclusive => "send.target.exclusive": "accepts `to` and `registration_ids` together",
     RegistrationIdsLimit => "send.registration-ids.limit": "accepts any number of registration_ids",
     DryRun => "send.dry-run": "delivers dry_run messages",

@@ -222,15 +222,25 @@ pub enum Target {
 }
 
 /// What a send did, for the transport to render.
+/// How a multicast's answer is written: as documented, or as one of the faults writes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AnswerForm {
+    Documented,
+    /// `canonical_ids` left out.
+    WithoutCanonicalIds,
+    /// `success`, `failure` and `canonical_ids` as strings.
+    CountsAsText,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub enum SendOutcome {
     /// A send to a notification key that reached at least one member.
     Group { success: usize, failed: Vec<String> },
     /// A send to a notification key whose every member failed.
     GroupFailed,
-    /// Per-registration results, in request order. `bare`: the fault that leaves
-    /// canonical_ids out of the answer.
-    Multicast { multicast_id: u64, results: Vec<SendResult>, bare: bool },
+    /// Per-registration results, in request order, and how the answer is written (a fault
+    /// may write it otherwise).
+    Multicast { multicast_id: u64, results: Vec<SendResult>, form: AnswerForm },
     /// The message itself is invalid (`InvalidTtl`, `InvalidDataKey`, `MessageTooBig`). It
     /// still has a multicast id: clients test it for truth.
     Invalid { error: &'static str, group: bool, targets: usize, multicast_id: u64 },
@@ -397,7 +407,7 @@ impl Model {
             return;
         }
         let answer = match outcome {
-            SendOutcome::Multicast { results, bare: false, .. } => PreparedAnswer::Results(
+            SendOutcome::Multicast { results, form: AnswerForm::Documented, .. } => PreparedAnswer::Results(
                 results
                     .iter()
                     .map(|r| match r {
@@ -1083,9 +1093,9 @@ mod tests {
             sent("0:2%\"quoted\"", Some("new\nid")),
             SendResult::Error("Unavailable"),
         ];
-        for bare in [false, true] {
+        for form in [AnswerForm::Documented, AnswerForm::WithoutCanonicalIds, AnswerForm::CountsAsText] {
             for results in [results.clone(), Vec::new(), vec![SendResult::Error("InvalidRegistration")]] {
-                let outcome = SendOutcome::Multicast { multicast_id: 42, results, bare };
+                let outcome = SendOutcome::Multicast { multicast_id: 42, results, form };
                 let faults = Faults::default();
                 let (status, value) = send_outcome_json(&outcome, &faults);
                 let (written_status, written) = send_outcome_body(&outcome, &faults);

@@ -331,7 +331,7 @@ impl Model {
                 return SendOutcome::Multicast {
                     multicast_id,
                     results: vec![SendResult::Error("MissingRegistration")],
-                    bare: false,
+                    form: AnswerForm::Documented,
                 };
             }
         };
@@ -352,7 +352,14 @@ impl Model {
         if self.faults.on(Fault::ResponseFormat, path) {
             results.sort_by_key(|r| matches!(r, SendResult::Error(_)));
         }
-        SendOutcome::Multicast { multicast_id, results, bare: self.faults.on(Fault::ResponseFormat, path) }
+        let form = if self.faults.on(Fault::ResponseFormat, path) {
+            AnswerForm::WithoutCanonicalIds
+        } else if self.faults.on(Fault::ResponseFormatCountsAsText, path) {
+            AnswerForm::CountsAsText
+        } else {
+            AnswerForm::Documented
+        };
+        SendOutcome::Multicast { multicast_id, results, form }
     }
 
     // ---- upstream and dismissal (seeds 000, 001, 003) ----------------------------------
@@ -447,8 +454,8 @@ pub(super) fn with_shared_buckets<R>(
 /// only to print it cost a tenth of the send).
 pub fn send_outcome_body(outcome: &SendOutcome, faults: &Faults) -> (u16, Option<Vec<u8>>) {
     match outcome {
-        SendOutcome::Multicast { multicast_id, results, bare } => {
-            let answer = MulticastAnswer::new(*multicast_id, results, *bare);
+        SendOutcome::Multicast { multicast_id, results, form } => {
+            let answer = MulticastAnswer::new(*multicast_id, results, *form);
             (200, Some(serde_json::to_vec(&answer).expect("plain fields serialize")))
         }
         _ => {
@@ -463,11 +470,19 @@ pub fn send_outcome_body(outcome: &SendOutcome, faults: &Faults) -> (u16, Option
 #[derive(Serialize)]
 struct MulticastAnswer<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
-    canonical_ids: Option<usize>,
-    failure: usize,
+    canonical_ids: Option<Count>,
+    failure: Count,
     multicast_id: u64,
     results: Vec<Rendered<'a>>,
-    success: usize,
+    success: Count,
+}
+
+/// A count, as a number (or as a fault writes it, a string).
+#[derive(Serialize)]
+#[serde(untagged)]
+enum Count {
+    Number(usize),
+    Text(String),
 }
 
 #[derive(Serialize)]
@@ -481,8 +496,7 @@ struct Rendered<'a> {
 }
 
 impl<'a> MulticastAnswer<'a> {
-    /// `bare`: the fault's answer without `canonical_ids`.
-    fn new(multicast_id: u64, results: &'a [SendResult], bare: bool) -> Self {
+    fn new(multicast_id: u64, results: &'a [SendResult], form: AnswerForm) -> Self {
         let success = results.iter().filter(|r| matches!(r, SendResult::Sent { .. })).count();
         let canonical = results.iter().filter(|r| matches!(r, SendResult::Sent { canonical: Some(_), .. })).count();
         let results: Vec<Rendered> = results
@@ -495,7 +509,17 @@ impl<'a> MulticastAnswer<'a> {
             })
             .collect();
         let failure = results.len() - success;
-        MulticastAnswer { canonical_ids: (!bare).then_some(canonical), failure, multicast_id, results, success }
+        let count = |n: usize| match form {
+            AnswerForm::CountsAsText => Count::Text(n.to_string()),
+            _ => Count::Number(n),
+        };
+        MulticastAnswer {
+            canonical_ids: (form != AnswerForm::WithoutCanonicalIds).then(|| count(canonical)),
+            failure: count(failure),
+            multicast_id,
+            results,
+            success: count(success),
+        }
     }
 }
 
@@ -514,8 +538,8 @@ pub fn send_outcome_json(outcome: &SendOutcome, faults: &Faults) -> (u16, Option
             }
             (200, Some(Value::Object(body)))
         }
-        SendOutcome::Multicast { multicast_id, results, bare } => {
-            let answer = MulticastAnswer::new(*multicast_id, results, *bare);
+        SendOutcome::Multicast { multicast_id, results, form } => {
+            let answer = MulticastAnswer::new(*multicast_id, results, *form);
             (200, Some(serde_json::to_value(&answer).expect("plain fields serialize")))
         }
         // A group response has no per-target results to put the error in.
