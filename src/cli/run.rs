@@ -224,6 +224,17 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         // Checks the target's stop or the run's deadline left: neither passed nor failed.
         if s.not_tried > 0 { format!(", {} not tried", s.not_tried) } else { String::new() }
     );
+    // One mistake behind many failures, named once (the report's `summary.shared_causes`).
+    for c in s.shared_causes.iter().filter(|c| c.failures >= 3).take(3) {
+        eprintln!(
+            "gcmspec: {} of the {} failures, in {} rule{}, share one cause: {} (fix it first: the others may follow from it)",
+            c.failures,
+            s.failed,
+            c.rules,
+            if c.rules == 1 { "" } else { "s" },
+            c.cause
+        );
+    }
     if args.baseline.is_some() {
         eprintln!(
             "gcmspec: baseline: {} known failure(s), {} new",

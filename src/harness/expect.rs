@@ -168,7 +168,17 @@ pub fn check(expect: &Expect, resp: &HttpResponse, vars: &Vars) -> Result<(), St
             FieldOp::Eq(v) => {
                 let want = render(v, vars)?;
                 if actual != Some(&want) {
-                    return fail(format!("expected {}", summary(Some(&want))));
+                    // A value of the wrong type says so in the form a run's summary counts.
+                    let cause = actual
+                        .filter(|_| f.value.is_none())
+                        .and_then(|a| super::causes::wrong_type(&f.at, a, &want))
+                        .map(|c| format!(" ({c})"))
+                        .unwrap_or_default();
+                    return Err(format!(
+                        "at {place}: expected {}, found {}{cause}",
+                        summary(Some(&want)),
+                        summary(actual)
+                    ));
                 }
             }
             FieldOp::Ne(v) => {

@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use libtest_mimic::{Failed, Trial};
 use serde_json::Value;
 
+pub mod causes;
 pub mod diff;
 pub mod evidence;
 pub mod expect;

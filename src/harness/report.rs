@@ -103,6 +103,10 @@ pub struct Summary {
     /// Passed checks that passed only on an observed, not documented, outcome (`--strict`
     /// fails them).
     pub observed: usize,
+    /// Causes more than one failure names (a value of the wrong type at one place), the most
+    /// shared first: one mistake that may explain many failures.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub shared_causes: Vec<super::causes::Shared>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -244,6 +248,12 @@ impl Recorder {
                 }
             })
             .collect();
+        summary.shared_causes = super::causes::shared(
+            results
+                .iter()
+                .filter(|r| r.outcome == Outcome::Failed)
+                .filter_map(|r| Some((r.rule.as_str(), r.message.as_deref()?))),
+        );
         Report {
             schema: SCHEMA,
             target: target.to_string(),

@@ -2,7 +2,8 @@
 //! where its value went (a field sent, the clock moved); what an outcome meant for the other
 //! side means, not the template's variable; what the classes of a normalized answer's `error`
 //! stand for and the server's own code (so that a wrong code does not read as a matter of
-//! case); an XMPP exchange without an HTTP status; the spec file of a failed step.
+//! case); an XMPP exchange without an HTTP status; the spec file of a failed step; one
+//! mistake (a value of the wrong type) behind many failures, named once in the summary.
 
 use libtest_mimic::Trial;
 
@@ -48,6 +49,18 @@ pub fn trials() -> Vec<Trial> {
                     "(send-protocol.toml line ",
                     "unregistered = NotRegistered or DEVICE_UNREGISTERED",
                     "any other code is kept as the server gave it",
+                ],
+            )
+        }),
+        trial("failure-messages::one-mistake-behind-many-failures-is-named-once", || {
+            // Counts written as strings fail checks of several rules, each saying so in one
+            // form, and the summary counts them under that one cause.
+            faulted(
+                "send.response.format:counts-as-text",
+                ".", // every check: the cause spans rules
+                &[
+                    "at `/success`: expected 1, found \"1\" (`/success` is a string, not a number)",
+                    "share one cause: `/success` is a string, not a number (fix it first",
                 ],
             )
         }),

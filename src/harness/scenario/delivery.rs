@@ -329,6 +329,11 @@ pub fn normalize_http(resp: &HttpResponse, targets: &[String]) -> Value {
             let code = b["error"].as_str().unwrap_or_default();
             refused(error_class(code), Some(code))
         }
+        // Group counts of the wrong type: said in the form a run's summary counts.
+        (200, Some(b)) if b.get("success").is_some() => {
+            let cause = crate::harness::causes::wrong_type("/success", &b["success"], &json!(0)).unwrap_or_default();
+            refused(&format!("group counts that are not numbers ({cause})"), None)
+        }
         (200, _) => refused("an answer that is neither results nor group counts", None),
         (400, _) => refused("invalid", None),
         (401 | 403, _) => refused("unauthorized", None),
@@ -428,12 +433,16 @@ fn aggregate(mut answers: Vec<(String, Value)>) -> Value {
     if answers.len() == 1 {
         return answers.pop().map(|(_, v)| v).unwrap_or(Value::Null);
     }
-    let count = |v: &Value, f: &str| v[f].as_u64().unwrap_or(0);
-    let success: u64 = answers.iter().map(|(_, v)| count(v, "success")).sum();
-    let failure: u64 = answers.iter().map(|(_, v)| count(v, "failure")).sum();
+    // Summed; a count of another type than a number is passed on as the server gave it (the
+    // first such), for the expectation on it to say so rather than read it as 0.
+    let count = |f: &str| match answers.iter().find(|(_, v)| v.get(f).is_some_and(|c| !c.is_number())) {
+        Some((_, v)) => v[f].clone(),
+        None => json!(answers.iter().map(|(_, v)| v[f].as_u64().unwrap_or(0)).sum::<u64>()),
+    };
     let failed: Vec<Value> =
         answers.iter().filter(|(_, v)| v["accepted"] != json!(true)).map(|(id, _)| json!(id)).collect();
-    let mut out = json!({ "accepted": success > 0, "success": success, "failure": failure });
+    let accepted = answers.iter().any(|(_, v)| v["accepted"] == json!(true));
+    let mut out = json!({ "accepted": accepted, "success": count("success"), "failure": count("failure") });
     if !failed.is_empty() {
         out["failed_registration_ids"] = Value::Array(failed);
     }
