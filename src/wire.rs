@@ -199,6 +199,20 @@ pub fn plain_whole_number(text: &str) -> Option<i64> {
     text.parse().ok()
 }
 
+/// A JSON value's type, in words ("a string", "an object"): for an answer that says what a
+/// client sent, and for a failure that says what a server answered.
+pub fn json_kind(v: &serde_json::Value) -> &'static str {
+    use serde_json::Value;
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -12,16 +12,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 /// A JSON value's type, in words.
-pub fn kind(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
-}
+pub use crate::wire::json_kind as kind;
 
 const KINDS: [&str; 6] = ["null", "a boolean", "a number", "a string", "an array", "an object"];
 

@@ -11,6 +11,7 @@ use super::model::{
     ClientOp, GroupError, GroupOp, Message, Model, Path, SendOutcome, SendResult, Target, Via, send_outcome_body,
     send_outcome_json,
 };
+use crate::wire::json_kind as kind;
 use crate::wire::{HttpRequest, HttpResponse};
 
 /// Paths of the public protocol.
@@ -134,17 +135,6 @@ fn json_object(req: &HttpRequest) -> Result<Map<String, Value>, HttpResponse> {
         Ok(Value::Object(o)) => Ok(o),
         Ok(other) => Err(HttpResponse::error(400, format!("the body must be a JSON object, found {}", kind(&other)))),
         Err(e) => Err(HttpResponse::error(400, format!("the body is not valid JSON: {e}"))),
-    }
-}
-
-fn kind(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
     }
 }
 
