@@ -521,6 +521,8 @@ pub enum FieldOp {
     /// Array equal to this one as a set (order is not promised).
     Set(Value),
     Contains(Value),
+    /// Equal to one of these values (a code from a documented list).
+    OneOf(Value),
     /// String at least this many characters long.
     MinChars(Value),
     /// Some element of the array matches this value partially (objects: these fields).

@@ -204,6 +204,18 @@ pub fn check(expect: &Expect, resp: &HttpResponse, vars: &Vars) -> Result<(), St
                     ));
                 }
             }
+            FieldOp::OneOf(v) => {
+                let want = render(v, vars)?;
+                let Some(allowed) = want.as_array() else {
+                    return Err(format!(
+                        "at {place}: `one_of` needs an array of the values allowed, got {}",
+                        summary(Some(&want))
+                    ));
+                };
+                if !actual.is_some_and(|a| allowed.contains(a)) {
+                    return fail(format!("expected one of {}", summary(Some(&want))));
+                }
+            }
             FieldOp::MinChars(v) => {
                 let want = render(v, vars)?.as_u64().unwrap_or(u64::MAX);
                 if actual.and_then(Value::as_str).is_none_or(|s| (s.chars().count() as u64) < want) {

@@ -142,6 +142,7 @@ faults! {
     XmppFcmDomain => "xmpp.auth.fcm-domain": "knows only `@gcm.googleapis.com`: refuses FCM-era logins and upstream addresses",
     XmppAck => "xmpp.downstream.ack": "acks without echoing the message_id",
     XmppNack => "xmpp.downstream.nack": "acks sends to registration ids that do not exist",
+    XmppNackUnlisted => "xmpp.downstream.nack" / "unlisted-code": "nacks with the HTTP API's error codes (InvalidRegistration, NotRegistered), which are not among CCS's",
     XmppBadRequest => "xmpp.stanza.bad-request": "answers a message stanza without a gcm payload with a nack, not a stanza error",
     XmppInvalidJson => "xmpp.json.invalid": "answers nothing to a gcm payload that is not JSON",
     XmppInvalidJsonAcked => "xmpp.json.invalid" / "acked": "acks a gcm payload that is not JSON",

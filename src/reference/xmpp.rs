@@ -685,6 +685,7 @@ fn message(model: &mut Model, session: &mut Session, stanza: &Element, reference
             Some(SendResult::Sent { canonical: Some(c), .. }) => ack(json!({ "registration_id": c })),
             Some(SendResult::Sent { canonical: None, .. }) => ack(json!({})),
             Some(SendResult::Error("InvalidRegistration")) if faults.has(Fault::XmppNack) => ack(json!({})),
+            Some(SendResult::Error(e)) if faults.has(Fault::XmppNackUnlisted) => nack(&to, &message_id, e, e),
             Some(SendResult::Error(e)) => nack(&to, &message_id, ccs_error(e), e),
             None => nack(&to, &message_id, "INVALID_JSON", "no target"),
         },

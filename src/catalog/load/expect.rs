@@ -118,7 +118,7 @@ impl Cx<'_> {
                 let ops: Vec<_> =
                     entries.iter().filter(|(k, _, _)| k != "at" && k != "value" && k != "where").collect();
                 let [(op, ospan, v)] = ops.as_slice() else {
-                    self.err(&item.span, &ff, "each field check has `at` (or `value`) and exactly one of: eq, ne, type, absent, len, min_len, max_len, set, contains, min_chars, some, none");
+                    self.err(&item.span, &ff, "each field check has `at` (or `value`) and exactly one of: eq, ne, type, absent, len, min_len, max_len, set, contains, one_of, min_chars, some, none");
                     continue;
                 };
                 let json = v.to_json();
@@ -131,6 +131,21 @@ impl Cx<'_> {
                     "max_len" => FieldOp::MaxLen(json),
                     "set" => FieldOp::Set(json),
                     "contains" => FieldOp::Contains(json),
+                    // The values allowed, or a parameter that lists them (`"${xmpp_nack_codes}"`).
+                    "one_of"
+                        if json.as_array().is_some_and(|a| !a.is_empty())
+                            || json.as_str().is_some_and(|t| t.starts_with("${") && t.ends_with('}')) =>
+                    {
+                        FieldOp::OneOf(json)
+                    }
+                    "one_of" => {
+                        self.err(
+                            ospan,
+                            &format!("{ff}.one_of"),
+                            "expected a non-empty array of the values allowed, or a `${...}` parameter listing them",
+                        );
+                        continue;
+                    }
                     "min_chars" => FieldOp::MinChars(json),
                     "some" => FieldOp::Some(json),
                     "none" => FieldOp::None(json),
@@ -156,7 +171,7 @@ impl Cx<'_> {
                         self.err(
                             ospan,
                             &format!("{ff}.{other}"),
-                            "unknown check (expected eq, ne, type, absent, len, min_len, max_len, set, contains, min_chars, some or none)",
+                            "unknown check (expected eq, ne, type, absent, len, min_len, max_len, set, contains, one_of, min_chars, some or none)",
                         );
                         continue;
                     }
