@@ -1,8 +1,9 @@
 //! One mistake that fails many checks, named once: a server that sends its counts as strings
-//! fails some eighty checks across a dozen rules, each failure right and each saying
-//! `expected 1, found "1"`. Where a failure found a value of the wrong JSON type, its message
-//! says so in one fixed form (`` `/success` is a string, not a number ``), and the run's
-//! summary counts the failures that share each such cause: the one to fix first.
+//! fails some eighty checks across forty rules, each failure right and each saying
+//! `expected 1, found "1"`. Where a failure found a value of the wrong JSON type, or an XMPP
+//! login refused, its message says so in one fixed form (`` `/success` is a string, not a
+//! number ``, `the server refused the XMPP login (SASL <failure> not-authorized)`), and the
+//! run's summary counts the failures that share each such cause: the one to fix first.
 //!
 //! The form is written here and read here only, so that the two cannot drift apart.
 
@@ -22,9 +23,27 @@ pub fn wrong_type(pointer: &str, found: &Value, wanted: &Value) -> Option<String
     (f != w).then(|| format!("`{pointer}` is {f}, not {w}"))
 }
 
+/// The server refused an XMPP login: every check that logs in fails with it, so it is a cause
+/// in its own right (outside pass 20: a server that refused every login failed 98 checks,
+/// half of them saying so as a debug dump).
+pub fn login_refused(condition: &str) -> String {
+    format!("the server refused the XMPP login (SASL <failure> {condition})")
+}
+
+const LOGIN_REFUSED: &str = "the server refused the XMPP login (SASL <failure> ";
+
 /// The causes a failure's message names, each once.
 pub fn named_in(message: &str) -> Vec<String> {
     let mut found = Vec::new();
+    for (at, _) in message.match_indices(LOGIN_REFUSED) {
+        let rest = &message[at..];
+        if let Some(end) = rest.find(')') {
+            let cause = rest[..=end].to_string();
+            if !found.contains(&cause) {
+                found.push(cause);
+            }
+        }
+    }
     let mut rest = message;
     while let Some(at) = rest.find("` is ") {
         let (before, after) = rest.split_at(at);
@@ -90,6 +109,12 @@ mod tests {
             format!("normalized: {{\"error\":\"group counts that are not numbers ({cause})\"}}\n{message}");
         assert_eq!(named_in(&normalized), [cause]);
         assert_eq!(wrong_type("/success", &json!(2), &json!(1)), None);
+    }
+
+    #[test]
+    fn a_refused_login_is_a_cause() {
+        let m = format!("step 4 (x.toml line 9): logging in over XMPP as 12: {}", login_refused("not-authorized"));
+        assert_eq!(named_in(&m), ["the server refused the XMPP login (SASL <failure> not-authorized)"]);
     }
 
     #[test]

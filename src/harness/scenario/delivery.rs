@@ -207,7 +207,7 @@ fn xmpp_send(
     let conn = format!("@send:{id}");
     if !lane.connections.contains_key(&conn) {
         let (client, auth) = XmppClient::connect_to(cx.control.target, &id, &text_of(&tenant["key"]), cx.xmpp_timeout)?;
-        let client = client.ok_or_else(|| format!("the XMPP login as {id} failed: {auth:?}"))?;
+        let client = client.ok_or_else(|| format!("logging in over XMPP as {id}: {}", super::refused_login(&auth)))?;
         lane.connections.insert(conn.clone(), client);
     }
     lane.xmpp_sent += 1;

@@ -354,7 +354,7 @@ fn run_step(
             let req = xmpp_exchange(&format!("connect as {id}"), "");
             log.push(&req, &xmpp_answer(&answer));
             if step.expect.is_empty() && client.is_none() {
-                return Err(at(format!("the XMPP login as {id} failed: {answer}")));
+                return Err(at(format!("logging in over XMPP as {id}: {}", refused_login(&auth))));
             }
             if let Some(c) = client {
                 lane.connections.insert(name.clone(), c);
@@ -584,5 +584,13 @@ impl Transcript {
         if !self.matched.contains(&note) {
             self.matched.push(note);
         }
+    }
+}
+
+/// Why a login gave no connection, in the form a run's summary counts as a cause.
+pub(super) fn refused_login(auth: &XmppAuth) -> String {
+    match auth {
+        XmppAuth::Failure(condition) => crate::harness::causes::login_refused(condition),
+        XmppAuth::Success => "the login succeeded, yet no connection was left open".to_string(),
     }
 }
