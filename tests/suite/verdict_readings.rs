@@ -807,8 +807,41 @@ fn a_draining_nack_is_retried_at_once() -> Result<(), String> {
     Ok(())
 }
 
+/// Every retry that waits on nothing breaks the back-off, not only the first: after a first
+/// retry at once, "twice the wait before" is twice nothing (outside pass 20 saw three
+/// immediate retries counted as one violation). Retries that double from a second pass.
+fn every_retry_at_once_breaks_the_backoff() -> Result<(), String> {
+    let failing = json!({ "kind": "status", "status": 503, "times": 3 });
+    let message = json!({ "n": "1" });
+    let app = App::new();
+    let a = app.device("android");
+    app.control("POST", &format!("senders/{}/script", app.id), Some(failing.clone()));
+    for _ in 0..4 {
+        app.send(json!({ "to": a, "data": message }));
+    }
+    let v = app.settled()?;
+    let backoff = v.rule("app.retry.backoff").ok_or("no app.retry.backoff verdict")?;
+    if backoff.outcome != Outcome::Violated || backoff.violations_total != 3 {
+        return Err(format!("three retries at once are not three violations: {}", v.to_json()));
+    }
+    let app = App::new();
+    let a = app.device("android");
+    app.control("POST", &format!("senders/{}/script", app.id), Some(failing));
+    app.send(json!({ "to": a, "data": message }));
+    for wait in [1, 2, 4] {
+        app.control("POST", &format!("senders/{}/clock", app.id), Some(json!({ "advance_seconds": wait })));
+        app.send(json!({ "to": a, "data": message }));
+    }
+    let v = app.settled()?;
+    if outcome(&v, "app.retry.backoff") != Some(Outcome::Passed) {
+        return Err(format!("retries after 1, 2 and 4 s are not passed: {}", v.to_json()));
+    }
+    Ok(())
+}
+
 pub fn trials() -> Vec<Trial> {
     vec![
+        trial("verdict-readings::every-retry-at-once-breaks-the-backoff", every_retry_at_once_breaks_the_backoff),
         trial("verdict-readings::lasting-member-failures-need-no-retry", lasting_member_failures_need_no_retry),
         trial("verdict-readings::a-retry-may-go-to-the-canonical-id", a_retry_may_go_to_the_canonical_id),
         trial("verdict-readings::settled-verdicts-judge-what-is-open", settled_verdicts_judge_what_is_open),

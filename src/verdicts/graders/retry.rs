@@ -471,14 +471,22 @@ impl Backoff {
                     return;
                 }
                 log.exercised += 1;
-                let least = match f.last_wait_ms {
-                    None => first_wait_ms,
-                    Some(p) => ((2 * p) as f64 * (1.0 - tolerance)) as u64,
-                };
+                // Twice the wait before, and never under the first's floor: after retries that
+                // waited on nothing, twice nothing is still nothing (outside pass 20 saw the
+                // second and third of three immediate retries pass).
+                let doubled = f.last_wait_ms.map(|p| ((2 * p) as f64 * (1.0 - tolerance)) as u64);
+                let least = doubled.unwrap_or(0).max(first_wait_ms);
                 if waited < least {
                     let why = match f.last_wait_ms {
+                        Some(p) if doubled.unwrap_or(0) >= first_wait_ms => {
+                            format!("the wait before was {}: this one should have been twice that", secs(p))
+                        }
+                        Some(p) => format!(
+                            "the wait before was {}, and no retry waits less than {}",
+                            secs(p),
+                            secs(first_wait_ms)
+                        ),
                         None => format!("a first retry waits at least {}", secs(first_wait_ms)),
-                        Some(p) => format!("the wait before was {}: this one should have been twice that", secs(p)),
                     };
                     log.violate(sent.stamp, &[f.seq, sent.seq], || {
                         format!(
