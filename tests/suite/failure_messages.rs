@@ -47,7 +47,7 @@ pub fn trials() -> Vec<Trial> {
                     "in its normalized answer (the server's error code: InvalidRegistration): at `/error`: expected \"unregistered\", found \"bad-registration\"",
                     // The step's spec file, with its line.
                     "(send-protocol.toml line ",
-                    "unregistered = NotRegistered or DEVICE_UNREGISTERED",
+                    "unregistered = NotRegistered over HTTP, DEVICE_UNREGISTERED over XMPP",
                     "any other code is kept as the server gave it",
                 ],
             )

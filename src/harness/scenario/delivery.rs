@@ -225,16 +225,23 @@ fn xmpp_send(
 
 /// The classes a send's error is normalized to, each with the codes (HTTP's and XMPP's) it
 /// stands for: the same word whichever path named it.
-const ERROR_CLASSES: &[(&str, &[&str])] = &[
-    ("bad-registration", &["InvalidRegistration", "MismatchSenderId", "BAD_REGISTRATION", "MissingRegistration"]),
-    ("unregistered", &["NotRegistered", "DEVICE_UNREGISTERED"]),
-    ("invalid", &["InvalidTtl", "InvalidDataKey", "MessageTooBig", "InvalidPackageName", "INVALID_JSON"]),
-    ("unavailable", &["Unavailable", "SERVICE_UNAVAILABLE", "InternalServerError", "INTERNAL_SERVER_ERROR"]),
+/// Each class, with its codes over HTTP and over XMPP (the connection server's own): a code
+/// counts only on its own transport, so that `NotRegistered` in an XMPP nack is kept as given
+/// rather than read as `DEVICE_UNREGISTERED` (outside pass 21 saw it pass).
+const ERROR_CLASSES: &[(&str, &[&str], &[&str])] = &[
+    ("bad-registration", &["InvalidRegistration", "MismatchSenderId", "MissingRegistration"], &["BAD_REGISTRATION"]),
+    ("unregistered", &["NotRegistered"], &["DEVICE_UNREGISTERED"]),
+    ("invalid", &["InvalidTtl", "InvalidDataKey", "MessageTooBig", "InvalidPackageName"], &["INVALID_JSON"]),
+    ("unavailable", &["Unavailable", "InternalServerError"], &["SERVICE_UNAVAILABLE", "INTERNAL_SERVER_ERROR"]),
 ];
 
-/// The class of a send error; a code in no class is kept as given.
-pub fn error_class(code: &str) -> &str {
-    ERROR_CLASSES.iter().find(|(_, codes)| codes.contains(&code)).map_or(code, |(class, _)| class)
+/// The class of a send error over HTTP or (`xmpp`) in a nack; a code in no class of its
+/// transport is kept as given.
+pub fn error_class(code: &str, xmpp: bool) -> &str {
+    ERROR_CLASSES
+        .iter()
+        .find(|(_, http, ccs)| if xmpp { ccs.contains(&code) } else { http.contains(&code) })
+        .map_or(code, |(class, _, _)| class)
 }
 
 /// For a failure read on a normalized answer that has an `error`: what its classes stand for,
@@ -257,8 +264,10 @@ pub fn error_legend(normal: &Value) -> Option<String> {
     if !has_error {
         return None;
     }
-    let classes: Vec<String> =
-        ERROR_CLASSES.iter().map(|(class, codes)| format!("{class} = {}", codes.join(" or "))).collect();
+    let classes: Vec<String> = ERROR_CLASSES
+        .iter()
+        .map(|(class, http, ccs)| format!("{class} = {} over HTTP, {} over XMPP", http.join(" or "), ccs.join(" or ")))
+        .collect();
     Some(format!(
         "errors are normalized to classes: {}; any other code is kept as the server gave it",
         classes.join("; ")
@@ -273,6 +282,11 @@ fn body_kind(resp: &HttpResponse) -> &'static str {
     } else {
         "text"
     }
+}
+
+/// A count as a number: JSON has one number type, so `1.0` counts as 1.
+fn count_of(v: &Value) -> Option<u64> {
+    v.as_u64().or_else(|| v.as_f64().filter(|f| f.fract() == 0.0 && *f >= 0.0).map(|f| f as u64))
 }
 
 fn refused(error: &str, code: Option<&str>) -> Value {
@@ -304,7 +318,7 @@ pub fn normalize_http(resp: &HttpResponse, targets: &[String]) -> Value {
                 out["failed_registration_ids"] = Value::Array(failed);
             }
             if let Some(first_error) = results.iter().find_map(|r| r["error"].as_str()) {
-                out["error"] = json!(error_class(first_error));
+                out["error"] = json!(error_class(first_error, false));
                 out["code"] = json!(first_error);
             }
             if let [only] = results.as_slice()
@@ -316,7 +330,7 @@ pub fn normalize_http(resp: &HttpResponse, targets: &[String]) -> Value {
         }
         // A device-group answer: its counts, as given.
         (200, Some(b)) if b["success"].is_number() => {
-            let mut out = json!({ "accepted": b["success"].as_u64().unwrap_or(0) > 0 });
+            let mut out = json!({ "accepted": count_of(&b["success"]).unwrap_or(0) > 0 });
             for field in ["success", "failure", "failed_registration_ids"] {
                 if let Some(v) = b.get(field) {
                     out[field] = v.clone();
@@ -327,7 +341,7 @@ pub fn normalize_http(resp: &HttpResponse, targets: &[String]) -> Value {
         // 200 with an error and no results: nothing was taken.
         (200, Some(b)) if b["error"].is_string() => {
             let code = b["error"].as_str().unwrap_or_default();
-            refused(error_class(code), Some(code))
+            refused(error_class(code, false), Some(code))
         }
         // Group counts of the wrong type: said in the form a run's summary counts.
         (200, Some(b)) if b.get("success").is_some() => {
@@ -365,7 +379,7 @@ pub fn normalize_text(resp: &HttpResponse, target: &str) -> Value {
                 out
             }
             Some(("Error", code)) => {
-                let mut out = refused(error_class(code), Some(code));
+                let mut out = refused(error_class(code, false), Some(code));
                 out["success"] = json!(0);
                 out["failure"] = json!(1);
                 out["failed_registration_ids"] = json!([target]);
@@ -397,7 +411,7 @@ pub fn normalize_xmpp(answer: &Value, members: usize) -> Value {
                         out[field] = v.clone();
                     }
                 }
-                out["accepted"] = json!(answer["success"].as_u64().unwrap_or(0) > 0);
+                out["accepted"] = json!(count_of(&answer["success"]).unwrap_or(0) > 0);
             } else {
                 out["success"] = json!(1);
                 out["failure"] = json!(0);
@@ -409,7 +423,7 @@ pub fn normalize_xmpp(answer: &Value, members: usize) -> Value {
         }
         Some("nack") => {
             let code = answer["error"].as_str().unwrap_or("");
-            let mut out = refused(error_class(code), Some(code));
+            let mut out = refused(error_class(code, true), Some(code));
             out["success"] = json!(0);
             out["failure"] = json!(members);
             out
@@ -437,7 +451,7 @@ fn aggregate(mut answers: Vec<(String, Value)>) -> Value {
     // first such), for the expectation on it to say so rather than read it as 0.
     let count = |f: &str| match answers.iter().find(|(_, v)| v.get(f).is_some_and(|c| !c.is_number())) {
         Some((_, v)) => v[f].clone(),
-        None => json!(answers.iter().map(|(_, v)| v[f].as_u64().unwrap_or(0)).sum::<u64>()),
+        None => json!(answers.iter().map(|(_, v)| count_of(&v[f]).unwrap_or(0)).sum::<u64>()),
     };
     let failed: Vec<Value> =
         answers.iter().filter(|(_, v)| v["accepted"] != json!(true)).map(|(id, _)| json!(id)).collect();
@@ -458,4 +472,28 @@ fn aggregate(mut answers: Vec<(String, Value)>) -> Value {
         out["body"] = b.clone();
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::{normalize_http, normalize_xmpp};
+    use crate::wire::HttpResponse;
+
+    /// A code counts only on its own transport: the HTTP API's names in an XMPP nack, or
+    /// CCS's in an HTTP result, are kept as given.
+    #[test]
+    fn an_error_code_is_classed_on_its_own_transport() {
+        let nack = |code: &str| normalize_xmpp(&json!({"message_type": "nack", "error": code}), 1)["error"].clone();
+        assert_eq!(nack("DEVICE_UNREGISTERED"), json!("unregistered"));
+        assert_eq!(nack("NotRegistered"), json!("NotRegistered"));
+        let result = |code: &str| {
+            let body = json!({"multicast_id": 1, "success": 0, "failure": 1, "results": [{"error": code}]});
+            let resp = HttpResponse { status: 200, headers: Vec::new(), body: body.to_string().into_bytes() };
+            normalize_http(&resp, &["t".to_string()])["error"].clone()
+        };
+        assert_eq!(result("NotRegistered"), json!("unregistered"));
+        assert_eq!(result("DEVICE_UNREGISTERED"), json!("DEVICE_UNREGISTERED"));
+    }
 }
