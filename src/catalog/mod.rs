@@ -548,7 +548,8 @@ impl JsonType {
         match self {
             JsonType::String => v.is_string(),
             JsonType::Number => v.is_number(),
-            JsonType::Integer => v.is_i64() || v.is_u64(),
+            // JSON has one number type: 3.0 is an integer's value.
+            JsonType::Integer => v.is_i64() || v.is_u64() || v.as_f64().is_some_and(|f| f.fract() == 0.0),
             JsonType::Bool => v.is_boolean(),
             JsonType::Array => v.is_array(),
             JsonType::Object => v.is_object(),

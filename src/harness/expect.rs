@@ -4,7 +4,7 @@
 use serde_json::Value;
 
 use crate::catalog::template::{self, Vars, text_of};
-use crate::catalog::{BodyShape, Expect, FieldOp, Grade};
+use crate::catalog::{BodyShape, Expect, FieldOp, Grade, JsonType};
 use crate::wire::{HttpRequest, HttpResponse};
 
 fn render(v: &Value, vars: &Vars) -> Result<Value, String> {
@@ -162,12 +162,30 @@ pub fn check(expect: &Expect, resp: &HttpResponse, vars: &Vars) -> Result<(), St
             }
             FieldOp::Type(t) => {
                 if !actual.is_some_and(|a| t.matches(a)) {
-                    return fail(format!("expected a {t:?}").to_lowercase());
+                    let wanted = format!("{t:?}").to_lowercase();
+                    let article = if wanted.starts_with(['a', 'e', 'i', 'o', 'u']) { "an" } else { "a" };
+                    // Of another JSON type: said in the form a run's summary counts.
+                    let cause = actual
+                        .filter(|_| f.value.is_none())
+                        .and_then(|a| {
+                            let kind = super::causes::kind(a);
+                            let named = match t {
+                                JsonType::Integer | JsonType::Number => "a number",
+                                JsonType::String => "a string",
+                                JsonType::Bool => "a boolean",
+                                JsonType::Array => "an array",
+                                JsonType::Object => "an object",
+                                JsonType::Null => "null",
+                            };
+                            (kind != named).then(|| format!(" (`{}` is {kind}, not {named})", f.at))
+                        })
+                        .unwrap_or_default();
+                    return Err(format!("at {place}: expected {article} {wanted}, found {}{cause}", summary(actual)));
                 }
             }
             FieldOp::Eq(v) => {
                 let want = render(v, vars)?;
-                if actual != Some(&want) {
+                if !actual.is_some_and(|a| same_json(a, &want)) {
                     // A value of the wrong type says so in the form a run's summary counts.
                     let cause = actual
                         .filter(|_| f.value.is_none())
@@ -183,7 +201,7 @@ pub fn check(expect: &Expect, resp: &HttpResponse, vars: &Vars) -> Result<(), St
             }
             FieldOp::Ne(v) => {
                 let want = render(v, vars)?;
-                if actual == Some(&want) {
+                if actual.is_some_and(|a| same_json(a, &want)) {
                     return fail(format!("expected anything but {}", summary(Some(&want))));
                 }
             }
@@ -212,7 +230,7 @@ pub fn check(expect: &Expect, resp: &HttpResponse, vars: &Vars) -> Result<(), St
                         summary(Some(&want))
                     ));
                 };
-                if !actual.is_some_and(|a| allowed.contains(a)) {
+                if !actual.is_some_and(|a| allowed.iter().any(|w| same_json(a, w))) {
                     return fail(format!("expected one of {}", summary(Some(&want))));
                 }
             }
@@ -271,6 +289,39 @@ pub fn check(expect: &Expect, resp: &HttpResponse, vars: &Vars) -> Result<(), St
     Ok(())
 }
 
+/// Equal as JSON values: JSON has one number type, so `1.0` is `1` (outside pass 21: a
+/// server writing `"success": 1.0` failed eleven checks). Walked with a stack: the answer
+/// is the server's.
+pub fn same_json(a: &Value, b: &Value) -> bool {
+    let mut pending = vec![(a, b)];
+    while let Some((a, b)) = pending.pop() {
+        match (a, b) {
+            (Value::Number(x), Value::Number(y)) => {
+                let same = match (x.as_i128(), y.as_i128()) {
+                    (Some(i), Some(j)) => i == j,
+                    _ => x.as_f64() == y.as_f64(),
+                };
+                if !same {
+                    return false;
+                }
+            }
+            (Value::Array(x), Value::Array(y)) if x.len() == y.len() => pending.extend(x.iter().zip(y)),
+            (Value::Object(x), Value::Object(y)) if x.len() == y.len() => {
+                for (k, v) in x {
+                    match y.get(k) {
+                        Some(w) => pending.push((v, w)),
+                        None => return false,
+                    }
+                }
+            }
+            (Value::Array(_) | Value::Object(_), _) => return false,
+            (a, b) if a != b => return false,
+            _ => {}
+        }
+    }
+    true
+}
+
 fn length(v: &Value) -> Option<usize> {
     match v {
         Value::Array(x) => Some(x.len()),
@@ -305,5 +356,23 @@ fn partial_match(want: &Value, actual: &Value) -> bool {
     match (want, actual) {
         (Value::Object(w), Value::Object(a)) => w.iter().all(|(k, v)| a.get(k).is_some_and(|x| partial_match(v, x))),
         _ => want == actual,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::same_json;
+    use crate::catalog::JsonType;
+
+    #[test]
+    fn json_has_one_number_type() {
+        assert!(same_json(&json!(1.0), &json!(1)));
+        assert!(same_json(&json!({"a": [1.0, {"b": 2}]}), &json!({"a": [1, {"b": 2.0}]})));
+        assert!(!same_json(&json!("1"), &json!(1)));
+        assert!(!same_json(&json!(1.5), &json!(1)));
+        assert!(!same_json(&json!({"a": 1}), &json!({"a": 1, "b": 2})));
+        assert!(JsonType::Integer.matches(&json!(3.0)) && !JsonType::Integer.matches(&json!(3.5)));
     }
 }

@@ -343,11 +343,26 @@ pub(crate) fn secs(ms: u64) -> String {
     format!("{:.1} s", ms as f64 / 1000.0)
 }
 
+/// A wait judged against `bound`, to the millisecond where tenths would round it up to the
+/// bound or past it (a 50 ms wait read "0.1 s" against a floor of 0.1 s); in tenths
+/// otherwise, so that wall-clock jitter well away from the bound does not change the words.
+pub(crate) fn secs_against(ms: u64, bound: u64) -> String {
+    if ms < bound && (ms + 50) / 100 * 100 >= bound { format!("{:.3} s", ms as f64 / 1000.0) } else { secs(ms) }
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
 
     use super::{Kind, State};
+
+    #[test]
+    fn a_wait_near_its_bound_is_said_to_the_millisecond() {
+        use super::secs_against;
+        assert_eq!(secs_against(50, 100), "0.050 s", "tenths would read it as the floor");
+        assert_eq!(secs_against(160, 192), "0.160 s", "tenths would read it past the bound");
+        assert_eq!((secs_against(3, 100), secs_against(1_234, 100)), ("0.0 s".to_string(), "1.2 s".to_string()));
+    }
     use crate::catalog::Path;
     use crate::verdicts::body::SendFields;
     use crate::verdicts::events::{Answer, Event, GroupOp, GroupVerb, Sent, ToAck, Ttl};

@@ -5,7 +5,7 @@ use std::collections::{HashMap, HashSet};
 
 use serde::{Deserialize, Serialize};
 
-use super::{at, by_when, secs};
+use super::{at, by_when, secs, secs_against};
 use crate::verdicts::entry::Stamp;
 use crate::verdicts::events::{Answer, Event, Sent};
 use crate::verdicts::{Bounded, Numbers, PER_TARGET, RuleLog};
@@ -478,9 +478,12 @@ impl Backoff {
                 let least = doubled.unwrap_or(0).max(first_wait_ms);
                 if waited < least {
                     let why = match f.last_wait_ms {
-                        Some(p) if doubled.unwrap_or(0) >= first_wait_ms => {
-                            format!("the wait before was {}: this one should have been twice that", secs(p))
-                        }
+                        Some(p) if doubled.unwrap_or(0) >= first_wait_ms => format!(
+                            "the wait before was {}: this one should have been twice that, at least {} with {}% off for jitter",
+                            secs(p),
+                            secs(least),
+                            (tolerance * 100.0).round()
+                        ),
                         Some(p) => format!(
                             "the wait before was {}, and no retry waits less than {}",
                             secs(p),
@@ -492,7 +495,7 @@ impl Backoff {
                         format!(
                             "#{} sent the message again {} after it failed at {} (#{}); {why}",
                             sent.seq,
-                            secs(waited),
+                            secs_against(waited, least),
                             at(f.stamp),
                             f.seq
                         )
