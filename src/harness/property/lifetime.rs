@@ -179,8 +179,19 @@ fn run_lifetime_case(cx: &PropertyCx<'_>, ops: &[LifeOp]) -> Result<(), String> 
                 if !refused
                     && (resp.status != 200 || !same_json(&b["success"], &json!(1)) || !result["message_id"].is_string())
                 {
+                    // What of the answer has the wrong type, in the form a run's summary counts.
+                    let causes: Vec<String> = [
+                        b.get("success").and_then(|v| crate::harness::causes::wrong_type("/success", v, &json!(1))),
+                        result
+                            .get("message_id")
+                            .and_then(|v| crate::harness::causes::wrong_type("/results/0/message_id", v, &json!(""))),
+                    ]
+                    .into_iter()
+                    .flatten()
+                    .collect();
                     return fail(format!(
-                        "expected 200 with success 1 and a message_id\n{}",
+                        "expected 200 with success 1 and a message_id{}\n{}",
+                        if causes.is_empty() { String::new() } else { format!(" ({})", causes.join("; ")) },
                         crate::harness::expect::describe(&req, &resp)
                     ));
                 }
