@@ -544,6 +544,19 @@ pub enum JsonType {
 }
 
 impl JsonType {
+    /// The JSON type it is of, in the words of [`crate::wire::json_kind`] (an integer is a
+    /// number).
+    pub fn kind(self) -> &'static str {
+        match self {
+            JsonType::Integer | JsonType::Number => "a number",
+            JsonType::String => "a string",
+            JsonType::Bool => "a boolean",
+            JsonType::Array => "an array",
+            JsonType::Object => "an object",
+            JsonType::Null => "null",
+        }
+    }
+
     pub fn matches(self, v: &Value) -> bool {
         match self {
             JsonType::String => v.is_string(),

@@ -19,15 +19,20 @@ const KINDS: [&str; 6] = ["null", "a boolean", "a number", "a string", "an array
 
 /// `` `/success` is a string, not a number `` when `found` and `wanted` are of different types.
 pub fn wrong_type(pointer: &str, found: &Value, wanted: &Value) -> Option<String> {
-    let (f, w) = (kind(found), kind(wanted));
-    (f != w).then(|| format!("`{pointer}` is {f}, not {w}"))
+    wrong_kind(pointer, found, kind(wanted))
+}
+
+/// The same, against a type named in [`kind`]'s words (a check's `type = "integer"`: a number).
+pub fn wrong_kind(pointer: &str, found: &Value, wanted: &str) -> Option<String> {
+    let f = kind(found);
+    (f != wanted).then(|| format!("`{pointer}` is {f}, not {wanted}"))
 }
 
 /// The server refused an XMPP login: every check that logs in fails with it, so it is a cause
 /// in its own right (outside pass 20: a server that refused every login failed 98 checks,
 /// half of them saying so as a debug dump).
 pub fn login_refused(condition: &str) -> String {
-    format!("the server refused the XMPP login (SASL <failure> {condition})")
+    format!("{LOGIN_REFUSED}{condition})")
 }
 
 const LOGIN_REFUSED: &str = "the server refused the XMPP login (SASL <failure> ";

@@ -4,7 +4,7 @@
 use serde_json::Value;
 
 use crate::catalog::template::{self, Vars, text_of};
-use crate::catalog::{BodyShape, Expect, FieldOp, Grade, JsonType};
+use crate::catalog::{BodyShape, Expect, FieldOp, Grade};
 use crate::wire::{HttpRequest, HttpResponse};
 
 fn render(v: &Value, vars: &Vars) -> Result<Value, String> {
@@ -167,18 +167,8 @@ pub fn check(expect: &Expect, resp: &HttpResponse, vars: &Vars) -> Result<(), St
                     // Of another JSON type: said in the form a run's summary counts.
                     let cause = actual
                         .filter(|_| f.value.is_none())
-                        .and_then(|a| {
-                            let kind = super::causes::kind(a);
-                            let named = match t {
-                                JsonType::Integer | JsonType::Number => "a number",
-                                JsonType::String => "a string",
-                                JsonType::Bool => "a boolean",
-                                JsonType::Array => "an array",
-                                JsonType::Object => "an object",
-                                JsonType::Null => "null",
-                            };
-                            (kind != named).then(|| format!(" (`{}` is {kind}, not {named})", f.at))
-                        })
+                        .and_then(|a| super::causes::wrong_kind(&f.at, a, t.kind()))
+                        .map(|c| format!(" ({c})"))
                         .unwrap_or_default();
                     return Err(format!("at {place}: expected {article} {wanted}, found {}{cause}", summary(actual)));
                 }

@@ -43,7 +43,7 @@ use std::time::Duration;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
 /// How long a connection evicted while silent waits before it is told and closed.
-pub(crate) const SILENT_LINGER: Duration = Duration::from_millis(250);
+const SILENT_LINGER: Duration = Duration::from_millis(250);
 
 #[derive(Clone)]
 pub(crate) struct Slots {
@@ -177,6 +177,13 @@ impl Slot {
     /// Evicted while silent: it waits [`SILENT_LINGER`] before it is told and closed.
     pub fn lingers(&self) -> bool {
         self.anonymous.as_ref().is_some_and(|p| p.state.lingers.load(Ordering::Relaxed))
+    }
+
+    /// Once evicted: waits out the linger if it was evicted while silent, before it is told.
+    pub async fn linger(&self) {
+        if self.lingers() {
+            tokio::time::sleep(SILENT_LINGER).await;
+        }
     }
 
     /// Told to go to make room, while not logged in; pending for ever once logged in.

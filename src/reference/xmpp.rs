@@ -59,8 +59,8 @@ pub async fn serve_tls(
                 accepted = tokio::time::timeout(deadline, acceptor.accept(socket)) => accepted.ok().and_then(Result::ok),
                 () = slot.evicted() => None,
             };
-            if stream.is_none() && slot.lingers() {
-                tokio::time::sleep(super::slots::SILENT_LINGER).await;
+            if stream.is_none() {
+                slot.linger().await;
             }
             if let Some(stream) = stream {
                 serve_connection_from(stream, reference, started, Some(slot)).await;
@@ -236,8 +236,8 @@ async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
         // Not logged in yet, it may be told to make room for a newer connection.
         tokio::select! {
             () = evicted_by(slot.as_ref()) => {
-                if slot.as_ref().is_some_and(Slot::lingers) {
-                    tokio::time::sleep(super::slots::SILENT_LINGER).await;
+                if let Some(s) = slot.as_ref() {
+                    s.linger().await;
                 }
                 let _ = io.write_all(stream_error("policy-violation", EVICTED).as_bytes()).await;
                 return;
