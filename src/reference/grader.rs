@@ -1,6 +1,6 @@
 //! Grading off the request path: a served reference hands the sends it already parsed to a
 //! thread of their own, so that a request holds the model's lock only to answer and to leave
-//! the exchange, as received, for that thread. The thread makes the journal's entry of it (the
+//! the exchange, copied into bytes ([`super::handoff`]), for that thread. The thread makes the journal's entry of it (the
 //! copy a journal keeps, cut), grades it, and drops the oldest entries past the journal's caps:
 //! none of that is on the request's path.
 //!
@@ -18,11 +18,11 @@
 //! thread). The thread wakes a sleeping thread only when it has to, and otherwise gathers a
 //! batch for [`GATHER`] between passes, so that a request does not pay for a wake-up.
 
-use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use super::handoff::Queue;
 use super::journal::{JournalCaps, Kept};
 use super::packed::{Packed, PackedEntry};
 use crate::verdicts::body::SendFields;
@@ -48,7 +48,8 @@ pub struct Journaling {
 #[derive(Debug, Default)]
 pub struct Cell {
     kept: Mutex<Kept>,
-    waiting: Mutex<VecDeque<Waiting>>,
+    /// Copied in, not moved ([`super::handoff`] says why).
+    waiting: Mutex<Queue>,
     /// On the thread's list (so that it is listed once, however many exchanges wait).
     listed: AtomicBool,
 }
@@ -56,7 +57,8 @@ pub struct Cell {
 /// An HTTP send waiting: what its entry keeps of the exchange, packed, the request's body
 /// whole, and what the model answered, with the facts its grading reads. The thread parses
 /// the body again rather than being handed the adapter's parse, so that what crosses threads
-/// is a few allocations, not one per JSON field.
+/// is a few byte strings, not one allocation per JSON field; they cross as a copy in the
+/// cell's queue ([`super::handoff`]), and the thread makes this again from it.
 #[derive(Debug)]
 pub struct Waiting {
     pub seq: u64,
@@ -71,7 +73,7 @@ pub struct Waiting {
 }
 
 impl Waiting {
-    /// What it holds, roughly, for the bound on what may wait.
+    /// What it takes, roughly, for the bound on what may wait (checked before it is copied).
     pub fn bytes(&self) -> usize {
         self.exchange.len() + self.body.len() + self.facts.len()
     }
@@ -126,27 +128,23 @@ impl Cell {
 
     /// The journal and grading, with whatever waits taken in first.
     pub fn caught_up(&self, how: &Journaling, total: Option<&AtomicUsize>) -> MutexGuard<'_, Kept> {
-        self.caught_up_with(how, total, &mut VecDeque::new())
+        self.caught_up_with(how, total, &mut Queue::default())
     }
 
     /// The same, swapping what waits with `spare` (empty), whose room the next exchanges
     /// reuse: the thread keeps one, so that no pass grows a queue from nothing.
-    fn caught_up_with(
-        &self,
-        how: &Journaling,
-        total: Option<&AtomicUsize>,
-        spare: &mut VecDeque<Waiting>,
-    ) -> MutexGuard<'_, Kept> {
+    fn caught_up_with(&self, how: &Journaling, total: Option<&AtomicUsize>, spare: &mut Queue) -> MutexGuard<'_, Kept> {
         let mut kept = lock(&self.kept);
         // Taken under the journal's lock: nobody else can take anything in between the two.
         std::mem::swap(&mut *lock(&self.waiting), spare);
-        let freed: usize = spare.iter().map(Waiting::bytes).sum();
+        let freed = spare.bytes();
         if let Some(total) = total.filter(|_| freed > 0) {
             total.fetch_sub(freed, Ordering::SeqCst);
         }
-        while let Some(w) = spare.pop_front() {
+        for w in spare.drain() {
             w.journal(how, &mut kept);
         }
+        spare.clear();
         kept
     }
 
@@ -208,13 +206,14 @@ impl Background {
         let shared = &*self.shared;
         {
             let mut waiting = lock(&cell.waiting);
-            let bytes = w.bytes();
-            if waiting.len() >= PER_SENDER || shared.bytes.load(Ordering::SeqCst) + bytes > TOTAL_BYTES {
+            if waiting.len() >= PER_SENDER || shared.bytes.load(Ordering::SeqCst) + w.bytes() > TOTAL_BYTES {
                 return Some(w);
             }
+            let bytes = waiting.push(&w);
             shared.bytes.fetch_add(bytes, Ordering::SeqCst);
-            waiting.push_back(w);
         }
+        // Dropped here, on the thread that allocated it.
+        drop(w);
         if !cell.listed.swap(true, Ordering::SeqCst) {
             lock(&shared.listed).push(cell.clone());
             if shared.sleeping.load(Ordering::SeqCst) {
@@ -238,7 +237,7 @@ impl Drop for Background {
 }
 
 fn run(shared: &Shared) {
-    let mut spare = VecDeque::new();
+    let mut spare = Queue::default();
     while !shared.stop.load(Ordering::SeqCst) {
         let cells = std::mem::take(&mut *lock(&shared.listed));
         if cells.is_empty() {

@@ -279,7 +279,7 @@ impl Journals {
                     connection: connection.map(|c| c.0),
                     connection_opened_us: connection.map(|c| c.1),
                     exchange: Packed::of(&request, response),
-                    // Moved, not copied, from a request the caller gave up.
+                    // Taken from a request the caller gave up (copied once more into the queue).
                     body: match request {
                         std::borrow::Cow::Owned(r) => r.body,
                         std::borrow::Cow::Borrowed(r) => r.body.clone(),

@@ -24,6 +24,7 @@ pub mod control;
 pub mod faults;
 pub mod generated;
 pub mod grader;
+mod handoff;
 pub mod http;
 pub mod journal;
 pub mod lifetime;

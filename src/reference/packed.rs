@@ -1,11 +1,11 @@
 //! A journal entry's HTTP messages made from the exchange (credentials left out, bodies cut),
-//! and the exchange packed for the grader's thread: what the request's thread hands it is one
-//! buffer (and the request's body, moved), and what a journal keeps of a send journaled there
-//! stays packed ([`Stored::Packed`]) until it is read, when its entry is made.
+//! and the exchange packed for the grader's thread: the request's thread packs it into one
+//! buffer (which crosses threads as a copy, [`super::handoff`]), and what a journal keeps of a
+//! send journaled there stays packed ([`Stored::Packed`]) until it is read, when its entry is
+//! made.
 //!
-//! Packed, because memory freed on another thread than the one that allocated it costs the
-//! allocating thread when it next allocates (mimalloc collects it then), and an entry made of
-//! a dozen strings costs a dozen allocations to make and to drop.
+//! Packed, because an entry made of a dozen strings costs a dozen allocations to make and to
+//! drop, and most entries are never read.
 
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -102,6 +102,15 @@ impl Packed {
         }
         p.put(&resp.body);
         p
+    }
+
+    /// Its bytes, to copy it across threads ([`Self::from_bytes`] makes it again).
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+
+    pub fn from_bytes(bytes: &[u8]) -> Packed {
+        Packed(bytes.to_vec(), Default::default())
     }
 
     pub fn len(&self) -> usize {

@@ -362,6 +362,16 @@ impl FactsFound {
         self.count
     }
 
+    /// Its bytes as [`Self::push`] wrote them, and the count (to copy it across threads).
+    pub fn as_parts(&self) -> (bool, &[u8], usize) {
+        (self.to_key, &self.devices, self.count)
+    }
+
+    /// Made again from [`Self::as_parts`].
+    pub fn from_parts(to_key: bool, devices: &[u8], count: usize) -> FactsFound {
+        FactsFound { to_key, devices: devices.to_vec(), count }
+    }
+
     pub fn is_empty(&self) -> bool {
         self.devices.is_empty()
     }
