@@ -19,6 +19,11 @@ use crate::verdicts::entry::FactsFound;
 use crate::verdicts::events::PreparedAnswer;
 use crate::verdicts::{Conn, Stamp};
 
+/// Room a queue keeps once emptied: about a pass's sends at 100k a second. Each sender's cell
+/// holds one queue between passes, so what idle cells hold is bounded by the journals' cap on
+/// senders times this, whatever burst a queue once took.
+pub const ROOM_KEPT: usize = 64 << 10;
+
 /// Sends waiting for the grader, as bytes, and how many.
 #[derive(Debug, Default)]
 pub struct Queue {
@@ -36,9 +41,10 @@ impl Queue {
         self.bytes.len()
     }
 
-    /// Empties it, keeping its room for the sends it takes next.
+    /// Empties it, keeping its room (up to [`ROOM_KEPT`]) for the sends it takes next.
     pub fn clear(&mut self) {
         self.bytes.clear();
+        self.bytes.shrink_to(ROOM_KEPT);
         self.len = 0;
     }
 
@@ -283,6 +289,12 @@ mod tests {
         assert_eq!(format!("{out:?}"), format!("{sends:?}"));
         queue.clear();
         assert_eq!((queue.len(), queue.bytes()), (0, 0));
+        // A burst's room is not kept past the bound.
+        while queue.bytes() <= 2 * ROOM_KEPT {
+            queue.push(&sends[0]);
+        }
+        queue.clear();
+        assert!(queue.bytes.capacity() <= ROOM_KEPT, "{}", queue.bytes.capacity());
         queue.push(&sends[2]);
         assert_eq!(format!("{:?}", queue.drain().collect::<Vec<_>>()), format!("{:?}", [&sends[2]]));
     }
