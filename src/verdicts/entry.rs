@@ -162,6 +162,9 @@ fn cut_text(text: &mut String) -> usize {
     }
     let cut = text.len() - at;
     text.truncate(at);
+    // What the journal counts is what it holds: a 1 MiB body cut to 16 KiB kept its 1 MiB of
+    // room, and a sender's 512 KiB of entries held 30 MiB.
+    text.shrink_to_fit();
     cut
 }
 
@@ -471,6 +474,25 @@ pub fn clock_text(ms: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A journal holds what it counts: a body or stanza cut keeps no more room than it shows
+    /// (a 1 MiB body cut to 16 KiB kept its 1 MiB, and a sender's 512 KiB of entries held 30
+    /// MiB), whether the text was a body, a stanza's string, or a stanza made into text.
+    #[test]
+    fn what_is_cut_keeps_no_room_past_the_cut() {
+        let big = "é".repeat(600 * 1024);
+        let mut message = Message { body: big.clone(), ..Default::default() };
+        message.cut();
+        assert_eq!(message.body.len() + message.body_cut, big.len());
+        assert!(message.body.capacity() <= Message::BODY_KEPT, "{}", message.body.capacity());
+        for stanza in [Value::String(big.clone()), serde_json::json!({"data": {"x": big}})] {
+            let mut what = What::XmppSent { stanza, stanza_cut: 0 };
+            what.cut();
+            let What::XmppSent { stanza: Value::String(text), stanza_cut } = what else { panic!("not cut to text") };
+            assert!(stanza_cut > 0);
+            assert!(text.capacity() <= Message::BODY_KEPT, "{}", text.capacity());
+        }
+    }
 
     #[test]
     fn facts_found_read_back_as_they_were_pushed() {
