@@ -392,7 +392,7 @@ fn register(model: &mut Model, req: &HttpRequest) -> Reply {
     };
     let text = |field: &str| match b.get(field) {
         None | Some(Value::Null) => Ok(None),
-        Some(Value::String(a)) => Ok(Some(a.clone())),
+        Some(Value::String(a)) => kept_text(field, a).map(|a| Some(a.to_string())),
         Some(_) => Err(HttpResponse::error(400, format!("`{field}` must be a string"))),
     };
     let (account, package) = match (text("account"), text("package")) {
@@ -440,6 +440,22 @@ fn refused(e: RegisterError) -> HttpResponse {
     }
 }
 
+/// Bytes of an `account` or `package` the control API takes: an instance keeps both, and each
+/// send's journal entry copies the package of every device it names, so a 1 MiB package,
+/// registered `count` times, made one request hold gigabytes. An Android package name and an
+/// account's email are far shorter.
+pub const MAX_CONTROL_TEXT_BYTES: usize = 256;
+
+fn kept_text<'a>(field: &str, text: &'a str) -> Result<&'a str, HttpResponse> {
+    match text.len() <= MAX_CONTROL_TEXT_BYTES {
+        true => Ok(text),
+        false => Err(HttpResponse::error(
+            400,
+            format!("`{field}` is {} bytes: the reference keeps at most {MAX_CONTROL_TEXT_BYTES}", text.len()),
+        )),
+    }
+}
+
 /// Copies of one upstream message `POST .../upstream` may send.
 pub const MAX_UPSTREAM_COPIES: u64 = 10;
 
@@ -453,6 +469,7 @@ fn id_token(model: &mut Model, req: &HttpRequest) -> Reply {
     else {
         return Err(HttpResponse::error(400, "expected {\"sender_id\": ..., \"account\": ...}"));
     };
+    let account = kept_text("account", account)?;
     Ok(match model.mint_id_token(sender, account) {
         Ok(Some(token)) => HttpResponse::json(201, &json!({ "id_token": token })),
         Ok(None) => HttpResponse::error(400, format!("unknown sender id {sender:?}")),
@@ -496,6 +513,33 @@ mod tests {
         }
         let get = HttpRequest::new("GET", &format!("{PREFIX}capabilities")).with_header("host", "127.0.0.1:4000");
         assert!(guard(None, &get).is_ok());
+    }
+
+    /// An instance's `package` and `account`, and an id_token's `account`, are taken up to
+    /// [`MAX_CONTROL_TEXT_BYTES`] and refused past it, saying so.
+    #[test]
+    fn control_texts_are_taken_up_to_their_bound() {
+        use crate::reference::{Config, Reference};
+        let reference = Reference::new(Config::bundled());
+        let sender = reference.with_model(|m| m.create_sender()).sender_id;
+        let call = |path: &str, body: serde_json::Value| {
+            let req = HttpRequest::new("POST", &format!("{PREFIX}{path}"))
+                .with_header("host", "127.0.0.1:4000")
+                .with_json(&body);
+            reference.handle(&req)
+        };
+        let at_bound = "é".repeat(MAX_CONTROL_TEXT_BYTES / 2);
+        let past_it = format!("{at_bound}x");
+        for field in ["package", "account"] {
+            let ok = call("instances", json!({"sender_ids": [sender], field: at_bound, "count": 2}));
+            assert_eq!(ok.status, 201, "{field}");
+            let refused = call("instances", json!({"sender_ids": [sender], field: past_it, "count": 2}));
+            assert_eq!(refused.status, 400, "{field}");
+            let why = String::from_utf8_lossy(&refused.body).to_string();
+            assert!(why.contains(&format!("`{field}` is 257 bytes")), "{why}");
+        }
+        assert_eq!(call("id_tokens", json!({"sender_id": sender, "account": at_bound})).status, 201);
+        assert_eq!(call("id_tokens", json!({"sender_id": sender, "account": past_it})).status, 400);
     }
 
     #[test]

@@ -282,7 +282,7 @@ impl Stored {
     pub fn weight(&self) -> usize {
         match self {
             Stored::Made(e) => e.weight(),
-            Stored::Packed(p) => p.exchange.weight(&p.body) + p.facts.count() * 96,
+            Stored::Packed(p) => p.exchange.weight(&p.body) + p.facts.weight(),
         }
     }
 }
@@ -378,9 +378,18 @@ mod tests {
             assert!(request.header("authorization").is_none());
             // Kept packed, it reads and weighs as the entry made and cut.
             let mut found = FactsFound::default();
+            // One package far longer than the rest: an entry weighs what its facts hold.
+            let long_package = "p".repeat(5000);
             for n in 0..3 {
                 let id = format!("device-{n}");
-                found.push(DeviceFound { id: &id, known: n > 0, package: Some("com.example"), ..Default::default() });
+                let package = if n == 2 { long_package.as_str() } else { "com.example" };
+                found.push(DeviceFound {
+                    id: &id,
+                    known: n > 0,
+                    package: Some(package),
+                    held_keys: Some(n),
+                    ..Default::default()
+                });
             }
             let facts = Arc::new(found.facts());
             let (stamp, conn) = (Stamp { at_ms: 5, wall_ms: 6, wall_us: 6_001 }, Some(Conn::Http(2)));
@@ -391,6 +400,7 @@ mod tests {
             let packed = Stored::Packed(packed);
             assert_eq!(*packed.entry(), made);
             assert_eq!(packed.weight(), made.weight());
+            assert!(made.weight() > long_package.len(), "{}", made.weight());
             assert_eq!((packed.seq(), packed.stamp()), (9, stamp));
         }
     }
