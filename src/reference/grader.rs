@@ -1,8 +1,8 @@
 //! Grading off the request path: a served reference hands the sends it already parsed to a
 //! thread of their own, so that a request holds the model's lock only to answer and to leave
-//! the exchange, copied into bytes ([`super::handoff`]), for that thread. The thread makes the journal's entry of it (the
-//! copy a journal keeps, cut), grades it, and drops the oldest entries past the journal's caps:
-//! none of that is on the request's path.
+//! the exchange, copied into bytes ([`super::handoff`]), for that thread. The thread makes the
+//! journal's entry of it (the copy a journal keeps, cut), grades it, and drops the oldest
+//! entries past the journal's caps: none of that is on the request's path.
 //!
 //! Nothing is read before it is journaled and graded: every sender's journal and grading sit
 //! in a [`Cell`] with the exchanges still waiting for them, and whoever reads them (a verdict

@@ -9,14 +9,13 @@
 //! side, and only writes, in order, into a buffer the grader last read; the grader makes the
 //! journal's entry from its own allocations.
 //!
-//! The format is private to this module and never leaves the process: numbers native-endian,
-//! byte strings as a u32 length and their bytes. A read past the end gives zeroes and empty
-//! strings rather than panicking (it cannot happen with bytes [`Queue::push`] wrote).
+//! Written and read in the one packed form of `verdicts::packing`.
 
 use super::grader::Waiting;
 use super::packed::Packed;
 use crate::verdicts::entry::FactsFound;
 use crate::verdicts::events::PreparedAnswer;
+use crate::verdicts::packing::{Reader, Writer};
 use crate::verdicts::{Conn, Stamp};
 
 /// Room a queue keeps once emptied: about a pass's sends at 100k a second. Each sender's cell
@@ -51,7 +50,7 @@ impl Queue {
     /// Copies `w` in; returns the bytes it took.
     pub fn push(&mut self, w: &Waiting) -> usize {
         let before = self.bytes.len();
-        let mut out = Out(&mut self.bytes);
+        let mut out = Writer(&mut self.bytes);
         out.number(w.seq);
         out.number(w.stamp.at_ms);
         out.number(w.stamp.wall_ms);
@@ -63,7 +62,8 @@ impl Queue {
         };
         out.byte(tag);
         out.number(id);
-        out.maybe(w.connection_opened_us);
+        out.byte(u8::from(w.connection_opened_us.is_some()));
+        out.number(w.connection_opened_us.unwrap_or_default());
         out.bytes(w.exchange.as_bytes());
         out.bytes(&w.body);
         match &w.answer {
@@ -111,119 +111,59 @@ impl Queue {
 
     /// Each send it holds, made again, in the order pushed.
     pub fn drain(&self) -> impl Iterator<Item = Waiting> + '_ {
-        let mut at = In { buf: &self.bytes, at: 0 };
-        (0..self.len).map(move |_| at.waiting())
+        let mut at = Reader::new(&self.bytes);
+        (0..self.len).map(move |_| waiting(&mut at))
     }
 }
 
-struct Out<'a>(&'a mut Vec<u8>);
-
-impl Out<'_> {
-    fn byte(&mut self, b: u8) {
-        self.0.push(b);
-    }
-
-    fn number(&mut self, n: u64) {
-        self.0.extend_from_slice(&n.to_ne_bytes());
-    }
-
-    fn maybe(&mut self, n: Option<u64>) {
-        self.byte(u8::from(n.is_some()));
-        self.number(n.unwrap_or_default());
-    }
-
-    fn bytes(&mut self, b: &[u8]) {
-        // Bodies are capped far below 4 GiB (`--max-body-bytes`), as are answers.
-        self.0.extend_from_slice(&u32::try_from(b.len()).unwrap_or(u32::MAX).to_ne_bytes());
-        self.0.extend_from_slice(b);
-    }
-}
-
-struct In<'a> {
-    buf: &'a [u8],
-    at: usize,
-}
-
-impl<'a> In<'a> {
-    fn take(&mut self, n: usize) -> &'a [u8] {
-        let end = self.at.saturating_add(n).min(self.buf.len());
-        let taken = &self.buf[self.at.min(end)..end];
-        self.at = end;
-        taken
-    }
-
-    /// Bytes not read yet: more than any count of items still to read (each takes one at least).
-    fn left(&self) -> usize {
-        self.buf.len() - self.at
-    }
-
-    fn byte(&mut self) -> u8 {
-        self.take(1).first().copied().unwrap_or_default()
-    }
-
-    fn number(&mut self) -> u64 {
-        self.take(8).try_into().map_or(0, u64::from_ne_bytes)
-    }
-
-    fn bytes(&mut self) -> &'a [u8] {
-        let n = self.take(4).try_into().map_or(0, u32::from_ne_bytes);
-        self.take(n as usize)
-    }
-
-    fn text(&mut self) -> String {
-        // Pushed from text: valid.
-        String::from_utf8_lossy(self.bytes()).into_owned()
-    }
-
-    fn waiting(&mut self) -> Waiting {
-        let seq = self.number();
-        let stamp = Stamp { at_ms: self.number(), wall_ms: self.number(), wall_us: self.number() };
-        let (tag, id) = (self.byte(), self.number());
-        let connection = match tag {
-            1 => Some(Conn::Http(id)),
-            2 => Some(Conn::Xmpp(id)),
-            _ => None,
-        };
-        let opened = (self.byte() == 1, self.number());
-        let exchange = Packed::from_bytes(self.bytes());
-        let body = self.bytes().to_vec();
-        let answer = match self.byte() {
-            0 => {
-                let n = self.number() as usize;
-                // Bounded by the bytes there are, whatever the count says.
-                let mut results = Vec::with_capacity(n.min(self.left()));
-                for _ in 0..n.min(self.left()) {
-                    results.push(match self.byte() {
-                        0 => Ok(None),
-                        1 => Ok(Some(self.text())),
-                        _ => Err(self.text()),
-                    });
-                }
-                PreparedAnswer::Results(results)
-            }
-            1 => {
-                let success = self.number() as usize;
-                let n = self.number() as usize;
-                let failed = (0..n.min(self.left())).map(|_| self.text()).collect();
-                PreparedAnswer::Group { failed, success }
-            }
-            _ => PreparedAnswer::GroupFailed,
-        };
-        let scripted = (self.byte() == 1).then(|| self.text());
-        let to_key = self.byte() == 1;
-        let count = self.number() as usize;
-        let facts = FactsFound::from_parts(to_key, self.bytes(), count);
-        Waiting {
-            seq,
-            stamp,
-            connection,
-            connection_opened_us: opened.0.then_some(opened.1),
-            exchange,
-            body,
-            answer,
-            scripted,
-            facts,
+/// One send as [`Queue::push`] wrote it.
+fn waiting(r: &mut Reader<'_>) -> Waiting {
+    let seq = r.number();
+    let stamp = Stamp { at_ms: r.number(), wall_ms: r.number(), wall_us: r.number() };
+    let (tag, id) = (r.byte(), r.number());
+    let connection = match tag {
+        1 => Some(Conn::Http(id)),
+        2 => Some(Conn::Xmpp(id)),
+        _ => None,
+    };
+    let opened = (r.byte() == 1, r.number());
+    let exchange = Packed::from_bytes(r.bytes());
+    let body = r.bytes().to_vec();
+    let answer = match r.byte() {
+        0 => {
+            let n = r.number() as usize;
+            // Bounded by the bytes there are, whatever the count says.
+            let results = (0..n.min(r.left()))
+                .map(|_| match r.byte() {
+                    0 => Ok(None),
+                    1 => Ok(Some(r.text())),
+                    _ => Err(r.text()),
+                })
+                .collect();
+            PreparedAnswer::Results(results)
         }
+        1 => {
+            let success = r.number() as usize;
+            let n = r.number() as usize;
+            let failed = (0..n.min(r.left())).map(|_| r.text()).collect();
+            PreparedAnswer::Group { failed, success }
+        }
+        _ => PreparedAnswer::GroupFailed,
+    };
+    let scripted = (r.byte() == 1).then(|| r.text());
+    let to_key = r.byte() == 1;
+    let count = r.number() as usize;
+    let facts = FactsFound::from_parts(to_key, r.bytes(), count);
+    Waiting {
+        seq,
+        stamp,
+        connection,
+        connection_opened_us: opened.0.then_some(opened.1),
+        exchange,
+        body,
+        answer,
+        scripted,
+        facts,
     }
 }
 

@@ -11,6 +11,7 @@ use std::borrow::Cow;
 use std::sync::Arc;
 
 use crate::verdicts::entry::{FactsFound, Message};
+use crate::verdicts::packing::{Reader, Writer};
 use crate::verdicts::{Conn, Entry, Stamp, What};
 use crate::wire::{HttpRequest, HttpResponse};
 
@@ -72,36 +73,36 @@ pub fn response_message(resp: &HttpResponse) -> Message {
     }
 }
 
-/// What a journal keeps of an HTTP exchange but the request's body, packed into one buffer:
-/// a request left for the grader's thread hands it one allocation to free there, not one per
-/// header (memory freed on another thread than the one that allocated it costs the allocating
-/// thread when it next allocates). Each string is its length (u32) and its bytes; the thread
-/// unpacks it into the entry's messages ([`Packed::messages`]).
+/// What a journal keeps of an HTTP exchange but the request's body, packed into one buffer
+/// (`verdicts::packing`'s form): one allocation to keep and to drop, not one per header, and
+/// one byte string to copy into the grader's queue. Unpacked into the entry's messages when
+/// read ([`Packed::messages`]).
 #[derive(Debug, Default)]
 pub struct Packed(Vec<u8>, std::cell::OnceCell<(usize, usize)>);
 
 impl Packed {
     pub fn of(req: &HttpRequest, resp: &HttpResponse) -> Packed {
         let strings = req.headers.iter().chain(&resp.headers).map(|(k, v)| k.len() + v.len() + 8).sum::<usize>();
-        let mut p = Packed(Vec::with_capacity(req.path.len() + resp.body.len() + strings + 32), Default::default());
-        p.put(req.method.as_bytes());
+        let mut buf = Vec::with_capacity(req.path.len() + resp.body.len() + strings + 32);
+        let mut p = Writer(&mut buf);
+        p.bytes(req.method.as_bytes());
         match req.query.is_empty() {
-            true => p.put(req.path.as_bytes()),
-            false => p.put(req.path_and_query().as_bytes()),
+            true => p.bytes(req.path.as_bytes()),
+            false => p.bytes(req.path_and_query().as_bytes()),
         }
         p.count(req.headers.iter().filter(|(k, _)| !is_credential(k)).count());
         for (k, v) in req.headers.iter().filter(|(k, _)| !is_credential(k)) {
-            p.put(k.as_bytes());
-            p.put(v.as_bytes());
+            p.bytes(k.as_bytes());
+            p.bytes(v.as_bytes());
         }
         p.count(usize::from(resp.status));
         p.count(resp.headers.len());
         for (k, v) in &resp.headers {
-            p.put(k.as_bytes());
-            p.put(v.as_bytes());
+            p.bytes(k.as_bytes());
+            p.bytes(v.as_bytes());
         }
-        p.put(&resp.body);
-        p
+        p.bytes(&resp.body);
+        Packed(buf, Default::default())
     }
 
     /// Its bytes, to copy it across threads ([`Self::from_bytes`] makes it again).
@@ -121,15 +122,6 @@ impl Packed {
         self.0.is_empty()
     }
 
-    fn count(&mut self, n: usize) {
-        self.0.extend_from_slice(&u32::try_from(n).unwrap_or(u32::MAX).to_ne_bytes());
-    }
-
-    fn put(&mut self, s: &[u8]) {
-        self.count(s.len());
-        self.0.extend_from_slice(s);
-    }
-
     /// The request (with `body`, cut as [`request_message_cut`] cuts it) and the answer, as
     /// [`request_message_cut`] and [`response_message`] make them.
     pub fn messages(&self, body: &[u8]) -> (Message, Message) {
@@ -139,7 +131,7 @@ impl Packed {
 
     /// The same from a body already cut, `body_cut` bytes shorter than it came.
     fn messages_kept(&self, body: &[u8], body_cut: usize) -> (Message, Message) {
-        let mut p = Unpack { buf: &self.0, at: 0 };
+        let mut p = Reader::new(&self.0);
         let (method, path, headers) = (p.text(), p.text(), p.headers());
         let request = Message {
             method: Some(method),
@@ -149,7 +141,7 @@ impl Packed {
             body_cut,
             ..Default::default()
         };
-        let status = u16::try_from(p.number()).unwrap_or_default();
+        let status = u16::try_from(p.count()).unwrap_or_default();
         let headers = p.headers();
         let response = Message { status: Some(status), headers, body: text_of(p.bytes()), ..Default::default() };
         (request, response)
@@ -173,11 +165,11 @@ impl Packed {
     }
 
     fn walk(&self) -> (usize, usize) {
-        let mut p = Unpack { buf: &self.0, at: 0 };
+        let mut p = Reader::new(&self.0);
         p.bytes();
         p.bytes();
         let request = p.headers_weight();
-        p.number();
+        p.count();
         let response = p.headers_weight();
         (request + response, text_len(p.bytes()))
     }
@@ -294,38 +286,22 @@ impl serde::Serialize for Stored {
 }
 
 /// Reads a [`Packed`] in the order it was written.
-struct Unpack<'a> {
-    buf: &'a [u8],
-    at: usize,
+/// What a packed exchange reads besides [`Reader`]'s own: header pairs.
+trait Headers {
+    /// Header pairs' part of [`Message::weight`], skipping them.
+    fn headers_weight(&mut self) -> usize;
+    fn headers(&mut self) -> Vec<(String, String)>;
 }
 
-impl<'a> Unpack<'a> {
-    fn number(&mut self) -> usize {
-        let n = self.buf.get(self.at..self.at + 4).and_then(|b| b.try_into().ok()).map_or(0, u32::from_ne_bytes);
-        self.at += 4;
-        n as usize
-    }
-
-    fn bytes(&mut self) -> &'a [u8] {
-        let n = self.number();
-        let s = self.buf.get(self.at..self.at + n).unwrap_or_default();
-        self.at += n;
-        s
-    }
-
-    fn text(&mut self) -> String {
-        String::from_utf8_lossy(self.bytes()).into_owned()
-    }
-
-    /// Header pairs' part of [`Message::weight`], skipping them.
+impl Headers for Reader<'_> {
     fn headers_weight(&mut self) -> usize {
-        let n = self.number().min(self.buf.len() / 8);
+        // Never more pairs than the buffer has bytes for.
+        let n = self.count().min(self.left() / 8);
         (0..n).map(|_| self.bytes().len() + self.bytes().len() + 8).sum()
     }
 
     fn headers(&mut self) -> Vec<(String, String)> {
-        // Never more pairs than the buffer has bytes for.
-        let n = self.number().min(self.buf.len() / 8);
+        let n = self.count().min(self.left() / 8);
         (0..n).map(|_| (self.text(), self.text())).collect()
     }
 }

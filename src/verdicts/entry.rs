@@ -3,6 +3,7 @@
 //! concerned at that moment (`Facts`). Entries are what the control API's journal shows and
 //! what the graders read; nothing here knows a transport's types.
 
+use super::packing::{self, Reader, Writer};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
@@ -315,80 +316,48 @@ impl FactsFound {
                 | flag(d.package.is_some(), Self::PACKAGE)
                 | flag(d.held_keys.is_some(), Self::HELD),
         );
-        let mut number = |n: usize| b.extend_from_slice(&u32::try_from(n).unwrap_or(u32::MAX).to_ne_bytes());
+        let mut w = Writer(b);
         if let Some(n) = d.held_keys {
-            number(n);
+            w.count(n);
         }
-        number(d.id.len());
-        b.extend_from_slice(d.id.as_bytes());
+        w.bytes(d.id.as_bytes());
         if let Some(p) = d.package {
-            b.extend_from_slice(&u32::try_from(p.len()).unwrap_or(u32::MAX).to_ne_bytes());
-            b.extend_from_slice(p.as_bytes());
+            w.bytes(p.as_bytes());
         }
+    }
+
+    /// Each device as pushed: its flags, held keys, id and package, borrowed.
+    fn each(&self) -> impl Iterator<Item = (u8, Option<usize>, &[u8], Option<&[u8]>)> + '_ {
+        let mut r = Reader::new(&self.devices);
+        std::iter::from_fn(move || {
+            let flags = r.next_byte()?;
+            let held_keys = (flags & Self::HELD != 0).then(|| r.count());
+            let id = r.bytes();
+            let package = (flags & Self::PACKAGE != 0).then(|| r.bytes());
+            Some((flags, held_keys, id, package))
+        })
     }
 
     /// The facts found, as the graders read them.
     pub fn facts(&self) -> Facts {
-        let (b, mut at) = (&self.devices[..], 0);
-        let number = |at: &mut usize| {
-            let n = b.get(*at..*at + 4).and_then(|x| x.try_into().ok()).map_or(0, u32::from_ne_bytes);
-            *at += 4;
-            n as usize
-        };
-        let text = |at: &mut usize| {
-            let n = number(at);
-            // Pushed from text: valid, and checked faster than a lossy reading checks it.
-            let bytes = b.get(*at..*at + n).unwrap_or_default();
-            let s =
-                std::str::from_utf8(bytes).map_or_else(|_| String::from_utf8_lossy(bytes).into_owned(), str::to_owned);
-            *at += n;
-            s
-        };
-        let mut devices = Vec::new();
-        while let Some(&flags) = b.get(at) {
-            at += 1;
-            let held_keys = (flags & Self::HELD != 0).then(|| {
-                let n = b.get(at..at + 4).and_then(|x| x.try_into().ok()).map_or(0, u32::from_ne_bytes);
-                at += 4;
-                n as usize
-            });
-            let id = text(&mut at);
-            let package = (flags & Self::PACKAGE != 0).then(|| text(&mut at));
-            devices.push(Device {
-                id,
+        let devices = self
+            .each()
+            .map(|(flags, held_keys, id, package)| Device {
+                id: packing::text(id),
                 known: flags & Self::KNOWN != 0,
                 ios: flags & Self::IOS != 0,
                 unregistered: flags & Self::UNREGISTERED != 0,
-                package,
+                package: package.map(packing::text),
                 held_keys,
                 holds_key: flags & Self::HOLDS_KEY != 0,
-            });
-        }
+            })
+            .collect();
         Facts { to_key: self.to_key, devices }
     }
 
     /// [`Facts::weight`], without making them.
     pub fn weight(&self) -> usize {
-        let b = &self.devices[..];
-        let number = |at: usize| {
-            b.get(at..at.saturating_add(4)).and_then(|x| x.try_into().ok()).map_or(0, u32::from_ne_bytes) as usize
-        };
-        let (mut at, mut weight) = (0usize, 0);
-        while let Some(&flags) = b.get(at) {
-            at += 1;
-            if flags & Self::HELD != 0 {
-                at = at.saturating_add(4);
-            }
-            let id = number(at);
-            at = at.saturating_add(4).saturating_add(id);
-            weight += Facts::DEVICE_WEIGHT + id;
-            if flags & Self::PACKAGE != 0 {
-                let package = number(at);
-                at = at.saturating_add(4).saturating_add(package);
-                weight += package;
-            }
-        }
-        weight
+        self.each().map(|(_, _, id, package)| Facts::DEVICE_WEIGHT + id.len() + package.map_or(0, <[u8]>::len)).sum()
     }
 
     /// Bytes held, for the bound on what may wait.

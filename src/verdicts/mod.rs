@@ -19,6 +19,7 @@ mod bounded;
 pub mod entry;
 pub mod events;
 mod graders;
+pub(crate) mod packing;
 
 pub(crate) use bounded::Bounded;
 
